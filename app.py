@@ -1,0 +1,17 @@
+"""repmap: see how a language model lays out a concept, how finetuning moves it, and whether a
+linear map carries it to another model. Run with `streamlit run app.py`."""
+import streamlit as st
+
+from repmap_ui.common import sidebar_status
+
+st.set_page_config(page_title="repmap", page_icon=":material/hub:", layout="wide")
+
+st.session_state.setdefault("explorer.result", None)
+
+pages = [
+    st.Page("pages/layer_explorer.py", title="Layer explorer", icon=":material/stacked_line_chart:", default=True),
+    st.Page("pages/cache.py", title="Cache", icon=":material/storage:"),
+]
+page = st.navigation(pages)
+sidebar_status()
+page.run()

@@ -1,0 +1,131 @@
+"""Layer explorer: where in the model does the label become linearly separable?"""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from repmap_core.activations import get_activations
+from repmap_core.data import list_builtin, load_dataset
+from repmap_core.errors import RepmapError
+from repmap_core.figures import layer_grid, separation_curve
+from repmap_core.models import EMBEDDED_MODEL_ID, site_name
+from repmap_core.probes import best_layer, layer_separation
+from repmap_core.projection import METHODS, project, sample_rows
+from repmap_ui.common import local_model_names, model_loader, save_upload, show_error, warm_umap_in_background
+
+st.title("Layer explorer")
+st.caption("Each layer's activations projected to 2-D and coloured by label, and how separable the label is "
+           "at each depth: a linear probe's cross-validated accuracy, the silhouette, and a Fisher ratio.")
+
+DEFAULTS = {"model": EMBEDDED_MODEL_ID, "data": "builtin:sentiment", "layers": "all", "position": "auto",
+            "limit": 2000, "max_length": 512, "text_col": "", "label_col": "", "trust": False}
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def separation_rows(key: str, layers: tuple[int, ...], _aset) -> list:
+    # keyed by the cache entry + layers; the memory-mapped arrays are not hashed
+    return layer_separation({L: _aset[L] for L in layers}, _aset.labels, _aset.pair_ids)
+
+
+def request_form() -> dict | None:
+    models = local_model_names() or [EMBEDDED_MODEL_ID]
+    with st.form("explorer.form"):
+        c1, c2 = st.columns(2)
+        with c1:
+            choice = st.selectbox("Model (available locally)", models, key="explorer.model_choice")
+            other = st.text_input("…or any Hugging Face id or local folder", key="explorer.model_other",
+                                  placeholder="gpt2, EleutherAI/pythia-70m, /path/to/model")
+        with c2:
+            data_choice = st.selectbox("Data set", [f"builtin:{k}" for k in list_builtin()], key="explorer.data_choice",
+                                       format_func=lambda s: f"{s} · {list_builtin()[s.split(':', 1)[1]]}")
+            data_other = st.text_input("…or a data spec", key="explorer.data_other",
+                                       placeholder="hf:amazon_polarity:test[:2000] or file:/path/data.csv")
+        upload = st.file_uploader("…or upload a table (CSV, TSV, JSONL, JSON, parquet)", key="explorer.upload",
+                                  type=["csv", "tsv", "jsonl", "json", "parquet", "gz"])
+        c3, c4, c5, c6 = st.columns(4)
+        layers = c3.text_input("Layers", value=DEFAULTS["layers"], key="explorer.layers", help="all, or e.g. 0,3,-1")
+        position = c4.selectbox("Token position", ["auto", "last", "mean", "answer"], key="explorer.position",
+                                help="auto: mean for encoders, last for causal LMs; answer: the answer letter of A/B rows")
+        limit = c5.number_input("Max rows (0 = all)", min_value=0, value=DEFAULTS["limit"], step=500, key="explorer.limit")
+        max_length = c6.number_input("Max tokens per text", min_value=2, max_value=32768, value=DEFAULTS["max_length"],
+                                     key="explorer.max_length")
+        with st.expander("Columns and trust"):
+            text_col = st.text_input("Text column (tables of another schema)", key="explorer.text_col")
+            label_col = st.text_input("Label column (0/1 or -1/+1)", key="explorer.label_col")
+            trust = st.checkbox("Trust remote code (runs the model's own Python code)", key="explorer.trust")
+        submitted = st.form_submit_button("Compute", type="primary")
+    if not submitted:
+        return None
+    data = data_choice
+    if upload is not None:
+        data = save_upload(upload)
+    elif data_other.strip():
+        data = data_other.strip()
+    return {"model": other.strip() or choice, "data": data, "layers": layers, "position": position,
+            "limit": int(limit), "max_length": int(max_length), "text_col": text_col.strip(),
+            "label_col": label_col.strip(), "trust": bool(trust)}
+
+
+def compute(req: dict) -> dict:
+    dataset = load_dataset(req["data"], text_col=req["text_col"] or None, label_col=req["label_col"] or None,
+                           limit=req["limit"] or None)
+    with st.status(f"Activations of {req['model']} on {dataset.name}", expanded=True) as status:
+        bar = st.progress(0.0, text="Checking the cache")
+        aset = get_activations(req["model"], dataset, req["layers"], req["position"], max_length=req["max_length"],
+                               trust_remote_code=req["trust"], loader=model_loader(req["trust"]),
+                               progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m))
+        bar.progress(1.0, text="Scoring each layer")
+        rows = separation_rows(aset.manifest["key"], tuple(aset.layer_list), aset)
+        status.update(label=f"{req['model']} on {dataset.name}: {aset.n} rows × {len(aset.layer_list)} layers",
+                      state="complete", expanded=False)
+    return {"request": req, "dataset": dataset, "aset": aset, "rows": rows}
+
+
+try:
+    req = request_form()
+    if req is None and st.session_state.get("explorer.result") is None:
+        req = dict(DEFAULTS)  # first open: show the embedded model on the built-in data right away
+    if req is not None:
+        st.session_state["explorer.result"] = compute(req)
+except RepmapError as e:
+    show_error(e)  # the last good result below stays on screen
+
+result = st.session_state.get("explorer.result")
+if result is not None:
+    aset, rows, dataset = result["aset"], result["rows"], result["dataset"]
+    m = aset.manifest
+    best = best_layer(rows)
+    best_row = next(r for r in rows if r.layer == best)
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Best layer", f"{best}", help=site_name(best))
+    c2.metric("Probe accuracy there (cv)", f"{best_row.probe_cv_acc:.3f}")
+    c3.metric("Rows", f"{aset.n:,}", help=f"{int(aset.labels.sum())} labelled 1")
+    c4.metric("Width", f"{aset.d}", help=f"{m['n_layers']} blocks")
+    st.caption(f"`{m['model']}` @ `{m['revision']}` · {m['dataset_spec']} · position **{m['position']}** · "
+               f"{m['dtype']} · cache key `{m['key']}`")
+    st.plotly_chart(separation_curve(rows), key="explorer.curve")
+
+    v1, v2, v3, v4 = st.columns([2, 4, 1, 1])
+    method = v1.segmented_control("Projection", METHODS, default="pca", key="explorer.method",
+                                  format_func=lambda s: {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}[s]) or "pca"
+    shown = v2.multiselect("Layers shown", aset.layer_list, default=aset.layer_list[:12], key="explorer.shown")
+    seed = v3.number_input("Seed", min_value=0, value=0, key="explorer.seed")
+    max_points = v4.number_input("Max points", min_value=100, value=3000, step=500, key="explorer.max_points")
+    rows_idx = sample_rows(aset.labels, int(max_points), int(seed))
+    if len(rows_idx) < aset.n:
+        st.caption(f"Showing a seeded sample of {len(rows_idx):,} of {aset.n:,} rows (both classes kept in proportion).")
+    try:
+        coords = {}
+        with st.spinner(f"{method.upper()} of {len(shown)} layers (cached after the first time)"):
+            for layer in shown:
+                coords[layer] = project(aset[layer][rows_idx], method, int(seed),
+                                        cache_id={"activations": m["key"], "layer": layer, "rows": len(rows_idx)})
+        if coords:
+            st.plotly_chart(layer_grid(coords, aset.labels[rows_idx], [dataset.texts[i] for i in rows_idx],
+                                       method=method, label_names={0: "label 0", 1: "label 1"}), key="explorer.grid")
+    except RepmapError as e:
+        show_error(e)
+    table = pd.DataFrame([dict(r.as_dict(), site=site_name(r.layer)) for r in rows]).set_index("layer")
+    st.dataframe(table.style.format(precision=3).highlight_max(subset=["probe_cv_acc"], color="#cde7ea"),
+                 key="explorer.table")
+    warm_umap_in_background()

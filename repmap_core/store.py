@@ -1,0 +1,239 @@
+"""The on-disk cache: content-addressed, atomic, checked, memory-mapped.
+
+Layout: `<root>/activations/<key>/layer_<L>.safetensors`, where `key` hashes the identity of
+the computation (model + revision, data fingerprint, position, max length, dtype). Each file
+holds `activations (n, d)`, `labels (n,)`, `pair_ids (n,)` and, in its safetensors header, the
+manifest plus a sha256 over the manifest and every tensor's bytes.
+
+- Writes go to a temp file in the same folder, are fsynced, then `os.replace`d into place, so a
+  reader sees a whole file or none; a killed writer leaves only a temp file, which is never read.
+- A per-key lock file serialises writers, so two processes computing one key make one entry.
+- Reads memory-map the file. The first read of a file in a process checks its layout and
+  checksum; a truncated, corrupted or mismatched file is deleted and reported as absent, so the
+  caller recomputes it. Never pickle.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+FORMAT = "repmap.activations/1"
+_DTYPES = {"F32": np.float32, "F16": np.float16, "I8": np.int8, "I64": np.int64, "I32": np.int32,
+           "U8": np.uint8, "F64": np.float64, "BOOL": np.bool_}
+_verified: dict[tuple[str, int, int], bool] = {}  # (path, size, mtime_ns) -> checksum ok
+
+
+class CorruptEntry(Exception):
+    """A cache file whose layout, manifest or checksum is wrong."""
+
+
+def cache_root() -> Path:
+    """`$REPMAP_CACHE`, or `cache/` at the project root."""
+    env = os.environ.get("REPMAP_CACHE")
+    root = Path(env).expanduser() if env else Path(__file__).resolve().parents[1] / "cache"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def entry_key(identity: dict) -> str:
+    """Hex key of a computation's identity (a JSON-able dict); never built from raw user strings."""
+    blob = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def entry_dir(key: str, kind: str = "activations") -> Path:
+    if not (len(key) == 32 and all(c in "0123456789abcdef" for c in key)):
+        raise ValueError(f"not a cache key: {key!r}")
+    return cache_root() / kind / key
+
+
+@contextmanager
+def entry_lock(key: str, kind: str = "activations") -> Iterator[None]:
+    """Exclusive lock for writing one entry (other processes wait)."""
+    from filelock import FileLock
+
+    folder = cache_root() / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder / f"{key}.lock")):
+        yield
+
+
+def _checksum(manifest_json: str, tensors: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256(manifest_json.encode())
+    for name in sorted(tensors):
+        h.update(name.encode())
+        h.update(memoryview(np.ascontiguousarray(tensors[name])).cast("B"))
+    return h.hexdigest()
+
+
+def write_file(path: Path, tensors: dict[str, np.ndarray], manifest: dict) -> None:
+    """Atomically write tensors + manifest (+ checksum) as one safetensors file."""
+    from safetensors.numpy import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    manifest_json = json.dumps(manifest, sort_keys=True)
+    tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    meta = {"manifest": manifest_json, "sha256": _checksum(manifest_json, tensors)}
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    st = path.stat()
+    _verified[(str(path), st.st_size, st.st_mtime_ns)] = True
+
+
+def read_file(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    """Memory-map a cache file; raise `CorruptEntry` if its layout or checksum is wrong."""
+    st = path.stat()
+    size = st.st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise CorruptEntry("file shorter than its header")
+        n = int.from_bytes(head, "little")
+        if n <= 0 or 8 + n > size:
+            raise CorruptEntry("header length beyond the end of the file")
+        try:
+            header = json.loads(f.read(n))
+            meta = header.pop("__metadata__")
+            manifest_json, checksum = meta["manifest"], meta["sha256"]
+            manifest = json.loads(manifest_json)
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+            raise CorruptEntry(f"unreadable header ({e})") from None
+    start = 8 + n
+    try:
+        end = max((info["data_offsets"][1] for info in header.values()), default=0)
+    except (KeyError, TypeError, IndexError):
+        raise CorruptEntry("malformed tensor table") from None
+    if start + end != size:
+        raise CorruptEntry(f"file is {size} bytes, its header says {start + end}")
+    mm = np.memmap(path, dtype=np.uint8, mode="r")
+    tensors = {}
+    for name, info in header.items():
+        b, e = info["data_offsets"]
+        dtype = _DTYPES.get(info.get("dtype"))
+        shape = tuple(info.get("shape", ()))
+        if dtype is None or not 0 <= b <= e or (e - b) != int(np.prod(shape)) * np.dtype(dtype).itemsize:
+            raise CorruptEntry(f"tensor {name} has an inconsistent size")
+        tensors[name] = mm[start + b:start + e].view(dtype).reshape(shape)
+    memo = (str(path), size, st.st_mtime_ns)
+    if not _verified.get(memo):
+        if _checksum(manifest_json, tensors) != checksum:
+            raise CorruptEntry("checksum mismatch")
+        _verified[memo] = True
+    return tensors, manifest
+
+
+def layer_path(key: str, layer: int) -> Path:
+    return entry_dir(key) / f"layer_{int(layer)}.safetensors"
+
+
+def read_layer(key: str, layer: int, identity: dict) -> tuple[dict[str, np.ndarray], dict] | None:
+    """The cached layer if present and valid for `identity`; a bad file is deleted (-> None)."""
+    path = layer_path(key, layer)
+    if not path.exists():
+        return None
+    try:
+        tensors, manifest = read_file(path)
+        mismatch = [k for k, v in identity.items() if manifest.get(k) != v]
+        if mismatch or manifest.get("layer") != int(layer):
+            raise CorruptEntry(f"manifest does not match the request ({', '.join(mismatch) or 'layer'})")
+        if "activations" not in tensors:
+            raise CorruptEntry("no activations tensor")
+    except (CorruptEntry, OSError) as e:
+        log.warning("cache file %s is invalid (%s); it will be recomputed", path, e)
+        with entry_lock(key):
+            path.unlink(missing_ok=True)
+        return None
+    return tensors, manifest
+
+
+def clean_temp_files(key: str) -> int:
+    """Remove temp files a killed writer left in an entry (call while holding its lock)."""
+    folder = entry_dir(key)
+    removed = 0
+    for p in folder.glob(".tmp-*") if folder.exists() else []:
+        p.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One cached activation set (all layers computed for one identity), for the cache browser."""
+
+    key: str
+    model: str
+    dataset: str
+    position: str
+    layers: tuple[int, ...]
+    n_rows: int
+    d_model: int
+    bytes: int
+    created: str
+
+
+def list_entries() -> list[CacheEntry]:
+    """Every activation entry in the cache, newest first (reads headers only)."""
+    folder = cache_root() / "activations"
+    out = []
+    for d in sorted(folder.iterdir()) if folder.exists() else []:
+        if not d.is_dir():
+            continue
+        files = sorted(d.glob("layer_*.safetensors"))
+        manifests = []
+        for f in files:
+            try:
+                manifests.append(_read_manifest(f))
+            except (CorruptEntry, OSError):
+                continue
+        if not manifests:
+            continue
+        m = manifests[0]
+        out.append(CacheEntry(
+            key=d.name, model=m.get("model", "?"), dataset=m.get("dataset_spec", "?"), position=m.get("position", "?"),
+            layers=tuple(sorted(x["layer"] for x in manifests)), n_rows=int(m.get("n_rows", 0)),
+            d_model=int(m.get("d_model", 0)), bytes=sum(f.stat().st_size for f in files),
+            created=max(x.get("created", "") for x in manifests),
+        ))
+    return sorted(out, key=lambda e: e.created, reverse=True)
+
+
+def _read_manifest(path: Path) -> dict:
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        if n <= 0 or n > 100_000_000:
+            raise CorruptEntry("bad header length")
+        return json.loads(json.loads(f.read(n))["__metadata__"]["manifest"])
+
+
+def delete_entry(key: str, kind: str = "activations") -> None:
+    """Delete one cache entry (under its lock, so no writer is mid-way)."""
+    with entry_lock(key, kind):
+        shutil.rmtree(entry_dir(key, kind), ignore_errors=True)
+
+
+def cache_size_bytes() -> int:
+    return sum(p.stat().st_size for p in cache_root().rglob("*") if p.is_file())
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -1,0 +1,103 @@
+"""Shared UI pieces: cached model loading, the sidebar status, uploads, background warm-ups."""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+import streamlit as st
+
+from repmap_core import store
+from repmap_core.errors import RepmapError
+from repmap_core.models import LoadedModel, ResolvedModel, is_offline, list_local_models, load_model
+
+UPLOAD_SUFFIXES = ["csv", "tsv", "jsonl", "json", "parquet", "gz"]
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _load(resolved: ResolvedModel, device: str, dtype: str, trust_remote_code: bool) -> LoadedModel:
+    return load_model(resolved, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+
+
+def model_loader(trust_remote_code: bool):
+    """A loader for `get_activations` that shares one loaded model across sessions and reruns."""
+    return lambda resolved, device, dtype: _load(resolved, device, dtype, trust_remote_code)
+
+
+@st.cache_data(show_spinner=False, ttl=60)
+def local_model_names() -> list[str]:
+    return [m.name for m in list_local_models()]
+
+
+@st.cache_data(show_spinner=False, ttl=30)
+def _status() -> dict:
+    import torch
+
+    if torch.cuda.is_available():
+        device = f"GPU: {torch.cuda.get_device_name(0)} (bf16)"
+    else:
+        device = f"CPU: {torch.get_num_threads()} threads (fp32)"
+    return {"device": device, "offline": is_offline(), "cache": str(store.cache_root()),
+            "cache_mb": store.cache_size_bytes() / 1e6}
+
+
+def sidebar_status() -> None:
+    s = _status()
+    with st.sidebar:
+        st.caption(f"**Device** · {s['device']}")
+        st.caption("**Hub** · offline: local and embedded models only" if s["offline"] else "**Hub** · online")
+        st.caption(f"**Cache** · {s['cache_mb']:.1f} MB in `{s['cache']}`")
+
+
+def save_upload(uploaded) -> str:
+    """Store an uploaded table under the cache by content hash (never by its user-given name);
+    return a `file:` spec for it."""
+    data = uploaded.getvalue()
+    name = uploaded.name.lower()
+    suffix = next((s for s in (".csv.gz", ".tsv.gz", ".jsonl.gz", ".json.gz", ".csv", ".tsv", ".jsonl", ".json", ".parquet")
+                   if name.endswith(s)), None)
+    if suffix is None:
+        raise RepmapError(f"'{uploaded.name}' is not a table repmap reads; upload .csv, .tsv, .jsonl, .json or .parquet.")
+    folder = store.cache_root() / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (hashlib.sha256(data).hexdigest()[:32] + suffix)
+    if not path.exists():
+        tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    return f"file:{path}"
+
+
+_warm_lock = threading.Lock()
+_warm_started = False
+
+
+def warm_umap_in_background() -> None:
+    """Pay umap-learn's numba compilation (~10 s) once per server, off the request path."""
+    global _warm_started
+    if os.environ.get("REPMAP_NO_WARMUP"):
+        return
+    with _warm_lock:
+        if _warm_started:
+            return
+        _warm_started = True
+
+    def work() -> None:
+        try:
+            from repmap_core.projection import warm_umap
+
+            warm_umap()
+        except Exception:  # umap missing or broken: the UMAP option reports it when chosen
+            pass
+
+    threading.Thread(target=work, name="repmap-umap-warmup", daemon=True).start()
+
+
+def show_error(e: Exception) -> None:
+    """One sentence for the user; the app keeps running."""
+    st.error(str(e), icon=":material/error:")
+
+
+def project_root() -> Path:
+    return Path(__file__).resolve().parents[1]
