@@ -13,5 +13,5 @@ pages = [
     st.Page("pages/cache.py", title="Cache", icon=":material/storage:"),
 ]
 page = st.navigation(pages)
-sidebar_status()
 page.run()
+sidebar_status()

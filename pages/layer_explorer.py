@@ -7,7 +7,7 @@ import streamlit as st
 from repmap_core.activations import get_activations
 from repmap_core.data import list_builtin, load_dataset
 from repmap_core.errors import RepmapError
-from repmap_core.figures import layer_grid, separation_curve
+from repmap_core.figures import METHOD_NAMES, layer_grid, separation_curve
 from repmap_core.models import EMBEDDED_MODEL_ID, site_name
 from repmap_core.probes import best_layer, layer_separation
 from repmap_core.projection import METHODS, project, sample_rows
@@ -27,9 +27,10 @@ def separation_rows(key: str, layers: tuple[int, ...], _aset) -> list:
     return layer_separation({L: _aset[L] for L in layers}, _aset.labels, _aset.pair_ids)
 
 
-def request_form() -> dict | None:
+def request_form(current: dict) -> dict | None:
     models = local_model_names() or [EMBEDDED_MODEL_ID]
-    with st.form("explorer.form"):
+    label = f"Model, data and layers · {current['model'].split('/')[-1]} on {current['data'].split('/')[-1]}"
+    with st.expander(label, expanded=False), st.form("explorer.form"):
         c1, c2 = st.columns(2)
         with c1:
             choice = st.selectbox("Model (available locally)", models, key="explorer.model_choice")
@@ -37,7 +38,7 @@ def request_form() -> dict | None:
                                   placeholder="gpt2, EleutherAI/pythia-70m, /path/to/model")
         with c2:
             data_choice = st.selectbox("Data set", [f"builtin:{k}" for k in list_builtin()], key="explorer.data_choice",
-                                       format_func=lambda s: f"{s} · {list_builtin()[s.split(':', 1)[1]]}")
+                                       help="\n".join(f"builtin:{k}: {v}" for k, v in list_builtin().items()))
             data_other = st.text_input("…or a data spec", key="explorer.data_other",
                                        placeholder="hf:amazon_polarity:test[:2000] or file:/path/data.csv")
         upload = st.file_uploader("…or upload a table (CSV, TSV, JSONL, JSON, parquet)", key="explorer.upload",
@@ -82,7 +83,8 @@ def compute(req: dict) -> dict:
 
 
 try:
-    req = request_form()
+    previous = st.session_state.get("explorer.result")
+    req = request_form(previous["request"] if previous else DEFAULTS)
     if req is None and st.session_state.get("explorer.result") is None:
         req = dict(DEFAULTS)  # first open: show the embedded model on the built-in data right away
     if req is not None:
@@ -102,12 +104,12 @@ if result is not None:
     c3.metric("Rows", f"{aset.n:,}", help=f"{int(aset.labels.sum())} labelled 1")
     c4.metric("Width", f"{aset.d}", help=f"{m['n_layers']} blocks")
     st.caption(f"`{m['model']}` @ `{m['revision']}` · {m['dataset_spec']} · position **{m['position']}** · "
-               f"{m['dtype']} · cache key `{m['key']}`")
+               f"{m['dtype']} · cache `{m['key'][:12]}`")
     st.plotly_chart(separation_curve(rows), key="explorer.curve")
 
     v1, v2, v3, v4 = st.columns([2, 4, 1, 1])
     method = v1.segmented_control("Projection", METHODS, default="pca", key="explorer.method",
-                                  format_func=lambda s: {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}[s]) or "pca"
+                                  format_func=METHOD_NAMES.get) or "pca"
     shown = v2.multiselect("Layers shown", aset.layer_list, default=aset.layer_list[:12], key="explorer.shown")
     seed = v3.number_input("Seed", min_value=0, value=0, key="explorer.seed")
     max_points = v4.number_input("Max points", min_value=100, value=3000, step=500, key="explorer.max_points")
@@ -116,7 +118,7 @@ if result is not None:
         st.caption(f"Showing a seeded sample of {len(rows_idx):,} of {aset.n:,} rows (both classes kept in proportion).")
     try:
         coords = {}
-        with st.spinner(f"{method.upper()} of {len(shown)} layers (cached after the first time)"):
+        with st.spinner(f"{METHOD_NAMES[method]} of {len(shown)} layers (cached after the first time)"):
             for layer in shown:
                 coords[layer] = project(aset[layer][rows_idx], method, int(seed),
                                         cache_id={"activations": m["key"], "layer": layer, "rows": len(rows_idx)})

@@ -105,6 +105,8 @@ class TextDataset:
         order = np.random.default_rng(seed).permutation(len(unique))
         sizes = np.bincount(inverse)[order]
         keep_groups = order[np.cumsum(sizes) <= limit]
+        if len(keep_groups) == 0:
+            raise RepmapError(f"A limit of {limit} row(s) cannot keep a whole pair; use a limit of at least {sizes.min()}.")
         rows = np.flatnonzero(np.isin(inverse, keep_groups))
         return self.take(rows)
 
@@ -120,7 +122,7 @@ def _fingerprint(ds: TextDataset) -> str:
     return h.hexdigest()[:32]
 
 
-_HF_RE = re.compile(r"^(?P<repo>[^:\[\]]+?)(?::(?P<config>[^:\[\]]+))?:(?P<split>[A-Za-z0-9_.\-]+(?:\[[^\]]*\])?)$")
+_HF_RE = re.compile(r"^(?P<repo>[^:\[\]]+?)(?::(?P<config>[^:\[\]]+))?:(?P<split>[A-Za-z0-9_.+\-]+(?:\[[^\]]*\])?)$")
 
 
 def parse_spec(spec: str | DatasetSpec) -> DatasetSpec:
@@ -185,6 +187,8 @@ def read_table(path: Path) -> pd.DataFrame:
         raise RepmapError(f"Data file '{path}' does not exist; check the path.")
     if not path.is_file():
         raise RepmapError(f"'{path}' is not a file; give the path of a CSV, TSV, JSONL, JSON or parquet file.")
+    if path.stat().st_size == 0:
+        raise RepmapError(f"'{path.name}' is empty; it needs at least one data row.")
     name = path.name.lower()
     compression = "gzip" if name.endswith(".gz") else None
     stem = name[:-3] if compression else name
@@ -207,12 +211,12 @@ def read_table(path: Path) -> pd.DataFrame:
     except UnicodeDecodeError:
         raise RepmapError(f"'{path.name}' is not valid UTF-8 text; save it as UTF-8 and try again.") from None
     except pd.errors.EmptyDataError:
-        raise RepmapError(f"'{path.name}' is empty; it needs a header row and at least one data row.") from None
+        raise RepmapError(f"'{path.name}' is empty; it needs at least one data row.") from None
     except (ValueError, OSError, pd.errors.ParserError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise RepmapError(f"Could not read '{path.name}' as {suffix[1:].upper()}: {first}.") from None
     if len(frame) == 0:
-        raise RepmapError(f"'{path.name}' has no data rows; add rows below the header.")
+        raise RepmapError(f"'{path.name}' has no data rows; add some rows and try again.")
     return frame
 
 
@@ -258,23 +262,23 @@ def adapt_frame(
     if has("chosen", "rejected"):
         return _adapt_chosen_rejected(frame, name, cols)
     if has("title", "content", "label"):
-        texts = [_join_title(t, c) for t, c in zip(frame[cols["title"]], frame[cols["content"]])]
+        texts = [_join_title(_cell(t), _cell(c)) for t, c in zip(frame[cols["title"]], frame[cols["content"]])]
         return _rows(name, texts, _binary_labels(frame[cols["label"]], "label", name))
     for text_name in ("text", "sentence", "content", "review", "document"):
         if has(text_name, "label"):
             return _adapt_text_label(frame, name, cols[text_name], cols["label"])
     header_hint = ""
     if len(frame.columns) == 2 and str(frame.columns[-1]).strip() in {"0", "1", "-1"}:
-        header_hint = " It looks like the file has no header row: add one such as 'text<TAB>label'."
-    shown = ", ".join(repr(str(c))[:40] for c in list(frame.columns)[:8])
+        header_hint = " It looks like the file has no header row: add one naming the columns, such as text and label."
+    shown = ", ".join(repr(str(c)[:40]) for c in list(frame.columns)[:8])
     raise RepmapError(
         f"{name} has columns {shown}, which match no known schema ({SCHEMAS_HINT}); "
         f"name the text and label columns (--text-col/--label-col).{header_hint}"
     )
 
 
-def _join_title(title: object, content: object) -> str:
-    title, content = str(title or "").strip(), str(content or "").strip()
+def _join_title(title: str, content: str) -> str:
+    title, content = title.strip(), content.strip()
     if not title:
         return content
     return f"{title}{'' if title[-1] in '.!?:' else '.'} {content}"
@@ -295,11 +299,12 @@ _MINUS = {"-1", "-1.0"}
 
 def _binary_labels(values: pd.Series | list, column: str, name: str) -> np.ndarray:
     """Map a label column to int8 0/1. Accepts 0/1, -1/+1, booleans and true/false-like words."""
-    raw = pd.Series(values)
-    if raw.isna().any():
-        first = int(np.flatnonzero(raw.isna().to_numpy())[0])
-        raise RepmapError(f"{name} has {int(raw.isna().sum())} row(s) with no label (first at data row {first + 1}); fill them in.")
-    as_str = raw.map(lambda v: str(v).strip().lower())
+    as_str = pd.Series(values).map(lambda v: _cell(v).strip().lower())
+    blank = (as_str == "").to_numpy()
+    if blank.any():
+        raise RepmapError(
+            f"{name} has {int(blank.sum())} row(s) with no label (first at data row {int(np.flatnonzero(blank)[0]) + 1}); fill them in."
+        )
     distinct = sorted(set(as_str))
     # the negative class is either the 0-words or -1, never both (that would be three classes)
     if set(distinct) <= _POS | _ZERO or set(distinct) <= _POS | _MINUS:
@@ -324,8 +329,15 @@ def _rows(name: str, texts: list[str], labels: np.ndarray, pair_ids: np.ndarray 
     )
 
 
+def _cell(v: object) -> str:
+    """A table cell as text; missing cells (None/NaN) become empty, never the word 'nan'."""
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return ""
+    return str(v)
+
+
 def _adapt_text_label(frame: pd.DataFrame, name: str, text_col: str, label_col: str) -> TextDataset:
-    texts = [str(t) for t in frame[text_col]]
+    texts = [_cell(t) for t in frame[text_col]]
     return _rows(name, texts, _binary_labels(frame[label_col], str(label_col), name))
 
 
@@ -371,7 +383,7 @@ def _adapt_sciq(frame: pd.DataFrame, name: str, cols: dict) -> TextDataset:
         correct = " " + str(row[cols["correct_answer"]]).strip()
         for k in (1, 2, 3):
             col = cols.get(f"distractor{k}")
-            wrong = "" if col is None else str(row[col] or "").strip()
+            wrong = "" if col is None else _cell(row[col]).strip()
             if wrong:
                 items.append((prompt, correct, " " + wrong))
     return _paired(name, items)

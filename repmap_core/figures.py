@@ -16,6 +16,7 @@ from plotly.subplots import make_subplots
 from repmap_core.probes import LayerSeparation, best_layer
 
 LABEL_COLORS = {0: "#d1495b", 1: "#00798c"}
+METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
 WEBGL_ABOVE = 1000
 
 
@@ -55,21 +56,21 @@ def layer_grid(coords: dict[int, np.ndarray], labels: np.ndarray, texts: Sequenc
             ), row=i // cols + 1, col=i % cols + 1)
     fig.update_xaxes(showticklabels=False, zeroline=False)
     fig.update_yaxes(showticklabels=False, zeroline=False)
-    fig.update_layout(height=max(320, 300 * rows), margin=dict(l=10, r=10, t=60, b=10),
-                      title=title or f"{method.upper()} of each layer, coloured by label",
-                      legend=dict(orientation="h", y=1.02, yanchor="bottom", x=1, xanchor="right"))
+    fig.update_layout(height=max(340, 300 * rows + 40), margin=dict(l=10, r=10, t=60, b=40),
+                      title=title or f"{METHOD_NAMES.get(method, method)} of each layer, coloured by label",
+                      legend=dict(orientation="h", y=0, yanchor="top", x=0.5, xanchor="center"))
     return fig
 
 
 def separation_curve(rows: list[LayerSeparation], title: str | None = None) -> go.Figure:
-    """Probe accuracy (cross-validated, with ±1 sd band, and held-out), silhouette and Fisher
-    ratio against depth, best layer marked."""
+    """Probe accuracy (cross-validated with a ±1 sd band, and held-out), silhouette and Fisher
+    ratio against depth, one panel each, best layer marked."""
     layers = [r.layer for r in rows]
     cv = np.array([r.probe_cv_acc for r in rows])
     sd = np.array([r.probe_cv_std for r in rows])
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.6, 0.4], subplot_titles=(
-        "linear probe accuracy", "silhouette and Fisher ratio"), specs=[[{}, {"secondary_y": True}]])
-    fig.add_trace(go.Scatter(x=layers + layers[::-1], y=list(cv + sd) + list((cv - sd)[::-1]), fill="toself",
+    fig = make_subplots(rows=1, cols=3, column_widths=[0.5, 0.25, 0.25], horizontal_spacing=0.07,
+                        subplot_titles=("linear probe accuracy", "silhouette", "Fisher ratio"))
+    fig.add_trace(go.Scatter(x=layers + layers[::-1], y=list(cv + sd) + list((cv - sd)[::-1]), fill="toself", mode="lines",
                              fillcolor="rgba(0,121,140,0.15)", line=dict(width=0), hoverinfo="skip",
                              name="cv ± 1 sd", showlegend=False), row=1, col=1)
     fig.add_trace(go.Scatter(x=layers, y=cv, mode="lines+markers", name="probe (cross-validated)",
@@ -77,17 +78,17 @@ def separation_curve(rows: list[LayerSeparation], title: str | None = None) -> g
     fig.add_trace(go.Scatter(x=layers, y=[r.probe_test_acc for r in rows], mode="lines+markers",
                              name="probe (held-out 20%)", line=dict(color="#00798c", dash="dot")), row=1, col=1)
     fig.add_trace(go.Scatter(x=layers, y=[r.silhouette for r in rows], mode="lines+markers", name="silhouette",
-                             line=dict(color="#edae49")), row=1, col=2)
+                             line=dict(color="#edae49"), showlegend=False), row=1, col=2)
     fig.add_trace(go.Scatter(x=layers, y=[r.fisher for r in rows], mode="lines+markers", name="Fisher ratio",
-                             line=dict(color="#66a182")), row=1, col=2, secondary_y=True)
+                             line=dict(color="#66a182"), showlegend=False), row=1, col=3)
     best = best_layer(rows)
-    fig.add_vline(x=best, line=dict(color="#30638e", dash="dash"), row=1, col=1)
-    fig.add_annotation(x=best, y=float(cv[layers.index(best)]), text=f"best: layer {best}", showarrow=True,
-                       arrowhead=2, ax=0, ay=-30, row=1, col=1)
+    fig.add_vline(x=best, line=dict(color="#30638e", dash="dash", width=1), row=1, col=1)
+    # inside the plot's top edge, beside the line, clear of the subplot title
+    fig.add_annotation(x=best, y=0.99, xref="x", yref="y domain", yanchor="top", xanchor="left", xshift=4,
+                       showarrow=False, text=f"best: layer {best}", font=dict(color="#30638e"),
+                       bgcolor="rgba(255,255,255,0.8)")
     fig.update_xaxes(title_text="layer", dtick=1 if len(layers) <= 16 else None)
     fig.update_yaxes(title_text="accuracy", range=[min(0.45, float((cv - sd).min()) - 0.02), 1.01], row=1, col=1)
-    fig.update_yaxes(title_text="silhouette", row=1, col=2, secondary_y=False)
-    fig.update_yaxes(title_text="Fisher ratio", row=1, col=2, secondary_y=True, showgrid=False)
     fig.update_layout(height=380, margin=dict(l=10, r=10, t=60, b=10), title=title,
                       legend=dict(orientation="h", y=-0.25))
     return fig

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from repmap_core.errors import RepmapError
 
@@ -297,9 +298,10 @@ def load_model(
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token or tokenizer.convert_ids_to_tokens(0)
     tokenizer.truncation_side = "left"  # keep the end of long texts: the last token and the answer live there
     try:
-        model = AutoModel.from_pretrained(
-            resolved.path, dtype=getattr(torch, dtype), use_safetensors=True, trust_remote_code=trust_remote_code
-        )
+        with _quiet_transformers():  # AutoModel on an LM checkpoint reports the unused head as "unexpected"
+            model = AutoModel.from_pretrained(
+                resolved.path, dtype=getattr(torch, dtype), use_safetensors=True, trust_remote_code=trust_remote_code
+            )
     except OSError as e:
         if "safetensors" in str(e).lower():
             raise RepmapError(
@@ -307,9 +309,21 @@ def load_model(
                 "convert it to safetensors first."
             ) from None
         raise RepmapError(f"Model '{resolved.name}' could not be loaded: {str(e).splitlines()[0][:160]}.") from None
-    model.eval().to(device)
+    model.eval().requires_grad_(False).to(device)  # extraction never needs gradients
     path = find_blocks(model, info.n_layers, blocks_path)
     return LoadedModel(resolved, info, model, tokenizer, path, device, dtype)
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 @dataclass(frozen=True)

@@ -30,24 +30,25 @@ def local_model_names() -> list[str]:
     return [m.name for m in list_local_models()]
 
 
-@st.cache_data(show_spinner=False, ttl=30)
-def _status() -> dict:
+@st.cache_data(show_spinner=False, ttl=300)
+def _environment() -> dict:
     import torch
 
     if torch.cuda.is_available():
         device = f"GPU: {torch.cuda.get_device_name(0)} (bf16)"
     else:
         device = f"CPU: {torch.get_num_threads()} threads (fp32)"
-    return {"device": device, "offline": is_offline(), "cache": str(store.cache_root()),
-            "cache_mb": store.cache_size_bytes() / 1e6}
+    return {"device": device, "offline": is_offline()}
 
 
 def sidebar_status() -> None:
-    s = _status()
+    """Device, hub and cache status; drawn after the page so the cache size includes its work."""
+    env = _environment()
+    root = store.cache_root()
     with st.sidebar:
-        st.caption(f"**Device** · {s['device']}")
-        st.caption("**Hub** · offline: local and embedded models only" if s["offline"] else "**Hub** · online")
-        st.caption(f"**Cache** · {s['cache_mb']:.1f} MB in `{s['cache']}`")
+        st.caption(f"**Device** · {env['device']}")
+        st.caption("**Hub** · offline: local and embedded models only" if env["offline"] else "**Hub** · online")
+        st.caption(f"**Cache** · {store.cache_size_bytes() / 1e6:.1f} MB in `{root.name}/`", help=str(root))
 
 
 def save_upload(uploaded) -> str:
