@@ -5,6 +5,7 @@ WebGL traces are used above 1,000 points, SVG below.
 """
 from __future__ import annotations
 
+import html
 import math
 import textwrap
 from typing import Sequence
@@ -26,7 +27,8 @@ def hover_texts(texts: Sequence[str], width: int = 60, max_chars: int = 240) -> 
     for t in texts:
         t = " ".join(str(t).split())
         t = t if len(t) <= max_chars else t[: max_chars - 1] + "…"
-        out.append("<br>".join(textwrap.wrap(t, width)) or "(empty)")
+        # data text is shown as text: "<b>" in a review must not become bold
+        out.append("<br>".join(html.escape(line) for line in textwrap.wrap(t, width)) or "(empty)")
     return out
 
 

@@ -34,7 +34,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         from sklearn.linear_model import LogisticRegression
 
         X = np.asarray(X, dtype=np.float64)
-        y = np.asarray(y).astype(np.int64)
+        y = np.asarray(y)
         check_two_classes(y)
         self.mean_ = X.mean(0)
         self.scale_ = X.std(0)
@@ -52,7 +52,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         return np.asarray(X, dtype=np.float64) @ self.coef_ + self.intercept_
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return (self.decision_function(X) > 0).astype(np.int64)
+        return self.classes_[(self.decision_function(X) > 0).astype(np.int64)]
 
 
 def check_two_classes(y: np.ndarray) -> None:
@@ -61,6 +61,8 @@ def check_two_classes(y: np.ndarray) -> None:
         raise RepmapError(
             f"All rows have label {values[0] if len(values) else '?'}; separation needs both classes, so pick data with 0 and 1 labels."
         )
+    if len(values) > 2:
+        raise RepmapError(f"A probe here separates two classes, and the labels have {len(values)}; map them to two first.")
 
 
 def groups_of(pair_ids: np.ndarray) -> np.ndarray:
@@ -79,9 +81,19 @@ def train_test_split_groups(y: np.ndarray, pair_ids: np.ndarray, test_frac: floa
     pair_ids = np.asarray(pair_ids)
     idx = np.arange(len(y))
     if (pair_ids >= 0).any():
-        split = GroupShuffleSplit(n_splits=1, test_size=test_frac, random_state=seed)
-        return next(split.split(idx, y, groups_of(pair_ids)))
-    split = StratifiedShuffleSplit(n_splits=1, test_size=test_frac, random_state=seed)
+        groups = groups_of(pair_ids)
+        n_groups = len(np.unique(groups))
+        n_test = max(1, int(np.ceil(test_frac * n_groups)))
+        if n_groups - n_test < 1:
+            raise RepmapError(f"{n_groups} pair(s) are too few for a held-out split; add more data.")
+        split = GroupShuffleSplit(n_splits=1, test_size=n_test, random_state=seed)
+        return next(split.split(idx, y, groups))
+    n_classes = len(np.unique(y))
+    # at least one row of each class on each side
+    n_test = max(n_classes, int(np.ceil(test_frac * len(y))))
+    if len(y) - n_test < n_classes:
+        raise RepmapError(f"{len(y)} rows are too few for a held-out split with both classes on each side; add more data.")
+    split = StratifiedShuffleSplit(n_splits=1, test_size=n_test, random_state=seed)
     return next(split.split(idx, y))
 
 

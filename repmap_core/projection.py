@@ -6,6 +6,8 @@ scikit-learn), UMAP uses umap-learn, whose first call in a process pays numba's 
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from repmap_core import store
@@ -35,8 +37,11 @@ def tsne(X: np.ndarray, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
         from openTSNE import TSNE
 
         # Barnes-Hut beats the FFT gradient below a few thousand points (0.7 s vs 1.4 s at 490 here)
-        method = "bh" if len(Z) < 2000 else "fft"
-        tsne_ = TSNE(perplexity=perplexity, random_state=seed, n_jobs=-1, negative_gradient_method=method)
+        small = len(Z) < 2000
+        method = "bh" if small else "fft"
+        # threads only pay off on large inputs; on small ones they mostly contend (0.4 s vs 4 s at 120 points)
+        tsne_ = TSNE(perplexity=perplexity, random_state=seed, n_jobs=1 if small else -1,
+                     negative_gradient_method=method)
         return np.asarray(tsne_.fit(Z), dtype=np.float32)
     except ImportError:
         from sklearn.manifold import TSNE as SkTSNE
@@ -65,13 +70,15 @@ def project(X: np.ndarray, method: str = "pca", seed: int = 0, cache_id: dict | 
     path = None
     if cache_id is not None:
         identity = dict(cache_id, method=method, seed=int(seed), n=int(len(X)), format="repmap.projection/1")
+        # as it will read back from JSON: tuples become lists, numpy scalars plain numbers
+        identity = json.loads(json.dumps(identity, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
         key = store.entry_key(identity)
         path = store.entry_dir(key, "projections") / "coords.safetensors"
         if path.exists():
             try:
                 tensors, manifest = store.read_file(path)
                 if all(manifest.get(k) == v for k, v in identity.items()):
-                    return np.asarray(tensors["coords"])
+                    return np.array(tensors["coords"])  # a writable copy, like a fresh result
             except (store.CorruptEntry, OSError, KeyError):
                 pass
     coords = {"pca": pca, "tsne": tsne, "umap": umap}[method](X, seed=seed)
@@ -86,14 +93,21 @@ def warm_umap() -> None:
 
 
 def sample_rows(labels: np.ndarray, max_rows: int, seed: int = 0) -> np.ndarray:
-    """Sorted row indices of a seeded sample of at most `max_rows`, each class kept in proportion."""
+    """Sorted row indices of a seeded sample of exactly `min(max_rows, n)` rows, each class kept in
+    proportion (largest remainder) and, room allowing, at least one row of every class."""
     labels = np.asarray(labels)
     n = len(labels)
     if n <= max_rows:
         return np.arange(n)
+    classes, counts = np.unique(labels, return_counts=True)
+    share = max_rows * counts / n
+    take = np.floor(share).astype(np.int64)
+    for i in np.argsort(-(share - take), kind="stable")[: max_rows - take.sum()]:
+        take[i] += 1
+    for i in np.flatnonzero(take == 0):  # a rare class still shows, at the largest class's expense
+        if max_rows >= len(classes):
+            take[i] += 1
+            take[np.argmax(take)] -= 1
     rng = np.random.default_rng(seed)
-    picked = []
-    for cls in np.unique(labels):
-        idx = np.flatnonzero(labels == cls)
-        picked.append(rng.choice(idx, size=max(1, round(max_rows * len(idx) / n)), replace=False))
+    picked = [rng.choice(np.flatnonzero(labels == c), size=k, replace=False) for c, k in zip(classes, take) if k]
     return np.sort(np.concatenate(picked))

@@ -29,7 +29,7 @@ from typing import Iterator
 import numpy as np
 
 log = logging.getLogger(__name__)
-FORMAT = "repmap.activations/1"
+FORMAT = "repmap.activations/2"  # /2: the checksum covers dtypes and shapes
 _DTYPES = {"F32": np.float32, "F16": np.float16, "I8": np.int8, "I64": np.int64, "I32": np.int32,
            "U8": np.uint8, "F64": np.float64, "BOOL": np.bool_}
 _verified: dict[tuple[str, int, int], bool] = {}  # (path, size, mtime_ns) -> checksum ok
@@ -64,17 +64,22 @@ def entry_lock(key: str, kind: str = "activations") -> Iterator[None]:
     """Exclusive lock for writing one entry (other processes wait)."""
     from filelock import FileLock
 
+    entry_dir(key, kind)  # validates the key before any path is built from it
     folder = cache_root() / kind
     folder.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder / f"{key}.lock")):
+    # one instance per path in this process, so a holder can re-enter (e.g. to delete a bad file);
+    # the lock state is per thread, so two app sessions (threads) still exclude each other
+    with FileLock(str(folder / f"{key}.lock"), is_singleton=True):
         yield
 
 
 def _checksum(manifest_json: str, tensors: dict[str, np.ndarray]) -> str:
+    """sha256 over the manifest and each tensor's name, dtype, shape and bytes."""
     h = hashlib.sha256(manifest_json.encode())
     for name in sorted(tensors):
-        h.update(name.encode())
-        h.update(memoryview(np.ascontiguousarray(tensors[name])).cast("B"))
+        arr = np.ascontiguousarray(tensors[name])
+        h.update(f"{name}\0{arr.dtype.str}\0{arr.shape}\0".encode())
+        h.update(memoryview(arr).cast("B"))
     return h.hexdigest()
 
 
@@ -116,22 +121,25 @@ def read_file(path: Path) -> tuple[dict[str, np.ndarray], dict]:
             meta = header.pop("__metadata__")
             manifest_json, checksum = meta["manifest"], meta["sha256"]
             manifest = json.loads(manifest_json)
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+            if not isinstance(manifest, dict):
+                raise TypeError("manifest is not an object")
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as e:
             raise CorruptEntry(f"unreadable header ({e})") from None
     start = 8 + n
     try:
-        end = max((info["data_offsets"][1] for info in header.values()), default=0)
-    except (KeyError, TypeError, IndexError):
+        table = {name: (_DTYPES[info["dtype"]], tuple(int(x) for x in info["shape"]),
+                        *(int(x) for x in info["data_offsets"])) for name, info in header.items()}
+        if any(len(v) != 4 for v in table.values()):
+            raise ValueError("data_offsets must have two entries")
+    except (KeyError, TypeError, ValueError, AttributeError):
         raise CorruptEntry("malformed tensor table") from None
+    end = max((v[3] for v in table.values()), default=0)
     if start + end != size:
         raise CorruptEntry(f"file is {size} bytes, its header says {start + end}")
     mm = np.memmap(path, dtype=np.uint8, mode="r")
     tensors = {}
-    for name, info in header.items():
-        b, e = info["data_offsets"]
-        dtype = _DTYPES.get(info.get("dtype"))
-        shape = tuple(info.get("shape", ()))
-        if dtype is None or not 0 <= b <= e or (e - b) != int(np.prod(shape)) * np.dtype(dtype).itemsize:
+    for name, (dtype, shape, b, e) in table.items():
+        if not 0 <= b <= e or (e - b) != int(np.prod(shape)) * np.dtype(dtype).itemsize:
             raise CorruptEntry(f"tensor {name} has an inconsistent size")
         tensors[name] = mm[start + b:start + e].view(dtype).reshape(shape)
     memo = (str(path), size, st.st_mtime_ns)
@@ -167,10 +175,11 @@ def read_layer(key: str, layer: int, identity: dict) -> tuple[dict[str, np.ndarr
 
 
 def clean_temp_files(key: str) -> int:
-    """Remove temp files a killed writer left in an entry (call while holding its lock)."""
+    """Remove temp files a killed writer left in an entry (call while holding its lock); both
+    ours (`.tmp-*`) and the one safetensors writes before renaming onto ours (`.tmp*`)."""
     folder = entry_dir(key)
     removed = 0
-    for p in folder.glob(".tmp-*") if folder.exists() else []:
+    for p in folder.glob(".tmp*") if folder.exists() else []:
         p.unlink(missing_ok=True)
         removed += 1
     return removed

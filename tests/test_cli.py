@@ -1,0 +1,140 @@
+"""The headless contract: `python -m repmap_core extract|layers ... --json` prints one JSON object on
+stdout and nothing else; bad input exits non-zero with one line on stderr."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT, SHARED_DATA, needs_shared_data
+
+
+def run_cli(*args: str, cache: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, REPMAP_CACHE=str(cache), HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "repmap_core", *args], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=timeout)
+
+
+def one_json_object(stdout: str) -> dict:
+    assert stdout.count("\n") == 1 and stdout.endswith("\n"), f"stdout must be exactly one JSON line: {stdout!r}"
+    return json.loads(stdout)
+
+
+@pytest.fixture
+def ab_file(tmp_path) -> Path:
+    path = tmp_path / "ab.jsonl"
+    rows = [{"question": f"Question {i}: is item {i} {'good' if i % 2 else 'bad'}?\n\nChoices:\n (A) Yes\n (B) No",
+             "answer_matching_behavior": " (A)" if i % 3 else " (B)",
+             "answer_not_matching_behavior": " (B)" if i % 3 else " (A)"} for i in range(12)]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_extract_json_and_export(tiny_gpt2, ab_file, tmp_path, cache_dir):
+    out_dir = tmp_path / "export"
+    r = run_cli("extract", "--model", str(tiny_gpt2), "--data", f"file:{ab_file}", "--layers", "0,-1",
+                "--position", "answer", "--export", str(out_dir), "--json", cache=cache_dir)
+    assert r.returncode == 0, r.stderr
+    result = one_json_object(r.stdout)
+    assert result["layers"] == [0, 2] and result["sites"] == ["blocks.0.hook_resid_post", "blocks.2.hook_resid_post"]
+    assert result["position"] == "answer" and result["dataset"]["rows"] == 24 and result["dataset"]["pairs"] == 12
+    assert result["d_model"] == 32 and result["revision"].startswith("sha256:")
+    names = sorted(p.name for p in out_dir.iterdir())
+    assert names == ["labels.npy", "layer_0.npy", "layer_2.npy", "manifest.json", "pair_ids.npy"]
+    layer2 = np.load(out_dir / "layer_2.npy", allow_pickle=False)
+    labels = np.load(out_dir / "labels.npy", allow_pickle=False)
+    pairs = np.load(out_dir / "pair_ids.npy", allow_pickle=False)
+    assert layer2.shape == (24, 32) and layer2.dtype == np.float32 and np.isfinite(layer2).all()
+    assert labels.tolist() == [1, 0] * 12 and pairs.tolist() == [i // 2 for i in range(24)]
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    assert manifest["layers"] == [0, 2] and manifest["position"] == "answer" and manifest["key"] == result["cache_key"]
+    # the entry is cached: a second run reuses it (same key, same arrays) without recomputing
+    r2 = run_cli("extract", "--model", str(tiny_gpt2), "--data", f"file:{ab_file}", "--layers", "2",
+                 "--position", "answer", "--export", str(tmp_path / "again"), "--json", cache=cache_dir)
+    assert one_json_object(r2.stdout)["cache_key"] == result["cache_key"]
+    assert "Loading" not in r2.stderr  # the model was not loaded
+    assert np.array_equal(np.load(tmp_path / "again" / "layer_2.npy"), layer2)
+
+
+def test_layers_json(tiny_bert, tmp_path, cache_dir):
+    path = tmp_path / "s.csv"
+    rng = np.random.default_rng(0)
+    words = ["great", "awful", "fine", "broken", "lovely", "terrible", "good", "bad"]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        for i in range(60):
+            w.writerow([" ".join(rng.choice(words, 5)), i % 2])
+    r = run_cli("layers", "--model", str(tiny_bert), "--data", f"file:{path}", "--folds", "3", "--json", cache=cache_dir)
+    assert r.returncode == 0, r.stderr
+    result = one_json_object(r.stdout)
+    assert result["position"] == "mean"  # auto -> mean for an encoder
+    assert [x["layer"] for x in result["layers"]] == [0, 1, 2]
+    for row in result["layers"]:
+        assert set(row) >= {"layer", "site", "probe_test_acc", "probe_train_acc", "probe_cv_acc", "silhouette", "fisher"}
+        assert 0.0 <= row["probe_test_acc"] <= 1.0
+    assert result["best_layer"] in (0, 1, 2)
+
+
+@pytest.mark.parametrize("args, phrase", [
+    (["--model", "someone/absent-model", "--data", "builtin:sentiment"], "is not available offline"),
+    (["--model", "{gpt2}", "--data", "file:/does/not/exist.csv"], "does not exist"),
+    (["--model", "{gpt2}", "--data", "builtin:sentiment", "--layers", "0,7"], "Layer 7 is out of range"),
+    (["--model", "{gpt2}", "--data", "builtin:sentiment", "--position", "answer"], "Position 'answer' needs rows with an answer"),
+    (["--model", "{gpt2}", "--data", "builtin:nope"], "There is no built-in data set 'nope'"),
+    (["--model", "{gpt2}", "--data", "{missing_col}"], "match no known schema"),
+    (["--model", "{gpt2}", "--data", "{empty}"], "is empty"),
+    (["--model", "{gpt2}", "--data", "{three_labels}"], "Labels must be binary"),
+    (["--model", "{gpt2}", "--data", "{latin1}"], "is not valid UTF-8"),
+])
+def test_bad_input_exits_with_one_line(tiny_gpt2, tmp_path, cache_dir, args, phrase):
+    files = {"missing_col": ("m.csv", "review,stars\nnice,5\n"), "empty": ("e.csv", ""),
+             "three_labels": ("t.csv", "text,label\na,0\nb,1\nc,2\n")}
+    subs = {"{gpt2}": str(tiny_gpt2)}
+    for key, (name, content) in files.items():
+        (tmp_path / name).write_text(content, encoding="utf-8")
+        subs[f"{{{key}}}"] = f"file:{tmp_path / name}"
+    (tmp_path / "l.csv").write_bytes("text,label\ncaf\u00e9,1\n".encode("latin-1"))
+    subs["{latin1}"] = f"file:{tmp_path / 'l.csv'}"
+    args = [subs.get(a, a) for a in args]
+    r = run_cli("extract", *args, "--json", cache=cache_dir)
+    assert r.returncode == 2
+    assert r.stdout == ""
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and phrase in last
+    # nothing was cached for a failed request
+    assert not (cache_dir / "activations").exists() or not any((cache_dir / "activations").rglob("*.safetensors"))
+
+
+def test_argument_errors_are_usage_errors(cache_dir):
+    r = run_cli("extract", "--data", "builtin:sentiment", cache=cache_dir)
+    assert r.returncode != 0 and "--model" in r.stderr and r.stdout == ""
+
+
+@pytest.mark.slow
+@needs_shared_data
+def test_minilm_on_real_reviews_later_layers_separate_better(tmp_path, cache_dir):
+    """The acceptance check: real Amazon reviews, the embedded model, per-layer probe accuracy."""
+    path = tmp_path / "amazon.csv"
+    with open(SHARED_DATA / "uci-sentiment" / "amazon_cells_labelled.txt", encoding="utf-8") as src, \
+            open(path, "w", newline="", encoding="utf-8") as dst:
+        w = csv.writer(dst)
+        w.writerow(["text", "label"])
+        for line in src:
+            text, label = line.rstrip("\n").rsplit("\t", 1)
+            w.writerow([text, label])
+    r = run_cli("layers", "--model", "sentence-transformers/all-MiniLM-L6-v2", "--data", f"file:{path}", "--json",
+                cache=cache_dir, timeout=600)
+    assert r.returncode == 0, r.stderr
+    result = one_json_object(r.stdout)
+    acc = {x["layer"]: x["probe_cv_acc"] for x in result["layers"]}
+    assert sorted(acc) == [0, 1, 2, 3, 4, 5] and result["dataset"]["rows"] == 1000
+    later = max(acc[4], acc[5])
+    assert later > acc[0] + 0.03, acc  # measured: 0.842 at layer 0 vs 0.907 at layer 4
+    assert later > 0.85
