@@ -147,45 +147,54 @@ def repmap_extract(lm, dataset) -> np.ndarray:
     return extract_activations(lm, dataset, [LAYER], "last").activations[LAYER]
 
 
-def best_of(fn: Callable[[], np.ndarray], repeats: int) -> tuple[float, list[float], np.ndarray]:
-    """Best wall time of `repeats` calls (perf_counter), every run's time, and the last result."""
-    times, result = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), times, result
+def timed(fn: Callable[[], np.ndarray]) -> tuple[float, float, np.ndarray]:
+    """Wall seconds (perf_counter), process CPU seconds (all threads) and the result of one call.
+
+    CPU time is reported next to wall time because this machine may be shared: when another
+    process takes a core, wall time balloons (torch's 2 threads wait on each other) while CPU
+    time moves much less, so a wall/CPU ratio far from the thread count flags a disturbed run.
+    """
+    c0, t0 = os.times(), time.perf_counter()
+    result = fn()
+    wall, c1 = time.perf_counter() - t0, os.times()
+    return wall, (c1.user - c0.user) + (c1.system - c0.system), result
 
 
 # --------------------------------------------------------------------------- matmul limit
 
 
-def gemm_rate(repeats: int) -> dict:
-    """fp32 GEMM FLOP/s of this CPU on the two MLP shapes of gpt2-small (4096 tokens per GEMM).
+GEMM_SHAPES = [(4096, 768, 3072), (4096, 3072, 768)]  # (m, k, n): (m x k) @ (k x n), gpt2-small's MLP
 
-    Each shape: one untimed call, then the best of `repeats`. The combined rate is total FLOPs
-    over total best time, i.e. the rate of one up- plus one down-projection.
-    """
+
+def gemm_best_times(repeats: int, best: dict | None = None) -> dict:
+    """Best seconds per GEMM shape over `repeats` timed calls (after one untimed call), merged
+    with `best` from earlier calls. Called once per round, so the limit gets the same chances of
+    an undisturbed moment as the methods do."""
     import torch
 
-    shapes = [(4096, 768, 3072), (4096, 3072, 768)]  # (m, k, n): (m x k) @ (k x n)
-    out, flops_sum, secs_sum = {"shapes": []}, 0.0, 0.0
+    best = dict(best or {})
     gen = torch.Generator().manual_seed(0)
     with torch.inference_mode():
-        for m, k, n in shapes:
+        for m, k, n in GEMM_SHAPES:
             a, b = torch.randn(m, k, generator=gen), torch.randn(k, n, generator=gen)
-            torch.mm(a, b)  # warm-up (allocations, thread pool)
-            best = float("inf")
+            torch.mm(a, b)  # warm-up (allocation, thread pool)
             for _ in range(repeats):
                 t0 = time.perf_counter()
                 torch.mm(a, b)
-                best = min(best, time.perf_counter() - t0)
-            flops = 2.0 * m * k * n  # one multiply + one add per (i, j, l)
-            out["shapes"].append({"m": m, "k": k, "n": n, "best_s": best, "gflops": flops / best / 1e9})
-            flops_sum += flops
-            secs_sum += best
-    out["flops_per_s"] = flops_sum / secs_sum
-    return out
+                best[(m, k, n)] = min(best.get((m, k, n), float("inf")), time.perf_counter() - t0)
+    return best
+
+
+def gemm_summary(best: dict) -> dict:
+    """Per-shape GFLOP/s and the combined rate: total FLOPs over total best time, i.e. the rate of
+    one MLP up- plus one down-projection."""
+    shapes, flops_sum, secs_sum = [], 0.0, 0.0
+    for (m, k, n), secs in best.items():
+        flops = 2.0 * m * k * n  # one multiply and one add per (i, j, l)
+        shapes.append({"m": m, "k": k, "n": n, "best_s": secs, "gflops": flops / secs / 1e9})
+        flops_sum += flops
+        secs_sum += secs
+    return {"shapes": shapes, "flops_per_s": flops_sum / secs_sum}
 
 
 def flops_per_token(n_blocks: int, d: int, mean_len: float) -> float:
@@ -228,9 +237,11 @@ def main(argv: list[str] | None = None) -> dict:
     from repmap_core.models import load_model
 
     hf_logging.set_verbosity_error()  # GPT2Model from an LM checkpoint lists the unused head
+    hf_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars
     all_texts, all_labels = read_sentences(args.data)
     texts, labels = all_texts[:n_texts], all_labels[:n_texts]
     threads = torch.get_num_threads()
+    load_before = os.getloadavg()
     print(f"repmap extraction benchmark: {len(texts)} sentences from {args.data.name}, block {LAYER}, last token, "
           f"best of {repeats} run(s), torch {torch.__version__} ({threads} threads), transformers {transformers.__version__}")
 
@@ -261,17 +272,28 @@ def main(argv: list[str] | None = None) -> dict:
             "repmap": lambda ts, ds: repmap_extract(lm, ds),
         }
         warm_texts, warm_ds = texts[:8], dataset.take(np.arange(min(8, len(texts))))
-        rows, acts = {}, {}
-        for name, fn in methods.items():
+        for fn in methods.values():
             fn(warm_texts, warm_ds)  # warm-up: first-call allocations, thread pool, lazy imports
-            best, times, acts[name] = best_of(lambda: fn(texts, dataset), repeats)
-            rows[name] = {"seconds": best, "runs_s": times, "tokens_per_s": n_tokens / best}
-            print(f"  {name:<11} runs: {', '.join(f'{t:.2f}s' for t in times)}")
+        # Rounds interleave the methods (and the GEMM timing), so a burst of load from another
+        # process hurts one round of every method rather than every run of one method.
+        runs = {name: [] for name in methods}  # (wall s, cpu s) per round
+        acts, gemm_best = {}, {}
+        for r in range(repeats):
+            gemm_best = gemm_best_times(3 if args.quick else 5, gemm_best)
+            for name, fn in methods.items():
+                wall, cpu, acts[name] = timed(lambda: fn(texts, dataset))
+                runs[name].append((wall, cpu))
+                print(f"  round {r + 1}/{repeats}  {name:<11} {wall:7.2f}s  (cpu {cpu:6.2f}s)", flush=True)
+    load_after = os.getloadavg()
 
-    gemm = gemm_rate(repeats=5 if args.quick else 10)
+    rows = {}
+    for name, rs in runs.items():
+        wall, cpu = min(rs)  # best wall time, with that run's CPU time
+        rows[name] = {"seconds": wall, "cpu_seconds": cpu, "runs_s": [w for w, _ in rs], "tokens_per_s": n_tokens / wall}
+    gemm = gemm_summary(gemm_best)
     fpt = flops_per_token(LAYER + 1, d, mean_len)
     limit_tps = gemm["flops_per_s"] / fpt
-    rows["matmul limit"] = {"seconds": n_tokens / limit_tps, "runs_s": [], "tokens_per_s": limit_tps}
+    rows["matmul limit"] = {"seconds": n_tokens / limit_tps, "cpu_seconds": None, "runs_s": [], "tokens_per_s": limit_tps}
     loop_tps = rows["HF loop"]["tokens_per_s"]
     for r in rows.values():
         r["vs_hf_loop"] = r["tokens_per_s"] / loop_tps
@@ -284,11 +306,12 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"FLOPs/token = {LAYER + 1} blocks x (24*d^2 + 4*T*d), d={d}, T={mean_len:.1f} (mean length) "
           f"= {fpt / 1e6:.1f} MFLOP; limit = GEMM FLOP/s / FLOPs per token")
     print()
-    header = f"{'method':<14}{'seconds':>9}{'tokens/s':>11}{'vs HF loop':>12}{'vs limit':>10}"
+    header = f"{'method':<14}{'seconds':>9}{'tokens/s':>11}{'vs HF loop':>12}{'vs limit':>10}{'cpu s':>9}"
     print(header)
     print("-" * len(header))
     for name, r in rows.items():
-        print(f"{name:<14}{r['seconds']:>9.2f}{r['tokens_per_s']:>11.0f}{r['vs_hf_loop']:>11.2f}x{r['vs_matmul_limit']:>9.2f}x")
+        cpu = "" if r["cpu_seconds"] is None else f"{r['cpu_seconds']:.2f}"
+        print(f"{name:<14}{r['seconds']:>9.2f}{r['tokens_per_s']:>11.0f}{r['vs_hf_loop']:>11.2f}x{r['vs_matmul_limit']:>9.2f}x{cpu:>9}")
     print()
 
     diffs = {
@@ -317,6 +340,10 @@ def main(argv: list[str] | None = None) -> dict:
     print()
     print(f"peak RSS {peak_rss_mb:.0f} MiB (whole process: three copies of the model are loaded); "
           f"torch.get_num_threads() = {threads}; repmap load_model {repmap_load_s:.2f}s (not timed above)")
+    # this process alone keeps the 1-minute load near `threads`; much more means others ran too
+    print(f"1-min load average: {load_before[0]:.1f} before, {load_after[0]:.1f} after ({os.cpu_count()} CPUs)"
+          + ("  -- another process was using the CPU: timings are pessimistic, rerun on a quiet machine"
+             if max(load_before[0], load_after[0]) > threads + 0.75 else ""))
 
     result = {
         "config": {
@@ -336,6 +363,7 @@ def main(argv: list[str] | None = None) -> dict:
         "targets": targets,
         "peak_rss_mb": peak_rss_mb,
         "repmap_load_s": repmap_load_s,
+        "load_average_1min": {"before": load_before[0], "after": load_after[0]},
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -957,3 +957,28 @@ def test_errors_are_one_sentence(tmp_path):
         assert msg.endswith(".")
         assert "\n" not in msg
         assert "Traceback" not in msg
+
+
+def test_hf_spec_passes_repo_config_and_split_and_adapts_by_schema(monkeypatch):
+    """The hub is unreachable here: stand in for datasets.load_dataset and check the plumbing."""
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(repo, config=None, split=None):
+        calls.append((repo, config, split))
+        return datasets.Dataset.from_dict({"question": ["Which gas do plants absorb?"], "correct_answer": ["carbon dioxide"],
+                                           "distractor1": ["oxygen"], "distractor2": ["helium"], "distractor3": ["neon"],
+                                           "support": [""]})
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    ds = load_dataset("hf:allenai/sciq:default:train[:10]")
+    assert calls == [("allenai/sciq", "default", "train[:10]")]
+    assert len(ds) == 6 and ds.labels.tolist() == [1, 0] * 3 and ds.name == "hf:allenai/sciq:default:train[:10]"
+    assert ds.texts[0] == "Question: Which gas do plants absorb?\nAnswer: carbon dioxide"
+
+
+def test_hf_spec_offline_is_one_sentence(monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(RepmapError, match=r"is not available offline; download it once .* or save it as a file"):
+        load_dataset("hf:amazon_polarity:test[:20]")

@@ -160,3 +160,21 @@ def test_resolve_layers_and_site_names():
 def test_device_and_dtype_defaults():
     assert models.default_device() == "cpu"
     assert models.default_dtype("cpu") == "float32"
+
+
+def test_fused_gelu_matches_the_original_model(tiny_gpt2):
+    """load_model swaps GPT-2's Python tanh-GELU for PyTorch's fused one: same function, faster."""
+    import torch
+    from transformers import AutoModel
+    from transformers.activations import NewGELUActivation
+
+    lm = load_model(str(tiny_gpt2))
+    plain = AutoModel.from_pretrained(str(tiny_gpt2)).eval()
+    assert any(type(m) is NewGELUActivation for m in plain.modules())
+    assert not any(type(m) is NewGELUActivation for m in lm.model.modules())
+    ids = lm.tokenizer("The screen is gorgeous but the battery dies by noon.", return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        a = lm.model(ids, output_hidden_states=True).hidden_states
+        b = plain(ids, output_hidden_states=True).hidden_states
+    assert max(float((x - y).abs().max()) for x, y in zip(a, b)) < 1e-5
+    assert float(b[-1].abs().max()) > 0.1
