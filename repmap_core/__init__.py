@@ -1,7 +1,7 @@
 """repmap_core: representation maps of language models, headless (no streamlit here).
 
-Data flow: DatasetSpec -> TextDataset; ModelSpec -> LoadedModel; both -> extract -> ActivationSet
-(cached on disk) -> analyses (probes, projections, maps) -> pages / CLI.
+Data flow: DATA SPEC -> TextDataset; model id or folder -> LoadedModel; both -> extract ->
+ActivationSet (cached on disk) -> analyses (probes, projections, maps) -> pages / CLI.
 """
 from __future__ import annotations
 

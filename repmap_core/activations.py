@@ -18,7 +18,7 @@ import numpy as np
 from repmap_core import __version__, store
 from repmap_core.data import TextDataset, load_dataset
 from repmap_core.errors import RepmapError
-from repmap_core.extract import Progress, extract_activations, resolve_position
+from repmap_core.extract import Progress, check_position, extract_activations, resolve_position
 from repmap_core.models import (LoadedModel, ResolvedModel, default_device, default_dtype, load_model,
                                 model_info, resolve_layers, resolve_model, site_name)
 
@@ -116,10 +116,7 @@ def get_activations(
     position = resolve_position(position, info.is_encoder)
     wanted = resolve_layers(layers, info.n_layers, f"model '{resolved.name}'")
     dataset = data if isinstance(data, TextDataset) else load_dataset(data, limit=limit, seed=seed)
-    if position == "answer" and not dataset.has_answers:
-        raise RepmapError(
-            f"Position 'answer' needs rows with an answer (paired A/B, SciQ or chosen/rejected data), and {dataset.name} has none; use last or mean."
-        )
+    check_position(dataset, position)  # before any model is loaded
     device = device or default_device()
     dtype = dtype or default_dtype(device)
     if info.max_positions:

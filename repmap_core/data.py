@@ -406,15 +406,3 @@ def _adapt_chosen_rejected(frame: pd.DataFrame, name: str, cols: dict) -> TextDa
 def list_builtin() -> dict[str, str]:
     """Built-in data set names and one-line descriptions."""
     return {k: v[1] for k, v in BUILTIN.items()}
-
-
-def dataset_summary(ds: TextDataset) -> dict:
-    """Counts a user wants before computing: rows, classes, pairs."""
-    return {
-        "name": ds.name,
-        "rows": len(ds),
-        "positives": int(ds.labels.sum()),
-        "negatives": int(len(ds) - ds.labels.sum()),
-        "pairs": int(len(np.unique(ds.pair_ids[ds.pair_ids >= 0]))),
-        "fingerprint": ds.fingerprint,
-    }

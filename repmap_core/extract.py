@@ -25,6 +25,16 @@ from repmap_core.models import LoadedModel
 POSITIONS = ("last", "mean", "answer")
 
 
+def check_position(dataset: TextDataset, position: str) -> None:
+    """Raise if `position` cannot be taken on `dataset` (answer needs rows with an answer)."""
+    if position not in POSITIONS:
+        raise RepmapError(f"Position '{position}' is not one of {', '.join(POSITIONS)}.")
+    if position == "answer" and not dataset.has_answers:
+        raise RepmapError(
+            f"Position 'answer' needs rows with an answer (paired A/B, SciQ or chosen/rejected data), and {dataset.name} has none; use last or mean."
+        )
+
+
 def resolve_position(position: str, is_encoder: bool) -> str:
     """`auto` is `mean` for encoders (how sentence encoders pool) and `last` for causal LMs."""
     if position == "auto":
@@ -133,12 +143,7 @@ def extract_activations(
     """
     import torch
 
-    if position not in POSITIONS:
-        raise RepmapError(f"Position '{position}' is not one of {', '.join(POSITIONS)}.")
-    if position == "answer" and not dataset.has_answers:
-        raise RepmapError(
-            f"Position 'answer' needs rows with an answer (paired A/B, SciQ or chosen/rejected data), and {dataset.name} has none; use last or mean."
-        )
+    check_position(dataset, position)
     if not layers:
         raise RepmapError("No layers were asked for; pick at least one layer.")
     if len(dataset) == 0:

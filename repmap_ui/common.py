@@ -4,16 +4,12 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from pathlib import Path
 
 import streamlit as st
 
 from repmap_core import store
 from repmap_core.errors import RepmapError
 from repmap_core.models import LoadedModel, ResolvedModel, is_offline, list_local_models, load_model
-
-UPLOAD_SUFFIXES = ["csv", "tsv", "jsonl", "json", "parquet", "gz"]
-
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _load(resolved: ResolvedModel, device: str, dtype: str, trust_remote_code: bool) -> LoadedModel:
@@ -98,7 +94,3 @@ def warm_umap_in_background() -> None:
 def show_error(e: Exception) -> None:
     """One sentence for the user; the app keeps running."""
     st.error(str(e), icon=":material/error:")
-
-
-def project_root() -> Path:
-    return Path(__file__).resolve().parents[1]

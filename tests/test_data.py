@@ -15,7 +15,6 @@ from repmap_core.data import (
     DatasetSpec,
     TextDataset,
     adapt_frame,
-    dataset_summary,
     list_builtin,
     load_dataset,
     parse_spec,
@@ -546,21 +545,6 @@ def test_builtin_limit_keeps_pairs():
     assert ds.labels.sum() == 25
 
 
-def test_dataset_summary():
-    ds = load_dataset("builtin:behaviour_ab")
-    s = dataset_summary(ds)
-    assert s["rows"] == len(ds)
-    assert s["positives"] == s["negatives"] == len(ds) // 2
-    assert s["pairs"] == len(ds) // 2
-    assert s["fingerprint"] == ds.fingerprint
-    assert s["name"] == "builtin:behaviour_ab"
-
-
-# ---------------------------------------------------------------------------------------------
-# 4. real files in ../shared/data
-
-
-@needs_shared_data
 def test_real_uci_sentiment_with_header(tmp_path):
     src = SHARED_DATA / "uci-sentiment" / "amazon_cells_labelled.txt"
     rows = [line.rsplit("\t", 1) for line in src.read_text(encoding="utf-8").splitlines() if line.strip()]
