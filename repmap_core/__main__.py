@@ -42,6 +42,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--layers", default="all", help="comma-separated block indices (negative from the end) or all")
     p.add_argument("--export", default=None, metavar="DIR", help="also write layer_<L>.npy, labels.npy, pair_ids.npy, manifest.json")
+    p = sub.add_parser("within", help="fit finetuned ≈ A·base + b + y·δ (Gao et al. §3) on saved activations")
+    p.add_argument("--before", required=True, help="base activations (.npy/.npz/.safetensors), (n, d)")
+    p.add_argument("--after", required=True, help="finetuned activations of the same rows, (n, d)")
+    p.add_argument("--labels", required=True, help="labels (n,), 0/1 or -1/+1")
+    p.add_argument("--fit-labels", default=None, help="labels to fit δ with, e.g. weak labels (Table 2); default --labels")
+    p.add_argument("--pair-ids", default=None, help="pair ids (n,): pairs are kept on one side of the split")
+    p.add_argument("--method", default="lstsq", choices=["lstsq", "gd"])
+    p.add_argument("--alpha", type=float, default=0.0, help="ridge penalty on A and δ (closed form)")
+    p.add_argument("--test-frac", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save", default=None, metavar="FIT.npz", help="write arrays A, b, delta")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("between", help="fit a map source -> target and carry the source probe across")
+    p.add_argument("--source", required=True, help="source activations (n, d_s)")
+    p.add_argument("--target", required=True, help="target activations of the same rows (n, d_t)")
+    p.add_argument("--labels", required=True, help="labels (n,), 0/1 or -1/+1")
+    p.add_argument("--pair-ids", default=None)
+    p.add_argument("--method", default="lstsq", choices=["lstsq", "ridge", "gd", "procrustes", "lowrank", "mlp"])
+    p.add_argument("--rank", type=int, default=32, help="rank for --method lowrank")
+    p.add_argument("--test-frac", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save", default=None, metavar="MAP.npz", help="write arrays A, b")
+    p.add_argument("--json", action="store_true")
     p = sub.add_parser("layers", help="per-layer probe accuracy and separation")
     _add_data_args(p)
     p.add_argument("--layers", default="all", help="comma-separated block indices or all")
@@ -107,6 +130,45 @@ def cmd_layers(args: argparse.Namespace) -> dict:
     return out
 
 
+def cmd_within(args: argparse.Namespace) -> dict:
+    from repmap_core.arrays import load_array, load_labels, save_arrays
+    from repmap_core.experiments import within_model
+
+    before, after = load_array(args.before), load_array(args.after)
+    if before.ndim == 2 and after.ndim == 2 and before.shape[1] != after.shape[1]:
+        raise RepmapError(
+            f"The base and finetuned activations have widths {before.shape[1]} and {after.shape[1]}; "
+            "a within-model fit needs the same model (and layer) before and after finetuning."
+        )
+    result, fit = within_model(
+        before, after, load_labels(args.labels), pair_ids=load_array(args.pair_ids) if args.pair_ids else None,
+        fit_labels=load_labels(args.fit_labels) if args.fit_labels else None, method=args.method, alpha=args.alpha,
+        test_frac=args.test_frac, seed=args.seed)
+    out = result.as_dict()
+    out.pop("history")
+    if args.save:
+        out["saved"] = str(save_arrays(args.save, A=fit.A_, b=fit.b_, delta=fit.delta_))
+    return out
+
+
+def cmd_between(args: argparse.Namespace) -> dict:
+    from repmap_core.arrays import load_array, load_labels, save_arrays
+    from repmap_core.experiments import between_models
+
+    params = {"rank": args.rank} if args.method == "lowrank" else {}
+    result, fitted = between_models(
+        load_array(args.source), load_array(args.target), load_labels(args.labels),
+        pair_ids=load_array(args.pair_ids) if args.pair_ids else None, method=args.method, test_frac=args.test_frac,
+        seed=args.seed, map_params=params)
+    out = result.as_dict()
+    out.pop("per_dim_mse")
+    if args.save:
+        if not hasattr(fitted, "A_"):
+            raise RepmapError(f"A {args.method} map has no matrix to save; use lstsq, ridge, gd, procrustes or lowrank.")
+        out["saved"] = str(save_arrays(args.save, A=fitted.A_, b=fitted.b_))
+    return out
+
+
 def _print_human(result: dict) -> None:
     if isinstance(result.get("layers"), list) and result["layers"] and isinstance(result["layers"][0], dict):
         print(f"{result['model']} on {result['dataset']['spec']} ({result['dataset']['rows']} rows, {result['position']})")
@@ -118,7 +180,7 @@ def _print_human(result: dict) -> None:
         print(json.dumps(result, indent=2))
 
 
-COMMANDS = {"extract": cmd_extract, "layers": cmd_layers}
+COMMANDS = {"extract": cmd_extract, "layers": cmd_layers, "within": cmd_within, "between": cmd_between}
 
 
 def main(argv: list[str] | None = None) -> int:

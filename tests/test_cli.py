@@ -138,3 +138,88 @@ def test_minilm_on_real_reviews_later_layers_separate_better(tmp_path, cache_dir
     later = max(acc[4], acc[5])
     assert later > acc[0] + 0.03, acc  # measured: 0.842 at layer 0 vs 0.907 at layer 4
     assert later > 0.85
+
+
+@pytest.fixture
+def planted_arrays(tmp_path):
+    rng = np.random.default_rng(0)
+    n, d = 1500, 16
+    y = rng.integers(0, 2, n)
+    before = rng.normal(size=(n, d)).astype(np.float32)
+    A = (np.eye(d) + 0.2 * rng.normal(size=(d, d)) / 4).astype(np.float32)
+    delta = rng.normal(size=d).astype(np.float32)
+    after = before @ A.T + 0.3 + np.outer(2 * y - 1, delta) + 0.05 * rng.normal(size=(n, d)).astype(np.float32)
+    target = (before @ rng.normal(size=(d, 24)) + 1).astype(np.float32)
+    paths = {}
+    for name, arr in {"before": before, "after": after, "target": target}.items():
+        paths[name] = tmp_path / f"{name}.npy"
+        np.save(paths[name], arr)
+    paths["labels"] = tmp_path / "labels.npy"
+    np.save(paths["labels"], 2 * y - 1)  # ±1 labels are accepted too
+    from safetensors.numpy import save_file
+
+    paths["after_st"] = tmp_path / "after.safetensors"
+    save_file({"x": after}, str(paths["after_st"]))
+    paths["before_npz"] = tmp_path / "before.npz"
+    np.savez(paths["before_npz"], first=before, second=after)
+    return paths, delta, A
+
+
+def test_within_prints_the_documented_json_and_saves_the_fit(planted_arrays, tmp_path, cache_dir):
+    paths, delta, A = planted_arrays
+    r = run_cli("within", "--before", str(paths["before_npz"]), "--after", str(paths["after_st"]), "--labels",
+                str(paths["labels"]), "--save", str(tmp_path / "fit.npz"), "--json", cache=cache_dir)
+    assert r.returncode == 0, r.stderr
+    out = one_json_object(r.stdout)
+    assert set(out) >= {"delta_projection_accuracy", "delta_projection_accuracy_centered", "probe", "fit"}
+    assert set(out["probe"]) >= {"base", "finetuned", "modeled"}
+    assert set(out["probe"]["base"]) == {"train", "test"}
+    assert set(out["fit"]) >= {"method", "r2_test", "seconds"} and out["fit"]["method"] == "lstsq"
+    assert out["delta_projection_accuracy_centered"] > 0.95 and out["fit"]["r2_test"] > 0.95
+    with np.load(tmp_path / "fit.npz", allow_pickle=False) as z:
+        assert set(z.files) == {"A", "b", "delta"}
+        cos = float(z["delta"] @ delta / np.linalg.norm(z["delta"]) / np.linalg.norm(delta))
+        assert cos > 0.99 and np.linalg.norm(z["A"] - A) / np.linalg.norm(A) < 0.05
+
+
+def test_between_prints_the_documented_json_and_saves_the_map(planted_arrays, tmp_path, cache_dir):
+    paths, _, _ = planted_arrays
+    r = run_cli("between", "--source", str(paths["before"]), "--target", str(paths["target"]), "--labels",
+                str(paths["labels"]), "--method", "ridge", "--save", str(tmp_path / "map.npz"), "--json", cache=cache_dir)
+    assert r.returncode == 0, r.stderr
+    out = one_json_object(r.stdout)
+    assert set(out["map"]) >= {"method", "r2_train", "r2_test", "seconds"} and out["map"]["method"] == "ridge"
+    assert set(out["probe"]) == {"source", "target"} and set(out["transfer"]) >= {"vector", "functional"}
+    assert "linear_cka" in out["similarity"] and out["map"]["r2_test"] > 0.99
+    with np.load(tmp_path / "map.npz", allow_pickle=False) as z:
+        assert z["A"].shape == (24, 16) and z["b"].shape == (24,)
+
+
+@pytest.mark.parametrize("case, phrase", [
+    ("rows", "have 1500 and 1499 rows"),
+    ("widths", "widths 16 and 24"),
+    ("pickle", "holds Python objects (pickle), which repmap never loads"),
+    ("pt", "never .pt or .pkl"),
+    ("labels", "must be 0/1 or -1/+1"),
+])
+def test_within_bad_input(planted_arrays, tmp_path, cache_dir, case, phrase):
+    paths, _, _ = planted_arrays
+    after = str(paths["after"])
+    labels = str(paths["labels"])
+    if case == "rows":
+        np.save(tmp_path / "short.npy", np.load(paths["after"])[:-1])
+        after = str(tmp_path / "short.npy")
+    elif case == "widths":
+        after = str(paths["target"])
+    elif case == "pickle":
+        np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+        after = str(tmp_path / "obj.npy")
+    elif case == "pt":
+        (tmp_path / "acts.pt").write_bytes(b"not really")
+        after = str(tmp_path / "acts.pt")
+    elif case == "labels":
+        np.save(tmp_path / "y3.npy", np.arange(1500) % 3)
+        labels = str(tmp_path / "y3.npy")
+    r = run_cli("within", "--before", str(paths["before"]), "--after", after, "--labels", labels, "--json", cache=cache_dir)
+    assert r.returncode == 2 and r.stdout == ""
+    assert phrase in r.stderr.strip().splitlines()[-1]

@@ -1,0 +1,236 @@
+"""The papers' protocols as functions returning result dataclasses (shared by the CLI and pages).
+
+`within_model` (Gao, Sun, Jiao §3): fit `λ̃ ≈ A λ + b + y δ` on training rows and score, on held-out
+rows, classifying by δ (the paper's uncentred `sign(λ̃·δ)` and the centred one), linear probes on
+base, finetuned and modelled activations (Table 1; with weak `fit_labels`, Table 2).
+
+The paper's modelled activations `λ̂ = A λ + b + y δ` contain the true label by construction, so a
+probe on them reads the label back through δ: a leak. Next to it we report `λ̂` with the label
+term removed (`A λ + b`) and with the label a base-model probe predicts (`A λ + b + ŷ δ`); those are
+what a model could produce without being told the answer.
+
+`between_models` (Gao et al. §2, LRT, stitching): fit a map source -> target on training rows;
+score it on held-out rows; carry the source probe across as a vector (`A w`, the paper), as a
+functional (`pinv(A)ᵀ w` with its intercept), through a reverse map (`Bᵀ w`) and through a PCA
+subspace, each scored uncentred and centred against the target's own probe.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from repmap_core.errors import RepmapError
+from repmap_core.maps import (LeastSquaresMap, StepCallback, WithinModelFit, check_pair, make_map, map_metrics, r2_score,
+                              signed_labels, transfer_direction, transfer_intercept)
+from repmap_core.probes import LinearProbe, train_test_split_groups
+
+# ---------------------------------------------------------------------------------------------
+# published numbers, shown beside a run (DESIGN.md)
+
+GAO_TABLE1 = {  # data set -> (base, finetuned, modelled) as (train, test)
+    "SciQ": ((0.64, 0.53), (0.69, 0.58), (0.85, 0.79)),
+    "Amazon Polarity": ((0.92, 0.88), (0.96, 0.91), (1.00, 1.00)),
+    "Anthropic HH": ((0.65, 0.54), (0.65, 0.55), (0.78, 0.69)),
+}
+GAO_TABLE2_HH_WEAK = ((0.66, 0.53), (0.68, 0.55), (0.69, 0.55))
+GAO_DELTA_ACCURACY = {"gpt2": 0.8994, "gpt2-xl": 0.4904, "gpt2 probe direction": 0.8790}
+GAO_BETWEEN_VECTOR_ACCURACY = 0.5025  # GPT-2 -> GPT-2-XL, probe carried as A w
+
+
+def _acc(pred: np.ndarray, y01: np.ndarray) -> float:
+    return float((np.asarray(pred).astype(np.int64) == np.asarray(y01).astype(np.int64)).mean())
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
+
+
+def _labels01(y: np.ndarray, n: int) -> np.ndarray:
+    y = np.asarray(y).reshape(-1)
+    if len(y) != n:
+        raise RepmapError(f"There are {len(y)} labels for {n} rows; labels must align with the activations.")
+    return ((signed_labels(y) + 1) / 2).astype(np.int64)
+
+
+def _probe_scores(X: np.ndarray, y: np.ndarray, tr: np.ndarray, te: np.ndarray) -> tuple[dict, LinearProbe]:
+    probe = LinearProbe().fit(X[tr], y[tr])
+    return {"train": float(probe.score(X[tr], y[tr])), "test": float(probe.score(X[te], y[te]))}, probe
+
+
+# ---------------------------------------------------------------------------------------------
+# within a model
+
+
+@dataclass(frozen=True)
+class WithinResult:
+    """Table 1 (or 2) of Gao et al. for one layer, plus what the paper's setup hides."""
+
+    delta_projection_accuracy: float  # sign(λ̃·δ) on held-out rows (the paper's)
+    delta_projection_accuracy_centered: float  # sign((λ̃ − μ_train)·δ)
+    probe: dict  # name -> {"train", "test"}: base, finetuned, modeled, modeled_without_label, modeled_predicted_label
+    fit: dict  # method, r2_train, r2_test, loss_train, seconds, steps
+    delta_cosine: dict  # cosine of δ with the base and finetuned probe directions
+    n_train: int
+    n_test: int
+    fit_labels: str  # "ground truth" or "weak"
+    history: list = field(default_factory=list)  # GD: [(step, loss)]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def within_model(before: np.ndarray, after: np.ndarray, labels: np.ndarray, *, pair_ids: np.ndarray | None = None,
+                 fit_labels: np.ndarray | None = None, method: str = "lstsq", alpha: float = 0.0, test_frac: float = 0.2,
+                 seed: int = 0, lr: float = 1e-2, max_steps: int = 2000, callback: StepCallback | None = None
+                 ) -> tuple[WithinResult, WithinModelFit]:
+    """Fit `after ≈ A before + b + y δ` on a training split and score it on the held-out rows.
+
+    before, after: (n, d) activations of the same rows before and after finetuning. labels: (n,)
+    ground truth (0/1 or ±1), used for every probe and accuracy. fit_labels: labels used to fit δ
+    and build λ̂ (weak labels for Table 2); defaults to `labels`.
+    """
+    before, after = check_pair(before, after, ("base", "finetuned"))
+    y = _labels01(labels, len(before))
+    y_fit = y if fit_labels is None else _labels01(fit_labels, len(before))
+    pair_ids = np.full(len(y), -1) if pair_ids is None else np.asarray(pair_ids)
+    tr, te = train_test_split_groups(y, pair_ids, test_frac, seed)
+    fit = WithinModelFit(method=method, alpha=alpha, lr=lr, max_steps=max_steps, callback=callback, seed=seed)
+    fit.fit(before[tr], after[tr], y_fit[tr])
+    delta = fit.delta_.astype(np.float64)
+    mu = after[tr].mean(0)
+    acc_uncentered = _acc(after[te] @ delta > 0, y[te])
+    acc_centered = _acc((after[te] - mu) @ delta > 0, y[te])
+
+    probe = {}
+    probe["base"], base_probe = _probe_scores(before, y, tr, te)
+    probe["finetuned"], ft_probe = _probe_scores(after, y, tr, te)
+    modeled = fit.transform(before, y_fit)  # built from the fit on train rows, applied to all
+    probe["modeled"], _ = _probe_scores(modeled, y, tr, te)
+    probe["modeled_without_label"], _ = _probe_scores(fit.transform_without_label(before), y, tr, te)
+    predicted = base_probe.predict(before)  # no true labels on the held-out rows
+    probe["modeled_predicted_label"], _ = _probe_scores(fit.transform(before, predicted), y, tr, te)
+
+    result = WithinResult(
+        delta_projection_accuracy=acc_uncentered,
+        delta_projection_accuracy_centered=acc_centered,
+        probe=probe,
+        fit={"method": method, "r2_train": r2_score(after[tr], fit.transform(before[tr], y_fit[tr])),
+             "r2_test": r2_score(after[te], fit.transform(before[te], y_fit[te])),
+             "loss_train": fit.loss(before[tr], after[tr], y_fit[tr]), "seconds": fit.seconds_,
+             "steps": fit.history_[-1][0] if fit.history_ else 0},
+        delta_cosine={"base_probe": _cos(delta, base_probe.coef_), "finetuned_probe": _cos(delta, ft_probe.coef_)},
+        n_train=len(tr), n_test=len(te), fit_labels="ground truth" if fit_labels is None else "weak",
+        history=[(int(s), float(v)) for s, v in fit.history_],
+    )
+    return result, fit
+
+
+def within_table(result: WithinResult) -> list[dict]:
+    """Rows of the Table 1-style table: representation, train accuracy, test accuracy."""
+    names = {"base": "base λ", "finetuned": "finetuned λ̃", "modeled": "modelled λ̂ = Aλ+b+yδ (uses the true label)",
+             "modeled_without_label": "modelled without label, Aλ+b", "modeled_predicted_label": "modelled with predicted label, Aλ+b+ŷδ"}
+    return [{"representation": names[k], "train": v["train"], "test": v["test"]} for k, v in result.probe.items()]
+
+
+# ---------------------------------------------------------------------------------------------
+# across models
+
+
+class PCASubspaceMap(LeastSquaresMap):
+    """Least squares between the top `n_components` principal subspaces of each side, then back
+    (Gao et al.'s proposed next step); an affine map of rank <= n_components."""
+
+    def __init__(self, n_components: int = 50):
+        self.n_components = n_components
+
+    def fit(self, S: np.ndarray, T: np.ndarray) -> PCASubspaceMap:
+        from repmap_core.maps import _pca_basis, solve_affine
+
+        S, T = check_pair(S, T)
+        k = min(self.n_components, S.shape[1], T.shape[1], len(S) - 1)
+        Ps, Pt = _pca_basis(S, k), _pca_basis(T, k)  # (d_s, k), (d_t, k)
+        W, c = solve_affine(S @ Ps, T @ Pt)  # (k, k) in the subspaces
+        full = Ps @ W @ Pt.T  # (d_s, d_t)
+        self.n_components_ = k
+        self._set(full.astype(np.float32), (T.mean(0) - S.mean(0) @ full).astype(np.float32), 0.0)
+        return self
+
+
+@dataclass(frozen=True)
+class BetweenResult:
+    """A map source -> target and what it carries across."""
+
+    map: dict  # method, r2_train, r2_test, mean_cosine, retrieval_top1, seconds
+    probe: dict  # source/target -> {"train", "test"}
+    transfer: dict  # "vector", "functional" accuracies (the headline), "details": per mode
+    similarity: dict  # linear_cka on the training rows
+    n_train: int
+    n_test: int
+    per_dim_mse: list = field(default_factory=list)  # held-out squared error per target dimension
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def between_models(source: np.ndarray, target: np.ndarray, labels: np.ndarray, *, pair_ids: np.ndarray | None = None,
+                   method: str = "lstsq", test_frac: float = 0.2, seed: int = 0, pca_components: int = 50,
+                   map_params: dict | None = None) -> tuple[BetweenResult, object]:
+    """Fit a map source -> target on a training split; score it and the probe transfers on held-out rows.
+
+    source (n, d_s), target (n, d_t): the same rows' activations in two models (or layers).
+    labels (n,) 0/1 or ±1. Returns the result and the fitted map.
+    """
+    from repmap_core.similarity import linear_cka
+
+    source, target = check_pair(source, target)
+    y = _labels01(labels, len(source))
+    pair_ids = np.full(len(y), -1) if pair_ids is None else np.asarray(pair_ids)
+    tr, te = train_test_split_groups(y, pair_ids, test_frac, seed)
+    fitted = make_map(method, **(map_params or {})).fit(source[tr], target[tr])
+    pred_te = fitted.transform(source[te])
+    metrics = map_metrics(target[te], pred_te)
+    probe_s_scores, probe_s = _probe_scores(source, y, tr, te)
+    probe_t_scores, probe_t = _probe_scores(target, y, tr, te)
+
+    details = {}
+    mu_t = target[tr].mean(0)
+    if hasattr(fitted, "A_"):
+        reverse = LeastSquaresMap().fit(target[tr], source[tr])
+        pca = PCASubspaceMap(pca_components).fit(source[tr], target[tr])
+        ways = {"vector": (fitted, "vector", None), "functional": (fitted, "functional", None),
+                "functional_reverse": (fitted, "functional_reverse", reverse),
+                "pca_subspace_vector": (pca, "vector", None), "pca_subspace_functional": (pca, "functional", None)}
+        for name, (m, mode, rev) in ways.items():
+            w_t = transfer_direction(probe_s.coef_, m, mode, reverse=rev)
+            c_t = transfer_intercept(probe_s.coef_, probe_s.intercept_, w_t, m, mode, reverse=rev)
+            details[name] = {
+                "uncentered": _acc(target[te] @ w_t > 0, y[te]),  # the paper's sign(t·ŵ)
+                "centered": _acc((target[te] - mu_t) @ w_t > 0, y[te]),
+                "with_intercept": _acc(target[te] @ w_t + c_t > 0, y[te]),
+                "cosine_with_target_probe": _cos(w_t, probe_t.coef_),
+            }
+        headline = {"vector": details["vector"]["uncentered"], "functional": details["functional"]["with_intercept"]}
+    else:  # a non-linear map has no matrix to carry a direction through
+        headline = {"vector": None, "functional": None}
+    result = BetweenResult(
+        map={"method": method, "r2_train": r2_score(target[tr], fitted.transform(source[tr])), "r2_test": metrics.r2,
+             "mean_cosine": metrics.mean_cosine, "retrieval_top1": metrics.retrieval_top1,
+             "seconds": float(getattr(fitted, "seconds_", 0.0))},
+        probe={"source": probe_s_scores, "target": probe_t_scores},
+        transfer=dict(headline, details=details),
+        similarity={"linear_cka": linear_cka(source[tr], target[tr])},
+        n_train=len(tr), n_test=len(te), per_dim_mse=metrics.per_dim_mse.tolist(),
+    )
+    return result, fitted
+
+
+TRANSFER_EXPLAINED = {
+    "vector": "A w: the probe's image under the map (Gao et al.). Right for a displacement such as a steering vector; "
+              "a probe is a functional, so this is only right when A is orthogonal.",
+    "functional": "pinv(A)ᵀ w with intercept c − ŵᵀb: scores a target row as w scored the source row it came from.",
+    "functional_reverse": "Bᵀ w, B fitted target → source: the same idea without inverting A (stable when A is ill-conditioned).",
+    "pca_subspace_vector": "A w through the top principal subspaces only (the paper's proposed next step).",
+    "pca_subspace_functional": "pinv(A)ᵀ w through the top principal subspaces only.",
+}

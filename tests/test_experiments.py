@@ -1,0 +1,127 @@
+"""The papers' protocols on planted truth: the within-model table and the between-model transfers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from repmap_core.errors import RepmapError
+from repmap_core.experiments import between_models, within_model, within_table
+
+
+def planted_finetune(n=2000, d=32, seed=0, shift=3.0):
+    """Base activations carry no label; finetuning adds y·δ (plus an affine change)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    before = rng.normal(size=(n, d)).astype(np.float32)
+    A = (np.eye(d) + 0.2 * rng.normal(size=(d, d)) / np.sqrt(d)).astype(np.float32)
+    delta = (shift * rng.normal(size=d) / np.sqrt(d)).astype(np.float32)
+    after = before @ A.T + 0.5 + np.outer(2 * y - 1, delta) + 0.1 * rng.normal(size=(n, d)).astype(np.float32)
+    return before, after, y, delta
+
+
+def test_within_model_table_and_the_label_leak():
+    before, after, y, delta = planted_finetune()
+    result, fit = within_model(before, after, y)
+    assert result.n_train == 1600 and result.n_test == 400
+    assert result.delta_projection_accuracy_centered > 0.95
+    p = result.probe
+    assert p["base"]["test"] < 0.6  # the label is not in the base activations
+    assert p["finetuned"]["test"] > 0.95
+    # the paper's modelled λ̂ is handed the label, so a probe reads it back: high by construction
+    assert p["modeled"]["test"] > 0.95
+    # without the label (or with a base probe's guess) the modelled rows know no more than the base
+    assert p["modeled_without_label"]["test"] < 0.6 and p["modeled_predicted_label"]["test"] < 0.65
+    assert result.fit["r2_test"] > 0.9 and result.delta_cosine["finetuned_probe"] > 0.5
+    rows = within_table(result)
+    assert [r["representation"].split()[0] for r in rows] == ["base", "finetuned", "modelled", "modelled", "modelled"]
+
+
+def test_within_model_uncentred_accuracy_can_hide_the_direction():
+    """With a large common offset along δ, the paper's sign(λ̃·δ) is near chance while the centred one is not."""
+    before, after, y, delta = planted_finetune()
+    after = after + 50 * delta  # every row moves the same way along δ
+    result, _ = within_model(before, after, y)
+    assert result.delta_projection_accuracy < 0.6
+    assert result.delta_projection_accuracy_centered > 0.95
+
+
+def test_within_model_weak_labels_and_gd():
+    before, after, y, _ = planted_finetune(n=1200, d=16)
+    rng = np.random.default_rng(1)
+    weak = np.where(rng.random(len(y)) < 0.3, 1 - y, y)  # a weak model wrong 30% of the time
+    strong, _ = within_model(before, after, y)
+    weak_result, _ = within_model(before, after, y, fit_labels=weak)
+    assert weak_result.fit_labels == "weak" and strong.fit_labels == "ground truth"
+    assert weak_result.probe["modeled"]["test"] < strong.probe["modeled"]["test"] - 0.1
+    steps = []
+    gd, _ = within_model(before, after, y, method="gd", lr=3e-2, max_steps=4000, callback=lambda s, l: steps.append(s))
+    assert gd.fit["steps"] > 0 and steps and gd.history
+    assert gd.fit["loss_train"] <= strong.fit["loss_train"] * 1.01
+
+
+def test_within_model_keeps_pairs_on_one_side():
+    before, after, y, _ = planted_finetune(n=400, d=8)
+    pair_ids = np.arange(400) // 2
+    y = np.tile([1, 0], 200)
+    result, _ = within_model(before, after, y, pair_ids=pair_ids)
+    assert result.n_train % 2 == 0 and result.n_test % 2 == 0
+
+
+def planted_between(n=4000, ds=24, dt=40, seed=0, orthogonal=False):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    w = rng.normal(size=ds)
+    S = (rng.normal(size=(n, ds)) + np.outer(2 * y - 1, w / np.linalg.norm(w)) * 1.5).astype(np.float32)
+    if orthogonal:
+        Q, _ = np.linalg.qr(rng.normal(size=(dt, ds)))
+        M = Q
+    else:
+        M = rng.normal(size=(dt, ds)) @ np.diag(np.geomspace(0.1, 10, ds))
+    T = (S @ M.T + 2 + 0.01 * rng.normal(size=(n, dt))).astype(np.float32)
+    return S, T, y
+
+
+def test_between_models_functional_transfer_keeps_the_probe():
+    S, T, y = planted_between()
+    result, fitted = between_models(S, T, y)
+    assert fitted.A_.shape == (40, 24)
+    assert result.map["r2_test"] > 0.99 and result.map["retrieval_top1"] > 0.9
+    src = result.probe["source"]["test"]
+    assert src > 0.85
+    assert abs(result.transfer["functional"] - src) < 0.02
+    d = result.transfer["details"]
+    assert abs(d["functional_reverse"]["with_intercept"] - src) < 0.02
+    assert d["functional"]["cosine_with_target_probe"] > d["vector"]["cosine_with_target_probe"]
+    assert result.transfer["vector"] == d["vector"]["uncentered"]  # reported as it is
+    assert len(result.per_dim_mse) == 40 and result.similarity["linear_cka"] > 0.3
+
+
+def test_between_models_orthogonal_map_vector_and_functional_agree():
+    S, T, y = planted_between(orthogonal=True)
+    result, _ = between_models(S, T, y)
+    d = result.transfer["details"]
+    assert abs(d["vector"]["centered"] - d["functional"]["centered"]) < 0.01
+
+
+@pytest.mark.parametrize("method", ["ridge", "procrustes", "lowrank", "mlp"])
+def test_between_models_other_methods(method):
+    S, T, y = planted_between(n=1500, ds=12, dt=12, orthogonal=True)
+    params = {"rank": 12} if method == "lowrank" else {"max_epochs": 20} if method == "mlp" else {}
+    result, fitted = between_models(S, T, y, method=method, map_params=params)
+    assert result.map["method"] == method and result.map["r2_test"] > 0.9
+    if method == "mlp":
+        assert result.transfer["vector"] is None and result.transfer["details"] == {}
+    else:
+        assert result.transfer["functional"] > 0.85
+
+
+def test_between_models_bad_input():
+    S, T, y = planted_between(n=100, ds=4, dt=4)
+    with pytest.raises(RepmapError, match="have 100 and 99 rows"):
+        between_models(S, T[:99], y)
+    bad = T.copy()
+    bad[:3, 0] = np.inf
+    with pytest.raises(RepmapError, match="3 row\\(s\\) with NaN or inf"):
+        between_models(S, bad, y)
+    with pytest.raises(RepmapError, match="There are 50 labels for 100 rows"):
+        between_models(S, T, y[:50])
