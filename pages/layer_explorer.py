@@ -5,13 +5,14 @@ import pandas as pd
 import streamlit as st
 
 from repmap_core.activations import get_activations
-from repmap_core.data import list_builtin, load_dataset
+from repmap_core.data import load_dataset
 from repmap_core.errors import RepmapError
 from repmap_core.figures import METHOD_NAMES, layer_grid, separation_curve
 from repmap_core.models import EMBEDDED_MODEL_ID, site_name
 from repmap_core.probes import best_layer, layer_separation
 from repmap_core.projection import METHODS, project, sample_rows
-from repmap_ui.common import local_model_names, model_loader, save_upload, show_error, warm_umap_in_background
+from repmap_ui.common import model_loader, show_error, warm_umap_in_background
+from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker
 
 st.title("Layer explorer")
 st.caption("Each layer's activations projected to 2-D and coloured by label, and how separable the label is "
@@ -28,19 +29,13 @@ def separation_rows(key: str, layers: tuple[int, ...], _aset) -> list:
 
 
 def request_form(current: dict) -> dict | None:
-    models = local_model_names() or [EMBEDDED_MODEL_ID]
     label = f"Model, data and layers · {current['model'].split('/')[-1]} on {current['data'].split('/')[-1]}"
     with st.expander(label, expanded=False), st.form("explorer.form"):
         c1, c2 = st.columns(2)
         with c1:
-            choice = st.selectbox("Model (available locally)", models, key="explorer.model_choice")
-            other = st.text_input("…or any Hugging Face id or local folder", key="explorer.model_other",
-                                  placeholder="gpt2, EleutherAI/pythia-70m, /path/to/model")
+            model = model_picker("explorer")
         with c2:
-            data_choice = st.selectbox("Data set", [f"builtin:{k}" for k in list_builtin()], key="explorer.data_choice",
-                                       help="\n".join(f"builtin:{k}: {v}" for k, v in list_builtin().items()))
-            data_other = st.text_input("…or a data spec", key="explorer.data_other",
-                                       placeholder="hf:amazon_polarity:test[:2000] or file:/path/data.csv")
+            data = data_picker("explorer", with_upload=False)
         upload = st.file_uploader("…or upload a table (CSV, TSV, JSONL, JSON, parquet)", key="explorer.upload",
                                   type=["csv", "tsv", "jsonl", "json", "parquet", "gz"])
         c3, c4, c5, c6 = st.columns(4)
@@ -57,13 +52,8 @@ def request_form(current: dict) -> dict | None:
         submitted = st.form_submit_button("Compute", type="primary")
     if not submitted:
         return None
-    data = data_choice
-    if upload is not None:
-        data = save_upload(upload)
-    elif data_other.strip():
-        data = data_other.strip()
-    return {"model": other.strip() or choice, "data": data, "layers": layers, "position": position,
-            "limit": int(limit), "max_length": int(max_length), "text_col": text_col.strip(),
+    return {"model": chosen_model(*model), "data": chosen_data(data[0], data[1], upload), "layers": layers,
+            "position": position, "limit": int(limit), "max_length": int(max_length), "text_col": text_col.strip(),
             "label_col": label_col.strip(), "trust": bool(trust)}
 
 

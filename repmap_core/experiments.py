@@ -17,6 +17,7 @@ subspace, each scored uncentred and centred against the target's own probe.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -83,29 +84,51 @@ class WithinResult:
 
 def within_model(before: np.ndarray, after: np.ndarray, labels: np.ndarray, *, pair_ids: np.ndarray | None = None,
                  fit_labels: np.ndarray | None = None, method: str = "lstsq", alpha: float = 0.0, test_frac: float = 0.2,
-                 seed: int = 0, lr: float = 1e-2, max_steps: int = 2000, callback: StepCallback | None = None
+                 seed: int = 0, lr: float = 1e-2, max_steps: int = 2000, callback: StepCallback | None = None,
+                 live: Callable[[dict], None] | None = None, live_probe_every: int = 10
                  ) -> tuple[WithinResult, WithinModelFit]:
     """Fit `after ≈ A before + b + y δ` on a training split and score it on the held-out rows.
 
     before, after: (n, d) activations of the same rows before and after finetuning. labels: (n,)
     ground truth (0/1 or ±1), used for every probe and accuracy. fit_labels: labels used to fit δ
-    and build λ̂ (weak labels for Table 2); defaults to `labels`.
+    and build λ̂ (weak labels for Table 2); defaults to `labels`. With `method="gd"`, `live(metrics)`
+    receives, every few steps, the step, loss, held-out R² and δ accuracies, and (every
+    `live_probe_every` updates) the modelled probe's accuracies: Table 1 filling itself in.
     """
     before, after = check_pair(before, after, ("base", "finetuned"))
     y = _labels01(labels, len(before))
     y_fit = y if fit_labels is None else _labels01(fit_labels, len(before))
     pair_ids = np.full(len(y), -1) if pair_ids is None else np.asarray(pair_ids)
     tr, te = train_test_split_groups(y, pair_ids, test_frac, seed)
-    fit = WithinModelFit(method=method, alpha=alpha, lr=lr, max_steps=max_steps, callback=callback, seed=seed)
+    probe = {}
+    probe["base"], base_probe = _probe_scores(before, y, tr, te)
+    probe["finetuned"], ft_probe = _probe_scores(after, y, tr, te)
+    monitor = None
+    if live is not None:
+        mu_tr = after[tr].mean(0)
+        updates = [0]
+
+        def monitor(step: int, loss: float, W: np.ndarray, c: np.ndarray) -> None:
+            A, delta_now = W[:-1], W[-1]  # (d, d'), (d',)
+            modeled_te = before[te] @ A + c + (2.0 * y_fit[te] - 1)[:, None] * delta_now
+            metrics = {"step": step, "loss": loss, "r2_test": r2_score(after[te], modeled_te),
+                       "delta_accuracy": _acc(after[te] @ delta_now > 0, y[te]),
+                       "delta_accuracy_centered": _acc((after[te] - mu_tr) @ delta_now > 0, y[te]),
+                       "base": probe["base"], "finetuned": probe["finetuned"]}
+            if updates[0] % live_probe_every == 0:
+                modeled = before @ A + c + (2.0 * y_fit - 1)[:, None] * delta_now
+                metrics["modeled"], _ = _probe_scores(modeled, y, tr, te)
+            updates[0] += 1
+            live(metrics)
+
+    fit = WithinModelFit(method=method, alpha=alpha, lr=lr, max_steps=max_steps, callback=callback, seed=seed,
+                         monitor=monitor)
     fit.fit(before[tr], after[tr], y_fit[tr])
     delta = fit.delta_.astype(np.float64)
     mu = after[tr].mean(0)
     acc_uncentered = _acc(after[te] @ delta > 0, y[te])
     acc_centered = _acc((after[te] - mu) @ delta > 0, y[te])
 
-    probe = {}
-    probe["base"], base_probe = _probe_scores(before, y, tr, te)
-    probe["finetuned"], ft_probe = _probe_scores(after, y, tr, te)
     modeled = fit.transform(before, y_fit)  # built from the fit on train rows, applied to all
     probe["modeled"], _ = _probe_scores(modeled, y, tr, te)
     probe["modeled_without_label"], _ = _probe_scores(fit.transform_without_label(before), y, tr, te)

@@ -28,6 +28,8 @@ from sklearn.base import BaseEstimator
 from repmap_core.errors import RepmapError
 
 StepCallback = Callable[[int, float], None]  # (step, training loss) -> None; may raise to stop
+# (step, training loss, W (d_x, d_t), c (d_t,)) with the current parameters in the original units
+ParamsMonitor = Callable[[int, float, np.ndarray, np.ndarray], None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,11 +214,12 @@ class GDMap(_AffineMap):
     the optimisation well conditioned on activations with outlier dimensions. `callback(step,
     loss)` is called every `callback_every` steps; fitting stops at `max_steps`, when the full
     training loss reaches `target_loss`, or when it stops improving by `tol` for `patience` checks.
+    `monitor(step, loss, W, c)` sees the current parameters (for live held-out metrics).
     """
 
     def __init__(self, lr: float = 1e-2, max_steps: int = 2000, batch_size: int = 512, target_loss: float | None = None,
                  tol: float = 1e-5, patience: int = 20, callback: StepCallback | None = None,
-                 callback_every: int = 10, seed: int = 0):
+                 callback_every: int = 10, seed: int = 0, monitor: ParamsMonitor | None = None):
         self.lr = lr
         self.max_steps = max_steps
         self.batch_size = batch_size
@@ -226,6 +229,7 @@ class GDMap(_AffineMap):
         self.callback = callback
         self.callback_every = callback_every
         self.seed = seed
+        self.monitor = monitor
 
     def fit(self, S: np.ndarray, T: np.ndarray) -> GDMap:
         S, T = check_pair(S, T)
@@ -288,6 +292,9 @@ def _gd_affine_loop(X: np.ndarray, T: np.ndarray, p: GDMap) -> tuple[np.ndarray,
             history.append((step, full))
             if p.callback is not None:
                 p.callback(step, full)
+            if p.monitor is not None:
+                W_now = Wt.detach().numpy() / sx[:, None]
+                p.monitor(step, full, W_now, ct.detach().numpy() + mt - mx @ W_now)
             if p.target_loss is not None and full <= p.target_loss:
                 break
             sched.step(full)
@@ -478,7 +485,7 @@ class WithinModelFit(BaseEstimator):
 
     def __init__(self, method: str = "lstsq", alpha: float = 0.0, lr: float = 1e-2, max_steps: int = 2000,
                  target_loss: float | None = None, callback: StepCallback | None = None, callback_every: int = 10,
-                 seed: int = 0):
+                 seed: int = 0, monitor: ParamsMonitor | None = None):
         self.method = method
         self.alpha = alpha
         self.lr = lr
@@ -487,6 +494,7 @@ class WithinModelFit(BaseEstimator):
         self.callback = callback
         self.callback_every = callback_every
         self.seed = seed
+        self.monitor = monitor
 
     def fit(self, before: np.ndarray, after: np.ndarray, y: np.ndarray) -> WithinModelFit:
         before, after = check_pair(before, after, ("base", "finetuned"))
@@ -500,7 +508,7 @@ class WithinModelFit(BaseEstimator):
             self.history_ = []
         elif self.method == "gd":
             p = GDMap(lr=self.lr, max_steps=self.max_steps, target_loss=self.target_loss, callback=self.callback,
-                      callback_every=self.callback_every, seed=self.seed)
+                      callback_every=self.callback_every, seed=self.seed, monitor=self.monitor)
             W, c, self.history_ = _gd_affine(X, after, p)
         else:
             raise RepmapError(f"Fit method '{self.method}' is not one of lstsq, gd.")

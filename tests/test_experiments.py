@@ -125,3 +125,15 @@ def test_between_models_bad_input():
         between_models(S, bad, y)
     with pytest.raises(RepmapError, match="There are 50 labels for 100 rows"):
         between_models(S, T, y[:50])
+
+
+def test_within_model_live_metrics_fill_table_one_in():
+    before, after, y, _ = planted_finetune(n=1000, d=12)
+    seen = []
+    result, _ = within_model(before, after, y, method="gd", lr=3e-2, max_steps=1500, live=seen.append, live_probe_every=5)
+    assert len(seen) > 5 and [m["step"] for m in seen] == sorted(m["step"] for m in seen)
+    assert seen[-1]["r2_test"] > seen[0]["r2_test"] and seen[-1]["loss"] < seen[0]["loss"]
+    assert seen[-1]["delta_accuracy_centered"] > 0.95
+    with_probe = [m for m in seen if "modeled" in m]
+    assert with_probe and len(with_probe) < len(seen)  # the modelled probe is refitted every few updates
+    assert seen[0]["base"] == result.probe["base"] and seen[0]["finetuned"] == result.probe["finetuned"]

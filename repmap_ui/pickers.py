@@ -1,0 +1,43 @@
+"""Model and data pickers shared by the pages (work inside or outside an st.form)."""
+from __future__ import annotations
+
+import streamlit as st
+
+from repmap_core.data import list_builtin
+from repmap_core.models import EMBEDDED_MODEL_ID
+from repmap_ui.common import local_model_names, save_upload
+
+
+def model_picker(key: str, label: str = "Model", extra: list[str] | None = None) -> tuple[str, str]:
+    """A select box of models available locally (plus `extra`, e.g. finetuned checkpoints) and a text
+    box for any hub id or folder, which wins when filled. Returns (choice, typed)."""
+    models = (extra or []) + [m for m in (local_model_names() or [EMBEDDED_MODEL_ID]) if m not in (extra or [])]
+    choice = st.selectbox(f"{label} (available locally)", models, key=f"{key}.model_choice")
+    typed = st.text_input("…or any Hugging Face id or local folder", key=f"{key}.model_other",
+                          placeholder="gpt2, EleutherAI/pythia-70m, /path/to/model")
+    return choice, typed
+
+
+def chosen_model(choice: str, typed: str) -> str:
+    return typed.strip() or choice
+
+
+def data_picker(key: str, with_upload: bool = True):
+    """Built-in data sets, a typed spec, or an upload; returns (choice, typed, upload)."""
+    builtin = list_builtin()
+    choice = st.selectbox("Data set", [f"builtin:{k}" for k in builtin], key=f"{key}.data_choice",
+                          help="\n".join(f"builtin:{k}: {v}" for k, v in builtin.items()))
+    typed = st.text_input("…or a data spec", key=f"{key}.data_other",
+                          placeholder="hf:amazon_polarity:test[:2000] or file:/path/data.csv")
+    upload = None
+    if with_upload:
+        upload = st.file_uploader("…or upload a table (CSV, TSV, JSONL, JSON, parquet)", key=f"{key}.upload",
+                                  type=["csv", "tsv", "jsonl", "json", "parquet", "gz"])
+    return choice, typed, upload
+
+
+def chosen_data(choice: str, typed: str, upload) -> str:
+    """The data spec the user meant: an upload wins, then a typed spec, then the list."""
+    if upload is not None:
+        return save_upload(upload)
+    return typed.strip() or choice
