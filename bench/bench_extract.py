@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # ---- report
     print()
-    print(f"GEMM fp32: " + ", ".join(f"({s['m']}x{s['k']})@({s['k']}x{s['n']}) {s['gflops']:.1f} GFLOP/s" for s in gemm["shapes"])
+    print("GEMM fp32: " + ", ".join(f"({s['m']}x{s['k']})@({s['k']}x{s['n']}) {s['gflops']:.1f} GFLOP/s" for s in gemm["shapes"])
           + f"; combined {gemm['flops_per_s'] / 1e9:.1f} GFLOP/s")
     print(f"FLOPs/token = {LAYER + 1} blocks x (24*d^2 + 4*T*d), d={d}, T={mean_len:.1f} (mean length) "
           f"= {fpt / 1e6:.1f} MFLOP; limit = GEMM FLOP/s / FLOPs per token")

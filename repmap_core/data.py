@@ -338,7 +338,10 @@ def _cell(v: object) -> str:
 
 def _adapt_text_label(frame: pd.DataFrame, name: str, text_col: str, label_col: str) -> TextDataset:
     texts = [_cell(t) for t in frame[text_col]]
-    return _rows(name, texts, _binary_labels(frame[label_col], str(label_col), name))
+    pairs = None
+    if "pair_id" in frame.columns:  # e.g. a weak-label data set saved from paired rows
+        pairs = pd.to_numeric(frame["pair_id"], errors="coerce").fillna(-1).astype(np.int64).to_numpy()
+    return _rows(name, texts, _binary_labels(frame[label_col], str(label_col), name), pairs)
 
 
 def _first(v: object) -> str:

@@ -103,12 +103,12 @@ def within_model(before: np.ndarray, after: np.ndarray, labels: np.ndarray, *, p
     probe = {}
     probe["base"], base_probe = _probe_scores(before, y, tr, te)
     probe["finetuned"], ft_probe = _probe_scores(after, y, tr, te)
-    monitor = None
+    monitor: Callable | None = None
     if live is not None:
         mu_tr = after[tr].mean(0)
         updates = [0]
 
-        def monitor(step: int, loss: float, W: np.ndarray, c: np.ndarray) -> None:
+        def live_metrics(step: int, loss: float, W: np.ndarray, c: np.ndarray) -> None:
             A, delta_now = W[:-1], W[-1]  # (d, d'), (d',)
             modeled_te = before[te] @ A + c + (2.0 * y_fit[te] - 1)[:, None] * delta_now
             metrics = {"step": step, "loss": loss, "r2_test": r2_score(after[te], modeled_te),
@@ -120,6 +120,8 @@ def within_model(before: np.ndarray, after: np.ndarray, labels: np.ndarray, *, p
                 metrics["modeled"], _ = _probe_scores(modeled, y, tr, te)
             updates[0] += 1
             live(metrics)
+
+        monitor = live_metrics
 
     fit = WithinModelFit(method=method, alpha=alpha, lr=lr, max_steps=max_steps, callback=callback, seed=seed,
                          monitor=monitor)

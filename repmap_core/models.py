@@ -298,7 +298,7 @@ def load_model(
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token or tokenizer.convert_ids_to_tokens(0)
     tokenizer.truncation_side = "left"  # keep the end of long texts: the last token and the answer live there
     try:
-        with _quiet_transformers():  # AutoModel on an LM checkpoint reports the unused head as "unexpected"
+        with quiet_transformers():  # AutoModel on an LM checkpoint reports the unused head as "unexpected"
             model = AutoModel.from_pretrained(
                 resolved.path, dtype=getattr(torch, dtype), use_safetensors=True, trust_remote_code=trust_remote_code
             )
@@ -331,28 +331,34 @@ def _fuse_tanh_gelu(model: Any) -> int:
 
 
 @contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
+    """transformers' warnings and tqdm bars off (loading, writing shards): callers get `progress`."""
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 @dataclass(frozen=True)
 class LocalModel:
     """A model that can be used without network: for pickers."""
 
-    name: str
-    source: str  # "embedded" | "hf-cache"
+    name: str  # what resolve_model takes: a hub id, or a folder for finetuned checkpoints
+    source: str  # "embedded" | "hf-cache" | "finetuned"
     size_mb: float
+    label: str = ""  # how a picker shows it (defaults to the name)
 
 
 def list_local_models() -> list[LocalModel]:
-    """The embedded model plus every model repo in the local Hugging Face cache."""
+    """The embedded model, every model repo in the local Hugging Face cache, and finetuned checkpoints."""
     out: list[LocalModel] = []
     path = embedded_model_path()
     if path is not None:
@@ -366,6 +372,13 @@ def list_local_models() -> list[LocalModel]:
                 out.append(LocalModel(repo.repo_id, "hf-cache", repo.size_on_disk / 1e6))
     except Exception:  # no cache folder yet, or an unreadable one: nothing cached to list
         pass
+    from repmap_core.finetune import list_finetuned  # lazy: finetune imports this module
+
+    for ft in list_finetuned():
+        size = sum(p.stat().st_size for p in Path(ft.path).rglob("*") if p.is_file())
+        acc = "" if ft.val_acc is None else f", val acc {ft.val_acc:.2f}"
+        out.append(LocalModel(ft.path, "finetuned", size / 1e6,
+                              f"finetuned {ft.base_model.split('/')[-1]} on {ft.dataset}{acc} · {Path(ft.path).name[:8]}"))
     return out
 
 
