@@ -65,6 +65,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", default=None, metavar="MAP.npz", help="write arrays A, b")
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("finetune", help="finetune a model with a linear head (the checkpoint is listed like any model)")
+    _add_data_args(p)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--batch-size", type=int, default=16)
+    p = sub.add_parser("recipe", help="a paper's protocol end to end: within (Gao §3) or between (Gao §2)")
+    p.add_argument("name", choices=["within", "between"])
+    p.add_argument("--model", help="within: the model to finetune")
+    p.add_argument("--source", help="between: the weak model")
+    p.add_argument("--target", help="between: the strong model")
+    p.add_argument("--data", required=True)
+    p.add_argument("--finetune-data", default=None, help="within: rows to finetune on (default: half of --data)")
+    p.add_argument("--layer", type=int, default=-1, help="within: the layer fitted")
+    p.add_argument("--source-layer", type=int, default=-1)
+    p.add_argument("--target-layer", type=int, default=-1)
+    p.add_argument("--position", default="auto", choices=["auto", "last", "mean", "answer"])
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=3, help="within: finetuning epochs")
+    p.add_argument("--method", default=None, help="within: lstsq|gd (default lstsq); between: any map (default gd)")
+    p.add_argument("--weak-model", default=None, help="within: a finetuned folder whose labels fit δ (Table 2)")
+    p.add_argument("--json", action="store_true")
     p = sub.add_parser("layers", help="per-layer probe accuracy and separation")
     _add_data_args(p)
     p.add_argument("--layers", default="all", help="comma-separated block indices or all")
@@ -169,6 +191,37 @@ def cmd_between(args: argparse.Namespace) -> dict:
     return out
 
 
+def cmd_finetune(args: argparse.Namespace) -> dict:
+    from repmap_core.data import load_dataset
+    from repmap_core.finetune import FinetuneConfig, finetune
+
+    dataset = load_dataset(args.data, text_col=args.text_col, label_col=args.label_col, limit=args.limit, seed=args.seed)
+    config = FinetuneConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_length=min(args.max_length, 512),
+                            seed=args.seed)
+    result = finetune(args.model, dataset, config, trust_remote_code=args.trust_remote_code, device=args.device,
+                      progress=_progress(False))
+    return {"path": result.path, "reused": result.reused, "base_model": result.manifest["base_model"],
+            "metrics": result.manifest["metrics"], "dataset": result.manifest["dataset"]}
+
+
+def cmd_recipe(args: argparse.Namespace) -> dict:
+    from repmap_core.experiments import between_recipe, within_recipe
+    from repmap_core.finetune import FinetuneConfig
+
+    if args.name == "within":
+        if not args.model:
+            raise RepmapError("recipe within needs --model (the model to finetune).")
+        return within_recipe(args.model, args.data, layer=args.layer, position=args.position, limit=args.limit,
+                             seed=args.seed, finetune_config=FinetuneConfig(epochs=args.epochs, seed=args.seed),
+                             finetune_data=args.finetune_data, method=args.method or "lstsq",
+                             weak_model=args.weak_model, progress=_progress(False))
+    if not (args.source and args.target):
+        raise RepmapError("recipe between needs --source (the weak model) and --target (the strong model).")
+    return between_recipe(args.source, args.target, args.data, source_layer=args.source_layer,
+                          target_layer=args.target_layer, position=args.position, limit=args.limit, seed=args.seed,
+                          method=args.method or "gd", progress=_progress(False))
+
+
 def _print_human(result: dict) -> None:
     if isinstance(result.get("layers"), list) and result["layers"] and isinstance(result["layers"][0], dict):
         print(f"{result['model']} on {result['dataset']['spec']} ({result['dataset']['rows']} rows, {result['position']})")
@@ -180,7 +233,8 @@ def _print_human(result: dict) -> None:
         print(json.dumps(result, indent=2))
 
 
-COMMANDS = {"extract": cmd_extract, "layers": cmd_layers, "within": cmd_within, "between": cmd_between}
+COMMANDS = {"extract": cmd_extract, "layers": cmd_layers, "within": cmd_within, "between": cmd_between,
+            "finetune": cmd_finetune, "recipe": cmd_recipe}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -72,7 +72,7 @@ class WithinResult:
     delta_projection_accuracy_centered: float  # sign((λ̃ − μ_train)·δ)
     probe: dict  # name -> {"train", "test"}: base, finetuned, modeled, modeled_without_label, modeled_predicted_label
     fit: dict  # method, r2_train, r2_test, loss_train, seconds, steps
-    delta_cosine: dict  # cosine of δ with the base and finetuned probe directions
+    delta_cosine: dict  # cosine of δ with the probe directions and with λ̃'s class-mean difference
     n_train: int
     n_test: int
     fit_labels: str  # "ground truth" or "weak"
@@ -145,7 +145,10 @@ def within_model(before: np.ndarray, after: np.ndarray, labels: np.ndarray, *, p
              "r2_test": r2_score(after[te], fit.transform(before[te], y_fit[te])),
              "loss_train": fit.loss(before[tr], after[tr], y_fit[tr]), "seconds": fit.seconds_,
              "steps": fit.history_[-1][0] if fit.history_ else 0},
-        delta_cosine={"base_probe": _cos(delta, base_probe.coef_), "finetuned_probe": _cos(delta, ft_probe.coef_)},
+        # δ is a displacement; a probe's weights are a functional (scaled by inverse feature variance),
+        # so the class-mean difference of λ̃, also a displacement, is the like-for-like comparison
+        delta_cosine={"base_probe": _cos(delta, base_probe.coef_), "finetuned_probe": _cos(delta, ft_probe.coef_),
+                      "finetuned_mean_difference": _cos(delta, after[tr][y[tr] == 1].mean(0) - after[tr][y[tr] == 0].mean(0))},
         n_train=len(tr), n_test=len(te), fit_labels="ground truth" if fit_labels is None else "weak",
         history=[(int(s), float(v)) for s, v in fit.history_],
     )
@@ -259,3 +262,77 @@ TRANSFER_EXPLAINED = {
     "pca_subspace_vector": "A w through the top principal subspaces only (the paper's proposed next step).",
     "pca_subspace_functional": "pinv(A)ᵀ w through the top principal subspaces only.",
 }
+
+
+# ---------------------------------------------------------------------------------------------
+# recipes: the papers' protocols end to end, for the CLI and for users' GPU machines
+
+
+def within_recipe(model: str, data, *, layer: int = -1, position: str = "auto", limit: int | None = None,
+                  seed: int = 0, finetune_config=None, finetune_data=None, finetune_frac: float = 0.5,
+                  method: str = "lstsq", weak_model: str | None = None, progress=None) -> dict:
+    """Gao et al. §3 end to end: finetune `model`, extract one layer before and after, fit, table.
+
+    The rows the model is finetuned on are not the rows analysed: unless `finetune_data` is
+    given, `data` is split (seeded, pairs whole, stratified) into `finetune_frac` for finetuning
+    and the rest for the fit and probes. `weak_model` (a finetuned folder) gives Table 2.
+    Example (a GPU machine): `within_recipe("gpt2", "hf:amazon_polarity:train[:20000]")`.
+    """
+    from repmap_core.activations import get_activations
+    from repmap_core.data import load_dataset
+    from repmap_core.finetune import FinetuneConfig, finetune, validation_split, weak_labels
+    from repmap_core.models import model_info, resolve_layers, resolve_model, site_name
+
+    report = progress or (lambda f, m: None)
+    dataset = data if not isinstance(data, str) else load_dataset(data, limit=limit, seed=seed)
+    if finetune_data is None:
+        analyse_rows, tune_rows = validation_split(dataset, finetune_frac, seed)
+        tune_set, analyse = dataset.take(tune_rows), dataset.take(analyse_rows)
+    else:
+        tune_set = finetune_data if not isinstance(finetune_data, str) else load_dataset(finetune_data, seed=seed)
+        analyse = dataset
+    resolved = resolve_model(model)
+    L = resolve_layers([layer], model_info(resolved).n_layers, f"model '{model}'")[0]
+    report(0.0, f"Finetuning {model} on {len(tune_set)} rows")
+    tuned = finetune(resolved, tune_set, finetune_config or FinetuneConfig(seed=seed),
+                     progress=lambda f, m: report(0.7 * f, m))
+    before = get_activations(resolved, analyse, [L], position, progress=lambda f, m: report(0.7 + 0.1 * f, m))
+    after = get_activations(tuned.path, analyse, [L], position, progress=lambda f, m: report(0.8 + 0.1 * f, m))
+    fit_labels = weak_labels(weak_model, analyse).labels if weak_model else None
+    report(0.9, "Fitting λ̃ ≈ Aλ + b + yδ")
+    result, _ = within_model(before[L], after[L], before.labels, pair_ids=before.pair_ids, fit_labels=fit_labels,
+                             method=method, seed=seed)
+    report(1.0, "Done")
+    within = result.as_dict()
+    within.pop("history")
+    return {"model": resolved.name, "revision": resolved.revision, "data": dataset.name, "layer": L, "site": site_name(L),
+            "position": before.manifest["position"], "rows": {"finetune": len(tune_set), "analysed": len(analyse)},
+            "finetune": {"path": tuned.path, "reused": tuned.reused, "metrics": tuned.manifest["metrics"]},
+            "within": within, "table": within_table(result),
+            "published": {"table1": GAO_TABLE1, "table2_hh_weak": GAO_TABLE2_HH_WEAK, "delta_accuracy": GAO_DELTA_ACCURACY}}
+
+
+def between_recipe(source: str, target: str, data, *, source_layer: int = -1, target_layer: int = -1,
+                   position: str = "auto", limit: int | None = None, seed: int = 0, method: str = "gd",
+                   progress=None) -> dict:
+    """Gao et al. §2 end to end: activations of two models on the same rows, a map source ->
+    target (GD, as the paper), the probe carried across every way.
+    Example (a GPU machine): `between_recipe("gpt2", "gpt2-xl", "hf:amazon_polarity:train[:10000]")`."""
+    from repmap_core.activations import get_activations
+    from repmap_core.data import load_dataset
+    from repmap_core.models import site_name
+
+    report = progress or (lambda f, m: None)
+    dataset = data if not isinstance(data, str) else load_dataset(data, limit=limit, seed=seed)
+    src = get_activations(source, dataset, [source_layer], position, progress=lambda f, m: report(0.45 * f, m))
+    tgt = get_activations(target, dataset, [target_layer], position, progress=lambda f, m: report(0.45 + 0.45 * f, m))
+    Ls, Lt = src.layer_list[0], tgt.layer_list[0]
+    report(0.9, f"Fitting the map ({method})")
+    result, _ = between_models(src[Ls], tgt[Lt], src.labels, pair_ids=src.pair_ids, method=method, seed=seed)
+    report(1.0, "Done")
+    out = result.as_dict()
+    out.pop("per_dim_mse")
+    return {"source": {"model": source, "layer": Ls, "site": site_name(Ls), "revision": src.manifest["revision"]},
+            "target": {"model": target, "layer": Lt, "site": site_name(Lt), "revision": tgt.manifest["revision"]},
+            "data": dataset.name, "rows": len(dataset), "position": src.manifest["position"], "between": out,
+            "published": {"vector_transfer_accuracy_gpt2_to_gpt2xl": GAO_BETWEEN_VECTOR_ACCURACY}}

@@ -111,3 +111,28 @@ def sample_rows(labels: np.ndarray, max_rows: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     picked = [rng.choice(np.flatnonzero(labels == c), size=k, replace=False) for c, k in zip(classes, take) if k]
     return np.sort(np.concatenate(picked))
+
+
+def joint_project(blocks: list[np.ndarray], method: str = "pca", seed: int = 0, fit_on: str = "union",
+                  cache_id: dict | None = None) -> list[np.ndarray]:
+    """2-D coordinates for several sets of the same width on shared axes, e.g. the same rows
+    before and after finetuning: returns one `(n_i, 2)` array per block.
+
+    PCA is fitted on the union of the blocks (`fit_on="union"`) or on the first one
+    (`fit_on="first"`, the base model's axes) and applied to all; t-SNE and UMAP embed the
+    blocks together (they have no transform for new points).
+    """
+    from sklearn.decomposition import PCA
+
+    if len({b.shape[1] for b in blocks}) != 1:
+        raise RepmapError("Shared axes need activations of the same width; pick the same layer of the same model family.")
+    sizes = [len(b) for b in blocks]
+    stacked = np.concatenate([np.asarray(b, dtype=np.float32) for b in blocks])
+    if method == "pca":
+        base = stacked if fit_on == "union" else np.asarray(blocks[0], dtype=np.float32)
+        if fit_on not in ("union", "first"):
+            raise RepmapError(f"PCA is fitted on 'union' or 'first', not '{fit_on}'.")
+        coords = PCA(2, random_state=seed).fit(base).transform(stacked).astype(np.float32)
+    else:
+        coords = project(stacked, method, seed, cache_id=None if cache_id is None else dict(cache_id, sizes=sizes))
+    return np.split(coords, np.cumsum(sizes)[:-1])

@@ -223,3 +223,29 @@ def test_within_bad_input(planted_arrays, tmp_path, cache_dir, case, phrase):
     r = run_cli("within", "--before", str(paths["before"]), "--after", after, "--labels", labels, "--json", cache=cache_dir)
     assert r.returncode == 2 and r.stdout == ""
     assert phrase in r.stderr.strip().splitlines()[-1]
+
+
+def test_recipe_within_end_to_end_on_a_tiny_model(tiny_gpt2, cache_dir):
+    r = run_cli("recipe", "within", "--model", str(tiny_gpt2), "--data", "builtin:sentiment", "--limit", "100",
+                "--epochs", "1", "--json", cache=cache_dir)
+    assert r.returncode == 0, r.stderr
+    out = one_json_object(r.stdout)
+    # finetuned on one half, analysed on the other: no row is in both
+    assert out["rows"]["finetune"] + out["rows"]["analysed"] == 100 and out["rows"]["analysed"] >= 40
+    assert out["layer"] == 2 and out["site"] == "blocks.2.hook_resid_post" and out["position"] == "last"
+    assert [row["representation"].split()[0] for row in out["table"]] == ["base", "finetuned", "modelled", "modelled", "modelled"]
+    assert set(out["within"]) >= {"delta_projection_accuracy", "delta_projection_accuracy_centered", "probe", "fit"}
+    assert (cache_dir / "models" / out["finetune"]["path"].split("/")[-1] / "repmap_finetune.json").exists()
+    assert out["published"]["table1"]["Amazon Polarity"][2] == [1.0, 1.0]
+
+
+def test_recipe_between_end_to_end_on_two_tiny_models(tiny_gpt2, tiny_models, cache_dir):
+    r = run_cli("recipe", "between", "--source", str(tiny_gpt2), "--target", str(tiny_models["llama"]), "--data",
+                "builtin:sentiment", "--limit", "120", "--method", "lstsq", "--source-layer", "1", "--json", cache=cache_dir)
+    assert r.returncode == 0, r.stderr
+    out = one_json_object(r.stdout)
+    assert out["source"]["layer"] == 1 and out["target"]["layer"] == 2 and out["rows"] == 120
+    assert set(out["between"]["transfer"]) >= {"vector", "functional", "details"}
+    assert out["published"]["vector_transfer_accuracy_gpt2_to_gpt2xl"] == 0.5025
+    r = run_cli("recipe", "between", "--source", str(tiny_gpt2), "--data", "builtin:sentiment", "--json", cache=cache_dir)
+    assert r.returncode == 2 and "needs --source (the weak model) and --target" in r.stderr

@@ -31,7 +31,7 @@ def test_within_model_table_and_the_label_leak():
     assert p["modeled"]["test"] > 0.95
     # without the label (or with a base probe's guess) the modelled rows know no more than the base
     assert p["modeled_without_label"]["test"] < 0.6 and p["modeled_predicted_label"]["test"] < 0.65
-    assert result.fit["r2_test"] > 0.9 and result.delta_cosine["finetuned_probe"] > 0.5
+    assert result.fit["r2_test"] > 0.9 and result.delta_cosine["finetuned_mean_difference"] > 0.9
     rows = within_table(result)
     assert [r["representation"].split()[0] for r in rows] == ["base", "finetuned", "modelled", "modelled", "modelled"]
 
