@@ -9,8 +9,12 @@ st.set_page_config(page_title="repmap", page_icon=":material/hub:", layout="wide
 st.session_state.setdefault("explorer.result", None)
 
 pages = [
-    st.Page("pages/layer_explorer.py", title="Layer explorer", icon=":material/stacked_line_chart:", default=True),
-    st.Page("pages/cache.py", title="Cache", icon=":material/storage:"),
+    st.Page("views/layer_explorer.py", title="Layer explorer", icon=":material/stacked_line_chart:", default=True),
+    st.Page("views/shift.py", title="Finetuning shift", icon=":material/moving:"),
+    st.Page("views/within_fit.py", title="Within-model fit", icon=":material/functions:"),
+    st.Page("views/finetune.py", title="Finetune", icon=":material/model_training:"),
+    st.Page("views/across.py", title="Across models", icon=":material/compare_arrows:"),
+    st.Page("views/cache.py", title="Cache", icon=":material/storage:"),
 ]
 page = st.navigation(pages)
 page.run()

@@ -19,6 +19,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from repmap_core.data import TextDataset
+from repmap_core.compute import heavy_compute
 from repmap_core.errors import RepmapError
 from repmap_core.models import LoadedModel
 
@@ -212,30 +213,32 @@ def extract_activations(
                 pass
         return pooled
 
-    while queue:
-        rows = queue.pop(0)
-        try:
-            pooled = run(rows)
-        except torch.cuda.OutOfMemoryError:
-            if len(rows) == 1:
-                raise RepmapError(
-                    "The GPU ran out of memory on a single text; lower max length or use a smaller model."
-                ) from None
-            if device.startswith("cuda"):
-                torch.cuda.empty_cache()
-            half = len(rows) // 2
-            queue[:0] = [rows[:half], rows[half:]]
-            max_batch_tokens = max(1, max_batch_tokens // 2)
-            continue
-        if lm.dtype != "float32" and not all(bool(torch.isfinite(v).all()) for v in pooled.values()):
-            pooled = _rerun_in_fp32(lm, run, rows)
-            recomputed += len(rows)
-        for layer, h in pooled.items():
-            out[layer][rows] = h.numpy()
-        done += len(rows)
-        if progress is not None:
-            rate = int(lengths[order[:done]].sum() / max(time.perf_counter() - start, 1e-9))
-            progress(done / n, f"{done}/{n} texts · {rate} tokens/s")
+    with heavy_compute(progress):
+        start = time.perf_counter()  # not counting a wait for another computation
+        while queue:
+            rows = queue.pop(0)
+            try:
+                pooled = run(rows)
+            except torch.cuda.OutOfMemoryError:
+                if len(rows) == 1:
+                    raise RepmapError(
+                        "The GPU ran out of memory on a single text; lower max length or use a smaller model."
+                    ) from None
+                if device.startswith("cuda"):
+                    torch.cuda.empty_cache()
+                half = len(rows) // 2
+                queue[:0] = [rows[:half], rows[half:]]
+                max_batch_tokens = max(1, max_batch_tokens // 2)
+                continue
+            if lm.dtype != "float32" and not all(bool(torch.isfinite(v).all()) for v in pooled.values()):
+                pooled = _rerun_in_fp32(lm, run, rows)
+                recomputed += len(rows)
+            for layer, h in pooled.items():
+                out[layer][rows] = h.numpy()
+            done += len(rows)
+            if progress is not None:
+                rate = int(lengths[order[:done]].sum() / max(time.perf_counter() - start, 1e-9))
+                progress(done / n, f"{done}/{n} texts · {rate} tokens/s")
     return Extraction(out, int(lengths.sum()), time.perf_counter() - start, recomputed)
 
 

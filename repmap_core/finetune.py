@@ -35,6 +35,7 @@ import numpy as np
 
 from repmap_core import store
 from repmap_core.data import TextDataset
+from repmap_core.compute import heavy_compute
 from repmap_core.errors import RepmapError
 from repmap_core.models import LoadedModel, ResolvedModel, load_model, model_info, quiet_transformers, resolve_model
 
@@ -187,7 +188,8 @@ def finetune(
         with quiet_transformers():
             lm = load_model(resolved, device=device, dtype="float32", trust_remote_code=trust_remote_code)
         started = time.perf_counter()
-        run = _train(lm, dataset, train_rows, val_rows, config, report, on_step, cancel)
+        with heavy_compute(report):
+            run = _train(lm, dataset, train_rows, val_rows, config, report, on_step, cancel)
         manifest = {
             "format": FORMAT, "key": key,
             "base_model": resolved.name, "base_revision": resolved.revision, "base_source": resolved.source,

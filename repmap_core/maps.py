@@ -26,6 +26,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from repmap_core.errors import RepmapError
+from repmap_core.probes import feature_scale
 
 StepCallback = Callable[[int, float], None]  # (step, training loss) -> None; may raise to stop
 # (step, training loss, W (d_x, d_t), c (d_t,)) with the current parameters in the original units
@@ -214,12 +215,15 @@ class GDMap(_AffineMap):
     the optimisation well conditioned on activations with outlier dimensions. `callback(step,
     loss)` is called every `callback_every` steps; fitting stops at `max_steps`, when the full
     training loss reaches `target_loss`, or when it stops improving by `tol` for `patience` checks.
-    `monitor(step, loss, W, c)` sees the current parameters (for live held-out metrics).
+    `monitor(step, loss, W, c)` sees the current parameters (for live held-out metrics). With
+    `val_frac > 0`, that share of rows is held out, stopping watches its loss, and the parameters
+    with the lowest held-out loss are kept (with more dimensions than rows GD overfits otherwise;
+    the paper's setting is `val_frac=0`).
     """
 
     def __init__(self, lr: float = 1e-2, max_steps: int = 2000, batch_size: int = 512, target_loss: float | None = None,
                  tol: float = 1e-5, patience: int = 20, callback: StepCallback | None = None,
-                 callback_every: int = 10, seed: int = 0, monitor: ParamsMonitor | None = None):
+                 callback_every: int = 10, seed: int = 0, monitor: ParamsMonitor | None = None, val_frac: float = 0.0):
         self.lr = lr
         self.max_steps = max_steps
         self.batch_size = batch_size
@@ -230,6 +234,7 @@ class GDMap(_AffineMap):
         self.callback_every = callback_every
         self.seed = seed
         self.monitor = monitor
+        self.val_frac = val_frac
 
     def fit(self, S: np.ndarray, T: np.ndarray) -> GDMap:
         S, T = check_pair(S, T)
@@ -266,8 +271,15 @@ def _gd_affine_loop(X: np.ndarray, T: np.ndarray, p: GDMap) -> tuple[np.ndarray,
 
     g = torch.Generator().manual_seed(p.seed)
     torch.manual_seed(p.seed)
-    mx, sx = X.mean(0), X.std(0)
-    sx[sx < 1e-12] = 1.0
+    val = None
+    val_frac = getattr(p, "val_frac", 0.0)
+    if val_frac > 0:
+        order = np.random.default_rng(p.seed).permutation(len(X))
+        n_val = max(1, int(round(val_frac * len(X))))
+        val, keep = order[:n_val], order[n_val:]
+        Xv, Tv = X[val], T[val]
+        X, T = X[keep], T[keep]
+    mx, sx = X.mean(0), feature_scale(X).astype(np.float32)  # noise-level features: inf, so no weight
     mt = T.mean(0)
     Xs = torch.as_tensor((X - mx) / sx)  # (n, d_x)
     Tc = torch.as_tensor(T - mt)  # (n, d_t)
@@ -279,6 +291,9 @@ def _gd_affine_loop(X: np.ndarray, T: np.ndarray, p: GDMap) -> tuple[np.ndarray,
     n = len(Xs)
     history: list[tuple[int, float]] = []
     best, stale = float("inf"), 0
+    if val is not None:
+        Xvs, Tvc = torch.as_tensor((Xv - mx) / sx), torch.as_tensor(Tv - mt)
+        kept = (Wt.detach().clone(), ct.detach().clone())
     batch = min(p.batch_size, n)
     for step in range(1, p.max_steps + 1):
         idx = torch.randint(0, n, (batch,), generator=g)
@@ -297,15 +312,22 @@ def _gd_affine_loop(X: np.ndarray, T: np.ndarray, p: GDMap) -> tuple[np.ndarray,
                 p.monitor(step, full, W_now, ct.detach().numpy() + mt - mx @ W_now)
             if p.target_loss is not None and full <= p.target_loss:
                 break
-            sched.step(full)
-            if full < best * (1 - p.tol):  # (best starts at inf: inf - tol * inf would be nan)
-                best, stale = full, 0
+            watched = full
+            if val is not None:
+                with torch.no_grad():
+                    watched = float(((Xvs @ Wt + ct - Tvc) ** 2).mean())
+            sched.step(watched)
+            if watched < best * (1 - p.tol):  # (best starts at inf: inf - tol * inf would be nan)
+                best, stale = watched, 0
+                if val is not None:
+                    kept = (Wt.detach().clone(), ct.detach().clone())
             else:
                 stale += 1
                 if stale >= p.patience:
                     break
-    W = Wt.detach().numpy() / sx[:, None]  # fold the standardisation back in
-    c = ct.detach().numpy() + mt - mx @ W
+    final_W, final_c = kept if val is not None else (Wt.detach(), ct.detach())
+    W = final_W.numpy() / sx[:, None]  # fold the standardisation back in
+    c = final_c.numpy() + mt - mx @ W
     return W.astype(np.float32), c.astype(np.float32), history
 
 
@@ -400,7 +422,7 @@ class MLPMap(BaseEstimator):
 
         torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
-        self.mx_, self.sx_ = S.mean(0), np.where(S.std(0) < 1e-12, 1.0, S.std(0)).astype(np.float32)
+        self.mx_, self.sx_ = S.mean(0), feature_scale(S).astype(np.float32)
         self.mt_, self.st_ = T.mean(0), np.where(T.std(0) < 1e-12, 1.0, T.std(0)).astype(np.float32)
         X = torch.as_tensor((S - self.mx_) / self.sx_)
         Y = torch.as_tensor((T - self.mt_) / self.st_)
@@ -555,7 +577,8 @@ def transfer_direction(w: np.ndarray, fitted, mode: str = "functional", reverse=
     if mode == "vector":
         return fitted.A_.astype(np.float64) @ w
     if mode == "functional":
-        return np.linalg.pinv(fitted.A_.astype(np.float64)).T @ w
+        # singular values below 1e-6 of the largest are noise; inverting them would blow the direction up
+        return np.linalg.pinv(fitted.A_.astype(np.float64), rcond=1e-6).T @ w
     if mode == "functional_reverse":
         if reverse is None:
             raise RepmapError("Transfer 'functional_reverse' needs a map fitted from target to source.")

@@ -333,18 +333,23 @@ def _fuse_tanh_gelu(model: Any) -> int:
 @contextmanager
 def quiet_transformers() -> Iterator[None]:
     """transformers' warnings and tqdm bars off (loading, writing shards): callers get `progress`."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
     bars = hf_logging.is_progress_bar_enabled()
+    hub_bars = not are_progress_bars_disabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    disable_progress_bars()  # save_pretrained's "Writing model shards" comes from huggingface_hub
     try:
         yield
     finally:
         hf_logging.set_verbosity(level)
         if bars:
             hf_logging.enable_progress_bar()
+        if hub_bars:
+            enable_progress_bars()
 
 
 @dataclass(frozen=True)
@@ -377,8 +382,9 @@ def list_local_models() -> list[LocalModel]:
     for ft in list_finetuned():
         size = sum(p.stat().st_size for p in Path(ft.path).rglob("*") if p.is_file())
         acc = "" if ft.val_acc is None else f", val acc {ft.val_acc:.2f}"
+        data = f"file:{Path(ft.dataset[5:]).name}" if ft.dataset.startswith("file:") else ft.dataset
         out.append(LocalModel(ft.path, "finetuned", size / 1e6,
-                              f"finetuned {ft.base_model.split('/')[-1]} on {ft.dataset}{acc} · {Path(ft.path).name[:8]}"))
+                              f"finetuned {Path(ft.base_model).name} on {data}{acc} · {Path(ft.path).name[:8]}"))
     return out
 
 

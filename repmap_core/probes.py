@@ -37,8 +37,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         y = np.asarray(y)
         check_two_classes(y)
         self.mean_ = X.mean(0)
-        self.scale_ = X.std(0)
-        self.scale_[self.scale_ < 1e-12] = 1.0  # constant features carry no signal
+        self.scale_ = feature_scale(X)
         clf = LogisticRegression(C=self.C, max_iter=self.max_iter)
         clf.fit((X - self.mean_) / self.scale_, y)
         self.classes_ = clf.classes_
@@ -53,6 +52,17 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.classes_[(self.decision_function(X) > 0).astype(np.int64)]
+
+
+def feature_scale(X: np.ndarray) -> np.ndarray:
+    """Per-feature std for standardising, with (numerically) constant features set to inf so they
+    standardise to 0 and get no weight. A feature whose std is below 1e-5 of its own mean is a
+    constant plus float32 rounding (MiniLM's last layer has one at std 2e-9): scaled to unit
+    variance it would take all the weight. Genuinely small features (std 1e-3 beside 1e3) stay."""
+    X = np.asarray(X, dtype=np.float64)
+    scale = X.std(0)
+    floor = np.maximum(1e-5 * np.abs(X.mean(0)), 1e-9 * float(scale.max(initial=0.0)))
+    return np.where(scale <= np.maximum(floor, 1e-30), np.inf, scale)
 
 
 def check_two_classes(y: np.ndarray) -> None:
@@ -130,7 +140,7 @@ def silhouette(X: np.ndarray, y: np.ndarray, max_rows: int = 2000, seed: int = 0
     from sklearn.metrics import silhouette_score
 
     X = np.asarray(X, dtype=np.float64)
-    Z = (X - X.mean(0)) / np.where(X.std(0) < 1e-12, 1.0, X.std(0))
+    Z = (X - X.mean(0)) / feature_scale(X)
     return float(silhouette_score(Z, y, sample_size=min(max_rows, len(y)), random_state=seed))
 
 

@@ -22,8 +22,10 @@ def model_loader(trust_remote_code: bool):
 
 
 @st.cache_data(show_spinner=False, ttl=60)
-def local_model_names() -> list[str]:
-    return [m.name for m in list_local_models()]
+def local_models() -> dict[str, str]:
+    """name -> label of every model usable offline (embedded, HF cache, finetuned checkpoints)."""
+    return {m.name: m.label or m.name for m in list_local_models()}
+
 
 
 @st.cache_data(show_spinner=False, ttl=300)
@@ -66,19 +68,15 @@ def save_upload(uploaded) -> str:
     return f"file:{path}"
 
 
-_warm_lock = threading.Lock()
-_warm_started = False
-
-
 def warm_umap_in_background() -> None:
     """Pay umap-learn's numba compilation (~10 s) once per server, off the request path."""
-    global _warm_started
-    if os.environ.get("REPMAP_NO_WARMUP"):
-        return
-    with _warm_lock:
-        if _warm_started:
-            return
-        _warm_started = True
+    if not os.environ.get("REPMAP_NO_WARMUP"):
+        _umap_warmup()
+
+
+@st.cache_resource(show_spinner=False)
+def _umap_warmup() -> threading.Thread:
+    # a cache resource, not a module global: Streamlit re-imports modules when a source file changes
 
     def work() -> None:
         try:
@@ -88,7 +86,9 @@ def warm_umap_in_background() -> None:
         except Exception:  # umap missing or broken: the UMAP option reports it when chosen
             pass
 
-    threading.Thread(target=work, name="repmap-umap-warmup", daemon=True).start()
+    thread = threading.Thread(target=work, name="repmap-umap-warmup", daemon=True)
+    thread.start()
+    return thread
 
 
 def show_error(e: Exception) -> None:

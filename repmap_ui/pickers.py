@@ -5,14 +5,16 @@ import streamlit as st
 
 from repmap_core.data import list_builtin
 from repmap_core.models import EMBEDDED_MODEL_ID
-from repmap_ui.common import local_model_names, save_upload
+from repmap_ui.common import local_models, save_upload
 
 
 def model_picker(key: str, label: str = "Model", extra: list[str] | None = None) -> tuple[str, str]:
     """A select box of models available locally (plus `extra`, e.g. finetuned checkpoints) and a text
     box for any hub id or folder, which wins when filled. Returns (choice, typed)."""
-    models = (extra or []) + [m for m in (local_model_names() or [EMBEDDED_MODEL_ID]) if m not in (extra or [])]
-    choice = st.selectbox(f"{label} (available locally)", models, key=f"{key}.model_choice")
+    labels = local_models()
+    models = (extra or []) + [m for m in (list(labels) or [EMBEDDED_MODEL_ID]) if m not in (extra or [])]
+    choice = st.selectbox(f"{label} (available locally)", models, key=f"{key}.model_choice",
+                          format_func=lambda m: labels.get(m, m))
     typed = st.text_input("…or any Hugging Face id or local folder", key=f"{key}.model_other",
                           placeholder="gpt2, EleutherAI/pythia-70m, /path/to/model")
     return choice, typed

@@ -138,7 +138,7 @@ def test_bad_input_shows_one_sentence_and_keeps_the_result(app, tmp_path, field,
 
 
 def test_cache_page_lists_and_deletes_entries(app):
-    app.switch_page("pages/cache.py").run()
+    app.switch_page("views/cache.py").run()
     assert not app.exception
     assert [t.value for t in app.title] == ["Cache"]
     table = app.dataframe[0].value

@@ -231,3 +231,21 @@ def test_bad_requests_are_clear(tiny_gpt2):
         extract_activations(lm, unpaired, [0], "first")
     with pytest.raises(RepmapError, match="No layers"):
         extract_activations(lm, unpaired, [], "last")
+
+
+def test_two_threads_take_turns_at_heavy_compute(tiny_gpt2):
+    """Two extractions in one process run one after the other, the second told it is waiting."""
+    import threading
+
+    from repmap_core.compute import heavy_compute
+
+    lm = load_model(str(tiny_gpt2))
+    messages, results = [], {}
+    with heavy_compute():  # another computation holds the turn
+        worker = threading.Thread(target=lambda: results.setdefault("x", extract_activations(
+            lm, ab_dataset(), [0], "last", progress=lambda f, m: messages.append(m))))
+        worker.start()
+        worker.join(timeout=1.0)
+        assert worker.is_alive() and messages == ["Waiting for another computation in this process to finish"]
+    worker.join(timeout=60)
+    assert not worker.is_alive() and results["x"].activations[0].shape == (16, 32)

@@ -366,3 +366,15 @@ def test_two_rows_per_class_is_scored_or_a_repmap_error():
     except RepmapError:
         return
     assert 0 <= r.probe_cv_acc <= 1
+
+
+def test_a_noise_level_feature_gets_no_weight():
+    """A feature with std ~1e-9 (float32 noise, as in MiniLM's last layer) must not take the probe's weight."""
+    rng = np.random.default_rng(42)
+    n = 400
+    y = rng.integers(0, 2, n)
+    X = rng.normal(size=(n, 8)) + np.outer(2 * y - 1, np.eye(8)[0])
+    X[:, 5] = 3.0 + 2e-9 * rng.normal(size=n)
+    probe = LinearProbe().fit(X, y)
+    assert probe.coef_[5] == 0.0
+    assert abs(probe.direction_[0]) > 0.9 and probe.score(X, y) > 0.8

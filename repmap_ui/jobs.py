@@ -1,0 +1,124 @@
+"""Background jobs for long work started from a page (finetuning): a daemon thread per job.
+
+The job outlives the script run that started it, so a page can rerun, or the user can visit
+another page and come back, while it keeps going. Jobs live in a process-level registry keyed by
+job id; a session remembers its own ids in `st.session_state["jobs.<key>"]`. The thread never
+calls streamlit: it only updates its `Job` under a lock, and pages read snapshots of it.
+
+The registry is a `st.cache_resource`, not a module global: when any source file of the app
+changes, Streamlit re-imports every module of the app on the next run, and a global would then
+forget the jobs still running.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import streamlit as st
+
+from repmap_core.errors import RepmapError
+from repmap_core.finetune import Cancelled
+
+MAX_FINISHED = 50  # finished jobs kept in the registry; older ones are dropped (with their results)
+_log = logging.getLogger(__name__)
+
+
+@st.cache_resource(show_spinner=False)
+def _registry() -> tuple[dict[str, Job], threading.Lock]:
+    return {}, threading.Lock()
+
+
+@dataclass
+class Job:
+    """One piece of background work and what it has reported so far; read it through `snapshot()`."""
+
+    id: str
+    key: str
+    title: str = ""
+    state: str = "running"  # running, done, failed or cancelled
+    fraction: float = 0.0
+    message: str = "Starting"
+    points: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) as reported
+    result: object = None
+    error: str | None = None  # one sentence for the user when failed or cancelled
+    started: float = field(default_factory=time.time)
+    finished: float | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def update(self, **changes) -> None:
+        with self._lock:
+            for name, value in changes.items():
+                setattr(self, name, value)
+
+    def snapshot(self) -> Job:
+        """A consistent copy (points copied too) that the thread no longer changes."""
+        with self._lock:
+            return replace(self, points=list(self.points))
+
+    @property
+    def seconds(self) -> float:
+        return (self.finished or time.time()) - self.started
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What the work function gets: pass `progress`, `on_step` and `cancel` straight to `finetune()`."""
+
+    job: Job
+
+    def progress(self, fraction: float, message: str) -> None:
+        self.job.update(fraction=min(max(float(fraction), 0.0), 1.0), message=str(message))
+
+    def on_step(self, step: int, loss: float) -> None:
+        with self.job._lock:
+            self.job.points.append((int(step), float(loss)))
+
+    @property
+    def cancel(self) -> threading.Event:
+        return self.job.cancel
+
+
+def _run(job: Job, fn: Callable[[JobContext], object]) -> None:
+    try:
+        result = fn(JobContext(job))
+        job.update(state="done", result=result, fraction=1.0, finished=time.time())
+    except Cancelled:
+        job.update(state="cancelled", error="Cancelled; nothing was saved.", finished=time.time())
+    except RepmapError as e:
+        job.update(state="failed", error=str(e), finished=time.time())
+    except Exception as e:  # noqa: BLE001 - the page shows one sentence; the traceback goes to the log
+        _log.exception("background job %s (%s) failed", job.id, job.title)
+        job.update(state="failed", error=f"internal error: {type(e).__name__}: {e}", finished=time.time())
+
+
+def start_job(key: str, fn: Callable[[JobContext], object], title: str = "") -> Job:
+    """Run `fn(context)` in a daemon thread as a job of kind `key`; remember it in this session."""
+    job = Job(id=uuid.uuid4().hex[:12], key=key, title=title)
+    jobs, lock = _registry()
+    with lock:
+        finished = [j for j in jobs.values() if j.state != "running"]
+        for old in sorted(finished, key=lambda j: j.started)[:max(0, len(finished) - MAX_FINISHED)]:
+            del jobs[old.id]
+        jobs[job.id] = job
+    st.session_state.setdefault(f"jobs.{key}", []).append(job.id)  # bare mode (no session): a no-op store
+    threading.Thread(target=_run, args=(job, fn), name=f"repmap-job-{key}-{job.id}", daemon=True).start()
+    return job
+
+
+def get_job(job_id: str) -> Job | None:
+    jobs, lock = _registry()
+    with lock:
+        return jobs.get(job_id)
+
+
+def latest_job(key: str) -> Job | None:
+    """This session's most recent job of kind `key` still in the registry, or None."""
+    for job_id in reversed(st.session_state.get(f"jobs.{key}", [])):
+        if (job := get_job(job_id)) is not None:
+            return job
+    return None

@@ -1,0 +1,99 @@
+"""The base/finetuned/data choice shared by the Finetuning shift and Within-model fit pages."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from repmap_core.activations import get_activations
+from repmap_core.data import load_dataset
+from repmap_core.errors import RepmapError
+from repmap_core.finetune import MANIFEST_NAME, check_base, list_finetuned
+from repmap_core.probes import layer_separation
+from repmap_ui.common import model_loader
+from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker
+
+RESULT = "shift.result"
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def separation_rows(key: str, layers: tuple[int, ...], _aset) -> list:
+    return layer_separation({L: _aset[L] for L in layers}, _aset.labels, _aset.pair_ids)
+
+
+def default_pair() -> tuple[str, str] | None:
+    """The newest finetuned checkpoint and its base, to show something on first open."""
+    done = list_finetuned()
+    return (done[0].base_model, done[0].path) if done else None
+
+
+def shift_form(key: str = "shift") -> dict | None:
+    """Base model, finetuned model (checkpoints listed first), data, layers; a request when submitted."""
+    finetuned = [m.path for m in list_finetuned()]
+    labels = {m.path: f"finetuned {m.base_model.split('/')[-1]} on {m.dataset}" for m in list_finetuned()}
+    current = st.session_state.get(RESULT)
+    title = "Base model, finetuned model and data"
+    if current:
+        r = current["request"]
+        title += f" · {r['base'].split('/')[-1]} vs {labels.get(r['finetuned'], r['finetuned'].split('/')[-1])}"
+    with st.expander(title, expanded=current is None), st.form(f"{key}.form"):
+        c1, c2 = st.columns(2)
+        with c1:
+            base = model_picker(f"{key}.base", "Base model")
+        with c2:
+            ft = model_picker(f"{key}.ft", "Finetuned model", extra=finetuned)
+            st.caption("Finetune one on the Finetune page, or give any finetuned checkpoint (hub id or folder).")
+        data = data_picker(key)
+        c3, c4, c5 = st.columns(3)
+        layers = c3.text_input("Layers", value="all", key=f"{key}.layers")
+        position = c4.selectbox("Token position", ["auto", "last", "mean", "answer"], key=f"{key}.position")
+        limit = c5.number_input("Max rows (0 = all)", min_value=0, value=2000, step=500, key=f"{key}.limit")
+        if not st.form_submit_button("Compare", type="primary"):
+            return None
+    return {"base": chosen_model(*base), "finetuned": chosen_model(*ft), "data": chosen_data(*data),
+            "layers": layers, "position": position, "limit": int(limit)}
+
+
+def compute_shift(req: dict) -> dict:
+    """Activations of both models on the same rows, checked to belong together, with separation."""
+    if req["base"] == req["finetuned"]:
+        raise RepmapError("The base and finetuned models are the same; pick a finetuned checkpoint to compare.")
+    if (Path(req["finetuned"]) / MANIFEST_NAME).exists():
+        check_base(req["finetuned"], req["base"])
+    dataset = load_dataset(req["data"], limit=req["limit"] or None)
+    with st.status(f"Activations of both models on {dataset.name}", expanded=True) as status:
+        bar = st.progress(0.0)
+        sets = {}
+        for i, (name, model) in enumerate((("base", req["base"]), ("finetuned", req["finetuned"]))):
+            sets[name] = get_activations(model, dataset, req["layers"], req["position"], loader=model_loader(False),
+                                         progress=lambda f, m, i=i: bar.progress(min((i + f) / 2, 1.0), text=m))
+        if sets["base"].d != sets["finetuned"].d or sets["base"].layer_list != sets["finetuned"].layer_list:
+            raise RepmapError(
+                f"The finetuned model (width {sets['finetuned'].d}, {sets['finetuned'].manifest['n_layers']} blocks) does not "
+                f"match the base (width {sets['base'].d}, {sets['base'].manifest['n_layers']} blocks); pick the finetuned "
+                "version of the base model."
+            )
+        bar.progress(1.0, text="Scoring each layer before and after")
+        rows = {k: separation_rows(v.manifest["key"], tuple(v.layer_list), v) for k, v in sets.items()}
+        status.update(label=f"{len(dataset)} rows × {len(sets['base'].layer_list)} layers, before and after",
+                      state="complete", expanded=False)
+    return {"request": req, "dataset": dataset, "base": sets["base"], "finetuned": sets["finetuned"], "rows": rows}
+
+
+def shift_selection(key: str) -> dict | None:
+    """Draw the form; compute on submit (or on first open when a finetuned model exists);
+    return the current result, keeping the last good one on error."""
+    try:
+        req = shift_form(key)
+        if req is None and st.session_state.get(RESULT) is None and (pair := default_pair()):
+            req = {"base": pair[0], "finetuned": pair[1], "data": "builtin:sentiment", "layers": "all",
+                   "position": "auto", "limit": 2000}
+            # the newest checkpoint's own data set, when it is one the picker can name
+            newest = list_finetuned()[0]
+            if newest.dataset.startswith(("builtin:", "file:", "hf:")):
+                req["data"] = newest.dataset
+        if req is not None:
+            st.session_state[RESULT] = compute_shift(req)
+    except RepmapError as e:
+        st.error(str(e), icon=":material/error:")
+    return st.session_state.get(RESULT)

@@ -1,0 +1,257 @@
+"""The Across models page, run headless with AppTest on two tiny GPT-2 models of different widths
+(32 and 48): the similarity heatmap and its best matches, the linked side-by-side projections, map
+fits (least squares and live gradient descent) with the probe transfer table, and bad input."""
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from repmap_core.activations import get_activations
+from repmap_core.experiments import GAO_BETWEEN_VECTOR_ACCURACY, TRANSFER_EXPLAINED, between_models
+from repmap_core.figures_across import best_match_cells
+from repmap_core.similarity import layer_similarity
+from tests.conftest import ROOT
+from tests.tiny_models import build_tiny_model
+
+pytestmark = pytest.mark.slow
+PAGE = str(ROOT / "views" / "across.py")
+DATA = "builtin:sentiment"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[int, str]:
+    root = tmp_path_factory.mktemp("across_models")
+    return {w: str(build_tiny_model("gpt2", root / f"gpt2_w{w}", n_layers=3, width=w, seed=w)) for w in (32, 48)}
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("across_cache")
+
+
+@pytest.fixture
+def page(shared_cache, monkeypatch):
+    monkeypatch.setenv("REPMAP_CACHE", str(shared_cache))  # computed once, reopened by later tests
+    at = AppTest.from_file(PAGE, default_timeout=300)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def ok(at: AppTest) -> AppTest:
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def compute(at: AppTest, source: str, target: str, limit: int = 0) -> AppTest:
+    at.text_input(key="across.source.model_other").set_value(source)
+    at.text_input(key="across.target.model_other").set_value(target)
+    at.selectbox(key="across.data_choice").set_value(DATA)
+    at.number_input(key="across.limit").set_value(limit)
+    at.button(key="FormSubmitter:across.form-Compute").click().run()
+    return ok(at)
+
+
+def fit(at: AppTest, method: str, **fields) -> AppTest:
+    at.selectbox(key="across.method").set_value(method)
+    for name, value in fields.items():
+        getattr(at, "text_input" if name == "alpha" else "number_input")(key=f"across.{name}").set_value(value)
+    at.button(key="FormSubmitter:across.fit_form-Fit").click().run()
+    return ok(at)
+
+
+def charts(at: AppTest) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def chart_with(at: AppTest, trace_type: str) -> dict:
+    return next(c for c in charts(at) if any(t.get("type") == trace_type for t in c["data"]))
+
+
+def side_chart(at: AppTest) -> dict:
+    return next(c for c in charts(at) if "xaxis2" in c["layout"] and c["data"][0].get("mode") == "markers"
+                and "customdata" in c["data"][0] and c["data"][0].get("type") in ("scatter", "scattergl"))
+
+
+def values(v) -> np.ndarray:
+    """A plotly array: a list, or (plotly 6+) a base64 typed array {"dtype", "bdata"}."""
+    if isinstance(v, dict) and "bdata" in v:
+        arr = np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"])
+        shape = v.get("shape")
+        return arr.reshape([int(x) for x in str(shape).split(",")]) if shape else arr
+    return np.asarray(v, dtype=float) if isinstance(v, list) and v and isinstance(v[0], list) else np.asarray(v)
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def activations(path: str):
+    return get_activations(path, DATA, "all", "auto")
+
+
+def test_compute_draws_the_heatmap_with_best_matches_and_the_side_by_side_view(page, models):
+    assert "Compute" in page.info[0].value  # nothing is computed before asked
+    compute(page, models[32], models[48])
+    src, tgt = activations(models[32]), activations(models[48])
+    assert (src.d, tgt.d) == (32, 48)
+    expected = layer_similarity(src.layers, tgt.layers, "linear_cka")
+
+    heat_fig = chart_with(page, "heatmap")
+    heat = next(t for t in heat_fig["data"] if t["type"] == "heatmap")
+    z = values(heat["z"])
+    assert z.shape == (3, 3) and np.allclose(z, expected.values, atol=1e-9)
+    assert (heat["zmin"], heat["zmax"]) == (0.0, 1.0)
+    assert best_match_cells(go.Figure(heat_fig)) == expected.best_match()
+    starred = [t for row in heat["text"] for t in row if t.startswith("★")]
+    assert len(starred) == 3
+    caption = " ".join(c.value for c in page.caption)
+    assert "Best match per source layer: " + ", ".join(f"{a}→{b}" for a, b in expected.best_match().items()) in caption
+
+    side = side_chart(page)
+    assert [a["text"] for a in side["layout"]["annotations"]] == ["gpt2_w32 layer 2 (PCA)", "gpt2_w48 layer 2 (PCA)"]
+    assert {t.get("xaxis", "x") for t in side["data"]} == {"x", "x2"}
+    for panel in ("x", "x2"):
+        ids = np.concatenate([values(t["customdata"]) for t in side["data"] if t.get("xaxis", "x") == panel])
+        assert sorted(ids.tolist()) == list(range(490))  # every row in both panels
+    assert page.selectbox(key="across.layer_s").value == 2 and page.selectbox(key="across.layer_t").value == 2
+
+
+def test_use_the_best_match_sets_the_target_layer(page, models):
+    compute(page, models[32], models[48])
+    best = layer_similarity(activations(models[32]).layers, activations(models[48]).layers, "linear_cka").best_match()
+    page.selectbox(key="across.layer_s").set_value(0).run()
+    other = next(L for L in (0, 1, 2) if L != best[0])
+    page.selectbox(key="across.layer_t").set_value(other).run()
+    page.button(key="across.best").click().run()
+    ok(page)
+    assert page.selectbox(key="across.layer_s").value == 0
+    assert page.selectbox(key="across.layer_t").value == best[0] != other
+    titles = [a["text"] for a in side_chart(page)["layout"]["annotations"]]
+    assert titles == ["gpt2_w32 layer 0 (PCA)", f"gpt2_w48 layer {best[0]} (PCA)"]
+
+
+def test_a_stored_selection_highlights_the_same_rows_in_both_panels(page, models):
+    compute(page, models[32], models[48])
+    chosen = [0, 3, 7, 100, 250, 489]
+    page.session_state["across.selected"] = chosen  # what a box or lasso stores (AppTest cannot drag one)
+    page.run()
+    ok(page)
+    side = side_chart(page)
+    for panel in ("x", "x2"):
+        lit = []
+        for t in (t for t in side["data"] if t.get("xaxis", "x") == panel):
+            ids = values(t["customdata"])
+            lit += ids[values(t["selectedpoints"]).astype(int)].tolist()
+            assert t["unselected"]["marker"]["opacity"] < 0.3
+        assert sorted(lit) == chosen
+    assert side["layout"]["title"]["text"].startswith("6 rows selected")
+    page.button(key="across.clear").click().run()
+    assert all("selectedpoints" not in t for t in side_chart(ok(page))["data"])
+
+
+def test_least_squares_fit_shows_metrics_transfer_table_and_exports(page, models):
+    compute(page, models[32], models[48])
+    page.selectbox(key="across.layer_s").set_value(1).run()
+    fit(page, "lstsq", test_frac=0.25, seed=3)
+    assert [s.value for s in page.subheader] == ["least squares: source layer 1 → target layer 2"]
+    src, tgt = activations(models[32]), activations(models[48])
+    expected, _ = between_models(np.asarray(src[1]), np.asarray(tgt[2]), src.labels, pair_ids=src.pair_ids,
+                                 method="lstsq", test_frac=0.25, seed=3)
+    m = metrics(page)
+    assert m["R² test"] == f"{expected.map['r2_test']:.3f}" and m["R² train"] == f"{expected.map['r2_train']:.3f}"
+    assert m["Retrieval top-1 (test)"] == f"{expected.map['retrieval_top1']:.3f}"
+    assert m["Probe on source (test)"] == f"{expected.probe['source']['test']:.3f}"
+    assert m["Transfer: vector A w"] == f"{expected.transfer['vector']:.3f}"
+    assert m["Transfer: functional"] == f"{expected.transfer['functional']:.3f}"
+    assert m["Gao et al.: vector"] == f"{GAO_BETWEEN_VECTOR_ACCURACY:.4f}" == "0.5025"
+    table = page.dataframe[0].value
+    assert list(table["mode"]) == list(TRANSFER_EXPLAINED)
+    assert list(table["what it is"]) == list(TRANSFER_EXPLAINED.values())
+    assert any("functional, not a point" in c.value for c in page.caption)  # the one line above the table
+    assert not any("overfits" in c.value for c in page.caption)  # 367 training rows for a 32-wide source
+    per_dim = chart_with(page, "bar")
+    assert len(values(per_dim["data"][0]["y"])) == 48  # one bar per target dimension
+    assert [b.label for b in page.get("download_button")] == [
+        "Map (safetensors)", "Manifest (JSON)", "Transfer table (CSV)", "Similarity matrix (CSV)"]
+    saved = page.session_state["across.fit"]
+    assert saved["A"].shape == (48, 32) and saved["b"].shape == (48,)
+    manifest = saved["manifest"]
+    assert manifest["source"]["layer"] == 1 and manifest["target"]["model"] == models[48]
+    assert manifest["data"]["fingerprint"] == src.manifest["dataset_fingerprint"] and manifest["method"] == "lstsq"
+
+
+def test_gradient_descent_fit_streams_its_curve_and_ends_with_the_same_panels(page, models):
+    compute(page, models[32], models[48])
+    fit(page, "gd", steps=300, seed=1)
+    assert [s.value for s in page.subheader] == ["gradient descent (Gao et al.): source layer 2 → target layer 2"]
+    history = page.session_state["across.fit"]["history"]
+    assert len(history) >= 5 and history[0][0] == 10 and history[-1][0] <= 300
+    assert history[-1][1] < history[0][1]  # the loss went down
+    curve = next(c for c in charts(page) if any(t.get("name") == "held-out R²" for t in c["data"]))
+    loss, r2 = curve["data"]
+    assert values(loss["x"]).tolist() == [h[0] for h in history] and r2["yaxis"] == "y2"
+    # the fit keeps the parameters best on a held-out tenth of its training rows: its reported
+    # R² is one the live curve passed through, not necessarily the last
+    live_r2 = [h[2] for h in history]
+    final = page.session_state["across.fit"]["result"].map["r2_test"]
+    assert min(live_r2) - 1e-3 <= final <= max(live_r2) + 1e-3
+    assert list(page.dataframe[0].value["mode"]) == list(TRANSFER_EXPLAINED)
+    assert float(metrics(page)["Transfer: vector A w"]) >= 0.0
+
+
+BAD_FITS = [
+    ("lowrank", {"rank": 40}, "The rank must be between 1 and 32 (the smaller width), not 40."),
+    ("ridge", {"alpha": "lots"}, "Ridge alpha must be 'auto' or a positive number, not 'lots'."),
+]
+
+
+@pytest.mark.parametrize("method, fields, message", BAD_FITS, ids=["rank too large", "alpha not a number"])
+def test_bad_fit_input_shows_one_sentence_and_keeps_the_previous_fit(page, models, method, fields, message):
+    compute(page, models[32], models[48])
+    fit(page, "lstsq")
+    before = metrics(page)
+    fit(page, method, **fields)
+    assert [e.value for e in page.error] == [message]
+    assert metrics(page) == before and [s.value for s in page.subheader] == ["least squares: source layer 2 → target layer 2"]
+
+
+def test_procrustes_with_fewer_rows_than_the_width_is_refused(page, models):
+    compute(page, models[48], models[48], limit=40)  # 32 training rows < width 48
+    fit(page, "lstsq")
+    assert any("Only 32 training rows for a 48-wide source" in c.value for c in page.caption)
+    fit(page, "procrustes")
+    (error,) = [e.value for e in page.error]
+    assert "Procrustes needs more rows than the narrower width (48)" in error and "\n" not in error
+    assert page.subheader[0].value.startswith("least squares")
+
+
+def test_one_model_twice_compares_its_layers_and_a_bad_model_keeps_the_view(page, models):
+    compute(page, models[32], models[32])
+    best = best_match_cells(go.Figure(chart_with(page, "heatmap")))
+    assert sorted(best) == [0, 1, 2] and all(a != b for a, b in best.items())  # the trivial diagonal is skipped
+    assert any("One model against itself" in c.value for c in page.caption)
+    # last -> last would be the identity map: the source starts one layer earlier
+    assert (page.selectbox(key="across.layer_s").value, page.selectbox(key="across.layer_t").value) == (1, 2)
+    heat_before = chart_with(page, "heatmap")
+    compute(page, "someone/absent-model", models[32])
+    (error,) = [e.value for e in page.error]
+    assert "absent-model" in error and "\n" not in error
+    assert chart_with(page, "heatmap") == heat_before  # the last good result stays
+
+
+def test_svcca_is_selectable_and_warned_about(page, models):
+    compute(page, models[32], models[48])
+    page.selectbox(key="across.metric").set_value("svcca").run()
+    ok(page)
+    fig = chart_with(page, "heatmap")
+    assert fig["layout"]["title"]["text"].startswith("SVCCA")
+    assert any("slower" in w.value for w in page.warning)
+    expected = layer_similarity(activations(models[32]).layers, activations(models[48]).layers, "svcca")
+    heat = next(t for t in fig["data"] if t["type"] == "heatmap")
+    assert np.allclose(values(heat["z"]), expected.values, atol=1e-9)

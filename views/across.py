@@ -1,0 +1,254 @@
+"""Across models: how alike are two models' (or two layers') representations, and does a map
+carry one to the other, with its probe?"""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import streamlit as st
+
+from repmap_core.activations import get_activations
+from repmap_core.data import load_dataset
+from repmap_core.errors import RepmapError
+from repmap_core.experiments import GAO_BETWEEN_VECTOR_ACCURACY, between_models
+from repmap_core.figures_across import (METRIC_NAMES, best_matches, fit_curve, map_manifest, map_safetensors,
+                                        per_dim_error, selected_rows, side_by_side, similarity_heatmap,
+                                        similarity_table, transfer_table)
+from repmap_core.maps import MAP_METHODS, r2_score
+from repmap_core.probes import train_test_split_groups
+from repmap_core.projection import project, sample_rows
+from repmap_core.similarity import layer_similarity
+from repmap_ui.common import model_loader, show_error
+from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker
+
+st.title("Across models")
+st.caption("Two models (or one model twice) on the same texts: how alike each pair of layers is, the two chosen "
+           "layers side by side, and a map from source to target with the source's probe carried across.")
+st.session_state.setdefault("across.result", None)
+st.session_state.setdefault("across.fit", None)
+st.session_state.setdefault("across.selected", None)
+METHOD_HELP = {"lstsq": "least squares", "ridge": "ridge", "gd": "gradient descent (Gao et al.)",
+               "procrustes": "Procrustes (orthogonal)", "lowrank": "low-rank", "mlp": "MLP (non-linear)"}
+
+
+def short(name: str) -> str:
+    return name.rstrip("/").split("/")[-1]
+
+
+def request_form(expanded: bool) -> dict | None:
+    with st.expander("Models and data", expanded=expanded), st.form("across.form"):
+        c1, c2, c3 = st.columns(3)
+        with c1:
+            source = model_picker("across.source", "Source model")
+        with c2:
+            target = model_picker("across.target", "Target model")
+        with c3:
+            data = data_picker("across")
+        c4, c5 = st.columns(2)
+        position = c4.selectbox("Token position", ["auto", "last", "mean", "answer"], key="across.position",
+                                help="auto: mean for encoders, last for causal LMs (each model on its own)")
+        limit = c5.number_input("Max rows (0 = all)", min_value=0, value=2000, step=500, key="across.limit")
+        if not st.form_submit_button("Compute", type="primary"):
+            return None
+    return {"source": chosen_model(*source), "target": chosen_model(*target), "data": chosen_data(*data),
+            "position": position, "limit": int(limit)}
+
+
+def compute(req: dict) -> dict:
+    dataset = load_dataset(req["data"], limit=req["limit"] or None)  # one data set: both sides get the same rows
+    sets = {}
+    with st.status(f"Activations of both models on {dataset.name}", expanded=True) as status:
+        for side in ("source", "target"):
+            bar = st.progress(0.0, text=f"{side}: checking the cache")
+            sets[side] = get_activations(req[side], dataset, "all", req["position"], loader=model_loader(False),
+                                         progress=lambda f, m, b=bar: b.progress(min(max(f, 0.0), 1.0), text=m))
+        status.update(label=f"{dataset.name}: {len(dataset)} rows · source {sets['source'].d} wide × "
+                            f"{len(sets['source'].layers)} layers, target {sets['target'].d} × {len(sets['target'].layers)}",
+                      state="complete", expanded=False)
+    same = sets["source"].manifest["key"] == sets["target"].manifest["key"]  # last -> last would be the identity
+    st.session_state.update({"across.layer_s": sets["source"].layer_list[-2 if same and len(sets["source"].layers) > 1 else -1],
+                             "across.layer_t": sets["target"].layer_list[-1], "across.fit": None, "across.selected": None})
+    return {"request": req, "dataset": dataset, "source": sets["source"], "target": sets["target"], "sims": {}}
+
+
+def similarity(result: dict, metric: str):
+    if metric not in result["sims"]:  # kept with the result: switching metric back is free
+        with st.spinner(f"{METRIC_NAMES[metric]} of every layer pair"):
+            result["sims"][metric] = layer_similarity(result["source"].layers, result["target"].layers, metric)
+    return result["sims"][metric]
+
+
+def use_best_match(best: dict) -> None:
+    st.session_state["across.layer_t"] = best[st.session_state["across.layer_s"]]
+
+
+def store_selection() -> None:
+    event = st.session_state.get("across.pairs")
+    rows = selected_rows(event["selection"]["points"]) if event else []
+    if rows:  # the redrawn figure is a new chart with no selection of its own: keep ours
+        st.session_state["across.selected"] = rows
+
+
+def map_params(method: str, alpha: str, rank: int, steps: int, seed: int) -> dict:
+    if method == "ridge":
+        if alpha.strip().lower() == "auto":
+            return {"alpha": None, "seed": seed}
+        try:
+            value = float(alpha)
+        except ValueError:
+            value = -1.0
+        if not value > 0:
+            raise RepmapError(f"Ridge alpha must be 'auto' or a positive number, not '{alpha}'.")
+        return {"alpha": value}
+    # GD keeps the parameters best on a held-out tenth of the training rows (n ≈ d overfits otherwise)
+    return {"lowrank": {"rank": rank}, "gd": {"max_steps": steps, "seed": seed, "val_frac": 0.1},
+            "mlp": {"seed": seed}}.get(method, {})
+
+
+def live_monitor(S, T, aset, test_frac: float, seed: int, history: list, chart):
+    """A GDMap monitor: held-out R² on the split `between_models` will use, the curve redrawn ~3×/s."""
+    _, te = train_test_split_groups(aset.labels, aset.pair_ids, test_frac, seed)
+    shown = [0.0]
+
+    def monitor(step: int, loss: float, W: np.ndarray, c: np.ndarray) -> None:
+        history.append((int(step), float(loss), r2_score(T[te], S[te] @ W + c)))
+        if time.monotonic() - shown[0] > 0.3:
+            shown[0] = time.monotonic()
+            chart.plotly_chart(fit_curve(history))
+
+    return monitor
+
+
+def fit(result: dict, layers: tuple[int, int], req: dict) -> dict:
+    src, tgt = result["source"], result["target"]
+    S, T = np.asarray(src[layers[0]]), np.asarray(tgt[layers[1]])
+    params = map_params(req["method"], req["alpha"], req["rank"], req["steps"], req["seed"])
+    history: list = []
+    extra = {}
+    chart = st.empty()
+    if req["method"] == "gd":
+        extra["monitor"] = live_monitor(S, T, src, req["test_frac"], req["seed"], history, chart)
+    with st.spinner(f"Fitting {METHOD_HELP[req['method']]}: layer {layers[0]} → layer {layers[1]}"):
+        res, fitted = between_models(S, T, src.labels, pair_ids=src.pair_ids, method=req["method"],
+                                     test_frac=req["test_frac"], seed=req["seed"], map_params=dict(params, **extra))
+    chart.empty()
+    return {"result": res, "layers": layers, "request": req, "history": history,
+            "A": getattr(fitted, "A_", None), "b": getattr(fitted, "b_", None),
+            "manifest": map_manifest(src.manifest, tgt.manifest, layers, req["method"], params, res,
+                                     req["test_frac"], req["seed"])}
+
+
+def fit_form() -> dict | None:
+    with st.form("across.fit_form"):
+        c = st.columns(6)
+        method = c[0].selectbox("Map", list(MAP_METHODS), index=list(MAP_METHODS).index("ridge"), key="across.method",
+                                format_func=METHOD_HELP.get, help="ridge (alpha chosen on held-out rows) is the safe default")
+        alpha = c[1].text_input("Alpha (ridge)", value="auto", key="across.alpha", help="auto: chosen on held-out rows")
+        rank = c[2].number_input("Rank (low-rank)", min_value=1, value=8, key="across.rank")
+        steps = c[3].number_input("Max steps (GD)", min_value=10, value=500, step=100, key="across.steps",
+                                  help="stops earlier when the loss stops improving")
+        test_frac = c[4].number_input("Test fraction", min_value=0.05, max_value=0.9, value=0.2, step=0.05,
+                                      key="across.test_frac")
+        seed = c[5].number_input("Seed", min_value=0, value=0, key="across.seed")
+        if not st.form_submit_button("Fit", type="primary"):
+            return None
+    return {"method": method, "alpha": alpha, "rank": int(rank), "steps": int(steps), "test_frac": float(test_frac),
+            "seed": int(seed)}
+
+
+def show_fit(fit_: dict, sim) -> None:
+    res, (ls, lt), m = fit_["result"], fit_["layers"], fit_["result"].map
+    st.subheader(f"{METHOD_HELP[m['method']]}: source layer {ls} → target layer {lt}")
+    c = st.columns(5)
+    c[0].metric("R² train", f"{m['r2_train']:.3f}")
+    c[1].metric("R² test", f"{m['r2_test']:.3f}", help=f"{res.n_test} held-out rows")
+    c[2].metric("Mean cosine (test)", f"{m['mean_cosine']:.3f}", help="mapped vs true rows, centred on the true mean")
+    c[3].metric("Retrieval top-1 (test)", f"{m['retrieval_top1']:.3f}", help="mapped row's nearest true row is its own")
+    c[4].metric("Seconds", f"{m['seconds']:.2f}")
+    if m["method"] in ("lstsq", "gd") and res.n_train < 2 * fit_["A"].shape[1]:
+        st.caption(f"Only {res.n_train} training rows for a {fit_['A'].shape[1]}-wide source: an unregularised map overfits; try ridge.")
+    if fit_["history"]:
+        st.plotly_chart(fit_curve(fit_["history"]), key="across.fit_curve")
+    st.plotly_chart(per_dim_error(res.per_dim_mse), key="across.per_dim")
+    p, t = res.probe, res.transfer
+    c = st.columns(5)
+    c[0].metric("Probe on source (test)", f"{p['source']['test']:.3f}", help=f"train {p['source']['train']:.3f}")
+    c[1].metric("Probe on target (test)", f"{p['target']['test']:.3f}", help=f"train {p['target']['train']:.3f}")
+    if t["vector"] is None:
+        st.info("A non-linear map has no matrix to carry a probe through; fit an affine map to see transfer.")
+        return
+    c[2].metric("Transfer: vector A w", f"{t['vector']:.3f}", help="uncentred sign(t·Aw), the paper's score")
+    c[3].metric("Transfer: functional", f"{t['functional']:.3f}", help="pinv(A)ᵀw with its intercept")
+    c[4].metric("Gao et al.: vector", f"{GAO_BETWEEN_VECTOR_ACCURACY:.4f}", help="GPT-2 → GPT-2-XL, last layer, published")
+    st.caption("A probe is a functional, not a point: A w moves it like a steering vector and is only right when A is "
+               "orthogonal, while pinv(A)ᵀ w scores each target row as w scored its source row, so the gap is the result.")
+    table = transfer_table(res)
+    st.dataframe(table, hide_index=True, key="across.transfer")
+    stem = f"{short(fit_['manifest']['source']['model'])}_L{ls}__{short(fit_['manifest']['target']['model'])}_L{lt}"
+    d = st.columns(4)
+    d[0].download_button("Map (safetensors)", map_safetensors(fit_["A"], fit_["b"], fit_["manifest"]),
+                         f"map_{stem}.safetensors", key="across.dl_map")
+    d[1].download_button("Manifest (JSON)", json.dumps(fit_["manifest"], indent=2, default=str),
+                         f"map_{stem}.json", key="across.dl_manifest")
+    d[2].download_button("Transfer table (CSV)", table.to_csv(index=False), f"transfer_{stem}.csv", key="across.dl_transfer")
+    d[3].download_button("Similarity matrix (CSV)", similarity_table(sim).to_csv(), f"{sim.metric}_{stem}.csv",
+                         key="across.dl_sim")
+
+
+try:
+    req = request_form(expanded=st.session_state["across.result"] is None)
+    if req is not None:
+        st.session_state["across.result"] = compute(req)
+except RepmapError as e:
+    show_error(e)  # the last good result below stays on screen
+
+result = st.session_state["across.result"]
+if result is None:
+    st.info("Pick a source and a target model (the same one twice compares its layers) and a data set, then Compute.")
+    st.stop()
+
+src, tgt, dataset = result["source"], result["target"], result["dataset"]
+same = src.manifest["key"] == tgt.manifest["key"]
+names = (short(src.manifest["model"]), short(tgt.manifest["model"]))
+left, right = st.columns([3, 2])
+metric = right.selectbox("Similarity", list(METRIC_NAMES), format_func=METRIC_NAMES.get, key="across.metric")
+if metric != "linear_cka":
+    right.warning("SVCCA and Procrustes take an SVD per layer: slower than linear CKA on wide models.")
+try:
+    sim = similarity(result, metric)
+except RepmapError as e:
+    show_error(e)
+    sim = similarity(result, "linear_cka")
+best = best_matches(sim, exclude_same_layer=same)
+left.plotly_chart(similarity_heatmap(sim, names[0], names[1], exclude_same_layer=same), key="across.heatmap")
+right.caption(("One model against itself: the diagonal is skipped. " if same else "")
+              + "Best match per source layer: " + ", ".join(f"{a}→{b}" for a, b in best.items()))
+layer_s = right.selectbox("Source layer", src.layer_list, key="across.layer_s")
+layer_t = right.selectbox("Target layer", tgt.layer_list, key="across.layer_t")
+right.button("Use the best match", key="across.best", on_click=use_best_match, args=(best,),
+             help="Set the target layer to the source layer's best match")
+
+rows = sample_rows(src.labels, 3000, 0)
+try:
+    coords = [project(np.asarray(a[L])[rows], "pca", 0, cache_id={"activations": a.manifest["key"], "layer": L, "rows": len(rows)})
+              for a, L in ((src, layer_s), (tgt, layer_t))]
+    st.plotly_chart(side_by_side(coords[0], coords[1], src.labels[rows], [dataset.texts[i] for i in rows],
+                                 selected=st.session_state["across.selected"], row_ids=rows,
+                                 titles=(f"{names[0]} layer {layer_s} (PCA)", f"{names[1]} layer {layer_t} (PCA)")),
+                    on_select=store_selection, selection_mode=("box", "lasso"), key="across.pairs")
+except RepmapError as e:
+    show_error(e)
+if st.session_state["across.selected"]:
+    st.button(f"Clear the selection ({len(st.session_state['across.selected'])} rows)", key="across.clear",
+              on_click=lambda: st.session_state.update({"across.selected": None}))
+
+st.header("Fit a map")
+try:
+    fit_req = fit_form()
+    if fit_req is not None:
+        st.session_state["across.fit"] = fit(result, (layer_s, layer_t), fit_req)
+except RepmapError as e:
+    show_error(e)  # the previous fit stays below
+if st.session_state["across.fit"] is not None:
+    show_fit(st.session_state["across.fit"], sim)

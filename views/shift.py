@@ -1,0 +1,65 @@
+"""Finetuning shift: the same rows before and after finetuning, on shared axes."""
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from repmap_core.errors import RepmapError
+from repmap_core.figures import METHOD_NAMES
+from repmap_core.figures_shift import separation_compare, shift_grid, shift_scatter
+from repmap_core.projection import joint_project, sample_rows
+from repmap_ui.shift import shift_selection
+
+st.title("Finetuning shift")
+st.caption("How finetuning moved the representation space (Gao, Sun, Jiao): the same rows before and after on "
+           "shared axes, where each point went, and at which layers the classes pulled apart.")
+
+result = shift_selection("shift")
+if result is None:
+    st.info("Pick a base model and its finetuned version above (finetune one on the Finetune page).")
+    st.page_link("views/finetune.py", label="Finetune a model", icon=":material/model_training:")
+    st.stop()
+
+base, ft, ds = result["base"], result["finetuned"], result["dataset"]
+layers = base.layer_list
+st.plotly_chart(separation_compare(result["rows"]["base"], result["rows"]["finetuned"]), key="shift.separation")
+gain = {r.layer: f.probe_cv_acc - r.probe_cv_acc for r, f in zip(result["rows"]["base"], result["rows"]["finetuned"])}
+top = max(gain, key=gain.get)
+st.caption(f"Finetuning raised the probe's cross-validated accuracy most at layer {top} "
+           f"({gain[top]:+.3f}); at the last layer by {gain[layers[-1]]:+.3f}.")
+
+c1, c2, c3, c4 = st.columns([1, 2, 1, 1])
+layer = c1.selectbox("Layer", layers, index=len(layers) - 1, key="shift.layer")
+method = c2.segmented_control("Axes", ["pca", "pca_base", "tsne", "umap"], default="pca", key="shift.method",
+                              format_func=lambda m: {"pca": "PCA of both", "pca_base": "PCA of base"}.get(m, METHOD_NAMES.get(m, m)))
+method = method or "pca"
+max_points = c3.number_input("Max points", min_value=100, value=2000, step=500, key="shift.max_points")
+arrows = c4.number_input("Lines", min_value=0, value=300, step=100, key="shift.arrows")
+rows = sample_rows(base.labels, int(max_points), 0)
+texts = [ds.texts[i] for i in rows]
+try:
+    with st.spinner("Projecting before and after onto shared axes"):
+        proj = "pca" if method.startswith("pca") else method
+        fit_on = "first" if method == "pca_base" else "union"
+
+        def coords_for(L: int):
+            cache = {"before": base.manifest["key"], "after": ft.manifest["key"], "layer": L, "rows": len(rows)}
+            return joint_project([base[L][rows], ft[L][rows]], proj, 0, fit_on=fit_on, cache_id=cache)
+
+        before_xy, after_xy = coords_for(layer)
+    st.plotly_chart(shift_scatter(before_xy, after_xy, base.labels[rows], texts, arrows=int(arrows),
+                                  title=f"Layer {layer}: open = before, filled = after"), key="shift.scatter")
+    moved = np.linalg.norm(ft[layer][rows] - base[layer][rows], axis=1)
+    st.caption(f"Mean move at layer {layer}: {moved.mean():.3g} (activation norm {np.linalg.norm(base[layer][rows], axis=1).mean():.3g}).")
+
+    st.subheader("Several layers side by side")
+    default = sorted({layers[round(i * (len(layers) - 1) / 3)] for i in range(4)})
+    grid_layers = st.multiselect("Layers", layers, default=default, key="shift.grid_layers")
+    if grid_layers:
+        with st.spinner(f"{len(grid_layers)} layers"):
+            grid = {L: coords_for(L) for L in grid_layers}
+        st.plotly_chart(shift_grid(grid, base.labels[rows], texts, method=proj), key="shift.grid")
+except RepmapError as e:
+    st.error(str(e), icon=":material/error:")
+
+st.page_link("views/within_fit.py", label="Fit λ̃ ≈ Aλ + b + yδ on these activations", icon=":material/functions:")

@@ -1,0 +1,87 @@
+"""Within-model fit: does an affine map plus one task direction δ explain finetuning?"""
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import streamlit as st
+
+from repmap_core.errors import RepmapError
+from repmap_core.experiments import GAO_DELTA_ACCURACY, GAO_TABLE1, within_model, within_table
+from repmap_core.figures_shift import live_fit
+from repmap_core.finetune import list_finetuned, weak_labels
+from repmap_ui.shift import shift_selection
+
+st.title("Within-model fit")
+st.caption("Fit λ̃ ≈ Aλ + b + y·δ (Gao, Sun, Jiao §3) on training rows; score δ and linear probes on held-out rows.")
+
+result = shift_selection("within")
+if result is None:
+    st.info("Pick a base model and its finetuned version above (finetune one on the Finetune page).")
+    st.stop()
+base, ft, ds = result["base"], result["finetuned"], result["dataset"]
+
+with st.form("within.fit"):
+    c1, c2, c3, c4 = st.columns(4)
+    layer = c1.selectbox("Layer", base.layer_list, index=len(base.layer_list) - 1, key="within.layer")
+    method = c2.selectbox("Method", ["lstsq", "gd"], key="within.method",
+                          format_func={"lstsq": "closed form", "gd": "gradient descent (live)"}.get)
+    alpha = c3.number_input("Ridge α (closed form)", min_value=0.0, value=0.0, key="within.alpha")
+    test_frac = c4.slider("Held-out fraction", 0.1, 0.5, 0.2, 0.05, key="within.test_frac")
+    weak_options = ["ground truth"] + [m.path for m in list_finetuned() if m.path != result["request"]["finetuned"]]
+    weak_names = {m.path: f"weak labels from finetuned {m.base_model.split('/')[-1]} on {m.dataset}" for m in list_finetuned()}
+    labels_from = st.selectbox("Labels used to fit δ (Table 1: ground truth; Table 2: a weak model's)", weak_options,
+                               key="within.labels", format_func=lambda k: weak_names.get(k, k))
+    go = st.form_submit_button("Fit", type="primary")
+
+if go:
+    try:
+        fit_labels = None
+        if labels_from != "ground truth":
+            with st.spinner("Labelling the rows with the weak model"):
+                fit_labels = weak_labels(labels_from, ds).labels
+        chart, table = st.empty(), st.empty()
+        points, latest, last_draw = [], {}, [0.0]
+
+        def live(m: dict) -> None:
+            points.append(m)
+            latest.update({k: m[k] for k in ("base", "finetuned", "modeled") if k in m})  # Table 1 filling in
+            if time.monotonic() - last_draw[0] > 0.4:  # redraw a few times a second, not every step
+                last_draw[0] = time.monotonic()
+                chart.plotly_chart(live_fit(points), key=f"within.live.{len(points)}")
+                table.dataframe(pd.DataFrame(latest).T.style.format(precision=3), key=f"within.live_table.{len(points)}")
+
+        with st.spinner("Fitting"):
+            res, _ = within_model(base[layer], ft[layer], base.labels, pair_ids=base.pair_ids, fit_labels=fit_labels,
+                                  method=method, alpha=alpha, test_frac=test_frac, live=live if method == "gd" else None)
+        chart.empty()
+        table.empty()
+        st.session_state["within.result"] = {"result": res, "layer": layer, "points": points}
+    except RepmapError as e:
+        st.error(str(e), icon=":material/error:")
+
+done = st.session_state.get("within.result")
+if done:
+    res = done["result"]
+    if done["points"]:
+        st.plotly_chart(live_fit(done["points"]), key="within.curve")
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("sign(λ̃·δ) accuracy", f"{res.delta_projection_accuracy:.3f}", help="the paper's, on held-out rows")
+    c2.metric("sign((λ̃−μ)·δ) accuracy", f"{res.delta_projection_accuracy_centered:.3f}", help="centred on the training mean")
+    c3.metric("Held-out R²", f"{res.fit['r2_test']:.3f}")
+    c4.metric("cos(δ, class-mean difference)", f"{res.delta_cosine['finetuned_mean_difference']:.3f}",
+              help=f"δ against λ̃'s class-mean difference (both displacements); against the finetuned probe's "
+                   f"weights (a functional) it is {res.delta_cosine['finetuned_probe']:.3f}")
+    st.subheader(f"Table {'2' if res.fit_labels == 'weak' else '1'}: linear probe accuracy, layer {done['layer']}")
+    frame = pd.DataFrame(within_table(res)).set_index("representation")
+    st.dataframe(frame.style.format(precision=3), key="within.table")
+    st.caption("λ̂ = Aλ+b+yδ is built with the true label, so a probe can read the label back through δ: high by "
+               "construction (the paper's setup). The rows without the label, or with a base probe's predicted label, "
+               "show what the fitted map explains without being told the answer.")
+    st.download_button("Download the table (CSV)", frame.to_csv().encode(), "within_table.csv", "text/csv",
+                        key="within.csv")
+    with st.expander("Published numbers (Gao, Sun, Jiao; GPT-2, last layer, 10k rows)"):
+        pub = pd.DataFrame([{"data": k, "base": f"{v[0][0]:.2f} / {v[0][1]:.2f}", "finetuned": f"{v[1][0]:.2f} / {v[1][1]:.2f}",
+                             "modelled": f"{v[2][0]:.2f} / {v[2][1]:.2f}"} for k, v in GAO_TABLE1.items()]).set_index("data")
+        st.dataframe(pub, key="within.published")
+        st.caption(f"sign(λ̃·δ) accuracy: GPT-2 {GAO_DELTA_ACCURACY['gpt2']}, GPT-2-XL {GAO_DELTA_ACCURACY['gpt2-xl']}.")
