@@ -153,9 +153,10 @@ def cmd_layers(args: argparse.Namespace) -> dict:
 
 
 def cmd_within(args: argparse.Namespace) -> dict:
-    from repmap_core.arrays import load_array, load_labels, save_arrays
+    from repmap_core.arrays import check_same_data, load_array, load_labels, save_arrays
     from repmap_core.experiments import within_model
 
+    check_same_data(args.before, args.after, ("base", "finetuned"))
     before, after = load_array(args.before), load_array(args.after)
     if before.ndim == 2 and after.ndim == 2 and before.shape[1] != after.shape[1]:
         raise RepmapError(
@@ -174,9 +175,10 @@ def cmd_within(args: argparse.Namespace) -> dict:
 
 
 def cmd_between(args: argparse.Namespace) -> dict:
-    from repmap_core.arrays import load_array, load_labels, save_arrays
+    from repmap_core.arrays import check_same_data, load_array, load_labels, save_arrays
     from repmap_core.experiments import between_models
 
+    check_same_data(args.source, args.target, ("source", "target"))
     params = {"rank": args.rank} if args.method == "lowrank" else {}
     result, fitted = between_models(
         load_array(args.source), load_array(args.target), load_labels(args.labels),

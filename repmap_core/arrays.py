@@ -66,3 +66,26 @@ def save_arrays(path: str | Path, **arrays: np.ndarray) -> Path:
     else:
         np.savez(path, **{k: np.asarray(v) for k, v in arrays.items()})
     return path
+
+
+def export_manifest(path: str | Path) -> dict | None:
+    """The `manifest.json` that `extract --export` wrote beside an array file, if there is one."""
+    import json
+
+    candidate = Path(path).parent / "manifest.json"
+    try:
+        return json.loads(candidate.read_text(encoding="utf-8")) if candidate.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def check_same_data(first: str | Path, second: str | Path, names: tuple[str, str]) -> None:
+    """Refuse two exported activation sets made from different data (their fingerprints differ):
+    their rows are different texts, so no map or fit between them means anything."""
+    a, b = export_manifest(first), export_manifest(second)
+    fa, fb = (a or {}).get("dataset_fingerprint"), (b or {}).get("dataset_fingerprint")
+    if fa and fb and fa != fb:
+        raise RepmapError(
+            f"The {names[0]} and {names[1]} activations come from different data ({a.get('dataset_spec', '?')}, "
+            f"fingerprint {fa[:8]}, vs {b.get('dataset_spec', '?')}, fingerprint {fb[:8]}); extract both on the same rows."
+        )

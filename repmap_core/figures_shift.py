@@ -101,7 +101,7 @@ def live_fit(points: list[dict]) -> go.Figure:
                              ("delta_accuracy_centered", "sign((λ̃−μ)·δ) acc", "#66a182")):
         fig.add_trace(go.Scatter(x=steps, y=[p[key] for p in points], mode="lines", name=name, line=dict(color=color)),
                       row=1, col=2)
-    fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_yaxes(type="log", dtick=1, row=1, col=1)  # decades only: minor log ticks clutter
     fig.update_yaxes(range=[min(0.0, min((p["r2_test"] for p in points), default=0.0)), 1.02], row=1, col=2)
     fig.update_xaxes(title_text="step")
     fig.update_layout(height=320, margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=-0.3))

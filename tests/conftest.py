@@ -13,6 +13,13 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import urllib.error  # noqa: E402
+import urllib.request  # noqa: E402
+
+from tests.browser import HEALTH_TIMEOUT_S, find_chromium, free_port, require_or_skip, stop_server  # noqa: E402
 from tests.tiny_models import build_tiny_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,3 +55,52 @@ def tiny_gpt2(tiny_models) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bert(tiny_models) -> Path:
     return tiny_models["bert"]
+
+
+@pytest.fixture
+def chromium_path() -> str:
+    path = find_chromium()
+    if path is None:
+        require_or_skip("Chromium not found (shutil.which('chromium') and /usr/bin/chromium); "
+                         "install it with `apt-get install chromium`")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        require_or_skip("the `playwright` Python package is not installed")
+    return path
+
+
+@pytest.fixture
+def app_url(cache_dir, tmp_path):
+    port = free_port()
+    env = dict(os.environ, REPMAP_CACHE=str(cache_dir), REPMAP_NO_WARMUP="1", HF_HUB_OFFLINE="1")
+    log_path = tmp_path / "streamlit.log"
+    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+           "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + HEALTH_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"streamlit exited with code {proc.returncode} before answering; log:\n"
+                            f"{log_path.read_text(errors='replace')[-4000:]}", pytrace=False)
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.read().decode().strip() == "ok":
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not answer {url}/_stcore/health within {HEALTH_TIMEOUT_S} s; log:\n"
+                            f"{log_path.read_text(errors='replace')[-4000:]}", pytrace=False)
+            time.sleep(0.5)
+        yield url
+    finally:
+        stop_server(proc)
+        # keep the server's log visible when run with -s; it explains most failures
+        text = log_path.read_text(errors="replace") if log_path.exists() else ""
+        if "Traceback" in text or "Error" in text:
+            print(f"\n--- streamlit log ({log_path}) ---\n{text[-4000:]}")

@@ -8,23 +8,14 @@ unless REPMAP_REQUIRE_BROWSER=1). Set REPMAP_SCREENSHOT_DIR to keep the full-pag
 """
 from __future__ import annotations
 
-import os
 import re
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.test_browser import CHROMIUM_ARGS, _grow_viewport_to_content, app_url, chromium_path  # noqa: F401 (fixtures)
+from tests.browser import CHROMIUM_ARGS, grow_viewport_to_content, screenshot_path
 
 COMPUTE_TIMEOUT_S = 120  # MiniLM's activations on a cold cache, on CPU
-
-
-def _screenshot_path(tmp_path: Path) -> Path:
-    folder = os.environ.get("REPMAP_SCREENSHOT_DIR")
-    target = Path(folder) if folder else tmp_path
-    target.mkdir(parents=True, exist_ok=True)
-    return target / "across.png"
 
 
 @pytest.mark.slow
@@ -89,8 +80,8 @@ def test_across_models_draws_the_heatmap_and_a_fit(chromium_path, app_url, tmp_p
             assert page.locator('[data-testid="stException"]').count() == 0, \
                 page.locator('[data-testid="stException"]').first.inner_text()
 
-            shot = _screenshot_path(tmp_path)
-            _grow_viewport_to_content(page)
+            shot = screenshot_path(tmp_path, "across.png")
+            grow_viewport_to_content(page)
             page.screenshot(path=str(shot), full_page=True)
             print(f"\nscreenshot: {shot}; drawn and fitted in {time.monotonic() - t0:.1f} s; {n_selected} rows selected; "
                   f"{r2.inner_text()!r}")

@@ -249,3 +249,15 @@ def test_recipe_between_end_to_end_on_two_tiny_models(tiny_gpt2, tiny_models, ca
     assert out["published"]["vector_transfer_accuracy_gpt2_to_gpt2xl"] == 0.5025
     r = run_cli("recipe", "between", "--source", str(tiny_gpt2), "--data", "builtin:sentiment", "--json", cache=cache_dir)
     assert r.returncode == 2 and "needs --source (the weak model) and --target" in r.stderr
+
+
+def test_between_refuses_exports_from_different_data(tiny_gpt2, tiny_models, tmp_path, cache_dir):
+    """Two `extract --export` folders made from different rows: their fingerprints differ."""
+    for name, data in (("a", "builtin:sentiment"), ("b", "builtin:science_qa")):
+        r = run_cli("extract", "--model", str(tiny_gpt2), "--data", data, "--limit", "40", "--layers", "-1",
+                    "--export", str(tmp_path / name), "--json", cache=cache_dir)
+        assert r.returncode == 0, r.stderr
+    r = run_cli("between", "--source", str(tmp_path / "a" / "layer_2.npy"), "--target", str(tmp_path / "b" / "layer_2.npy"),
+                "--labels", str(tmp_path / "a" / "labels.npy"), "--json", cache=cache_dir)
+    assert r.returncode == 2 and r.stdout == ""
+    assert "come from different data (builtin:sentiment" in r.stderr and "extract both on the same rows" in r.stderr

@@ -22,12 +22,13 @@ if result is None:
 base, ft, ds = result["base"], result["finetuned"], result["dataset"]
 
 with st.form("within.fit"):
-    c1, c2, c3, c4 = st.columns(4)
+    c1, c2, c3, c4, c5 = st.columns(5)
     layer = c1.selectbox("Layer", base.layer_list, index=len(base.layer_list) - 1, key="within.layer")
     method = c2.selectbox("Method", ["lstsq", "gd"], key="within.method",
                           format_func={"lstsq": "closed form", "gd": "gradient descent (live)"}.get)
     alpha = c3.number_input("Ridge α (closed form)", min_value=0.0, value=0.0, key="within.alpha")
-    test_frac = c4.slider("Held-out fraction", 0.1, 0.5, 0.2, 0.05, key="within.test_frac")
+    steps = c4.number_input("GD steps (at most)", min_value=10, value=2000, step=500, key="within.steps")
+    test_frac = c5.slider("Held-out fraction", 0.1, 0.5, 0.2, 0.05, key="within.test_frac")
     weak_options = ["ground truth"] + [m.path for m in list_finetuned() if m.path != result["request"]["finetuned"]]
     weak_names = {m.path: f"weak labels from finetuned {m.base_model.split('/')[-1]} on {m.dataset}" for m in list_finetuned()}
     labels_from = st.selectbox("Labels used to fit δ (Table 1: ground truth; Table 2: a weak model's)", weak_options,
@@ -53,7 +54,8 @@ if go:
 
         with st.spinner("Fitting"):
             res, _ = within_model(base[layer], ft[layer], base.labels, pair_ids=base.pair_ids, fit_labels=fit_labels,
-                                  method=method, alpha=alpha, test_frac=test_frac, live=live if method == "gd" else None)
+                                  method=method, alpha=alpha, test_frac=test_frac, max_steps=int(steps),
+                                  live=live if method == "gd" else None)
         chart.empty()
         table.empty()
         st.session_state["within.result"] = {"result": res, "layer": layer, "points": points}
