@@ -20,7 +20,6 @@ import logging
 import os
 import shutil
 import tempfile
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,4 +244,7 @@ def cache_size_bytes() -> int:
 
 
 def now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    """Local time with microseconds: entries made within one second must still sort by age."""
+    from datetime import datetime
+
+    return datetime.now().astimezone().isoformat(timespec="microseconds")

@@ -316,3 +316,12 @@ def test_embedded_model_finetunes_on_builtin_sentiment():
     metrics = result.manifest["metrics"]
     assert result.manifest["pooling"] == "mean" and metrics["steps"] == 84
     assert metrics["val_acc"] >= 0.75 and metrics["train_acc"] >= 0.85  # chance is 0.5
+
+
+def test_models_made_within_one_second_list_newest_first(tiny_gpt2):
+    """`created` has microseconds, so two checkpoints made in the same second still sort by age."""
+    ds = separable()
+    first = finetune(str(tiny_gpt2), ds, QUICK)
+    second = finetune(str(tiny_gpt2), ds, FinetuneConfig(epochs=1, lr=3e-3, val_frac=0.25, seed=1))
+    assert [m.path for m in list_finetuned()] == [second.path, first.path]
+    assert first.manifest["created"] < second.manifest["created"]
