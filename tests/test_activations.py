@@ -252,8 +252,10 @@ def test_manifest_records_how_the_numbers_were_made(tiny_gpt2, cache_dir):
     assert m["tokens"] > 8 and m["seconds"] >= 0 and m["fp32_recomputed_rows"] == 0
     assert set(m["versions"]) == {"repmap", "torch", "transformers", "numpy", "python"}
     assert all(isinstance(v, str) and v for v in m["versions"].values())
-    created = time.mktime(time.strptime(m["created"], "%Y-%m-%dT%H:%M:%S%z"))
-    assert abs(created - time.time()) < 3600
+    from datetime import datetime
+
+    created = datetime.fromisoformat(m["created"])
+    assert created.tzinfo is not None and abs(created.timestamp() - time.time()) < 3600
     assert "layer" not in m and "site" not in m  # per-layer fields stay in the files
     # the key is the entry's folder, and each layer file records its layer and site
     assert m["key"] == store.entry_key({k: m[k] for k in ("format", "model", "revision", "dataset_fingerprint",
