@@ -55,13 +55,17 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
 
 def feature_scale(X: np.ndarray) -> np.ndarray:
-    """Per-feature std for standardising, with (numerically) constant features set to inf so they
-    standardise to 0 and get no weight. A feature whose std is below 1e-5 of its own mean is a
-    constant plus float32 rounding (MiniLM's last layer has one at std 2e-9): scaled to unit
-    variance it would take all the weight. Genuinely small features (std 1e-3 beside 1e3) stay."""
+    """Per-feature std for standardising, with noise-level features set to inf so they standardise
+    to 0 and get no weight.
+
+    A feature is noise when its std is below 1e-6 of the median feature's (float32 rounding in the
+    residual sums is ~1e-7 of the vector's scale) or below 1e-5 of its own mean (a constant plus
+    rounding). MiniLM's last layer has one at std 2e-9 beside a median of 0.23: scaled to unit
+    variance it took all of a probe's weight. Genuinely small features (1e-3 beside 1) stay.
+    """
     X = np.asarray(X, dtype=np.float64)
     scale = X.std(0)
-    floor = np.maximum(1e-5 * np.abs(X.mean(0)), 1e-9 * float(scale.max(initial=0.0)))
+    floor = np.maximum(1e-5 * np.abs(X.mean(0)), 1e-6 * float(np.median(scale)) if scale.size else 0.0)
     return np.where(scale <= np.maximum(floor, 1e-30), np.inf, scale)
 
 

@@ -378,3 +378,15 @@ def test_a_noise_level_feature_gets_no_weight():
     probe = LinearProbe().fit(X, y)
     assert probe.coef_[5] == 0.0
     assert abs(probe.direction_[0]) > 0.9 and probe.score(X, y) > 0.8
+
+
+def test_a_near_zero_dimension_gets_no_weight():
+    """MiniLM's last layer: one dimension with mean -1e-7 and std 2e-9 beside a median std of 0.23.
+    It is noise (not a constant plus rounding), and must not take the probe's weight."""
+    rng = np.random.default_rng(43)
+    n = 400
+    y = rng.integers(0, 2, n)
+    X = 0.23 * rng.normal(size=(n, 16)) + 0.3 * np.outer(2 * y - 1, np.eye(16)[0])
+    X[:, 9] = -1e-7 + 2e-9 * rng.normal(size=n)
+    probe = LinearProbe().fit(X, y)
+    assert probe.coef_[9] == 0.0 and abs(probe.direction_[0]) > 0.9
