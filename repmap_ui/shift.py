@@ -8,7 +8,7 @@ import streamlit as st
 from repmap_core.activations import get_activations
 from repmap_core.data import load_dataset
 from repmap_core.errors import RepmapError
-from repmap_core.finetune import MANIFEST_NAME, check_base, list_finetuned
+from repmap_core.finetune import MANIFEST_NAME, check_base, list_finetuned, read_finetune_manifest
 from repmap_core.probes import layer_separation
 from repmap_ui.common import model_loader
 from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker
@@ -36,7 +36,8 @@ def shift_form(key: str = "shift") -> dict | None:
     if current:
         r = current["request"]
         title += f" · {r['base'].split('/')[-1]} vs {labels.get(r['finetuned'], r['finetuned'].split('/')[-1])}"
-    with st.expander(title, expanded=current is None), st.form(f"{key}.form"):
+    # folded when something is (about to be) shown: a result, or the newest checkpoint on first open
+    with st.expander(title, expanded=current is None and not finetuned), st.form(f"{key}.form"):
         c1, c2 = st.columns(2)
         with c1:
             base = model_picker(f"{key}.base", "Base model")
@@ -77,7 +78,11 @@ def compute_shift(req: dict) -> dict:
         rows = {k: separation_rows(v.manifest["key"], tuple(v.layer_list), v) for k, v in sets.items()}
         status.update(label=f"{len(dataset)} rows × {len(sets['base'].layer_list)} layers, before and after",
                       state="complete", expanded=False)
-    return {"request": req, "dataset": dataset, "base": sets["base"], "finetuned": sets["finetuned"], "rows": rows}
+    trained_on = None
+    if (Path(req["finetuned"]) / MANIFEST_NAME).exists():
+        trained_on = read_finetune_manifest(req["finetuned"])["dataset"]
+    return {"request": req, "dataset": dataset, "base": sets["base"], "finetuned": sets["finetuned"], "rows": rows,
+            "in_sample": bool(trained_on) and trained_on.get("fingerprint") == dataset.fingerprint}
 
 
 def shift_selection(key: str) -> dict | None:

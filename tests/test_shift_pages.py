@@ -98,3 +98,13 @@ def test_mismatched_base_is_refused_and_the_last_view_stays(app, shared):
     app.text_input(key="shift.ft.model_other").set_value(shared["gpt2"])
     ok(app.button(key="FormSubmitter:shift.form-Compare").click().run())
     assert "are the same" in app.error[0].value
+
+
+def test_comparing_on_the_finetuning_rows_warns(app, shared):
+    ok(app.switch_page("views/shift.py").run())
+    assert not app.warning  # 490 rows: not the 120 the models were finetuned on
+    app.text_input(key="shift.base.model_other").set_value(shared["gpt2"])
+    app.text_input(key="shift.ft.model_other").set_value(shared["ft"])
+    app.number_input(key="shift.limit").set_value(120)
+    ok(app.button(key="FormSubmitter:shift.form-Compare").click().run())
+    assert len(app.warning) == 1 and "rows the model was finetuned on" in app.warning[0].value

@@ -22,6 +22,10 @@ if result is None:
 
 base, ft, ds = result["base"], result["finetuned"], result["dataset"]
 layers = base.layer_list
+if result.get("in_sample"):
+    st.warning("These are the rows the model was finetuned on, so how far the classes pulled apart is partly "
+               "memorisation; compare on other rows (another data set or split) for what generalises.",
+               icon=":material/warning:")
 st.plotly_chart(separation_compare(result["rows"]["base"], result["rows"]["finetuned"]), key="shift.separation")
 gain = {r.layer: f.probe_cv_acc - r.probe_cv_acc for r, f in zip(result["rows"]["base"], result["rows"]["finetuned"])}
 top = max(gain, key=gain.get)
