@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 from repmap_core.errors import RepmapError
@@ -65,13 +66,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", default=None, metavar="MAP.npz", help="write arrays A, b")
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("steering-vectors", help="CAA steering vectors per layer from A/B pairs, and their layer x layer cosines")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True, help="A/B behaviour questions (model-written evals schema), e.g. builtin:behaviour_ab")
+    p.add_argument("--layers", default="all")
+    p.add_argument("--method", default="mean_diff", choices=["mean_diff", "pca_diff"])
+    p.add_argument("--test-frac", type=float, default=0.3, help="pairs held out (not used for the vectors)")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-chat-template", action="store_true", help="do not wrap questions in the model's chat template")
+    p.add_argument("--export", default=None, metavar="DIR", help="write layer_<L>.safetensors per layer and manifest.json")
+    p.add_argument("--json", action="store_true")
     p = sub.add_parser("finetune", help="finetune a model with a linear head (the checkpoint is listed like any model)")
     _add_data_args(p)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--batch-size", type=int, default=16)
     p = sub.add_parser("recipe", help="a paper's protocol end to end: within (Gao §3) or between (Gao §2)")
-    p.add_argument("name", choices=["within", "between"])
+    p.add_argument("name", choices=["within", "between", "rimsky", "lrt"])
     p.add_argument("--model", help="within: the model to finetune")
     p.add_argument("--source", help="between: the weak model")
     p.add_argument("--target", help="between: the strong model")
@@ -86,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=3, help="within: finetuning epochs")
     p.add_argument("--method", default=None, help="within: lstsq|gd (default lstsq); between: any map (default gd)")
     p.add_argument("--weak-model", default=None, help="within: a finetuned folder whose labels fit δ (Table 2)")
+    p.add_argument("--chat", default=None, help="rimsky: the chat model (--model is the base)")
+    p.add_argument("--multipliers", default="-2,-1,0,1,2", help="lrt: steering multipliers, written with = (--multipliers=-4,0,4)")
+    p.add_argument("--no-bias", action="store_true", help="lrt: carry the vector as A v (stitching), not A v + b (LRT)")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("layers", help="per-layer probe accuracy and separation")
     _add_data_args(p)
@@ -206,9 +221,49 @@ def cmd_finetune(args: argparse.Namespace) -> dict:
             "metrics": result.manifest["metrics"], "dataset": result.manifest["dataset"]}
 
 
+def cmd_steering_vectors(args: argparse.Namespace) -> dict:
+    import json as _json
+
+    from repmap_core.data import load_dataset
+    from repmap_core.steering import compute_vectors, layer_cosines, save_vectors
+
+    dataset = load_dataset(args.data, limit=args.limit, seed=args.seed)
+    vs = compute_vectors(args.model, dataset, args.layers, method=args.method, test_frac=args.test_frac, seed=args.seed,
+                         use_chat_template=not args.no_chat_template, progress=_progress(False))
+    layers, C = layer_cosines(vs.vectors)
+    out = {"model": vs.manifest["model"], "revision": vs.manifest["revision"], "method": args.method, "position": "answer",
+           "data": {"spec": dataset.name, "fingerprint": vs.manifest["dataset_fingerprint"],
+                    "pairs_train": int(len(set(vs.dataset.pair_ids[vs.train_rows]))),
+                    "pairs_held_out": int(len(set(vs.dataset.pair_ids[vs.test_rows])))},
+           "layers": layers, "cosine": C.tolist(), "norms": [vs.vectors[L].norm for L in layers]}
+    if args.export:
+        folder = Path(args.export)
+        folder.mkdir(parents=True, exist_ok=True)
+        out["exported"] = [str(save_vectors({L: vs.vectors[L]}, folder / f"layer_{L}.safetensors")) for L in layers]
+        (folder / "manifest.json").write_text(_json.dumps({str(L): vs.vectors[L].manifest() for L in layers}, indent=2))
+        out["exported"].append(str(folder / "manifest.json"))
+    return out
+
+
 def cmd_recipe(args: argparse.Namespace) -> dict:
-    from repmap_core.experiments import between_recipe, within_recipe
+    from repmap_core.experiments import between_recipe, lrt_recipe, rimsky_recipe, within_recipe
     from repmap_core.finetune import FinetuneConfig
+
+    if args.name == "rimsky":
+        if not (args.model and args.chat):
+            raise RepmapError("recipe rimsky needs --model (the base model) and --chat (its chat version).")
+        return rimsky_recipe(args.model, args.chat, args.data, limit=args.limit, seed=args.seed,
+                             progress=_progress(False))
+    if args.name == "lrt":
+        if not (args.source and args.target):
+            raise RepmapError("recipe lrt needs --source (the small model) and --target (the large one).")
+        try:
+            multipliers = [float(x) for x in args.multipliers.split(",")]
+        except ValueError:
+            raise RepmapError(f"Multipliers must be numbers separated by commas, not '{args.multipliers}'.") from None
+        return lrt_recipe(args.source, args.target, args.data, source_layer=args.source_layer,
+                          target_layer=args.target_layer, limit=args.limit, seed=args.seed, multipliers=multipliers,
+                          with_bias=not args.no_bias, progress=_progress(False))
 
     if args.name == "within":
         if not args.model:
@@ -236,7 +291,7 @@ def _print_human(result: dict) -> None:
 
 
 COMMANDS = {"extract": cmd_extract, "layers": cmd_layers, "within": cmd_within, "between": cmd_between,
-            "finetune": cmd_finetune, "recipe": cmd_recipe}
+            "finetune": cmd_finetune, "recipe": cmd_recipe, "steering-vectors": cmd_steering_vectors}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -336,3 +336,72 @@ def between_recipe(source: str, target: str, data, *, source_layer: int = -1, ta
             "target": {"model": target, "layer": Lt, "site": site_name(Lt), "revision": tgt.manifest["revision"]},
             "data": dataset.name, "rows": len(dataset), "position": src.manifest["position"], "between": out,
             "published": {"vector_transfer_accuracy_gpt2_to_gpt2xl": GAO_BETWEEN_VECTOR_ACCURACY}}
+
+
+def rimsky_recipe(base: str, chat: str, data, *, layers="all", limit: int | None = None, seed: int = 0,
+                  method: str = "mean_diff", progress=None) -> dict:
+    """Rimsky, "Comparing representation vectors between llama 2 base and chat": CAA vectors per
+    layer for both models; their cosine per layer, each model's layer x layer cosines, and a 2-D
+    PCA of the normalised vectors. Example (a GPU machine): `rimsky_recipe("meta-llama/Llama-2-7b-hf",
+    "meta-llama/Llama-2-7b-chat-hf", "file:sycophancy.jsonl")`."""
+    from repmap_core.data import load_dataset
+    from repmap_core.steering import compute_vectors, cosine_per_layer, layer_cosines, vector_pca
+
+    report = progress or (lambda f, m: None)
+    dataset = data if not isinstance(data, str) else load_dataset(data, limit=limit, seed=seed)
+    sets = {}
+    for i, (name, model) in enumerate((("base", base), ("chat", chat))):
+        sets[name] = compute_vectors(model, dataset, layers, method=method, seed=seed,
+                                     progress=lambda f, m, i=i: report((i + f) / 2, m))
+    per_layer = cosine_per_layer(sets["base"].vectors, sets["chat"].vectors)
+    pca = vector_pca({k: v.vectors for k, v in sets.items()})
+    out = {"base": base, "chat": chat, "data": dataset.name, "pairs": int(len(np.unique(dataset.pair_ids))),
+           "method": method, "cosine_per_layer": {str(k): v for k, v in per_layer.items()}}
+    for name, vs in sets.items():
+        ls, C = layer_cosines(vs.vectors)
+        out[name] = {"layers": ls, "layer_cosine": C.tolist(), "norms": [vs.vectors[L].norm for L in ls],
+                     "pca": pca[name][1].tolist()}
+    report(1.0, "Done")
+    return out
+
+
+def lrt_recipe(source: str, target: str, data, *, source_layer: int, target_layer: int, limit: int | None = None,
+               seed: int = 0, multipliers=(-2.0, -1.0, 0.0, 1.0, 2.0), with_bias: bool = True, map_method: str = "ridge",
+               normalize: bool = False, progress=None) -> dict:
+    """LRT (Bello et al. 2025): steer the target with its own CAA vector and with the source's
+    vector carried across a map fitted on the two models' activations (`A v + b` as LRT, or `A v`
+    as stitching with `with_bias=False`); compare the propensity curves on held-out questions
+    (Pearson r and MSE, their Table 1). Example (a GPU machine): `lrt_recipe("google/gemma-2-2b",
+    "google/gemma-2-9b", "file:corrigible.jsonl", source_layer=20, target_layer=20)`."""
+    from repmap_core.data import load_dataset
+    from repmap_core.models import load_model
+    from repmap_core.steering import ab_prompts, compare_curves, compute_vectors, propensity_sweep, transfer_vector
+
+    report = progress or (lambda f, m: None)
+    dataset = data if not isinstance(data, str) else load_dataset(data, limit=limit, seed=seed)
+    tgt_lm = load_model(target, head=True)
+    loader = lambda resolved, device, dtype: tgt_lm if resolved.path == tgt_lm.resolved.path else load_model(  # noqa: E731
+        resolved, device=device, dtype=dtype)
+    src = compute_vectors(source, dataset, [source_layer], seed=seed, loader=loader, progress=lambda f, m: report(0.2 * f, m))
+    tgt = compute_vectors(target, dataset, [target_layer], seed=seed, loader=loader,
+                          progress=lambda f, m: report(0.2 + 0.2 * f, m))
+    Ls, Lt = next(iter(src.vectors)), next(iter(tgt.vectors))
+    # the map is fitted on the two models' answer-token activations of the training rows
+    from repmap_core.activations import get_activations
+
+    s_act = get_activations(source, src.dataset, [Ls], "answer")[Ls][src.train_rows]
+    t_act = get_activations(target, tgt.dataset, [Lt], "answer", loader=loader)[Lt][tgt.train_rows]
+    fitted = make_map(map_method).fit(s_act, t_act)
+    carried = transfer_vector(src.vectors[Ls], fitted, with_bias=with_bias, target_model=target, target_layer=Lt)
+    prompts = ab_prompts(tgt.held_out, tgt_lm.tokenizer)
+    report(0.5, "Steering the target with its own vector")
+    native = propensity_sweep(tgt_lm, prompts, Lt, tgt.vectors[Lt], multipliers, normalize=normalize)
+    report(0.75, "Steering the target with the carried vector")
+    moved = propensity_sweep(tgt_lm, prompts, Lt, carried, multipliers, normalize=normalize)
+    report(1.0, "Done")
+    return {"source": {"model": source, "layer": Ls}, "target": {"model": target, "layer": Lt}, "data": dataset.name,
+            "held_out_questions": len(prompts), "map": {"method": map_method, "r2_train": float(fitted.score(s_act, t_act)),
+                                                         "with_bias": with_bias},
+            "cosine_native_vs_carried": float(tgt.vectors[Lt].cosine(carried)),
+            "native": native.as_dict(), "transferred": moved.as_dict(), "comparison": compare_curves(native, moved),
+            "published": {"lrt_pearson_r_range": [0.73, 0.98], "lrt_mse_range": [5e-3, 9.6e-2]}}

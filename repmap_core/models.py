@@ -26,7 +26,8 @@ HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "to
 # block lists by known suffix, most specific first (GPT-2, NeoX/Pythia, Llama/Gemma/Qwen, BERT, OPT, ...)
 BLOCK_SUFFIXES = ("transformer.h", "gpt_neox.layers", "model.layers", "encoder.layer",
                   "model.decoder.layers", "decoder.layers", "layers", "h", "blocks", "layer")
-FINAL_NORM_NAMES = ("ln_f", "norm", "final_layer_norm", "final_layernorm", "model.norm")
+FINAL_NORM_NAMES = ("ln_f", "norm", "final_layer_norm", "final_layernorm", "model.norm", "transformer.ln_f",
+                    "gpt_neox.final_layer_norm")
 ENCODER_TYPES = {"bert", "roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2",
                  "xlm-roberta", "mpnet", "camembert", "modernbert", "nomic_bert", "ernie"}
 
@@ -219,11 +220,12 @@ class LoadedModel:
 
     resolved: ResolvedModel
     info: ModelInfo
-    model: Any  # transformers PreTrainedModel, eval mode
+    model: Any  # transformers PreTrainedModel, eval mode (with its LM head if loaded with head=True)
     tokenizer: Any  # fast tokenizer, left truncation, with a pad token
     blocks_path: str
     device: str
     dtype: str
+    has_lm_head: bool = False
 
     @property
     def blocks(self):
@@ -268,14 +270,17 @@ def load_model(
     dtype: str | None = None,
     trust_remote_code: bool = False,
     blocks_path: str | None = None,
+    head: bool = False,
 ) -> LoadedModel:
-    """Load the base model (`AutoModel`: no LM head, which extraction never needs) and tokenizer.
+    """Load the base model (`AutoModel`: no LM head, which extraction never needs) and tokenizer;
+    with `head=True` the causal LM with its head (`AutoModelForCausalLM`), for logits, steering
+    and generation (extraction works on it too: it stops before the head).
 
     Weights load from safetensors only. A model whose config asks for custom code is refused
     unless `trust_remote_code` is set.
     """
     import torch
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     resolved = name if isinstance(name, ResolvedModel) else resolve_model(name, revision)
     info = model_info(resolved)
@@ -284,6 +289,11 @@ def load_model(
         raise RepmapError(
             f"Model '{resolved.name}' needs its own code to run (trust_remote_code); allow it only if you trust "
             "its authors, by ticking 'Trust remote code' (or --trust-remote-code)."
+        )
+    if head and info.is_encoder:
+        raise RepmapError(
+            f"Model '{resolved.name}' is an encoder ({info.model_type}): it has no next-token logits to steer or "
+            "score; use a causal language model (GPT-2, Llama, Gemma, Qwen, Pythia)."
         )
     device = device or default_device()
     dtype = dtype or default_dtype(device)
@@ -299,7 +309,7 @@ def load_model(
     tokenizer.truncation_side = "left"  # keep the end of long texts: the last token and the answer live there
     try:
         with quiet_transformers():  # AutoModel on an LM checkpoint reports the unused head as "unexpected"
-            model = AutoModel.from_pretrained(
+            model = (AutoModelForCausalLM if head else AutoModel).from_pretrained(
                 resolved.path, dtype=getattr(torch, dtype), use_safetensors=True, trust_remote_code=trust_remote_code
             )
     except OSError as e:
@@ -312,7 +322,7 @@ def load_model(
     model.eval().requires_grad_(False).to(device)  # extraction never needs gradients
     _fuse_tanh_gelu(model)
     path = find_blocks(model, info.n_layers, blocks_path)
-    return LoadedModel(resolved, info, model, tokenizer, path, device, dtype)
+    return LoadedModel(resolved, info, model, tokenizer, path, device, dtype, has_lm_head=head)
 
 
 def _fuse_tanh_gelu(model: Any) -> int:

@@ -261,3 +261,37 @@ def test_between_refuses_exports_from_different_data(tiny_gpt2, tiny_models, tmp
                 "--labels", str(tmp_path / "a" / "labels.npy"), "--json", cache=cache_dir)
     assert r.returncode == 2 and r.stdout == ""
     assert "come from different data (builtin:sentiment" in r.stderr and "extract both on the same rows" in r.stderr
+
+
+def test_steering_vectors_json_and_export(tiny_gpt2, tmp_path, cache_dir):
+    r = run_cli("steering-vectors", "--model", str(tiny_gpt2), "--data", "builtin:behaviour_ab", "--layers", "all",
+                "--limit", "60", "--export", str(tmp_path / "sv"), "--json", cache=cache_dir)
+    assert r.returncode == 0, r.stderr
+    out = one_json_object(r.stdout)
+    assert out["layers"] == [0, 1, 2] and len(out["cosine"]) == 3 and all(len(row) == 3 for row in out["cosine"])
+    assert all(abs(out["cosine"][i][i] - 1) < 1e-5 for i in range(3)) and out["position"] == "answer"
+    assert out["data"]["pairs_train"] + out["data"]["pairs_held_out"] == 30
+    from repmap_core.steering import load_vectors
+
+    v = load_vectors(tmp_path / "sv" / "layer_1.safetensors")[1]
+    assert v.vector.shape == (32,) and abs(v.norm - out["norms"][1]) < 1e-4 and v.count == out["data"]["pairs_train"]
+    r = run_cli("steering-vectors", "--model", str(tiny_gpt2), "--data", "builtin:sentiment", "--json", cache=cache_dir)
+    assert r.returncode == 2 and "has no A/B pairs" in r.stderr
+
+
+def test_recipes_rimsky_and_lrt_on_tiny_causal_models(tiny_gpt2, tiny_models, cache_dir):
+    r = run_cli("recipe", "rimsky", "--model", str(tiny_gpt2), "--chat", str(tiny_models["llama"]), "--data",
+                "builtin:behaviour_ab", "--limit", "40", "--json", cache=cache_dir)
+    assert r.returncode == 0, r.stderr
+    out = one_json_object(r.stdout)
+    assert sorted(out["cosine_per_layer"]) == ["0", "1", "2"] and len(out["base"]["layer_cosine"]) == 3
+    assert len(out["chat"]["pca"]) == 3 and len(out["chat"]["pca"][0]) == 2
+    r = run_cli("recipe", "lrt", "--source", str(tiny_gpt2), "--target", str(tiny_models["llama"]), "--data",
+                "builtin:behaviour_ab", "--limit", "60", "--source-layer", "1", "--target-layer", "2",
+                "--multipliers=-4,0,4", "--json", cache=cache_dir)
+    assert r.returncode == 0, r.stderr
+    out = one_json_object(r.stdout)
+    assert out["native"]["alphas"] == [-4.0, 0.0, 4.0] and len(out["transferred"]["mean"]) == 3
+    assert out["map"]["with_bias"] is True and set(out["comparison"]) == {"pearson_r", "mse"}
+    assert out["native"]["mean"][1] == out["transferred"]["mean"][1]  # no steering at 0: the same model, the same gaps
+    assert out["published"]["lrt_pearson_r_range"] == [0.73, 0.98]
