@@ -142,11 +142,22 @@ def _describe(aset) -> dict:
             "n_layers": m["n_layers"], "cache_key": m["key"]}
 
 
-def cmd_extract(args: argparse.Namespace) -> dict:
+def cmd_extract(args: argparse.Namespace) -> dict | None:
+    from repmap_core.distributed import distributed_extract, worker_info
     from repmap_core.models import site_name
     from repmap_core.store import cache_root
 
-    _, aset = _activations(args)
+    if worker_info().world > 1:  # under torchrun: this rank's share, rank 0 commits and reports
+        from repmap_core.data import load_dataset
+
+        dataset = load_dataset(args.data, text_col=args.text_col, label_col=args.label_col, limit=args.limit, seed=args.seed)
+        aset = distributed_extract(args.model, dataset, args.layers, args.position, max_length=args.max_length,
+                                   device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+                                   progress=_progress(False))
+        if aset is None:
+            return None
+    else:
+        _, aset = _activations(args)
     out = _describe(aset)
     out.update(layers=aset.layer_list, sites=[site_name(x) for x in aset.layer_list], cache_dir=str(cache_root()))
     if args.export:
@@ -314,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} (set REPMAP_DEBUG=1 for the traceback)",
               file=sys.stderr)
         return 1
+    if result is None:  # a worker other than rank 0 of a distributed run: rank 0 reports
+        return 0
     if args.json:
         print(json.dumps(result, allow_nan=False))
     else:

@@ -90,6 +90,68 @@ def _default_loader(trust_remote_code: bool) -> Loader:
     return loader
 
 
+@dataclass(frozen=True, eq=False)
+class ActivationPlan:
+    """What a request for activations resolves to before anything is computed: the model, the
+    rows, the layers, and the cache identity and key that name the result."""
+
+    resolved: ResolvedModel
+    info: object  # models.ModelInfo
+    dataset: TextDataset
+    layers: list[int]
+    position: str
+    max_length: int
+    device: str
+    dtype: str
+    identity: dict
+    key: str
+
+    def read(self, layer: int):
+        return store.read_layer(self.key, layer, self.identity)
+
+    def manifest(self, layer: int, *, device: str, tokens: int, seconds: float, created: str,
+                 fp32_recomputed_rows: int = 0, **extra) -> dict:
+        """The manifest written with one layer's file (`created`: one time for one extraction)."""
+        return dict(self.identity, key=self.key, model_source=self.resolved.source, n_layers=self.info.n_layers,
+                    d_model=self.info.d_model, model_type=self.info.model_type, dataset_spec=self.dataset.name,
+                    n_rows=len(self.dataset), device=device, versions=_versions(), created=created,
+                    tokens=tokens, seconds=round(seconds, 3), fp32_recomputed_rows=fp32_recomputed_rows,
+                    layer=layer, site=site_name(layer), **extra)
+
+    def write(self, layer: int, activations: np.ndarray, manifest: dict) -> None:
+        store.write_file(store.layer_path(self.key, layer), {"activations": activations, "labels": self.dataset.labels,
+                                                             "pair_ids": self.dataset.pair_ids}, manifest)
+
+    def assemble(self, found: dict) -> ActivationSet:
+        first_tensors, first_manifest = found[self.layers[0]]
+        manifest = {k: v for k, v in first_manifest.items() if k not in ("layer", "site")}
+        return ActivationSet(layers={layer: found[layer][0]["activations"] for layer in self.layers},
+                             labels=first_tensors["labels"], pair_ids=first_tensors["pair_ids"], manifest=manifest)
+
+
+def plan_activations(model: str | ResolvedModel, data: str | TextDataset, layers: str | Sequence[int] | None = "all",
+                     position: str = "auto", *, max_length: int = 512, limit: int | None = None, seed: int = 0,
+                     device: str | None = None, dtype: str | None = None) -> ActivationPlan:
+    """Resolve a request (no weights loaded): layers, position, rows, and the cache key."""
+    resolved = model if isinstance(model, ResolvedModel) else resolve_model(model)
+    info = model_info(resolved)
+    position = resolve_position(position, info.is_encoder)
+    wanted = resolve_layers(layers, info.n_layers, f"model '{resolved.name}'")
+    dataset = data if isinstance(data, TextDataset) else load_dataset(data, limit=limit, seed=seed)
+    check_position(dataset, position)  # before any model is loaded
+    device = device or default_device()
+    dtype = dtype or default_dtype(device)
+    if info.max_positions:
+        max_length = min(max_length, int(info.max_positions))
+    identity = {
+        "format": store.FORMAT, "model": resolved.name, "revision": resolved.revision,
+        "dataset_fingerprint": dataset.fingerprint, "position": position, "max_length": int(max_length),
+        "dtype": dtype,
+    }
+    return ActivationPlan(resolved, info, dataset, wanted, position, int(max_length), device, dtype, identity,
+                          store.entry_key(identity))
+
+
 def get_activations(
     model: str | ResolvedModel,
     data: str | TextDataset,
@@ -111,55 +173,28 @@ def get_activations(
     `position` is last, mean, answer, or auto (mean for encoders, last for causal LMs).
     `loader` lets the app share one loaded model across calls (it is only called on a miss).
     """
-    resolved = model if isinstance(model, ResolvedModel) else resolve_model(model)
-    info = model_info(resolved)
-    position = resolve_position(position, info.is_encoder)
-    wanted = resolve_layers(layers, info.n_layers, f"model '{resolved.name}'")
-    dataset = data if isinstance(data, TextDataset) else load_dataset(data, limit=limit, seed=seed)
-    check_position(dataset, position)  # before any model is loaded
-    device = device or default_device()
-    dtype = dtype or default_dtype(device)
-    if info.max_positions:
-        max_length = min(max_length, int(info.max_positions))
-    identity = {
-        "format": store.FORMAT, "model": resolved.name, "revision": resolved.revision,
-        "dataset_fingerprint": dataset.fingerprint, "position": position, "max_length": int(max_length),
-        "dtype": dtype,
-    }
-    key = store.entry_key(identity)
+    plan = plan_activations(model, data, layers, position, max_length=max_length, limit=limit, seed=seed,
+                            device=device, dtype=dtype)
     report = progress or (lambda f, m: None)
-
-    found = {layer: store.read_layer(key, layer, identity) for layer in wanted}
+    found = {layer: plan.read(layer) for layer in plan.layers}
     missing = [layer for layer, hit in found.items() if hit is None]
     if missing:
-        with store.entry_lock(key):
+        with store.entry_lock(plan.key):
             # another process may have written them while we waited for the lock
             for layer in missing:
-                found[layer] = store.read_layer(key, layer, identity)
+                found[layer] = plan.read(layer)
             missing = [layer for layer, hit in found.items() if hit is None]
             if missing:
-                store.clean_temp_files(key)
-                report(0.0, f"Loading {resolved.name}")
-                lm = (loader or _default_loader(trust_remote_code))(resolved, device, dtype)
-                result = extract_activations(
-                    lm, dataset, missing, position, max_length=max_length,
-                    progress=lambda f, m: report(0.05 + 0.95 * f, m),
-                )
-                base = dict(identity, key=key, model_source=resolved.source, n_layers=info.n_layers,
-                            d_model=info.d_model, model_type=info.model_type, dataset_spec=dataset.name,
-                            n_rows=len(dataset), device=lm.device, versions=_versions(), created=store.now_iso(),
-                            tokens=result.n_tokens, seconds=round(result.seconds, 3),
-                            fp32_recomputed_rows=result.fp32_recomputed_rows)
+                store.clean_temp_files(plan.key)
+                report(0.0, f"Loading {plan.resolved.name}")
+                lm = (loader or _default_loader(trust_remote_code))(plan.resolved, plan.device, plan.dtype)
+                result = extract_activations(lm, plan.dataset, missing, plan.position, max_length=plan.max_length,
+                                             progress=lambda f, m: report(0.05 + 0.95 * f, m))
+                created = store.now_iso()
                 for layer in missing:
-                    manifest = dict(base, layer=layer, site=site_name(layer))
-                    tensors = {"activations": result.activations[layer], "labels": dataset.labels,
-                               "pair_ids": dataset.pair_ids}
-                    store.write_file(store.layer_path(key, layer), tensors, manifest)
-                    found[layer] = store.read_layer(key, layer, identity)
+                    plan.write(layer, result.activations[layer],
+                               plan.manifest(layer, device=lm.device, tokens=result.n_tokens, seconds=result.seconds,
+                                             created=created, fp32_recomputed_rows=result.fp32_recomputed_rows))
+                    found[layer] = plan.read(layer)
     report(1.0, "Done")
-    first_tensors, first_manifest = found[wanted[0]]
-    manifest = {k: v for k, v in first_manifest.items() if k not in ("layer", "site")}
-    return ActivationSet(
-        layers={layer: found[layer][0]["activations"] for layer in wanted},
-        labels=first_tensors["labels"], pair_ids=first_tensors["pair_ids"], manifest=manifest,
-    )
+    return plan.assemble(found)
