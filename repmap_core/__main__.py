@@ -33,6 +33,9 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="default: bfloat16 on GPU, float32 on CPU")
     p.add_argument("--trust-remote-code", action="store_true", help="allow a model's own code to run")
+    p.add_argument("--device-map", default=None, choices=["auto", "balanced", "sequential"],
+                   help="spread a model too big for one GPU over the node's GPUs (accelerate)")
+    p.add_argument("--offload", action="store_true", help="with --device-map: also use CPU memory")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
@@ -129,7 +132,7 @@ def _activations(args: argparse.Namespace):
     dataset = load_dataset(args.data, text_col=args.text_col, label_col=args.label_col, limit=args.limit, seed=args.seed)
     aset = get_activations(args.model, dataset, args.layers, args.position, max_length=args.max_length,
                            device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
-                           progress=_progress(False))
+                           progress=_progress(False), device_map=args.device_map, offload=args.offload)
     return dataset, aset
 
 

@@ -83,9 +83,10 @@ def _versions() -> dict:
             "numpy": np.__version__, "python": platform.python_version()}
 
 
-def _default_loader(trust_remote_code: bool) -> Loader:
+def _default_loader(trust_remote_code: bool, device_map: str | None = None, offload: bool = False) -> Loader:
     def loader(resolved: ResolvedModel, device: str, dtype: str) -> LoadedModel:
-        return load_model(resolved, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        return load_model(resolved, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                          device_map=device_map, offload=offload)
 
     return loader
 
@@ -166,12 +167,15 @@ def get_activations(
     trust_remote_code: bool = False,
     loader: Loader | None = None,
     progress: Progress | None = None,
+    device_map: str | None = None,
+    offload: bool = False,
 ) -> ActivationSet:
     """Activations of `model` on `data` at `layers`, from the cache or computed and cached.
 
     `model` is a hub id, a folder or a `ResolvedModel`; `data` a DATA SPEC or a `TextDataset`.
     `position` is last, mean, answer, or auto (mean for encoders, last for causal LMs).
     `loader` lets the app share one loaded model across calls (it is only called on a miss).
+    `device_map="auto"` spreads a big model over the GPUs (and the CPU with `offload`).
     """
     plan = plan_activations(model, data, layers, position, max_length=max_length, limit=limit, seed=seed,
                             device=device, dtype=dtype)
@@ -187,14 +191,16 @@ def get_activations(
             if missing:
                 store.clean_temp_files(plan.key)
                 report(0.0, f"Loading {plan.resolved.name}")
-                lm = (loader or _default_loader(trust_remote_code))(plan.resolved, plan.device, plan.dtype)
+                lm = (loader or _default_loader(trust_remote_code, device_map, offload))(plan.resolved, plan.device, plan.dtype)
                 result = extract_activations(lm, plan.dataset, missing, plan.position, max_length=plan.max_length,
                                              progress=lambda f, m: report(0.05 + 0.95 * f, m))
                 created = store.now_iso()
                 for layer in missing:
+                    placement = {"placement": lm.placement} if getattr(lm, "placement", None) else {}
                     plan.write(layer, result.activations[layer],
                                plan.manifest(layer, device=lm.device, tokens=result.n_tokens, seconds=result.seconds,
-                                             created=created, fp32_recomputed_rows=result.fp32_recomputed_rows))
+                                             created=created, fp32_recomputed_rows=result.fp32_recomputed_rows,
+                                             **placement))
                     found[layer] = plan.read(layer)
     report(1.0, "Done")
     return plan.assemble(found)

@@ -201,7 +201,8 @@ def extract_activations(
 
         def sink(layer: int, hidden) -> None:
             if position == "mean":
-                h = (hidden.float() * maskf).sum(1) / maskf.sum(1)  # (B, d)
+                m = maskf.to(hidden.device)  # with a device_map, blocks live on different GPUs
+                h = (hidden.float() * m).sum(1) / m.sum(1)  # (B, d)
             else:
                 h = hidden[torch.arange(B, device=hidden.device), idx.to(hidden.device)].float()  # (B, d)
             pooled[layer] = h.cpu()

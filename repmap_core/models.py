@@ -226,6 +226,7 @@ class LoadedModel:
     device: str
     dtype: str
     has_lm_head: bool = False
+    placement: dict | None = None  # device -> modules, when spread with device_map
 
     @property
     def blocks(self):
@@ -271,13 +272,17 @@ def load_model(
     trust_remote_code: bool = False,
     blocks_path: str | None = None,
     head: bool = False,
+    device_map: str | None = None,
+    offload: bool = False,
 ) -> LoadedModel:
     """Load the base model (`AutoModel`: no LM head, which extraction never needs) and tokenizer;
     with `head=True` the causal LM with its head (`AutoModelForCausalLM`), for logits, steering
     and generation (extraction works on it too: it stops before the head).
 
     Weights load from safetensors only. A model whose config asks for custom code is refused
-    unless `trust_remote_code` is set.
+    unless `trust_remote_code` is set. With `device_map="auto"` (accelerate) a model too big for
+    one GPU is spread over the node's GPUs (and the CPU, with `offload`); the weights' size is
+    checked against the free memory first, and a model that cannot fit is refused in one sentence.
     """
     import torch
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
@@ -297,6 +302,8 @@ def load_model(
         )
     device = device or default_device()
     dtype = dtype or default_dtype(device)
+    if device_map:
+        check_fits(resolved, dtype, offload=offload)
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=trust_remote_code)
     except Exception as e:
@@ -309,9 +316,12 @@ def load_model(
     tokenizer.truncation_side = "left"  # keep the end of long texts: the last token and the answer live there
     try:
         with quiet_transformers():  # AutoModel on an LM checkpoint reports the unused head as "unexpected"
+            spread = {"device_map": device_map} if device_map else {}
+            if device_map and offload:
+                spread["offload_folder"] = str(Path(resolved.path).parent / ".offload")
             model = (AutoModelForCausalLM if head else AutoModel).from_pretrained(
-                resolved.path, dtype=getattr(torch, dtype), use_safetensors=True, trust_remote_code=trust_remote_code
-            )
+                resolved.path, dtype=getattr(torch, dtype), use_safetensors=True, trust_remote_code=trust_remote_code,
+                **spread)
     except OSError as e:
         if "safetensors" in str(e).lower():
             raise RepmapError(
@@ -319,10 +329,66 @@ def load_model(
                 "convert it to safetensors first."
             ) from None
         raise RepmapError(f"Model '{resolved.name}' could not be loaded: {str(e).splitlines()[0][:160]}.") from None
-    model.eval().requires_grad_(False).to(device)  # extraction never needs gradients
+    model.eval().requires_grad_(False)  # extraction never needs gradients
+    placement = None
+    if device_map:
+        hf_map = getattr(model, "hf_device_map", None) or {"": device}
+        placement = {}
+        for where in hf_map.values():
+            placement[str(where)] = placement.get(str(where), 0) + 1
+        device = str(model.get_input_embeddings().weight.device)  # inputs go where the embeddings live
+    else:
+        model.to(device)
     _fuse_tanh_gelu(model)
     path = find_blocks(model, info.n_layers, blocks_path)
-    return LoadedModel(resolved, info, model, tokenizer, path, device, dtype, has_lm_head=head)
+    return LoadedModel(resolved, info, model, tokenizer, path, device, dtype, has_lm_head=head, placement=placement)
+
+
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+def weights_bytes(resolved: ResolvedModel, dtype: str) -> int:
+    """Size of the model's weights in `dtype`, from the safetensors headers alone (no weights read)."""
+    total = 0
+    for path in Path(resolved.path).glob("*.safetensors"):
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n))
+        header.pop("__metadata__", None)
+        for info in header.values():
+            count = 1
+            for dim in info["shape"]:
+                count *= int(dim)
+            total += count * DTYPE_BYTES.get(dtype, 4)
+    return total
+
+
+def free_memory_bytes(offload: bool) -> dict[str, int]:
+    """Free memory where weights can go: every GPU, plus the CPU's RAM when offloading."""
+    import os
+
+    import torch
+
+    free = {}
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            free[f"cuda:{i}"] = int(torch.cuda.mem_get_info(i)[0])
+    if offload or not free:
+        free["cpu"] = int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    return free
+
+
+def check_fits(resolved: ResolvedModel, dtype: str, offload: bool = False, headroom: float = 1.15) -> int:
+    """Refuse (one sentence) when the weights, plus ~15% for activations, exceed the free memory."""
+    need = int(weights_bytes(resolved, dtype) * headroom)
+    free = free_memory_bytes(offload)
+    if need > sum(free.values()):
+        where = " and ".join(f"{v / 1e9:.1f} GB on {k}" for k, v in free.items())
+        raise RepmapError(
+            f"Model '{resolved.name}' needs about {need / 1e9:.1f} GB in {dtype} and only {where} is free; "
+            "use more GPUs, CPU offload (--offload), or a smaller dtype."
+        )
+    return need
 
 
 def _fuse_tanh_gelu(model: Any) -> int:

@@ -178,3 +178,29 @@ def test_fused_gelu_matches_the_original_model(tiny_gpt2):
         b = plain(ids, output_hidden_states=True).hidden_states
     assert max(float((x - y).abs().max()) for x, y in zip(a, b)) < 1e-5
     assert float(b[-1].abs().max()) > 0.1
+
+
+def test_device_map_loading_and_the_fit_check(tiny_gpt2, monkeypatch):
+    """device_map="auto" (accelerate) puts a model where it fits (here: the CPU); extraction through
+    it equals the plain model; a model that cannot fit is refused before loading."""
+    import numpy as np
+
+    from repmap_core import models as m
+    from repmap_core.activations import get_activations
+    from repmap_core.extract import extract_activations
+    from repmap_core.data import load_dataset
+
+    spread = load_model(str(tiny_gpt2), device_map="auto")
+    plain = load_model(str(tiny_gpt2))
+    assert spread.placement and sum(spread.placement.values()) >= 1 and spread.device == "cpu"
+    ds = load_dataset("builtin:sentiment", limit=40)
+    a = extract_activations(spread, ds, [0, 2], "mean").activations
+    b = extract_activations(plain, ds, [0, 2], "mean").activations
+    assert all(np.abs(a[L] - b[L]).max() < 1e-5 for L in (0, 2))
+    aset = get_activations(str(tiny_gpt2), ds, [1], device_map="auto")
+    assert aset.manifest["placement"] == spread.placement
+    size = m.weights_bytes(m.resolve_model(str(tiny_gpt2)), "float32")
+    assert size == 4 * sum(p.numel() for p in plain.model.parameters())  # read from the headers alone
+    monkeypatch.setattr(m, "free_memory_bytes", lambda offload: {"cuda:0": 1000})
+    with pytest.raises(RepmapError, match=r"needs about .* GB in bfloat16 and only 0.0 GB on cuda:0 is free; use more GPUs, CPU offload"):
+        load_model(str(tiny_gpt2), device_map="auto", dtype="bfloat16")
