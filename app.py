@@ -14,6 +14,7 @@ pages = [
     st.Page("views/within_fit.py", title="Within-model fit", icon=":material/functions:"),
     st.Page("views/finetune.py", title="Finetune", icon=":material/model_training:"),
     st.Page("views/across.py", title="Across models", icon=":material/compare_arrows:"),
+    st.Page("views/steering.py", title="Steering", icon=":material/explore:"),
     st.Page("views/cache.py", title="Cache", icon=":material/storage:"),
 ]
 page = st.navigation(pages)

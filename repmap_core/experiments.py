@@ -37,6 +37,8 @@ GAO_TABLE1 = {  # data set -> (base, finetuned, modelled) as (train, test)
 GAO_TABLE2_HH_WEAK = ((0.66, 0.53), (0.68, 0.55), (0.69, 0.55))
 GAO_DELTA_ACCURACY = {"gpt2": 0.8994, "gpt2-xl": 0.4904, "gpt2 probe direction": 0.8790}
 GAO_BETWEEN_VECTOR_ACCURACY = 0.5025  # GPT-2 -> GPT-2-XL, probe carried as A w
+# LRT (Bello et al. 2025), gemma-2-2b L20 -> gemma-2-9b L20, across 13 behaviours
+LRT_PUBLISHED = {"lrt_pearson_r_range": [0.73, 0.98], "lrt_mse_range": [5e-3, 9.6e-2]}
 
 
 def _acc(pred: np.ndarray, y01: np.ndarray) -> float:
@@ -375,7 +377,7 @@ def lrt_recipe(source: str, target: str, data, *, source_layer: int, target_laye
     "google/gemma-2-9b", "file:corrigible.jsonl", source_layer=20, target_layer=20)`."""
     from repmap_core.data import load_dataset
     from repmap_core.models import load_model
-    from repmap_core.steering import ab_prompts, compare_curves, compute_vectors, propensity_sweep, transfer_vector
+    from repmap_core.steering import compute_vectors, transfer_and_compare
 
     report = progress or (lambda f, m: None)
     dataset = data if not isinstance(data, str) else load_dataset(data, limit=limit, seed=seed)
@@ -386,22 +388,12 @@ def lrt_recipe(source: str, target: str, data, *, source_layer: int, target_laye
     tgt = compute_vectors(target, dataset, [target_layer], seed=seed, loader=loader,
                           progress=lambda f, m: report(0.2 + 0.2 * f, m))
     Ls, Lt = next(iter(src.vectors)), next(iter(tgt.vectors))
-    # the map is fitted on the two models' answer-token activations of the training rows
-    from repmap_core.activations import get_activations
-
-    s_act = get_activations(source, src.dataset, [Ls], "answer")[Ls][src.train_rows]
-    t_act = get_activations(target, tgt.dataset, [Lt], "answer", loader=loader)[Lt][tgt.train_rows]
-    fitted = make_map(map_method).fit(s_act, t_act)
-    carried = transfer_vector(src.vectors[Ls], fitted, with_bias=with_bias, target_model=target, target_layer=Lt)
-    prompts = ab_prompts(tgt.held_out, tgt_lm.tokenizer)
-    report(0.5, "Steering the target with its own vector")
-    native = propensity_sweep(tgt_lm, prompts, Lt, tgt.vectors[Lt], multipliers, normalize=normalize)
-    report(0.75, "Steering the target with the carried vector")
-    moved = propensity_sweep(tgt_lm, prompts, Lt, carried, multipliers, normalize=normalize)
+    report(0.5, "Fitting the map and steering the target with both vectors")
+    out = transfer_and_compare(src, tgt, tgt_lm, Ls, Lt, multipliers, map_method=map_method, with_bias=with_bias,
+                               normalize=normalize, loader=loader)
     report(1.0, "Done")
     return {"source": {"model": source, "layer": Ls}, "target": {"model": target, "layer": Lt}, "data": dataset.name,
-            "held_out_questions": len(prompts), "map": {"method": map_method, "r2_train": float(fitted.score(s_act, t_act)),
-                                                         "with_bias": with_bias},
-            "cosine_native_vs_carried": float(tgt.vectors[Lt].cosine(carried)),
-            "native": native.as_dict(), "transferred": moved.as_dict(), "comparison": compare_curves(native, moved),
-            "published": {"lrt_pearson_r_range": [0.73, 0.98], "lrt_mse_range": [5e-3, 9.6e-2]}}
+            "held_out_questions": out.native.n_questions,
+            "map": {"method": map_method, "r2_test": out.map_r2_test, "with_bias": with_bias},
+            "cosine_native_vs_carried": out.cosine, "native": out.native.as_dict(), "transferred": out.transferred.as_dict(),
+            "comparison": out.comparison, "published": LRT_PUBLISHED}

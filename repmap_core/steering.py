@@ -296,11 +296,26 @@ def steer(lm: LoadedModel, layer: int, vector: SteeringVector | np.ndarray, alph
         handle.remove()
 
 
-def _encode_left(lm: LoadedModel, prompts: Sequence[str]):
+def context_room(lm: LoadedModel, room: int = 0) -> int | None:
+    """Tokens a prompt may have so that it plus `room` new tokens fit the model's context."""
+    return None if not lm.info.max_positions else int(lm.info.max_positions) - int(room)
+
+
+def prompts_over_context(lm: LoadedModel, prompts: Sequence[str], room: int = 0) -> int:
+    """How many prompts are longer than the context allows (they are cut from the left, keeping the end)."""
+    keep = context_room(lm, room)
+    return 0 if keep is None else sum(len(lm.tokenizer(p)["input_ids"]) > keep for p in prompts)
+
+
+def _encode_left(lm: LoadedModel, prompts: Sequence[str], room: int = 0):
+    """Left-padded ids and mask; prompts longer than the context keep their end (where the letter goes)."""
     import torch
 
     tok = lm.tokenizer
+    keep = context_room(lm, room)
     ids = [tok(p, add_special_tokens=True)["input_ids"] for p in prompts]
+    if keep is not None:
+        ids = [x[-keep:] for x in ids]
     T = max(len(x) for x in ids)
     input_ids = torch.full((len(ids), T), int(tok.pad_token_id), dtype=torch.long)
     mask = torch.zeros((len(ids), T), dtype=torch.long)
@@ -384,7 +399,7 @@ def generate(lm: LoadedModel, prompts: Sequence[str], *, layer: int | None = Non
     import torch
 
     _require_lm(lm)
-    input_ids, mask = _encode_left(lm, prompts)
+    input_ids, mask = _encode_left(lm, prompts, room=max_new_tokens)
     ctx = steer(lm, layer, vector, alpha, from_position=input_ids.shape[1] - 1) if vector is not None else _nullcontext()
     with torch.inference_mode(), ctx:
         out = lm.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
@@ -496,3 +511,50 @@ def compute_vectors(model: str, dataset: TextDataset, layers="all", *, method: s
                            trust_remote_code=trust_remote_code)
     train, test = split_pairs(aset.pair_ids, test_frac, seed)
     return VectorSet(vectors_from_activations(aset, train, method), dataset, train, test, aset.manifest)
+
+
+def vectors_bytes(vectors: dict[int, SteeringVector]) -> bytes:
+    """The safetensors file `save_vectors` writes, as bytes (for a download button)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        return save_vectors(vectors, Path(folder) / "vectors.safetensors").read_bytes()
+
+
+@dataclass(frozen=True, eq=False)
+class TransferResult:
+    """A target steered with its own vector and with a source vector carried across (LRT Table 1 form)."""
+
+    native: PropensityCurve
+    transferred: PropensityCurve
+    comparison: dict  # pearson_r, mse
+    cosine: float  # native vs carried vector
+    carried: SteeringVector
+    map_r2_test: float | None  # the map on held-out rows (None: no map, the vector carried as is)
+
+
+def transfer_and_compare(source: VectorSet, target: VectorSet, target_lm: LoadedModel, source_layer: int,
+                         target_layer: int, multipliers: Sequence[float], *, map_method: str | None = "ridge",
+                         map_params: dict | None = None, with_bias: bool = True, normalize: bool = False,
+                         loader=None) -> TransferResult:
+    """LRT's protocol: fit a map source -> target on the two models' answer-token activations of the
+    training pairs, carry the source vector across (`A v + b`, or `A v` as stitching), and sweep the
+    target's held-out questions with both vectors. `map_method=None` carries the vector as it is."""
+    from repmap_core.activations import get_activations
+    from repmap_core.maps import make_map, r2_score
+
+    if not np.array_equal(source.train_rows, target.train_rows):
+        raise RepmapError("The two models' vectors were made from different pairs; compute both on the same data with one seed.")
+    carried, r2 = source.vectors[source_layer], None
+    if map_method:
+        S = np.asarray(get_activations(source.manifest["model"], source.dataset, [source_layer], "answer", loader=loader)[source_layer])
+        T = np.asarray(get_activations(target.manifest["model"], target.dataset, [target_layer], "answer", loader=loader)[target_layer])
+        fitted = make_map(map_method, **(map_params or {})).fit(S[source.train_rows], T[source.train_rows])
+        r2 = r2_score(T[source.test_rows], fitted.transform(S[source.test_rows]))
+        carried = transfer_vector(carried, fitted, with_bias=with_bias, target_model=target.manifest["model"],
+                                  target_layer=target_layer)
+    prompts = ab_prompts(target.held_out, target_lm.tokenizer)
+    moved = propensity_sweep(target_lm, prompts, target_layer, carried, multipliers, normalize=normalize)  # width checked here
+    native = propensity_sweep(target_lm, prompts, target_layer, target.vectors[target_layer], multipliers, normalize=normalize)
+    return TransferResult(native, moved, compare_curves(native, moved), target.vectors[target_layer].cosine(carried),
+                          carried, r2)

@@ -221,3 +221,17 @@ def test_real_behaviour_files_make_vectors_on_minilm():
         assert all(np.isfinite(norms)) and min(norms) > 0
         _, C = layer_cosines(vs.vectors)
         assert np.allclose(np.diag(C), 1) and C.min() > -1.0001
+
+
+def test_prompts_longer_than_the_context_keep_their_end(lm):
+    """The tiny GPT-2 has 128 positions; a longer A/B prompt is cut from the left, where the letter stays."""
+    long = adapt_frame(pd.DataFrame([{"question": "word " * 200 + "Pick one.\\n\\nChoices:\\n (A) Yes\\n (B) No",
+                                      "answer_matching_behavior": " (A)", "answer_not_matching_behavior": " (B)"}]),
+                       name="long")
+    prompts = ab_prompts(long, lm.tokenizer)
+    from repmap_core.steering import prompts_over_context
+
+    assert prompts_over_context(lm, [p.prompt for p in prompts]) == 1
+    gap = letter_logit_gaps(lm, prompts)  # no IndexError past the 128 positions
+    assert gap.shape == (1,) and np.isfinite(gap).all()
+    assert len(generate(lm, [prompts[0].prompt], max_new_tokens=5)) == 1

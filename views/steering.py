@@ -1,0 +1,245 @@
+"""Steering: CAA vectors per layer for one or two models (Rimsky's base-vs-chat comparisons), a
+propensity sweep with one of them, and a vector carried to the other across a map (LRT)."""
+from __future__ import annotations
+
+
+import numpy as np
+import streamlit as st
+
+from repmap_core.data import load_dataset
+from repmap_core.errors import RepmapError
+from repmap_core.figures_steering import (LRT_PUBLISHED_TEXT, agreement_table, curves_table, preview_table,
+                                          propensity_plot, rimsky_figures, vector_norms, vector_table)
+from repmap_core.models import LoadedModel, load_model, model_info, resolve_model
+from repmap_core.steering import (ab_prompts, compute_vectors, generate, prompts_over_context, propensity_sweep,
+                                  transfer_and_compare, vectors_bytes)
+from repmap_ui.common import model_loader, show_error
+from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker
+
+NONE = "(none)"
+MAPS = {"ridge": "ridge", "lstsq": "least squares", "gd": "gradient descent", "procrustes": "Procrustes",
+        "lowrank": "low rank", "none": "no map: A's vector as it is"}
+
+st.title("Steering")
+st.caption("Contrastive activation addition: per layer, the mean difference between a model's activations at the "
+           "behaviour-matching and the other answer letter. Compare two models' vectors (Rimsky et al.), steer a model "
+           "and measure its propensity on held-out questions, and carry a vector to another model across a map (LRT).")
+for k in ("steer.result", "steer.sweep", "steer.transfer"):
+    st.session_state.setdefault(k, None)
+st.session_state.setdefault("steer.data_choice", "builtin:behaviour_ab")
+
+
+def short(name: str) -> str:
+    return name.rstrip("/").split("/")[-1]
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def causal_lm(path: str, _resolved) -> LoadedModel:
+    return load_model(_resolved, head=True)  # keyed by the resolved folder: one causal LM per model, across reruns
+
+
+def lm_for(result: dict, side: str) -> LoadedModel:
+    resolved = result["models"][side][0]
+    with st.spinner(f"Loading {short(resolved.name)} with its LM head"):
+        return causal_lm(resolved.path, resolved)
+
+
+def encoder_reason(result: dict, side: str) -> str | None:
+    resolved, info = result["models"][side]
+    return f"Steering needs next-token logits; {short(resolved.name)} is an encoder." if info.is_encoder else None
+
+
+def request_form(expanded: bool) -> dict | None:
+    with st.expander("Models and data", expanded=expanded), st.form("steer.form"):
+        c1, c2, c3 = st.columns(3)
+        with c1:
+            a = model_picker("steer.a", "Model A")
+        with c2:
+            b = model_picker("steer.b", "Model B, optional", extra=[NONE])
+        with c3:
+            data = data_picker("steer")
+        c = st.columns(4)
+        layers = c[0].text_input("Layers", value="all", key="steer.layers", help="all, or e.g. 0,3,-1")
+        method = c[1].selectbox("Vector", ["mean_diff", "pca_diff"], key="steer.method",
+                                help="mean of the pair differences (CAA), or their first principal component")
+        test_frac = c[2].number_input("Held-out fraction", min_value=0.05, max_value=0.9, value=0.3, step=0.05,
+                                      key="steer.test_frac", help="questions kept aside to score the steering")
+        limit = c[3].number_input("Max rows (0 = all)", min_value=0, value=400, step=100, key="steer.limit",
+                                  help="two rows per question")
+        if not st.form_submit_button("Compute vectors", type="primary"):
+            return None
+    model_b = chosen_model(*b)
+    return {"A": chosen_model(*a), "B": None if model_b == NONE else model_b, "data": chosen_data(*data),
+            "layers": layers, "method": method, "test_frac": float(test_frac), "limit": int(limit)}
+
+
+def compute(req: dict) -> dict:
+    dataset = load_dataset(req["data"], limit=req["limit"] or None)  # both models get the same rows and split
+    sets, models = {}, {}
+    with st.status(f"Steering vectors on {dataset.name}", expanded=True) as status:
+        for side in [s for s in ("A", "B") if req[s]]:
+            models[side] = (resolved := resolve_model(req[side]), model_info(resolved))
+            bar = st.progress(0.0, text=f"{side}: checking the cache")
+            sets[side] = compute_vectors(req[side], dataset, req["layers"], method=req["method"], test_frac=req["test_frac"],
+                                         loader=model_loader(False),
+                                         progress=lambda f, m, b=bar: b.progress(min(max(f, 0.0), 1.0), text=m))
+        status.update(label=f"{dataset.name}: {len(dataset) // 2} questions, {len(sets['A'].held_out) // 2} held out",
+                      state="complete", expanded=False)
+    for side, vs in sets.items():  # fresh defaults: a middle layer, where CAA steers best
+        st.session_state[f"steer.layer.{side}"] = sorted(vs.vectors)[len(vs.vectors) // 2]
+    for key in ("steer.layer_s", "steer.layer_t"):
+        st.session_state.pop(key, None)
+    st.session_state.update({"steer.sweep": None, "steer.transfer": None})
+    return {"request": req, "sets": sets, "models": models, "labels": {s: f"{s}: {short(req[s])}" for s in sets}}
+
+
+def comparison(result: dict) -> None:
+    sets, labels, models = result["sets"], result["labels"], result["models"]
+    st.header("The vectors compared")
+    vecs = {labels[s]: vs.vectors for s, vs in sets.items()}
+    figs = rimsky_figures(vecs, {labels[s]: (models[s][1].d_model, models[s][1].n_layers) for s in sets})
+    if figs.cosine_by_layer is not None:
+        st.plotly_chart(figs.cosine_by_layer, key="steer.cosine_by_layer")
+    else:
+        st.info(figs.cosine_note)
+    st.plotly_chart(figs.heatmaps, key="steer.heatmaps")
+    if figs.pca is not None:
+        st.plotly_chart(figs.pca, key="steer.pca")
+    if figs.pca_note:
+        st.caption(figs.pca_note)
+    c1, c2 = st.columns([2, 3])
+    c1.plotly_chart(vector_norms(vecs), key="steer.norms")
+    c2.dataframe(vector_table({s: vs.vectors for s, vs in sets.items()}).style.format(precision=3), key="steer.vector_table")
+    d = st.columns(len(sets) + 1)
+    for i, (side, vs) in enumerate(sets.items()):
+        d[i].download_button(f"Vectors {labels[side]} (safetensors)", vectors_bytes(vs.vectors),
+                             f"steering_{short(result['request'][side])}.safetensors", key=f"steer.dl_vectors.{side}")
+    d[-1].download_button("Cosines (CSV)", figs.cosines.to_csv(index=False), "steering_cosines.csv", key="steer.dl_cosines")
+
+
+def alphas_inputs(prefix: str, disabled: bool, columns) -> np.ndarray:
+    lo = columns[0].number_input("Multiplier from", value=-2.0, step=0.5, key=f"{prefix}.alpha_min", disabled=disabled)
+    hi = columns[1].number_input("to", value=2.0, step=0.5, key=f"{prefix}.alpha_max", disabled=disabled)
+    steps = columns[2].number_input("Steps", min_value=2, max_value=41, value=5, key=f"{prefix}.steps", disabled=disabled)
+    return np.linspace(float(lo), float(hi), int(steps))
+
+
+def sweep(result: dict, side: str, layer: int, alphas: np.ndarray, normalize: bool, preview_alpha: float) -> dict:
+    vs, lm = result["sets"][side], lm_for(result, side)
+    prompts = ab_prompts(vs.held_out, lm.tokenizer)  # one sentence on answers of several tokens
+    cut = prompts_over_context(lm, [p.prompt for p in prompts])  # longer ones keep their end
+    bar = st.progress(0.0, text=f"Sweeping {len(alphas)} multipliers over {len(prompts)} held-out questions")
+    curve = propensity_sweep(lm, prompts, layer, vs.vectors[layer], alphas, normalize=normalize,
+                             progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
+    bar.empty()
+    v = vs.vectors[layer].normalized() if normalize else vs.vectors[layer]
+    shown = [p.prompt for p in prompts[:3]]
+    with st.spinner("Generating the preview"):
+        plain = generate(lm, shown, max_new_tokens=30)
+        steered = generate(lm, shown, layer=layer, vector=v, alpha=preview_alpha, max_new_tokens=30)
+    return {"label": result["labels"][side], "curve": curve, "preview": preview_table(shown, plain, steered, preview_alpha),
+            "cut": cut}
+
+
+def steering(result: dict) -> None:
+    st.header("Steering")
+    sets, labels = result["sets"], result["labels"]
+    side = st.radio("Steer", list(sets), format_func=labels.get, horizontal=True, key="steer.side") if len(sets) > 1 else "A"
+    off = bool(reason := encoder_reason(result, side))
+    if off:
+        st.warning(reason + " The vectors and the comparisons above still work.", icon=":material/block:")
+    with st.form("steer.sweep_form"):
+        c = st.columns(6, vertical_alignment="bottom")
+        layer = c[0].selectbox("Layer", sorted(sets[side].vectors), key=f"steer.layer.{side}", disabled=off)
+        alphas = alphas_inputs("steer", off, c[1:4])
+        normalize = c[4].toggle("Normalise", key="steer.normalize", disabled=off,
+                                help="a unit vector: the multiplier is then the length added to the residual stream")
+        preview_alpha = c[5].number_input("Preview multiplier", value=2.0, step=0.5, key="steer.preview_alpha", disabled=off)
+        submitted = st.form_submit_button("Sweep", type="primary", disabled=off)
+    if submitted:
+        try:
+            st.session_state["steer.sweep"] = sweep(result, side, layer, alphas, normalize, float(preview_alpha))
+        except RepmapError as e:
+            show_error(e)  # the previous sweep stays below
+    if (out := st.session_state["steer.sweep"]) is None:
+        return
+    curve = out["curve"]
+    c1, c2 = st.columns([3, 2])
+    c1.plotly_chart(propensity_plot({out["label"]: curve}, f"{out['label']}, layer {curve.layer}: propensity on "
+                                    f"{curve.n_questions} held-out questions"), key="steer.curve")
+    c2.dataframe(agreement_table(curve).style.format({"multiplier": "{:+g}", "propensity": "{:+.3f}", "agreement": "{:.0%}"}),
+                 hide_index=True, key="steer.agreement")
+    c2.caption("Agreement: the share of held-out questions whose behaviour-matching letter wins."
+               + (f" {out['cut']} questions longer than the model's context were cut to their end." if out["cut"] else ""))
+    c2.download_button("Curve (CSV)", curves_table({out["label"]: curve}).to_csv(index=False), "steering_curve.csv",
+                       key="steer.dl_curve")
+    st.table(out["preview"])
+
+
+def transfer(result: dict, req: dict) -> dict:
+    (A, B), lt = (result["sets"]["A"], result["sets"]["B"]), req["target"]
+    params = {"gd": {"max_steps": 500, "val_frac": 0.1}, "lowrank": {"rank": min(32, A.vectors[req["source"]].vector.shape[0],
+                                                                                B.vectors[lt].vector.shape[0])}}
+    with st.spinner(f"Carrying A's layer {req['source']} vector to B's layer {lt} and sweeping both"):
+        out = transfer_and_compare(A, B, lm_for(result, "B"), req["source"], lt, req["alphas"],
+                                   map_method=None if req["method"] == "none" else req["method"],
+                                   map_params=params.get(req["method"]), with_bias=req["bias"], loader=model_loader(False))
+    return {"request": req, "curves": {"native": out.native, "transferred": out.transferred}, "r2": out.map_r2_test,
+            "comparison": out.comparison, "cosine": out.cosine}
+
+
+def transfer_section(result: dict) -> None:
+    sets, labels = result["sets"], result["labels"]
+    st.header(f"Carry {labels['A']}'s vector to {labels['B']} (LRT)")
+    if off := bool(reason := encoder_reason(result, "B")):
+        st.warning(reason, icon=":material/block:")
+    with st.form("steer.transfer_form"):
+        c = st.columns(3)
+        ls = c[0].selectbox("Source layer (A)", sorted(sets["A"].vectors), index=len(sets["A"].vectors) // 2,
+                            key="steer.layer_s", disabled=off)
+        lt = c[1].selectbox("Target layer (B)", sorted(sets["B"].vectors), index=len(sets["B"].vectors) // 2,
+                            key="steer.layer_t", disabled=off)
+        method = c[2].selectbox("Map", list(MAPS), format_func=MAPS.get, key="steer.map", disabled=off,
+                                help="fitted on both models' answer-token activations of the training questions")
+        c = st.columns([1, 1, 1, 2], vertical_alignment="bottom")
+        alphas = alphas_inputs("steer.t", off, c[:3])
+        bias = c[3].toggle("Add the map's bias (LRT: A v + b; stitching: A v)", value=True, key="steer.bias", disabled=off)
+        submitted = st.form_submit_button("Transfer and sweep", type="primary", disabled=off)
+    if submitted:
+        try:
+            st.session_state["steer.transfer"] = transfer(result, {"source": ls, "target": lt, "method": method,
+                                                                   "bias": bool(bias), "alphas": alphas})
+        except RepmapError as e:
+            show_error(e)  # the previous transfer stays below
+    if (out := st.session_state["steer.transfer"]) is None:
+        return
+    req, cmp = out["request"], out["comparison"]
+    how = MAPS[req["method"]] + ("" if req["method"] == "none" else (", A v + b" if req["bias"] else ", A v"))
+    st.plotly_chart(propensity_plot(out["curves"], f"{labels['B']} layer {req['target']}: its own vector (native) vs "
+                                    f"{labels['A']} layer {req['source']}'s, carried ({how})"), key="steer.transfer_curve")
+    c = st.columns(4)
+    c[0].metric("Pearson r", f"{cmp['pearson_r']:.3f}", help=LRT_PUBLISHED_TEXT)
+    c[1].metric("MSE", f"{cmp['mse']:.3g}", help=LRT_PUBLISHED_TEXT)
+    c[2].metric("Cosine native vs carried", f"{out['cosine']:.3f}")
+    c[3].metric("Map R² (held-out rows)", "–" if out["r2"] is None else f"{out['r2']:.3f}")
+    st.caption(f"Published beside: {LRT_PUBLISHED_TEXT}.")
+    st.download_button("Curves (CSV)", curves_table(out["curves"]).to_csv(index=False), "steering_transfer_curves.csv",
+                       key="steer.dl_transfer")
+
+
+try:
+    req = request_form(expanded=st.session_state["steer.result"] is None)
+    if req is not None:
+        st.session_state["steer.result"] = compute(req)
+except RepmapError as e:
+    show_error(e)  # the last good result below stays on screen
+
+result = st.session_state["steer.result"]
+if result is None:
+    st.info("Pick model A (e.g. a base model), optionally model B (its chat version, or a larger model) and a data set "
+            "of A/B questions, then Compute vectors.")
+    st.stop()
+comparison(result)
+steering(result)
+if "B" in result["sets"]:
+    transfer_section(result)
