@@ -127,9 +127,11 @@ def _progress(quiet: bool) -> Callable[[float, str], None]:
 
 def _activations(args: argparse.Namespace):
     from repmap_core.activations import get_activations
-    from repmap_core.data import load_dataset
+    from repmap_core.data import load_dataset, require_both_classes
 
     dataset = load_dataset(args.data, text_col=args.text_col, label_col=args.label_col, limit=args.limit, seed=args.seed)
+    if args.command == "layers":
+        require_both_classes(dataset)  # refused before anything is extracted or cached
     aset = get_activations(args.model, dataset, args.layers, args.position, max_length=args.max_length,
                            device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
                            progress=_progress(False), device_map=args.device_map, offload=args.offload)
@@ -142,7 +144,14 @@ def _describe(aset) -> dict:
             "dataset": {"spec": m["dataset_spec"], "fingerprint": m["dataset_fingerprint"], "rows": m["n_rows"],
                         "positives": int(aset.labels.sum()), "pairs": int((aset.pair_ids >= 0).sum() // 2)},
             "position": m["position"], "max_length": m["max_length"], "dtype": m["dtype"], "d_model": m["d_model"],
-            "n_layers": m["n_layers"], "cache_key": m["key"]}
+            "n_layers": m["n_layers"], "cache_key": m["key"], "fp32_recomputed_rows": int(m.get("fp32_recomputed_rows", 0))}
+
+
+def _report_recomputed(aset) -> None:
+    rows = int(aset.manifest.get("fp32_recomputed_rows", 0))
+    if rows:
+        print(f"note: {rows} of {aset.n} rows overflowed in {aset.manifest['dtype']} and were recomputed in float32.",
+              file=sys.stderr)
 
 
 def cmd_extract(args: argparse.Namespace) -> dict | None:
@@ -161,6 +170,7 @@ def cmd_extract(args: argparse.Namespace) -> dict | None:
             return None
     else:
         _, aset = _activations(args)
+    _report_recomputed(aset)
     out = _describe(aset)
     out.update(layers=aset.layer_list, sites=[site_name(x) for x in aset.layer_list], cache_dir=str(cache_root()))
     if args.export:
@@ -223,10 +233,11 @@ def cmd_between(args: argparse.Namespace) -> dict:
 
 
 def cmd_finetune(args: argparse.Namespace) -> dict:
-    from repmap_core.data import load_dataset
+    from repmap_core.data import load_dataset, require_both_classes
     from repmap_core.finetune import FinetuneConfig, finetune
 
     dataset = load_dataset(args.data, text_col=args.text_col, label_col=args.label_col, limit=args.limit, seed=args.seed)
+    require_both_classes(dataset)
     config = FinetuneConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_length=min(args.max_length, 512),
                             seed=args.seed)
     result = finetune(args.model, dataset, config, trust_remote_code=args.trust_remote_code, device=args.device,

@@ -19,7 +19,7 @@ from repmap_core import __version__, store
 from repmap_core.data import TextDataset, load_dataset
 from repmap_core.errors import RepmapError
 from repmap_core.extract import Progress, check_position, extract_activations, resolve_position
-from repmap_core.models import (LoadedModel, ResolvedModel, default_device, default_dtype, load_model,
+from repmap_core.models import (LoadedModel, ResolvedModel, check_trust, default_device, default_dtype, load_model,
                                 model_info, resolve_layers, resolve_model, site_name)
 
 Loader = Callable[[ResolvedModel, str, str], LoadedModel]  # (resolved, device, dtype) -> model
@@ -179,6 +179,7 @@ def get_activations(
     """
     plan = plan_activations(model, data, layers, position, max_length=max_length, limit=limit, seed=seed,
                             device=device, dtype=dtype)
+    check_trust(plan.resolved, trust_remote_code)  # before any lock or file: a refused model leaves nothing
     report = progress or (lambda f, m: None)
     found = {layer: plan.read(layer) for layer in plan.layers}
     missing = [layer for layer, hit in found.items() if hit is None]

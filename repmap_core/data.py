@@ -25,6 +25,8 @@ BUILTIN = {
     "behaviour_ab": ("behaviour_ab.jsonl", "Sycophancy A/B questions, matching (1) vs not matching (0), paired."),
 }
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".jsonl", ".json", ".parquet")
+# formats whose loaders unpickle (and so can run code): refused by name, never opened
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".ckpt", ".joblib")
 SCHEMAS_HINT = (
     "text,label; title,content,label; chosen,rejected; "
     "question,answer_matching_behavior,answer_not_matching_behavior; "
@@ -180,6 +182,17 @@ def load_dataset(
     return ds.subsample(limit, seed)
 
 
+def require_both_classes(ds: TextDataset) -> None:
+    """Raise unless `ds` has rows of both labels: call it before computing anything for a probe,
+    fit or finetune, so one-class data is refused at once and nothing is cached for it."""
+    values = np.unique(ds.labels)
+    if len(values) == 1:
+        raise RepmapError(
+            f"{ds.name} has only one class (all {len(ds)} rows are labelled {int(values[0])}); "
+            "repmap needs rows labelled 0 and rows labelled 1, so use data with both (or a larger row limit)."
+        )
+
+
 def read_table(path: Path) -> pd.DataFrame:
     """Read CSV/TSV (with a header), JSONL, a JSON list, or parquet, optionally gzipped."""
     path = Path(path)
@@ -193,6 +206,11 @@ def read_table(path: Path) -> pd.DataFrame:
     compression = "gzip" if name.endswith(".gz") else None
     stem = name[:-3] if compression else name
     suffix = next((s for s in TABLE_SUFFIXES if stem.endswith(s)), None)
+    if stem.endswith(PICKLE_SUFFIXES):
+        raise RepmapError(
+            f"'{path.name}' is a pickle-based file, which repmap never opens (loading one can run code); "
+            "use .csv, .tsv, .jsonl, .json or .parquet."
+        )
     if suffix is None:
         raise RepmapError(
             f"'{path.name}' is not a format repmap reads; use .csv, .tsv, .jsonl, .json or .parquet (optionally .gz)."

@@ -22,7 +22,7 @@ from repmap_core.errors import RepmapError
 
 EMBEDDED_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 # weights and tokenizer files only: never .bin/.pt pickles, never code unless trusted
-HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "tokenizer*"]
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken"]  # tokenizer.json is *.json
 # block lists by known suffix, most specific first (GPT-2, NeoX/Pythia, Llama/Gemma/Qwen, BERT, OPT, ...)
 BLOCK_SUFFIXES = ("transformer.h", "gpt_neox.layers", "model.layers", "encoder.layer",
                   "model.decoder.layers", "decoder.layers", "layers", "h", "blocks", "layer")
@@ -162,6 +162,15 @@ def read_config(resolved: ResolvedModel) -> dict:
         raise RepmapError(f"The config.json of model '{resolved.name}' could not be read: {e}.") from None
 
 
+def check_trust(resolved: ResolvedModel, trust_remote_code: bool) -> None:
+    """Refuse a model whose config asks for its own code unless the user allowed it."""
+    if read_config(resolved).get("auto_map") and not trust_remote_code:
+        raise RepmapError(
+            f"Model '{resolved.name}' needs its own code to run (trust_remote_code); allow it only if you trust "
+            "its authors, by ticking 'Trust remote code' (or --trust-remote-code)."
+        )
+
+
 def model_info(resolved: ResolvedModel) -> ModelInfo:
     """Layer count, width and kind from config.json alone (no weights loaded)."""
     cfg = read_config(resolved)
@@ -289,12 +298,7 @@ def load_model(
 
     resolved = name if isinstance(name, ResolvedModel) else resolve_model(name, revision)
     info = model_info(resolved)
-    cfg = read_config(resolved)
-    if cfg.get("auto_map") and not trust_remote_code:
-        raise RepmapError(
-            f"Model '{resolved.name}' needs its own code to run (trust_remote_code); allow it only if you trust "
-            "its authors, by ticking 'Trust remote code' (or --trust-remote-code)."
-        )
+    check_trust(resolved, trust_remote_code)
     if head and info.is_encoder:
         raise RepmapError(
             f"Model '{resolved.name}' is an encoder ({info.model_type}): it has no next-token logits to steer or "

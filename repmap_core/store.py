@@ -52,9 +52,15 @@ def entry_key(identity: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
+def is_key(name: object) -> bool:
+    """True for what `entry_key` makes (32 lowercase hex digits), so never a path or a user's string."""
+    return isinstance(name, str) and len(name) == 32 and all(c in "0123456789abcdef" for c in name)
+
+
 def entry_dir(key: str, kind: str = "activations") -> Path:
-    if not (len(key) == 32 and all(c in "0123456789abcdef" for c in key)):
-        raise ValueError(f"not a cache key: {key!r}")
+    """The folder of one entry; anything but a key (a path, `..`, a name) is refused."""
+    if not is_key(key) or not (kind.isascii() and kind.isalpha() and kind.islower()):  # kind: a plain folder name
+        raise ValueError(f"not a cache key: {key!r} ({kind!r})")
     return cache_root() / kind / key
 
 
@@ -204,7 +210,7 @@ def list_entries() -> list[CacheEntry]:
     folder = cache_root() / "activations"
     out = []
     for d in sorted(folder.iterdir()) if folder.exists() else []:
-        if not d.is_dir():
+        if not d.is_dir() or not is_key(d.name):  # a folder repmap did not make: not an entry
             continue
         files = sorted(d.glob("layer_*.safetensors"))
         manifests = []

@@ -8,6 +8,7 @@ import threading
 import streamlit as st
 
 from repmap_core import store
+from repmap_core.data import PICKLE_SUFFIXES
 from repmap_core.errors import RepmapError
 from repmap_core.models import LoadedModel, ResolvedModel, is_offline, list_local_models, load_model
 
@@ -49,22 +50,50 @@ def sidebar_status() -> None:
         st.caption(f"**Cache** · {store.cache_size_bytes() / 1e6:.1f} MB in `{root.name}/`", help=str(root))
 
 
+TABLE_UPLOAD_SUFFIXES = (".csv.gz", ".tsv.gz", ".jsonl.gz", ".json.gz", ".csv", ".tsv", ".jsonl", ".json", ".parquet")
+
+
+def table_uploader(label: str, key: str):
+    """A file uploader for a data table. Its type is checked by `save_upload`, with one sentence,
+    not by Streamlit's `type=` filter: that one raises inside the widget on a wrong file (sent by a
+    client that skips the browser's check), which hides the widget and breaks the page for the session."""
+    return st.file_uploader(label, key=key)
+
+
 def save_upload(uploaded) -> str:
     """Store an uploaded table under the cache by content hash (never by its user-given name);
-    return a `file:` spec for it."""
-    data = uploaded.getvalue()
+    return a `file:` spec for it. Refused before anything is written: a file that is not a table
+    (pickles above all), one over `server.maxUploadSize`, an empty one, and text that is not UTF-8."""
     name = uploaded.name.lower()
-    suffix = next((s for s in (".csv.gz", ".tsv.gz", ".jsonl.gz", ".json.gz", ".csv", ".tsv", ".jsonl", ".json", ".parquet")
-                   if name.endswith(s)), None)
+    suffix = next((s for s in TABLE_UPLOAD_SUFFIXES if name.endswith(s)), None)
+    if name.removesuffix(".gz").endswith(PICKLE_SUFFIXES):
+        raise RepmapError(f"'{uploaded.name}' is a pickle-based file, which repmap never opens (loading one can run code); "
+                          "upload a table: .csv, .tsv, .jsonl, .json or .parquet.")
     if suffix is None:
         raise RepmapError(f"'{uploaded.name}' is not a table repmap reads; upload .csv, .tsv, .jsonl, .json or .parquet.")
+    limit_mb = int(st.get_option("server.maxUploadSize"))
+    size = uploaded.size if isinstance(getattr(uploaded, "size", None), int) else len(uploaded.getvalue())
+    if size > limit_mb * 1024 * 1024:  # Streamlit's own check counts MB the same way
+        raise RepmapError(f"'{uploaded.name}' is {size / 1024 / 1024:.1f} MB, over this server's upload limit of {limit_mb} MB; "
+                          "upload a smaller file or give its path as file:PATH.")
+    data = uploaded.getvalue()
+    if not data.strip():
+        raise RepmapError(f"'{uploaded.name}' is empty; it needs at least one data row.")
+    if suffix in (".csv", ".tsv", ".jsonl", ".json"):
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise RepmapError(f"'{uploaded.name}' is not valid UTF-8 text; save it as UTF-8 and try again.") from None
     folder = store.cache_root() / "uploads"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / (hashlib.sha256(data).hexdigest()[:32] + suffix)
     if not path.exists():
-        tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        tmp = path.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}-{path.name}")
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
     return f"file:{path}"
 
 

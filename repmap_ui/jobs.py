@@ -93,7 +93,9 @@ def _run(job: Job, fn: Callable[[JobContext], object]) -> None:
         job.update(state="failed", error=str(e), finished=time.time())
     except Exception as e:  # noqa: BLE001 - the page shows one sentence; the traceback goes to the log
         _log.exception("background job %s (%s) failed", job.id, job.title)
-        job.update(state="failed", error=f"internal error: {type(e).__name__}: {e}", finished=time.time())
+        # the type only: the message may hold paths or data; the traceback is in the server log
+        job.update(state="failed", error=f"internal error ({type(e).__name__}); the details are in the server log.",
+                   finished=time.time())
 
 
 def start_job(key: str, fn: Callable[[JobContext], object], title: str = "") -> Job:

@@ -5,7 +5,7 @@ import streamlit as st
 
 from repmap_core.data import list_builtin
 from repmap_core.models import EMBEDDED_MODEL_ID
-from repmap_ui.common import local_models, save_upload
+from repmap_ui.common import local_models, save_upload, table_uploader
 
 
 def model_picker(key: str, label: str = "Model", extra: list[str] | None = None) -> tuple[str, str]:
@@ -33,8 +33,7 @@ def data_picker(key: str, with_upload: bool = True):
                           placeholder="hf:amazon_polarity:test[:2000] or file:/path/data.csv")
     upload = None
     if with_upload:
-        upload = st.file_uploader("…or upload a table (CSV, TSV, JSONL, JSON, parquet)", key=f"{key}.upload",
-                                  type=["csv", "tsv", "jsonl", "json", "parquet", "gz"])
+        upload = table_uploader("…or upload a table (CSV, TSV, JSONL, JSON, parquet)", key=f"{key}.upload")
     return choice, typed, upload
 
 

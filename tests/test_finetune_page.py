@@ -66,7 +66,7 @@ def test_job_that_raises_fails_with_one_sentence():
     failed = wait(start_job("unit", bad_input))
     assert (failed.state, failed.error) == ("failed", "Data file 'x.csv' does not exist; check the path.")
     crashed = wait(start_job("unit", bug))
-    assert crashed.state == "failed" and crashed.error == "internal error: KeyError: 'missing'"
+    assert crashed.state == "failed" and crashed.error == "internal error (KeyError); the details are in the server log."
 
 
 def test_job_cancel_stops_work_that_checks_the_event():

@@ -373,16 +373,20 @@ WRITER = textwrap.dedent("""
 """)
 
 
-def test_writer_killed_midway_leaves_no_bad_entry(monkeypatch):
+MIN_KILLS = 20  # the issue's acceptance: at least 20 kills, zero invalid reads
+
+
+def test_writer_killed_midway_leaves_no_bad_entry(monkeypatch, record_property):
     key = store.entry_key({"killed": "writer"})
     folder = store.entry_dir(key)
     rows = 32768  # 32 MiB per file: each write takes long enough to be killed inside
     base = np.arange(rows * 256, dtype=np.float32).reshape(rows, 256)
     rng = random.Random(1234)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    kills = temps_seen = layers_seen = 0
+    kills = temps_seen = layers_seen = reads = 0
+    invalid: list[str] = []  # every finished file that fails to read back as exactly what was written
     start = time.monotonic()
-    while kills < 12 or (kills < 30 and (temps_seen == 0 or layers_seen == 0)):
+    while kills < MIN_KILLS or (kills < 2 * MIN_KILLS and (temps_seen == 0 or layers_seen == 0)):
         proc = subprocess.Popen([sys.executable, "-c", WRITER, key, str(rows)], env=env, cwd=ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
@@ -404,21 +408,34 @@ def test_writer_killed_midway_leaves_no_bad_entry(monkeypatch):
         assert set(names) == set(finals) | set(temps) | set(st_temps), names  # nothing else is ever left
         assert all(x.endswith(".safetensors") for x in finals)
         for name in finals:
+            reads += 1
             monkeypatch.setattr(store, "_verified", {})  # verify the checksum for real
-            got, m = store.read_file(folder / name)
-            assert name == f"layer_{m['layer']}.safetensors"
-            np.testing.assert_array_equal(got["activations"], base + m["iteration"])
-            np.testing.assert_array_equal(got["labels"], np.full(rows, m["iteration"] % 2, np.int8))
-            assert store.read_layer(key, m["layer"], {"layer": m["layer"]}) is not None  # not deleted as bad
+            try:
+                got, m = store.read_file(folder / name)
+                ok = (name == f"layer_{m['layer']}.safetensors"
+                      and np.array_equal(got["activations"], base + m["iteration"])
+                      and np.array_equal(got["labels"], np.full(rows, m["iteration"] % 2, np.int8))
+                      and store.read_layer(key, m["layer"], {"layer": m["layer"]}) is not None)  # not deleted as bad
+            except (CorruptEntry, OSError, KeyError) as e:
+                ok, m = False, {"error": repr(e)}
+            if not ok:
+                invalid.append(f"kill {kills}: {name} {m}")
         temps_seen += len(temps) + len(st_temps)
         layers_seen += len(finals)
         assert store.clean_temp_files(key) == len(temps) + len(st_temps)
         left = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
-        assert left == finals  # the temps are gone, the finished files stay
-    assert kills >= 10
+        assert left == finals or invalid, (left, finals)  # the temps are gone, the finished files stay
+    seconds = time.monotonic() - start
+    summary = (f"killed writer: {kills} kills, {reads} reads of finished files, {temps_seen} temp files cleaned, "
+               f"{len(invalid)} invalid reads, {seconds:.1f} s")
+    print(summary)
+    record_property("kills", kills)
+    record_property("invalid_reads", len(invalid))
+    assert not invalid, f"{summary}: {invalid[:5]}"
+    assert kills >= MIN_KILLS
     assert temps_seen >= 1  # at least one kill landed inside a write (else the test proved nothing)
     assert layers_seen >= 1
-    assert time.monotonic() - start < 40
+    assert seconds < 90
 
 
 SLOW_WRITER = textwrap.dedent("""

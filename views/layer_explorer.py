@@ -5,13 +5,13 @@ import pandas as pd
 import streamlit as st
 
 from repmap_core.activations import get_activations
-from repmap_core.data import load_dataset
+from repmap_core.data import load_dataset, require_both_classes
 from repmap_core.errors import RepmapError
 from repmap_core.figures import METHOD_NAMES, layer_grid, separation_curve
 from repmap_core.models import EMBEDDED_MODEL_ID, site_name
 from repmap_core.probes import best_layer, layer_separation
 from repmap_core.projection import METHODS, project, sample_rows
-from repmap_ui.common import model_loader, show_error, warm_umap_in_background
+from repmap_ui.common import model_loader, show_error, table_uploader, warm_umap_in_background
 from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker
 
 st.title("Layer explorer")
@@ -36,8 +36,7 @@ def request_form(current: dict) -> dict | None:
             model = model_picker("explorer")
         with c2:
             data = data_picker("explorer", with_upload=False)
-        upload = st.file_uploader("…or upload a table (CSV, TSV, JSONL, JSON, parquet)", key="explorer.upload",
-                                  type=["csv", "tsv", "jsonl", "json", "parquet", "gz"])
+        upload = table_uploader("…or upload a table (CSV, TSV, JSONL, JSON, parquet)", key="explorer.upload")
         c3, c4, c5, c6 = st.columns(4)
         layers = c3.text_input("Layers", value=DEFAULTS["layers"], key="explorer.layers", help="all, or e.g. 0,3,-1")
         position = c4.selectbox("Token position", ["auto", "last", "mean", "answer"], key="explorer.position",
@@ -60,6 +59,7 @@ def request_form(current: dict) -> dict | None:
 def compute(req: dict) -> dict:
     dataset = load_dataset(req["data"], text_col=req["text_col"] or None, label_col=req["label_col"] or None,
                            limit=req["limit"] or None)
+    require_both_classes(dataset)  # before any extraction: separation is undefined with one class
     with st.status(f"Activations of {req['model']} on {dataset.name}", expanded=True) as status:
         bar = st.progress(0.0, text="Checking the cache")
         aset = get_activations(req["model"], dataset, req["layers"], req["position"], max_length=req["max_length"],
@@ -95,6 +95,9 @@ if result is not None:
     c4.metric("Width", f"{aset.d}", help=f"{m['n_layers']} blocks")
     st.caption(f"`{m['model']}` @ `{m['revision']}` · {m['dataset_spec']} · position **{m['position']}** · "
                f"{m['dtype']} · cache `{m['key'][:12]}`")
+    if m.get("fp32_recomputed_rows"):
+        st.caption(f"{m['fp32_recomputed_rows']:,} of {aset.n:,} rows were recomputed in float32 automatically because "
+                   f"{m['dtype']} overflowed (NaN or inf) in their batch; every value shown is finite.")
     st.plotly_chart(separation_curve(rows), key="explorer.curve")
 
     v1, v2, v3, v4 = st.columns([2, 4, 1, 1])
