@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--layers", default="all", help="comma-separated block indices (negative from the end) or all")
     p.add_argument("--export", default=None, metavar="DIR", help="also write layer_<L>.npy, labels.npy, pair_ids.npy, manifest.json")
+    p.add_argument("--stream", action="store_true",
+                   help="read the data and write activations in chunks (data larger than memory; --limit takes the first rows)")
+    p.add_argument("--chunk-rows", type=int, default=10_000, help="rows per chunk with --stream")
     p = sub.add_parser("within", help="fit finetuned ≈ A·base + b + y·δ (Gao et al. §3) on saved activations")
     p.add_argument("--before", required=True, help="base activations (.npy/.npz/.safetensors), (n, d)")
     p.add_argument("--after", required=True, help="finetuned activations of the same rows, (n, d)")
@@ -168,6 +171,15 @@ def cmd_extract(args: argparse.Namespace) -> dict | None:
                                    progress=_progress(False))
         if aset is None:
             return None
+    elif args.stream:
+        from repmap_core.activations import stream_activations
+        from repmap_core.data import open_stream
+
+        stream = open_stream(args.data, chunk_rows=args.chunk_rows, text_col=args.text_col, label_col=args.label_col,
+                             limit=args.limit)
+        aset = stream_activations(args.model, stream, args.layers, args.position, max_length=args.max_length,
+                                  device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+                                  progress=_progress(False))
     else:
         _, aset = _activations(args)
     _report_recomputed(aset)

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from repmap_core import __version__, store
-from repmap_core.data import TextDataset, load_dataset
+from repmap_core.data import StreamedDataset, TextDataset, load_dataset, open_stream
 from repmap_core.errors import RepmapError
 from repmap_core.extract import Progress, check_position, extract_activations, resolve_position
 from repmap_core.models import (LoadedModel, ResolvedModel, check_trust, default_device, default_dtype, load_model,
@@ -138,7 +138,7 @@ def plan_activations(model: str | ResolvedModel, data: str | TextDataset, layers
     info = model_info(resolved)
     position = resolve_position(position, info.is_encoder)
     wanted = resolve_layers(layers, info.n_layers, f"model '{resolved.name}'")
-    dataset = data if isinstance(data, TextDataset) else load_dataset(data, limit=limit, seed=seed)
+    dataset = data if isinstance(data, (TextDataset, StreamedDataset)) else load_dataset(data, limit=limit, seed=seed)
     check_position(dataset, position)  # before any model is loaded
     device = device or default_device()
     dtype = dtype or default_dtype(device)
@@ -203,5 +203,56 @@ def get_activations(
                                              created=created, fp32_recomputed_rows=result.fp32_recomputed_rows,
                                              **placement))
                     found[layer] = plan.read(layer)
+    report(1.0, "Done")
+    return plan.assemble(found)
+
+
+def stream_activations(model: str | ResolvedModel, data: str | StreamedDataset, layers="all", position: str = "auto", *,
+                       chunk_rows: int = 10_000, max_length: int = 512, limit: int | None = None, device: str | None = None,
+                       dtype: str | None = None, trust_remote_code: bool = False, loader: Loader | None = None,
+                       progress: Progress | None = None) -> ActivationSet:
+    """`get_activations` for data larger than memory: rows are read `chunk_rows` at a time, run
+    through the model, and written straight into the cache files (memory stays flat as rows grow).
+    The entry is the same one a whole-data run makes (same fingerprint, same key); the result is
+    memory-mapped. `limit` takes the first rows (whole pairs)."""
+    stream = data if isinstance(data, StreamedDataset) else open_stream(data, chunk_rows=chunk_rows, limit=limit)
+    plan = plan_activations(model, stream, layers, position, max_length=max_length, device=device, dtype=dtype)
+    check_trust(plan.resolved, trust_remote_code)
+    report = progress or (lambda f, m: None)
+    found = {layer: plan.read(layer) for layer in plan.layers}
+    missing = [layer for layer, hit in found.items() if hit is None]
+    if missing:
+        with store.entry_lock(plan.key):
+            found.update({layer: plan.read(layer) for layer in missing})
+            missing = [layer for layer, hit in found.items() if hit is None]
+            if missing:
+                store.clean_temp_files(plan.key)
+                report(0.0, f"Loading {plan.resolved.name}")
+                lm = (loader or _default_loader(trust_remote_code))(plan.resolved, plan.device, plan.dtype)
+                created, n = store.now_iso(), len(stream)
+                first = {layer: plan.manifest(layer, device=lm.device, tokens=0, seconds=0.0, created=created, streamed=True)
+                         for layer in missing}
+                writers = {layer: store.LayerStreamWriter(store.layer_path(plan.key, layer), n, plan.info.d_model, m)
+                           for layer, m in first.items()}
+                try:
+                    offset, tokens, seconds, recomputed = 0, 0, 0.0, 0
+                    for chunk in stream.chunks():
+                        result = extract_activations(lm, chunk, missing, plan.position, max_length=plan.max_length)
+                        for layer, writer in writers.items():
+                            writer.write_rows(offset, result.activations[layer], chunk.labels, chunk.pair_ids)
+                        offset += len(chunk)
+                        tokens, seconds = tokens + result.n_tokens, seconds + result.seconds
+                        recomputed += result.fp32_recomputed_rows
+                        report(0.05 + 0.95 * offset / n, f"{offset}/{n} rows · {int(tokens / max(seconds, 1e-9))} tokens/s")
+                    if offset != n:
+                        raise RepmapError(f"{stream.name} gave {offset} rows on the second reading and {n} on the first; "
+                                          "the data changed while it was read, so nothing was cached: run it again.")
+                    for layer, writer in writers.items():
+                        writer.commit(dict(first[layer], tokens=tokens, seconds=round(seconds, 3),
+                                           fp32_recomputed_rows=recomputed))
+                        found[layer] = plan.read(layer)
+                finally:
+                    for writer in writers.values():
+                        writer.abort()  # no-op after a commit; removes the temp file otherwise
     report(1.0, "Done")
     return plan.assemble(found)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -114,14 +116,30 @@ class TextDataset:
 
 
 def _fingerprint(ds: TextDataset) -> str:
-    h = hashlib.sha256()
-    for t in ds.texts:
-        b = t.encode("utf-8")
-        h.update(len(b).to_bytes(8, "little"))
-        h.update(b)
-    for arr in (ds.labels.astype(np.int64), ds.pair_ids.astype(np.int64), ds.answer_spans.astype(np.int64)):
-        h.update(np.ascontiguousarray(arr).tobytes())
-    return h.hexdigest()[:32]
+    return RowHasher().update(ds).hexdigest()
+
+
+class RowHasher:
+    """The data fingerprint, row by row, so a data set streamed in chunks hashes to the same value
+    as the whole of it in memory (and shares its cache entries)."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256(b"repmap.rows/1")
+        self.rows = 0
+
+    def update(self, ds: TextDataset) -> RowHasher:
+        meta = np.stack([ds.labels.astype(np.int64), ds.pair_ids.astype(np.int64), ds.answer_spans[:, 0].astype(np.int64),
+                         ds.answer_spans[:, 1].astype(np.int64)], axis=1)  # (n, 4)
+        for text, row in zip(ds.texts, meta):
+            b = text.encode("utf-8")
+            self._h.update(len(b).to_bytes(8, "little"))
+            self._h.update(b)
+            self._h.update(row.tobytes())
+        self.rows += len(ds)
+        return self
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()[:32]
 
 
 _HF_RE = re.compile(r"^(?P<repo>[^:\[\]]+?)(?::(?P<config>[^:\[\]]+))?:(?P<split>[A-Za-z0-9_.+\-]+(?:\[[^\]]*\])?)$")
@@ -195,6 +213,12 @@ def require_both_classes(ds: TextDataset) -> None:
 
 def read_table(path: Path) -> pd.DataFrame:
     """Read CSV/TSV (with a header), JSONL, a JSON list, or parquet, optionally gzipped."""
+    return next(iter_table(path))
+
+
+def iter_table(path: Path, chunk_rows: int | None = None) -> Iterator[pd.DataFrame]:
+    """The table as one frame, or (with `chunk_rows`) as frames of that many rows read one at a
+    time: CSV/TSV/JSONL by pandas chunks, parquet by record batches; a JSON list is read whole."""
     path = Path(path)
     if not path.exists():
         raise RepmapError(f"Data file '{path}' does not exist; check the path.")
@@ -218,14 +242,26 @@ def read_table(path: Path) -> pd.DataFrame:
     try:
         if suffix in (".csv", ".tsv", ".txt"):
             sep = "," if suffix == ".csv" else "\t"
-            frame = pd.read_csv(path, sep=sep, compression=compression, dtype=str, keep_default_na=False,
-                                encoding="utf-8", encoding_errors="strict")
+            frames = pd.read_csv(path, sep=sep, compression=compression, dtype=str, keep_default_na=False,
+                                 encoding="utf-8", encoding_errors="strict", chunksize=chunk_rows)
         elif suffix == ".jsonl":
-            frame = pd.read_json(path, lines=True, compression=compression, dtype=False, encoding="utf-8")
+            frames = pd.read_json(path, lines=True, compression=compression, dtype=False, encoding="utf-8",
+                                  chunksize=chunk_rows)
         elif suffix == ".json":
-            frame = pd.read_json(path, compression=compression, dtype=False, encoding="utf-8")
+            frames = pd.read_json(path, compression=compression, dtype=False, encoding="utf-8")
+        elif chunk_rows:
+            import pyarrow.parquet as pq
+
+            frames = (b.to_pandas() for b in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows))
         else:
-            frame = pd.read_parquet(path)
+            frames = pd.read_parquet(path)
+        if isinstance(frames, pd.DataFrame):
+            frames = iter([frames])
+        seen = 0
+        for frame in frames:
+            seen += len(frame)
+            if len(frame):
+                yield frame
     except UnicodeDecodeError:
         raise RepmapError(f"'{path.name}' is not valid UTF-8 text; save it as UTF-8 and try again.") from None
     except pd.errors.EmptyDataError:
@@ -233,9 +269,8 @@ def read_table(path: Path) -> pd.DataFrame:
     except (ValueError, OSError, pd.errors.ParserError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise RepmapError(f"Could not read '{path.name}' as {suffix[1:].upper()}: {first}.") from None
-    if len(frame) == 0:
+    if seen == 0:
         raise RepmapError(f"'{path.name}' has no data rows; add some rows and try again.")
-    return frame
 
 
 def _read_hf(spec: DatasetSpec) -> pd.DataFrame:
@@ -427,3 +462,98 @@ def _adapt_chosen_rejected(frame: pd.DataFrame, name: str, cols: dict) -> TextDa
 def list_builtin() -> dict[str, str]:
     """Built-in data set names and one-line descriptions."""
     return {k: v[1] for k, v in BUILTIN.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# streaming: data sets read in chunks, never whole
+
+
+def _iter_frames(spec: DatasetSpec, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    if spec.kind == "builtin":
+        yield read_table(BUILTIN_DIR / BUILTIN[spec.ref][0])
+    elif spec.kind == "file":
+        yield from iter_table(Path(spec.ref).expanduser(), chunk_rows)
+    else:
+        yield from _iter_hf(spec, chunk_rows)
+
+
+def _iter_hf(spec: DatasetSpec, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    import datasets
+
+    split, _, rows = spec.split.partition("[")
+    start, stop = 0, None
+    if rows:  # "train[:2000]" / "train[100:200]": streaming takes the slice as a range of rows
+        a, _, b = rows.rstrip("]").partition(":")
+        if "%" in rows or not _:
+            raise RepmapError(f"Streaming reads row ranges like {split}[100:2000], not '{spec.split}'.")
+        start, stop = int(a or 0), (int(b) if b else None)
+    try:
+        stream = datasets.load_dataset(spec.ref, spec.config, split=split, streaming=True)
+        rows_iter = islice(iter(stream), start, stop)
+        while batch := list(islice(rows_iter, chunk_rows)):
+            yield pd.DataFrame(batch)
+    except RepmapError:
+        raise
+    except Exception as e:  # datasets raises many types; all mean "could not get it"
+        msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise RepmapError(f"Could not stream data set '{spec}': {msg}.") from None
+
+
+@dataclass(frozen=True, eq=False)
+class StreamedDataset:
+    """A data set read in chunks of `chunk_rows` (each a `TextDataset` with global pair ids), for
+    data larger than memory. `fingerprint` and `len` come from one reading pass and equal those of
+    the same rows loaded whole; `limit` takes the first rows (whole pairs), not a random sample."""
+
+    spec: DatasetSpec
+    name: str
+    fingerprint: str
+    n_rows: int
+    has_answers: bool
+    is_paired: bool
+    chunk_rows: int
+    text_col: str | None = None
+    label_col: str | None = None
+    limit: int | None = None
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    def chunks(self) -> Iterator[TextDataset]:
+        """The rows again, chunk by chunk (the source is re-read each time)."""
+        pair_offset, taken = 0, 0
+        for frame in _iter_frames(self.spec, self.chunk_rows):
+            ds = adapt_frame(frame, name=self.name, text_col=self.text_col, label_col=self.label_col)
+            if ds.is_paired or (ds.pair_ids >= 0).any():
+                pairs = np.where(ds.pair_ids >= 0, ds.pair_ids + pair_offset, -1)
+                pair_offset = int(pairs.max()) + 1 if (pairs >= 0).any() else pair_offset
+                ds = TextDataset(ds.name, ds.texts, ds.labels, pairs, ds.answer_spans)
+            if self.limit is not None and taken + len(ds) > self.limit:
+                keep = self.limit - taken
+                if (ds.pair_ids >= 0).any():  # never split a pair
+                    while keep > 0 and keep < len(ds) and ds.pair_ids[keep] >= 0 and ds.pair_ids[keep] == ds.pair_ids[keep - 1]:
+                        keep -= 1
+                ds = ds.take(np.arange(keep))
+            if len(ds):
+                yield ds
+                taken += len(ds)
+            if self.limit is not None and taken >= self.limit:
+                return
+
+
+def open_stream(spec: str | DatasetSpec, *, chunk_rows: int = 10_000, text_col: str | None = None,
+                label_col: str | None = None, limit: int | None = None) -> StreamedDataset:
+    """A data set to read in chunks; one first pass counts rows and takes the fingerprint."""
+    parsed = parse_spec(spec)
+    if chunk_rows < 1:
+        raise RepmapError(f"Chunks must hold at least one row, not {chunk_rows}.")
+    draft = StreamedDataset(parsed, str(parsed), "", 0, True, True, int(chunk_rows), text_col, label_col, limit)
+    hasher, answers, paired = RowHasher(), True, True
+    for chunk in draft.chunks():
+        hasher.update(chunk)
+        answers = answers and chunk.has_answers
+        paired = paired and chunk.is_paired
+    if hasher.rows == 0:
+        raise RepmapError(f"{parsed} has no data rows.")
+    return StreamedDataset(parsed, str(parsed), hasher.hexdigest(), hasher.rows, answers, paired, int(chunk_rows),
+                           text_col, label_col, limit)
