@@ -222,7 +222,8 @@ def test_layer_separation_increases_with_planted_signal(planted_layers):
 
     assert best_layer(rows) == 3
     assert rows[0].as_dict()["layer"] == 0 and set(rows[0].as_dict()) == {
-        "layer", "probe_train_acc", "probe_test_acc", "probe_cv_acc", "probe_cv_std", "silhouette", "fisher"}
+        "layer", "probe_train_acc", "probe_test_acc", "probe_cv_acc", "probe_cv_std", "silhouette", "fisher", "scored_on"}
+    assert rows[0].scored_on == "all rows"  # a small set is scored exactly, and says so
 
 
 def test_separation_with_pairs():
