@@ -256,6 +256,27 @@ def between_models(source: np.ndarray, target: np.ndarray, labels: np.ndarray, *
     return result, fitted
 
 
+def transferred_probe(source: np.ndarray, labels: np.ndarray, fitted, *, pair_ids: np.ndarray | None = None,
+                      test_frac: float = 0.2, seed: int = 0) -> dict[str, np.ndarray]:
+    """The source probe `between_models` trained (same split, same probe) and its carried forms, for export.
+
+    source (n, d_s); fitted: an affine map with `A_` (d_t, d_s) and `b_` (d_t,). Returns
+    `probe_source_w` (d_s,), `probe_source_c` (1,), `probe_vector_w` = A w (d_t,) and
+    `probe_functional_w` = pinv(A)ᵀ w (d_t,) with `probe_functional_c` (1,), all float32.
+    """
+    source = np.asarray(source, dtype=np.float32)
+    y = _labels01(labels, len(source))
+    pair_ids = np.full(len(y), -1) if pair_ids is None else np.asarray(pair_ids)
+    tr, _ = train_test_split_groups(y, pair_ids, test_frac, seed)
+    probe = LinearProbe().fit(source[tr], y[tr])
+    w, c = np.asarray(probe.coef_, dtype=np.float64), float(probe.intercept_)
+    w_functional = transfer_direction(w, fitted, "functional")
+    out = {"probe_source_w": w, "probe_source_c": np.array([c]), "probe_vector_w": transfer_direction(w, fitted, "vector"),
+           "probe_functional_w": w_functional,
+           "probe_functional_c": np.array([transfer_intercept(w, c, w_functional, fitted, "functional")])}
+    return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
+
+
 TRANSFER_EXPLAINED = {
     "vector": "A w: the probe's image under the map (Gao et al.). Right for a displacement such as a steering vector; "
               "a probe is a functional, so this is only right when A is orthogonal.",

@@ -11,6 +11,7 @@ from repmap_core import store
 from repmap_core.data import PICKLE_SUFFIXES
 from repmap_core.errors import RepmapError
 from repmap_core.models import LoadedModel, ResolvedModel, is_offline, list_local_models, load_model
+from repmap_ui.urlstate import copy_link_box
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _load(resolved: ResolvedModel, device: str, dtype: str, trust_remote_code: bool) -> LoadedModel:
@@ -44,6 +45,7 @@ def sidebar_status() -> None:
     """Device, hub and cache status; drawn after the page so the cache size includes its work."""
     env = _environment()
     root = store.cache_root()
+    copy_link_box()
     with st.sidebar:
         st.caption(f"**Device** · {env['device']}")
         st.caption("**Hub** · offline: local and embedded models only" if env["offline"] else "**Hub** · online")

@@ -42,3 +42,19 @@ def chosen_data(choice: str, typed: str, upload) -> str:
     if upload is not None:
         return save_upload(upload)
     return typed.strip() or choice
+
+
+def seed_model_picker(key: str, model: str, extra: list[str] | None = None) -> None:
+    """Show `model` in `model_picker(key)` on its next draw: picked from the list when it is there, typed otherwise."""
+    listed = model in (extra or []) + (list(local_models()) or [EMBEDDED_MODEL_ID])  # the select box's options
+    st.session_state[f"{key}.model_choice" if listed else f"{key}.model_other"] = model
+    if listed:
+        st.session_state[f"{key}.model_other"] = ""
+
+
+def seed_data_picker(key: str, data: str) -> None:
+    """Show the spec `data` in `data_picker(key)` on its next draw, as `seed_model_picker` does."""
+    listed = data in {f"builtin:{k}" for k in list_builtin()}
+    st.session_state[f"{key}.data_choice" if listed else f"{key}.data_other"] = data
+    if listed:
+        st.session_state[f"{key}.data_other"] = ""

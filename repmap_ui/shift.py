@@ -11,9 +11,14 @@ from repmap_core.errors import RepmapError
 from repmap_core.finetune import MANIFEST_NAME, check_base, list_finetuned, read_finetune_manifest
 from repmap_core.probes import layer_separation
 from repmap_ui.common import model_loader
-from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker
+from repmap_ui import urlstate
+from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker, seed_data_picker, seed_model_picker
+from repmap_ui.urlstate import Choice, Int, Layers, Text
 
 RESULT = "shift.result"
+# the base/finetuned/data choice in the URL of both pages that share it
+URL_REQUEST = [Text("base", ""), Text("finetuned", ""), Text("data", "builtin:sentiment"), Layers("layers", "all"),
+               Choice("position", "auto", ("auto", "last", "mean", "answer")), Int("limit", 2000, lo=0)]
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -85,11 +90,30 @@ def compute_shift(req: dict) -> dict:
             "in_sample": bool(trained_on) and trained_on.get("fingerprint") == dataset.fingerprint}
 
 
+def from_link(key: str) -> dict | None:
+    """The request of a link this page did not write itself, seeded into the form; None without one."""
+    if not urlstate.is_link(key, URL_REQUEST):
+        return None
+    url, notices = urlstate.read(URL_REQUEST)
+    if url["base"] and url["layers"] != "all":
+        url["layers"], note = urlstate.layers_in_range("layers", url["layers"], url["base"])
+        notices += [note] if note else []
+    urlstate.show_notices(notices)
+    if url["base"]:
+        seed_model_picker(f"{key}.base", url["base"])
+    if url["finetuned"]:
+        seed_model_picker(f"{key}.ft", url["finetuned"], extra=[m.path for m in list_finetuned()])
+    seed_data_picker(key, url["data"])
+    urlstate.seed(url, {k: f"{key}.{k}" for k in ("layers", "position", "limit")})
+    return url if url["base"] and url["finetuned"] else None
+
+
 def shift_selection(key: str) -> dict | None:
-    """Draw the form; compute on submit (or on first open when a finetuned model exists);
+    """Draw the form; compute on submit, on a link, or on first open when a finetuned model exists;
     return the current result, keeping the last good one on error."""
     try:
-        req = shift_form(key)
+        linked = urlstate.not_shown(from_link(key), st.session_state.get(RESULT))
+        req = shift_form(key) or linked
         if req is None and st.session_state.get(RESULT) is None and (pair := default_pair()):
             req = {"base": pair[0], "finetuned": pair[1], "data": "builtin:sentiment", "layers": "all",
                    "position": "auto", "limit": 2000}
@@ -101,4 +125,6 @@ def shift_selection(key: str) -> dict | None:
             st.session_state[RESULT] = compute_shift(req)
     except RepmapError as e:
         st.error(str(e), icon=":material/error:")
-    return st.session_state.get(RESULT)
+    if (result := st.session_state.get(RESULT)) is not None:
+        urlstate.write(key, URL_REQUEST, result["request"])  # what is shown, not a request that failed
+    return result

@@ -177,8 +177,11 @@ def test_least_squares_fit_shows_metrics_transfer_table_and_exports(page, models
     assert not any("overfits" in c.value for c in page.caption)  # 367 training rows for a 32-wide source
     per_dim = chart_with(page, "bar")
     assert len(values(per_dim["data"][0]["y"])) == 48  # one bar per target dimension
-    assert [b.label for b in page.get("download_button")] == [
-        "Map (safetensors)", "Manifest (JSON)", "Transfer table (CSV)", "Similarity matrix (CSV)"]
+    buttons = {b.key: b.label for b in page.get("download_button")}  # every figure and table has its own too
+    assert {k: buttons.get(k) for k in ("across.dl_map.safetensors", "across.dl_map.manifest",
+                                        "across.transfer.export_csv", "across.dl_sim")} == {
+        "across.dl_map.safetensors": "Arrays + manifest (safetensors)", "across.dl_map.manifest": "Manifest only (JSON)",
+        "across.transfer.export_csv": "CSV", "across.dl_sim": "Similarity matrix (CSV)"}
     saved = page.session_state["across.fit"]
     assert saved["A"].shape == (48, 32) and saved["b"].shape == (48,)
     manifest = saved["manifest"]

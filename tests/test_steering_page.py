@@ -122,8 +122,11 @@ def test_two_models_draw_the_three_rimsky_plots(page, models):
     table = page.dataframe[0].value
     assert list(table.index) == [0, 1, 2] and np.allclose(table["A norm"], [vs_a.vectors[L].norm for L in range(3)])
     assert (table["B pairs"] == 14).all()  # 20 questions, 30% held out
-    assert not page.info and [b.label for b in page.get("download_button")] == [
-        "Vectors A: gpt2 (safetensors)", "Vectors B: llama (safetensors)", "Cosines (CSV)"]
+    buttons = {b.key: b.label for b in page.get("download_button")}  # every figure and table has its own too
+    assert not page.info and {k: buttons.get(k) for k in ("steer.dl_vectors.A.safetensors", "steer.dl_vectors.B.safetensors",
+                                                          "steer.dl_cosines")} == {
+        "steer.dl_vectors.A.safetensors": "Arrays + manifest (safetensors)",
+        "steer.dl_vectors.B.safetensors": "Arrays + manifest (safetensors)", "steer.dl_cosines": "Cosines (CSV)"}
     assert page.radio(key="steer.side").options == ["A: gpt2", "B: llama"]
 
 

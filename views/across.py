@@ -2,7 +2,6 @@
 carry one to the other, with its probe?"""
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
@@ -11,16 +10,20 @@ import streamlit as st
 from repmap_core.activations import get_activations
 from repmap_core.data import load_dataset
 from repmap_core.errors import RepmapError
-from repmap_core.experiments import GAO_BETWEEN_VECTOR_ACCURACY, between_models
-from repmap_core.figures_across import (METRIC_NAMES, best_matches, fit_curve, map_manifest, map_safetensors,
+from repmap_core.experiments import GAO_BETWEEN_VECTOR_ACCURACY, between_models, transferred_probe
+from repmap_core.exports import map_export
+from repmap_core.figures_across import (METRIC_NAMES, best_matches, fit_curve, map_manifest,
                                         per_dim_error, selected_rows, side_by_side, similarity_heatmap,
                                         similarity_table, transfer_table)
 from repmap_core.maps import MAP_METHODS, r2_score
 from repmap_core.probes import train_test_split_groups
 from repmap_core.projection import project, sample_rows
 from repmap_core.similarity import layer_similarity
+from repmap_ui import exports
 from repmap_ui.common import model_loader, show_error
-from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker
+from repmap_ui import urlstate
+from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker, seed_data_picker, seed_model_picker
+from repmap_ui.urlstate import Choice, Int, Text
 
 st.title("Across models")
 st.caption("Two models (or one model twice) on the same texts: how alike each pair of layers is, the two chosen "
@@ -32,8 +35,29 @@ METHOD_HELP = {"lstsq": "least squares", "ridge": "ridge", "gd": "gradient desce
                "procrustes": "Procrustes (orthogonal)", "lowrank": "low-rank", "mlp": "MLP (non-linear)"}
 
 
+# the page's choices in the URL; "" and -1 stand for the page's own default
+URL_REQUEST = [Text("source", ""), Text("target", ""), Text("data", ""),
+               Choice("position", "auto", ("auto", "last", "mean", "answer")), Int("limit", 2000, lo=0)]
+URL_VIEW = [Choice("metric", "linear_cka", tuple(METRIC_NAMES)), Int("ls", -1, lo=0), Int("lt", -1, lo=0)]
+
+
 def short(name: str) -> str:
     return name.rstrip("/").split("/")[-1]
+
+
+def from_link() -> tuple[dict | None, dict]:
+    """The request and view choices of a link this page did not write itself, seeded into the widgets."""
+    if not urlstate.is_link("across", URL_REQUEST + URL_VIEW):
+        return None, {}
+    url, notices = urlstate.read(URL_REQUEST + URL_VIEW)
+    urlstate.show_notices(notices)
+    for side in ("source", "target"):
+        if url[side]:
+            seed_model_picker(f"across.{side}", url[side])
+    if url["data"]:
+        seed_data_picker("across", url["data"])
+    urlstate.seed(url, {"position": "across.position", "limit": "across.limit", "metric": "across.metric"})
+    return (url if url["source"] and url["target"] and url["data"] else None), url
 
 
 def request_form(expanded: bool) -> dict | None:
@@ -133,10 +157,13 @@ def fit(result: dict, layers: tuple[int, int], req: dict) -> dict:
         res, fitted = between_models(S, T, src.labels, pair_ids=src.pair_ids, method=req["method"],
                                      test_frac=req["test_frac"], seed=req["seed"], map_params=dict(params, **extra))
     chart.empty()
+    manifest = map_manifest(src.manifest, tgt.manifest, layers, req["method"], params, res, req["test_frac"], req["seed"])
+    arrays = None
+    if hasattr(fitted, "A_"):  # an affine map: A, b and the source probe carried through it
+        probe = transferred_probe(S, src.labels, fitted, pair_ids=src.pair_ids, test_frac=req["test_frac"], seed=req["seed"])
+        arrays = map_export(fitted.A_, fitted.b_, manifest, probe)
     return {"result": res, "layers": layers, "request": req, "history": history,
-            "A": getattr(fitted, "A_", None), "b": getattr(fitted, "b_", None),
-            "manifest": map_manifest(src.manifest, tgt.manifest, layers, req["method"], params, res,
-                                     req["test_frac"], req["seed"])}
+            "A": getattr(fitted, "A_", None), "b": getattr(fitted, "b_", None), "manifest": manifest, "arrays": arrays}
 
 
 def fit_form() -> dict | None:
@@ -169,8 +196,8 @@ def show_fit(fit_: dict, sim) -> None:
     if m["method"] in ("lstsq", "gd") and res.n_train < 2 * fit_["A"].shape[1]:
         st.caption(f"Only {res.n_train} training rows for a {fit_['A'].shape[1]}-wide source: an unregularised map overfits; try ridge.")
     if fit_["history"]:
-        st.plotly_chart(fit_curve(fit_["history"]), key="across.fit_curve")
-    st.plotly_chart(per_dim_error(res.per_dim_mse), key="across.per_dim")
+        exports.plot(fit_curve(fit_["history"]), "across.fit_curve", f"map_fit_curve_L{ls}_L{lt}")
+    exports.plot(per_dim_error(res.per_dim_mse), "across.per_dim", f"map_error_per_dim_L{ls}_L{lt}")
     p, t = res.probe, res.transfer
     c = st.columns(5)
     c[0].metric("Probe on source (test)", f"{p['source']['test']:.3f}", help=f"train {p['source']['train']:.3f}")
@@ -183,21 +210,21 @@ def show_fit(fit_: dict, sim) -> None:
     c[4].metric("Gao et al.: vector", f"{GAO_BETWEEN_VECTOR_ACCURACY:.4f}", help="GPT-2 → GPT-2-XL, last layer, published")
     st.caption("A probe is a functional, not a point: A w moves it like a steering vector and is only right when A is "
                "orthogonal, while pinv(A)ᵀ w scores each target row as w scored its source row, so the gap is the result.")
-    table = transfer_table(res)
-    st.dataframe(table, hide_index=True, key="across.transfer")
     stem = f"{short(fit_['manifest']['source']['model'])}_L{ls}__{short(fit_['manifest']['target']['model'])}_L{lt}"
-    d = st.columns(4)
-    d[0].download_button("Map (safetensors)", map_safetensors(fit_["A"], fit_["b"], fit_["manifest"]),
-                         f"map_{stem}.safetensors", key="across.dl_map")
-    d[1].download_button("Manifest (JSON)", json.dumps(fit_["manifest"], indent=2, default=str),
-                         f"map_{stem}.json", key="across.dl_manifest")
-    d[2].download_button("Transfer table (CSV)", table.to_csv(index=False), f"transfer_{stem}.csv", key="across.dl_transfer")
-    d[3].download_button("Similarity matrix (CSV)", similarity_table(sim).to_csv(), f"{sim.metric}_{stem}.csv",
+    exports.table(transfer_table(res), "across.transfer", f"transfer_{stem}", hide_index=True)
+    d = st.columns(2)
+    if fit_.get("arrays"):
+        tensors, manifest = fit_["arrays"]
+        exports.arrays_download("Map A, b and the carried probe", tensors, manifest, f"map_{stem}", "across.dl_map",
+                                where=d[0])
+    d[1].download_button("Similarity matrix (CSV)", similarity_table(sim).to_csv(), f"{sim.metric}_{stem}.csv",
                          key="across.dl_sim")
 
 
+linked, view_url = from_link()
+linked = urlstate.not_shown(linked, st.session_state["across.result"])
 try:
-    req = request_form(expanded=st.session_state["across.result"] is None)
+    req = request_form(expanded=st.session_state["across.result"] is None and linked is None) or linked
     if req is not None:
         st.session_state["across.result"] = compute(req)
 except RepmapError as e:
@@ -209,6 +236,13 @@ if result is None:
     st.stop()
 
 src, tgt, dataset = result["source"], result["target"], result["dataset"]
+urlstate.write("across", URL_REQUEST, result["request"])
+for side, aset in (("s", src), ("t", tgt)):  # a link's layer pair, when the computed models have it
+    if view_url.get(f"l{side}", -1) >= 0:
+        layer, note = urlstate.layers_among(f"l{side}", view_url[f"l{side}"], aset.layer_list,
+                                            st.session_state[f"across.layer_{side}"])
+        st.session_state[f"across.layer_{side}"] = layer
+        urlstate.show_notices([note] if note else [])
 same = src.manifest["key"] == tgt.manifest["key"]
 names = (short(src.manifest["model"]), short(tgt.manifest["model"]))
 left, right = st.columns([3, 2])
@@ -221,11 +255,13 @@ except RepmapError as e:
     show_error(e)
     sim = similarity(result, "linear_cka")
 best = best_matches(sim, exclude_same_layer=same)
-left.plotly_chart(similarity_heatmap(sim, names[0], names[1], exclude_same_layer=same), key="across.heatmap")
+exports.plot(similarity_heatmap(sim, names[0], names[1], exclude_same_layer=same), "across.heatmap",
+             f"{metric}_{names[0]}__{names[1]}", where=left)
 right.caption(("One model against itself: the diagonal is skipped. " if same else "")
               + "Best match per source layer: " + ", ".join(f"{a}→{b}" for a, b in best.items()))
 layer_s = right.selectbox("Source layer", src.layer_list, key="across.layer_s")
 layer_t = right.selectbox("Target layer", tgt.layer_list, key="across.layer_t")
+urlstate.write("across", URL_VIEW, {"metric": metric, "ls": layer_s, "lt": layer_t})
 right.button("Use the best match", key="across.best", on_click=use_best_match, args=(best,),
              help="Set the target layer to the source layer's best match")
 
@@ -233,10 +269,11 @@ rows = sample_rows(src.labels, 3000, 0)
 try:
     coords = [project(np.asarray(a[L])[rows], "pca", 0, cache_id={"activations": a.manifest["key"], "layer": L, "rows": len(rows)})
               for a, L in ((src, layer_s), (tgt, layer_t))]
-    st.plotly_chart(side_by_side(coords[0], coords[1], src.labels[rows], [dataset.texts[i] for i in rows],
-                                 selected=st.session_state["across.selected"], row_ids=rows,
-                                 titles=(f"{names[0]} layer {layer_s} (PCA)", f"{names[1]} layer {layer_t} (PCA)")),
-                    on_select=store_selection, selection_mode=("box", "lasso"), key="across.pairs")
+    exports.plot(side_by_side(coords[0], coords[1], src.labels[rows], [dataset.texts[i] for i in rows],
+                              selected=st.session_state["across.selected"], row_ids=rows,
+                              titles=(f"{names[0]} layer {layer_s} (PCA)", f"{names[1]} layer {layer_t} (PCA)")),
+                 "across.pairs", f"pca_{names[0]}_L{layer_s}__{names[1]}_L{layer_t}",
+                 on_select=store_selection, selection_mode=("box", "lasso"))
 except RepmapError as e:
     show_error(e)
 if st.session_state["across.selected"]:

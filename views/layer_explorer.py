@@ -11,8 +11,11 @@ from repmap_core.figures import METHOD_NAMES, layer_grid, separation_curve
 from repmap_core.models import EMBEDDED_MODEL_ID, site_name
 from repmap_core.probes import best_layer, layer_separation
 from repmap_core.projection import METHODS, project, sample_rows
+from repmap_ui import exports
 from repmap_ui.common import model_loader, show_error, table_uploader, warm_umap_in_background
-from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker
+from repmap_ui import urlstate
+from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker, seed_data_picker, seed_model_picker
+from repmap_ui.urlstate import Choice, Int, IntList, Layers, Text
 
 st.title("Layer explorer")
 st.caption("Each layer's activations projected to 2-D and coloured by label, and how separable the label is "
@@ -20,6 +23,27 @@ st.caption("Each layer's activations projected to 2-D and coloured by label, and
 
 DEFAULTS = {"model": EMBEDDED_MODEL_ID, "data": "builtin:sentiment", "layers": "all", "position": "auto",
             "limit": 2000, "max_length": 512, "text_col": "", "label_col": "", "trust": False}
+# the page's choices in the URL (never `trust`: a link must not run a model's own code)
+URL_REQUEST = [Text("model", DEFAULTS["model"]), Text("data", DEFAULTS["data"]), Layers("layers", "all"),
+               Choice("position", "auto", ("auto", "last", "mean", "answer")), Int("limit", DEFAULTS["limit"], lo=0),
+               Int("max_length", DEFAULTS["max_length"], lo=2, hi=32768), Text("text_col", ""), Text("label_col", "")]
+URL_VIEW = [Choice("method", "pca", METHODS), IntList("shown", ()), Int("seed", 0, lo=0), Int("points", 3000, lo=100)]
+URL_WIDGETS = {**{k: f"explorer.{k}" for k in ("layers", "position", "limit", "max_length", "text_col", "label_col",
+                                               "method", "seed")}, "points": "explorer.max_points"}
+
+
+def from_link() -> tuple[dict | None, dict]:
+    """The request and view choices of a link this page did not write itself ((None, {}) without one),
+    seeded into the widgets; a bad value falls back to its default with one sentence."""
+    if not urlstate.is_link("explorer", URL_REQUEST + URL_VIEW):
+        return None, {}
+    url, notices = urlstate.read(URL_REQUEST + URL_VIEW)
+    url["layers"], note = urlstate.layers_in_range("layers", url["layers"], url["model"])
+    urlstate.show_notices(notices + ([note] if note else []))
+    seed_model_picker("explorer", url["model"])
+    seed_data_picker("explorer", url["data"])
+    urlstate.seed(url, URL_WIDGETS)
+    return {k: url[k] for k in DEFAULTS if k in url} | {"trust": False}, url
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -72,11 +96,13 @@ def compute(req: dict) -> dict:
     return {"request": req, "dataset": dataset, "aset": aset, "rows": rows}
 
 
+linked, view_url = from_link()
 try:
     previous = st.session_state.get("explorer.result")
+    linked = urlstate.not_shown(linked, previous)
     req = request_form(previous["request"] if previous else DEFAULTS)
-    if req is None and st.session_state.get("explorer.result") is None:
-        req = dict(DEFAULTS)  # first open: show the embedded model on the built-in data right away
+    if req is None and (linked or st.session_state.get("explorer.result") is None):
+        req = linked or dict(DEFAULTS)  # a link's request, or on first open the embedded model on the built-in data
     if req is not None:
         st.session_state["explorer.result"] = compute(req)
 except RepmapError as e:
@@ -84,6 +110,7 @@ except RepmapError as e:
 
 result = st.session_state.get("explorer.result")
 if result is not None:
+    urlstate.write("explorer", URL_REQUEST, result["request"])  # what is shown, not a request that failed
     aset, rows, dataset = result["aset"], result["rows"], result["dataset"]
     m = aset.manifest
     best = best_layer(rows)
@@ -98,14 +125,21 @@ if result is not None:
     if m.get("fp32_recomputed_rows"):
         st.caption(f"{m['fp32_recomputed_rows']:,} of {aset.n:,} rows were recomputed in float32 automatically because "
                    f"{m['dtype']} overflowed (NaN or inf) in their batch; every value shown is finite.")
-    st.plotly_chart(separation_curve(rows), key="explorer.curve")
+    stem = f"{m['model'].rstrip('/').split('/')[-1]}_{dataset.name}"
+    exports.plot(separation_curve(rows), "explorer.curve", f"layer_separation_{stem}")
 
+    if view_url.get("shown"):
+        shown_url, note = urlstate.layers_among("shown", view_url["shown"], aset.layer_list, aset.layer_list[:12])
+        st.session_state["explorer.shown"] = list(shown_url)
+        urlstate.show_notices([note] if note else [])
     v1, v2, v3, v4 = st.columns([2, 4, 1, 1])
     method = v1.segmented_control("Projection", METHODS, default="pca", key="explorer.method",
                                   format_func=METHOD_NAMES.get) or "pca"
     shown = v2.multiselect("Layers shown", aset.layer_list, default=aset.layer_list[:12], key="explorer.shown")
     seed = v3.number_input("Seed", min_value=0, value=0, key="explorer.seed")
     max_points = v4.number_input("Max points", min_value=100, value=3000, step=500, key="explorer.max_points")
+    urlstate.write("explorer", URL_VIEW, {"method": method, "seed": int(seed), "points": int(max_points),
+                                          "shown": () if shown == aset.layer_list[:12] else tuple(shown)})
     rows_idx = sample_rows(aset.labels, int(max_points), int(seed))
     if len(rows_idx) < aset.n:
         st.caption(f"Showing a seeded sample of {len(rows_idx):,} of {aset.n:,} rows (both classes kept in proportion).")
@@ -116,11 +150,12 @@ if result is not None:
                 coords[layer] = project(aset[layer][rows_idx], method, int(seed),
                                         cache_id={"activations": m["key"], "layer": layer, "rows": len(rows_idx)})
         if coords:
-            st.plotly_chart(layer_grid(coords, aset.labels[rows_idx], [dataset.texts[i] for i in rows_idx],
-                                       method=method, label_names={0: "label 0", 1: "label 1"}), key="explorer.grid")
+            exports.plot(layer_grid(coords, aset.labels[rows_idx], [dataset.texts[i] for i in rows_idx],
+                                    method=method, label_names={0: "label 0", 1: "label 1"}),
+                         "explorer.grid", f"layers_{method}_{stem}")
     except RepmapError as e:
         show_error(e)
     table = pd.DataFrame([dict(r.as_dict(), site=site_name(r.layer)) for r in rows]).set_index("layer")
-    st.dataframe(table.style.format(precision=3).highlight_max(subset=["probe_cv_acc"], color="#cde7ea"),
-                 key="explorer.table")
+    exports.table(table.style.format(precision=3).highlight_max(subset=["probe_cv_acc"], color="#cde7ea"),
+                  "explorer.table", f"layer_separation_{stem}")
     warm_umap_in_background()

@@ -8,6 +8,7 @@ from repmap_core.errors import RepmapError
 from repmap_core.figures import METHOD_NAMES
 from repmap_core.figures_shift import separation_compare, shift_grid, shift_scatter
 from repmap_core.projection import joint_project, sample_rows
+from repmap_ui import exports
 from repmap_ui.shift import shift_selection
 
 st.title("Finetuning shift")
@@ -26,7 +27,8 @@ if result.get("in_sample"):
     st.warning("These are the rows the model was finetuned on, so how far the classes pulled apart is partly "
                "memorisation; compare on other rows (another data set or split) for what generalises.",
                icon=":material/warning:")
-st.plotly_chart(separation_compare(result["rows"]["base"], result["rows"]["finetuned"]), key="shift.separation")
+exports.plot(separation_compare(result["rows"]["base"], result["rows"]["finetuned"]), "shift.separation",
+             "shift_separation_before_after")
 gain = {r.layer: f.probe_cv_acc - r.probe_cv_acc for r, f in zip(result["rows"]["base"], result["rows"]["finetuned"])}
 top = max(gain, key=gain.get)
 st.caption(f"Finetuning raised the probe's cross-validated accuracy most at layer {top} "
@@ -51,8 +53,9 @@ try:
             return joint_project([base[L][rows], ft[L][rows]], proj, 0, fit_on=fit_on, cache_id=cache)
 
         before_xy, after_xy = coords_for(layer)
-    st.plotly_chart(shift_scatter(before_xy, after_xy, base.labels[rows], texts, arrows=int(arrows),
-                                  title=f"Layer {layer}: open = before, filled = after"), key="shift.scatter")
+    exports.plot(shift_scatter(before_xy, after_xy, base.labels[rows], texts, arrows=int(arrows),
+                               title=f"Layer {layer}: open = before, filled = after"), "shift.scatter",
+                 f"shift_layer{layer}_{method}")
     moved = np.linalg.norm(ft[layer][rows] - base[layer][rows], axis=1)
     st.caption(f"Mean move at layer {layer}: {moved.mean():.3g} (activation norm {np.linalg.norm(base[layer][rows], axis=1).mean():.3g}).")
 
@@ -62,7 +65,7 @@ try:
     if grid_layers:
         with st.spinner(f"{len(grid_layers)} layers"):
             grid = {L: coords_for(L) for L in grid_layers}
-        st.plotly_chart(shift_grid(grid, base.labels[rows], texts, method=proj), key="shift.grid")
+        exports.plot(shift_grid(grid, base.labels[rows], texts, method=proj), "shift.grid", f"shift_layers_{proj}")
 except RepmapError as e:
     st.error(str(e), icon=":material/error:")
 

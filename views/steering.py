@@ -8,13 +8,17 @@ import streamlit as st
 
 from repmap_core.data import load_dataset
 from repmap_core.errors import RepmapError
+from repmap_core.exports import steering_export
 from repmap_core.figures_steering import (LRT_PUBLISHED_TEXT, agreement_table, curves_table, preview_table,
                                           propensity_plot, rimsky_figures, vector_norms, vector_table)
 from repmap_core.models import LoadedModel, load_model, model_info, resolve_model
 from repmap_core.steering import (ab_prompts, compute_vectors, generate, prompts_over_context, propensity_sweep,
-                                  transfer_and_compare, vectors_bytes)
+                                  transfer_and_compare)
+from repmap_ui import exports
 from repmap_ui.common import model_loader, show_error
-from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker
+from repmap_ui import urlstate
+from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker, seed_data_picker, seed_model_picker
+from repmap_ui.urlstate import Choice, Float, Int, Layers, Text
 
 NONE = "(none)"
 MAPS = {"ridge": "ridge", "lstsq": "least squares", "gd": "gradient descent", "procrustes": "Procrustes",
@@ -29,8 +33,30 @@ for k in ("steer.result", "steer.sweep", "steer.transfer"):
 st.session_state.setdefault("steer.data_choice", "builtin:behaviour_ab")
 
 
+# the vectors' request in the URL (URL key -> request key); the sweeps are run by hand, not by a link
+URL_REQUEST = [Text("a", ""), Text("b", ""), Text("data", "builtin:behaviour_ab"), Layers("layers", "all"),
+               Choice("vector", "mean_diff", ("mean_diff", "pca_diff")), Float("test", 0.3, lo=0.05, hi=0.9),
+               Int("limit", 400, lo=0)]
+URL_NAMES = {"a": "A", "b": "B", "data": "data", "layers": "layers", "vector": "method", "test": "test_frac", "limit": "limit"}
+
+
 def short(name: str) -> str:
     return name.rstrip("/").split("/")[-1]
+
+
+def from_link() -> dict | None:
+    """The request of a link this page did not write itself, seeded into the form; None without one."""
+    if not urlstate.is_link("steer", URL_REQUEST):
+        return None
+    url, notices = urlstate.read(URL_REQUEST)
+    urlstate.show_notices(notices)
+    if url["a"]:
+        seed_model_picker("steer.a", url["a"])
+    seed_model_picker("steer.b", url["b"] or NONE, extra=[NONE])
+    seed_data_picker("steer", url["data"])
+    urlstate.seed({URL_NAMES[k]: v for k, v in url.items()},
+                  {k: f"steer.{k}" for k in ("layers", "method", "test_frac", "limit")})
+    return {URL_NAMES[k]: v for k, v in url.items()} | {"B": url["b"] or None} if url["a"] else None
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)
@@ -99,21 +125,26 @@ def comparison(result: dict) -> None:
     vecs = {labels[s]: vs.vectors for s, vs in sets.items()}
     figs = rimsky_figures(vecs, {labels[s]: (models[s][1].d_model, models[s][1].n_layers) for s in sets})
     if figs.cosine_by_layer is not None:
-        st.plotly_chart(figs.cosine_by_layer, key="steer.cosine_by_layer")
+        exports.plot(figs.cosine_by_layer, "steer.cosine_by_layer", "steering_cosine_by_layer")
     else:
         st.info(figs.cosine_note)
-    st.plotly_chart(figs.heatmaps, key="steer.heatmaps")
+    exports.plot(figs.heatmaps, "steer.heatmaps", "steering_layer_cosines")
     if figs.pca is not None:
-        st.plotly_chart(figs.pca, key="steer.pca")
+        exports.plot(figs.pca, "steer.pca", "steering_vectors_pca")
     if figs.pca_note:
         st.caption(figs.pca_note)
     c1, c2 = st.columns([2, 3])
-    c1.plotly_chart(vector_norms(vecs), key="steer.norms")
-    c2.dataframe(vector_table({s: vs.vectors for s, vs in sets.items()}).style.format(precision=3), key="steer.vector_table")
+    exports.plot(vector_norms(vecs), "steer.norms", "steering_vector_norms", where=c1)
+    exports.table(vector_table({s: vs.vectors for s, vs in sets.items()}).style.format(precision=3), "steer.vector_table",
+                  "steering_vectors", where=c2)
     d = st.columns(len(sets) + 1)
     for i, (side, vs) in enumerate(sets.items()):
-        d[i].download_button(f"Vectors {labels[side]} (safetensors)", vectors_bytes(vs.vectors),
-                             f"steering_{short(result['request'][side])}.safetensors", key=f"steer.dl_vectors.{side}")
+        req = result["request"]
+        tensors, manifest, header = steering_export(vs.vectors, vs.manifest, {
+            "vector_method": req["method"], "test_frac": req["test_frac"], "layers": req["layers"],
+            "train_rows": len(vs.train_rows), "test_rows": len(vs.test_rows)})
+        exports.arrays_download(f"Vectors {labels[side]}", tensors, manifest, f"steering_{short(req[side])}",
+                                f"steer.dl_vectors.{side}", where=d[i], metadata=header)
     d[-1].download_button("Cosines (CSV)", figs.cosines.to_csv(index=False), "steering_cosines.csv", key="steer.dl_cosines")
 
 
@@ -165,15 +196,16 @@ def steering(result: dict) -> None:
         return
     curve = out["curve"]
     c1, c2 = st.columns([3, 2])
-    c1.plotly_chart(propensity_plot({out["label"]: curve}, f"{out['label']}, layer {curve.layer}: propensity on "
-                                    f"{curve.n_questions} held-out questions"), key="steer.curve")
-    c2.dataframe(agreement_table(curve).style.format({"multiplier": "{:+g}", "propensity": "{:+.3f}", "agreement": "{:.0%}"}),
-                 hide_index=True, key="steer.agreement")
+    exports.plot(propensity_plot({out["label"]: curve}, f"{out['label']}, layer {curve.layer}: propensity on "
+                                 f"{curve.n_questions} held-out questions"), "steer.curve",
+                 f"steering_propensity_layer{curve.layer}", where=c1)
+    exports.table(agreement_table(curve).style.format({"multiplier": "{:+g}", "propensity": "{:+.3f}", "agreement": "{:.0%}"}),
+                  "steer.agreement", f"steering_agreement_layer{curve.layer}", where=c2, hide_index=True)
     c2.caption("Agreement: the share of held-out questions whose behaviour-matching letter wins."
                + (f" {out['cut']} questions longer than the model's context were cut to their end." if out["cut"] else ""))
     c2.download_button("Curve (CSV)", curves_table({out["label"]: curve}).to_csv(index=False), "steering_curve.csv",
                        key="steer.dl_curve")
-    st.table(out["preview"])
+    exports.table(out["preview"], "steer.preview", "steering_preview", static=True)
 
 
 def transfer(result: dict, req: dict) -> dict:
@@ -185,7 +217,7 @@ def transfer(result: dict, req: dict) -> dict:
                                    map_method=None if req["method"] == "none" else req["method"],
                                    map_params=params.get(req["method"]), with_bias=req["bias"], loader=model_loader(False))
     return {"request": req, "curves": {"native": out.native, "transferred": out.transferred}, "r2": out.map_r2_test,
-            "comparison": out.comparison, "cosine": out.cosine}
+            "comparison": out.comparison, "cosine": out.cosine, "carried": out.carried}
 
 
 def transfer_section(result: dict) -> None:
@@ -215,20 +247,31 @@ def transfer_section(result: dict) -> None:
         return
     req, cmp = out["request"], out["comparison"]
     how = MAPS[req["method"]] + ("" if req["method"] == "none" else (", A v + b" if req["bias"] else ", A v"))
-    st.plotly_chart(propensity_plot(out["curves"], f"{labels['B']} layer {req['target']}: its own vector (native) vs "
-                                    f"{labels['A']} layer {req['source']}'s, carried ({how})"), key="steer.transfer_curve")
+    exports.plot(propensity_plot(out["curves"], f"{labels['B']} layer {req['target']}: its own vector (native) vs "
+                                 f"{labels['A']} layer {req['source']}'s, carried ({how})"), "steer.transfer_curve",
+                 f"steering_transfer_L{req['source']}_L{req['target']}")
     c = st.columns(4)
     c[0].metric("Pearson r", f"{cmp['pearson_r']:.3f}", help=LRT_PUBLISHED_TEXT)
     c[1].metric("MSE", f"{cmp['mse']:.3g}", help=LRT_PUBLISHED_TEXT)
     c[2].metric("Cosine native vs carried", f"{out['cosine']:.3f}")
     c[3].metric("Map R² (held-out rows)", "–" if out["r2"] is None else f"{out['r2']:.3f}")
     st.caption(f"Published beside: {LRT_PUBLISHED_TEXT}.")
-    st.download_button("Curves (CSV)", curves_table(out["curves"]).to_csv(index=False), "steering_transfer_curves.csv",
-                       key="steer.dl_transfer")
+    d = st.columns(2)
+    d[0].download_button("Curves (CSV)", curves_table(out["curves"]).to_csv(index=False), "steering_transfer_curves.csv",
+                         key="steer.dl_transfer")
+    if out.get("carried") is not None:
+        carried = out["carried"]
+        tensors, manifest, header = steering_export({carried.layer: carried}, sets["B"].manifest, {
+            "carried_from": {"model": result["request"]["A"], "layer": req["source"]}, "map": req["method"],
+            "with_bias": req["bias"], "map_r2_test": out["r2"], "cosine_with_native": out["cosine"]})
+        exports.arrays_download("Carried vector", tensors, manifest,
+                                f"steering_carried_L{req['source']}_to_{short(result['request']['B'])}_L{req['target']}",
+                                "steer.dl_carried", where=d[1], metadata=header)
 
 
+linked = urlstate.not_shown(from_link(), st.session_state["steer.result"])
 try:
-    req = request_form(expanded=st.session_state["steer.result"] is None)
+    req = request_form(expanded=st.session_state["steer.result"] is None and linked is None) or linked
     if req is not None:
         st.session_state["steer.result"] = compute(req)
 except RepmapError as e:
@@ -239,6 +282,7 @@ if result is None:
     st.info("Pick model A (e.g. a base model), optionally model B (its chat version, or a larger model) and a data set "
             "of A/B questions, then Compute vectors.")
     st.stop()
+urlstate.write("steer", URL_REQUEST, {k: result["request"][name] or "" for k, name in URL_NAMES.items()})
 comparison(result)
 steering(result)
 if "B" in result["sets"]:

@@ -10,6 +10,8 @@ from repmap_core.errors import RepmapError
 from repmap_core.experiments import GAO_DELTA_ACCURACY, GAO_TABLE1, within_model, within_table
 from repmap_core.figures_shift import live_fit
 from repmap_core.finetune import list_finetuned, weak_labels
+from repmap_core.exports import within_export
+from repmap_ui import exports
 from repmap_ui.shift import shift_selection
 
 st.title("Within-model fit")
@@ -53,12 +55,15 @@ if go:
                 table.dataframe(pd.DataFrame(latest).T.style.format(precision=3), key=f"within.live_table.{len(points)}")
 
         with st.spinner("Fitting"):
-            res, _ = within_model(base[layer], ft[layer], base.labels, pair_ids=base.pair_ids, fit_labels=fit_labels,
+            res, fitted = within_model(base[layer], ft[layer], base.labels, pair_ids=base.pair_ids, fit_labels=fit_labels,
                                   method=method, alpha=alpha, test_frac=test_frac, max_steps=int(steps),
                                   live=live if method == "gd" else None)
         chart.empty()
         table.empty()
-        st.session_state["within.result"] = {"result": res, "layer": layer, "points": points}
+        arrays = within_export(fitted.A_, fitted.b_, fitted.delta_, res, base.manifest, ft.manifest, layer,
+                               {"method": method, "alpha": float(alpha), "max_steps": int(steps),
+                                "test_frac": float(test_frac), "labels_from": labels_from})
+        st.session_state["within.result"] = {"result": res, "layer": layer, "points": points, "arrays": arrays}
     except RepmapError as e:
         st.error(str(e), icon=":material/error:")
 
@@ -66,7 +71,7 @@ done = st.session_state.get("within.result")
 if done:
     res = done["result"]
     if done["points"]:
-        st.plotly_chart(live_fit(done["points"]), key="within.curve")
+        exports.plot(live_fit(done["points"]), "within.curve", f"within_fit_curve_layer{done['layer']}")
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("sign(λ̃·δ) accuracy", f"{res.delta_projection_accuracy:.3f}", help="the paper's, on held-out rows")
     c2.metric("sign((λ̃−μ)·δ) accuracy", f"{res.delta_projection_accuracy_centered:.3f}", help="centred on the training mean")
@@ -76,14 +81,16 @@ if done:
                    f"weights (a functional) it is {res.delta_cosine['finetuned_probe']:.3f}")
     st.subheader(f"Table {'2' if res.fit_labels == 'weak' else '1'}: linear probe accuracy, layer {done['layer']}")
     frame = pd.DataFrame(within_table(res)).set_index("representation")
-    st.dataframe(frame.style.format(precision=3), key="within.table")
+    exports.table(frame.style.format(precision=3), "within.table", f"within_table_layer{done['layer']}")
     st.caption("λ̂ = Aλ+b+yδ is built with the true label, so a probe can read the label back through δ: high by "
                "construction (the paper's setup). The rows without the label, or with a base probe's predicted label, "
                "show what the fitted map explains without being told the answer.")
-    st.download_button("Download the table (CSV)", frame.to_csv().encode(), "within_table.csv", "text/csv",
-                        key="within.csv")
+    if done.get("arrays"):
+        tensors, manifest = done["arrays"]
+        exports.arrays_download("δ and A (safetensors)", tensors, manifest, f"within_fit_layer{done['layer']}",
+                                "within.dl_arrays")
     with st.expander("Published numbers (Gao, Sun, Jiao; GPT-2, last layer, 10k rows)"):
         pub = pd.DataFrame([{"data": k, "base": f"{v[0][0]:.2f} / {v[0][1]:.2f}", "finetuned": f"{v[1][0]:.2f} / {v[1][1]:.2f}",
                              "modelled": f"{v[2][0]:.2f} / {v[2][1]:.2f}"} for k, v in GAO_TABLE1.items()]).set_index("data")
-        st.dataframe(pub, key="within.published")
+        exports.table(pub, "within.published", "gao_table1_published")
         st.caption(f"sign(λ̃·δ) accuracy: GPT-2 {GAO_DELTA_ACCURACY['gpt2']}, GPT-2-XL {GAO_DELTA_ACCURACY['gpt2-xl']}.")
