@@ -141,14 +141,14 @@ def weak_label_section(models: list) -> None:
     st.subheader("Weak labels")
     st.caption("Gao et al.'s Table 2: relabel a data set with a finetuned (weak) model's predictions "
                "(label 1 where P(1) ≥ 0.5), then study a model finetuned on those labels instead of the true ones.")
-    if not models:
+    if not models and not st.session_state.get("finetune.weak"):  # an imported weak-label set (Share page) still shows
         st.info("Finetune a model first; it then serves as the weak labeller here.")
         return
     names = {m.path: describe(m) for m in models}
     with st.form("finetune.weak_form"):
         weak = st.selectbox("Weak model (finetuned)", list(names), format_func=names.get, key="weak.model")
         data = data_picker("weak", with_upload=False)
-        go = st.form_submit_button("Make weak-label data set")
+        go = st.form_submit_button("Make weak-label data set", disabled=not models)
     if go:
         try:
             dataset = load_dataset(chosen_data(*data))

@@ -1,0 +1,409 @@
+"""A self-contained HTML report of chosen views: figures, tables, and the settings behind them.
+
+`build_report(states, settings, views)` takes the same session states a bundle carries (see
+`bundle.VIEWS`) and returns one HTML page: plotly.js inlined once (no CDN; it opens offline),
+every figure drawn by `Plotly.newPlot` on load from JSON in the page, tables as HTML, and for
+each view the manifests that produced it (model ids and revisions, data spec and fingerprint,
+layers, position, dtype, fit settings) with the repmap version and date.
+
+Example:
+    >>> b = load_bundle("session.zip")
+    >>> Path("report.html").write_text(report_from_bundle(b, ["explorer", "across"]))
+"""
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+
+from repmap_core import __version__
+from repmap_core.bundle import VIEWS, Bundle
+from repmap_core.errors import RepmapError
+
+REPORT_POINTS = 1000  # rows per scatter in the report: SVG, not WebGL, so it stays light and prints
+REPORT_GRID_LAYERS = 12
+MANIFEST_KEYS = ("model", "revision", "model_source", "dataset_spec", "dataset_fingerprint", "n_rows", "layers",
+                 "position", "max_length", "dtype", "device", "key", "created", "versions", "bundle_rows")
+
+
+@dataclass
+class Section:
+    """One view's part of the report, in the order drawn: ("metrics", dict), ("figure", fig),
+    ("table", frame), ("text", str), ("settings", dict)."""
+
+    view: str
+    title: str
+    blocks: list = field(default_factory=list)
+
+    def metrics(self, values: dict) -> None:
+        self.blocks.append(("metrics", values))
+
+    def figure(self, fig: go.Figure, name: str) -> None:
+        self.blocks.append(("figure", (fig, name)))
+
+    def table(self, frame: pd.DataFrame, caption: str = "") -> None:
+        self.blocks.append(("table", (frame, caption)))
+
+    def text(self, value: str) -> None:
+        self.blocks.append(("text", value))
+
+    def settings(self, name: str, values: dict) -> None:
+        self.blocks.append(("settings", (name, values)))
+
+
+def activation_manifest(manifest: dict, layers: list[int] | None = None) -> dict:
+    """The parts of an `ActivationSet.manifest` a reader needs to reproduce it, plus its layers."""
+    out = {k: manifest[k] for k in MANIFEST_KEYS if k in manifest}
+    if layers is not None:
+        out["layers"] = list(layers)
+    return out
+
+
+def _fmt(x: Any) -> str:
+    if isinstance(x, (float, np.floating)):
+        return f"{float(x):.3f}"
+    return str(x)
+
+
+def _short(name: str) -> str:
+    return str(name).rstrip("/").split("/")[-1]
+
+
+# ------------------------------------------------------------------------------- one section per view
+
+def _explorer(states: dict, settings: dict) -> Section:
+    from repmap_core.figures import layer_grid, separation_curve
+    from repmap_core.models import site_name
+    from repmap_core.probes import best_layer
+    from repmap_core.projection import project, sample_rows
+
+    res = states["explorer.result"]
+    aset, rows, dataset = res["aset"], res["rows"], res["dataset"]
+    s = Section("explorer", VIEWS["explorer"].title)
+    best = best_layer(rows)
+    best_row = next(r for r in rows if r.layer == best)
+    s.metrics({"Best layer": best, "Probe accuracy there (cv)": f"{best_row.probe_cv_acc:.3f}", "Rows": f"{aset.n:,}",
+               "Width": aset.d})
+    s.figure(separation_curve(rows), "separation by layer")
+    seed = int(settings.get("explorer.seed", 0))
+    shown = [L for L in settings.get("explorer.shown", aset.layer_list[:REPORT_GRID_LAYERS]) if L in aset.layers]
+    shown = shown[:REPORT_GRID_LAYERS] or aset.layer_list[:REPORT_GRID_LAYERS]
+    idx = sample_rows(aset.labels, min(int(settings.get("explorer.max_points", REPORT_POINTS)), REPORT_POINTS), seed)
+    coords = {L: project(np.asarray(aset[L])[idx], "pca", seed) for L in shown}
+    s.figure(layer_grid(coords, aset.labels[idx], [dataset.texts[i] for i in idx], method="pca",
+                        label_names={0: "label 0", 1: "label 1"}), "PCA of each layer")
+    if len(idx) < aset.n:
+        s.text(f"The projections show a seeded sample of {len(idx):,} of {aset.n:,} rows (both classes in proportion).")
+    s.table(pd.DataFrame([dict(r.as_dict(), site=site_name(r.layer)) for r in rows]).set_index("layer"),
+            "Separation of the label at each layer")
+    s.settings("Request", res["request"])
+    s.settings("Activations", activation_manifest(aset.manifest, aset.layer_list))
+    return s
+
+
+def _shift_manifests(s: Section, res: dict) -> None:
+    s.settings("Request", res["request"])
+    s.settings("Base activations", activation_manifest(res["base"].manifest, res["base"].layer_list))
+    s.settings("Finetuned activations", activation_manifest(res["finetuned"].manifest, res["finetuned"].layer_list))
+
+
+def _shift(states: dict, settings: dict) -> Section:
+    from repmap_core.figures_shift import separation_compare, shift_scatter
+    from repmap_core.projection import joint_project, sample_rows
+
+    res = states["shift.result"]
+    base, ft, ds = res["base"], res["finetuned"], res["dataset"]
+    s = Section("shift", VIEWS["shift"].title)
+    gain = {r.layer: f.probe_cv_acc - r.probe_cv_acc for r, f in zip(res["rows"]["base"], res["rows"]["finetuned"])}
+    top = max(gain, key=gain.get)
+    s.metrics({"Rows": f"{base.n:,}", "Largest probe gain at layer": top, "Gain there": f"{gain[top]:+.3f}",
+               "Gain at the last layer": f"{gain[base.layer_list[-1]]:+.3f}"})
+    s.figure(separation_compare(res["rows"]["base"], res["rows"]["finetuned"]), "separation before and after")
+    layer = settings.get("shift.layer", base.layer_list[-1])
+    layer = layer if layer in base.layers else base.layer_list[-1]
+    idx = sample_rows(base.labels, REPORT_POINTS, 0)
+    before_xy, after_xy = joint_project([np.asarray(base[layer])[idx], np.asarray(ft[layer])[idx]], "pca", 0)
+    s.figure(shift_scatter(before_xy, after_xy, base.labels[idx], [ds.texts[i] for i in idx],
+                           arrows=int(settings.get("shift.arrows", 300)),
+                           title=f"Layer {layer}: open = before, filled = after (PCA of both)"), f"shift at layer {layer}")
+    s.table(pd.DataFrame([{"layer": r.layer, "probe cv acc before": r.probe_cv_acc, "after": f.probe_cv_acc,
+                           "gain": f.probe_cv_acc - r.probe_cv_acc}
+                          for r, f in zip(res["rows"]["base"], res["rows"]["finetuned"])]).set_index("layer"),
+            "Probe accuracy (cross-validated) before and after finetuning")
+    if res.get("in_sample"):
+        s.text("These are the rows the model was finetuned on: part of the separation is memorisation.")
+    _shift_manifests(s, res)
+    return s
+
+
+def _within(states: dict, settings: dict) -> Section:
+    from repmap_core.experiments import within_table
+    from repmap_core.figures_shift import live_fit
+
+    done = states["within.result"]
+    res = done["result"]
+    s = Section("within", VIEWS["within"].title)
+    s.metrics({"sign(λ̃·δ) accuracy": f"{res.delta_projection_accuracy:.3f}",
+               "sign((λ̃−μ)·δ) accuracy": f"{res.delta_projection_accuracy_centered:.3f}",
+               "Held-out R²": f"{res.fit['r2_test']:.3f}",
+               "cos(δ, class-mean difference)": f"{res.delta_cosine['finetuned_mean_difference']:.3f}"})
+    if done.get("points"):
+        s.figure(live_fit(done["points"]), "gradient-descent fit")
+    table_no = "2" if res.fit_labels == "weak" else "1"
+    s.table(pd.DataFrame(within_table(res)).set_index("representation"),
+            f"Table {table_no}: linear probe accuracy, layer {done['layer']}")
+    s.settings("Fit", dict(res.fit, layer=done["layer"], labels=res.fit_labels, n_train=res.n_train, n_test=res.n_test,
+                           delta_cosine=res.delta_cosine))
+    if "shift.result" in states:
+        _shift_manifests(s, states["shift.result"])
+    return s
+
+
+def _across(states: dict, settings: dict) -> Section:
+    from repmap_core.figures_across import (METRIC_NAMES, best_matches, fit_curve, per_dim_error, side_by_side,
+                                            similarity_heatmap, transfer_table)
+    from repmap_core.projection import project, sample_rows
+    from repmap_core.similarity import layer_similarity
+
+    res = states["across.result"]
+    src, tgt, dataset = res["source"], res["target"], res["dataset"]
+    s = Section("across", VIEWS["across"].title)
+    same = src.manifest["key"] == tgt.manifest["key"]
+    names = (_short(src.manifest["model"]), _short(tgt.manifest["model"]))
+    metric = settings.get("across.metric", "linear_cka")
+    sims = res.get("sims") or {}
+    sim = sims.get(metric) or sims.get("linear_cka") or layer_similarity(src.layers, tgt.layers, "linear_cka")
+    best = best_matches(sim, exclude_same_layer=same)
+    s.metrics({"Rows": f"{src.n:,}", "Source": f"{names[0]} ({src.d} wide)", "Target": f"{names[1]} ({tgt.d} wide)",
+               "Similarity": METRIC_NAMES.get(sim.metric, sim.metric)})
+    s.figure(similarity_heatmap(sim, names[0], names[1], exclude_same_layer=same), "layer similarity")
+    s.text("Best match per source layer: " + ", ".join(f"{a}→{b}" for a, b in best.items()))
+    ls = states.get("across.layer_s", src.layer_list[-1])
+    lt = states.get("across.layer_t", tgt.layer_list[-1])
+    ls = ls if ls in src.layers else src.layer_list[-1]
+    lt = lt if lt in tgt.layers else tgt.layer_list[-1]
+    idx = sample_rows(src.labels, REPORT_POINTS, 0)
+    coords = [project(np.asarray(a[L])[idx], "pca", 0) for a, L in ((src, ls), (tgt, lt))]
+    s.figure(side_by_side(coords[0], coords[1], src.labels[idx], [dataset.texts[i] for i in idx],
+                          titles=(f"{names[0]} layer {ls} (PCA)", f"{names[1]} layer {lt} (PCA)")), "side by side")
+    s.settings("Request", res["request"])
+    s.settings("Source activations", activation_manifest(src.manifest, src.layer_list))
+    s.settings("Target activations", activation_manifest(tgt.manifest, tgt.layer_list))
+    fit = states.get("across.fit")
+    if fit is not None:
+        r, m = fit["result"], fit["result"].map
+        fs, ft_ = fit["layers"]
+        metrics = {"Map": f"{m['method']}: layer {fs} → layer {ft_}", "R² train": f"{m['r2_train']:.3f}",
+                   "R² test": f"{m['r2_test']:.3f}", "Mean cosine (test)": f"{m['mean_cosine']:.3f}",
+                   "Retrieval top-1 (test)": f"{m['retrieval_top1']:.3f}",
+                   "Probe on source (test)": f"{r.probe['source']['test']:.3f}",
+                   "Probe on target (test)": f"{r.probe['target']['test']:.3f}"}
+        if r.transfer.get("vector") is not None:
+            metrics.update({"Transfer: vector A w": f"{r.transfer['vector']:.3f}",
+                            "Transfer: functional": f"{r.transfer['functional']:.3f}"})
+        s.metrics(metrics)
+        if fit.get("history"):
+            s.figure(fit_curve(fit["history"]), "map fit curve")
+        s.figure(per_dim_error(r.per_dim_mse), "per-dimension error")
+        if r.transfer.get("details"):
+            s.table(transfer_table(r), "The source probe carried to the target, held-out accuracy")
+        s.settings("Map (fit settings and manifest)", dict(fit["manifest"], request=fit["request"]))
+    return s
+
+
+def _steering(states: dict, settings: dict) -> Section:
+    from repmap_core.figures_steering import (LRT_PUBLISHED_TEXT, agreement_table, propensity_plot, rimsky_figures,
+                                              vector_norms, vector_table)
+
+    res = states["steer.result"]
+    sets, labels, models = res["sets"], res["labels"], res["models"]
+    s = Section("steering", VIEWS["steering"].title)
+    vecs = {labels[k]: vs.vectors for k, vs in sets.items()}
+    figs = rimsky_figures(vecs, {labels[k]: (models[k][1].d_model, models[k][1].n_layers) for k in sets})
+    s.metrics({"Models": ", ".join(labels[k] for k in sets),
+               "Questions": len(next(iter(sets.values())).dataset) // 2,
+               "Held out": len(next(iter(sets.values())).test_rows) // 2})
+    if figs.cosine_by_layer is not None:
+        s.figure(figs.cosine_by_layer, "cosine per layer")
+    elif figs.cosine_note:
+        s.text(figs.cosine_note)
+    s.figure(figs.heatmaps, "layer x layer cosines")
+    if figs.pca is not None:
+        s.figure(figs.pca, "PCA of the vectors")
+    if figs.pca_note:
+        s.text(figs.pca_note)
+    s.figure(vector_norms(vecs), "vector norms")
+    s.table(vector_table({k: vs.vectors for k, vs in sets.items()}), "The vectors per layer")
+    out = states.get("steer.sweep")
+    if out is not None:
+        curve = out["curve"]
+        s.figure(propensity_plot({out["label"]: curve}, f"{out['label']}, layer {curve.layer}: propensity on "
+                                 f"{curve.n_questions} held-out questions"), "propensity sweep")
+        s.table(agreement_table(curve), "Propensity and agreement per multiplier")
+        s.table(out["preview"], "Generations, plain and steered")
+    tr = states.get("steer.transfer")
+    if tr is not None:
+        req, cmp = tr["request"], tr["comparison"]
+        s.figure(propensity_plot(tr["curves"], f"B layer {req['target']}: native vs A layer {req['source']}'s vector, "
+                                               f"carried ({req['method']})"), "transferred vector")
+        s.metrics({"Pearson r": f"{cmp['pearson_r']:.3f}", "MSE": f"{cmp['mse']:.3g}",
+                   "Cosine native vs carried": f"{tr['cosine']:.3f}",
+                   "Map R² (held-out rows)": "–" if tr["r2"] is None else f"{tr['r2']:.3f}"})
+        s.text(f"Published beside: {LRT_PUBLISHED_TEXT}.")
+        s.settings("Transfer", {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in req.items()})
+    s.settings("Request", res["request"])
+    for k, vs in sets.items():
+        s.settings(f"Vectors {labels[k]}", dict(activation_manifest(vs.manifest), vector_layers=sorted(vs.vectors),
+                                                revision=models[k][0].revision))
+    return s
+
+
+def _finetune(states: dict, settings: dict) -> Section:
+    made = states["finetune.weak"]
+    s = Section("finetune", VIEWS["finetune"].title)
+    s.metrics({"Agreement with the true labels": f"{made['agreement']:.3f}", "Rows": f"{made['rows']:,}",
+               "Labelled 1 by the weak model": f"{made['ones']:,}"})
+    s.settings("Weak-label data set", made)
+    return s
+
+
+SECTIONS: dict[str, Callable[[dict, dict], Section]] = {
+    "explorer": _explorer, "shift": _shift, "within": _within, "across": _across, "steering": _steering,
+    "finetune": _finetune}
+
+
+# ------------------------------------------------------------------------------- HTML
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:1200px;padding:0 1rem;color:#222}
+h1{margin-bottom:.2rem} h2{border-bottom:2px solid #00798c;padding-bottom:.2rem;margin-top:2.5rem}
+.meta{color:#555} .metrics{display:flex;flex-wrap:wrap;gap:1.5rem;margin:1rem 0}
+.metric{min-width:9rem} .metric .label{font-size:.85rem;color:#555} .metric .value{font-size:1.5rem}
+.figure{width:100%;min-height:320px;margin:1rem 0}
+table.dataframe{border-collapse:collapse;font-size:.85rem;margin:.5rem 0 1rem}
+table.dataframe th,table.dataframe td{border:1px solid #ddd;padding:.25rem .5rem;text-align:right}
+table.dataframe th{background:#f3f6f7} caption{caption-side:top;text-align:left;font-weight:600;padding:.3rem 0}
+details{margin:.4rem 0} pre{background:#f6f8fa;padding:.6rem;overflow-x:auto;font-size:.8rem}
+"""
+
+
+def _figure_json(fig: go.Figure) -> dict:
+    from repmap_core.exports import portable
+
+    spec = json.loads(pio.to_json(portable(fig), validate=False))
+    for trace in spec.get("data", []):
+        if trace.get("type") == "scattergl":  # SVG in a report: no WebGL context limit, prints, draws headless
+            trace["type"] = "scatter"
+    return {"data": spec.get("data", []), "layout": spec.get("layout", {})}
+
+
+def _json_for_script(value: Any) -> str:
+    """JSON safe inside <script>: no "</script>" or "<!--" can close or confuse the tag."""
+    return json.dumps(value, allow_nan=False, default=str).replace("<", "\\u003c").replace(">", "\\u003e").replace(
+        "&", "\\u0026")
+
+
+def _table_html(frame: pd.DataFrame, caption: str) -> str:
+    frame = frame.copy()
+    for col in frame.columns:
+        if pd.api.types.is_float_dtype(frame[col]):
+            frame[col] = frame[col].map(lambda x: "" if pd.isna(x) else f"{x:.3f}")
+    body = frame.to_html(escape=True, border=0, index=frame.index.name is not None or not isinstance(frame.index, pd.RangeIndex))
+    if caption:
+        body = body.replace(">", f"><caption>{html.escape(caption)}</caption>", 1) if body.startswith("<table") else body
+    return body
+
+
+def _settings_html(name: str, values: dict) -> str:
+    text = json.dumps(values, indent=2, sort_keys=True, default=_jsonable, ensure_ascii=False)
+    return f"<details open><summary>{html.escape(name)}</summary><pre>{html.escape(text, quote=False)}</pre></details>"
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, (np.integer, np.floating, np.bool_)):
+        return x.item()
+    return str(x)
+
+
+def plotly_js() -> str:
+    """plotly.js, minified, as bundled with the plotly package (the same version that made the figures)."""
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs()
+
+
+def render_html(sections: list[Section], meta: dict, title: str = "repmap report") -> str:
+    """The page for `sections`: plotly.js once, then each section; figures drawn on load."""
+    figures, parts = [], []
+    for sec in sections:
+        parts.append(f'<section id="view-{sec.view}"><h2>{html.escape(sec.title)}</h2>')
+        for kind, value in sec.blocks:
+            if kind == "metrics":
+                cells = "".join(f'<div class="metric"><div class="label">{html.escape(str(k))}</div>'
+                                f'<div class="value">{html.escape(_fmt(v))}</div></div>' for k, v in value.items())
+                parts.append(f'<div class="metrics">{cells}</div>')
+            elif kind == "figure":
+                fig, name = value
+                fig_id = f"figure-{len(figures)}"
+                figures.append(dict(_figure_json(fig), id=fig_id))
+                parts.append(f'<div class="figure plot" id="{fig_id}" data-name="{html.escape(name)}"></div>')
+            elif kind == "table":
+                parts.append(_table_html(*value))
+            elif kind == "text":
+                parts.append(f"<p>{html.escape(value)}</p>")
+            elif kind == "settings":
+                parts.append(_settings_html(*value))
+        parts.append("</section>")
+    head_meta = (f"repmap {html.escape(str(meta.get('repmap', __version__)))} · report made "
+                 f"{html.escape(meta.get('report_created', ''))}"
+                 + (f" · from a session bundle made {html.escape(str(meta['created']))}" if meta.get("created") else "")
+                 + (f" · data sets subsampled to at most {int(meta['max_rows']):,} rows (seed {meta.get('seed', 0)})"
+                    if meta.get("max_rows") else ""))
+    draw = ("window.addEventListener('load',function(){var figs=JSON.parse(document.getElementById('repmap-figures')"
+            ".textContent);figs.forEach(function(f){Plotly.newPlot(f.id,f.data,f.layout,"
+            "{responsive:true,displaylogo:false});});});")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"generator\" content=\"repmap {html.escape(__version__)}\">"
+            f"<title>{html.escape(title)}</title><style>{CSS}</style>"
+            f"<script type=\"text/javascript\">{plotly_js()}</script></head><body>"
+            f"<h1>{html.escape(title)}</h1><p class=\"meta\">{head_meta}</p>"
+            f"<p class=\"meta\">Views: {html.escape(', '.join(s.title for s in sections))}. "
+            f"{len(figures)} figures; every number below was computed from the stored activations and fits.</p>"
+            + "".join(parts)
+            + f"<script type=\"application/json\" id=\"repmap-figures\">{_json_for_script(figures)}</script>"
+            + f"<script type=\"text/javascript\">{draw}</script></body></html>")
+
+
+def build_sections(states: dict, settings: dict | None = None, views: list[str] | None = None) -> list[Section]:
+    """One `Section` per chosen view that has its state (all such views when `views` is None)."""
+    settings = settings or {}
+    views = views if views is not None else list(VIEWS)
+    unknown = [v for v in views if v not in SECTIONS]
+    if unknown:
+        raise RepmapError(f"Unknown view '{unknown[0]}'; the views are {', '.join(SECTIONS)}.")
+    chosen = [v for v in views if states.get(VIEWS[v].required) is not None]
+    if not chosen:
+        raise RepmapError("None of the chosen views has a result to report; run a view first (or pick others).")
+    return [SECTIONS[v](states, settings) for v in chosen]
+
+
+def build_report(states: dict, settings: dict | None = None, views: list[str] | None = None, *,
+                 meta: dict | None = None, title: str = "repmap report") -> str:
+    """The HTML page (a str) for the chosen `views` of `states` (session key -> state)."""
+    meta = dict(meta or {}, report_created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    return render_html(build_sections(states, settings, views), meta, title)
+
+
+def report_from_bundle(bundle: Bundle, views: list[str] | None = None, title: str = "repmap report") -> str:
+    """The report of a loaded bundle's views (all of them when `views` is None)."""
+    return build_report(bundle.states, bundle.settings, views if views is not None else bundle.views,
+                        meta=bundle.meta, title=title)

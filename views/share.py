@@ -1,0 +1,126 @@
+"""Share: export the results behind the views as one bundle file (or an HTML report), and import
+a bundle made elsewhere, so the views show it here without any model or recomputation."""
+from __future__ import annotations
+
+import streamlit as st
+
+from repmap_core import __version__
+from repmap_core.bundle import VIEWS, available_views, bundle_bytes, collect, estimate_bytes, load_bundle
+from repmap_core.errors import RepmapError
+from repmap_core.report import build_report
+from repmap_ui.common import show_error
+
+PAGES = {"explorer": "views/layer_explorer.py", "shift": "views/shift.py", "within": "views/within_fit.py",
+         "across": "views/across.py", "steering": "views/steering.py", "finetune": "views/finetune.py"}
+
+st.title("Share")
+st.caption("One file with the activations, fits and settings behind the views (a zip of JSON and safetensors, never "
+           "pickle): open it on another machine, with no GPU, no models and no network, and the views come back as "
+           "they are here. Or a single HTML page with their figures, tables and settings.")
+
+
+def human(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{max(size / 1e3, 0.1):.1f} kB"
+
+
+def title(view: str) -> str:
+    return VIEWS[view].title
+
+
+def signature(views: list[str], max_rows: int | None, seed: int, states: dict) -> tuple:
+    # a new result is a new object: a prepared file is stale once any chosen state is replaced
+    return tuple(views), max_rows, seed, tuple((k, id(v)) for k, v in states.items())
+
+
+def export_section() -> None:
+    st.header("Export")
+    available = available_views(st.session_state)
+    if not available:
+        st.info("Nothing to share yet: compute something on a view first, or import a bundle below.")
+        return
+    views = st.multiselect("Views to include", available, default=available, key="share.views", format_func=title)
+    c1, c2, c3 = st.columns(3)
+    max_rows = int(c1.number_input("Max rows per data set (0 = all)", min_value=0, value=0, step=500, key="share.max_rows",
+                                   help="keep a seeded sample of each data set (both classes in proportion); its "
+                                        "activations follow the same rows. Scores already computed stay as they are."))
+    seed = int(c2.number_input("Seed of the sample", min_value=0, value=0, key="share.seed"))
+    if not views:
+        st.info("Pick at least one view to include.")
+        return
+    states, settings = collect(st.session_state, views)
+    try:
+        size = estimate_bytes(states, max_rows=max_rows or None, seed=seed)
+    except RepmapError as e:
+        show_error(e)
+        return
+    c3.metric("Size before compression", human(size), help="arrays and texts; the zip is usually somewhat smaller")
+    sig = signature(views, max_rows or None, seed, states)
+    b1, b2 = st.columns(2)
+    try:
+        if b1.button("Make the bundle", key="share.prepare", type="primary"):
+            with st.spinner(f"Packing {', '.join(map(title, views))}"):
+                data = bundle_bytes(states, settings, views=views, max_rows=max_rows or None, seed=seed)
+            st.session_state["share.prepared"] = {"data": data, "signature": sig}
+        if b2.button("Make the report", key="share.report"):
+            with st.spinner("Drawing the figures"):
+                page = build_report(states, settings, views, meta={"repmap": __version__})
+            st.session_state["share.report_html"] = {"data": page.encode("utf-8"), "signature": sig}
+    except RepmapError as e:
+        show_error(e)
+    prepared = st.session_state.get("share.prepared")
+    if prepared and prepared["signature"] == sig:
+        b1.download_button(f"Download the bundle ({human(len(prepared['data']))})", prepared["data"],
+                           "repmap_session.zip", "application/zip", key="share.download", icon=":material/download:")
+    report = st.session_state.get("share.report_html")
+    if report and report["signature"] == sig:
+        b2.download_button(f"Download report.html ({human(len(report['data']))})", report["data"], "report.html",
+                           "text/html", key="share.download_report", icon=":material/download:")
+
+
+def apply_bundle(bundle) -> list[str]:
+    """Put the bundle's states and settings into this session; return the views that now show them."""
+    touched = [name for name, v in VIEWS.items() if any(k in bundle.states for k in v.states)]
+    for name in touched:  # a view is replaced whole: no stale fit beside new activations
+        for key in VIEWS[name].states + VIEWS[name].settings:
+            st.session_state.pop(key, None)
+    st.session_state.update(bundle.states)
+    st.session_state.update(bundle.settings)
+    for key in ("share.prepared", "share.report_html"):
+        st.session_state.pop(key, None)
+    return [v for v in VIEWS if bundle.states.get(VIEWS[v].required) is not None]
+
+
+def import_section() -> None:
+    st.header("Import")
+    uploaded = st.file_uploader("A bundle (.zip) exported from repmap", key="share.upload",
+                                help="Its views replace the same views in this session; the others stay.")
+    if uploaded is not None and st.session_state.get("share.imported_file") != uploaded.file_id:
+        try:
+            limit_mb = int(st.get_option("server.maxUploadSize"))
+            if uploaded.size > limit_mb * 1024 * 1024:
+                raise RepmapError(f"'{uploaded.name}' is {uploaded.size / 1024 / 1024:.1f} MB, over this server's upload "
+                                  f"limit of {limit_mb} MB; export it with fewer rows or load it with the CLI.")
+            bundle = load_bundle(uploaded.getvalue())  # everything is checked before the session is touched
+            if not bundle.states:
+                raise RepmapError(f"'{uploaded.name}' holds no view to show.")
+        except RepmapError as e:
+            show_error(e)  # nothing in the session was changed
+        else:
+            shown = apply_bundle(bundle)
+            st.session_state["share.imported_file"] = uploaded.file_id
+            st.session_state["share.imported"] = {"name": uploaded.name, "views": shown, "meta": bundle.meta}
+    done = st.session_state.get("share.imported")
+    if done:
+        made = f", made {done['meta']['created']}" if done["meta"].get("created") else ""
+        sample = (f"; data sets were sampled to at most {done['meta']['max_rows']:,} rows"
+                  if done["meta"].get("max_rows") else "")
+        st.success(f"Imported {done['name']} (repmap {done['meta'].get('repmap')}{made}{sample}). These pages now show "
+                   f"its results, without loading a model: {', '.join(map(title, done['views']))}.",
+                   icon=":material/check_circle:")
+        cols = st.columns(max(len(done["views"]), 1))
+        for col, view in zip(cols, done["views"]):
+            col.page_link(PAGES[view], label=title(view), icon=":material/open_in_new:")
+
+
+export_section()
+import_section()
