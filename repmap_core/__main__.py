@@ -113,7 +113,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", default="all", help="comma-separated block indices or all")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds")
     p.add_argument("--test-frac", type=float, default=0.2)
+    _add_share_parsers(sub)
+    _add_preset_parsers(sub)
     return parser
+
+
+def _add_preset_parsers(sub) -> None:
+    p = sub.add_parser("preset", help="reproduce a paper's experiment: list the presets, or run one (full or --scaled)")
+    psub = p.add_subparsers(dest="preset_command", required=True)
+    q = psub.add_parser("list", help="every preset: what it reproduces, what it needs, whether it can run here")
+    q.add_argument("--json", action="store_true")
+    q = psub.add_parser("run", help="run a preset; the full version is refused in one sentence when its checks fail")
+    q.add_argument("name", help="a preset name from `preset list`")
+    q.add_argument("--scaled", action="store_true", help="the scaled-down version: embedded MiniLM on built-in data")
+    q.add_argument("--json", action="store_true")
+
+
+def cmd_preset(args: argparse.Namespace) -> dict:
+    from repmap_core.presets import PRESETS, check, get_preset, needs, run
+
+    if args.preset_command == "list":
+        return {"presets": [{"name": p.name, "title": p.title, "reproduces": p.reproduces, "needs": needs(p),
+                             "problems": check(p), "scaled": {"needs": needs(p, scaled=True), "problems": check(p, scaled=True)},
+                             "published": p.published} for p in PRESETS.values()]}
+    return run(get_preset(args.name), scaled=args.scaled, progress=_progress(False)).as_dict()
+
+
+def _add_share_parsers(sub) -> None:
+    p = sub.add_parser("report", help="one self-contained HTML page (figures, tables, settings) from a session bundle")
+    p.add_argument("--bundle", required=True, help="a bundle .zip exported from the app's Share page (or `bundle --out`)")
+    p.add_argument("--out", required=True, help="the HTML file to write")
+    p.add_argument("--views", default=None, help="comma-separated views (explorer,shift,within,across,steering,finetune); default: all in the bundle")
+    p.add_argument("--title", default="repmap report")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p = sub.add_parser("bundle", help="describe a session bundle; with --out, write a copy with fewer views or rows")
+    p.add_argument("--bundle", required=True, help="a bundle .zip")
+    p.add_argument("--out", default=None, help="write a copy here (with --views and/or --max-rows)")
+    p.add_argument("--views", default=None, help="comma-separated views to keep")
+    p.add_argument("--max-rows", type=int, default=None, help="keep at most N rows per data set (seeded, classes in proportion)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
 def _progress(quiet: bool) -> Callable[[float, str], None]:
@@ -316,6 +355,51 @@ def cmd_recipe(args: argparse.Namespace) -> dict:
                           method=args.method or "gd", progress=_progress(False))
 
 
+def _views_arg(value: str | None) -> list[str] | None:
+    return None if not value else [v.strip() for v in value.split(",") if v.strip()]
+
+
+def cmd_report(args: argparse.Namespace) -> dict:
+    from repmap_core.bundle import load_bundle
+    from repmap_core.report import report_from_bundle
+
+    bundle = load_bundle(args.bundle)
+    views = _views_arg(args.views)
+    missing = [v for v in views or [] if v not in bundle.views]
+    if missing:
+        raise RepmapError(f"The bundle holds no '{missing[0]}' view; it holds {', '.join(bundle.views) or 'none'}.")
+    page = report_from_bundle(bundle, views, title=args.title)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, out)  # never a half-written report
+    return {"report": str(out), "views": views or bundle.views, "figures": page.count('class="figure plot"'),
+            "bytes": out.stat().st_size}
+
+
+def cmd_bundle(args: argparse.Namespace) -> dict:
+    from repmap_core.bundle import VIEWS, collect, load_bundle, save_bundle
+
+    bundle = load_bundle(args.bundle)
+    views = _views_arg(args.views) or bundle.views
+    missing = [v for v in views if v not in bundle.views]
+    if missing:
+        raise RepmapError(f"The bundle holds no '{missing[0]}' view; it holds {', '.join(bundle.views) or 'none'}.")
+    out = {"bundle": str(args.bundle), "views": views, "meta": bundle.meta,
+           "states": sorted(bundle.states), "settings": bundle.settings}
+    for name in views:
+        for key in VIEWS[name].states:
+            state = bundle.states.get(key)
+            if isinstance(state, dict) and "dataset" in state:
+                out.setdefault("rows", {})[key] = len(state["dataset"])
+    if args.out:
+        states, settings = collect(dict(bundle.states, **bundle.settings), views)
+        written = save_bundle(args.out, states, settings, views=views, max_rows=args.max_rows, seed=args.seed)
+        out["written"] = {"path": str(written), "bytes": written.stat().st_size}
+    return out
+
+
 def _print_human(result: dict) -> None:
     if isinstance(result.get("layers"), list) and result["layers"] and isinstance(result["layers"][0], dict):
         print(f"{result['model']} on {result['dataset']['spec']} ({result['dataset']['rows']} rows, {result['position']})")
@@ -329,6 +413,8 @@ def _print_human(result: dict) -> None:
 
 COMMANDS = {"extract": cmd_extract, "layers": cmd_layers, "within": cmd_within, "between": cmd_between,
             "finetune": cmd_finetune, "recipe": cmd_recipe, "steering-vectors": cmd_steering_vectors}
+COMMANDS.update({"report": cmd_report, "bundle": cmd_bundle})
+COMMANDS["preset"] = cmd_preset
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,6 +26,7 @@ def app(shared_cache, monkeypatch) -> AppTest:
     # one cache for the module, so the default view is computed once and reopened after
     monkeypatch.setenv("REPMAP_CACHE", str(shared_cache))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at.switch_page("views/layer_explorer.py")  # opened by name: Home is the default page
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at

@@ -24,7 +24,7 @@ def test_layer_explorer_draws_charts(chromium_path, app_url, tmp_path):
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page_errors: list[str] = []
             page.on("pageerror", lambda e: page_errors.append(str(e)))
-            page.goto(app_url, wait_until="domcontentloaded", timeout=60_000)
+            page.goto(f"{app_url}/layer_explorer", wait_until="domcontentloaded", timeout=60_000)  # Home is "/"
 
             charts = page.locator('[data-testid="stPlotlyChart"]')
             # both charts present and drawn: the separation curve and the per-layer grid with scatter points

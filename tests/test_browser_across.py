@@ -29,11 +29,7 @@ def test_across_models_draws_the_heatmap_and_a_fit(chromium_path, app_url, tmp_p
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page_errors: list[str] = []
             page.on("pageerror", lambda e: page_errors.append(str(e)))
-            page.goto(app_url, wait_until="domcontentloaded", timeout=60_000)
-
-            link = page.locator('[data-testid="stSidebarNav"] a').filter(has_text="Across models")
-            expect(link).to_have_count(1, timeout=60_000)
-            link.click()
+            page.goto(f"{app_url}/across", wait_until="domcontentloaded", timeout=60_000)  # Home is "/"
             expect(page.get_by_role("heading", name="Across models")).to_be_visible(timeout=60_000)
             # both pickers default to the embedded MiniLM, the data to builtin:sentiment
             for name, value in (("Source model (available locally)", "sentence-transformers/all-MiniLM-L6-v2"),

@@ -31,11 +31,7 @@ def test_steering_draws_rimsky_plots_and_says_why_an_encoder_is_not_steered(chro
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page_errors: list[str] = []
             page.on("pageerror", lambda e: page_errors.append(str(e)))
-            page.goto(app_url, wait_until="domcontentloaded", timeout=60_000)
-
-            link = page.locator('[data-testid="stSidebarNav"] a').filter(has_text="Steering")
-            expect(link).to_have_count(1, timeout=60_000)
-            link.click()
+            page.goto(f"{app_url}/steering", wait_until="domcontentloaded", timeout=60_000)  # Home is "/"
             expect(page.get_by_role("heading", name="Steering", exact=True)).to_be_visible(timeout=60_000)
             for name, value in (("Model A (available locally)", MINILM), ("Model B, optional (available locally)", "(none)"),
                                 ("Data set", "builtin:behaviour_ab")):

@@ -90,7 +90,7 @@ def test_job_cancel_stops_work_that_checks_the_event():
 @pytest.fixture
 def page() -> AppTest:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    at.switch_page("views/finetune.py").run()  # straight to this page: the explorer computes nothing
+    at.switch_page("views/finetune.py").run()  # straight to this page, not Home (the default)
     assert not at.exception and [t.value for t in at.title] == ["Finetune"]
     return at
 
@@ -133,7 +133,7 @@ def test_finetune_runs_in_background_then_shows_metrics_and_lists_the_model(page
     assert 0.0 <= float(metrics["Validation accuracy"]) <= 1.0 and float(metrics["Validation loss"]) > 0
     assert metrics["Epochs"] == "1" and metrics["Early stop"] == "no"
     assert "now listed in every model picker" in page.success[0].value
-    path = page.code[0].value
+    path = page.main.code[0].value
     assert Path(path, "repmap_finetune.json").exists()
     assert [m.path for m in list_finetuned()] == [path] and list_finetuned()[0].base_model == str(tiny_gpt2)
     assert list(page.dataframe[0].value["path"]) == [path]
@@ -179,7 +179,7 @@ def test_weak_labels_make_a_data_set_that_loads(page, tiny_gpt2, tmp_path):
     page.text_input(key="weak.data_other").set_value(f"file:{data}")
     page.button(key=WEAK).click().run()
     assert not page.exception and not page.error
-    spec = page.code[-1].value
+    spec = page.main.code[-1].value
     assert spec.startswith("file:") and any("any data picker" in c.value for c in page.main.caption)
     made, original = load_dataset(spec), load_dataset(f"file:{data}")
     assert made.texts == original.texts

@@ -31,9 +31,8 @@ def shared(tmp_path_factory, tiny_models):
 @pytest.fixture
 def app(shared, monkeypatch) -> AppTest:
     monkeypatch.setenv("REPMAP_CACHE", str(shared["cache"]))
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
-    at.run()
-    return at
+    # each test opens its page by name (Home is the default page)
+    return AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
 
 
 def charts(at):

@@ -1,0 +1,55 @@
+"""Home: what repmap is, where it runs (device, cache, hub), and a link with a thumbnail to each view."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from repmap_core import store
+from repmap_ui.common import _environment
+
+ROOT = Path(__file__).resolve().parents[1]
+THUMBNAILS = ROOT / "docs" / "thumbnails"
+
+INTRO = (
+    "repmap shows how a language model lays out a concept across its layers, as projections, probes and separation scores. "
+    "It measures how finetuning moves that layout, and whether one affine map with a task direction explains the move. "
+    "It fits linear maps between models and layers and carries probes and steering vectors across them, as in the papers it reproduces."
+)
+
+# (page file, title, icon, one line): the thumbnail is docs/thumbnails/<stem>.png (docs/make_thumbnails.py)
+VIEWS = [
+    ("views/layer_explorer.py", "Layer explorer", ":material/stacked_line_chart:",
+     "Where a concept separates: per-layer projections, probe accuracy and separation."),
+    ("views/shift.py", "Finetuning shift", ":material/moving:", "Base vs finetuned activations on shared axes."),
+    ("views/within_fit.py", "Within-model fit", ":material/functions:", "λ̃ ≈ Aλ + b + yδ and Gao et al.'s Table 1."),
+    ("views/finetune.py", "Finetune", ":material/model_training:", "Finetune a model with a linear head, here."),
+    ("views/across.py", "Across models", ":material/compare_arrows:", "Maps between models or layers; probes carried across."),
+    ("views/steering.py", "Steering", ":material/explore:", "CAA vectors per layer, their cosines, steering and transfer."),
+    ("views/share.py", "Share", ":material/share:", "A session bundle or an HTML report of what you found."),
+    ("views/presets.py", "Reproduce the papers", ":material/science:", "The papers' experiments, full or scaled down."),
+    ("views/cache.py", "Cache", ":material/storage:", "What has been computed, and deleting it."),
+]
+
+
+def thumbnail(page: str) -> Path:
+    return THUMBNAILS / f"{Path(page).stem}.png"
+
+
+st.title("repmap")
+st.markdown(INTRO)
+
+env = _environment()
+c1, c2, c3 = st.columns(3)
+c1.markdown(f"**Device** · {env['device']}")
+c2.markdown("**Hub** · offline: local and embedded models only" if env["offline"] else "**Hub** · online")
+c3.markdown(f"**Cache** · {store.cache_size_bytes() / 1e6:.1f} MB in `{store.cache_root()}`")
+
+views = [v for v in VIEWS if (ROOT / v[0]).exists()]
+for start in range(0, len(views), 3):
+    for col, (page, title, icon, line) in zip(st.columns(3), views[start:start + 3]):
+        with col.container(border=True):
+            if thumbnail(page).exists():
+                st.image(str(thumbnail(page)), width="stretch")
+            st.page_link(page, label=title, icon=icon)
+            st.caption(line)

@@ -1,0 +1,72 @@
+"""Reproduce the papers: one card per published experiment, checked before it starts, with a
+scaled-down version that runs here (embedded MiniLM on built-in data)."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from repmap_core.errors import RepmapError
+from repmap_core.presets import PRESETS, SCALED_LABEL, check, needs, run
+from repmap_ui.common import show_error
+
+st.title("Reproduce the papers")
+st.caption("Each card is one published experiment. The full version needs the paper's models and data (checked here "
+           "before anything starts); the scaled-down version follows the same protocol on the embedded MiniLM and "
+           "built-in data in tens of seconds: its numbers are **not comparable in value** with the paper's.")
+
+
+@st.cache_data(show_spinner=False, ttl=60)
+def _checks(name: str) -> tuple[list[str], list[str]]:
+    preset = PRESETS[name]
+    return check(preset), check(preset, scaled=True)
+
+
+def _fmt(x) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, float):
+        return f"{x:.3f}"
+    return str(x)
+
+
+def results_table(rows: list[dict]) -> pd.DataFrame:
+    """Published vs this run, as text: the columns mix numbers, ranges and notes."""
+    return pd.DataFrame([{"quantity": r["quantity"], "published": _fmt(r["published"]), "this run": _fmt(r["this run"])}
+                         for r in rows])
+
+
+for name, preset in PRESETS.items():
+    problems, scaled_problems = _checks(name)
+    with st.container(border=True, key=f"presets.card.{name}"):
+        st.subheader(preset.title)
+        st.markdown(preset.reproduces)
+        full, small = needs(preset), needs(preset, scaled=True)
+        c1, c2 = st.columns(2)
+        c1.markdown(f"**Full** · {'; '.join(full['models'])} · `{full['data']}`  \n"
+                    f"memory ≈ {full['memory_gb']} GB · time {full['time']} on {full['device']}",
+                    help=f"Memory: {full['memory_basis']}. Time: {full['time_basis']}.")
+        c2.markdown(f"**Scaled down** · {'; '.join(small['models'])} · `{small['data']}`  \n"
+                    f"memory ≈ {small['memory_gb']} GB · time {small['time']}", help=f"Time: {small['time_basis']}.")
+        if problems:
+            c1.warning("\n".join(f"- {p}" for p in problems), icon=":material/block:")
+        else:
+            c1.success("Checks passed: the models, data and memory are here.", icon=":material/check_circle:")
+        if scaled_problems:
+            c2.warning("\n".join(f"- {p}" for p in scaled_problems), icon=":material/block:")
+        b1, b2 = st.columns(2)
+        go_full = b1.button("Run", key=f"presets.run.{name}", disabled=bool(problems),
+                            help=problems[0] if problems else "Run the paper's full setup here.")
+        go_scaled = b2.button("Run scaled-down here", key=f"presets.run_scaled.{name}", disabled=bool(scaled_problems),
+                              type="primary", help=SCALED_LABEL)
+        if go_full or go_scaled:
+            bar = st.progress(0.0, text="Starting")
+            try:
+                result = run(preset, scaled=go_scaled, progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m))
+                st.session_state[f"presets.result.{name}"] = result.as_dict()
+            except RepmapError as e:
+                show_error(e)
+            bar.empty()
+        done = st.session_state.get(f"presets.result.{name}")
+        if done:
+            st.caption(f"**{done['label']}** · {done['seconds']:.0f} s")
+            st.dataframe(results_table(done["table"]), hide_index=True, key=f"presets.table.{name}")
