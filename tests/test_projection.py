@@ -78,8 +78,8 @@ def cached_files(cache_dir: Path) -> list[Path]:
 # PCA
 
 
-@pytest.mark.parametrize("n,d,solver", [(300, 20, "full"), (600, 700, "randomized")])
-def test_pca_recovers_planted_plane(monkeypatch, n, d, solver):
+@pytest.mark.parametrize("n,d,k,solver", [(300, 20, 2, "full"), (600, 700, 2, "arpack"), (600, 700, 50, "randomized")])
+def test_pca_recovers_planted_plane(monkeypatch, n, d, k, solver):
     used = []
     real_pca = sklearn.decomposition.PCA
 
@@ -89,9 +89,10 @@ def test_pca_recovers_planted_plane(monkeypatch, n, d, solver):
 
     monkeypatch.setattr(sklearn.decomposition, "PCA", spy_pca)
     X, u, v = planted_plane(n, d)
-    scores = pca(X, seed=0)
+    scores = pca(X, k, seed=0)
     assert used == [solver]
-    assert scores.shape == (n, 2) and scores.dtype == np.float32
+    assert scores.shape == (n, k) and scores.dtype == np.float32
+    scores = scores[:, :2]  # the planted plane is the top two components
     assert np.all(np.isfinite(scores))
 
     Xc = X - X.mean(0)
