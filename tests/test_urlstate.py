@@ -247,3 +247,106 @@ def test_a_link_to_what_is_already_shown_is_not_recomputed():
     other = dict(same, limit=61)
     assert not_shown(other, shown) == other
     assert not_shown(same, None) == same and not_shown(None, shown) is None
+
+
+# --------------------------------------------------------------------------- view and fit options of the other pages
+
+
+def link_notices(at) -> list[str]:
+    return [w.value for w in at.warning if w.value.startswith("The link's")]
+
+
+def test_finetuning_shift_link_sets_the_view_options(tiny_gpt2, tmp_path, page_cache, monkeypatch):
+    import shutil
+
+    other = shutil.copytree(tiny_gpt2, tmp_path / "also-gpt2")
+    request = {"base": str(tiny_gpt2), "finetuned": str(other), "limit": "40", "layers": "0,-1", "position": "mean"}
+    params = dict(request, layer="0", axes="pca_base", points="300", lines="50", grid="2")
+    at = open_page("views/shift.py", page_cache, monkeypatch, params)
+    assert not at.error and not link_notices(at), [e.value for e in at.error]
+    assert at.selectbox(key="shift.layer").value == 0 and at.segmented_control(key="shift.method").value == "pca_base"
+    assert at.number_input(key="shift.max_points").value == 300 and at.number_input(key="shift.arrows").value == 50
+    assert at.multiselect(key="shift.grid_layers").value == [2]
+    assert at.query_params == params
+
+    at = open_page("views/shift.py", page_cache, monkeypatch, dict(params, layer="1"))  # layer 1 was not computed
+    assert link_notices(at) == ["The link's layer='1' names layer 1, not among those computed (0 to 2), so 2 is used "
+                                "instead."]
+    assert at.selectbox(key="shift.layer").value == 2
+    at.number_input(key="shift.arrows").set_value(10).run()
+    assert not at.exception and not at.error
+    assert dict(at.query_params) == {k: v for k, v in dict(params, lines="10").items() if k != "layer"}
+
+
+def test_within_fit_link_seeds_the_form_and_runs_a_closed_form_fit(tiny_gpt2, tmp_path, page_cache, monkeypatch):
+    import shutil
+
+    other = shutil.copytree(tiny_gpt2, tmp_path / "also-gpt2")
+    request = {"base": str(tiny_gpt2), "finetuned": str(other), "limit": "40", "layers": "0,-1", "position": "mean"}
+    params = dict(request, layer="0", alpha="0.5", test="0.3")
+    at = open_page("views/within_fit.py", page_cache, monkeypatch, params)
+    assert not at.error and not link_notices(at), [e.value for e in at.error]
+    assert at.selectbox(key="within.layer").value == 0 and at.number_input(key="within.alpha").value == 0.5
+    assert at.slider(key="within.test_frac").value == 0.3
+    assert at.session_state["within.result"]["options"]["layer"] == 0  # closed form: fitted on opening the link
+    assert at.query_params == params
+
+    at.number_input(key="within.alpha").set_value(1.0)
+    at.button(key="FormSubmitter:within.fit-Fit").click().run()
+    assert not at.exception and not at.error
+    assert at.query_params == dict(params, alpha="1")
+
+    gd = dict(request, method="gd", steps="50", test="0.9")  # gradient descent: seeded, not run; test out of range
+    at = open_page("views/within_fit.py", page_cache, monkeypatch, gd)
+    assert link_notices(at) == ["The link's test='0.9' is outside 0.1 to 0.5, so the default 0.2 is used instead."]
+    assert at.selectbox(key="within.method").value == "gd" and at.number_input(key="within.steps").value == 50
+    assert at.slider(key="within.test_frac").value == 0.2
+    assert "within.result" not in at.session_state
+    assert any("press Fit" in c.value for c in at.caption)
+    assert at.query_params == {k: v for k, v in gd.items() if k != "test"}
+
+
+def test_across_link_seeds_the_fit_form(tiny_gpt2, page_cache, monkeypatch):
+    params = {"source": str(tiny_gpt2), "target": str(tiny_gpt2), "data": "builtin:sentiment", "limit": "40",
+              "metric": "svcca", "ls": "0", "lt": "2", "map": "lowrank", "rank": "4", "seed": "2", "test": "0.3",
+              "alpha": "0.5"}
+    at = open_page("views/across.py", page_cache, monkeypatch, params)
+    assert not at.error and not link_notices(at), [e.value for e in at.error]
+    assert at.selectbox(key="across.method").value == "lowrank" and at.number_input(key="across.rank").value == 4
+    assert at.number_input(key="across.seed").value == 2 and at.number_input(key="across.test_frac").value == 0.3
+    assert at.text_input(key="across.alpha").value == "0.5"
+    assert at.session_state["across.fit"] is None  # seeded, fitted when Fit is pressed
+    assert at.query_params == params
+
+    at.number_input(key="across.rank").set_value(5)
+    at.button(key="FormSubmitter:across.fit_form-Fit").click().run()
+    assert not at.exception and not at.error
+    assert at.session_state["across.fit"] is not None
+    assert at.query_params == dict(params, rank="5")
+
+    at = open_page("views/across.py", page_cache, monkeypatch, dict(params, alpha="-1"))
+    assert link_notices(at) == ["The link's alpha='-1' is not 'auto' or a positive number, so the default 'auto' is "
+                                "used instead."]
+    assert at.text_input(key="across.alpha").value == "auto"
+    assert "alpha" not in at.query_params
+
+
+def test_steering_link_sets_the_sweep_and_transfer_layers(tiny_gpt2, page_cache, monkeypatch):
+    params = {"a": str(tiny_gpt2), "b": str(tiny_gpt2), "limit": "40", "layers": "1,2", "vector": "pca_diff",
+              "test": "0.25", "la": "1", "lt": "1"}
+    at = open_page("views/steering.py", page_cache, monkeypatch, params)
+    assert not at.error and not link_notices(at), [e.value for e in at.error]
+    assert at.selectbox(key="steer.layer.A").value == 1  # the middle layer, 2, is the default
+    assert at.selectbox(key="steer.layer_s").value == 2 and at.selectbox(key="steer.layer_t").value == 1
+    assert at.query_params == params
+
+    at.selectbox(key="steer.layer.A").set_value(2)
+    at.button(key="FormSubmitter:steer.sweep_form-Sweep").click().run()
+    assert not at.exception and not at.error
+    assert at.session_state["steer.sweep"]["curve"].layer == 2
+    assert at.query_params == {k: v for k, v in params.items() if k != "la"}
+
+    at = open_page("views/steering.py", page_cache, monkeypatch, dict(params, la="0"))  # no vector at layer 0
+    assert link_notices(at) == ["The link's la='0' names layer 0, not among those computed (1 to 2), so 2 is used "
+                                "instead."]
+    assert at.selectbox(key="steer.layer.A").value == 2

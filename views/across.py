@@ -23,7 +23,7 @@ from repmap_ui import exports
 from repmap_ui.common import model_loader, show_error
 from repmap_ui import urlstate
 from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker, seed_data_picker, seed_model_picker
-from repmap_ui.urlstate import Choice, Int, Text
+from repmap_ui.urlstate import Choice, Float, Int, Text
 
 st.title("Across models")
 st.caption("Two models (or one model twice) on the same texts: how alike each pair of layers is, the two chosen "
@@ -39,6 +39,11 @@ METHOD_HELP = {"lstsq": "least squares", "ridge": "ridge", "gd": "gradient desce
 URL_REQUEST = [Text("source", ""), Text("target", ""), Text("data", ""),
                Choice("position", "auto", ("auto", "last", "mean", "answer")), Int("limit", 2000, lo=0)]
 URL_VIEW = [Choice("metric", "linear_cka", tuple(METRIC_NAMES)), Int("ls", -1, lo=0), Int("lt", -1, lo=0)]
+# the fit form's options: seeded into the form by a link, fitted when Fit is pressed
+URL_FIT = [Choice("map", "ridge", tuple(MAP_METHODS)), Text("alpha", "auto"), Int("rank", 8, lo=1),
+           Int("steps", 500, lo=10), Float("test", 0.2, lo=0.05, hi=0.9), Int("seed", 0, lo=0)]
+FIT_WIDGETS = {"map": "across.method", "alpha": "across.alpha", "rank": "across.rank", "steps": "across.steps",
+               "test": "across.test_frac", "seed": "across.seed"}
 
 
 def short(name: str) -> str:
@@ -47,16 +52,25 @@ def short(name: str) -> str:
 
 def from_link() -> tuple[dict | None, dict]:
     """The request and view choices of a link this page did not write itself, seeded into the widgets."""
-    if not urlstate.is_link("across", URL_REQUEST + URL_VIEW):
+    if not urlstate.is_link("across", URL_REQUEST + URL_VIEW + URL_FIT):
         return None, {}
-    url, notices = urlstate.read(URL_REQUEST + URL_VIEW)
+    url, notices = urlstate.read(URL_REQUEST + URL_VIEW + URL_FIT)
+    if url["alpha"].lower() != "auto":
+        try:
+            ok = float(url["alpha"]) > 0
+        except ValueError:
+            ok = False
+        if not ok:
+            notices.append(urlstate.notice("alpha", url["alpha"], "is not 'auto' or a positive number", "auto"))
+            url["alpha"] = "auto"
     urlstate.show_notices(notices)
     for side in ("source", "target"):
         if url[side]:
             seed_model_picker(f"across.{side}", url[side])
     if url["data"]:
         seed_data_picker("across", url["data"])
-    urlstate.seed(url, {"position": "across.position", "limit": "across.limit", "metric": "across.metric"})
+    urlstate.seed(url, {"position": "across.position", "limit": "across.limit", "metric": "across.metric",
+                        **FIT_WIDGETS})
     return (url if url["source"] and url["target"] and url["data"] else None), url
 
 
@@ -283,6 +297,7 @@ if st.session_state["across.selected"]:
 st.header("Fit a map")
 try:
     fit_req = fit_form()
+    urlstate.write("across", URL_FIT, {k: st.session_state[w] for k, w in FIT_WIDGETS.items()})
     if fit_req is not None:
         st.session_state["across.fit"] = fit(result, (layer_s, layer_t), fit_req)
 except RepmapError as e:

@@ -8,12 +8,40 @@ from repmap_core.errors import RepmapError
 from repmap_core.figures import METHOD_NAMES
 from repmap_core.figures_shift import separation_compare, shift_grid, shift_scatter
 from repmap_core.projection import joint_project, sample_rows
-from repmap_ui import exports
+from repmap_ui import exports, urlstate
 from repmap_ui.shift import shift_selection
+from repmap_ui.urlstate import Choice, Int, IntList
 
 st.title("Finetuning shift")
 st.caption("How finetuning moved the representation space (Gao, Sun, Jiao): the same rows before and after on "
            "shared axes, where each point went, and at which layers the classes pulled apart.")
+
+AXES = ("pca", "pca_base", "tsne", "umap")
+# the view's choices in the URL; -1 and () stand for the page's own default (the last layer, four spread layers)
+URL_VIEW = [Int("layer", -1, lo=0), Choice("axes", "pca", AXES), Int("points", 2000, lo=100), Int("lines", 300, lo=0),
+            IntList("grid", ())]
+URL_WIDGETS = {"layer": "shift.layer", "axes": "shift.method", "points": "shift.max_points", "lines": "shift.arrows",
+               "grid": "shift.grid_layers"}
+
+
+def grid_default(layers: list[int]) -> list[int]:
+    return sorted({layers[round(i * (len(layers) - 1) / 3)] for i in range(4)})
+
+
+def from_link(layers: list[int]) -> None:
+    """Seed the view's widgets from a link this page did not write itself; a bad value falls back with one sentence."""
+    if not urlstate.is_link("shift", URL_VIEW):
+        return
+    url, notices = urlstate.read(URL_VIEW)
+    for key, fallback in (("layer", layers[-1]), ("grid", tuple(grid_default(layers)))):
+        if url[key] in (-1, ()):
+            url[key] = fallback
+        else:
+            url[key], note = urlstate.layers_among(key, url[key], layers, fallback)
+            notices += [note] if note else []
+    urlstate.show_notices(notices)
+    urlstate.seed(url, URL_WIDGETS)
+
 
 result = shift_selection("shift")
 if result is None:
@@ -34,13 +62,16 @@ top = max(gain, key=gain.get)
 st.caption(f"Finetuning raised the probe's cross-validated accuracy most at layer {top} "
            f"({gain[top]:+.3f}); at the last layer by {gain[layers[-1]]:+.3f}.")
 
+from_link(layers)
 c1, c2, c3, c4 = st.columns([1, 2, 1, 1])
 layer = c1.selectbox("Layer", layers, index=len(layers) - 1, key="shift.layer")
-method = c2.segmented_control("Axes", ["pca", "pca_base", "tsne", "umap"], default="pca", key="shift.method",
+method = c2.segmented_control("Axes", list(AXES), default="pca", key="shift.method",
                               format_func=lambda m: {"pca": "PCA of both", "pca_base": "PCA of base"}.get(m, METHOD_NAMES.get(m, m)))
 method = method or "pca"
 max_points = c3.number_input("Max points", min_value=100, value=2000, step=500, key="shift.max_points")
 arrows = c4.number_input("Lines", min_value=0, value=300, step=100, key="shift.arrows")
+urlstate.write("shift", URL_VIEW, {"layer": -1 if layer == layers[-1] else layer, "axes": method,
+                                   "points": int(max_points), "lines": int(arrows)})
 rows = sample_rows(base.labels, int(max_points), 0)
 texts = [ds.texts[i] for i in rows]
 try:
@@ -60,8 +91,9 @@ try:
     st.caption(f"Mean move at layer {layer}: {moved.mean():.3g} (activation norm {np.linalg.norm(base[layer][rows], axis=1).mean():.3g}).")
 
     st.subheader("Several layers side by side")
-    default = sorted({layers[round(i * (len(layers) - 1) / 3)] for i in range(4)})
+    default = grid_default(layers)
     grid_layers = st.multiselect("Layers", layers, default=default, key="shift.grid_layers")
+    urlstate.write("shift", URL_VIEW, {"grid": () if grid_layers == default else tuple(grid_layers)})
     if grid_layers:
         with st.spinner(f"{len(grid_layers)} layers"):
             grid = {L: coords_for(L) for L in grid_layers}

@@ -38,6 +38,10 @@ URL_REQUEST = [Text("a", ""), Text("b", ""), Text("data", "builtin:behaviour_ab"
                Choice("vector", "mean_diff", ("mean_diff", "pca_diff")), Float("test", 0.3, lo=0.05, hi=0.9),
                Int("limit", 400, lo=0)]
 URL_NAMES = {"a": "A", "b": "B", "data": "data", "layers": "layers", "vector": "method", "test": "test_frac", "limit": "limit"}
+# the sweep's layer per model and the transfer's layer pair; -1 stands for the page's default, the middle layer
+URL_LAYERS = [Int("la", -1, lo=0), Int("lb", -1, lo=0), Int("ls", -1, lo=0), Int("lt", -1, lo=0)]
+LAYER_WIDGETS = {"la": ("A", "steer.layer.A"), "lb": ("B", "steer.layer.B"), "ls": ("A", "steer.layer_s"),
+                 "lt": ("B", "steer.layer_t")}
 
 
 def short(name: str) -> str:
@@ -57,6 +61,34 @@ def from_link() -> dict | None:
     urlstate.seed({URL_NAMES[k]: v for k, v in url.items()},
                   {k: f"steer.{k}" for k in ("layers", "method", "test_frac", "limit")})
     return {URL_NAMES[k]: v for k, v in url.items()} | {"B": url["b"] or None} if url["a"] else None
+
+
+def middle(vs) -> int:
+    return sorted(vs.vectors)[len(vs.vectors) // 2]
+
+
+def layers_from_link(result: dict) -> None:
+    """Seed the sweep and transfer layers from a link this page did not write itself (once the vectors exist);
+    a layer without a vector falls back to the middle layer with one sentence."""
+    if not urlstate.is_link("steer", URL_LAYERS):
+        return
+    url, notices = urlstate.read(URL_LAYERS)
+    for key, (side, widget) in LAYER_WIDGETS.items():
+        if url[key] >= 0 and side in result["sets"]:
+            vs = result["sets"][side]
+            st.session_state[widget], note = urlstate.layers_among(key, url[key], sorted(vs.vectors), middle(vs))
+            notices += [note] if note else []
+    urlstate.show_notices(notices)
+
+
+def write_layers(result: dict) -> None:
+    """The sweep and transfer layers in the URL: those that are not the middle layer."""
+    values = {}
+    for key, (side, widget) in LAYER_WIDGETS.items():
+        layer = st.session_state.get(widget)
+        shown = side in result["sets"] and layer is not None
+        values[key] = layer if shown and layer != middle(result["sets"][side]) else -1
+    urlstate.write("steer", URL_LAYERS, values)
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)
@@ -283,7 +315,9 @@ if result is None:
             "of A/B questions, then Compute vectors.")
     st.stop()
 urlstate.write("steer", URL_REQUEST, {k: result["request"][name] or "" for k, name in URL_NAMES.items()})
+layers_from_link(result)
 comparison(result)
 steering(result)
 if "B" in result["sets"]:
     transfer_section(result)
+write_layers(result)

@@ -11,11 +11,40 @@ from repmap_core.experiments import GAO_DELTA_ACCURACY, GAO_TABLE1, within_model
 from repmap_core.figures_shift import live_fit
 from repmap_core.finetune import list_finetuned, weak_labels
 from repmap_core.exports import within_export
-from repmap_ui import exports
+from repmap_ui import exports, urlstate
 from repmap_ui.shift import shift_selection
+from repmap_ui.urlstate import Choice, Float, Int, Text
 
 st.title("Within-model fit")
 st.caption("Fit λ̃ ≈ Aλ + b + y·δ (Gao, Sun, Jiao §3) on training rows; score δ and linear probes on held-out rows.")
+
+GROUND_TRUTH = "ground truth"
+# the fit form's options in the URL; layer -1 stands for the last layer
+URL_FIT = [Int("layer", -1, lo=0), Choice("method", "lstsq", ("lstsq", "gd")), Float("alpha", 0.0, lo=0.0),
+           Int("steps", 2000, lo=10), Float("test", 0.2, lo=0.1, hi=0.5), Text("labels", GROUND_TRUTH)]
+URL_WIDGETS = {"layer": "within.layer", "method": "within.method", "alpha": "within.alpha", "steps": "within.steps",
+               "test": "within.test_frac", "labels": "within.labels"}
+
+
+def from_link(layers: list[int], labels: list[str]) -> dict | None:
+    """The fit options of a link this page did not write itself, seeded into the form; None without one.
+    A bad value falls back to its default with one sentence."""
+    if not urlstate.is_link("within", URL_FIT):
+        return None
+    url, notices = urlstate.read(URL_FIT)
+    if url["layer"] == -1:
+        url["layer"] = layers[-1]
+    else:
+        url["layer"], note = urlstate.layers_among("layer", url["layer"], layers, layers[-1])
+        notices += [note] if note else []
+    if url["labels"] not in labels:
+        notices.append(urlstate.notice("labels", url["labels"], "is not a finetuned model listed on this server",
+                                       GROUND_TRUTH))
+        url["labels"] = GROUND_TRUTH
+    urlstate.show_notices(notices)
+    urlstate.seed(url, URL_WIDGETS)
+    return url
+
 
 result = shift_selection("within")
 if result is None:
@@ -23,6 +52,10 @@ if result is None:
     st.stop()
 base, ft, ds = result["base"], result["finetuned"], result["dataset"]
 
+weak_options = [GROUND_TRUTH] + [m.path for m in list_finetuned() if m.path != result["request"]["finetuned"]]
+linked = from_link(base.layer_list, weak_options)
+if linked is not None and (st.session_state.get("within.result") or {}).get("options") == linked:
+    linked = None  # this fit is already shown
 with st.form("within.fit"):
     c1, c2, c3, c4, c5 = st.columns(5)
     layer = c1.selectbox("Layer", base.layer_list, index=len(base.layer_list) - 1, key="within.layer")
@@ -31,16 +64,24 @@ with st.form("within.fit"):
     alpha = c3.number_input("Ridge α (closed form)", min_value=0.0, value=0.0, key="within.alpha")
     steps = c4.number_input("GD steps (at most)", min_value=10, value=2000, step=500, key="within.steps")
     test_frac = c5.slider("Held-out fraction", 0.1, 0.5, 0.2, 0.05, key="within.test_frac")
-    weak_options = ["ground truth"] + [m.path for m in list_finetuned() if m.path != result["request"]["finetuned"]]
     weak_names = {m.path: f"weak labels from finetuned {m.base_model.split('/')[-1]} on {m.dataset}" for m in list_finetuned()}
     labels_from = st.selectbox("Labels used to fit δ (Table 1: ground truth; Table 2: a weak model's)", weak_options,
                                key="within.labels", format_func=lambda k: weak_names.get(k, k))
     go = st.form_submit_button("Fit", type="primary")
+options = {"layer": layer, "method": method, "alpha": float(alpha), "steps": int(steps), "test": float(test_frac),
+           "labels": labels_from}
+urlstate.write("within", URL_FIT, dict(options, layer=-1 if layer == base.layer_list[-1] else layer))
+if linked is not None and not go:
+    if method == "lstsq" and labels_from == GROUND_TRUTH:
+        go = True  # a closed-form fit takes a moment: the link's fit is run
+    else:
+        st.caption("The link's fit options are set in the form above; press Fit to run them "
+                   "(gradient descent and weak labels take a while, so a link does not start them).")
 
 if go:
     try:
         fit_labels = None
-        if labels_from != "ground truth":
+        if labels_from != GROUND_TRUTH:
             with st.spinner("Labelling the rows with the weak model"):
                 fit_labels = weak_labels(labels_from, ds).labels
         chart, table = st.empty(), st.empty()
@@ -63,7 +104,8 @@ if go:
         arrays = within_export(fitted.A_, fitted.b_, fitted.delta_, res, base.manifest, ft.manifest, layer,
                                {"method": method, "alpha": float(alpha), "max_steps": int(steps),
                                 "test_frac": float(test_frac), "labels_from": labels_from})
-        st.session_state["within.result"] = {"result": res, "layer": layer, "points": points, "arrays": arrays}
+        st.session_state["within.result"] = {"result": res, "layer": layer, "points": points, "arrays": arrays,
+                                             "options": options}
     except RepmapError as e:
         st.error(str(e), icon=":material/error:")
 
