@@ -31,7 +31,7 @@ def local_models() -> dict[str, str]:
 
 
 @st.cache_data(show_spinner=False, ttl=300)
-def _environment() -> dict:
+def environment() -> dict:
     import torch
 
     if torch.cuda.is_available():
@@ -43,7 +43,7 @@ def _environment() -> dict:
 
 def sidebar_status() -> None:
     """Device, hub and cache status; drawn after the page so the cache size includes its work."""
-    env = _environment()
+    env = environment()
     root = store.cache_root()
     copy_link_box()
     with st.sidebar:

@@ -6,7 +6,7 @@ from pathlib import Path
 import streamlit as st
 
 from repmap_core import store
-from repmap_ui.common import _environment
+from repmap_ui.common import environment
 
 ROOT = Path(__file__).resolve().parents[1]
 THUMBNAILS = ROOT / "docs" / "thumbnails"
@@ -39,7 +39,7 @@ def thumbnail(page: str) -> Path:
 st.title("repmap")
 st.markdown(INTRO)
 
-env = _environment()
+env = environment()
 c1, c2, c3 = st.columns(3)
 c1.markdown(f"**Device** · {env['device']}")
 c2.markdown("**Hub** · offline: local and embedded models only" if env["offline"] else "**Hub** · online")
