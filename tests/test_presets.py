@@ -94,6 +94,10 @@ def test_scaled_within_presets_fill_table_one_beside_the_paper(name, cache):
     assert all(r["this run"] >= 0.5 for r in probes if r["quantity"].endswith("train"))
     assert math.isfinite(_numbers(result)["fit R² (held out)"])
     assert result.raw["within"]["fit_labels"] == ("weak" if key == "table2" else "ground truth")
+    if name == "gao-table1-amazon":  # the paper's finding, in miniature: the modelled activations carry the label
+        n = _numbers(result)
+        assert n["probe accuracy, modelled λ̂ = Aλ+b+yδ, test"] > n["probe accuracy, base λ, test"] + 0.1
+        assert n["sign(λ̃·δ) accuracy"] > 0.65 and result.raw["finetune"]["metrics"]["val_acc"] > 0.6
     json.dumps(result.as_dict(), allow_nan=False)
 
 
