@@ -173,7 +173,7 @@ for _p in (
                    "file:datasets/caa/sycophancy.jsonl", 1000, 150, params={"layers": "all"}),
         # the chat model's stand-in: MiniLM finetuned on builtin:sentiment (a finetuned variant of the base)
         scaled=Setup((ModelNeed(_EMB, "extract"), ModelNeed(_EMB, "finetune")), "builtin:behaviour_ab", 120, 150,
-                     120, 1, params={"layers": "all", "chat_finetune_data": "builtin:sentiment", "finetune_limit": 240,
+                     240, 3, params={"layers": "all", "chat_finetune_data": "builtin:sentiment", "finetune_limit": 240,
                                      "limit": 120, "finetune": _SCALED_FT}),
         published=RIMSKY_PUBLISHED, scaled_seconds="~15–40 s"),
     Preset(
