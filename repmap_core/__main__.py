@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", required=True, help="target activations of the same rows (n, d_t)")
     p.add_argument("--labels", required=True, help="labels (n,), 0/1 or -1/+1")
     p.add_argument("--pair-ids", default=None)
-    p.add_argument("--method", default="lstsq", choices=["lstsq", "ridge", "gd", "procrustes", "lowrank", "mlp"])
+    p.add_argument("--method", default="lstsq", choices=["lstsq", "ridge", "gd", "procrustes", "lowrank", "updown", "mlp"])
     p.add_argument("--rank", type=int, default=32, help="rank for --method lowrank")
     p.add_argument("--test-frac", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
@@ -278,8 +278,9 @@ def cmd_between(args: argparse.Namespace) -> dict:
     out.pop("per_dim_mse")
     if args.save:
         if not hasattr(fitted, "A_"):
-            raise RepmapError(f"A {args.method} map has no matrix to save; use lstsq, ridge, gd, procrustes or lowrank.")
-        out["saved"] = str(save_arrays(args.save, A=fitted.A_, b=fitted.b_))
+            raise RepmapError(f"A {args.method} map has no matrix to save; use lstsq, ridge, gd, procrustes, lowrank or updown.")
+        down = {"D": fitted.down_.A_, "d": fitted.down_.b_} if hasattr(fitted, "down_") else {}  # the up/down pair's down map
+        out["saved"] = str(save_arrays(args.save, A=fitted.A_, b=fitted.b_, **down))
     return out
 
 

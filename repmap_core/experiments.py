@@ -227,7 +227,8 @@ def between_models(source: np.ndarray, target: np.ndarray, labels: np.ndarray, *
     details = {}
     mu_t = target[tr].mean(0)
     if hasattr(fitted, "A_"):
-        reverse = LeastSquaresMap().fit(target[tr], source[tr])
+        # an up/down pair brings its own down map; otherwise one is fitted target -> source
+        reverse = getattr(fitted, "down_", None) or LeastSquaresMap().fit(target[tr], source[tr])
         pca = PCASubspaceMap(pca_components).fit(source[tr], target[tr])
         ways = {"vector": (fitted, "vector", None), "functional": (fitted, "functional", None),
                 "functional_reverse": (fitted, "functional_reverse", reverse),
@@ -247,7 +248,10 @@ def between_models(source: np.ndarray, target: np.ndarray, labels: np.ndarray, *
     result = BetweenResult(
         map={"method": method, "r2_train": r2_score(target[tr], fitted.transform(source[tr])), "r2_test": metrics.r2,
              "mean_cosine": metrics.mean_cosine, "retrieval_top1": metrics.retrieval_top1,
-             "seconds": float(getattr(fitted, "seconds_", 0.0))},
+             "seconds": float(getattr(fitted, "seconds_", 0.0)),
+             **({"round_trip_error_test": fitted.round_trip_error(source[te]),
+                 "down_r2_test": r2_score(source[te], fitted.inverse_transform(target[te]))}
+                if hasattr(fitted, "round_trip_error") else {})},
         probe={"source": probe_s_scores, "target": probe_t_scores},
         transfer=dict(headline, details=details),
         similarity={"linear_cka": linear_cka(source[tr], target[tr])},

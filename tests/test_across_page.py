@@ -208,6 +208,17 @@ def test_gradient_descent_fit_streams_its_curve_and_ends_with_the_same_panels(pa
     assert float(metrics(page)["Transfer: vector A w"]) >= 0.0
 
 
+def test_up_down_pair_shows_its_down_map_and_round_trip(page, models):
+    compute(page, models[32], models[48])
+    fit(page, "updown", steps=200, seed=0)
+    assert [s.value for s in page.subheader] == ["up/down pair, round-trip loss (LRT, stitching): source layer 2 → target layer 2"]
+    m = page.session_state["across.fit"]["result"].map
+    assert m["method"] == "updown" and 0.0 <= m["round_trip_error_test"] < 1.0 and np.isfinite(m["down_r2_test"])
+    caption = next(c.value for c in page.caption if c.value.startswith("Down map target → source"))
+    assert f"relative error {m['round_trip_error_test']:.3f}" in caption
+    assert page.session_state["across.fit"]["A"].shape == (48, 32)  # exported like any affine map
+
+
 BAD_FITS = [
     ("lowrank", {"rank": 40}, "The rank must be between 1 and 32 (the smaller width), not 40."),
     ("ridge", {"alpha": "lots"}, "Ridge alpha must be 'auto' or a positive number, not 'lots'."),

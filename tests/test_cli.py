@@ -295,3 +295,24 @@ def test_recipes_rimsky_and_lrt_on_tiny_causal_models(tiny_gpt2, tiny_models, ca
     assert out["map"]["with_bias"] is True and set(out["comparison"]) == {"pearson_r", "mse"}
     assert out["native"]["mean"][1] == out["transferred"]["mean"][1]  # no steering at 0: the same model, the same gaps
     assert out["published"]["lrt_pearson_r_range"] == [0.73, 0.98]
+
+
+def test_between_updown_reports_the_round_trip_and_saves_both_maps(tmp_path, cache_dir):
+    """`--method updown`: the round-trip error and down map's R² in the JSON, A, b, D, d in the file."""
+    from safetensors.numpy import load_file
+
+    rng = np.random.default_rng(3)
+    S = rng.normal(size=(600, 8)).astype(np.float32)
+    T = (S @ rng.normal(size=(8, 12)) + 0.05 * rng.normal(size=(600, 12))).astype(np.float32)
+    y = (S[:, 0] > 0).astype(np.int64)
+    for name, arr in (("s.npy", S), ("t.npy", T), ("y.npy", y)):
+        np.save(tmp_path / name, arr, allow_pickle=False)
+    proc = run_cli("between", "--source", str(tmp_path / "s.npy"), "--target", str(tmp_path / "t.npy"),
+                   "--labels", str(tmp_path / "y.npy"), "--method", "updown", "--save", str(tmp_path / "m.safetensors"),
+                   "--json", cache=cache_dir)
+    assert proc.returncode == 0, proc.stderr
+    out = one_json_object(proc.stdout)
+    assert out["map"]["method"] == "updown" and out["map"]["r2_test"] > 0.99
+    assert out["map"]["round_trip_error_test"] < 0.01 and out["map"]["down_r2_test"] > 0.99
+    saved = load_file(tmp_path / "m.safetensors")
+    assert set(saved) == {"A", "b", "D", "d"} and saved["D"].shape == (8, 12)

@@ -239,3 +239,64 @@ def test_gd_with_a_held_out_share_keeps_the_best_parameters():
     watched = GDMap(lr=3e-2, max_steps=3000, patience=50, val_frac=0.2).fit(S, T)
     assert watched.score(Snew, Snew @ M) > plain.score(Snew, Snew @ M) + 5  # measured: -1.3 vs -15
     assert watched.n_steps_ < plain.n_steps_
+
+
+# ---------------------------------------------------------------------------------------------
+# the up/down pair with the round-trip loss (LRT, stitching)
+
+def _cos(a, b) -> float:
+    a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_updown_recovers_a_planted_map_and_its_inverse():
+    from repmap_core.maps import UpDownMap
+
+    rng = np.random.default_rng(0)
+    n, d_s, d_t = 3000, 16, 24
+    M = rng.normal(size=(d_t, d_s))  # full column rank: down can undo up exactly
+    b = rng.normal(size=d_t)
+    S = (rng.normal(size=(n, d_s)) * rng.uniform(0.5, 3, d_s)).astype(np.float32)
+    T = (S @ M.T + b + 0.01 * rng.normal(size=(n, d_t))).astype(np.float32)
+    m = UpDownMap().fit(S, T)
+    assert m.A_.shape == (d_t, d_s) and m.down_.A_.shape == (d_s, d_t)
+    assert _cos(m.A_, M) > 0.999 and np.abs(m.b_ - b).max() < 0.05
+    assert _cos(m.down_.A_ @ M, np.eye(d_s)) > 0.999  # down ∘ up = identity on the source space
+    assert m.round_trip_error_ < 1e-3 and m.score(S, T) > 0.999
+    assert np.abs(m.inverse_transform(T) - S).max() < 0.1
+
+
+def test_round_trip_loss_makes_down_undo_up_where_separate_fits_do_not():
+    """With noisy targets each least-squares map shrinks towards the mean, so down(up(s)) lands
+    short of s; the round-trip term fixes that at a small cost in each direction's fit."""
+    from repmap_core.maps import LeastSquaresMap, UpDownMap
+
+    rng = np.random.default_rng(1)
+    n, d_s, d_t = 4000, 12, 20
+    M = rng.normal(size=(d_t, d_s))
+    S = rng.normal(size=(n, d_s)).astype(np.float32)
+    T = (S @ M.T + 2.0 * rng.normal(size=(n, d_t))).astype(np.float32)
+    tr, te = slice(0, 3000), slice(3000, None)
+    up, down = LeastSquaresMap().fit(S[tr], T[tr]), LeastSquaresMap().fit(T[tr], S[tr])
+    separate = float(((down.transform(up.transform(S[te])) - S[te]) ** 2).sum() / ((S[te] - S[te].mean(0)) ** 2).sum())
+    joint = UpDownMap(round_trip=1.0, max_steps=1500).fit(S[tr], T[tr])
+    no_tie = UpDownMap(round_trip=0.0, max_steps=1500).fit(S[tr], T[tr])
+    assert no_tie.round_trip_error(S[te]) == pytest.approx(separate, rel=0.05)  # λ = 0: two separate fits
+    assert joint.round_trip_error(S[te]) < 0.5 * separate
+    assert joint.score(S[te], T[te]) > up.score(S[te], T[te]) - 0.05  # up still fits the target
+
+
+def test_updown_is_a_map_method_and_its_down_map_carries_probes_back():
+    from repmap_core.maps import MAP_METHODS, make_map, transfer_direction
+
+    assert "updown" in MAP_METHODS
+    rng = np.random.default_rng(2)
+    S = rng.normal(size=(1500, 10)).astype(np.float32)
+    M = rng.normal(size=(14, 10))
+    T = (S @ M.T).astype(np.float32)
+    m = make_map("updown", seed=0).fit(S, T)
+    w = rng.normal(size=10)
+    w_t = transfer_direction(w, m, "functional_reverse", reverse=m.down_)  # Dᵀ w scores t as w scores s
+    assert np.corrcoef(T @ w_t, S @ w)[0, 1] > 0.999
+    with pytest.raises(RepmapError, match="round-trip weight"):
+        make_map("updown", round_trip=-1).fit(S, T)

@@ -32,7 +32,8 @@ st.session_state.setdefault("across.result", None)
 st.session_state.setdefault("across.fit", None)
 st.session_state.setdefault("across.selected", None)
 METHOD_HELP = {"lstsq": "least squares", "ridge": "ridge", "gd": "gradient descent (Gao et al.)",
-               "procrustes": "Procrustes (orthogonal)", "lowrank": "low-rank", "mlp": "MLP (non-linear)"}
+               "procrustes": "Procrustes (orthogonal)", "lowrank": "low-rank",
+               "updown": "up/down pair, round-trip loss (LRT, stitching)", "mlp": "MLP (non-linear)"}
 
 
 # the page's choices in the URL; "" and -1 stand for the page's own default
@@ -141,7 +142,7 @@ def map_params(method: str, alpha: str, rank: int, steps: int, seed: int) -> dic
         return {"alpha": value}
     # GD keeps the parameters best on a held-out tenth of the training rows (n ≈ d overfits otherwise)
     return {"lowrank": {"rank": rank}, "gd": {"max_steps": steps, "seed": seed, "val_frac": 0.1},
-            "mlp": {"seed": seed}}.get(method, {})
+            "updown": {"max_steps": steps, "seed": seed}, "mlp": {"seed": seed}}.get(method, {})
 
 
 def live_monitor(S, T, aset, test_frac: float, seed: int, history: list, chart):
@@ -187,7 +188,7 @@ def fit_form() -> dict | None:
                                 format_func=METHOD_HELP.get, help="ridge (alpha chosen on held-out rows) is the safe default")
         alpha = c[1].text_input("Alpha (ridge)", value="auto", key="across.alpha", help="auto: chosen on held-out rows")
         rank = c[2].number_input("Rank (low-rank)", min_value=1, value=8, key="across.rank")
-        steps = c[3].number_input("Max steps (GD)", min_value=10, value=500, step=100, key="across.steps",
+        steps = c[3].number_input("Max steps (GD, up/down)", min_value=10, value=500, step=100, key="across.steps",
                                   help="stops earlier when the loss stops improving")
         test_frac = c[4].number_input("Test fraction", min_value=0.05, max_value=0.9, value=0.2, step=0.05,
                                       key="across.test_frac")
@@ -207,6 +208,9 @@ def show_fit(fit_: dict, sim) -> None:
     c[2].metric("Mean cosine (test)", f"{m['mean_cosine']:.3f}", help="mapped vs true rows, centred on the true mean")
     c[3].metric("Retrieval top-1 (test)", f"{m['retrieval_top1']:.3f}", help="mapped row's nearest true row is its own")
     c[4].metric("Seconds", f"{m['seconds']:.2f}")
+    if "round_trip_error_test" in m:
+        st.caption(f"Down map target → source: R² test {m['down_r2_test']:.3f}. Round trip down(up(s)) vs s on held-out "
+                   f"rows: relative error {m['round_trip_error_test']:.3f} (0: down undoes up; 1: it returns the mean).")
     if m["method"] in ("lstsq", "gd") and res.n_train < 2 * fit_["A"].shape[1]:
         st.caption(f"Only {res.n_train} training rows for a {fit_['A'].shape[1]}-wide source: an unregularised map overfits; try ridge.")
     if fit_["history"]:
