@@ -204,6 +204,10 @@ def cmd_extract(args: argparse.Namespace) -> dict | None:
     if worker_info().world > 1:  # under torchrun: this rank's share, rank 0 commits and reports
         from repmap_core.data import load_dataset
 
+        if args.stream:  # refused rather than silently loading every row into each rank
+            raise RepmapError("--stream runs in one process and is not combined with torchrun yet; drop --stream "
+                              "(each rank then loads the rows) or run the streamed extraction without torchrun.")
+
         dataset = load_dataset(args.data, text_col=args.text_col, label_col=args.label_col, limit=args.limit, seed=args.seed)
         aset = distributed_extract(args.model, dataset, args.layers, args.position, max_length=args.max_length,
                                    device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,

@@ -136,3 +136,22 @@ def test_open_stream_bad_input(tmp_path):
     (tmp_path / "e.csv").write_text("text,label\n", encoding="utf-8")
     with pytest.raises(RepmapError, match="no data rows"):
         open_stream(f"file:{tmp_path / 'e.csv'}")
+
+
+def test_stream_under_torchrun_is_refused_in_one_sentence(tmp_path, cache_dir):
+    """Each rank would otherwise load every row, silently undoing what --stream promises."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"text": "good", "label": 1}\n{"text": "bad", "label": 0}\n', encoding="utf-8")
+    env = dict(os.environ, RANK="0", WORLD_SIZE="2", LOCAL_RANK="0", HF_HUB_OFFLINE="1", REPMAP_CACHE=str(cache_dir))
+    proc = subprocess.run([sys.executable, "-m", "repmap_core", "extract", "--model", "no-model-needed",
+                           "--data", f"file:{data}", "--stream", "--json"], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], env=env, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: --stream runs in one process and is not combined with torchrun yet; drop --stream (each rank then "
+        "loads the rows) or run the streamed extraction without torchrun.")
