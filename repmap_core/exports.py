@@ -32,6 +32,8 @@ from repmap_core.errors import RepmapError
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ARRAYS_FORMAT = "repmap.arrays/1"
 PNG_NEEDS_CHROMIUM = "PNG export needs Chromium (apt-get install chromium); the HTML export works without it."
+PNG_NEEDS_DRIVER = ("PNG export needs the playwright (or kaleido) Python package to drive Chromium: pip install playwright; "
+                    "the HTML export works without it.")
 DEFAULT_SIZE = (900, 560)  # px when the figure sets no width/height (plotly's own default is 700 × 500)
 _PNG_LOCK = threading.Lock()  # one headless browser at a time: a PNG is seconds, memory is shared
 
@@ -84,6 +86,13 @@ def png_available() -> bool:
     return find_chromium() is not None and (_has_module("kaleido") or _has_module("playwright"))
 
 
+def png_unavailable_reason() -> str | None:
+    """None when `figure_png` can work here, else the one sentence saying what is missing."""
+    if find_chromium() is None:
+        return PNG_NEEDS_CHROMIUM
+    return None if png_available() else PNG_NEEDS_DRIVER
+
+
 def _size(fig) -> tuple[int, int]:
     return int(fig.layout.width or DEFAULT_SIZE[0]), int(fig.layout.height or DEFAULT_SIZE[1])
 
@@ -130,8 +139,7 @@ def figure_png(fig, *, scale: float = 2, engine: str = "auto") -> bytes:
     engines = ["kaleido", "playwright"] if engine == "auto" else [engine]
     engines = [e for e in engines if _has_module(e)]
     if not engines:
-        raise RepmapError("PNG export needs the kaleido or playwright Python package with Chromium; "
-                          "the HTML export works without them.")
+        raise RepmapError(PNG_NEEDS_DRIVER)
     errors = []
     with _PNG_LOCK:
         for name in engines:

@@ -10,8 +10,8 @@ import json
 import streamlit as st
 
 from repmap_core.errors import RepmapError
-from repmap_core.exports import (PNG_NEEDS_CHROMIUM, arrays_safetensors, figure_html, figure_png, manifest_json,
-                                 png_available, safe_filename, table_csv)
+from repmap_core.exports import (arrays_safetensors, figure_html, figure_png, manifest_json,
+                                 png_available, png_unavailable_reason, safe_filename, table_csv)
 
 
 def _png_or_explain(fig):
@@ -39,7 +39,7 @@ def plot(fig, key: str, name: str, *, where=None, **kwargs):
             st.download_button("PNG image", _png_or_explain(fig), f"{stem}.png", "image/png", key=f"{key}.export_png",
                                on_click="ignore", icon=":material/image:", help="rendered by Chromium at 2× size")
         else:
-            st.caption(PNG_NEEDS_CHROMIUM)
+            st.caption(png_unavailable_reason())
     return event
 
 

@@ -78,6 +78,22 @@ def test_png_without_chromium_says_so_in_one_sentence(monkeypatch):
         figure_png(small_figure())
 
 
+
+def test_png_with_chromium_but_no_driver_names_the_missing_package(monkeypatch):
+    """A user install (requirements.txt) has no playwright or kaleido: the sentence must not blame Chromium."""
+    from repmap_core import exports
+
+    monkeypatch.setattr(exports, "find_chromium", lambda: "/usr/bin/chromium")
+    monkeypatch.setattr(exports, "_has_module", lambda name: False)
+    monkeypatch.setattr(exports, "png_available", lambda: False)
+    assert exports.png_unavailable_reason() == exports.PNG_NEEDS_DRIVER
+    assert "pip install playwright" in exports.PNG_NEEDS_DRIVER and "\n" not in exports.PNG_NEEDS_DRIVER
+    with pytest.raises(RepmapError, match="pip install playwright"):
+        figure_png(small_figure())
+    monkeypatch.setattr(exports, "find_chromium", lambda: None)
+    assert exports.png_unavailable_reason() == exports.PNG_NEEDS_CHROMIUM
+
+
 # ---------------------------------------------------------------------------------------------
 # tables
 
