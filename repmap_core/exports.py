@@ -147,7 +147,7 @@ def figure_png(fig, *, scale: float = 2, engine: str = "auto") -> bytes:
             # and Streamlit may call this from one
             with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
                 job = pool.submit(_png_kaleido, portable(fig), scale) if name == "kaleido" else \
-                    pool.submit(_png_playwright, portable(fig), scale, chromium)
+                    pool.submit(_png_playwright, fig, scale, chromium)  # figure_html makes it portable
                 try:
                     data = job.result(timeout=120)
                 except Exception as e:  # noqa: BLE001 - try the next engine, report all if none works
@@ -334,4 +334,6 @@ def steering_export(vectors: dict, activations_manifest: dict, settings: dict
         layers=layers, sites=[site_name(L) for L in layers], data=_data(activations_manifest),
         norms={str(L): vectors[L].norm for L in layers}, pairs={str(L): int(vectors[L].count) for L in layers},
         settings=settings)
-    return tensors, manifest, {"repmap": manifest_json({str(L): vectors[L].manifest() for L in layers})}
+    from repmap_core.steering import vectors_metadata
+
+    return tensors, manifest, vectors_metadata({L: vectors[L] for L in layers})

@@ -5,11 +5,10 @@
 - `fit_curve`: a map's training loss and held-out R² against the step.
 - `per_dim_error`: held-out squared error per target dimension, sorted, the worst named.
 - `transfer_table`: how a source probe scores target rows when carried each way.
-- `similarity_table`, `map_safetensors`: what the page exports (CSV, safetensors).
+- `similarity_table`: the matrix the page exports as CSV (arrays go through `exports`).
 """
 from __future__ import annotations
 
-import json
 from typing import Sequence
 
 import numpy as np
@@ -203,15 +202,6 @@ def similarity_table(sim: SimilarityMatrix) -> pd.DataFrame:
     """The matrix as a table: rows `source L`, columns `target L` (for CSV export)."""
     return pd.DataFrame(sim.values, index=[f"source {a}" for a in sim.layers_a],
                         columns=[f"target {b}" for b in sim.layers_b]).rename_axis(sim.metric)
-
-
-def map_safetensors(A: np.ndarray, b: np.ndarray, manifest: dict) -> bytes:
-    """A fitted affine map `t ≈ A s + b` (A (d_t, d_s), b (d_t,)) as safetensors bytes, the
-    manifest as JSON in the header's metadata under "manifest"."""
-    from safetensors.numpy import save
-
-    tensors = {"A": np.ascontiguousarray(A, dtype=np.float32), "b": np.ascontiguousarray(b, dtype=np.float32)}
-    return save(tensors, metadata={"manifest": json.dumps(manifest, sort_keys=True, default=str)})
 
 
 def map_manifest(source: dict, target: dict, layers: tuple[int, int], method: str, params: dict, result,

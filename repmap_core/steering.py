@@ -79,16 +79,20 @@ class SteeringVector:
                 "d_model": int(self.vector.shape[0]), "site": f"blocks.{self.layer}.hook_resid_post", **self.meta}
 
 
-def save_vectors(vectors: dict[int, SteeringVector], path: str | Path) -> Path:
-    """Write vectors (layer -> vector) to one safetensors file, manifests in its header."""
+def vectors_metadata(vectors: dict[int, SteeringVector]) -> dict[str, str]:
+    """The safetensors header entry `load_vectors` reads: each layer's vector manifest."""
     import json
 
+    return {"repmap": json.dumps({str(L): v.manifest() for L, v in vectors.items()})}
+
+
+def save_vectors(vectors: dict[int, SteeringVector], path: str | Path) -> Path:
+    """Write vectors (layer -> vector) to one safetensors file, manifests in its header."""
     from safetensors.numpy import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({f"layer_{L}": v.vector for L, v in vectors.items()}, str(path),
-              metadata={"repmap": json.dumps({str(L): v.manifest() for L, v in vectors.items()})})
+    save_file({f"layer_{L}": v.vector for L, v in vectors.items()}, str(path), metadata=vectors_metadata(vectors))
     return path
 
 
@@ -511,14 +515,6 @@ def compute_vectors(model: str, dataset: TextDataset, layers="all", *, method: s
                            trust_remote_code=trust_remote_code)
     train, test = split_pairs(aset.pair_ids, test_frac, seed)
     return VectorSet(vectors_from_activations(aset, train, method), dataset, train, test, aset.manifest)
-
-
-def vectors_bytes(vectors: dict[int, SteeringVector]) -> bytes:
-    """The safetensors file `save_vectors` writes, as bytes (for a download button)."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as folder:
-        return save_vectors(vectors, Path(folder) / "vectors.safetensors").read_bytes()
 
 
 @dataclass(frozen=True, eq=False)

@@ -3,13 +3,14 @@ streamlit server per test. Missing Chromium skips a test, or fails it when REPMA
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from repmap_core.exports import find_chromium  # noqa: F401  (the tests and docs/make_thumbnails.py use it from here)
 
 ROOT = Path(__file__).resolve().parents[1]
 HEALTH_TIMEOUT_S = 60
@@ -24,12 +25,6 @@ def require_or_skip(reason: str):
         pytest.fail(f"{reason} (REPMAP_REQUIRE_BROWSER=1, so this is a failure, not a skip)", pytrace=False)
     pytest.skip(reason)
 
-
-def find_chromium() -> str | None:
-    found = shutil.which("chromium")
-    if found:
-        return found
-    return "/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None
 
 
 def free_port() -> int:

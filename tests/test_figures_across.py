@@ -10,7 +10,7 @@ import pytest
 
 from repmap_core.experiments import TRANSFER_EXPLAINED, between_models
 from repmap_core.figures import LABEL_COLORS
-from repmap_core.figures_across import (TRANSFER_COLUMNS, best_match_cells, best_matches, fit_curve, map_manifest, map_safetensors,
+from repmap_core.figures_across import (TRANSFER_COLUMNS, best_match_cells, best_matches, fit_curve, map_manifest,
                                         per_dim_error, selected_rows, side_by_side, similarity_heatmap,
                                         similarity_table, transfer_table)
 from repmap_core.similarity import SimilarityMatrix
@@ -199,7 +199,9 @@ def test_map_safetensors_round_trips_the_map_and_its_manifest(tmp_path):
                             result, 0.2, 0)
     assert manifest["source"]["site"] == "blocks.6.hook_resid_post" and manifest["target"]["model"] == "gpt2-xl"
     assert manifest["data"]["fingerprint"] == "fp" and manifest["metrics"]["r2_test"] == result.map["r2_test"]
-    data = map_safetensors(fitted.A_, fitted.b_, manifest)
+    from repmap_core.exports import arrays_safetensors
+
+    data = arrays_safetensors({"A": fitted.A_, "b": fitted.b_}, manifest)
     arrays = load(data)
     assert arrays["A"].shape == (16, 12) and np.array_equal(arrays["A"], fitted.A_)
     assert np.array_equal(arrays["b"], fitted.b_)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from repmap_core.steering import vectors_bytes
+from repmap_core.steering import save_vectors
 from repmap_core.figures_steering import (CELL_TEXT_MAX_LAYERS, LRT_PUBLISHED_TEXT, agreement_table, cosine_by_layer,
                                           cosines_table, curves_table, layer_cosine_heatmaps, preview_table,
                                           propensity_plot, rimsky_figures, vector_norms, vector_pca_plot, vector_table,)
@@ -103,7 +103,7 @@ def test_exported_tables():
 def test_vectors_safetensors_round_trips(tmp_path):
     vecs = basis_vectors(3, 4, count=9)
     path = tmp_path / "v.safetensors"
-    path.write_bytes(vectors_bytes(vecs))
+    save_vectors(vecs, path)
     back = load_vectors(path)
     assert sorted(back) == [0, 1, 2] and np.allclose(back[2].vector, vecs[2].vector) and back[0].count == 9
 
