@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("steering-vectors", help="CAA steering vectors per layer from A/B pairs, and their layer x layer cosines")
     p.add_argument("--model", required=True)
-    p.add_argument("--data", required=True, help="A/B behaviour questions (model-written evals schema), e.g. builtin:behaviour_ab")
+    p.add_argument("--data", required=True, help="A/B behaviour questions (model-written evals schema), e.g. builtin:survival_instinct")
     p.add_argument("--layers", default="all")
     p.add_argument("--method", default="mean_diff", choices=["mean_diff", "pca_diff"])
     p.add_argument("--test-frac", type=float, default=0.3, help="pairs held out (not used for the vectors)")

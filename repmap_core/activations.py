@@ -113,7 +113,8 @@ class ActivationPlan:
     def manifest(self, layer: int, *, device: str, tokens: int, seconds: float, created: str,
                  fp32_recomputed_rows: int = 0, **extra) -> dict:
         """The manifest written with one layer's file (`created`: one time for one extraction)."""
-        return dict(self.identity, key=self.key, model_source=self.resolved.source, n_layers=self.info.n_layers,
+        quant = {"quantization": self.resolved.quantization} if self.resolved.quantization else {}
+        return dict(self.identity, key=self.key, model_source=self.resolved.source, **quant, n_layers=self.info.n_layers,
                     d_model=self.info.d_model, model_type=self.info.model_type, dataset_spec=self.dataset.name,
                     n_rows=len(self.dataset), device=device, versions=_versions(), created=created,
                     tokens=tokens, seconds=round(seconds, 3), fp32_recomputed_rows=fp32_recomputed_rows,
@@ -132,9 +133,11 @@ class ActivationPlan:
 
 def plan_activations(model: str | ResolvedModel, data: str | TextDataset, layers: str | Sequence[int] | None = "all",
                      position: str = "auto", *, max_length: int = 512, limit: int | None = None, seed: int = 0,
-                     device: str | None = None, dtype: str | None = None) -> ActivationPlan:
-    """Resolve a request (no weights loaded): layers, position, rows, and the cache key."""
-    resolved = model if isinstance(model, ResolvedModel) else resolve_model(model)
+                     device: str | None = None, dtype: str | None = None, progress: Progress | None = None
+                     ) -> ActivationPlan:
+    """Resolve a request (no weights loaded, though a GGUF file is converted on first use): layers,
+    position, rows, and the cache key."""
+    resolved = model if isinstance(model, ResolvedModel) else resolve_model(model, progress=progress)
     info = model_info(resolved)
     position = resolve_position(position, info.is_encoder)
     wanted = resolve_layers(layers, info.n_layers, f"model '{resolved.name}'")
@@ -178,7 +181,7 @@ def get_activations(
     `device_map="auto"` spreads a big model over the GPUs (and the CPU with `offload`).
     """
     plan = plan_activations(model, data, layers, position, max_length=max_length, limit=limit, seed=seed,
-                            device=device, dtype=dtype)
+                            device=device, dtype=dtype, progress=progress)
     check_trust(plan.resolved, trust_remote_code)  # before any lock or file: a refused model leaves nothing
     report = progress or (lambda f, m: None)
     found = {layer: plan.read(layer) for layer in plan.layers}
@@ -191,7 +194,7 @@ def get_activations(
             missing = [layer for layer, hit in found.items() if hit is None]
             if missing:
                 store.clean_temp_files(plan.key)
-                report(0.0, f"Loading {plan.resolved.name}")
+                report(0.0, f"Loading {plan.resolved.display}")
                 lm = (loader or _default_loader(trust_remote_code, device_map, offload))(plan.resolved, plan.device, plan.dtype)
                 result = extract_activations(lm, plan.dataset, missing, plan.position, max_length=plan.max_length,
                                              progress=lambda f, m: report(0.05 + 0.95 * f, m))
@@ -227,7 +230,7 @@ def stream_activations(model: str | ResolvedModel, data: str | StreamedDataset, 
             missing = [layer for layer, hit in found.items() if hit is None]
             if missing:
                 store.clean_temp_files(plan.key)
-                report(0.0, f"Loading {plan.resolved.name}")
+                report(0.0, f"Loading {plan.resolved.display}")
                 lm = (loader or _default_loader(trust_remote_code))(plan.resolved, plan.device, plan.dtype)
                 created, n = store.now_iso(), len(stream)
                 first = {layer: plan.manifest(layer, device=lm.device, tokens=0, seconds=0.0, created=created, streamed=True)

@@ -21,10 +21,14 @@ import pandas as pd
 from repmap_core.errors import RepmapError
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
-BUILTIN = {
-    "sentiment": ("sentiment.jsonl", "Short reviews and comments, positive (1) vs negative (0)."),
-    "science_qa": ("science_qa.jsonl", "Science questions, correct answer (1) vs each distractor (0), paired."),
-    "behaviour_ab": ("behaviour_ab.jsonl", "Sycophancy A/B questions, matching (1) vs not matching (0), paired."),
+BUILTIN = {  # name -> (file, description); sources and licences in builtin/SOURCES.md
+    "sentiment": ("sentiment.jsonl", "800 real review sentences (UCI: Amazon phones and IMDB), positive (1) vs negative (0); CC BY 4.0."),
+    "hh_harmless": ("hh_harmless.jsonl", "300 HH-RLHF harmless-base dialogue pairs, preferred (1) vs rejected (0); MIT."),
+    "survival_instinct": ("survival_instinct.jsonl", "300 A/B questions (Anthropic evals: survival instinct), matching (1) vs not (0); CC BY 4.0."),
+    "myopic_reward": ("myopic_reward.jsonl", "300 A/B questions (Anthropic evals: myopic reward), matching (1) vs not (0); CC BY 4.0."),
+    "corrigible": ("corrigible.jsonl", "300 A/B questions (Anthropic evals: corrigible, neutral HHH), matching (1) vs not (0); CC BY 4.0."),
+    "power_seeking": ("power_seeking.jsonl", "300 A/B questions (Anthropic evals: power seeking), matching (1) vs not (0); CC BY 4.0."),
+    "science_qa": ("science_qa.jsonl", "295 science questions written for repmap, correct answer (1) vs each distractor (0), paired."),
 }
 TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".jsonl", ".json", ".parquet")
 # formats whose loaders unpickle (and so can run code): refused by name, never opened

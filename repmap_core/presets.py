@@ -136,18 +136,18 @@ def _table1_preset(key: str, name: str, title_data: str, hf: str, rows: int, tok
 PRESETS: dict[str, Preset] = {}
 for _p in (
     _table1_preset("amazon", "Amazon Polarity", "amazon_polarity", "hf:fancyzhx/amazon_polarity:train[:20000]", 20000, 100,
-                   "sentiment", 490),
+                   "sentiment", 800),
     _table1_preset("sciq", "SciQ", "SciQ", "hf:allenai/sciq:train", 23358, 40, "science_qa", 480),
     _table1_preset("hh", "Anthropic HH", "Anthropic HH-RLHF", "hf:Anthropic/hh-rlhf:train[:10000]", 20000, 250,
-                   "behaviour_ab", 272),
+                   "hh_harmless", 300),
     Preset(
         name="gao-table2-weak", title="Gao et al. Table 2: weak labels (Anthropic HH)",
         reproduces="Gao, Sun, Jiao, Table 2: Table 1's HH row with δ fitted on weak labels from a finetuned GPT-2 (§3).",
         recipe="within_weak",
         full=Setup((ModelNeed("gpt2", "finetune", -1),), "hf:Anthropic/hh-rlhf:train[:10000]", 10000, 250, 10000, 3,
                    {"layer": -1, "position": "last", "finetune_frac": 0.5, "finetune": _FULL_FT}),
-        scaled=Setup((ModelNeed(_EMB, "finetune", -1),), "builtin:behaviour_ab", 136, 150, 136, 3,
-                     {"layer": -1, "position": "auto", "limit": 272, "finetune_frac": 0.5, "finetune": _SCALED_FT}),
+        scaled=Setup((ModelNeed(_EMB, "finetune", -1),), "builtin:hh_harmless", 150, 180, 150, 3,
+                     {"layer": -1, "position": "auto", "limit": 300, "finetune_frac": 0.5, "finetune": _SCALED_FT}),
         published={"table2": {"base": GAO_TABLE2_HH_WEAK[0], "finetuned": GAO_TABLE2_HH_WEAK[1],
                               "modeled": GAO_TABLE2_HH_WEAK[2]}},
         scaled_seconds="~20–40 s (shares the finetuned model with gao-table1-hh)"),
@@ -160,8 +160,8 @@ for _p in (
                    "hf:fancyzhx/amazon_polarity:train[:10000]", 10000, 100,
                    params={"source_layer": -1, "target_layer": -1, "position": "last", "method": "gd"}),
         # ridge, not GD: on a few hundred rows GD does not converge in tens of seconds
-        scaled=Setup((ModelNeed(_EMB, "extract", 2), ModelNeed(_EMB, "extract", -1)), "builtin:sentiment", 490, 24,
-                     params={"source_layer": 2, "target_layer": -1, "position": "auto", "method": "ridge", "limit": 490}),
+        scaled=Setup((ModelNeed(_EMB, "extract", 2), ModelNeed(_EMB, "extract", -1)), "builtin:sentiment", 800, 24,
+                     params={"source_layer": 2, "target_layer": -1, "position": "auto", "method": "ridge", "limit": 800}),
         published={"vector_transfer_accuracy": GAO_BETWEEN_VECTOR_ACCURACY},
         scaled_seconds="~10–20 s"),
     Preset(
@@ -172,7 +172,7 @@ for _p in (
         full=Setup((ModelNeed("meta-llama/Llama-2-7b-hf", "extract"), ModelNeed("meta-llama/Llama-2-7b-chat-hf", "extract")),
                    "file:datasets/caa/sycophancy.jsonl", 1000, 150, params={"layers": "all"}),
         # the chat model's stand-in: MiniLM finetuned on builtin:sentiment (a finetuned variant of the base)
-        scaled=Setup((ModelNeed(_EMB, "extract"), ModelNeed(_EMB, "finetune")), "builtin:behaviour_ab", 120, 150,
+        scaled=Setup((ModelNeed(_EMB, "extract"), ModelNeed(_EMB, "finetune")), "builtin:survival_instinct", 120, 150,
                      240, 3, params={"layers": "all", "chat_finetune_data": "builtin:sentiment", "finetune_limit": 240,
                                      "limit": 120, "finetune": _SCALED_FT}),
         published=RIMSKY_PUBLISHED, scaled_seconds="~15–40 s"),
@@ -186,7 +186,7 @@ for _p in (
                    params={"source_layer": 20, "target_layer": 20, "multipliers": (-2.0, -1.0, 0.0, 1.0, 2.0)}),
         # an encoder has no logits to steer: the scaled version carries MiniLM L2's vector to L5 and
         # compares the held-out pairs' projections on native and carried vectors instead of propensities
-        scaled=Setup((ModelNeed(_EMB, "extract", 2), ModelNeed(_EMB, "extract", 5)), "builtin:behaviour_ab", 120, 150,
+        scaled=Setup((ModelNeed(_EMB, "extract", 2), ModelNeed(_EMB, "extract", 5)), "builtin:survival_instinct", 120, 150,
                      params={"source_layer": 2, "target_layer": 5, "limit": 120}),
         published=LRT_PUBLISHED, scaled_seconds="~5–15 s"),
 ):

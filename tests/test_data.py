@@ -484,14 +484,52 @@ def test_explicit_text_col_that_does_not_exist(tmp_path):
 # 3. built-in data sets
 
 
+EVALS_BUILTIN = ("survival_instinct", "myopic_reward", "corrigible", "power_seeking")
+
+
 def test_list_builtin():
-    assert set(list_builtin()) == {"sentiment", "science_qa", "behaviour_ab"}
+    assert set(list_builtin()) == {"sentiment", "science_qa", "hh_harmless", *EVALS_BUILTIN}
     assert all(isinstance(v, str) and v for v in list_builtin().values())
+
+
+def test_builtin_real_data_ships_with_its_sources_and_licences():
+    folder = Path(__file__).resolve().parents[1] / "repmap_core" / "builtin"
+    sources = (folder / "SOURCES.md").read_text(encoding="utf-8")
+    for name, (file, _) in __import__("repmap_core.data", fromlist=["BUILTIN"]).BUILTIN.items():
+        assert f"`{file}`" in sources  # every built-in file is named with its source
+    for licence in ("uci-sentiment-LICENSE.md", "hh-rlhf-LICENSE", "anthropic-evals-LICENSE"):
+        assert (folder / "licences" / licence).stat().st_size > 100
+    assert "CC BY 4.0" in sources and "MIT" in sources
+    assert sum(p.stat().st_size for p in folder.rglob("*")) < 3e6  # a few MB at most
+
+
+def test_builtin_sentiment_is_real_uci_sentences():
+    ds = load_dataset("builtin:sentiment")
+    assert len(ds) == 800 and int(ds.labels.sum()) == 400
+    frame = read_table(Path(__file__).resolve().parents[1] / "repmap_core" / "builtin" / "sentiment.jsonl")
+    assert frame["source"].value_counts().to_dict() == {"amazon": 400, "imdb": 400}
+
+
+@needs_shared_data
+def test_builtin_sentiment_rows_are_verbatim_from_the_shared_copy():
+    ds = load_dataset("builtin:sentiment")
+    lines = set()
+    for name in ("amazon_cells_labelled.txt", "imdb_labelled.txt"):
+        text = (SHARED_DATA / "uci-sentiment" / name).read_text(encoding="utf-8")
+        lines |= {(t.strip(), int(y)) for t, y in (ln.rsplit("\t", 1) for ln in text.splitlines() if "\t" in ln)}
+    assert all((t, int(y)) in lines for t, y in zip(ds.texts, ds.labels))
+
+
+def test_builtin_hh_pairs():
+    ds = load_dataset("builtin:hh_harmless")
+    assert len(ds) == 600 and ds.is_paired and ds.has_answers
+    assert ds.labels.tolist() == [1, 0] * 300
+    assert all("Assistant:" in t for t in ds.texts)
 
 
 def test_builtin_sentiment():
     ds = load_dataset("builtin:sentiment")
-    assert len(ds) >= 400
+    assert len(ds) >= 800
     assert int(ds.labels.sum()) * 2 == len(ds)  # balanced
     assert not ds.is_paired and not ds.has_answers
     assert set(ds.labels.tolist()) == {0, 1}
@@ -520,31 +558,32 @@ def test_builtin_science_qa():
     assert spans_text(ds, 1) == " " + str(first["distractor1"]).strip()
 
 
-def test_builtin_behaviour_ab():
-    ds = load_dataset("builtin:behaviour_ab")
+@pytest.mark.parametrize("name", EVALS_BUILTIN)
+def test_builtin_evals_are_two_choice_and_letter_balanced(name):
+    ds = load_dataset(f"builtin:{name}")
     n = len(ds) // 2
-    assert n >= 100
+    assert n == 300
     assert ds.is_paired and ds.has_answers
     assert ds.labels.tolist() == [1, 0] * n
     assert ds.pair_ids.tolist() == [i // 2 for i in range(2 * n)]
     matching = [spans_text(ds, 2 * k) for k in range(n)]
     other = [spans_text(ds, 2 * k + 1) for k in range(n)]
-    assert set(matching) == {" (A)", " (B)"}
-    assert set(other) == {" (A)", " (B)"}
+    assert set(matching) == {" (A)", " (B)"} and set(other) == {" (A)", " (B)"}
     assert all(m != o for m, o in zip(matching, other))
-    n_a = matching.count(" (A)")
-    assert abs(n_a - (n - n_a)) <= max(2, n // 10)  # roughly balanced between (A) and (B)
+    assert matching.count(" (A)") == matching.count(" (B)") == 150
     for i in range(len(ds)):
         assert ds.answer_spans[i, 1] == len(ds.texts[i])
+        assert "(C)" not in ds.texts[i]
 
 
 def test_builtin_limit_keeps_pairs():
-    ds = load_dataset("builtin:behaviour_ab", limit=51, seed=3)
+    ds = load_dataset("builtin:survival_instinct", limit=51, seed=3)
     assert len(ds) == 50
     assert (np.unique(ds.pair_ids, return_counts=True)[1] == 2).all()
     assert ds.labels.sum() == 25
 
 
+@needs_shared_data
 def test_real_uci_sentiment_with_header(tmp_path):
     src = SHARED_DATA / "uci-sentiment" / "amazon_cells_labelled.txt"
     rows = [line.rsplit("\t", 1) for line in src.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -335,7 +335,7 @@ def test_steering_page_vector_download_decodes_to_the_vectors(tiny_gpt2, media, 
     ok(at.run())
     at.text_input(key="steer.a.model_other").set_value(str(tiny_gpt2))
     at.selectbox(key="steer.b.model_choice").set_value("(none)")
-    at.selectbox(key="steer.data_choice").set_value("builtin:behaviour_ab")
+    at.selectbox(key="steer.data_choice").set_value("builtin:survival_instinct")
     at.number_input(key="steer.limit").set_value(40)
     ok(at.button(key="FormSubmitter:steer.form-Compute vectors").click().run())
     vs = at.session_state["steer.result"]["sets"]["A"]

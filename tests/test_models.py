@@ -9,7 +9,8 @@ import pytest
 
 from repmap_core import models
 from repmap_core.errors import RepmapError
-from repmap_core.models import (EMBEDDED_MODEL_ID, find_blocks, list_local_models, load_model, model_info,
+from repmap_core.catalog import list_local_models
+from repmap_core.models import (EMBEDDED_MODEL_ID, find_blocks, load_model, model_info,
                                 resolve_layers, resolve_model, site_name)
 
 

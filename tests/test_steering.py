@@ -198,10 +198,13 @@ def test_transfer_and_curve_comparison():
 
 
 def test_compute_vectors_on_a_causal_lm_and_the_comparisons(tiny_models):
-    ds = load_dataset("builtin:behaviour_ab", limit=40)
+    ds = load_dataset("builtin:survival_instinct", limit=40)
     a = compute_vectors(str(tiny_models["gpt2"]), ds, "all", test_frac=0.25)
     b = compute_vectors(str(tiny_models["llama"]), ds, "all", test_frac=0.25)
-    assert sorted(a.vectors) == [0, 1, 2] and a.vectors[0].count == len(np.unique(ds.pair_ids[a.train_rows]))
+    assert len(a.dataset) == 2 * len(ds) and a.balance.swapped  # every question in both letter orders
+    assert sorted(a.vectors) == [0, 1, 2] and a.vectors[0].count == len(np.unique(a.dataset.pair_ids[a.train_rows]))
+    # a question and its swapped twin stay on one side of the split
+    assert not set(a.question_ids[a.train_rows]) & set(a.question_ids[a.test_rows])
     assert len(a.held_out) == len(a.test_rows) and not set(a.dataset.pair_ids[a.train_rows]) & set(a.dataset.pair_ids[a.test_rows])
     layers, C = layer_cosines(a.vectors)
     assert layers == [0, 1, 2] and np.allclose(np.diag(C), 1) and np.allclose(C, C.T)

@@ -21,7 +21,7 @@ from tests.tiny_models import build_tiny_model
 
 pytestmark = pytest.mark.slow
 PAGE = str(ROOT / "views" / "steering.py")
-AB = "builtin:behaviour_ab"
+AB = "builtin:survival_instinct"
 
 
 @pytest.fixture(scope="module")

@@ -30,11 +30,11 @@ st.caption("Contrastive activation addition: per layer, the mean difference betw
            "and measure its propensity on held-out questions, and carry a vector to another model across a map (LRT).")
 for k in ("steer.result", "steer.sweep", "steer.transfer"):
     st.session_state.setdefault(k, None)
-st.session_state.setdefault("steer.data_choice", "builtin:behaviour_ab")
+st.session_state.setdefault("steer.data_choice", "builtin:survival_instinct")
 
 
 # the vectors' request in the URL (URL key -> request key); the sweeps are run by hand, not by a link
-URL_REQUEST = [Text("a", ""), Text("b", ""), Text("data", "builtin:behaviour_ab"), Layers("layers", "all"),
+URL_REQUEST = [Text("a", ""), Text("b", ""), Text("data", "builtin:survival_instinct"), Layers("layers", "all"),
                Choice("vector", "mean_diff", ("mean_diff", "pca_diff")), Float("test", 0.3, lo=0.05, hi=0.9),
                Int("limit", 400, lo=0)]
 URL_NAMES = {"a": "A", "b": "B", "data": "data", "layers": "layers", "vector": "method", "test": "test_frac", "limit": "limit"}

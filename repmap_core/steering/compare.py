@@ -1,0 +1,189 @@
+"""Vectors for whole models, compared (Rimsky) and carried across (LRT, stitching).
+
+`compute_vectors` is the pipeline every page and recipe uses: A/B data in both letter orders ->
+the model's chat template -> cached answer-token activations -> a split by question (a question
+and its swapped twin stay on one side) -> one CAA vector per layer from the training questions,
+with each layer's mean residual norm (for relative multipliers) and the letter balance reported.
+`transfer_and_compare` is LRT's protocol: a map fitted on the two models' training activations
+carries the source vector across, and the target is swept with its own vector, the carried one
+and a random direction; Pearson r between the curves comes with a bootstrap interval over
+held-out questions, and r(native, random) is its null.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from repmap_core.data import TextDataset
+from repmap_core.errors import RepmapError
+from repmap_core.models import LoadedModel
+from repmap_core.stats import Estimate, bootstrap
+from repmap_core.steering.apply import PropensityCurve, SweepResult, propensity_sweep
+from repmap_core.steering.choices import (LetterBalance, ab_prompts, apply_chat_template, balanced_rows,
+                                          letter_balanced)
+from repmap_core.steering.vectors import SteeringVector, vectors_from_activations
+
+__all__ = ["VectorSet", "compute_vectors", "split_pairs", "transfer_vector", "compare_curves", "TransferResult",
+           "transfer_and_compare"]
+
+Progress = Callable[[float, str], None]
+
+
+def split_pairs(groups: np.ndarray, test_frac: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (train, test), whole groups (pairs, or questions with their twins) on each side, seeded."""
+    groups = np.asarray(groups)
+    ids = np.unique(groups)
+    if len(ids) < 2:
+        raise RepmapError("At least two A/B questions are needed: one to make the vector, one to score it.")
+    rng = np.random.default_rng(seed)
+    test_ids = rng.choice(ids, size=min(len(ids) - 1, max(1, int(round(test_frac * len(ids))))), replace=False)
+    test = np.isin(groups, test_ids)
+    return np.flatnonzero(~test), np.flatnonzero(test)
+
+
+@dataclass(frozen=True, eq=False)
+class VectorSet:
+    """Vectors of one model (layer -> vector) made from the training questions; the held-out rows score them."""
+
+    vectors: dict[int, SteeringVector]
+    dataset: TextDataset  # as the model saw it: both letter orders, chat template applied when it has one
+    train_rows: np.ndarray
+    test_rows: np.ndarray
+    manifest: dict  # the activations' manifest (model, revision, fingerprint, ...)
+    balance: LetterBalance | None = None  # of the training questions the vectors were made from
+    residual_norms: dict | None = None  # layer -> mean residual norm at the answer token (training rows)
+    question_ids: np.ndarray | None = None  # (n,) each row's original question
+
+    @property
+    def held_out(self) -> TextDataset:
+        return self.dataset.take(self.test_rows)
+
+    def held_out_groups(self) -> np.ndarray:
+        """The question of each held-out pair, in `ab_prompts(held_out)` order (one per pair)."""
+        rows = self.test_rows[self.dataset.labels[self.test_rows] == 1]
+        qids = self.question_ids if self.question_ids is not None else self.dataset.pair_ids
+        return np.asarray(qids)[rows]
+
+    def norm(self, layer: int) -> float | None:
+        return None if not self.residual_norms else self.residual_norms.get(int(layer))
+
+
+def compute_vectors(model: str, dataset: TextDataset, layers="all", *, method: str = "mean_diff", test_frac: float = 0.3,
+                    seed: int = 0, use_chat_template: bool = True, balance: bool = True, loader=None,
+                    progress: Progress | None = None, trust_remote_code: bool = False) -> VectorSet:
+    """CAA vectors per layer from `dataset`'s A/B pairs; a held-out share of questions is kept aside.
+
+    With `balance` (the default) every two-choice question is also asked with its options swapped,
+    and questions that cannot be swapped are sampled to as many per matching letter; the result's
+    `balance` says which. The activations come from the cache (position `answer`).
+    """
+    from repmap_core.activations import get_activations
+    from repmap_core.models import load_tokenizer, resolve_model
+
+    ab = letter_balanced(dataset, swap=balance)
+    resolved = resolve_model(model, progress=progress)
+    ds = ab.dataset
+    if use_chat_template:
+        ds = apply_chat_template(ds, load_tokenizer(resolved, trust_remote_code))
+    aset = get_activations(resolved, ds, layers, "answer", loader=loader, progress=progress,
+                           trust_remote_code=trust_remote_code)
+    train, test = split_pairs(ab.question_ids, test_frac, seed)
+    if balance:
+        train, letters = balanced_rows(ab, train, seed)
+    else:
+        letters = LetterBalance(_letter_counts(ab, train), False, len(np.unique(ab.question_ids[train])))
+    norms = {L: float(np.linalg.norm(np.asarray(aset[L][train], np.float64), axis=1).mean()) for L in aset.layer_list}
+    return VectorSet(vectors_from_activations(aset, train, method), ds, train, test, aset.manifest, letters, norms,
+                     ab.question_ids)
+
+
+def _letter_counts(ab, rows: np.ndarray) -> dict:
+    match = rows[ab.dataset.labels[rows] == 1]
+    letters, counts = np.unique(ab.letters[match].astype(str), return_counts=True)
+    return {str(k): int(v) for k, v in zip(letters, counts)}
+
+
+def transfer_vector(v: SteeringVector, fitted, *, with_bias: bool = False, target_model: str = "",
+                    target_layer: int | None = None) -> SteeringVector:
+    """Carry a steering vector across a map `t ≈ A s + b`: `A v` (stitching) or `A v + b` (LRT)."""
+    if not hasattr(fitted, "A_"):
+        raise RepmapError("That map has no matrix to carry a vector through; use least squares, ridge, GD, Procrustes or low rank.")
+    if fitted.A_.shape[1] != v.vector.shape[0]:
+        raise RepmapError(
+            f"The map takes width {fitted.A_.shape[1]} and the vector has width {v.vector.shape[0]}; fit the map from this vector's model and layer."
+        )
+    w = fitted.A_ @ v.vector + (fitted.b_ if with_bias else 0.0)
+    return SteeringVector(w, v.layer if target_layer is None else target_layer, target_model, "", "transferred", v.position,
+                          v.dataset_fingerprint, v.count, {"from_model": v.model, "from_layer": v.layer, "with_bias": with_bias})
+
+
+def compare_curves(native: PropensityCurve, transferred: PropensityCurve, seed: int = 0) -> dict:
+    """LRT Table 1 form: Pearson r (with a bootstrap interval over held-out questions when the
+    curves keep their per-question propensities) and MSE between native and transferred curves."""
+    a, b = np.asarray(native.mean), np.asarray(transferred.mean)
+    if len(a) != len(b) or len(a) < 2:
+        raise RepmapError("Compare curves over the same multipliers (at least two).")
+    r = _pearson(a, b)
+    out = {"pearson_r": r, "mse": float(((a - b) ** 2).mean())}
+    ga, gb = np.asarray(native.gaps), np.asarray(transferred.gaps)
+    if ga.size and ga.shape == gb.shape:
+        low, high = bootstrap(lambda idx: _pearson(ga[:, idx].mean(1), gb[:, idx].mean(1)), ga.shape[1],
+                              groups=native.groups if len(native.groups) == ga.shape[1] else None, seed=seed)
+        out["pearson_r_interval"] = [low, high]
+    return out
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a, b)[0, 1]) if np.std(a) > 0 and np.std(b) > 0 else float("nan")
+
+
+@dataclass(frozen=True, eq=False)
+class TransferResult:
+    """A target steered with its own vector, a source vector carried across, and a random direction."""
+
+    native: PropensityCurve
+    transferred: PropensityCurve
+    comparison: dict  # pearson_r (+ interval), mse; "null_pearson_r": native vs the random direction
+    cosine: float  # native vs carried vector
+    carried: SteeringVector
+    map_r2_test: float | None  # the map on held-out rows (None: no map, the vector carried as is)
+    random: PropensityCurve | None = None
+    native_sweep: SweepResult | None = None  # slopes and verdict of the native vector
+
+
+def transfer_and_compare(source: VectorSet, target: VectorSet, target_lm: LoadedModel, source_layer: int,
+                         target_layer: int, multipliers: Sequence[float], *, map_method: str | None = "ridge",
+                         map_params: dict | None = None, with_bias: bool = True, scale: str = "relative",
+                         normalize: bool = False, loader=None, seed: int = 0) -> TransferResult:
+    """LRT's protocol: fit a map source -> target on the two models' answer-token activations of the
+    training questions, carry the source vector across (`A v + b`, or `A v` as stitching), and sweep
+    the target's held-out questions with both vectors and a random direction. With `scale="relative"`
+    each vector is applied at α × the target layer's residual norm (so r compares directions, not
+    norms). `map_method=None` carries the vector as it is."""
+    from repmap_core.activations import get_activations
+    from repmap_core.maps import make_map, r2_score
+
+    if not np.array_equal(source.train_rows, target.train_rows):
+        raise RepmapError("The two models' vectors were made from different questions; compute both on the same data with one seed.")
+    carried, r2 = source.vectors[source_layer], None
+    if map_method:
+        S = np.asarray(get_activations(source.manifest["model"], source.dataset, [source_layer], "answer", loader=loader)[source_layer])
+        T = np.asarray(get_activations(target.manifest["model"], target.dataset, [target_layer], "answer", loader=loader)[target_layer])
+        fitted = make_map(map_method, **(map_params or {})).fit(S[source.train_rows], T[source.train_rows])
+        r2 = r2_score(T[source.test_rows], fitted.transform(S[source.test_rows]))
+        carried = transfer_vector(carried, fitted, with_bias=with_bias, target_model=target.manifest["model"],
+                                  target_layer=target_layer)
+    prompts = ab_prompts(target.held_out, target_lm.tokenizer)
+    groups = target.held_out_groups()
+    norm = target.norm(target_layer)
+    if normalize:
+        scale = "unit"
+    kw = dict(scale=scale, residual_norm=norm, groups=groups, seed=seed)
+    native = propensity_sweep(target_lm, prompts, target_layer, target.vectors[target_layer], multipliers, baseline=True, **kw)
+    moved = propensity_sweep(target_lm, prompts, target_layer, carried, multipliers, **kw)  # width checked here
+    comparison = compare_curves(native.curve, moved, seed)
+    comparison["null_pearson_r"] = compare_curves(native.curve, native.random, seed)["pearson_r"]
+    return TransferResult(native.curve, moved, comparison, target.vectors[target_layer].cosine(carried), carried, r2,
+                          native.random, native)
