@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from repmap_core.cli import steer as cli_steer
 from repmap_core.errors import RepmapError
 
 
@@ -115,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-frac", type=float, default=0.2)
     _add_share_parsers(sub)
     _add_preset_parsers(sub)
+    cli_steer.add_parser(sub)
     return parser
 
 
@@ -314,8 +316,11 @@ def cmd_steering_vectors(args: argparse.Namespace) -> dict:
     layers, C = layer_cosines(vs.vectors)
     out = {"model": vs.manifest["model"], "revision": vs.manifest["revision"], "method": args.method, "position": "answer",
            "data": {"spec": dataset.name, "fingerprint": vs.manifest["dataset_fingerprint"],
+                    "questions_train": int(len(set(vs.question_ids[vs.train_rows]))),
+                    "questions_held_out": int(len(set(vs.question_ids[vs.test_rows]))),
                     "pairs_train": int(len(set(vs.dataset.pair_ids[vs.train_rows]))),
-                    "pairs_held_out": int(len(set(vs.dataset.pair_ids[vs.test_rows])))},
+                    "letter_balance": {"matching_letter_counts": vs.balance.counts, "both_orders": vs.balance.swapped,
+                                       "sentence": vs.balance.sentence()}},
            "layers": layers, "cosine": C.tolist(), "norms": [vs.vectors[L].norm for L in layers]}
     if args.export:
         folder = Path(args.export)
@@ -420,6 +425,7 @@ COMMANDS = {"extract": cmd_extract, "layers": cmd_layers, "within": cmd_within, 
             "finetune": cmd_finetune, "recipe": cmd_recipe, "steering-vectors": cmd_steering_vectors}
 COMMANDS.update({"report": cmd_report, "bundle": cmd_bundle})
 COMMANDS["preset"] = cmd_preset
+COMMANDS["steer"] = lambda args: cli_steer.run(args, _progress(False))
 
 
 def main(argv: list[str] | None = None) -> int:

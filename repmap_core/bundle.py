@@ -102,10 +102,13 @@ def _registry() -> dict[str, type]:
     from repmap_core.models import ModelInfo, ResolvedModel
     from repmap_core.probes import LayerSeparation
     from repmap_core.similarity import SimilarityMatrix
-    from repmap_core.steering import PropensityCurve, SteeringVector, VectorSet
+    from repmap_core.stats import Estimate
+    from repmap_core.steering import LetterBalance, PropensityCurve, SteeringVector, SweepResult, VectorSet
+    from repmap_core.steering.run import LayerSweep
 
     classes = [ActivationSet, TextDataset, BetweenResult, WithinResult, ModelInfo, ResolvedModel, LayerSeparation,
-               SimilarityMatrix, PropensityCurve, SteeringVector, VectorSet]
+               SimilarityMatrix, PropensityCurve, SteeringVector, VectorSet, LetterBalance, SweepResult, LayerSweep,
+               Estimate]
     return {c.__name__: c for c in classes}
 
 

@@ -23,7 +23,7 @@ from repmap_core.steering import (PropensityCurve, SteeringVector, cosine_per_la
                                   vector_pca)
 
 MODEL_COLORS = ("#00798c", "#d1495b", "#edae49", "#30638e", "#66a182", "#8d96a3")
-CURVE_COLORS = {"native": "#00798c", "transferred": "#d1495b"}
+CURVE_COLORS = {"native": "#00798c", "transferred": "#d1495b", "vector": "#00798c", "random direction": "#8d96a3"}
 CELL_TEXT_MAX_LAYERS = 24  # above this many layers the values are in the hover only: cells get too small to read
 LRT_PUBLISHED_TEXT = (f"LRT (Bello et al. 2025), Gemma-2-2b L20 → Gemma-2-9b L20: Pearson r "
                       f"{LRT_PUBLISHED['lrt_pearson_r_range'][0]}–{LRT_PUBLISHED['lrt_pearson_r_range'][1]}, MSE "
@@ -125,7 +125,8 @@ def propensity_plot(curves: dict[str, PropensityCurve], title: str = "Propensity
             legendgroup=name, line=dict(color=color), customdata=np.asarray(c.agreement),
             hovertemplate="α %{x:+g}: propensity %{y:+.3f}<br>matching letter wins %{customdata:.0%}<extra></extra>"))
     fig.add_hline(y=0, line=dict(color="#8d96a3", width=1, dash="dot"))
-    fig.update_xaxes(title_text="multiplier α")
+    relative = any(getattr(c, "scale", "raw") == "relative" for c in curves.values())
+    fig.update_xaxes(title_text="multiplier α (× the layer's mean residual norm)" if relative else "multiplier α")
     fig.update_yaxes(title_text="logit(matching) − logit(other)")
     fig.update_layout(height=380, margin=dict(l=10, r=10, t=60, b=10), title=title,
                       legend=dict(orientation="h", y=-0.22, x=0.5, xanchor="center"))
@@ -172,10 +173,32 @@ def cosines_table(groups: dict[str, tuple[list[int], np.ndarray]], per_layer: di
     return pd.DataFrame(rows, columns=["comparison", "layer_a", "layer_b", "cosine"])
 
 
-def agreement_table(curve: PropensityCurve) -> pd.DataFrame:
-    """Per multiplier: mean propensity and agreement (the share of questions whose matching letter wins)."""
-    return pd.DataFrame({"multiplier": np.asarray(curve.alphas, dtype=np.float64), "propensity": curve.mean,
-                         "agreement": curve.agreement})
+def agreement_table(curve: PropensityCurve, random: PropensityCurve | None = None) -> pd.DataFrame:
+    """Per multiplier: mean propensity with its 95% interval, agreement (the share of questions
+    whose matching letter wins) with its Wilson interval, and the random direction's propensity."""
+    frame = pd.DataFrame({"multiplier": np.asarray(curve.alphas, dtype=np.float64), "propensity": curve.mean,
+                          "propensity 95%": [f"[{lo:+.2f}, {hi:+.2f}]" for lo, hi in zip(curve.low, curve.high)],
+                          "agreement": curve.agreement})
+    if len(curve.agreement_low):
+        frame["agreement 95%"] = [f"[{lo:.0%}, {hi:.0%}]" for lo, hi in zip(curve.agreement_low, curve.agreement_high)]
+    if random is not None:
+        frame["random direction"] = random.mean
+    return frame
+
+
+def side_effect_plot(side: dict, title: str = "Side effect: next-token loss on neutral text") -> go.Figure:
+    """Mean next-token loss (nats per token) on neutral sentences at each multiplier, against the
+    unsteered loss (`side["base"]`): how much steering costs the model's ordinary language."""
+    alphas = sorted(k for k in side if k != "base")
+    fig = go.Figure(go.Scatter(x=alphas, y=[side[a] - side["base"] for a in alphas], mode="lines+markers",
+                               line=dict(color=_color(1)), name="Δ loss",
+                               hovertemplate="α %{x:+g}: +%{y:.3f} nats per token<extra></extra>"))
+    fig.add_hline(y=0, line=dict(color="#8d96a3", width=1, dash="dot"))
+    fig.update_xaxes(title_text="multiplier α")
+    fig.update_yaxes(title_text="Δ loss (nats/token)", tickformat=".2f")
+    fig.update_layout(height=300, margin=dict(l=10, r=10, t=60, b=10), showlegend=False,
+                      title=f"{title} (unsteered: {side['base']:.2f})")
+    return fig
 
 
 def preview_table(prompts: list[str], plain: list[str], steered: list[str], alpha: float, tail: int = 160) -> pd.DataFrame:
@@ -187,10 +210,10 @@ def preview_table(prompts: list[str], plain: list[str], steered: list[str], alph
 
 def curves_table(curves: dict[str, PropensityCurve]) -> pd.DataFrame:
     """Propensity curves, one row per (curve, multiplier), for CSV export."""
-    rows = [{"curve": name, "layer": c.layer, "multiplier": float(a), "mean": float(m), "low_95": float(lo),
+    rows = [{"curve": name, "layer": c.layer, "multiplier": float(a), "scale": c.scale, "mean": float(m), "low_95": float(lo),
              "high_95": float(hi), "agreement": float(ag), "n_questions": c.n_questions}
             for name, c in curves.items() for a, m, lo, hi, ag in zip(c.alphas, c.mean, c.low, c.high, c.agreement)]
-    return pd.DataFrame(rows, columns=["curve", "layer", "multiplier", "mean", "low_95", "high_95", "agreement",
+    return pd.DataFrame(rows, columns=["curve", "layer", "multiplier", "scale", "mean", "low_95", "high_95", "agreement",
                                        "n_questions"])
 
 

@@ -71,6 +71,7 @@ class FinetuneConfig:
     patience: int = 2  # stop when validation loss has not improved for this many evaluations in a row
     eval_every: int | None = None  # optimiser steps between evaluations; None: once per epoch
     warmup_frac: float = 0.1  # share of all steps spent warming the learning rate up linearly, then it decays to 0
+    train_last: int | None = None  # train only the last k blocks (and the final norm and head); None: every weight
 
     def __post_init__(self) -> None:
         checks = [
@@ -83,6 +84,7 @@ class FinetuneConfig:
             (self.patience >= 1, f"patience must be at least 1, not {self.patience}"),
             (self.eval_every is None or self.eval_every >= 1, f"eval_every must be at least 1 step, not {self.eval_every}"),
             (0 <= self.warmup_frac < 1, f"the warmup fraction must be in [0, 1), not {self.warmup_frac}"),
+            (self.train_last is None or self.train_last >= 1, f"train_last must be at least 1 block, not {self.train_last}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -248,11 +250,7 @@ def _train(lm: LoadedModel, dataset: TextDataset, train_rows: np.ndarray, val_ro
     devices = [torch.device(lm.device).index or 0] if cuda else []
     with torch.random.fork_rng(devices=devices):  # seed without disturbing the caller's RNG state
         torch.manual_seed(config.seed)
-        model = lm.model.requires_grad_(True).train()  # dropout as the model's config has it
-        head = torch.nn.Linear(lm.info.d_model, 2).to(lm.device)
-        params = [p for p in [*model.parameters(), *head.parameters()] if p.requires_grad]
-        optimiser = _adamw([{"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
-                            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], config.lr)
+        model, head, params, optimiser = _training_setup(lm, config)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lr_factor)
         shuffle = np.random.default_rng(config.seed)
         lengths = np.array([len(x) for x in ids])
@@ -309,6 +307,67 @@ def _train(lm: LoadedModel, dataset: TextDataset, train_rows: np.ndarray, val_ro
         "epochs_run": round(step / steps_per_epoch, 3), "steps": step, "stopped_early": stopped_early,
     }
     return {"head": head, "metrics": metrics, "history": history, "evaluations": evaluations}
+
+
+def _training_setup(lm: LoadedModel, config: FinetuneConfig):
+    """The model in train mode with what `config` trains set to require gradients, a fresh 2-way head,
+    the trained parameters and their AdamW (decay on weight matrices only)."""
+    import torch
+
+    model = lm.model.requires_grad_(True).train()  # dropout as the model's config has it
+    if config.train_last is not None and config.train_last < lm.info.n_layers:
+        # earlier blocks frozen: backward stops at the first trained block, and AdamW updates only these
+        model.requires_grad_(False)
+        for block in list(lm.blocks)[-config.train_last:]:
+            block.requires_grad_(True)
+        if (norm := lm.final_norm()) is not None:
+            norm.requires_grad_(True)
+    head = torch.nn.Linear(lm.info.d_model, 2).to(lm.device)
+    params = [p for p in [*model.parameters(), *head.parameters()] if p.requires_grad]
+    optimiser = _adamw([{"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
+                        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], config.lr)
+    return model, head, params, optimiser
+
+
+def estimate_seconds(model: str | ResolvedModel, dataset: TextDataset, config: FinetuneConfig = FinetuneConfig(), *,
+                     device: str | None = None, trust_remote_code: bool = False) -> dict:
+    """How long `finetune(model, dataset, config)` will take here, from two optimiser steps measured
+    now on a batch of this data's median length (the first warms up, the second is timed) and one
+    evaluation batch. Returns {"seconds", "step_seconds", "steps", "eval_batches"}. Nothing is saved."""
+    import torch
+    import torch.nn.functional as F
+
+    check_finetune_data(dataset)
+    resolved = model if isinstance(model, ResolvedModel) else resolve_model(model)
+    with quiet_transformers():
+        lm = load_model(resolved, device=device, dtype="float32", trust_remote_code=trust_remote_code)
+    train_rows, val_rows = validation_split(dataset, config.val_frac, config.seed)
+    ids = _encode(lm, dataset, config.max_length)
+    lengths = np.array([len(x) for x in ids])
+    typical = np.argsort(np.abs(lengths - np.median(lengths)))[: config.batch_size]  # a batch of median-length rows
+    forward = _forward_kwargs(lm.model)
+    labels = torch.as_tensor(np.asarray(dataset.labels, np.int64))
+    with heavy_compute(), torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        model, head, params, optimiser = _training_setup(lm, config)
+        times = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            input_ids, mask = _collate(ids, typical, lm.tokenizer.pad_token_id, lm.device)
+            loss = F.cross_entropy(head(_pool(model, input_ids, mask, lm.info.is_encoder, forward)).float(),
+                                   labels[typical].to(lm.device))
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        _logits(lm, head, ids, np.concatenate([typical, typical]), 2 * config.batch_size, forward)
+        eval_batch = time.perf_counter() - t0
+    steps = config.epochs * math.ceil(len(train_rows) / config.batch_size)
+    evals_per_run = config.epochs if config.eval_every is None else max(1, steps // config.eval_every)
+    eval_batches = evals_per_run * math.ceil(len(val_rows) / (2 * config.batch_size)) + math.ceil(len(train_rows) / (2 * config.batch_size))
+    seconds = steps * times[-1] + eval_batches * eval_batch
+    return {"seconds": float(seconds), "step_seconds": float(times[-1]), "steps": int(steps), "eval_batches": int(eval_batches)}
 
 
 def _length_grouped_batches(rows: np.ndarray, lengths: np.ndarray, batch_size: int,

@@ -219,8 +219,8 @@ def _across(states: dict, settings: dict) -> Section:
 
 
 def _steering(states: dict, settings: dict) -> Section:
-    from repmap_core.figures_steering import (LRT_PUBLISHED_TEXT, agreement_table, propensity_plot, rimsky_figures,
-                                              vector_norms, vector_table)
+    from repmap_core.figures_steering import (LRT_PUBLISHED_TEXT, agreement_table, preview_table, propensity_plot,
+                                              rimsky_figures, side_effect_plot, vector_norms, vector_table)
 
     res = states["steer.result"]
     sets, labels, models = res["sets"], res["labels"], res["models"]
@@ -228,8 +228,9 @@ def _steering(states: dict, settings: dict) -> Section:
     vecs = {labels[k]: vs.vectors for k, vs in sets.items()}
     figs = rimsky_figures(vecs, {labels[k]: (models[k][1].d_model, models[k][1].n_layers) for k in sets})
     s.metrics({"Models": ", ".join(labels[k] for k in sets),
-               "Questions": len(next(iter(sets.values())).dataset) // 2,
-               "Held out": len(next(iter(sets.values())).test_rows) // 2})
+               "Questions": len(set(next(iter(sets.values())).question_ids.tolist()))
+               if next(iter(sets.values())).question_ids is not None else len(next(iter(sets.values())).dataset) // 2,
+               "Held out": len(set(next(iter(sets.values())).held_out_groups().tolist()))})
     if figs.cosine_by_layer is not None:
         s.figure(figs.cosine_by_layer, "cosine per layer")
     elif figs.cosine_note:
@@ -241,22 +242,29 @@ def _steering(states: dict, settings: dict) -> Section:
         s.text(figs.pca_note)
     s.figure(vector_norms(vecs), "vector norms")
     s.table(vector_table({k: vs.vectors for k, vs in sets.items()}), "The vectors per layer")
-    out = states.get("steer.sweep")
-    if out is not None:
-        curve = out["curve"]
-        s.figure(propensity_plot({out["label"]: curve}, f"{out['label']}, layer {curve.layer}: propensity on "
-                                 f"{curve.n_questions} held-out questions"), "propensity sweep")
-        s.table(agreement_table(curve), "Propensity and agreement per multiplier")
-        s.table(out["preview"], "Generations, plain and steered")
+    got = states.get("steer.sweep")
+    if got is not None:
+        out = got["out"]
+        sweep, curve = out.sweep, out.sweep.curve
+        curves = {"vector": curve} | ({"random direction": sweep.random} if sweep.random is not None else {})
+        s.text(sweep.verdict)
+        s.figure(propensity_plot(curves, f"{got['label']}, layer {curve.layer}: propensity on {curve.n_questions} "
+                                 "held-out prompts (both letter orders)"), "propensity sweep")
+        s.figure(side_effect_plot(sweep.side_effect), "side effect")
+        s.table(agreement_table(curve, sweep.random), "Propensity and agreement per multiplier")
+        s.table(preview_table(out.preview_prompts, out.plain, out.steered, out.preview_alpha),
+                "Generations, plain and steered")
     tr = states.get("steer.transfer")
     if tr is not None:
         req, cmp = tr["request"], tr["comparison"]
         s.figure(propensity_plot(tr["curves"], f"B layer {req['target']}: native vs A layer {req['source']}'s vector, "
                                                f"carried ({req['method']})"), "transferred vector")
-        s.metrics({"Pearson r": f"{cmp['pearson_r']:.3f}", "MSE": f"{cmp['mse']:.3g}",
-                   "Cosine native vs carried": f"{tr['cosine']:.3f}",
-                   "Map R² (held-out rows)": "–" if tr["r2"] is None else f"{tr['r2']:.3f}"})
-        s.text(f"Published beside: {LRT_PUBLISHED_TEXT}.")
+        lo, hi = cmp.get("pearson_r_interval", [float("nan")] * 2)
+        s.metrics({"Pearson r, native vs carried": f"{cmp['pearson_r']:.2f} [{lo:.2f}, {hi:.2f}]", "MSE": f"{cmp['mse']:.3g}",
+                   "Pearson r, native vs random direction": f"{cmp.get('null_pearson_r', float('nan')):.2f}",
+                   "Cosine native vs carried": f"{tr['cosine']:.2f}",
+                   "Map R² (held-out rows)": "–" if tr["r2"] is None else f"{tr['r2']:.2f}"})
+        s.text(f"Paper, beside this run (not comparable in value): {LRT_PUBLISHED_TEXT}.")
         s.settings("Transfer", {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in req.items()})
     s.settings("Request", res["request"])
     for k, vs in sets.items():

@@ -118,7 +118,7 @@ def test_compute_draws_the_heatmap_with_best_matches_and_the_side_by_side_view(p
     assert {t.get("xaxis", "x") for t in side["data"]} == {"x", "x2"}
     for panel in ("x", "x2"):
         ids = np.concatenate([values(t["customdata"]) for t in side["data"] if t.get("xaxis", "x") == panel])
-        assert sorted(ids.tolist()) == list(range(490))  # every row in both panels
+        assert sorted(ids.tolist()) == list(range(800))  # every row in both panels
     assert page.selectbox(key="across.layer_s").value == 2 and page.selectbox(key="across.layer_t").value == 2
 
 

@@ -56,7 +56,7 @@ def submit(at: AppTest) -> AppTest:
 def test_default_page_shows_the_embedded_model_on_builtin_data(app):
     assert [t.value for t in app.title] == ["Layer explorer"]
     m = metrics(app)
-    assert m["Rows"] == "490" and m["Width"] == "384" and m["Best layer"] in {str(i) for i in range(6)}
+    assert m["Rows"] == "800" and m["Width"] == "384" and m["Best layer"] in {str(i) for i in range(6)}
     assert 0.6 < float(m["Probe accuracy there (cv)"]) <= 1.0
     curve, grid = charts(app)
     assert any("best: layer" in a.get("text", "") for a in curve["layout"]["annotations"])
@@ -65,7 +65,7 @@ def test_default_page_shows_the_embedded_model_on_builtin_data(app):
     # small multiples: one subplot per layer, two classes each, the texts on hover
     titles = [a["text"] for a in grid["layout"]["annotations"]]
     assert titles == [f"layer {i}" for i in range(6)]
-    assert len(grid["data"]) == 12 and sum(len(values(t["x"])) for t in grid["data"][:2]) == 490
+    assert len(grid["data"]) == 12 and sum(len(values(t["x"])) for t in grid["data"][:2]) == 800
     assert any("phone" in h.lower() for h in grid["data"][0]["text"] + grid["data"][1]["text"])
     table = app.dataframe[0].value
     assert list(table.index) == [0, 1, 2, 3, 4, 5] and "probe_cv_acc" in table.columns
@@ -89,7 +89,7 @@ def test_switching_to_another_model_and_layers(app, tiny_gpt2):
     app.text_input(key="explorer.layers").set_value("0,-1")
     submit(app)
     m = metrics(app)
-    assert m["Width"] == "32" and m["Rows"] == "490"
+    assert m["Width"] == "32" and m["Rows"] == "800"
     assert list(app.dataframe[0].value.index) == [0, 2]
     assert "position **last**" in " ".join(c.value for c in app.caption)  # auto -> last for a causal LM
 

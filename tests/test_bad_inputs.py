@@ -382,7 +382,7 @@ def test_app_answers_a_string_where_the_url_wants_a_number(ui_cache, monkeypatch
     warnings = [w.value for w in at.warning]
     assert len(warnings) == 1 and "limit" in warnings[0] and "'abc'" in warnings[0] and "\n" not in warnings[0], warnings
     assert "2000" in warnings[0]  # what was used instead
-    assert metrics(at)["Rows"] == "490"  # the default view is still computed
+    assert metrics(at)["Rows"] == "800"  # the default view is still computed
     assert at.number_input(key="explorer.limit").value == 2000
     assert "limit" not in at.query_params  # the URL now says what is shown: the default, left out
 

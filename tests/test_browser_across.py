@@ -47,7 +47,7 @@ def test_across_models_draws_the_heatmap_and_a_fit(chromium_path, app_url, tmp_p
             expect(heat.locator("text", has_text=re.compile(r"^★ \d\.\d\d$"))).to_have_count(6, timeout=30_000)
             side = charts.filter(has_text="layer 5 (PCA)")
             expect(side).to_have_count(1, timeout=60_000)
-            assert side.locator(".scatterlayer path.point").count() == 2 * 490  # every row, in both panels
+            assert side.locator(".scatterlayer path.point").count() == 2 * 800  # every row, in both panels
 
             # a box drawn in the left panel highlights the same rows in both panels (the linked selection)
             side.hover()
@@ -61,7 +61,7 @@ def test_across_models_draws_the_heatmap_and_a_fit(chromium_path, app_url, tmp_p
             title = side.locator(".gtitle", has_text=re.compile(r"^\d+ rows selected, highlighted in both$"))
             expect(title).to_have_count(1, timeout=30_000)
             n_selected = int(title.text_content().split()[0])
-            assert 0 < n_selected < 490
+            assert 0 < n_selected < 800
             expect(page.get_by_role("button", name=f"Clear the selection ({n_selected} rows)")).to_have_count(1)
             page.wait_for_timeout(500)  # plotly restyles the redrawn points
             opaque = "ps => ps.filter(p => parseFloat(getComputedStyle(p).opacity) > 0.99).length"

@@ -25,7 +25,14 @@ from repmap_core.experiments import BetweenResult, WithinResult, between_models,
 from repmap_core.models import ModelInfo, ResolvedModel
 from repmap_core.probes import LayerSeparation, layer_separation
 from repmap_core.similarity import SimilarityMatrix, layer_similarity
-from repmap_core.steering import PropensityCurve, SteeringVector, VectorSet, vectors_from_activations
+from repmap_core.stats import Estimate
+from repmap_core.steering import (LetterBalance, PropensityCurve, SteeringVector, SweepResult, VectorSet, propensity_curve,
+                                  vectors_from_activations)
+from repmap_core.steering.run import LayerSweep
+
+
+def curve_gaps(states) -> np.ndarray:
+    return states["steer.sweep"]["out"].sweep.curve.gaps
 from tests.conftest import ROOT
 
 
@@ -56,9 +63,15 @@ def synthetic_states() -> dict:
     ab = load_dataset("builtin:survival_instinct", limit=40)
     steer_set = _aset(ab, 16, 4, "tiny/steer", position="answer")
     vectors = vectors_from_activations(steer_set)
-    vs = VectorSet(vectors, ab, np.arange(0, 30), np.arange(30, len(ab)), steer_set.manifest)
+    vs = VectorSet(vectors, ab, np.arange(0, 30), np.arange(30, len(ab)), steer_set.manifest,
+                   LetterBalance({"A": 15, "B": 15}, True, 15), {L: 3.0 for L in vectors}, ab.pair_ids.copy())
     alphas = np.linspace(-2, 2, 5)
-    curve = PropensityCurve(alphas, alphas * 0.1, alphas * 0.1 - 0.05, alphas * 0.1 + 0.05, np.full(5, 0.5), 1, 5)
+    gaps = alphas[:, None] * 0.1 + np.linspace(-0.05, 0.05, 5)[None, :]
+    curve = propensity_curve(alphas, gaps, 1, scale="relative", factor=2.0)
+    rand = propensity_curve(alphas, gaps * 0, 1, scale="relative", factor=2.0)
+    slope = Estimate(0.1, 0.08, 0.12, 5, "bootstrap (questions)")
+    sweep = SweepResult(curve, rand, slope, Estimate(0.0, -0.01, 0.01, 5, "bootstrap (questions)"),
+                        {"base": 4.0, **{float(a): 4.0 + abs(float(a)) for a in alphas}}, 3.0, "Steers at layer 1: ...")
     models = {"A": (ResolvedModel("tiny/steer", "/nowhere/tiny", "sha256:abc", "folder"), ModelInfo(3, 16, "gpt2", False, 128))}
     return {
         "explorer.result": {"request": {"model": "tiny/base", "data": "builtin:sentiment", "layers": "all", "position": "auto", "limit": 120,
@@ -79,8 +92,7 @@ def synthetic_states() -> dict:
         "steer.result": {"request": {"A": "tiny/steer", "B": None, "data": "builtin:survival_instinct", "layers": "all",
                                      "method": "mean_diff", "test_frac": 0.3, "limit": 40}, "sets": {"A": vs}, "models": models,
                          "labels": {"A": "A: steer"}},
-        "steer.sweep": {"label": "A: steer", "curve": curve, "cut": 0,
-                        "preview": pd.DataFrame({"prompt": ["q1", "q2"], "plain": ["a", "b"], "steered": ["c", "d"]})},
+        "steer.sweep": {"label": "A: steer", "out": LayerSweep(sweep, ["q1", "q2"], ["a", "b"], ["c", "d"], 1.0, 0)},
         "steer.transfer": None, "steer.layer.A": 1,
         "finetune.weak": {"spec": "file:/nowhere/weak.csv", "rows": 120, "ones": 61, "model": "weak", "source": "s",
                           "agreement": 0.9, "in_sample": True},
@@ -139,7 +151,8 @@ def test_every_whitelisted_class_round_trips(states):
     assert isinstance(back.states["across.result"]["sims"]["linear_cka"], SimilarityMatrix)
     vs = back.states["steer.result"]["sets"]["A"]
     assert isinstance(vs, VectorSet) and isinstance(vs.vectors[1], SteeringVector)
-    assert isinstance(back.states["steer.sweep"]["curve"], PropensityCurve)
+    assert isinstance(back.states["steer.sweep"]["out"].sweep.curve, PropensityCurve)
+    assert_same(back.states["steer.sweep"]["out"].sweep.curve.gaps, curve_gaps(states))
     assert isinstance(back.states["steer.result"]["models"]["A"][0], ResolvedModel)
     assert isinstance(back.states["steer.result"]["models"]["A"][1], ModelInfo)
     assert ex["dataset"].fingerprint == states["explorer.result"]["dataset"].fingerprint

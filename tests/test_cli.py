@@ -270,7 +270,10 @@ def test_steering_vectors_json_and_export(tiny_gpt2, tmp_path, cache_dir):
     out = one_json_object(r.stdout)
     assert out["layers"] == [0, 1, 2] and len(out["cosine"]) == 3 and all(len(row) == 3 for row in out["cosine"])
     assert all(abs(out["cosine"][i][i] - 1) < 1e-5 for i in range(3)) and out["position"] == "answer"
-    assert out["data"]["pairs_train"] + out["data"]["pairs_held_out"] == 30
+    assert out["data"]["questions_train"] + out["data"]["questions_held_out"] == 30
+    assert out["data"]["pairs_train"] == 2 * out["data"]["questions_train"]  # each question in both letter orders
+    balance = out["data"]["letter_balance"]
+    assert balance["both_orders"] and balance["matching_letter_counts"]["A"] == balance["matching_letter_counts"]["B"]
     from repmap_core.steering import load_vectors
 
     v = load_vectors(tmp_path / "sv" / "layer_1.safetensors")[1]
@@ -292,7 +295,7 @@ def test_recipes_rimsky_and_lrt_on_tiny_causal_models(tiny_gpt2, tiny_models, ca
     assert r.returncode == 0, r.stderr
     out = one_json_object(r.stdout)
     assert out["native"]["alphas"] == [-4.0, 0.0, 4.0] and len(out["transferred"]["mean"]) == 3
-    assert out["map"]["with_bias"] is True and set(out["comparison"]) == {"pearson_r", "mse"}
+    assert out["map"]["with_bias"] is True and {"pearson_r", "mse", "pearson_r_interval", "null_pearson_r"} == set(out["comparison"])
     assert out["native"]["mean"][1] == out["transferred"]["mean"][1]  # no steering at 0: the same model, the same gaps
     assert out["published"]["lrt_pearson_r_range"] == [0.73, 0.98]
 

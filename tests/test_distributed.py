@@ -58,7 +58,7 @@ def test_two_workers_equal_one_process_in_one_entry(tiny_gpt2, tmp_path, cache_d
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-2000:]
     result = json.loads(out.strip().splitlines()[-1])  # only rank 0 prints
-    assert out.count("\n") == 1 and result["layers"] == [0, 2] and result["dataset"]["rows"] == 490
+    assert out.count("\n") == 1 and result["layers"] == [0, 2] and result["dataset"]["rows"] == 800
     entry = store.entry_dir(result["cache_key"])
     assert sorted(p.name for p in entry.iterdir()) == ["layer_0.safetensors", "layer_2.safetensors"]  # shards gone
     dist = get_activations(str(tiny_gpt2), "builtin:sentiment", [0, 2])

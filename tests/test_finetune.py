@@ -311,7 +311,7 @@ def test_list_finetuned_skips_partial_and_broken_folders(trained, cache_dir):
 
 @pytest.mark.slow
 def test_embedded_model_finetunes_on_builtin_sentiment():
-    """The real MiniLM on the 490 built-in reviews with the default config."""
+    """The real MiniLM on the 800 built-in reviews with the default config."""
     result = finetune(EMBEDDED_MODEL_ID, load_dataset("builtin:sentiment"))
     metrics = result.manifest["metrics"]
     assert result.manifest["pooling"] == "mean" and metrics["steps"] == 84

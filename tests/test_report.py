@@ -57,8 +57,8 @@ def test_one_div_per_figure_each_drawn_on_load(page, states):
     sections = build_sections(states, {}, ALL)
     assert len(specs) == sum(kind == "figure" for s in sections for kind, _ in s.blocks)
     # explorer: curve + grid; shift: separation + scatter; within: no GD points; across: heatmap, side by side,
-    # fit curve, per-dimension error; steering: heatmaps, PCA, norms, sweep curve
-    assert len(specs) == 2 + 2 + 0 + 4 + 4
+    # fit curve, per-dimension error; steering: heatmaps, PCA, norms, sweep curve, its side effect
+    assert len(specs) == 2 + 2 + 0 + 4 + 5
     assert all(s["data"] for s in specs)
     assert not any(t.get("type") == "scattergl" for s in specs for t in s["data"])  # SVG in a report
     assert "Plotly.newPlot(f.id,f.data,f.layout" in page and "addEventListener('load'" in page

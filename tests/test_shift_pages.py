@@ -53,7 +53,7 @@ def test_shift_page_opens_on_the_newest_finetuned_model(app, shared):
     assert {"before · label 0", "after · label 1", "moves · label 0"} <= names
     lines = next(t for t in scatter["data"] if t["name"] == "moves · label 1")
     assert lines["mode"] == "lines"
-    assert "(lines for 300 of 490 rows)" in scatter["layout"]["title"]["text"]
+    assert "(lines for 300 of 800 rows)" in scatter["layout"]["title"]["text"]
     assert [a["text"] for a in grid["layout"]["annotations"]] == ["layer 0", "layer 1", "layer 2"]
     captions = " ".join(c.value for c in app.caption)
     assert "Mean move at layer 2" in captions and "raised the probe's cross-validated accuracy" in captions
@@ -101,7 +101,7 @@ def test_mismatched_base_is_refused_and_the_last_view_stays(app, shared):
 
 def test_comparing_on_the_finetuning_rows_warns(app, shared):
     ok(app.switch_page("views/shift.py").run())
-    assert not app.warning  # 490 rows: not the 120 the models were finetuned on
+    assert not app.warning  # 800 rows: not the 120 the models were finetuned on
     app.text_input(key="shift.base.model_other").set_value(shared["gpt2"])
     app.text_input(key="shift.ft.model_other").set_value(shared["ft"])
     app.number_input(key="shift.limit").set_value(120)

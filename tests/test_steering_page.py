@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from repmap_core.activations import get_activations
 from repmap_core.data import load_dataset
 from repmap_core.maps import RidgeMap
 from repmap_core.models import load_model
+from repmap_core.steering.run import sweep_layer
 from repmap_core.steering import (ab_prompts, compare_curves, compute_vectors, cosine_per_layer, generate, layer_cosines,
                                   propensity_sweep, transfer_vector)
 from tests.conftest import ROOT
@@ -121,7 +123,7 @@ def test_two_models_draw_the_three_rimsky_plots(page, models):
     assert all(list(t["text"]) == ["0", "1", "2"] for t in pca["data"])
     table = page.dataframe[0].value
     assert list(table.index) == [0, 1, 2] and np.allclose(table["A norm"], [vs_a.vectors[L].norm for L in range(3)])
-    assert (table["B pairs"] == 14).all()  # 20 questions, 30% held out
+    assert (table["B pairs"] == 28).all()  # 20 questions, 30% held out, each asked in both letter orders
     buttons = {b.key: b.label for b in page.get("download_button")}  # every figure and table has its own too
     assert not page.info and {k: buttons.get(k) for k in ("steer.dl_vectors.A.safetensors", "steer.dl_vectors.B.safetensors",
                                                           "steer.dl_cosines")} == {
@@ -133,27 +135,35 @@ def test_two_models_draw_the_three_rimsky_plots(page, models):
 def test_a_sweep_matches_the_core_and_previews_generations(page, models, files):
     compute(page, models["gpt2"], data=files["short"], limit=0)
     assert any("choose a model B" in i.value for i in page.info)  # plot 1 replaced by its reason
+    assert any("Letter-balanced: each of the 14 questions the vectors come from was asked in both orders" in c.value
+               for c in page.caption)
     page.number_input(key="steer.preview_alpha").set_value(20.0)
     page.button(key="FormSubmitter:steer.sweep_form-Sweep").click().run()
     ok(page)
-    # the same sweep, straight from the core: layer 1 (the middle), multipliers -2..2 in 5 steps
+    # the same sweep, straight from the core: layer 1 (the middle), relative multipliers -1..1 in 5 steps
     vs = compute_vectors(models["gpt2"], load_dataset(files["short"]))
     lm = load_model(models["gpt2"], head=True)
-    prompts = ab_prompts(vs.held_out, lm.tokenizer)
-    expected = propensity_sweep(lm, prompts, 1, vs.vectors[1], np.linspace(-2, 2, 5))
-    fig = chart(page, "A: gpt2, layer 1: propensity on 6 held-out questions")
-    band, line = fig["data"]
-    assert np.allclose(values(line["x"]), [-2, -1, 0, 1, 2]) and np.allclose(values(line["y"]), expected.mean, atol=1e-4)
-    assert np.allclose(values(band["y"]), np.r_[expected.high, expected.low[::-1]], atol=1e-4)
+    expected = sweep_layer(vs, lm, 1, np.linspace(-1, 1, 5), scale="relative", preview_alpha=20.0)
+    res = expected.sweep
+    fig = chart(page, "A: gpt2, layer 1: propensity on 12 held-out prompts")
+    band, line, rand_band, rand = fig["data"]
+    assert line["name"].startswith("vector") and rand["name"].startswith("random direction")
+    assert np.allclose(values(line["x"]), [-1, -0.5, 0, 0.5, 1]) and np.allclose(values(line["y"]), res.curve.mean, atol=1e-4)
+    assert np.allclose(values(band["y"]), np.r_[res.curve.high, res.curve.low[::-1]], atol=1e-4)
+    assert np.allclose(values(rand["y"]), res.random.mean, atol=1e-4)
+    assert "multiplier α (× the layer's mean residual norm)" == fig["layout"]["xaxis"]["title"]["text"]
+    side = chart(page, "Side effect: next-token loss on neutral text")
+    assert np.allclose(values(side["data"][0]["y"]), [res.side_effect[a] - res.side_effect["base"] for a in res.curve.alphas],
+                       atol=1e-4)
+    assert [m.value for m in list(page.success) + list(page.info) if m.value.startswith(("Steers", "No steering", "Cannot"))] == [res.verdict]
     agreement = page.dataframe[-1].value
-    assert agreement["multiplier"].tolist() == [-2, -1, 0, 1, 2]
-    assert np.allclose(agreement["agreement"], expected.agreement) and agreement["agreement"].between(0, 1).all()
+    assert agreement["multiplier"].tolist() == [-1, -0.5, 0, 0.5, 1]
+    assert np.allclose(agreement["agreement"], res.curve.agreement) and agreement["agreement"].between(0, 1).all()
+    assert agreement["agreement 95%"].str.match(r"\[\d+%, \d+%\]").all()
     preview = page.table[0].value
-    shown = [p.prompt for p in prompts[:3]]
     assert list(preview.columns) == ["question (its end)", "without steering", "with α = +20"] and len(preview) == 3
-    assert preview["without steering"].tolist() == generate(lm, shown, max_new_tokens=30)
-    steered = generate(lm, shown, layer=1, vector=vs.vectors[1], alpha=20.0, max_new_tokens=30)
-    assert preview["with α = +20"].tolist() == steered and steered != preview["without steering"].tolist()
+    assert preview["without steering"].tolist() == expected.plain
+    assert preview["with α = +20"].tolist() == expected.steered and expected.steered != expected.plain
 
 
 def test_long_questions_are_cut_to_the_context_and_swept(page, models):
@@ -162,9 +172,10 @@ def test_long_questions_are_cut_to_the_context_and_swept(page, models):
     page.run()
     page.button(key="FormSubmitter:steer.sweep_form-Sweep").click().run()
     ok(page)
-    fig = chart(page, "B: llama, layer 1: propensity on 6 held-out questions")
-    assert len(lines(fig)) == 1 and np.isfinite(values(lines(fig)[0]["y"])).all()
-    assert any("6 questions longer than the model's context were cut to their end" in c.value for c in page.caption)
+    fig = chart(page, "B: llama, layer 1: propensity on 12 held-out prompts")
+    assert len(lines(fig)) == 2 and all(np.isfinite(values(t["y"])).all() for t in lines(fig))  # vector, random
+    assert any(re.search(r"\b[1-9]\d* prompts longer than the model's context were cut to their end", c.value)
+               for c in page.caption), [c.value for c in page.caption]
 
 
 def test_a_vector_carried_to_a_wider_model(page, models, files):
@@ -175,18 +186,21 @@ def test_a_vector_carried_to_a_wider_model(page, models, files):
     page.button(key="FormSubmitter:steer.transfer_form-Transfer and sweep").click().run()
     ok(page)
     fig = chart(page, "B: gpt2_w48 layer 1: its own vector (native) vs A: gpt2 layer 1's, carried (ridge, A v + b)")
-    native, moved = lines(fig)
+    native, moved, rand = lines(fig)
     assert native["name"].startswith("native") and moved["name"].startswith("transferred")
-    assert len(fig["data"]) == 4  # each with its band
+    assert rand["name"].startswith("random direction") and len(fig["data"]) == 6  # each with its band
     metrics = {m.label: m.value for m in page.metric}
-    comparison = compare_curves(*[type("C", (), {"mean": values(t["y"])})() for t in (native, moved)])
-    assert metrics["Pearson r"] == f"{comparison['pearson_r']:.3f}" and metrics["MSE"] == f"{comparison['mse']:.3g}"
+    curve = lambda t: type("C", (), {"mean": values(t["y"]), "gaps": np.zeros(0), "groups": np.zeros(0)})()  # noqa: E731
+    comparison = compare_curves(curve(native), curve(moved))
+    assert metrics["Pearson r, native vs carried"] == f"{comparison['pearson_r']:.2f}"
+    assert metrics["MSE"] == f"{comparison['mse']:.3g}"
+    assert any(c.value.startswith("95% [") and "native vs a random direction" in c.value for c in page.caption)
     # the carried vector, straight from the core: ridge fitted on the training rows' answer activations
     vs_a, vs_b = (compute_vectors(m, load_dataset(files["short"])) for m in (models["gpt2"], models["gpt2_48"]))
     S = np.asarray(get_activations(models["gpt2"], vs_a.dataset, [1], "answer")[1])
     T = np.asarray(get_activations(models["gpt2_48"], vs_b.dataset, [1], "answer")[1])
     carried = transfer_vector(vs_a.vectors[1], RidgeMap().fit(S[vs_a.train_rows], T[vs_a.train_rows]), with_bias=True)
-    assert metrics["Cosine native vs carried"] == f"{vs_b.vectors[1].cosine(carried):.3f}"
+    assert metrics["Cosine native vs carried"] == f"{vs_b.vectors[1].cosine(carried):.2f}"
     assert any("Pearson r 0.73–0.98, MSE 0.005–0.096 across 13 behaviours" in c.value for c in page.caption)
 
     page.selectbox(key="steer.map").set_value("none")  # A's 32-wide vector into a 48-wide model, no map

@@ -10,12 +10,13 @@ from repmap_core.data import load_dataset
 from repmap_core.errors import RepmapError
 from repmap_core.exports import steering_export
 from repmap_core.figures_steering import (LRT_PUBLISHED_TEXT, agreement_table, curves_table, preview_table,
-                                          propensity_plot, rimsky_figures, vector_norms, vector_table)
+                                          propensity_plot, rimsky_figures, side_effect_plot, vector_norms, vector_table)
 from repmap_core.models import LoadedModel, load_model, model_info, resolve_model
-from repmap_core.steering import (ab_prompts, compute_vectors, generate, prompts_over_context, propensity_sweep,
-                                  transfer_and_compare)
+from repmap_core.stats import format_estimate
+from repmap_core.steering import compute_vectors, transfer_and_compare
+from repmap_core.steering.run import estimate_sweep_seconds, sweep_layer
 from repmap_ui import exports
-from repmap_ui.common import model_loader, show_error
+from repmap_ui.common import default_causal_model, model_loader, show_error
 from repmap_ui import urlstate
 from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker, seed_data_picker, seed_model_picker
 from repmap_ui.urlstate import Choice, Float, Int, Layers, Text
@@ -31,12 +32,14 @@ st.caption("Contrastive activation addition: per layer, the mean difference betw
 for k in ("steer.result", "steer.sweep", "steer.transfer"):
     st.session_state.setdefault(k, None)
 st.session_state.setdefault("steer.data_choice", "builtin:survival_instinct")
+if (causal := default_causal_model()) is not None:
+    st.session_state.setdefault("steer.a.model_choice", causal)  # a real causal LM by default: it can be steered
 
 
 # the vectors' request in the URL (URL key -> request key); the sweeps are run by hand, not by a link
 URL_REQUEST = [Text("a", ""), Text("b", ""), Text("data", "builtin:survival_instinct"), Layers("layers", "all"),
                Choice("vector", "mean_diff", ("mean_diff", "pca_diff")), Float("test", 0.3, lo=0.05, hi=0.9),
-               Int("limit", 400, lo=0)]
+               Int("limit", 160, lo=0)]
 URL_NAMES = {"a": "A", "b": "B", "data": "data", "layers": "layers", "vector": "method", "test": "test_frac", "limit": "limit"}
 # the sweep's layer per model and the transfer's layer pair; -1 stands for the page's default, the middle layer
 URL_LAYERS = [Int("la", -1, lo=0), Int("lb", -1, lo=0), Int("ls", -1, lo=0), Int("lt", -1, lo=0)]
@@ -122,8 +125,9 @@ def request_form(expanded: bool) -> dict | None:
                                 help="mean of the pair differences (CAA), or their first principal component")
         test_frac = c[2].number_input("Held-out fraction", min_value=0.05, max_value=0.9, value=0.3, step=0.05,
                                       key="steer.test_frac", help="questions kept aside to score the steering")
-        limit = c[3].number_input("Max rows (0 = all)", min_value=0, value=400, step=100, key="steer.limit",
-                                  help="two rows per question")
+        limit = c[3].number_input("Max rows (0 = all)", min_value=0, value=160, step=40, key="steer.limit",
+                                  help="two rows per question; each two-choice question is also asked with its options "
+                                       "swapped, so the model sees twice as many")
         if not st.form_submit_button("Compute vectors", type="primary"):
             return None
     model_b = chosen_model(*b)
@@ -141,8 +145,9 @@ def compute(req: dict) -> dict:
             sets[side] = compute_vectors(req[side], dataset, req["layers"], method=req["method"], test_frac=req["test_frac"],
                                          loader=model_loader(False),
                                          progress=lambda f, m, b=bar: b.progress(min(max(f, 0.0), 1.0), text=m))
-        status.update(label=f"{dataset.name}: {len(dataset) // 2} questions, {len(sets['A'].held_out) // 2} held out",
-                      state="complete", expanded=False)
+        held = len(np.unique(sets["A"].held_out_groups()))
+        status.update(label=f"{dataset.name}: {len(dataset) // 2} questions, {held} held out", state="complete",
+                      expanded=False)
     for side, vs in sets.items():  # fresh defaults: a middle layer, where CAA steers best
         st.session_state[f"steer.layer.{side}"] = sorted(vs.vectors)[len(vs.vectors) // 2]
     for key in ("steer.layer_s", "steer.layer_t"):
@@ -154,6 +159,9 @@ def compute(req: dict) -> dict:
 def comparison(result: dict) -> None:
     sets, labels, models = result["sets"], result["labels"], result["models"]
     st.header("The vectors compared")
+    for side, vs in sets.items():
+        if vs.balance is not None:
+            (st.caption if vs.balance.swapped or vs.balance.balanced else st.warning)(f"{labels[side]}: {vs.balance.sentence()}")
     vecs = {labels[s]: vs.vectors for s, vs in sets.items()}
     figs = rimsky_figures(vecs, {labels[s]: (models[s][1].d_model, models[s][1].n_layers) for s in sets})
     if figs.cosine_by_layer is not None:
@@ -181,27 +189,26 @@ def comparison(result: dict) -> None:
 
 
 def alphas_inputs(prefix: str, disabled: bool, columns) -> np.ndarray:
-    lo = columns[0].number_input("Multiplier from", value=-2.0, step=0.5, key=f"{prefix}.alpha_min", disabled=disabled)
-    hi = columns[1].number_input("to", value=2.0, step=0.5, key=f"{prefix}.alpha_max", disabled=disabled)
+    lo = columns[0].number_input("Multiplier from", value=-1.0, step=0.25, key=f"{prefix}.alpha_min", disabled=disabled)
+    hi = columns[1].number_input("to", value=1.0, step=0.25, key=f"{prefix}.alpha_max", disabled=disabled)
     steps = columns[2].number_input("Steps", min_value=2, max_value=41, value=5, key=f"{prefix}.steps", disabled=disabled)
     return np.linspace(float(lo), float(hi), int(steps))
 
 
-def sweep(result: dict, side: str, layer: int, alphas: np.ndarray, normalize: bool, preview_alpha: float) -> dict:
+SCALE_HELP = ("relative: α × the layer's mean residual norm along the vector's direction (α = 0.5 adds half a "
+              "typical residual, so one α means the same at every layer and model); raw: α × the vector as computed")
+
+
+def sweep(result: dict, side: str, layer: int, alphas: np.ndarray, scale: str, preview_alpha: float) -> dict:
     vs, lm = result["sets"][side], lm_for(result, side)
-    prompts = ab_prompts(vs.held_out, lm.tokenizer)  # one sentence on answers of several tokens
-    cut = prompts_over_context(lm, [p.prompt for p in prompts])  # longer ones keep their end
-    bar = st.progress(0.0, text=f"Sweeping {len(alphas)} multipliers over {len(prompts)} held-out questions")
-    curve = propensity_sweep(lm, prompts, layer, vs.vectors[layer], alphas, normalize=normalize,
-                             progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
+    rate = vs.manifest.get("tokens", 0) / max(vs.manifest.get("seconds", 0) or 1e9, 1e-9)
+    eta = estimate_sweep_seconds(lm, vs, len(alphas), rate) if rate else None
+    bar = st.progress(0.0, text=f"Sweeping {len(alphas)} multipliers with the vector and a random direction"
+                      + (f" (about {eta:.0f} s here)" if eta else ""))
+    out = sweep_layer(vs, lm, layer, alphas, scale=scale, preview_alpha=preview_alpha,
+                      progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
     bar.empty()
-    v = vs.vectors[layer].normalized() if normalize else vs.vectors[layer]
-    shown = [p.prompt for p in prompts[:3]]
-    with st.spinner("Generating the preview"):
-        plain = generate(lm, shown, max_new_tokens=30)
-        steered = generate(lm, shown, layer=layer, vector=v, alpha=preview_alpha, max_new_tokens=30)
-    return {"label": result["labels"][side], "curve": curve, "preview": preview_table(shown, plain, steered, preview_alpha),
-            "cut": cut}
+    return {"label": result["labels"][side], "out": out}
 
 
 def steering(result: dict) -> None:
@@ -215,29 +222,36 @@ def steering(result: dict) -> None:
         c = st.columns(6, vertical_alignment="bottom")
         layer = c[0].selectbox("Layer", sorted(sets[side].vectors), key=f"steer.layer.{side}", disabled=off)
         alphas = alphas_inputs("steer", off, c[1:4])
-        normalize = c[4].toggle("Normalise", key="steer.normalize", disabled=off,
-                                help="a unit vector: the multiplier is then the length added to the residual stream")
-        preview_alpha = c[5].number_input("Preview multiplier", value=2.0, step=0.5, key="steer.preview_alpha", disabled=off)
+        scale = c[4].selectbox("Scale", ["relative", "raw"], key="steer.scale", disabled=off, help=SCALE_HELP)
+        preview_alpha = c[5].number_input("Preview multiplier", value=1.0, step=0.25, key="steer.preview_alpha", disabled=off)
         submitted = st.form_submit_button("Sweep", type="primary", disabled=off)
     if submitted:
         try:
-            st.session_state["steer.sweep"] = sweep(result, side, layer, alphas, normalize, float(preview_alpha))
+            st.session_state["steer.sweep"] = sweep(result, side, layer, alphas, scale, float(preview_alpha))
         except RepmapError as e:
             show_error(e)  # the previous sweep stays below
-    if (out := st.session_state["steer.sweep"]) is None:
+    if (got := st.session_state["steer.sweep"]) is None:
         return
-    curve = out["curve"]
+    out, label = got["out"], got["label"]
+    res = out.sweep
+    curve = res.curve
+    (st.success if res.steers else st.info)(res.verdict, icon=":material/insights:")
     c1, c2 = st.columns([3, 2])
-    exports.plot(propensity_plot({out["label"]: curve}, f"{out['label']}, layer {curve.layer}: propensity on "
-                                 f"{curve.n_questions} held-out questions"), "steer.curve",
-                 f"steering_propensity_layer{curve.layer}", where=c1)
-    exports.table(agreement_table(curve).style.format({"multiplier": "{:+g}", "propensity": "{:+.3f}", "agreement": "{:.0%}"}),
-                  "steer.agreement", f"steering_agreement_layer{curve.layer}", where=c2, hide_index=True)
-    c2.caption("Agreement: the share of held-out questions whose behaviour-matching letter wins."
-               + (f" {out['cut']} questions longer than the model's context were cut to their end." if out["cut"] else ""))
-    c2.download_button("Curve (CSV)", curves_table({out["label"]: curve}).to_csv(index=False), "steering_curve.csv",
-                       key="steer.dl_curve")
-    exports.table(out["preview"], "steer.preview", "steering_preview", static=True)
+    curves = {"vector": curve} | ({"random direction": res.random} if res.random is not None else {})
+    exports.plot(propensity_plot(curves, f"{label}, layer {curve.layer}: propensity on {curve.n_questions} held-out "
+                                 "prompts (both letter orders)"), "steer.curve", f"steering_propensity_layer{curve.layer}",
+                 where=c1)
+    exports.plot(side_effect_plot(res.side_effect), "steer.side_effect", f"steering_side_effect_layer{curve.layer}", where=c2)
+    exports.table(agreement_table(curve, res.random).style.format({"multiplier": "{:+g}", "propensity": "{:+.3f}",
+                                                                   "agreement": "{:.0%}", "random direction": "{:+.3f}"}),
+                  "steer.agreement", f"steering_agreement_layer{curve.layer}", hide_index=True)
+    st.caption(f"Slope of propensity per unit α: vector {format_estimate(res.slope, 2)}, random direction "
+               f"{format_estimate(res.random_slope, 2)} (95% intervals, bootstrap over held-out questions). Agreement: the "
+               "share of held-out prompts whose behaviour-matching letter wins, with its Wilson interval."
+               + (f" {out.cut} prompts longer than the model's context were cut to their end." if out.cut else ""))
+    st.download_button("Curves (CSV)", curves_table(curves).to_csv(index=False), "steering_curve.csv", key="steer.dl_curve")
+    exports.table(preview_table(out.preview_prompts, out.plain, out.steered, out.preview_alpha), "steer.preview",
+                  "steering_preview", static=True)
 
 
 def transfer(result: dict, req: dict) -> dict:
@@ -248,8 +262,11 @@ def transfer(result: dict, req: dict) -> dict:
         out = transfer_and_compare(A, B, lm_for(result, "B"), req["source"], lt, req["alphas"],
                                    map_method=None if req["method"] == "none" else req["method"],
                                    map_params=params.get(req["method"]), with_bias=req["bias"], loader=model_loader(False))
-    return {"request": req, "curves": {"native": out.native, "transferred": out.transferred}, "r2": out.map_r2_test,
-            "comparison": out.comparison, "cosine": out.cosine, "carried": out.carried}
+    curves = {"native": out.native, "transferred": out.transferred}
+    if out.random is not None:
+        curves["random direction"] = out.random
+    return {"request": req, "curves": curves, "r2": out.map_r2_test, "comparison": out.comparison, "cosine": out.cosine,
+            "carried": out.carried}
 
 
 def transfer_section(result: dict) -> None:
@@ -283,11 +300,14 @@ def transfer_section(result: dict) -> None:
                                  f"{labels['A']} layer {req['source']}'s, carried ({how})"), "steer.transfer_curve",
                  f"steering_transfer_L{req['source']}_L{req['target']}")
     c = st.columns(4)
-    c[0].metric("Pearson r", f"{cmp['pearson_r']:.3f}", help=LRT_PUBLISHED_TEXT)
+    lo, hi = cmp.get("pearson_r_interval", [float("nan")] * 2)
+    c[0].metric("Pearson r, native vs carried", f"{cmp['pearson_r']:.2f}", help=LRT_PUBLISHED_TEXT)
+    c[0].caption(f"95% [{lo:.2f}, {hi:.2f}] over held-out questions; native vs a random direction: "
+                 f"{cmp.get('null_pearson_r', float('nan')):.2f}")
     c[1].metric("MSE", f"{cmp['mse']:.3g}", help=LRT_PUBLISHED_TEXT)
-    c[2].metric("Cosine native vs carried", f"{out['cosine']:.3f}")
-    c[3].metric("Map R² (held-out rows)", "–" if out["r2"] is None else f"{out['r2']:.3f}")
-    st.caption(f"Published beside: {LRT_PUBLISHED_TEXT}.")
+    c[2].metric("Cosine native vs carried", f"{out['cosine']:.2f}")
+    c[3].metric("Map R² (held-out rows)", "–" if out["r2"] is None else f"{out['r2']:.2f}")
+    st.caption(f"Paper, beside this run (not comparable in value: other models, layers and behaviours): {LRT_PUBLISHED_TEXT}.")
     d = st.columns(2)
     d[0].download_button("Curves (CSV)", curves_table(out["curves"]).to_csv(index=False), "steering_transfer_curves.csv",
                          key="steer.dl_transfer")

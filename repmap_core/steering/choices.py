@@ -58,7 +58,8 @@ class LetterBalance:
     def sentence(self) -> str:
         shown = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
         if self.swapped:
-            return f"Letter-balanced: each of {self.n_questions} questions asked in both orders (matching letter: {shown})."
+            return (f"Letter-balanced: each of the {self.n_questions} questions the vectors come from was asked in both "
+                    f"orders (matching letter: {shown}).")
         if self.balanced:
             return f"Letter-balanced by sampling (matching answer: {shown})."
         return (f"Not letter-balanced (matching answer: {shown}): the vector mixes the behaviour with the answer letter; "
