@@ -2,7 +2,7 @@
 linear map carries it to another model. Run with `streamlit run app.py`."""
 import streamlit as st
 
-from repmap_ui.common import sidebar_status
+from repmap_ui.common import run_with_sidebar
 
 st.set_page_config(page_title="repmap", page_icon=":material/hub:", layout="wide")
 
@@ -21,5 +21,4 @@ pages = [
     st.Page("views/cache.py", title="Cache", icon=":material/storage:"),
 ]
 page = st.navigation(pages)
-page.run()
-sidebar_status()
+run_with_sidebar(page)

@@ -89,8 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--batch-size", type=int, default=16)
-    p = sub.add_parser("recipe", help="a paper's protocol end to end: within (Gao §3) or between (Gao §2)")
-    p.add_argument("name", choices=["within", "between", "rimsky", "lrt"])
+    p = sub.add_parser("recipe", help="a paper's protocol end to end: within (Gao §3), between (Gao §2), rimsky, lrt, "
+                                      "w2s (weak-to-strong: PGR)")
+    p.add_argument("name", choices=["within", "between", "rimsky", "lrt", "w2s"])
     p.add_argument("--model", help="within: the model to finetune")
     p.add_argument("--source", help="between: the weak model")
     p.add_argument("--target", help="between: the strong model")
@@ -108,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chat", default=None, help="rimsky: the chat model (--model is the base)")
     p.add_argument("--multipliers", default="-2,-1,0,1,2", help="lrt: steering multipliers, written with = (--multipliers=-4,0,4)")
     p.add_argument("--no-bias", action="store_true", help="lrt: carry the vector as A v (stitching), not A v + b (LRT)")
+    p.add_argument("--weak", default="sentence-transformers/all-MiniLM-L6-v2", help="w2s: the weak teacher")
+    p.add_argument("--strong", default="HuggingFaceTB/SmolLM2-135M-Instruct", help="w2s: the strong student")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("layers", help="per-layer probe accuracy and separation")
     _add_data_args(p)
@@ -351,6 +354,11 @@ def cmd_recipe(args: argparse.Namespace) -> dict:
                           target_layer=args.target_layer, limit=args.limit, seed=args.seed, multipliers=multipliers,
                           with_bias=not args.no_bias, progress=_progress(False))
 
+    if args.name == "w2s":
+        from repmap_core.weak_to_strong import weak_to_strong
+
+        return weak_to_strong(args.data, weak_model=args.weak, strong_model=args.strong, seed=args.seed, limit=args.limit,
+                              progress=_progress(False)).as_dict()
     if args.name == "within":
         if not args.model:
             raise RepmapError("recipe within needs --model (the model to finetune).")

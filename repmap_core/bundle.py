@@ -58,8 +58,9 @@ VIEWS: dict[str, ViewKeys] = {
     "across": ViewKeys("Across models", ("across.result", "across.fit", "across.selected", "across.layer_s", "across.layer_t"),
                        ("across.metric", "across.method", "across.alpha", "across.rank", "across.steps", "across.test_frac",
                         "across.seed"), "across.result"),
-    "steering": ViewKeys("Steering", ("steer.result", "steer.sweep", "steer.transfer", "steer.layer.A", "steer.layer.B"),
-                         ("steer.side", "steer.normalize", "steer.alpha_min", "steer.alpha_max", "steer.steps",
+    "steering": ViewKeys("Steering", ("steer.result", "steer.sweep", "steer.transfer", "steer.sentiment", "steer.layer.A",
+                                      "steer.layer.B"),
+                         ("steer.side", "steer.scale", "steer.alpha_min", "steer.alpha_max", "steer.steps", "steer.sent_layer",
                           "steer.preview_alpha", "steer.layer_s", "steer.layer_t", "steer.map", "steer.bias",
                           "steer.t.alpha_min", "steer.t.alpha_max", "steer.t.steps"), "steer.result"),
     "finetune": ViewKeys("Finetune (weak labels)", ("finetune.weak",), (), "finetune.weak"),
@@ -105,10 +106,11 @@ def _registry() -> dict[str, type]:
     from repmap_core.stats import Estimate
     from repmap_core.steering import LetterBalance, PropensityCurve, SteeringVector, SweepResult, VectorSet
     from repmap_core.steering.run import LayerSweep
+    from repmap_core.steering.sentiment import SentimentSweep
 
     classes = [ActivationSet, TextDataset, BetweenResult, WithinResult, ModelInfo, ResolvedModel, LayerSeparation,
                SimilarityMatrix, PropensityCurve, SteeringVector, VectorSet, LetterBalance, SweepResult, LayerSweep,
-               Estimate]
+               SentimentSweep, Estimate]
     return {c.__name__: c for c in classes}
 
 

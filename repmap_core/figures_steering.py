@@ -256,3 +256,32 @@ def rimsky_figures(vectors: dict[str, dict[int, SteeringVector]], shapes: dict[s
         pca_note = "The models have different widths, so their vectors cannot share PCA axes: each is projected alone."
     return RimskyFigures(cosine_by_layer(per_layer, pair) if per_layer else None, note, layer_cosine_heatmaps(groups),
                          pca, pca_note, cosines_table(groups, per_layer, pair))
+
+
+def sentiment_plot(sweep) -> go.Figure:
+    """Judged P(positive) of the continuations against α, the vector and a random direction, each
+    with its 95% interval over openings (a `SentimentSweep`)."""
+    fig = go.Figure()
+    for which, name in (("vector", "vector"), ("random", "random direction")):
+        mean, low, high = sweep.mean_interval(which)
+        color = CURVE_COLORS[name]
+        x = np.asarray(sweep.alphas, np.float64)
+        fig.add_trace(go.Scatter(x=np.r_[x, x[::-1]], y=np.r_[high, low[::-1]], fill="toself", mode="lines",
+                                 line=dict(width=0), fillcolor=_rgba(color, 0.18), hoverinfo="skip", showlegend=False,
+                                 legendgroup=name))
+        fig.add_trace(go.Scatter(x=x, y=mean, mode="lines+markers", name=name, legendgroup=name, line=dict(color=color),
+                                 hovertemplate="α %{x:+g}: judged positive %{y:.0%}<extra></extra>"))
+    fig.add_hline(y=0.5, line=dict(color="#8d96a3", width=1, dash="dot"))
+    fig.update_xaxes(title_text="multiplier α (× the layer's mean residual norm)" if sweep.scale == "relative" else "multiplier α")
+    fig.update_yaxes(title_text="judged P(positive)", range=[0, 1], tickformat=".0%")
+    fig.update_layout(height=360, margin=dict(l=10, r=10, t=60, b=10), legend=dict(orientation="h", y=-0.25, x=0.5,
+                      xanchor="center"), title=f"Layer {sweep.layer}: sentiment of {sweep.positive.shape[1]} continuations")
+    return fig
+
+
+def sentiment_examples(sweep, openings, n: int = 4) -> pd.DataFrame:
+    """A few openings with their continuations at the lowest, zero and highest multiplier."""
+    alphas = list(np.asarray(sweep.alphas, np.float64))
+    cols = [alphas.index(min(alphas)), int(np.argmin(np.abs(alphas))), alphas.index(max(alphas))]
+    return pd.DataFrame({"opening": list(openings[:n]),
+                         **{f"α = {alphas[k]:+g}": [sweep.texts[k][i] for i in range(n)] for k in cols}})

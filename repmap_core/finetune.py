@@ -72,6 +72,7 @@ class FinetuneConfig:
     eval_every: int | None = None  # optimiser steps between evaluations; None: once per epoch
     warmup_frac: float = 0.1  # share of all steps spent warming the learning rate up linearly, then it decays to 0
     train_last: int | None = None  # train only the last k blocks (and the final norm and head); None: every weight
+    head_lr: float | None = None  # the new head's learning rate (it starts from random); None: the same as lr
 
     def __post_init__(self) -> None:
         checks = [
@@ -85,6 +86,7 @@ class FinetuneConfig:
             (self.eval_every is None or self.eval_every >= 1, f"eval_every must be at least 1 step, not {self.eval_every}"),
             (0 <= self.warmup_frac < 1, f"the warmup fraction must be in [0, 1), not {self.warmup_frac}"),
             (self.train_last is None or self.train_last >= 1, f"train_last must be at least 1 block, not {self.train_last}"),
+            (self.head_lr is None or self.head_lr > 0, f"the head's learning rate must be positive, not {self.head_lr}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -323,10 +325,13 @@ def _training_setup(lm: LoadedModel, config: FinetuneConfig):
         if (norm := lm.final_norm()) is not None:
             norm.requires_grad_(True)
     head = torch.nn.Linear(lm.info.d_model, 2).to(lm.device)
-    params = [p for p in [*model.parameters(), *head.parameters()] if p.requires_grad]
-    optimiser = _adamw([{"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
-                        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], config.lr)
-    return model, head, params, optimiser
+    body = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in body if p.ndim >= 2], "weight_decay": config.weight_decay},
+              {"params": [p for p in body if p.ndim < 2], "weight_decay": 0.0},
+              {"params": [head.weight], "weight_decay": config.weight_decay, "lr": config.head_lr or config.lr},
+              {"params": [head.bias], "weight_decay": 0.0, "lr": config.head_lr or config.lr}]
+    optimiser = _adamw([g for g in groups if g["params"]], config.lr)
+    return model, head, body + list(head.parameters()), optimiser
 
 
 def estimate_seconds(model: str | ResolvedModel, dataset: TextDataset, config: FinetuneConfig = FinetuneConfig(), *,

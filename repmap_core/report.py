@@ -254,6 +254,13 @@ def _steering(states: dict, settings: dict) -> Section:
         s.table(agreement_table(curve, sweep.random), "Propensity and agreement per multiplier")
         s.table(preview_table(out.preview_prompts, out.plain, out.steered, out.preview_alpha),
                 "Generations, plain and steered")
+    if (sw := states.get("steer.sentiment")) is not None:
+        from repmap_core.figures_steering import sentiment_examples, sentiment_plot
+        from repmap_core.steering.sentiment import OPENINGS
+
+        s.text(sw.verdict)
+        s.figure(sentiment_plot(sw), "sentiment steering")
+        s.table(sentiment_examples(sw, OPENINGS), "Continuations, steered")
     tr = states.get("steer.transfer")
     if tr is not None:
         req, cmp = tr["request"], tr["comparison"]

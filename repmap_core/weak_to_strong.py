@@ -13,7 +13,7 @@ representations with weak labels (Gao et al.'s Table 2 setting).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -28,6 +28,8 @@ __all__ = ["W2SResult", "split_three", "pgr", "weak_to_strong"]
 Progress = Callable[[float, str], None]
 WEAK_DEFAULT = "sentence-transformers/all-MiniLM-L6-v2"
 STRONG_DEFAULT = "HuggingFaceTB/SmolLM2-135M-Instruct"
+# the student and its ceiling on this CPU: the last 4 of SmolLM2's 30 blocks, the new head at a higher rate
+STRONG_CONFIG = FinetuneConfig(epochs=3, train_last=4, lr=1e-4, head_lr=1e-3)
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,18 @@ class W2SResult:
     within_weak: dict | None  # the within-model fit of the student's representations with weak labels
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """JSON-ready: NaN (e.g. PGR when the ceiling does not beat the weak model) becomes None."""
+        return _finite(asdict(self))
+
+
+def _finite(x):
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if np.isfinite(x) else None
+    return x
 
 
 def split_three(dataset: TextDataset, seed: int = 0, fractions: tuple[float, float] = (0.3, 0.4)
@@ -75,7 +88,7 @@ def weak_to_strong(data: str | TextDataset = "builtin:sentiment", *, weak_model:
     if min(len(weak_rows), len(strong_rows), len(test_rows)) < 8:
         raise RepmapError(f"{dataset.name} has {len(dataset)} rows, too few to split three ways; use at least 40.")
     weak_config = weak_config or FinetuneConfig(epochs=3, seed=seed)
-    strong_config = strong_config or FinetuneConfig(epochs=2, seed=seed, train_last=4, lr=1e-4)
+    strong_config = strong_config or replace(STRONG_CONFIG, seed=seed)
     test = dataset.take(test_rows)
     report(0.0, f"Finetuning the weak teacher {weak_model} on {len(weak_rows)} rows (ground truth)")
     weak = finetune(weak_model, dataset.take(weak_rows), weak_config, progress=lambda f, m: report(0.25 * f, m))

@@ -49,15 +49,25 @@ def environment() -> dict:
     return {"device": device, "offline": is_offline()}
 
 
-def sidebar_status() -> None:
-    """Device, hub and cache status; drawn after the page so the cache size includes its work."""
+def sidebar_status(where=None) -> None:
+    """Device, hub and cache status and the copy-link box, in `where` (the sidebar by default)."""
     env = environment()
     root = store.cache_root()
-    copy_link_box()
-    with st.sidebar:
-        st.caption(f"**Device** · {env['device']}")
-        st.caption("**Hub** · offline: local and embedded models only" if env["offline"] else "**Hub** · online")
-        st.caption(f"**Cache** · {store.cache_size_bytes() / 1e6:.1f} MB in `{root.name}/`", help=str(root))
+    box = where or st.sidebar
+    copy_link_box(box)
+    box.caption(f"**Device** · {env['device']}")
+    box.caption("**Hub** · offline: local and embedded models only" if env["offline"] else "**Hub** · online")
+    box.caption(f"**Cache** · {store.cache_size_bytes() / 1e6:.1f} MB in `{root.name}/`", help=str(root))
+
+
+def run_with_sidebar(page) -> None:
+    """Run the page with the sidebar status on it whatever the page does: drawn before the page (so a
+    page that stops early still has it), then redrawn in place after it (the cache size then
+    includes the page's work and the link its choices)."""
+    slot = st.sidebar.empty()
+    sidebar_status(slot.container())
+    page.run()
+    sidebar_status(slot.container())
 
 
 TABLE_UPLOAD_SUFFIXES = (".csv.gz", ".tsv.gz", ".jsonl.gz", ".json.gz", ".csv", ".tsv", ".jsonl", ".json", ".parquet")

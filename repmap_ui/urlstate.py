@@ -276,9 +276,9 @@ def link() -> str:
     return f"{base}?{query}" if query else base
 
 
-def copy_link_box() -> None:
-    """A compact "Copy link" popover in the sidebar, the full URL shown (st.code has a copy button,
-    and the text is there to select where the clipboard is not allowed)."""
-    with st.sidebar.popover("Copy link to this view", icon=":material/link:", width="stretch"):
+def copy_link_box(where=None) -> None:
+    """A compact "Copy link" popover (in `where`, the sidebar by default), the full URL shown (st.code has
+    a copy button, and the text is there to select where the clipboard is not allowed)."""
+    with (where or st.sidebar).popover("Copy link to this view", icon=":material/link:", width="stretch"):
         st.caption("Opens the same choices on this server; computed results come from its cache.")
         st.code(link(), language=None, wrap_lines=True)

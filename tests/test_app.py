@@ -142,11 +142,19 @@ def test_cache_page_lists_and_deletes_entries(app):
     app.switch_page("views/cache.py").run()
     assert not app.exception
     assert [t.value for t in app.title] == ["Cache"]
-    table = app.dataframe[0].value
-    assert "sentence-transformers/all-MiniLM-L6-v2" in set(table["model"])
-    key = table[table["model"] == "sentence-transformers/all-MiniLM-L6-v2"]["key"].iloc[0]
-    app.multiselect(key="cache.doomed").set_value([key]).run()
+    from repmap_core.inventory import inventory
+
+    items = inventory()
+    # the accounting adds up: the items' bytes are everything on disk
+    assert sum(i.bytes for i in items) == store.cache_size_bytes()
+    assert f"{len(items)} item" in app.caption[0].value and f"{store.cache_size_bytes() / 1e6:.1f} MB" in app.caption[0].value
+    table = app.dataframe[1].value
+    row = table[table["what"].str.startswith("all-MiniLM-L6-v2 · builtin:sentiment · mean · 800 rows")]
+    assert len(row) == 1 and row["kind"].iloc[0] == "activations"
+    assert len(row["created"].iloc[0]) == len("2026-12-06 07:25")  # readable, not raw ISO
+    key = next(i for i in items if i.kind == "activations" and i.name.startswith("all-MiniLM-L6-v2"))
+    app.multiselect(key="cache.doomed").set_value([f"activations/{key.id}"]).run()
     app.button(key="cache.delete").click().run()
     assert not app.exception
-    assert key not in {e.key for e in store.list_entries()}
-    assert not (store.cache_root() / "activations" / key).exists()
+    assert key.id not in {e.key for e in store.list_entries()}
+    assert not (store.cache_root() / "activations" / key.id).exists()

@@ -70,7 +70,7 @@ def synthetic_states() -> dict:
     curve = propensity_curve(alphas, gaps, 1, scale="relative", factor=2.0)
     rand = propensity_curve(alphas, gaps * 0, 1, scale="relative", factor=2.0)
     slope = Estimate(0.1, 0.08, 0.12, 5, "bootstrap (questions)")
-    sweep = SweepResult(curve, rand, slope, Estimate(0.0, -0.01, 0.01, 5, "bootstrap (questions)"),
+    sweep = SweepResult(curve, rand, slope, Estimate(0.0, -0.01, 0.01, 5, "bootstrap (questions)"), slope,
                         {"base": 4.0, **{float(a): 4.0 + abs(float(a)) for a in alphas}}, 3.0, "Steers at layer 1: ...")
     models = {"A": (ResolvedModel("tiny/steer", "/nowhere/tiny", "sha256:abc", "folder"), ModelInfo(3, 16, "gpt2", False, 128))}
     return {

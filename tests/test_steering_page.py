@@ -216,14 +216,16 @@ def test_an_encoder_gets_vectors_and_plots_but_no_steering(page, models):
     heat = chart(page, "Cosine between the vectors of every pair of layers")
     assert [values(t["z"]).shape for t in heat["data"]] == [(3, 3)]
     assert len(chart(page, "2-D PCA of the normalised per-layer vectors")["data"]) == 1
-    assert [w.value for w in page.warning] == [
-        "Steering needs next-token logits; bert is an encoder. The vectors and the comparisons above still work."]
+    assert [w.value for w in page.warning] == [  # the sweep and the sentiment section both say why they are off
+        "Steering needs next-token logits; bert is an encoder. The vectors and the comparisons above still work.",
+        "Steering needs next-token logits; bert is an encoder."]
     assert page.button(key="FormSubmitter:steer.sweep_form-Sweep").proto.disabled
     assert page.selectbox(key="steer.layer.A").proto.disabled
 
     compute(page, models["gpt2"], models["bert"])  # an encoder as B: no transfer either
     # steering A (a causal LM) is on; only the transfer to B says why it is off
     assert [w.value for w in page.warning] == ["Steering needs next-token logits; bert is an encoder."]
+    assert not page.button(key="FormSubmitter:steer.sentiment_form-Steer sentiment").proto.disabled
     assert not page.button(key="FormSubmitter:steer.sweep_form-Sweep").proto.disabled
     assert page.button(key="FormSubmitter:steer.transfer_form-Transfer and sweep").proto.disabled
     page.radio(key="steer.side").set_value("B")

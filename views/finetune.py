@@ -10,7 +10,7 @@ import streamlit as st
 from repmap_core import store
 from repmap_core.data import load_dataset
 from repmap_core.errors import RepmapError
-from repmap_core.finetune import (FinetuneConfig, check_finetune_data, finetune, list_finetuned,
+from repmap_core.finetune import (FinetuneConfig, check_finetune_data, estimate_seconds, finetune, list_finetuned,
                                   read_finetune_manifest, save_dataset, validation_split, weak_labels)
 from repmap_core.models import resolve_model
 from repmap_ui.common import local_models, show_error
@@ -18,9 +18,10 @@ from repmap_ui.jobs import Job, latest_job, start_job
 from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker
 
 st.title("Finetune")
-st.caption("Train the whole model with a 2-way linear head on a data set's 0/1 labels (AdamW, early stopping on "
-           "a validation split that keeps pairs whole). The result is an ordinary model folder in the cache, listed "
-           "in every model picker, so the other pages can compare it with its base model.")
+st.caption("Train a model with a 2-way linear head on a data set's 0/1 labels (AdamW, early stopping on a validation "
+           "split that keeps pairs whole): every weight, or only the last blocks (with a CPU, training SmolLM2's last 4 "
+           "of 30 blocks is what makes it a minute rather than several). The result is an ordinary model folder in the "
+           "cache, listed in every model picker, so the other pages can compare it with its base model.")
 
 DEFAULTS = FinetuneConfig()
 JOB = "finetune"
@@ -33,7 +34,7 @@ def config_form(running: bool) -> dict | None:
             model = model_picker("finetune", "Base model")
         with c2:
             data = data_picker("finetune")
-        cols = st.columns(7)
+        cols = st.columns(8)
         config = dict(
             epochs=cols[0].number_input("Epochs", 1, 1000, DEFAULTS.epochs, key="finetune.epochs"),
             lr=cols[1].number_input("Learning rate", 1e-7, 1.0, DEFAULTS.lr, step=1e-5, format="%.1e", key="finetune.lr"),
@@ -44,18 +45,39 @@ def config_form(running: bool) -> dict | None:
                                           key="finetune.val_frac", help="0 trains on every row, without early stopping"),
             patience=cols[6].number_input("Patience", 1, 100, DEFAULTS.patience, key="finetune.patience",
                                           help="evaluations without improvement before stopping early"),
+            train_last=cols[7].number_input("Train last blocks", 0, 10_000, 0, key="finetune.train_last",
+                                            help="0 trains every weight; k trains only the last k blocks, the final norm "
+                                                 "and the head (backward and AdamW then skip the frozen blocks)"),
         )
         trust = st.checkbox("Trust remote code (runs the model's own Python code)", key="finetune.trust")
-        submitted = st.form_submit_button("Start finetuning", type="primary", disabled=running,
+        b1, b2 = st.columns([1, 4])
+        estimate = b1.form_submit_button("Estimate time", disabled=running,
+                                         help="measures two training steps on this data here, then multiplies")
+        submitted = b2.form_submit_button("Start finetuning", type="primary", disabled=running,
                                           help="one finetune at a time per session" if running else None)
-    if not submitted:
+    if not (submitted or estimate):
         return None
-    return {"model": chosen_model(*model), "data": chosen_data(*data), "config": config, "trust": bool(trust)}
+    return {"model": chosen_model(*model), "data": chosen_data(*data), "config": config, "trust": bool(trust),
+            "estimate_only": bool(estimate and not submitted)}
+
+
+def make_config(req: dict) -> FinetuneConfig:
+    values = {k: (float(v) if k in ("lr", "val_frac") else int(v)) for k, v in req["config"].items()}
+    values["train_last"] = values.get("train_last") or None
+    return FinetuneConfig(**values)
+
+
+def show_estimate(req: dict) -> None:
+    config, dataset = make_config(req), load_dataset(req["data"])
+    with st.spinner("Measuring two training steps on this data"):
+        est = estimate_seconds(req["model"], dataset, config, trust_remote_code=req["trust"])
+    st.info(f"About {est['seconds']:.0f} s here: {est['steps']} optimiser steps at {est['step_seconds']:.2f} s each "
+            f"(measured just now), plus {est['eval_batches']} evaluation batches.", icon=":material/timer:")
 
 
 def start(req: dict) -> None:
     """Everything that can be wrong with the request fails here, before a thread starts."""
-    config = FinetuneConfig(**{k: (float(v) if k in ("lr", "val_frac") else int(v)) for k, v in req["config"].items()})
+    config = make_config(req)
     dataset = load_dataset(req["data"])
     check_finetune_data(dataset)
     validation_split(dataset, config.val_frac, config.seed)  # a single pair cannot be split
@@ -184,7 +206,9 @@ if snap is not None and snap.state == "done" and snap.id not in announced:
 
 try:
     req = config_form(running)
-    if req is not None:
+    if req is not None and req["estimate_only"]:
+        show_estimate(req)
+    elif req is not None:
         start(req)
         st.rerun()
 except RepmapError as e:

@@ -12,7 +12,7 @@ from repmap_core.models import EMBEDDED_MODEL_ID, site_name
 from repmap_core.probes import best_layer, layer_separation
 from repmap_core.projection import METHODS, project, sample_rows
 from repmap_ui import exports
-from repmap_ui.common import model_loader, show_error, table_uploader, warm_umap_in_background
+from repmap_ui.common import default_causal_model, model_loader, show_error, table_uploader, warm_umap_in_background
 from repmap_ui import urlstate
 from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker, seed_data_picker, seed_model_picker
 from repmap_ui.urlstate import Choice, Int, IntList, Layers, Text
@@ -80,6 +80,16 @@ def request_form(current: dict) -> dict | None:
             "label_col": label_col.strip(), "trust": bool(trust)}
 
 
+def quick_switch(current: str) -> dict | None:
+    """One click between the embedded encoder and the embedded causal LM (SmolLM2), on the built-in reviews."""
+    other = default_causal_model() if current == EMBEDDED_MODEL_ID else EMBEDDED_MODEL_ID
+    if other is None or other == current:
+        return None
+    label = (f"Show {other.split('/')[-1]} instead (causal LM, 30 blocks; the first time converts it and extracts "
+             "for about a minute here)" if other != EMBEDDED_MODEL_ID else f"Show {other.split('/')[-1]} instead (encoder)")
+    return dict(DEFAULTS, model=other) if st.button(label, key="explorer.quick", icon=":material/swap_horiz:") else None
+
+
 def compute(req: dict) -> dict:
     dataset = load_dataset(req["data"], text_col=req["text_col"] or None, label_col=req["label_col"] or None,
                            limit=req["limit"] or None)
@@ -100,7 +110,8 @@ linked, view_url = from_link()
 try:
     previous = st.session_state.get("explorer.result")
     linked = urlstate.not_shown(linked, previous)
-    req = request_form(previous["request"] if previous else DEFAULTS)
+    req = request_form(previous["request"] if previous else DEFAULTS) or quick_switch(
+        previous["request"]["model"] if previous else DEFAULTS["model"])
     if req is None and (linked or st.session_state.get("explorer.result") is None):
         req = linked or dict(DEFAULTS)  # a link's request, or on first open the embedded model on the built-in data
     if req is not None:
@@ -120,7 +131,8 @@ if result is not None:
     c2.metric("Probe accuracy there (cv)", f"{best_row.probe_cv_acc:.3f}")
     c3.metric("Rows", f"{aset.n:,}", help=f"{int(aset.labels.sum())} labelled 1")
     c4.metric("Width", f"{aset.d}", help=f"{m['n_layers']} blocks")
-    st.caption(f"`{m['model']}` @ `{m['revision']}` · {m['dataset_spec']} · position **{m['position']}** · "
+    quant = f" ({m['quantization']} GGUF, dequantized)" if m.get("quantization") else ""
+    st.caption(f"`{m['model']}`{quant} @ `{m['revision']}` · {m['dataset_spec']} · position **{m['position']}** · "
                f"{m['dtype']} · cache `{m['key'][:12]}`")
     if m.get("fp32_recomputed_rows"):
         st.caption(f"{m['fp32_recomputed_rows']:,} of {aset.n:,} rows were recomputed in float32 automatically because "

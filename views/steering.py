@@ -10,11 +10,13 @@ from repmap_core.data import load_dataset
 from repmap_core.errors import RepmapError
 from repmap_core.exports import steering_export
 from repmap_core.figures_steering import (LRT_PUBLISHED_TEXT, agreement_table, curves_table, preview_table,
-                                          propensity_plot, rimsky_figures, side_effect_plot, vector_norms, vector_table)
+                                          propensity_plot, rimsky_figures, sentiment_examples, sentiment_plot,
+                                          side_effect_plot, vector_norms, vector_table)
 from repmap_core.models import LoadedModel, load_model, model_info, resolve_model
 from repmap_core.stats import format_estimate
 from repmap_core.steering import compute_vectors, transfer_and_compare
-from repmap_core.steering.run import estimate_sweep_seconds, sweep_layer
+from repmap_core.steering.run import estimate_sweep_seconds, sentiment_layer, sweep_layer
+from repmap_core.steering.sentiment import OPENINGS
 from repmap_ui import exports
 from repmap_ui.common import default_causal_model, model_loader, show_error
 from repmap_ui import urlstate
@@ -29,7 +31,7 @@ st.title("Steering")
 st.caption("Contrastive activation addition: per layer, the mean difference between a model's activations at the "
            "behaviour-matching and the other answer letter. Compare two models' vectors (Rimsky et al.), steer a model "
            "and measure its propensity on held-out questions, and carry a vector to another model across a map (LRT).")
-for k in ("steer.result", "steer.sweep", "steer.transfer"):
+for k in ("steer.result", "steer.sweep", "steer.transfer", "steer.sentiment"):
     st.session_state.setdefault(k, None)
 st.session_state.setdefault("steer.data_choice", "builtin:survival_instinct")
 if (causal := default_causal_model()) is not None:
@@ -152,7 +154,7 @@ def compute(req: dict) -> dict:
         st.session_state[f"steer.layer.{side}"] = sorted(vs.vectors)[len(vs.vectors) // 2]
     for key in ("steer.layer_s", "steer.layer_t"):
         st.session_state.pop(key, None)
-    st.session_state.update({"steer.sweep": None, "steer.transfer": None})
+    st.session_state.update({"steer.sweep": None, "steer.transfer": None, "steer.sentiment": None})
     return {"request": req, "sets": sets, "models": models, "labels": {s: f"{s}: {short(req[s])}" for s in sets}}
 
 
@@ -254,6 +256,40 @@ def steering(result: dict) -> None:
                   "steering_preview", static=True)
 
 
+def sentiment_section(result: dict) -> None:
+    st.header("Steer a behaviour a small model shows: sentiment")
+    st.caption("A 135M model answers A/B behaviour questions near chance, so letter propensity may have nothing to move. "
+               "Its continuations are plainly positive or negative, though: the vector is the difference of the mean "
+               "last-token activations of positive and negative real reviews (builtin:sentiment), the model continues "
+               f"{len(OPENINGS)} neutral openings under α · v, and a probe on the embedded MiniLM (trained on the same "
+               "reviews) judges each continuation. A random direction of the same norm is steered beside it.")
+    side = "A"
+    if off := bool(reason := encoder_reason(result, side)):
+        st.warning(reason, icon=":material/block:")
+    n_layers = result["models"][side][1].n_layers
+    with st.form("steer.sentiment_form"):
+        c = st.columns([1, 1, 1, 1], vertical_alignment="bottom")
+        layer = c[0].selectbox("Layer", list(range(n_layers)), index=min(8, n_layers - 1), key="steer.sent_layer",
+                               disabled=off)
+        alphas = alphas_inputs("steer.sent", off, c[1:4])
+        submitted = st.form_submit_button("Steer sentiment", type="primary", disabled=off)
+    if submitted:
+        bar = st.progress(0.0, text="Steering the continuations")
+        try:
+            st.session_state["steer.sentiment"] = sentiment_layer(
+                result["request"]["A"], lm_for(result, side), layer, alphas, loader=model_loader(False),
+                progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m))
+        except RepmapError as e:
+            show_error(e)
+        bar.empty()
+    if (sw := st.session_state["steer.sentiment"]) is None:
+        return
+    (st.success if sw.verdict.startswith("Steers") else st.info)(sw.verdict, icon=":material/insights:")
+    exports.plot(sentiment_plot(sw), "steer.sentiment_plot", f"steering_sentiment_layer{sw.layer}")
+    st.caption(f"The judge's held-out accuracy on real reviews: {sw.judge_accuracy:.2f}. Intervals: bootstrap over openings.")
+    exports.table(sentiment_examples(sw, OPENINGS), "steer.sentiment_examples", "steering_sentiment_examples", static=True)
+
+
 def transfer(result: dict, req: dict) -> dict:
     (A, B), lt = (result["sets"]["A"], result["sets"]["B"]), req["target"]
     params = {"gd": {"max_steps": 500, "val_frac": 0.1}, "lowrank": {"rank": min(32, A.vectors[req["source"]].vector.shape[0],
@@ -338,6 +374,7 @@ urlstate.write("steer", URL_REQUEST, {k: result["request"][name] or "" for k, na
 layers_from_link(result)
 comparison(result)
 steering(result)
+sentiment_section(result)
 if "B" in result["sets"]:
     transfer_section(result)
 write_layers(result)

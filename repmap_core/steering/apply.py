@@ -193,6 +193,7 @@ class SweepResult:
     random: PropensityCurve | None
     slope: Estimate  # propensity per unit α (least squares over α, per question), bootstrap over questions
     random_slope: Estimate | None
+    difference: Estimate | None  # vector slope − random slope, paired by question
     side_effect: dict  # alpha -> mean next-token loss on neutral text (nats), with "base" at α = 0
     residual_norm: float | None
     verdict: str  # one sentence: does this layer steer, beyond the random direction?
@@ -208,25 +209,38 @@ def _slopes(alphas: np.ndarray, gaps: np.ndarray) -> np.ndarray:
     return (a[:, None] * (gaps - gaps.mean(0))).sum(0) / max(float((a ** 2).sum()), 1e-30)
 
 
-def _slope_estimate(curve: PropensityCurve, seed: int) -> Estimate:
-    per_q = _slopes(curve.alphas, curve.gaps)
-    low, high = bootstrap(lambda idx: per_q[idx].mean(), len(per_q), groups=curve.groups, seed=seed)
-    return Estimate(float(per_q.mean()), low, high, len(per_q), "bootstrap (questions)")
+def slope_estimates(alphas: np.ndarray, gaps: np.ndarray, random_gaps: np.ndarray | None, groups: np.ndarray | None,
+                    seed: int = 0) -> tuple[Estimate, Estimate | None, Estimate | None]:
+    """Mean slope per unit α of the vector, of the random direction, and of their difference (each
+    question's vector slope minus its random slope), with bootstrap intervals over questions."""
+    def estimate(per: np.ndarray) -> Estimate:
+        low, high = bootstrap(lambda idx: per[idx].mean(), len(per), groups=groups, seed=seed)
+        return Estimate(float(per.mean()), low, high, len(per), "bootstrap (questions)")
+
+    per_v = _slopes(alphas, gaps)
+    if random_gaps is None:
+        return estimate(per_v), None, None
+    per_r = _slopes(alphas, random_gaps)
+    return estimate(per_v), estimate(per_r), estimate(per_v - per_r)
 
 
-def verdict(layer: int, slope: Estimate, random_slope: Estimate | None, scale: str) -> str:
-    """One sentence saying whether the vector steers at `layer`, read against the random direction."""
-    unit = "per unit α (× the layer's residual norm)" if scale == "relative" else "per unit α"
-    shown = f"{slope.value:+.2f} [{slope.low:+.2f}, {slope.high:+.2f}] logits {unit}"
-    rand = "" if random_slope is None else f"; a random direction of the same norm: {random_slope.value:+.2f} [{random_slope.low:+.2f}, {random_slope.high:+.2f}]"
-    beyond_random = random_slope is None or (slope.low > random_slope.high or slope.high < random_slope.low)
+def verdict(layer: int, slope: Estimate, random_slope: Estimate | None, difference: Estimate | None, scale: str,
+            what: str = "propensity", unit: str = "logits") -> str:
+    """One sentence: does the vector steer at `layer`, beyond a random direction of the same norm?
+    It steers when its slope's interval excludes 0 and so does the interval of its difference from
+    the random direction's slope (paired by question)."""
+    per = "per unit α (× the layer's residual norm)" if scale == "relative" else "per unit α"
+    shown = f"{slope.value:+.2f} [{slope.low:+.2f}, {slope.high:+.2f}] {unit} {per}"
+    rand = ("" if random_slope is None else
+            f"; a random direction of the same norm: {random_slope.value:+.2f} [{random_slope.low:+.2f}, {random_slope.high:+.2f}]")
     if not (math.isfinite(slope.low) and math.isfinite(slope.high)):
         return f"Cannot tell at layer {layer}: too few held-out questions for an interval ({shown}{rand})."
-    if slope.low > 0 and beyond_random:
-        return f"Steers at layer {layer}: propensity rises {shown}{rand}."
-    if slope.high < 0 and beyond_random:
-        return f"Steers against the behaviour at layer {layer}: propensity falls {shown}{rand}."
-    return f"No steering at layer {layer} beyond chance: {shown}{rand}."
+    beyond = difference is None or difference.low > 0 or difference.high < 0
+    if slope.low > 0 and beyond:
+        return f"Steers at layer {layer}: {what} rises {shown}{rand}."
+    if slope.high < 0 and beyond:
+        return f"Steers against the behaviour at layer {layer}: {what} falls {shown}{rand}."
+    return f"No steering at layer {layer} beyond a random direction: {shown}{rand}."
 
 
 def next_token_loss(lm: LoadedModel, texts: Sequence[str], batch_size: int = 16) -> float:
@@ -295,9 +309,8 @@ def propensity_sweep(lm: LoadedModel, prompts: Sequence[ABPrompt], layer: int, v
     if not baseline and not neutral_texts:
         return curve
     rand = propensity_curve(alphas, np.stack(gaps["random"]), layer, scale=scale, factor=factor, groups=groups) if baseline else None
-    slope = _slope_estimate(curve, seed)
-    rslope = _slope_estimate(rand, seed) if rand is not None else None
-    return SweepResult(curve, rand, slope, rslope, side, residual_norm, verdict(layer, slope, rslope, scale))
+    slope, rslope, diff = slope_estimates(alphas, curve.gaps, None if rand is None else rand.gaps, curve.groups, seed)
+    return SweepResult(curve, rand, slope, rslope, diff, side, residual_norm, verdict(layer, slope, rslope, diff, scale))
 
 
 def generate(lm: LoadedModel, prompts: Sequence[str], *, layer: int | None = None, vector=None, alpha: float = 0.0,

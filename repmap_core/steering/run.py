@@ -11,7 +11,7 @@ from repmap_core.steering.apply import SweepResult, generate, prompts_over_conte
 from repmap_core.steering.choices import ab_prompts
 from repmap_core.steering.compare import VectorSet
 
-__all__ = ["LayerSweep", "sweep_layer", "neutral_texts", "estimate_sweep_seconds"]
+__all__ = ["LayerSweep", "sweep_layer", "neutral_texts", "estimate_sweep_seconds", "sentiment_layer"]
 
 Progress = Callable[[float, str], None]
 
@@ -65,3 +65,18 @@ def estimate_sweep_seconds(lm: LoadedModel, vs: VectorSet, n_alphas: int, tokens
     side_tokens = sum(len(lm.tokenizer(t)["input_ids"]) for t in neutral_texts())
     total = n_alphas * (2 * prompt_tokens + side_tokens) + 2 * 3 * 30 * 40  # + the preview's generations, roughly
     return float(total / max(tokens_per_second, 1.0))
+
+
+def sentiment_layer(model: str, lm: LoadedModel, layer: int, alphas: Sequence[float], *, scale: str = "relative",
+                    seed: int = 0, loader=None, progress: Progress | None = None):
+    """Sentiment steering at `layer`: the vector from the built-in real reviews' last-token activations
+    (positive − negative class means, from the cache), steered on neutral openings and judged."""
+    import numpy as np
+
+    from repmap_core.activations import get_activations
+    from repmap_core.steering.sentiment import sentiment_sweep, sentiment_vector
+
+    aset = get_activations(model, "builtin:sentiment", [layer], "last", loader=loader, progress=progress)
+    norm = float(np.linalg.norm(np.asarray(aset[layer], np.float64), axis=1).mean())
+    return sentiment_sweep(lm, layer, sentiment_vector(aset, layer), alphas, scale=scale, residual_norm=norm, seed=seed,
+                           progress=progress)

@@ -18,7 +18,7 @@ import numpy as np
 
 from repmap_core.models import LoadedModel
 from repmap_core.stats import Estimate, bootstrap
-from repmap_core.steering.apply import generate, scale_factor, verdict
+from repmap_core.steering.apply import generate, scale_factor, slope_estimates, verdict
 from repmap_core.steering.vectors import SteeringVector
 
 __all__ = ["OPENINGS", "SentimentJudge", "sentiment_judge", "sentiment_vector", "SentimentSweep", "sentiment_sweep"]
@@ -97,6 +97,7 @@ class SentimentSweep:
     scale: str
     slope: Estimate  # mean P(positive) per unit α, bootstrap over openings
     random_slope: Estimate
+    difference: Estimate  # vector slope − random slope, paired by opening
     verdict: str
     judge_accuracy: float
 
@@ -127,13 +128,6 @@ def sentiment_sweep(lm: LoadedModel, layer: int, vector: SteeringVector, alphas:
                 progress((i * len(alphas) + k + 1) / (2 * len(alphas)),
                          f"{name} ×{a:+g}: judged positive {out[name][-1].mean():.0%}")
     P, R = np.stack(out["vector"]), np.stack(out["random"])
-    slope, rslope = _slope(alphas, P, seed), _slope(alphas, R, seed)
-    text = verdict(layer, slope, rslope, scale).replace("logits", "P(positive)").replace("propensity", "judged positivity")
-    return SentimentSweep(alphas, P, R, texts, int(layer), scale, slope, rslope, text, judge.held_out_accuracy)
-
-
-def _slope(alphas: np.ndarray, P: np.ndarray, seed: int) -> Estimate:
-    a = alphas - alphas.mean()
-    per = (a[:, None] * (P - P.mean(0))).sum(0) / max(float((a ** 2).sum()), 1e-30)  # (n,) slope per opening
-    low, high = bootstrap(lambda idx: per[idx].mean(), len(per), seed=seed)
-    return Estimate(float(per.mean()), low, high, len(per), "bootstrap (openings)")
+    slope, rslope, diff = slope_estimates(alphas, P, R, None, seed)
+    text = verdict(layer, slope, rslope, diff, scale, what="judged positivity", unit="P(positive)")
+    return SentimentSweep(alphas, P, R, texts, int(layer), scale, slope, rslope, diff, text, judge.held_out_accuracy)
