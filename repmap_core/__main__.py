@@ -107,7 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default=None, help="within: lstsq|gd (default lstsq); between: any map (default gd)")
     p.add_argument("--weak-model", default=None, help="within: a finetuned folder whose labels fit δ (Table 2)")
     p.add_argument("--chat", default=None, help="rimsky: the chat model (--model is the base)")
-    p.add_argument("--multipliers", default="-2,-1,0,1,2", help="lrt: steering multipliers, written with = (--multipliers=-4,0,4)")
+    p.add_argument("--multipliers", default="-0.5,-0.25,0,0.25,0.5",
+                   help="lrt: steering multipliers, written with = (--multipliers=-1,0,1); relative to the target layer's "
+                        "residual norm unless --scale raw")
+    p.add_argument("--scale", default="relative", choices=["relative", "raw"], help="lrt: how multipliers apply")
     p.add_argument("--no-bias", action="store_true", help="lrt: carry the vector as A v (stitching), not A v + b (LRT)")
     p.add_argument("--weak", default="sentence-transformers/all-MiniLM-L6-v2", help="w2s: the weak teacher")
     p.add_argument("--strong", default="HuggingFaceTB/SmolLM2-135M-Instruct", help="w2s: the strong student")
@@ -130,7 +133,8 @@ def _add_preset_parsers(sub) -> None:
     q.add_argument("--json", action="store_true")
     q = psub.add_parser("run", help="run a preset; the full version is refused in one sentence when its checks fail")
     q.add_argument("name", help="a preset name from `preset list`")
-    q.add_argument("--scaled", action="store_true", help="the scaled-down version: embedded MiniLM on built-in data")
+    q.add_argument("--scaled", action="store_true", help="the scaled-down version: embedded SmolLM2 on built-in real data")
+    q.add_argument("--stand-in", default=None, help="with --scaled: another model in SmolLM2's place (a quicker first look)")
     q.add_argument("--json", action="store_true")
 
 
@@ -141,7 +145,7 @@ def cmd_preset(args: argparse.Namespace) -> dict:
         return {"presets": [{"name": p.name, "title": p.title, "reproduces": p.reproduces, "needs": needs(p),
                              "problems": check(p), "scaled": {"needs": needs(p, scaled=True), "problems": check(p, scaled=True)},
                              "published": p.published} for p in PRESETS.values()]}
-    return run(get_preset(args.name), scaled=args.scaled, progress=_progress(False)).as_dict()
+    return run(get_preset(args.name), scaled=args.scaled, progress=_progress(False), stand_in=args.stand_in).as_dict()
 
 
 def _add_share_parsers(sub) -> None:
@@ -352,7 +356,7 @@ def cmd_recipe(args: argparse.Namespace) -> dict:
             raise RepmapError(f"Multipliers must be numbers separated by commas, not '{args.multipliers}'.") from None
         return lrt_recipe(args.source, args.target, args.data, source_layer=args.source_layer,
                           target_layer=args.target_layer, limit=args.limit, seed=args.seed, multipliers=multipliers,
-                          with_bias=not args.no_bias, progress=_progress(False))
+                          with_bias=not args.no_bias, scale=args.scale, progress=_progress(False))
 
     if args.name == "w2s":
         from repmap_core.weak_to_strong import weak_to_strong

@@ -366,11 +366,12 @@ def between_recipe(source: str, target: str, data, *, source_layer: int = -1, ta
 
 
 def rimsky_recipe(base: str, chat: str, data, *, layers="all", limit: int | None = None, seed: int = 0,
-                  method: str = "mean_diff", progress=None) -> dict:
+                  method: str = "mean_diff", chat_template: tuple[bool, bool] = (True, True), progress=None) -> dict:
     """Rimsky, "Comparing representation vectors between llama 2 base and chat": CAA vectors per
     layer for both models; their cosine per layer, each model's layer x layer cosines, and a 2-D
-    PCA of the normalised vectors. Example (a GPU machine): `rimsky_recipe("meta-llama/Llama-2-7b-hf",
-    "meta-llama/Llama-2-7b-chat-hf", "file:sycophancy.jsonl")`."""
+    PCA of the normalised vectors. `chat_template` says, per model, whether its questions go in its chat
+    template (a base model has none, so it reads them as plain text either way). Example (a GPU
+    machine): `rimsky_recipe("meta-llama/Llama-2-7b-hf", "meta-llama/Llama-2-7b-chat-hf", "file:sycophancy.jsonl")`."""
     from repmap_core.data import load_dataset
     from repmap_core.steering import compute_vectors, cosine_per_layer, layer_cosines, vector_pca
 
@@ -378,12 +379,13 @@ def rimsky_recipe(base: str, chat: str, data, *, layers="all", limit: int | None
     dataset = data if not isinstance(data, str) else load_dataset(data, limit=limit, seed=seed)
     sets = {}
     for i, (name, model) in enumerate((("base", base), ("chat", chat))):
-        sets[name] = compute_vectors(model, dataset, layers, method=method, seed=seed,
+        sets[name] = compute_vectors(model, dataset, layers, method=method, seed=seed, use_chat_template=chat_template[i],
                                      progress=lambda f, m, i=i: report((i + f) / 2, m))
     per_layer = cosine_per_layer(sets["base"].vectors, sets["chat"].vectors)
     pca = vector_pca({k: v.vectors for k, v in sets.items()})
     out = {"base": base, "chat": chat, "data": dataset.name, "pairs": int(len(np.unique(dataset.pair_ids))),
-           "method": method, "cosine_per_layer": {str(k): v for k, v in per_layer.items()}}
+           "method": method, "chat_template": list(chat_template), "letter_balance": sets["base"].balance.sentence(),
+           "cosine_per_layer": {str(k): v for k, v in per_layer.items()}}
     for name, vs in sets.items():
         ls, C = layer_cosines(vs.vectors)
         out[name] = {"layers": ls, "layer_cosine": C.tolist(), "norms": [vs.vectors[L].norm for L in ls],
@@ -393,13 +395,15 @@ def rimsky_recipe(base: str, chat: str, data, *, layers="all", limit: int | None
 
 
 def lrt_recipe(source: str, target: str, data, *, source_layer: int, target_layer: int, limit: int | None = None,
-               seed: int = 0, multipliers=(-2.0, -1.0, 0.0, 1.0, 2.0), with_bias: bool = True, map_method: str = "ridge",
-               normalize: bool = False, progress=None) -> dict:
+               seed: int = 0, multipliers=(-0.5, -0.25, 0.0, 0.25, 0.5), with_bias: bool = True, map_method: str = "ridge",
+               scale: str = "relative", progress=None) -> dict:
     """LRT (Bello et al. 2025): steer the target with its own CAA vector and with the source's
     vector carried across a map fitted on the two models' activations (`A v + b` as LRT, or `A v`
     as stitching with `with_bias=False`); compare the propensity curves on held-out questions
-    (Pearson r and MSE, their Table 1). Example (a GPU machine): `lrt_recipe("google/gemma-2-2b",
-    "google/gemma-2-9b", "file:corrigible.jsonl", source_layer=20, target_layer=20)`."""
+    (Pearson r with a bootstrap interval and MSE, their Table 1), beside a random direction's curve.
+    Questions are asked in both letter orders; multipliers are relative to the target layer's
+    residual norm (`scale="raw"` for the paper's raw multipliers). Example (a GPU machine):
+    `lrt_recipe("google/gemma-2-2b", "google/gemma-2-9b", "file:corrigible.jsonl", source_layer=20, target_layer=20)`."""
     from repmap_core.data import load_dataset
     from repmap_core.models import load_model
     from repmap_core.steering import compute_vectors, transfer_and_compare
@@ -413,12 +417,18 @@ def lrt_recipe(source: str, target: str, data, *, source_layer: int, target_laye
     tgt = compute_vectors(target, dataset, [target_layer], seed=seed, loader=loader,
                           progress=lambda f, m: report(0.2 + 0.2 * f, m))
     Ls, Lt = next(iter(src.vectors)), next(iter(tgt.vectors))
-    report(0.5, "Fitting the map and steering the target with both vectors")
+    report(0.5, "Fitting the map and steering the target with both vectors and a random direction")
     out = transfer_and_compare(src, tgt, tgt_lm, Ls, Lt, multipliers, map_method=map_method, with_bias=with_bias,
-                               normalize=normalize, loader=loader)
+                               scale=scale, loader=loader, seed=seed)
     report(1.0, "Done")
+    sweep = out.native_sweep
     return {"source": {"model": source, "layer": Ls}, "target": {"model": target, "layer": Lt}, "data": dataset.name,
-            "held_out_questions": out.native.n_questions,
+            "held_out_questions": int(len(np.unique(tgt.held_out_groups()))), "held_out_prompts": out.native.n_questions,
+            "letter_balance": tgt.balance.sentence(), "scale": scale,
             "map": {"method": map_method, "r2_test": out.map_r2_test, "with_bias": with_bias},
             "cosine_native_vs_carried": out.cosine, "native": out.native.as_dict(), "transferred": out.transferred.as_dict(),
+            "random_direction": None if out.random is None else out.random.as_dict(),
+            "native_slope": None if sweep is None else sweep.slope.value,
+            "native_slope_interval": None if sweep is None else [sweep.slope.low, sweep.slope.high],
+            "verdict": None if sweep is None else sweep.verdict,
             "comparison": out.comparison, "published": LRT_PUBLISHED}

@@ -156,7 +156,10 @@ def read_quantization(path: str | Path) -> str:
     """The file's quantization from its `general.file_type` field (e.g. Q4_1), or '' if absent."""
     import gguf
 
-    field = gguf.GGUFReader(str(path)).fields.get("general.file_type")
+    try:
+        field = gguf.GGUFReader(str(path)).fields.get("general.file_type")
+    except (ValueError, OSError, IndexError, KeyError) as e:  # not a GGUF file, or a truncated one
+        raise RepmapError(f"'{Path(path).name}' could not be read as a GGUF model: {str(e).splitlines()[0][:160]}.") from None
     if field is None:
         return ""
     value = int(field.parts[field.data[0]][0])

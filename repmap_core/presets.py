@@ -3,8 +3,10 @@
 A preset names what the paper ran (models, data, layer, map), what that needs (memory from
 parameter counts × dtype bytes, time from FLOPs over an assumed throughput, both with their
 basis), the paper's numbers, and a scaled-down version that runs on any machine: the embedded
-MiniLM on built-in data, in tens of seconds. The scaled-down numbers follow the paper's protocol
-but are not comparable in value; every result says so.
+SmolLM2-135M-Instruct (a causal LM, as the papers' models are; the embedded MiniLM where the paper
+has a smaller model beside a larger one) on built-in real data, in a minute or two on a CPU. The
+scaled-down numbers follow the paper's protocol but are not comparable in value; every result says
+so, and says when the data is too small to show the paper's direction.
 
     >>> problems = check(PRESETS["gao-between"])          # doctest: +SKIP
     >>> run(PRESETS["gao-between"], scaled=True).table    # doctest: +SKIP
@@ -12,7 +14,8 @@ but are not comparable in value; every result says so.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -25,7 +28,8 @@ from repmap_core.models import EMBEDDED_MODEL_ID
 
 Progress = Callable[[float, str], None]
 
-SCALED_LABEL = "scaled-down: MiniLM on builtin data, not comparable in value"
+SCALED_LABEL = "scaled-down: SmolLM2-135M (and MiniLM) on built-in real data, not comparable in value"
+SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 # Rimsky, "Comparing representation vectors between llama 2 base and chat" (LessWrong, 2023),
 # figures "cosine similarity between base and chat vectors per layer" and "PCA of per-layer vectors"
@@ -45,6 +49,7 @@ PARAMS = {
     "google/gemma-2-2b": 2_614_341_888,
     "google/gemma-2-9b": 9_241_705_984,
     EMBEDDED_MODEL_ID: 22_713_216,
+    "HuggingFaceTB/SmolLM2-135M-Instruct": 134_515_008,
 }
 # bytes per parameter while finetuning in fp32 with AdamW: weights, gradients, two moments
 FINETUNE_BYTES_PER_PARAM = 16
@@ -87,7 +92,7 @@ class Preset:
     full: Setup
     scaled: Setup
     published: dict  # the paper's numbers, as printed there
-    scaled_seconds: str  # measured here (2 shared CPU cores)
+    scaled_note: str = ""  # what the scaled version stands in with, in one sentence
 
 
 @dataclass(frozen=True)
@@ -110,14 +115,14 @@ class PresetRun:
 # the presets
 
 _EMB = EMBEDDED_MODEL_ID
-# finetuning the stand-in: one short epoch of MiniLM is enough to move its representations
-# the whole built-in sets and the full setup's epochs: ~20 s here, and a finetune that learns
-# (MiniLM on builtin:sentiment: val acc 0.71 after 3 epochs, 0.42 after the 7 steps of 1 epoch on 120 rows)
-_SCALED_FT = {"epochs": 3, "max_length": 128, "batch_size": 16}
+# finetuning SmolLM2 on a CPU: its last 4 of 30 blocks and the head (at a higher rate: it starts random),
+# 3 epochs (about a minute for 400 short rows here)
+_SCALED_FT = {"epochs": 3, "max_length": 128, "batch_size": 16, "train_last": 4, "lr": 1e-4, "head_lr": 1e-3}
 _FULL_FT = {"epochs": 3, "max_length": 128, "batch_size": 16}
 
 
-def _table1_preset(key: str, name: str, title_data: str, hf: str, rows: int, tokens: int, builtin: str, limit: int) -> Preset:
+def _table1_preset(key: str, name: str, title_data: str, hf: str, rows: int, tokens: int, builtin: str, limit: int,
+                   tokens_scaled: int) -> Preset:
     published = {"table1": {"base": GAO_TABLE1[name][0], "finetuned": GAO_TABLE1[name][1], "modeled": GAO_TABLE1[name][2]}}
     if name == "Amazon Polarity":  # §3: sign(λ̃·δ) on the amazon_polarity rows
         published["delta_accuracy"] = GAO_DELTA_ACCURACY["gpt2"]
@@ -128,29 +133,30 @@ def _table1_preset(key: str, name: str, title_data: str, hf: str, rows: int, tok
         recipe="within",
         full=Setup((ModelNeed("gpt2", "finetune", -1),), hf, rows // 2, tokens, rows // 2, 3,
                    {"layer": -1, "position": "last", "finetune_frac": 0.5, "finetune": _FULL_FT}),
-        scaled=Setup((ModelNeed(_EMB, "finetune", -1),), f"builtin:{builtin}", limit // 2, 24, limit // 2, 3,
+        scaled=Setup((ModelNeed(SMOLLM2, "finetune", -1),), f"builtin:{builtin}", limit // 2, tokens_scaled, limit // 2, 3,
                      {"layer": -1, "position": "auto", "limit": limit, "finetune_frac": 0.5, "finetune": _SCALED_FT}),
-        published=published, scaled_seconds="~20–40 s")
+        published=published, scaled_note=f"SmolLM2 for GPT-2, {limit} built-in rows ({builtin}) for {rows:,}.")
 
 
 PRESETS: dict[str, Preset] = {}
 for _p in (
     _table1_preset("amazon", "Amazon Polarity", "amazon_polarity", "hf:fancyzhx/amazon_polarity:train[:20000]", 20000, 100,
-                   "sentiment", 800),
-    _table1_preset("sciq", "SciQ", "SciQ", "hf:allenai/sciq:train", 23358, 40, "science_qa", 480),
+                   "sentiment", 800, 20),
+    _table1_preset("sciq", "SciQ", "SciQ", "hf:allenai/sciq:train", 23358, 40, "science_qa", 480, 40),
     _table1_preset("hh", "Anthropic HH", "Anthropic HH-RLHF", "hf:Anthropic/hh-rlhf:train[:10000]", 20000, 250,
-                   "hh_harmless", 300),
+                   "hh_harmless", 300, 150),
     Preset(
         name="gao-table2-weak", title="Gao et al. Table 2: weak labels (Anthropic HH)",
         reproduces="Gao, Sun, Jiao, Table 2: Table 1's HH row with δ fitted on weak labels from a finetuned GPT-2 (§3).",
         recipe="within_weak",
         full=Setup((ModelNeed("gpt2", "finetune", -1),), "hf:Anthropic/hh-rlhf:train[:10000]", 10000, 250, 10000, 3,
                    {"layer": -1, "position": "last", "finetune_frac": 0.5, "finetune": _FULL_FT}),
-        scaled=Setup((ModelNeed(_EMB, "finetune", -1),), "builtin:hh_harmless", 150, 180, 150, 3,
+        scaled=Setup((ModelNeed(SMOLLM2, "finetune", -1),), "builtin:hh_harmless", 150, 150, 150, 3,
                      {"layer": -1, "position": "auto", "limit": 300, "finetune_frac": 0.5, "finetune": _SCALED_FT}),
         published={"table2": {"base": GAO_TABLE2_HH_WEAK[0], "finetuned": GAO_TABLE2_HH_WEAK[1],
                               "modeled": GAO_TABLE2_HH_WEAK[2]}},
-        scaled_seconds="~20–40 s (shares the finetuned model with gao-table1-hh)"),
+        scaled_note="SmolLM2 for GPT-2 (its finetuned model, shared with gao-table1-hh, is the weak labeller), "
+                    "300 built-in HH pairs' rows for 10,000."),
     Preset(
         name="gao-between", title="Gao et al.: a map GPT-2 → GPT-2-XL carries no probe",
         reproduces="Gao, Sun, Jiao §2: an affine map GPT-2 → GPT-2-XL (last layers, GD, 10k amazon_polarity rows); "
@@ -160,10 +166,10 @@ for _p in (
                    "hf:fancyzhx/amazon_polarity:train[:10000]", 10000, 100,
                    params={"source_layer": -1, "target_layer": -1, "position": "last", "method": "gd"}),
         # ridge, not GD: on a few hundred rows GD does not converge in tens of seconds
-        scaled=Setup((ModelNeed(_EMB, "extract", 2), ModelNeed(_EMB, "extract", -1)), "builtin:sentiment", 800, 24,
-                     params={"source_layer": 2, "target_layer": -1, "position": "auto", "method": "ridge", "limit": 800}),
+        scaled=Setup((ModelNeed(_EMB, "extract", -1), ModelNeed(SMOLLM2, "extract", -1)), "builtin:sentiment", 800, 20,
+                     params={"source_layer": -1, "target_layer": -1, "position": "auto", "method": "ridge", "limit": 800}),
         published={"vector_transfer_accuracy": GAO_BETWEEN_VECTOR_ACCURACY},
-        scaled_seconds="~10–20 s"),
+        scaled_note="MiniLM (22M) → SmolLM2 (135M) for GPT-2 → GPT-2-XL, 800 built-in reviews for 10,000."),
     Preset(
         name="rimsky-base-chat", title="Rimsky: Llama 2 base vs chat steering vectors",
         reproduces="Rimsky, 'Comparing representation vectors between llama 2 base and chat': CAA vectors per layer, "
@@ -171,11 +177,13 @@ for _p in (
         recipe="rimsky",
         full=Setup((ModelNeed("meta-llama/Llama-2-7b-hf", "extract"), ModelNeed("meta-llama/Llama-2-7b-chat-hf", "extract")),
                    "file:datasets/caa/sycophancy.jsonl", 1000, 150, params={"layers": "all"}),
-        # the chat model's stand-in: MiniLM finetuned on builtin:sentiment (a finetuned variant of the base)
-        scaled=Setup((ModelNeed(_EMB, "extract"), ModelNeed(_EMB, "finetune")), "builtin:survival_instinct", 120, 150,
-                     240, 3, params={"layers": "all", "chat_finetune_data": "builtin:sentiment", "finetune_limit": 240,
-                                     "limit": 120, "finetune": _SCALED_FT}),
-        published=RIMSKY_PUBLISHED, scaled_seconds="~15–40 s"),
+        # no base SmolLM2 ships here: the same chat model prompted without its chat template stands in for
+        # the base model (plain text, as a base model reads it), with it for the chat model
+        scaled=Setup((ModelNeed(SMOLLM2, "extract"), ModelNeed(SMOLLM2, "extract")), "builtin:survival_instinct", 240, 110,
+                     params={"layers": "all", "limit": 120, "chat_template": (False, True)}),
+        published=RIMSKY_PUBLISHED,
+        scaled_note="SmolLM2-Instruct prompted as plain text (base-style) vs in its chat template (chat-style) stands "
+                    "in for Llama 2 base vs chat: the same weights, so it shows what the prompt format alone does."),
     Preset(
         name="lrt-gemma", title="LRT: steering vectors carried gemma-2-2b → gemma-2-9b",
         reproduces="Bello et al. 2025 (LRT), Table 1: a map gemma-2-2b L20 → gemma-2-9b L20 carries CAA vectors as "
@@ -184,11 +192,14 @@ for _p in (
         full=Setup((ModelNeed("google/gemma-2-2b", "steer", 20), ModelNeed("google/gemma-2-9b", "steer", 20)),
                    "file:datasets/caa/corrigible-neutral-HHH.jsonl", 1000, 150,
                    params={"source_layer": 20, "target_layer": 20, "multipliers": (-2.0, -1.0, 0.0, 1.0, 2.0)}),
-        # an encoder has no logits to steer: the scaled version carries MiniLM L2's vector to L5 and
-        # compares the held-out pairs' projections on native and carried vectors instead of propensities
-        scaled=Setup((ModelNeed(_EMB, "extract", 2), ModelNeed(_EMB, "extract", 5)), "builtin:survival_instinct", 120, 150,
-                     params={"source_layer": 2, "target_layer": 5, "limit": 120}),
-        published=LRT_PUBLISHED, scaled_seconds="~5–15 s"),
+        # a small model's vector carried to a larger one, as 2b -> 9b: MiniLM block 4 -> SmolLM2 block 14
+        # (target_layer None: the target's middle block, 15 of SmolLM2's 30)
+        scaled=Setup((ModelNeed(_EMB, "extract", 4), ModelNeed(SMOLLM2, "steer")), "builtin:corrigible", 240, 110,
+                     params={"source_layer": 4, "target_layer": None, "limit": 160,
+                             "multipliers": (-0.5, -0.25, 0.0, 0.25, 0.5)}),
+        published=LRT_PUBLISHED,
+        scaled_note="MiniLM (22M) block 4 → SmolLM2 (135M) block 15 for Gemma-2-2b → 9b, 80 built-in corrigibility "
+                    "questions (each in both letter orders) for 13 behaviours."),
 ):
     PRESETS[_p.name] = _p
 
@@ -228,25 +239,50 @@ def memory_bytes(preset: Preset, scaled: bool = False, dtype: str | None = None)
     return int(peak * 1.15)
 
 
+def measured_cpu_flops() -> float:
+    """This CPU's fp32 matrix-multiply rate, measured now (~0.2 s, once per process)."""
+    return _measured_cpu_flops()
+
+
+@lru_cache(maxsize=1)
+def _measured_cpu_flops() -> float:
+    import torch
+
+    a, b = torch.randn(768, 768), torch.randn(768, 3072)
+    a @ b  # warm up
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < 0.2:
+        a @ b
+        n += 1
+    return 2 * 768 * 768 * 3072 * n / (time.perf_counter() - t0)
+
+
 def estimate_seconds(preset: Preset, scaled: bool = False, device: str | None = None) -> tuple[float, str]:
-    """(seconds, basis): forward passes cost 2·P FLOPs per token, training steps 6·P; steering
-    sweeps 5 multipliers × 2 vectors over held-out questions; divided by an assumed throughput."""
+    """(seconds, basis): forward passes cost 2·P FLOPs per token, training steps 6·P (less when only the
+    last blocks train); steering sweeps 5 multipliers × 3 vectors over held-out questions; divided by
+    this CPU's fp32 rate measured now, or an assumed GPU throughput."""
     device = device or _device()[0]
     setup = _setup(preset, scaled)
     flops = 0.0
+    trained = setup.params.get("finetune", {}).get("train_last")
     for m in setup.models:
         p = PARAMS.get(m.name, 0)
         if m.role == "finetune":
-            flops += 6 * p * setup.finetune_rows * setup.epochs * setup.tokens_per_row
+            share = 1.0 if not trained else min(1.0, trained / 30)  # backward and update through the trained blocks only
+            flops += (2 + 4 * share) * p * setup.finetune_rows * setup.epochs * setup.tokens_per_row
             flops += 2 * 2 * p * setup.rows * setup.tokens_per_row  # before and after
         else:
             flops += 2 * p * setup.rows * setup.tokens_per_row
         if m.role == "steer":
-            flops += 2 * p * 0.3 * setup.rows * 5 * 2 * setup.tokens_per_row
-    rate = GPU_FLOPS if device.startswith("cuda") else CPU_FLOPS
-    where = "a GPU at ~50 TFLOP/s effective (bf16)" if device.startswith("cuda") else "this CPU at ~100 GFLOP/s (fp32, measured)"
-    basis = (f"{flops / 1e12:,.0f} TFLOP ({setup.rows:,} rows × ~{setup.tokens_per_row} tokens; forward 2·P, "
-             f"training 6·P FLOPs per token) on {where}; loading weights and fitting add minutes")
+            flops += 2 * p * 0.3 * setup.rows * 5 * 3 * setup.tokens_per_row
+    if device.startswith("cuda"):
+        rate, where = GPU_FLOPS, "a GPU at ~50 TFLOP/s effective (bf16, assumed)"
+    else:
+        # small batches of short texts reach about a third of the plain matmul rate (measured: SmolLM2 extraction)
+        rate = measured_cpu_flops() / 3
+        where = f"this CPU: {rate * 3 / 1e9:.0f} GFLOP/s fp32 matmul measured now, a third of it for small batches"
+    basis = (f"{flops / 1e12:,.2f} TFLOP ({setup.rows:,} rows × ~{setup.tokens_per_row} tokens; forward 2·P, "
+             f"training up to 6·P FLOPs per token) on {where}; loading and converting weights add to it")
     return flops / rate, basis
 
 
@@ -329,18 +365,20 @@ def needs(preset: Preset, scaled: bool = False) -> dict:
             "data": setup.data, "memory_gb": round(memory_bytes(preset, scaled, dtype) / 1e9, 2),
             "memory_basis": "parameter count × bytes per parameter "
                             f"({FINETUNE_BYTES_PER_PARAM} when finetuning with AdamW in fp32, else {dtype}), +15%",
-            "time": preset.scaled_seconds + " (measured here)" if scaled else format_seconds(seconds),
-            "time_basis": "measured on 2 shared CPU cores" if scaled else basis, "device": device}
+            "time": format_seconds(seconds), "time_basis": basis, "device": device,
+            **({"stands_in": preset.scaled_note} if scaled and preset.scaled_note else {})}
 
 
 # ---------------------------------------------------------------------------------------------
 # running
 
 
-def run(preset: Preset | str, scaled: bool = True, progress: Progress | None = None) -> PresetRun:
-    """Run the preset (full, or scaled down to the embedded MiniLM on built-in data) through the
-    existing recipes; return its numbers beside the published ones. The full version is refused
-    in one sentence when `check` finds a problem."""
+def run(preset: Preset | str, scaled: bool = True, progress: Progress | None = None,
+        stand_in: str | None = None) -> PresetRun:
+    """Run the preset (full, or scaled down to SmolLM2 on built-in real data) through the existing
+    recipes; return its numbers beside the published ones. The full version is refused in one
+    sentence when `check` finds a problem. `stand_in` replaces SmolLM2 in a scaled run (another
+    model id or folder: a quicker model, for tests or a first look)."""
     preset = get_preset(preset) if isinstance(preset, str) else preset
     problems = check(preset, scaled)
     if problems:
@@ -348,6 +386,8 @@ def run(preset: Preset | str, scaled: bool = True, progress: Progress | None = N
         raise RepmapError(problems[0].rstrip(".") + more + ".")
     report = progress or (lambda f, m: None)
     setup = _setup(preset, scaled)
+    if scaled and stand_in:
+        setup = replace(setup, models=tuple(replace(m, name=stand_in) if m.name == SMOLLM2 else m for m in setup.models))
     started = time.perf_counter()
     raw, table = RUNNERS[preset.recipe](preset, setup, report)
     report(1.0, "Done")
@@ -401,6 +441,9 @@ def _within(preset: Preset, setup: Setup, report: Progress, weak: bool = False) 
     table.append(_row("sign(λ̃·δ) accuracy", preset.published.get("delta_accuracy"),
                       out["within"]["delta_projection_accuracy"]))
     table.append(_row("fit R² (held out)", None, out["within"]["fit"]["r2_test"]))
+    if probe["finetuned"]["test"] < probe["base"]["test"] or probe["modeled"]["test"] <= probe["base"]["test"]:
+        table.append(_row("note", None, f"too small to show the paper's direction: {out['rows']['finetune']} rows "
+                                        f"finetuned, {out['rows']['analysed']} analysed (the paper: thousands)"))
     return out, table
 
 
@@ -431,17 +474,12 @@ def _pca_turn_layer(layers: list[int], xy: np.ndarray) -> int:
 
 
 def _rimsky(preset: Preset, setup: Setup, report: Progress) -> tuple[dict, list]:
-    from repmap_core.data import load_dataset
     from repmap_core.experiments import rimsky_recipe
-    from repmap_core.finetune import finetune, validation_split
 
     p = setup.params
     base, chat = setup.models[0].name, setup.models[1].name
-    if setup.models[1].role == "finetune":  # scaled: a finetuned MiniLM stands in for the chat model
-        data = load_dataset(p["chat_finetune_data"], limit=p["finetune_limit"], seed=0)
-        _, tune_rows = validation_split(data, 0.5, 0)  # as within_recipe splits, so the model is shared
-        chat = finetune(base, data.take(tune_rows), _finetune_config(setup), progress=lambda f, m: report(0.4 * f, m)).path
-    out = rimsky_recipe(base, chat, setup.data, layers=p["layers"], limit=p.get("limit"), progress=lambda f, m: report(0.4 + 0.6 * f, m))
+    out = rimsky_recipe(base, chat, setup.data, layers=p["layers"], limit=p.get("limit"),
+                        chat_template=p.get("chat_template", (True, True)), progress=report)
     cos = {int(k): v for k, v in out["cosine_per_layer"].items()}
     layers = sorted(cos)
     after_turn = [L for L in layers if L > layers[len(layers) // 2]]
@@ -458,56 +496,24 @@ def _rimsky(preset: Preset, setup: Setup, report: Progress) -> tuple[dict, list]
 
 
 def _lrt(preset: Preset, setup: Setup, report: Progress) -> tuple[dict, list]:
-    if setup.models[0].name != EMBEDDED_MODEL_ID:
-        return _lrt_full(preset, setup, report)
-    from repmap_core.activations import get_activations
-    from repmap_core.data import load_dataset
-    from repmap_core.maps import make_map, r2_score
-    from repmap_core.steering import compute_vectors, pair_differences, transfer_vector
-
-    # the recipe's steps without its LM head: vectors, a map between the layers, the vector carried
-    p = setup.params
-    Ls, Lt = p["source_layer"], p["target_layer"]
-    data = load_dataset(setup.data, limit=p.get("limit"), seed=0)  # as rimsky_recipe loads it: shared activations
-    vs = compute_vectors(EMBEDDED_MODEL_ID, data, [Ls, Lt], progress=lambda f, m: report(0.8 * f, m))
-    aset = get_activations(EMBEDDED_MODEL_ID, vs.dataset, [Ls, Lt], "answer")
-    S, T = np.asarray(aset[Ls]), np.asarray(aset[Lt])
-    tr, te = vs.train_rows, vs.test_rows
-    fitted = make_map("ridge").fit(S[tr], T[tr])
-    native = vs.vectors[Lt]
-    carried = {bias: transfer_vector(vs.vectors[Ls], fitted, with_bias=bias) for bias in (True, False)}
-    diffs = pair_differences(T[te], aset.labels[te], aset.pair_ids[te])  # (held-out pairs, d)
-    proj_native = diffs @ native.vector
-    proj = {bias: diffs @ v.vector for bias, v in carried.items()}
-    r = {bias: float(np.corrcoef(proj_native, x)[0, 1]) for bias, x in proj.items()}
-    out = {"source": {"model": EMBEDDED_MODEL_ID, "layer": Ls}, "target": {"model": EMBEDDED_MODEL_ID, "layer": Lt},
-           "data": data.name, "held_out_pairs": int(len(diffs)), "map": {"method": "ridge",
-           "r2_test": r2_score(T[te], fitted.transform(S[te]))},
-           "cosine_native_vs_carried": {"A v + b": native.cosine(carried[True]), "A v": native.cosine(carried[False])},
-           "projection_pearson_r": {"A v + b": r[True], "A v": r[False]},
-           "pair_accuracy": {"native": float((proj_native > 0).mean()), "A v + b": float((proj[True] > 0).mean()),
-                             "A v": float((proj[False] > 0).mean())}}
-    lo, hi = LRT_PUBLISHED["lrt_pearson_r_range"]
-    table = [_row("Pearson r native vs transferred (paper: propensity curves; here: held-out pair projections), A v + b",
-                  f"{lo}–{hi}", r[True]),
-             _row("the same, carried as A v (stitching)", None, r[False]),
-             _row("cosine native vs carried vector, A v + b", None, out["cosine_native_vs_carried"]["A v + b"]),
-             _row("map R² (held out)", None, out["map"]["r2_test"]),
-             _row("held-out pairs ranked right, native vector", None, out["pair_accuracy"]["native"]),
-             _row("held-out pairs ranked right, carried vector", None, out["pair_accuracy"]["A v + b"])]
-    return out, table
-
-
-def _lrt_full(preset: Preset, setup: Setup, report: Progress) -> tuple[dict, list]:
     from repmap_core.experiments import lrt_recipe
+    from repmap_core.models import model_info, resolve_model
 
     p = setup.params
-    out = lrt_recipe(setup.models[0].name, setup.models[1].name, setup.data, source_layer=p["source_layer"],
-                     target_layer=p["target_layer"], multipliers=p["multipliers"], progress=report)
+    target = setup.models[1].name
+    layer = p["target_layer"] if p["target_layer"] is not None else model_info(resolve_model(target)).n_layers // 2
+    out = lrt_recipe(setup.models[0].name, target, setup.data, source_layer=p["source_layer"], target_layer=layer,
+                     multipliers=p["multipliers"], limit=p.get("limit"), progress=report)
     lo, hi = LRT_PUBLISHED["lrt_pearson_r_range"]
     mlo, mhi = LRT_PUBLISHED["lrt_mse_range"]
-    table = [_row("Pearson r native vs transferred propensity", f"{lo}–{hi}", out["comparison"]["pearson_r"]),
-             _row("MSE native vs transferred propensity", f"{mlo}–{mhi}", out["comparison"]["mse"]),
+    cmp = out["comparison"]
+    interval = cmp.get("pearson_r_interval") or [None, None]
+    table = [_row("Pearson r native vs transferred propensity", f"{lo}–{hi}", cmp["pearson_r"]),
+             _row("  its 95% interval (bootstrap over held-out questions)", None,
+                  None if interval[0] is None else f"[{interval[0]:.2f}, {interval[1]:.2f}]"),
+             _row("  null: r of native vs a random direction", None, cmp.get("null_pearson_r")),
+             _row("MSE native vs transferred propensity", f"{mlo}–{mhi}", cmp["mse"]),
+             _row("native vector's slope (propensity per unit α)", None, out.get("native_slope")),
              _row("cosine native vs carried vector", None, out["cosine_native_vs_carried"]),
              _row("map R² (held out)", None, out["map"]["r2_test"])]
     return out, table

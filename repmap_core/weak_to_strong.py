@@ -23,7 +23,7 @@ from repmap_core.errors import RepmapError
 from repmap_core.finetune import FinetuneConfig, finetune, predict, validation_split
 from repmap_core.stats import Estimate, accuracy_estimate, bootstrap
 
-__all__ = ["W2SResult", "split_three", "pgr", "weak_to_strong"]
+__all__ = ["W2SResult", "split_three", "pgr", "weak_to_strong", "estimate_seconds"]
 
 Progress = Callable[[float, str], None]
 WEAK_DEFAULT = "sentence-transformers/all-MiniLM-L6-v2"
@@ -80,8 +80,9 @@ def pgr(weak: float, strong: float, ceiling: float) -> float:
 def weak_to_strong(data: str | TextDataset = "builtin:sentiment", *, weak_model: str = WEAK_DEFAULT,
                    strong_model: str = STRONG_DEFAULT, weak_config: FinetuneConfig | None = None,
                    strong_config: FinetuneConfig | None = None, seed: int = 0, limit: int | None = None,
-                   within_layer: int | None = -1, progress: Progress | None = None) -> W2SResult:
-    """Run the weak-to-strong protocol on `data`; every finetune is cached (a rerun reuses them)."""
+                   within_layer: int | None = -1, progress: Progress | None = None, cancel=None) -> W2SResult:
+    """Run the weak-to-strong protocol on `data`; every finetune is cached (a rerun reuses them).
+    `cancel` (a threading.Event) stops it before the next training step."""
     report = progress or (lambda f, m: None)
     dataset = data if isinstance(data, TextDataset) else load_dataset(data, limit=limit, seed=seed)
     weak_rows, strong_rows, test_rows = split_three(dataset, seed)
@@ -91,16 +92,19 @@ def weak_to_strong(data: str | TextDataset = "builtin:sentiment", *, weak_model:
     strong_config = strong_config or replace(STRONG_CONFIG, seed=seed)
     test = dataset.take(test_rows)
     report(0.0, f"Finetuning the weak teacher {weak_model} on {len(weak_rows)} rows (ground truth)")
-    weak = finetune(weak_model, dataset.take(weak_rows), weak_config, progress=lambda f, m: report(0.25 * f, m))
+    weak = finetune(weak_model, dataset.take(weak_rows), weak_config, progress=lambda f, m: report(0.25 * f, m), cancel=cancel)
     student_rows = dataset.take(strong_rows)
     report(0.25, "Labelling the student's rows with the weak teacher")
     p_weak = predict(weak.path, student_rows)
+    if len(np.unique(p_weak >= 0.5)) < 2:
+        raise RepmapError(f"The weak teacher {weak_model} labels all {len(p_weak)} of the student's rows "
+                          f"{int(p_weak[0] >= 0.5)}, so there is nothing to learn from it; give it more rows or epochs.")
     weak_labelled = TextDataset(f"{dataset.name} (weak labels from {weak_model})", list(student_rows.texts),
                                 (p_weak >= 0.5).astype(np.int8), student_rows.pair_ids.copy(), student_rows.answer_spans.copy())
     report(0.3, f"Finetuning the student {strong_model} on {len(strong_rows)} weak labels")
-    student = finetune(strong_model, weak_labelled, strong_config, progress=lambda f, m: report(0.3 + 0.3 * f, m))
+    student = finetune(strong_model, weak_labelled, strong_config, progress=lambda f, m: report(0.3 + 0.3 * f, m), cancel=cancel)
     report(0.6, f"Finetuning the ceiling {strong_model} on the same rows with ground truth")
-    ceiling = finetune(strong_model, student_rows, strong_config, progress=lambda f, m: report(0.6 + 0.3 * f, m))
+    ceiling = finetune(strong_model, student_rows, strong_config, progress=lambda f, m: report(0.6 + 0.3 * f, m), cancel=cancel)
     report(0.9, f"Scoring the three models on {len(test_rows)} held-out rows")
     y = test.labels.astype(np.int64)
     correct = {role: (predict(m.path, test) >= 0.5).astype(np.int64) == y
@@ -119,6 +123,18 @@ def weak_to_strong(data: str | TextDataset = "builtin:sentiment", *, weak_model:
                      {"weak": weak.path, "strong_on_weak": student.path, "ceiling": ceiling.path},
                      {"weak": weak.manifest["metrics"]["seconds"], "strong_on_weak": student.manifest["metrics"]["seconds"],
                       "ceiling": ceiling.manifest["metrics"]["seconds"]}, within)
+
+
+def estimate_seconds(data: str | TextDataset = "builtin:sentiment", *, weak_model: str = WEAK_DEFAULT,
+                     strong_model: str = STRONG_DEFAULT, seed: int = 0, limit: int | None = None) -> dict:
+    """Seconds the three finetunes will take here (each from two steps measured now), by role."""
+    from repmap_core.finetune import estimate_seconds as finetune_seconds
+
+    dataset = data if isinstance(data, TextDataset) else load_dataset(data, limit=limit, seed=seed)
+    weak_rows, strong_rows, _ = split_three(dataset, seed)
+    weak = finetune_seconds(weak_model, dataset.take(weak_rows), FinetuneConfig(epochs=3, seed=seed))["seconds"]
+    strong = finetune_seconds(strong_model, dataset.take(strong_rows), replace(STRONG_CONFIG, seed=seed))["seconds"]
+    return {"weak": weak, "strong_on_weak": strong, "ceiling": strong, "total": weak + 2 * strong}
 
 
 def _within_weak(base: str, student: str, rows: TextDataset, weak_path: str, layer: int, seed: int) -> dict:

@@ -1,5 +1,7 @@
-"""Paper presets: checks before starting, the published numbers, every scaled-down version run on the
-embedded MiniLM (one module cache, so finetuned stand-ins and activations are shared), the CLI and the page."""
+"""Paper presets: checks before starting, the published numbers, every scaled-down version's protocol run
+with a quick stand-in for SmolLM2 (the embedded MiniLM, or a tiny random causal LM where steering needs
+logits; one module cache, so finetunes and activations are shared), one scaled preset on the real SmolLM2,
+the CLI and the page."""
 from __future__ import annotations
 
 import json
@@ -10,7 +12,9 @@ from streamlit.testing.v1 import AppTest
 
 from repmap_core.errors import RepmapError
 from repmap_core.presets import PRESETS, SCALED_LABEL, check, memory_bytes, needs, run
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SMOLLM2_ID
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 from tests.test_cli import one_json_object, run_cli
 
 pytestmark = pytest.mark.slow
@@ -62,7 +66,9 @@ def test_needs_estimates_memory_from_parameters_and_time_with_a_basis():
     assert memory_bytes(PRESETS["gao-table1-amazon"], dtype="bfloat16") == int(124_439_808 * 16 * 1.15)
     n = needs(PRESETS["gao-between"])
     assert "TFLOP" in n["time_basis"] and n["time"].startswith("~") and n["memory_gb"] > 6
-    assert "measured" in needs(PRESETS["gao-between"], scaled=True)["time"]
+    small = needs(PRESETS["gao-between"], scaled=True)
+    assert "measured now" in small["time_basis"] and small["time"].startswith("~")  # computed here, not a constant
+    assert "MiniLM (22M) → SmolLM2 (135M)" in small["stands_in"]
 
 
 def test_run_refuses_the_full_version_in_one_sentence():
@@ -80,11 +86,12 @@ def _numbers(result) -> dict:
 @pytest.mark.parametrize("name", ["gao-table1-amazon", "gao-table1-sciq", "gao-table1-hh", "gao-table2-weak"])
 def test_scaled_within_presets_fill_table_one_beside_the_paper(name, cache):
     steps = []
-    result = run(name, scaled=True, progress=lambda f, m: steps.append(f))
-    assert result.scaled and result.label == SCALED_LABEL == "scaled-down: MiniLM on builtin data, not comparable in value"
+    result = run(name, scaled=True, progress=lambda f, m: steps.append(f), stand_in=MINILM)
+    assert result.scaled and result.label == SCALED_LABEL
+    assert "not comparable in value" in SCALED_LABEL
     assert steps and steps[-1] == 1.0
     key = "table2" if name == "gao-table2-weak" else "table1"
-    assert len(result.table) == 8 and all(set(r) == {"quantity", "published", "this run"} for r in result.table)
+    assert len(result.table) in (8, 9) and all(set(r) == {"quantity", "published", "this run"} for r in result.table)
     probes = [r for r in result.table if r["quantity"].startswith("probe accuracy")]
     assert [r["published"] for r in probes] == [x for k in ("base", "finetuned", "modeled")
                                                 for x in PRESETS[name].published[key][k]]
@@ -101,27 +108,36 @@ def test_scaled_within_presets_fill_table_one_beside_the_paper(name, cache):
     json.dumps(result.as_dict(), allow_nan=False)
 
 
-def test_scaled_between_preset(cache):
+def test_scaled_between_preset_on_the_real_models(cache, smollm2_converted):
+    """MiniLM (22M) -> SmolLM2 (135M) on the 800 built-in reviews: the real scaled preset."""
+    if smollm2_converted is None:
+        pytest.skip("the SmolLM2 wheel is not installed")
+    (cache / "gguf").mkdir(parents=True, exist_ok=True)
+    if not (cache / "gguf" / smollm2_converted.name).exists():
+        (cache / "gguf" / smollm2_converted.name).symlink_to(smollm2_converted, target_is_directory=True)
     result = run("gao-between", scaled=True)
     n = _numbers(result)
     assert result.table[0]["published"] == 0.5025
-    assert 0.5 <= n["source probe accuracy (test)"] <= 1 and 0.5 <= n["target probe accuracy (test)"] <= 1
+    assert 0.8 <= n["source probe accuracy (test)"] <= 1 and 0.8 <= n["target probe accuracy (test)"] <= 1
     assert 0 <= n["probe carried as A w: sign(t·Aw) accuracy"] <= 1 and math.isfinite(n["map R² (held out)"])
-    assert result.raw["source"]["layer"] == 2 and result.raw["target"]["layer"] == 5
+    assert result.raw["source"]["model"] == MINILM and result.raw["target"]["model"] == SMOLLM2_ID
+    assert result.raw["source"]["layer"] == 5 and result.raw["target"]["layer"] == 29
 
 
-def test_scaled_rimsky_and_lrt_presets(cache):
-    rimsky = run("rimsky-base-chat", scaled=True)
+def test_scaled_rimsky_and_lrt_presets(cache, tiny_gpt2):
+    rimsky = run("rimsky-base-chat", scaled=True, stand_in=str(tiny_gpt2))
     n = _numbers(rimsky)
-    assert 0.9 < n["base vs chat cosine, first layer"] <= 1.0 + 1e-6  # a finetuned stand-in keeps the early layers
-    assert n["layer where the PCA trace of base vectors turns"] in range(6)
-    assert len(rimsky.raw["cosine_per_layer"]) == 6 and rimsky.table[0]["published"] == 1.0
-    lrt = run("lrt-gemma", scaled=True)
+    # the tiny model has no chat template: both prompt formats are the same text, so every cosine is 1
+    assert abs(n["base vs chat cosine, first layer"] - 1.0) < 1e-5
+    assert n["layer where the PCA trace of base vectors turns"] in range(3)
+    assert len(rimsky.raw["cosine_per_layer"]) == 3 and rimsky.table[0]["published"] == 1.0
+    assert rimsky.raw["chat_template"] == [False, True]
+    lrt = run("lrt-gemma", scaled=True, stand_in=str(tiny_gpt2))
     n = _numbers(lrt)
-    assert lrt.table[0]["published"] == "0.73–0.98"
-    r = lrt.raw["projection_pearson_r"]
-    assert -1 <= r["A v + b"] <= 1 and -1 <= r["A v"] <= 1 and math.isfinite(n["map R² (held out)"])
-    assert lrt.raw["held_out_pairs"] > 5
+    assert lrt.table[0]["published"] == "0.73–0.98" and -1 <= n["Pearson r native vs transferred propensity"] <= 1
+    assert n["  its 95% interval (bootstrap over held-out questions)"].startswith("[")
+    assert math.isfinite(n["map R² (held out)"]) and lrt.raw["target"]["layer"] == 1  # the tiny model's middle block
+    assert lrt.raw["held_out_questions"] >= 20 and "both orders" in lrt.raw["letter_balance"]
 
 
 def test_cli_preset_list_and_run_scaled(cache):
@@ -130,28 +146,31 @@ def test_cli_preset_list_and_run_scaled(cache):
     listed = one_json_object(r.stdout)["presets"]
     assert [p["name"] for p in listed] == list(PRESETS)
     assert all(p["problems"] and p["scaled"]["problems"] == [] for p in listed)
-    r = run_cli("preset", "run", "lrt-gemma", "--scaled", "--json", cache=cache)
+    r = run_cli("preset", "run", "gao-table1-amazon", "--scaled", "--stand-in", MINILM, "--json", cache=cache)
     assert r.returncode == 0, r.stderr
     out = one_json_object(r.stdout)
-    assert out["preset"] == "lrt-gemma" and out["scaled"] and out["label"] == SCALED_LABEL
-    assert out["table"][0]["published"] == "0.73–0.98" and -1 <= out["table"][0]["this run"] <= 1
+    assert out["preset"] == "gao-table1-amazon" and out["scaled"] and out["label"] == SCALED_LABEL
+    assert out["table"][0]["published"] == 0.92 and 0.5 <= out["table"][0]["this run"] <= 1
     r = run_cli("preset", "run", "gao-between", "--json", cache=cache)
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.startswith("error: gpt2 is not available offline") and r.stderr.count("\n") == 1
 
 
-def test_page_runs_a_scaled_preset_and_shows_the_table(cache):
+def test_page_runs_a_scaled_preset_and_shows_the_table(cache, smollm2_converted):
+    if smollm2_converted is None:
+        pytest.skip("the SmolLM2 wheel is not installed")
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
     at.switch_page("views/presets.py").run()
     assert not at.exception, [e.value for e in at.exception]
     assert [t.value for t in at.title] == ["Reproduce the papers"]
     assert at.button(key="presets.run.gao-between").disabled  # gpt2 is not here offline
     assert any("gpt2-xl is not available offline" in w.value for w in at.warning)
-    at.button(key="presets.run_scaled.lrt-gemma").click().run()
+    assert any("MiniLM (22M) → SmolLM2 (135M)" in c.value for c in at.caption)  # what each scaled version stands in with
+    at.button(key="presets.run_scaled.gao-between").click().run()  # the module cache holds its activations already
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
     assert len(at.dataframe) == 1  # only the preset that ran has a table
     table = at.dataframe[0].value
-    assert list(table.columns) == ["quantity", "published", "this run"]
-    assert table["published"].iloc[0] == "0.73–0.98" and -1 <= float(table["this run"].iloc[0]) <= 1
+    assert list(table.columns) == ["quantity", "paper", "this run"]
+    assert table["paper"].iloc[0] == "0.5025" and 0 <= float(table["this run"].iloc[0]) <= 1  # as the paper prints it
     assert any(SCALED_LABEL in c.value for c in at.caption)

@@ -7,6 +7,7 @@ import streamlit as st
 
 from repmap_core import store
 from repmap_ui.common import environment
+from repmap_ui.pages import PAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 THUMBNAILS = ROOT / "docs" / "thumbnails"
@@ -17,19 +18,8 @@ INTRO = (
     "It fits linear maps between models and layers and carries probes and steering vectors across them, as in the papers it reproduces."
 )
 
-# (page file, title, icon, one line): the thumbnail is docs/thumbnails/<stem>.png (docs/make_thumbnails.py)
-VIEWS = [
-    ("views/layer_explorer.py", "Layer explorer", ":material/stacked_line_chart:",
-     "Where a concept separates: per-layer projections, probe accuracy and separation."),
-    ("views/shift.py", "Finetuning shift", ":material/moving:", "Base vs finetuned activations on shared axes."),
-    ("views/within_fit.py", "Within-model fit", ":material/functions:", "λ̃ ≈ Aλ + b + yδ and Gao et al.'s Table 1."),
-    ("views/finetune.py", "Finetune", ":material/model_training:", "Finetune a model with a linear head, here."),
-    ("views/across.py", "Across models", ":material/compare_arrows:", "Maps between models or layers; probes carried across."),
-    ("views/steering.py", "Steering", ":material/explore:", "CAA vectors per layer, their cosines, steering and transfer."),
-    ("views/share.py", "Share", ":material/share:", "A session bundle or an HTML report of what you found."),
-    ("views/presets.py", "Reproduce the papers", ":material/science:", "The papers' experiments, full or scaled down."),
-    ("views/cache.py", "Cache", ":material/storage:", "What has been computed, and deleting it."),
-]
+# a card per page (Home itself aside); the thumbnail is docs/thumbnails/<stem>.png (docs/make_thumbnails.py)
+VIEWS = [(p.file, p.title, p.icon, p.blurb) for p in PAGES if not p.default]
 
 
 def thumbnail(page: str) -> Path:

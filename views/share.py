@@ -5,13 +5,13 @@ from __future__ import annotations
 import streamlit as st
 
 from repmap_core import __version__
+from repmap_ui.pages import PAGE_OF_VIEW
 from repmap_core.bundle import VIEWS, available_views, bundle_bytes, collect, estimate_bytes, load_bundle
 from repmap_core.errors import RepmapError
 from repmap_core.report import build_report
 from repmap_ui.common import show_error
 
-PAGES = {"explorer": "views/layer_explorer.py", "shift": "views/shift.py", "within": "views/within_fit.py",
-         "across": "views/across.py", "steering": "views/steering.py", "finetune": "views/finetune.py"}
+PAGES = PAGE_OF_VIEW
 
 st.title("Share")
 st.caption("One file with the activations, fits and settings behind the views (a zip of JSON and safetensors, never "

@@ -1,0 +1,97 @@
+"""Weak to strong: a small model's labels train a bigger one; how much of the gap to its ceiling does it recover?"""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from repmap_core.errors import RepmapError
+from repmap_core.stats import format_estimate
+from repmap_core.weak_to_strong import STRONG_DEFAULT, WEAK_DEFAULT, estimate_seconds, weak_to_strong
+from repmap_ui.common import show_error
+from repmap_ui.jobs import latest_job, start_job
+from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker
+
+JOB = "w2s"
+st.title("Weak to strong")
+st.caption("Burns et al.'s weak-to-strong generalisation, the motivation of Gao et al.'s Table 2, on real models offline: "
+           "the weak teacher is finetuned on ground truth; its predictions label the strong student's training rows; the "
+           "student is finetuned on those weak labels; its ceiling is the same model finetuned on ground truth. All three "
+           "are scored on held-out rows. PGR = (student − teacher) / (ceiling − teacher): 1 means the student reaches its "
+           "ceiling, 0 that it only imitates its teacher. Each finetune is cached, so a second run is quick.")
+st.session_state.setdefault("w2s.weak.model_choice", WEAK_DEFAULT)
+st.session_state.setdefault("w2s.strong.model_choice", STRONG_DEFAULT)
+
+with st.form("w2s.form"):
+    c1, c2, c3 = st.columns(3)
+    with c1:
+        weak = model_picker("w2s.weak", "Weak teacher")
+    with c2:
+        strong = model_picker("w2s.strong", "Strong student")
+    with c3:
+        data = data_picker("w2s", with_upload=False)
+    b1, b2 = st.columns([1, 4])
+    estimate = b1.form_submit_button("Estimate time", help="measures two training steps of each model on this data here")
+    go = b2.form_submit_button("Run weak to strong", type="primary")
+
+job = latest_job(JOB)
+running = job is not None and job.snapshot().state == "running"
+try:
+    if estimate or go:
+        req = {"weak_model": chosen_model(*weak), "strong_model": chosen_model(*strong)}
+        spec = chosen_data(*data)
+        if estimate:
+            with st.spinner("Measuring training steps"):
+                est = estimate_seconds(spec, **req)
+            st.info(f"About {est['total']:.0f} s here: the teacher {est['weak']:.0f} s, the student and its ceiling "
+                    f"{est['strong_on_weak']:.0f} s each (finetunes already cached take a second).", icon=":material/timer:")
+        elif running:
+            st.warning("A weak-to-strong run is already going in this session; wait for it or cancel it.")
+        else:
+            start_job(JOB, lambda ctx: weak_to_strong(spec, progress=ctx.progress, cancel=ctx.cancel, **req),
+                      title=f"{req['weak_model']} → {req['strong_model']} on {spec}")
+            st.rerun()
+except RepmapError as e:
+    show_error(e)
+
+
+@st.fragment(run_every=1.0)
+def live(job) -> None:
+    snap = job.snapshot()
+    if snap.state != "running":
+        st.rerun()
+    bar, stop = st.columns([6, 1], vertical_alignment="bottom")
+    bar.progress(snap.fraction, text=f"{snap.title} · {snap.message} · {snap.seconds:.0f} s")
+    if not job.cancel.is_set() and stop.button("Cancel", key="w2s.cancel", icon=":material/stop:"):
+        job.cancel.set()
+
+
+if job is not None:
+    snap = job.snapshot()
+    if snap.state == "running":
+        live(job)
+    elif snap.state != "done":
+        st.error(snap.error, icon=":material/error:")
+    else:
+        r = snap.result
+        st.session_state["w2s.result"] = r
+if (r := st.session_state.get("w2s.result")) is not None:
+    c = st.columns(4)
+    c[0].metric("Weak teacher", f"{r.weak.value:.3f}", help="held-out accuracy, 95% Wilson interval below")
+    c[0].caption(format_estimate(r.weak))
+    c[1].metric("Student on weak labels", f"{r.strong_on_weak.value:.3f}")
+    c[1].caption(format_estimate(r.strong_on_weak))
+    c[2].metric("Student's ceiling (ground truth)", f"{r.ceiling.value:.3f}")
+    c[2].caption(format_estimate(r.ceiling))
+    pgr_text = "–" if r.pgr.value != r.pgr.value else f"{r.pgr.value:.2f}"
+    c[3].metric("PGR", pgr_text, help="(student − teacher) / (ceiling − teacher)")
+    c[3].caption("undefined: the ceiling does not beat the teacher" if pgr_text == "–" else
+                 f"95% [{r.pgr.low:.2f}, {r.pgr.high:.2f}], bootstrap over held-out rows")
+    st.caption(f"Rows: teacher {r.rows['weak_train']}, student {r.rows['strong_train']}, held out {r.rows['test']}. "
+               f"The teacher's labels on the student's rows are right {r.weak_label_accuracy:.0%} of the time. "
+               f"Finetuning took {r.seconds['weak']:.0f} s, {r.seconds['strong_on_weak']:.0f} s and {r.seconds['ceiling']:.0f} s.")
+    if r.within_weak:
+        st.subheader("The student's representations, fitted with weak labels (Gao et al.'s Table 2 setting)")
+        st.caption(f"λ̃ ≈ Aλ + b + yδ at layer {r.within_weak['layer']} of the student vs its base, δ fitted with the "
+                   f"teacher's labels on the held-out rows; held-out R² {r.within_weak['fit']['r2_test']:.3f}.")
+        st.dataframe(pd.DataFrame(r.within_weak["table"]).style.format({"train": "{:.3f}", "test": "{:.3f}"}),
+                     hide_index=True, key="w2s.table")
