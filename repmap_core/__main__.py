@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--train-last", type=int, default=None, help="train only the last k blocks (and the head); default all")
+    p.add_argument("--head-lr", type=float, default=None, help="the new head's learning rate (default: --lr)")
     p = sub.add_parser("recipe", help="a paper's protocol end to end: within (Gao §3), between (Gao §2), rimsky, lrt, "
                                       "w2s (weak-to-strong: PGR)")
     p.add_argument("name", choices=["within", "between", "rimsky", "lrt", "w2s"])
@@ -304,7 +306,7 @@ def cmd_finetune(args: argparse.Namespace) -> dict:
     dataset = load_dataset(args.data, text_col=args.text_col, label_col=args.label_col, limit=args.limit, seed=args.seed)
     require_both_classes(dataset)
     config = FinetuneConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_length=min(args.max_length, 512),
-                            seed=args.seed)
+                            seed=args.seed, train_last=args.train_last, head_lr=args.head_lr)
     result = finetune(args.model, dataset, config, trust_remote_code=args.trust_remote_code, device=args.device,
                       progress=_progress(False))
     return {"path": result.path, "reused": result.reused, "base_model": result.manifest["base_model"],

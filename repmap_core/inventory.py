@@ -18,7 +18,8 @@ from repmap_core import store
 __all__ = ["CacheItem", "inventory", "delete_item", "KIND_NAMES"]
 
 KIND_NAMES = {"activations": "activations", "models": "finetuned model", "gguf": "converted GGUF model",
-              "projections": "projection", "uploads": "uploaded table", "datasets": "saved data set", "other": "other"}
+              "projections": "projection", "uploads": "uploaded table", "datasets": "saved data set",
+              "results": "finished result (demo tour)", "other": "other"}
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,8 @@ class PageInfo:
 
 PAGES: list[PageInfo] = [
     PageInfo("views/home.py", "Home", ":material/home:", "What repmap is, and where it runs.", default=True),
+    PageInfo("views/tour.py", "Demo tour", ":material/tour:",
+             "The whole story in six steps on real models and data, each with its figure and two sentences."),
     PageInfo("views/layer_explorer.py", "Layer explorer", ":material/stacked_line_chart:",
              "Where a concept separates: per-layer projections, probe accuracy and separation.", "layer_explorer",
              "explorer"),
