@@ -197,9 +197,10 @@ def _steering(report: Progress) -> tuple[str, object, dict]:
     from repmap_core.steering.run import sentiment_layer
 
     lm = load_model(SMOLLM2, head=True)
-    sweep = sentiment_layer(SMOLLM2, lm, 8, [-0.5, -0.25, 0.0, 0.25, 0.5], loader=lambda r, d, t: lm, progress=report)
+    layer = min(8, lm.info.n_layers // 2)  # block 8 of SmolLM2's 30: where the sentiment vector steers (measured)
+    sweep = sentiment_layer(SMOLLM2, lm, layer, [-0.5, -0.25, 0.0, 0.25, 0.5], loader=lambda r, d, t: lm, progress=report)
     mean = sweep.positive.mean(1)
-    text = (f"Adding the positive-minus-negative review direction at block 8 steers what SmolLM2 writes: judged positive "
+    text = (f"Adding the positive-minus-negative review direction at block {layer} steers what SmolLM2 writes: judged positive "
             f"{mean[0]:.0%} of the time at α = −0.5 and {mean[-1]:.0%} at α = +0.5 (a MiniLM probe judges; "
             f"{sweep.judge_accuracy:.2f} on held-out reviews). {sweep.verdict}")
     return text, sentiment_plot(sweep), {"positive_low": float(mean[0]), "positive_high": float(mean[-1]),
