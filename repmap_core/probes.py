@@ -303,7 +303,7 @@ def separation_at(X: np.ndarray, y: np.ndarray, pair_ids: np.ndarray, layer: int
         return LayerSeparation(layer=int(layer), probe_train_acc=train_acc, probe_test_acc=test_acc,
                                probe_cv_acc=small.probe_cv_acc, probe_cv_std=small.probe_cv_std,
                                probe_cv_low=small.probe_cv_low, probe_cv_high=small.probe_cv_high,
-                               probe_test_low=low, probe_test_high=high, null_acc=small.null_acc,
+                               probe_test_low=float(low), probe_test_high=float(high), null_acc=small.null_acc,
                                null_high=small.null_high, null_permutations=small.null_permutations,
                                silhouette=small.silhouette, fisher=fisher_ratio_streamed(X, y),
                                scored_on=f"{len(y)} rows: streamed SGD probe, Fisher on all rows; "
@@ -339,9 +339,9 @@ def separation_at(X: np.ndarray, y: np.ndarray, pair_ids: np.ndarray, layer: int
         probe_cv_std=float(np.std(accs)),
         silhouette=silhouette(X, y, seed=seed),
         fisher=fisher_ratio(X, y),
-        probe_cv_low=cv_est.low, probe_cv_high=cv_est.high,
+        probe_cv_low=cv_est.low, probe_cv_high=cv_est.high,  # plain floats: Estimate makes them so
         probe_test_low=test_est.low, probe_test_high=test_est.high,
-        null_acc=null, null_high=null_high, null_permutations=int(null_permutations),
+        null_acc=float(null), null_high=float(null_high), null_permutations=int(null_permutations),
     )
 
 

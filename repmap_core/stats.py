@@ -35,6 +35,14 @@ class Estimate:
     null: float | None = None
     null_high: float | None = None  # the null's upper 95% bound (e.g. of shuffled-label runs)
 
+    def __post_init__(self) -> None:
+        # plain floats (not numpy scalars), so results compare, save and load as they were made
+        for name in ("value", "low", "high", "null", "null_high"):
+            v = getattr(self, name)
+            if v is not None:
+                object.__setattr__(self, name, float(v))
+        object.__setattr__(self, "n", int(self.n))
+
     def as_dict(self) -> dict:
         """Plain values for JSON: a NaN or infinite bound becomes None (strict JSON has no NaN)."""
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
