@@ -231,10 +231,10 @@ def within_model(before: np.ndarray, after: np.ndarray, labels: np.ndarray, *, p
     # δ against the held-out rows' class-mean difference of λ̃ (both displacements); null: random directions
     md_te = _mean_difference(after[te], y[te])
     low, high = bootstrap(lambda idx: _cos(delta, _mean_difference(after[te][idx], y[te][idx])), len(te), groups=g_te,
-                          n_boot=500, seed=seed)
+                          n_boot=500, seed=seed, bias_corrected=True)
     rand = np.random.default_rng(seed).normal(size=(200, len(delta)))  # (200, d'): isotropic directions
     null_cos = rand @ md_te / np.maximum(np.linalg.norm(rand, axis=1) * np.linalg.norm(md_te), 1e-30)
-    est["delta_cosine"] = Estimate(_cos(delta, md_te), low, high, len(te), "bootstrap (held-out pairs)" if g_te is not None
+    est["delta_cosine"] = Estimate(_cos(delta, md_te), max(low, -1.0), min(high, 1.0), len(te), "bootstrap (held-out pairs)" if g_te is not None
                                    else "bootstrap (held-out rows)", null=0.0, null_high=float(np.percentile(null_cos, 95)))
 
     n_tr, width = len(tr), before.shape[1] + 1
