@@ -55,13 +55,15 @@ class WithinModelFit(BaseEstimator):
     problem on `[λ, y±, 1]` (`method="lstsq"`; `alpha=None` chooses the ridge penalty on A and δ
     on a seeded held-out `val_frac` of the rows, as `RidgeMap` does; `alpha=0` is plain least
     squares) or runs the paper's gradient descent (`method="gd"`, keeping the step with the lowest
-    loss on a held-out `val_frac`; `val_frac=0` reports the end state, as the paper). Learned:
+    loss on a held-out `val_frac` and stopping `patience` checks after it; `val_frac=0` reports the
+    end state, as the paper). Learned:
     `A_` (d', d), `b_` (d',), `delta_` (d',), `alpha_`, `best_step_` and `n_steps_` (GD).
     """
 
     def __init__(self, method: str = "lstsq", alpha: float | None = None, lr: float = 1e-2, max_steps: int = 2000,
                  target_loss: float | None = None, callback: StepCallback | None = None, callback_every: int = 10,
-                 seed: int = 0, monitor: ParamsMonitor | None = None, val_frac: float | None = None):
+                 seed: int = 0, monitor: ParamsMonitor | None = None, val_frac: float | None = None,
+                 patience: int = 50):
         self.method = method
         self.alpha = alpha
         self.lr = lr
@@ -72,6 +74,8 @@ class WithinModelFit(BaseEstimator):
         self.seed = seed
         self.monitor = monitor
         self.val_frac = val_frac  # None: 0.2 for choosing alpha, 0.1 for GD's stopping
+        # GD stops 50 checks (500 steps) after its best held-out loss: the live curve shows the overfitting it avoided
+        self.patience = patience
 
     def fit(self, before: np.ndarray, after: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> WithinModelFit:
         before, after = check_pair(before, after, ("base", "finetuned"))
@@ -89,7 +93,7 @@ class WithinModelFit(BaseEstimator):
         elif self.method == "gd":
             p = GDMap(lr=self.lr, max_steps=self.max_steps, target_loss=self.target_loss, callback=self.callback,
                       callback_every=self.callback_every, seed=self.seed, monitor=self.monitor,
-                      val_frac=0.1 if self.val_frac is None else self.val_frac)
+                      val_frac=0.1 if self.val_frac is None else self.val_frac, patience=self.patience)
             W, c, self.history_, self.best_step_ = _gd_affine(X, after, p)
         else:
             raise RepmapError(f"Fit method '{self.method}' is not one of lstsq, gd.")
