@@ -57,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fit-labels", default=None, help="labels to fit δ with, e.g. weak labels (Table 2); default --labels")
     p.add_argument("--pair-ids", default=None, help="pair ids (n,): pairs are kept on one side of the split")
     p.add_argument("--method", default="lstsq", choices=["lstsq", "gd"])
-    p.add_argument("--alpha", type=float, default=0.0, help="ridge penalty on A and δ (closed form)")
+    p.add_argument("--alpha", default="auto",
+                   help="ridge penalty on A and δ (closed form): a number (0 = plain least squares) or auto "
+                        "(default: chosen on held-out training rows; plain least squares interpolates when rows <= width)")
     p.add_argument("--test-frac", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", default=None, metavar="FIT.npz", help="write arrays A, b, delta")
@@ -67,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", required=True, help="target activations of the same rows (n, d_t)")
     p.add_argument("--labels", required=True, help="labels (n,), 0/1 or -1/+1")
     p.add_argument("--pair-ids", default=None)
-    p.add_argument("--method", default="lstsq", choices=["lstsq", "ridge", "gd", "procrustes", "lowrank", "updown", "mlp"])
+    p.add_argument("--method", default="ridge", choices=["lstsq", "ridge", "gd", "procrustes", "lowrank", "updown", "mlp"],
+                   help="default ridge, alpha chosen on held-out rows (lstsq interpolates when rows <= width)")
     p.add_argument("--rank", type=int, default=32, help="rank for --method lowrank")
     p.add_argument("--test-frac", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
@@ -121,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     p.add_argument("--layers", default="all", help="comma-separated block indices or all")
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds")
+    p.add_argument("--null-permutations", type=int, default=5,
+                   help="shuffled-label probes per layer for the null (0 skips it; all 5 take ~0.1 s at 800 x 384)")
     p.add_argument("--test-frac", type=float, default=0.2)
     _add_share_parsers(sub)
     _add_preset_parsers(sub)
@@ -250,7 +255,7 @@ def cmd_layers(args: argparse.Namespace) -> dict:
 
     _, aset = _activations(args)
     rows = layer_separation(aset.layers, aset.labels, aset.pair_ids, folds=args.folds, test_frac=args.test_frac,
-                            seed=args.seed, progress=_progress(False))
+                            seed=args.seed, null_permutations=args.null_permutations, progress=_progress(False))
     out = _describe(aset)
     out["layers"] = [dict(r.as_dict(), site=site_name(r.layer)) for r in rows]
     out["best_layer"] = best_layer(rows)
@@ -258,9 +263,11 @@ def cmd_layers(args: argparse.Namespace) -> dict:
 
 
 def cmd_within(args: argparse.Namespace) -> dict:
+    from repmap_core.affine import parse_alpha
     from repmap_core.arrays import check_same_data, load_array, load_labels, save_arrays
     from repmap_core.experiments import within_model
 
+    alpha = parse_alpha(args.alpha)
     check_same_data(args.before, args.after, ("base", "finetuned"))
     before, after = load_array(args.before), load_array(args.after)
     if before.ndim == 2 and after.ndim == 2 and before.shape[1] != after.shape[1]:
@@ -270,7 +277,7 @@ def cmd_within(args: argparse.Namespace) -> dict:
         )
     result, fit = within_model(
         before, after, load_labels(args.labels), pair_ids=load_array(args.pair_ids) if args.pair_ids else None,
-        fit_labels=load_labels(args.fit_labels) if args.fit_labels else None, method=args.method, alpha=args.alpha,
+        fit_labels=load_labels(args.fit_labels) if args.fit_labels else None, method=args.method, alpha=alpha,
         test_frac=args.test_frac, seed=args.seed)
     out = result.as_dict()
     out.pop("history")
@@ -430,7 +437,10 @@ def _print_human(result: dict) -> None:
         print(f"{'layer':>5}  {'cv acc':>7}  {'test acc':>8}  {'silhouette':>10}  {'fisher':>7}")
         for r in result["layers"]:
             star = " *" if r["layer"] == result["best_layer"] else ""
-            print(f"{r['layer']:>5}  {r['probe_cv_acc']:7.3f}  {r['probe_test_acc']:8.3f}  {r['silhouette']:10.4f}  {r['fisher']:7.3f}{star}")
+            ci = f"[{r['probe_cv_low']:.3f}, {r['probe_cv_high']:.3f}]" if r["probe_cv_low"] is not None else ""
+            null = f"null {r['null_acc']:.3f} (95% ≤ {r['null_high']:.3f})" if r["null_acc"] is not None else ""
+            print(f"{r['layer']:>5}  {r['probe_cv_acc']:7.3f}  {r['probe_test_acc']:8.3f}  {r['silhouette']:10.4f}  {r['fisher']:7.3f}{star}"
+                  f"  {ci} {null}")
     else:
         print(json.dumps(result, indent=2))
 

@@ -314,7 +314,8 @@ def within_export(A: np.ndarray, b: np.ndarray, delta: np.ndarray, result, base_
         data=_data(base_manifest), settings=settings,
         metrics={"delta_projection_accuracy": result.delta_projection_accuracy,
                  "delta_projection_accuracy_centered": result.delta_projection_accuracy_centered,
-                 "fit": result.fit, "probe": result.probe, "delta_cosine": result.delta_cosine},
+                 "fit": result.fit, "probe": result.probe, "delta_cosine": result.delta_cosine,
+                 "intervals": {k: e.as_dict() for k, e in getattr(result, "intervals", {}).items()}},
         n_train=result.n_train, n_test=result.n_test, fit_labels=result.fit_labels)
 
 

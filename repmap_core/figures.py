@@ -65,18 +65,37 @@ def layer_grid(coords: dict[int, np.ndarray], labels: np.ndarray, texts: Sequenc
 
 
 def separation_curve(rows: list[LayerSeparation], title: str | None = None) -> go.Figure:
-    """Probe accuracy (cross-validated with a ±1 sd band, and held-out), silhouette and Fisher
-    ratio against depth, one panel each, best layer marked."""
+    """Probe accuracy against depth (cross-validated with its 95% interval as a band, held-out, and
+    the shuffled-label null: its mean as a grey line and a grey band up to its 95th percentile),
+    silhouette and Fisher ratio, one panel each, best layer marked."""
     layers = [r.layer for r in rows]
     cv = np.array([r.probe_cv_acc for r in rows])
-    sd = np.array([r.probe_cv_std for r in rows])
+    low = np.array([r.probe_cv_low for r in rows], dtype=np.float64)
+    high = np.array([r.probe_cv_high for r in rows], dtype=np.float64)
+    if not np.isfinite(low).all():  # rows made before intervals existed: ±1 sd over folds
+        sd = np.array([r.probe_cv_std for r in rows])
+        low, high, band = cv - sd, cv + sd, "cv ± 1 sd"
+    else:
+        band = "cv 95% interval"
     fig = make_subplots(rows=1, cols=3, column_widths=[0.5, 0.25, 0.25], horizontal_spacing=0.07,
                         subplot_titles=("linear probe accuracy", "silhouette", "Fisher ratio"))
-    fig.add_trace(go.Scatter(x=layers + layers[::-1], y=list(cv + sd) + list((cv - sd)[::-1]), fill="toself", mode="lines",
+    null = np.array([r.null_acc for r in rows], dtype=np.float64)
+    null_high = np.array([r.null_high for r in rows], dtype=np.float64)
+    if np.isfinite(null).all():
+        fig.add_trace(go.Scatter(x=layers + layers[::-1], y=list(null_high) + list(null[::-1]), fill="toself",
+                                 mode="lines", fillcolor="rgba(120,120,120,0.18)", line=dict(width=0), hoverinfo="skip",
+                                 name="shuffled-label null, 95th percentile", showlegend=False), row=1, col=1)
+        fig.add_trace(go.Scatter(x=layers, y=null, mode="lines", name="shuffled-label null",
+                                 line=dict(color="#7a7a7a", dash="dash"), customdata=null_high,
+                                 hovertemplate="layer %{x}: null %{y:.3f} (95% ≤ %{customdata:.3f})<extra></extra>"),
+                      row=1, col=1)
+    fig.add_trace(go.Scatter(x=layers + layers[::-1], y=list(high) + list(low[::-1]), fill="toself", mode="lines",
                              fillcolor="rgba(0,121,140,0.15)", line=dict(width=0), hoverinfo="skip",
-                             name="cv ± 1 sd", showlegend=False), row=1, col=1)
+                             name=band, showlegend=False), row=1, col=1)
     fig.add_trace(go.Scatter(x=layers, y=cv, mode="lines+markers", name="probe (cross-validated)",
-                             line=dict(color="#00798c")), row=1, col=1)
+                             line=dict(color="#00798c"), customdata=np.stack([low, high], 1),
+                             hovertemplate="layer %{x}: %{y:.3f} [%{customdata[0]:.3f}, %{customdata[1]:.3f}]"
+                                           "<extra>cross-validated</extra>"), row=1, col=1)
     fig.add_trace(go.Scatter(x=layers, y=[r.probe_test_acc for r in rows], mode="lines+markers",
                              name="probe (held-out 20%)", line=dict(color="#00798c", dash="dot")), row=1, col=1)
     fig.add_trace(go.Scatter(x=layers, y=[r.silhouette for r in rows], mode="lines+markers", name="silhouette",
@@ -90,7 +109,8 @@ def separation_curve(rows: list[LayerSeparation], title: str | None = None) -> g
                        showarrow=False, text=f"best: layer {best}", font=dict(color="#30638e"),
                        bgcolor="rgba(255,255,255,0.8)")
     fig.update_xaxes(title_text="layer", dtick=1 if len(layers) <= 16 else None)
-    fig.update_yaxes(title_text="accuracy", range=[min(0.45, float((cv - sd).min()) - 0.02), 1.01], row=1, col=1)
+    floor = np.nanmin(np.concatenate([low, null[np.isfinite(null)]])) if len(low) else 0.45
+    fig.update_yaxes(title_text="accuracy", range=[min(0.4, float(floor) - 0.02), 1.01], row=1, col=1)
     fig.update_layout(height=380, margin=dict(l=10, r=10, t=60, b=10), title=title,
                       legend=dict(orientation="h", y=-0.25))
     return fig

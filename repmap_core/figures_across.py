@@ -19,9 +19,11 @@ from plotly.subplots import make_subplots
 from repmap_core.figures import LABEL_COLORS, WEBGL_ABOVE, hover_texts
 from repmap_core.similarity import SimilarityMatrix
 
-METRIC_NAMES = {"linear_cka": "linear CKA", "svcca": "SVCCA", "procrustes": "Procrustes distance"}
-METRIC_RANGES = {"linear_cka": (0.0, 1.0), "svcca": (0.0, 1.0), "procrustes": (0.0, 2.0)}
-TRANSFER_COLUMNS = ["mode", "uncentred", "centred", "with intercept", "cosine with target probe", "what it is"]
+METRIC_NAMES = {"cka_debiased": "debiased linear CKA", "linear_cka": "linear CKA (biased)", "svcca": "SVCCA",
+                "procrustes": "Procrustes distance"}
+METRIC_RANGES = {"cka_debiased": (0.0, 1.0), "linear_cka": (0.0, 1.0), "svcca": (0.0, 1.0), "procrustes": (0.0, 2.0)}
+TRANSFER_COLUMNS = ["mode", "uncentred", "centred", "with intercept", "with intercept, 95% interval",
+                    "cosine with target probe", "what it is"]
 
 
 def best_matches(sim: SimilarityMatrix, exclude_same_layer: bool = False) -> dict[int, int]:
@@ -54,16 +56,23 @@ def similarity_heatmap(sim: SimilarityMatrix, source_name: str, target_name: str
     """Heatmap of `sim.values` (source layers as rows, target layers as columns) on the metric's
     full range (0-1, or 0-2 for the Procrustes distance, reversed so that dark is always close),
     each cell labelled with its value; each source layer's best match is outlined and starred
-    (a rectangle shape named "best match" and "★" before the value)."""
+    (a rectangle shape named "best match" and "★" before the value). With a permutation null
+    (`sim.null_high`), a value not above its cell's null is shown in parentheses, the null is in
+    the hover and the subtitle says how it was made."""
     lo, hi = METRIC_RANGES.get(sim.metric, (float(np.min(sim.values)), float(np.max(sim.values))))
     name = METRIC_NAMES.get(sim.metric, sim.metric)
     best = best_matches(sim, exclude_same_layer)
-    text = [[("★ " if best[a] == b else "") + f"{v:.2f}" for b, v in zip(sim.layers_b, row)]
-            for a, row in zip(sim.layers_a, sim.values)]
+    null = sim.null_high if sim.null_high is not None else np.full(sim.values.shape, np.nan)
+    above = ~(sim.values <= null)  # NaN null: nothing to be below
+    text = [[("★ " if best[a] == b else "") + (f"{v:.2f}" if ok else f"({v:.2f})")
+             for b, v, ok in zip(sim.layers_b, row, oks)] for a, row, oks in zip(sim.layers_a, sim.values, above)]
+    hover = f"source layer %{{y}} · target layer %{{x}}<br>{name} %{{z:.3f}}"
+    if sim.null_high is not None:
+        hover += "<br>shuffled-row null: 95% ≤ %{customdata:.3f}"
     fig = go.Figure(go.Heatmap(
         z=sim.values, x=list(sim.layers_b), y=list(sim.layers_a), zmin=lo, zmax=hi, colorscale="Blues",
         reversescale=not sim.higher_is_closer, text=text, texttemplate="%{text}", colorbar=dict(title=dict(text=name)),
-        hovertemplate=f"source layer %{{y}} · target layer %{{x}}<br>{name} %{{z:.3f}}<extra></extra>", name=name,
+        customdata=null, hovertemplate=hover + "<extra></extra>", name=name,
     ))
     xe, ye = _cell_edges(sim.layers_b), _cell_edges(sim.layers_a)
     for i, a in enumerate(sim.layers_a):
@@ -73,8 +82,11 @@ def similarity_heatmap(sim: SimilarityMatrix, source_name: str, target_name: str
     fig.update_xaxes(title_text=f"{target_name} (target) layer", tickmode="array", tickvals=list(sim.layers_b))
     fig.update_yaxes(title_text=f"{source_name} (source) layer", tickmode="array", tickvals=list(sim.layers_a),
                      autorange="reversed")
-    fig.update_layout(title=f"{name} of every layer pair; ★ best match", margin=dict(l=10, r=10, t=60, b=10),
-                      height=max(360, 48 * len(sim.layers_a) + 160))
+    title = f"{name} of every layer pair; ★ best match"
+    if sim.null_high is not None:
+        title += (f"<br><sup>null: B's rows shuffled, {sim.null_permutations} times on {sim.null_rows} rows; "
+                  f"(value) = not above its cell's 95th percentile (largest: {np.nanmax(null):.3f})</sup>")
+    fig.update_layout(title=title, margin=dict(l=10, r=10, t=70, b=10), height=max(360, 48 * len(sim.layers_a) + 160))
     return fig
 
 
@@ -141,12 +153,14 @@ def selected_rows(points: Sequence[dict]) -> list[int]:
     return sorted(out)
 
 
-def fit_curve(history: Sequence) -> go.Figure:
-    """Training loss (left axis, log) and held-out R² (right axis) against the step.
+def fit_curve(history: Sequence, reported_step: int | None = None) -> go.Figure:
+    """Training loss (left axis, log) and held-out R² (right axis) against the step, with the step
+    whose parameters the fit reports (`reported_step`: GD keeps its best held-out step) marked.
 
-    `history` holds `(step, loss)` or `(step, loss, r2_test)` tuples, or dicts with those keys.
+    `history` holds `(step, loss)`, `(step, loss, r2_test)` or `(step, loss, r2_test, best_step)`
+    tuples, or dicts with those keys; without `reported_step`, the last `best_step` is marked.
     """
-    rows = [h if isinstance(h, dict) else dict(zip(("step", "loss", "r2_test"), h)) for h in history]
+    rows = [h if isinstance(h, dict) else dict(zip(("step", "loss", "r2_test", "best_step"), h)) for h in history]
     steps = [r["step"] for r in rows]
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     fig.add_trace(go.Scatter(x=steps, y=[r["loss"] for r in rows], mode="lines", name="training loss (MSE)",
@@ -158,7 +172,14 @@ def fit_curve(history: Sequence) -> go.Figure:
     fig.update_xaxes(title_text="step")
     fig.update_yaxes(title_text="training loss", type="log", secondary_y=False)
     fig.update_yaxes(title_text="held-out R²", secondary_y=True)
+    if reported_step is None and rows and rows[-1].get("best_step") is not None:
+        reported_step = rows[-1]["best_step"]
     last = f": step {steps[-1]}, R² {r2[-1]:.3f}" if rows and r2[-1] is not None else ""
+    if reported_step is not None and rows:
+        at = min(rows, key=lambda r: abs(r["step"] - reported_step))
+        shown = f", R² {at['r2_test']:.3f}" if at.get("r2_test") is not None else ""
+        last += f"; reported: step {reported_step}{shown} (lowest held-out loss)"
+        fig.add_vline(x=reported_step, line=dict(color="#30638e", dash="dash", width=1))
     fig.update_layout(height=320, margin=dict(l=10, r=10, t=50, b=10), title=f"Gradient descent{last}",
                       legend=dict(orientation="h", y=-0.25))
     return fig
@@ -188,11 +209,14 @@ def per_dim_error(per_dim_mse: Sequence[float], top: int = 8) -> go.Figure:
 def transfer_table(result, explained: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per way of carrying the source probe (`result.transfer["details"]` of a
     `BetweenResult`): held-out accuracy scored uncentred (the paper's), centred and with the
-    carried intercept, the cosine with the target's own probe, and one line on what it is."""
+    carried intercept (with its 95% interval), the cosine with the target's own probe, and one line
+    on what it is; the last row is the null (random directions, their 95th percentile)."""
     from repmap_core.experiments import TRANSFER_EXPLAINED
 
     explained = explained or TRANSFER_EXPLAINED
     rows = [{"mode": mode, "uncentred": d["uncentered"], "centred": d["centered"], "with intercept": d["with_intercept"],
+             "with intercept, 95% interval": f"[{d['with_intercept_low']:.3f}, {d['with_intercept_high']:.3f}]"
+             if "with_intercept_low" in d else "–",
              "cosine with target probe": d["cosine_with_target_probe"], "what it is": explained.get(mode, "")}
             for mode, d in result.transfer.get("details", {}).items()]
     return pd.DataFrame(rows, columns=TRANSFER_COLUMNS)
@@ -222,4 +246,5 @@ def map_manifest(source: dict, target: dict, layers: tuple[int, int], method: st
             "method": method, "params": params, "test_frac": float(test_frac), "seed": int(seed),
             "metrics": result.map, "probe": result.probe,
             "transfer": {k: v for k, v in result.transfer.items() if k != "details"},
+            "intervals": {k: e.as_dict() for k, e in getattr(result, "intervals", {}).items()},
             "n_train": result.n_train, "n_test": result.n_test}

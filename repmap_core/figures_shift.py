@@ -92,7 +92,9 @@ def separation_compare(base: list[LayerSeparation], finetuned: list[LayerSeparat
 
 
 def live_fit(points: list[dict]) -> go.Figure:
-    """Loss, held-out R² and δ accuracy (uncentred and centred) against GD step."""
+    """Loss, held-out R² and δ accuracy (uncentred and centred) against GD step, with the step whose
+    parameters the fit reports (`best_step`: the lowest loss on held-out training rows) marked and
+    named in the title."""
     steps = [p["step"] for p in points]
     fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss", "held-out R² and δ accuracy"))
     fig.add_trace(go.Scatter(x=steps, y=[p["loss"] for p in points], mode="lines", name="loss",
@@ -101,8 +103,17 @@ def live_fit(points: list[dict]) -> go.Figure:
                              ("delta_accuracy_centered", "sign((λ̃−μ)·δ) acc", "#66a182")):
         fig.add_trace(go.Scatter(x=steps, y=[p[key] for p in points], mode="lines", name=name, line=dict(color=color)),
                       row=1, col=2)
+    title = None
+    best = points[-1].get("best_step") if points else None
+    if best:
+        at = min(points, key=lambda p: abs(p["step"] - best))
+        title = (f"Step {steps[-1]}; reported: step {best} (lowest held-out loss), held-out R² {at['r2_test']:.3f} "
+                 f"there, {points[-1]['r2_test']:.3f} now")
+        for col in (1, 2):
+            fig.add_vline(x=best, line=dict(color="#30638e", dash="dash", width=1), row=1, col=col)
     fig.update_yaxes(type="log", dtick=1, row=1, col=1)  # decades only: minor log ticks clutter
     fig.update_yaxes(range=[min(0.0, min((p["r2_test"] for p in points), default=0.0)), 1.02], row=1, col=2)
     fig.update_xaxes(title_text="step")
-    fig.update_layout(height=320, margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=-0.3))
+    fig.update_layout(height=340, margin=dict(l=10, r=10, t=60 if title else 50, b=10), title=title,
+                      legend=dict(orientation="h", y=-0.3))
     return fig

@@ -15,6 +15,8 @@ from repmap_core.activations import get_activations
 from repmap_core.experiments import GAO_BETWEEN_VECTOR_ACCURACY, TRANSFER_EXPLAINED, between_models
 from repmap_core.figures_across import best_match_cells
 from repmap_core.similarity import layer_similarity
+from repmap_core.similarity_null import NULL_PERMUTATIONS
+from repmap_core.stats import format_estimate
 from tests.conftest import ROOT
 from tests.tiny_models import build_tiny_model
 
@@ -100,12 +102,15 @@ def test_compute_draws_the_heatmap_with_best_matches_and_the_side_by_side_view(p
     compute(page, models[32], models[48])
     src, tgt = activations(models[32]), activations(models[48])
     assert (src.d, tgt.d) == (32, 48)
-    expected = layer_similarity(src.layers, tgt.layers, "linear_cka")
+    # the default: debiased CKA, each cell beside its shuffled-row null
+    expected = layer_similarity(src.layers, tgt.layers, "cka_debiased", null_permutations=NULL_PERMUTATIONS)
 
     heat_fig = chart_with(page, "heatmap")
     heat = next(t for t in heat_fig["data"] if t["type"] == "heatmap")
     z = values(heat["z"])
     assert z.shape == (3, 3) and np.allclose(z, expected.values, atol=1e-9)
+    assert np.allclose(values(heat["customdata"]).reshape(3, 3), expected.null_high, atol=1e-9)
+    assert "debiased linear CKA" in heat_fig["layout"]["title"]["text"] and "rows shuffled" in heat_fig["layout"]["title"]["text"]
     assert (heat["zmin"], heat["zmax"]) == (0.0, 1.0)
     assert best_match_cells(go.Figure(heat_fig)) == expected.best_match()
     starred = [t for row in heat["text"] for t in row if t.startswith("★")]
@@ -124,7 +129,7 @@ def test_compute_draws_the_heatmap_with_best_matches_and_the_side_by_side_view(p
 
 def test_use_the_best_match_sets_the_target_layer(page, models):
     compute(page, models[32], models[48])
-    best = layer_similarity(activations(models[32]).layers, activations(models[48]).layers, "linear_cka").best_match()
+    best = layer_similarity(activations(models[32]).layers, activations(models[48]).layers, "cka_debiased").best_match()
     page.selectbox(key="across.layer_s").set_value(0).run()
     other = next(L for L in (0, 1, 2) if L != best[0])
     page.selectbox(key="across.layer_t").set_value(other).run()
@@ -164,17 +169,26 @@ def test_least_squares_fit_shows_metrics_transfer_table_and_exports(page, models
     expected, _ = between_models(np.asarray(src[1]), np.asarray(tgt[2]), src.labels, pair_ids=src.pair_ids,
                                  method="lstsq", test_frac=0.25, seed=3)
     m = metrics(page)
-    assert m["R² test"] == f"{expected.map['r2_test']:.3f}" and m["R² train"] == f"{expected.map['r2_train']:.3f}"
-    assert m["Retrieval top-1 (test)"] == f"{expected.map['retrieval_top1']:.3f}"
-    assert m["Probe on source (test)"] == f"{expected.probe['source']['test']:.3f}"
-    assert m["Transfer: vector A w"] == f"{expected.transfer['vector']:.3f}"
-    assert m["Transfer: functional"] == f"{expected.transfer['functional']:.3f}"
-    assert m["Gao et al.: vector"] == f"{GAO_BETWEEN_VECTOR_ACCURACY:.4f}" == "0.5025"
+    iv = expected.intervals  # each tile: the value and its 95% interval, "0.912 [0.870, 0.941]"
+    assert m["R² test"] == format_estimate(iv["map.r2_test"]) and m["R² train"] == format_estimate(iv["map.r2_train"])
+    assert m["R² test"].startswith(f"{expected.map['r2_test']:.3f} [")
+    assert m["Retrieval top-1 (test)"] == format_estimate(iv["map.retrieval_top1"])
+    assert m["Probe on source (test)"] == format_estimate(iv["probe.source"])
+    assert m["Transfer: vector A w"] == format_estimate(iv["transfer.vector"])
+    assert m["Transfer: functional (readout)"] == format_estimate(iv["transfer.functional"])
+    assert m["Transfer: functional (readout)"].startswith(f"{expected.transfer['functional']:.3f} [")
+    helps = {x.label: x.help for x in page.metric}
+    assert "random directions: null 0." in helps["Transfer: functional (readout)"]
+    assert "shuffled labels: null 0." in helps["Probe on source (test)"]
+    # the published number is not a tile of this run's: it stands, as "paper", beside the comparable one
+    assert not any("Gao" in label for label in m)
+    paper = next(c.value for c in page.caption if c.value.startswith("Paper, beside this run's A w"))
+    assert f"{GAO_BETWEEN_VECTOR_ACCURACY:.4f}" in paper and m["Transfer: vector A w"] in paper
     table = page.dataframe[0].value
     assert list(table["mode"]) == list(TRANSFER_EXPLAINED)
     assert list(table["what it is"]) == list(TRANSFER_EXPLAINED.values())
-    assert any("functional, not a point" in c.value for c in page.caption)  # the one line above the table
-    assert not any("overfits" in c.value for c in page.caption)  # 367 training rows for a 32-wide source
+    assert any("functional, not a point" in c.value and "readout" in c.value for c in page.caption)  # the help line
+    assert not any(c.value.startswith("Only") for c in page.caption)  # 367 training rows for a 32-wide source
     per_dim = chart_with(page, "bar")
     assert len(values(per_dim["data"][0]["y"])) == 48  # one bar per target dimension
     buttons = {b.key: b.label for b in page.get("download_button")}  # every figure and table has its own too
@@ -205,7 +219,11 @@ def test_gradient_descent_fit_streams_its_curve_and_ends_with_the_same_panels(pa
     final = page.session_state["across.fit"]["result"].map["r2_test"]
     assert min(live_r2) - 1e-3 <= final <= max(live_r2) + 1e-3
     assert list(page.dataframe[0].value["mode"]) == list(TRANSFER_EXPLAINED)
-    assert float(metrics(page)["Transfer: vector A w"]) >= 0.0
+    assert float(metrics(page)["Transfer: vector A w"].split(" ")[0]) >= 0.0
+    m = page.session_state["across.fit"]["result"].map
+    assert 0 < m["step_reported"] <= m["steps"] <= 300  # and the page says which step it reports
+    assert any(f"the map reported is step {m['step_reported']}'s" in c.value for c in page.caption)
+    assert f"reported: step {m['step_reported']}" in curve["layout"]["title"]["text"]
 
 
 def test_up_down_pair_shows_its_down_map_and_round_trip(page, models):
@@ -238,7 +256,7 @@ def test_bad_fit_input_shows_one_sentence_and_keeps_the_previous_fit(page, model
 def test_procrustes_with_fewer_rows_than_the_width_is_refused(page, models):
     compute(page, models[48], models[48], limit=40)  # 32 training rows < width 48
     fit(page, "lstsq")
-    assert any("Only 32 training rows for a 48-wide source" in c.value for c in page.caption)
+    assert any("Only 32 training rows for 48 features" in c.value for c in page.caption)
     fit(page, "procrustes")
     (error,) = [e.value for e in page.error]
     assert "Procrustes needs more rows than the narrower width (48)" in error and "\n" not in error

@@ -57,18 +57,27 @@ def test_default_page_shows_the_embedded_model_on_builtin_data(app):
     assert [t.value for t in app.title] == ["Layer explorer"]
     m = metrics(app)
     assert m["Rows"] == "800" and m["Width"] == "384" and m["Best layer"] in {str(i) for i in range(6)}
-    assert 0.6 < float(m["Probe accuracy there (cv)"]) <= 1.0
+    # the headline with its 95% interval, "0.873 [0.850, 0.894]", clear of the shuffled-label null
+    value, interval = m["Probe accuracy there (cv)"].split(" ", 1)
+    low, high = (float(x) for x in interval.strip("[]").split(", "))
+    assert 0.6 < low <= float(value) <= high <= 1.0 and high - low < 0.1
     curve, grid = charts(app)
     assert any("best: layer" in a.get("text", "") for a in curve["layout"]["annotations"])
     names = {t.get("name") for t in curve["data"]}
-    assert {"probe (cross-validated)", "probe (held-out 20%)", "silhouette", "Fisher ratio"} <= names
+    assert {"probe (cross-validated)", "probe (held-out 20%)", "silhouette", "Fisher ratio", "cv 95% interval",
+            "shuffled-label null", "shuffled-label null, 95th percentile"} <= names
+    null = next(t for t in curve["data"] if t.get("name") == "shuffled-label null")
+    assert all(abs(v - 0.5) < 0.1 for v in values(null["y"])) and len(values(null["y"])) == 6
+    assert max(values(null["customdata"])) < low  # every layer's null is below the best layer's interval
+    captions = " ".join(c.value for c in app.caption)
+    assert f"At layer {m['Best layer']}: {m['Probe accuracy there (cv)']} against null 0." in captions
     # small multiples: one subplot per layer, two classes each, the texts on hover
     titles = [a["text"] for a in grid["layout"]["annotations"]]
     assert titles == [f"layer {i}" for i in range(6)]
     assert len(grid["data"]) == 12 and sum(len(values(t["x"])) for t in grid["data"][:2]) == 800
     assert any("phone" in h.lower() for h in grid["data"][0]["text"] + grid["data"][1]["text"])
     table = app.dataframe[0].value
-    assert list(table.index) == [0, 1, 2, 3, 4, 5] and "probe_cv_acc" in table.columns
+    assert list(table.index) == [0, 1, 2, 3, 4, 5] and {"probe_cv_acc", "probe_cv_low", "null_acc"} <= set(table.columns)
     sidebar = " ".join(c.value for c in app.sidebar.caption)
     assert "CPU" in sidebar and "offline" in sidebar and "MB" in sidebar
 

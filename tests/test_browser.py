@@ -7,6 +7,8 @@ the full-page screenshot (layer_explorer.png); otherwise it goes into the test's
 """
 from __future__ import annotations
 
+import re
+
 import time
 
 import pytest
@@ -48,6 +50,9 @@ def test_layer_explorer_draws_charts(chromium_path, app_url, tmp_path):
             metric = page.locator('[data-testid="stMetric"]').filter(has_text="Best layer")
             expect(metric).to_have_count(1, timeout=10_000)
             expect(metric).to_be_visible()
+            accuracy = page.locator('[data-testid="stMetric"]').filter(has_text="Probe accuracy there (cv)")
+            expect(accuracy).to_contain_text(re.compile(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]"))  # with its interval
+            expect(curve.locator(".legendtext").filter(has_text="shuffled-label null")).to_have_count(1)
 
             assert page.locator('[data-testid="stException"]').count() == 0, \
                 page.locator('[data-testid="stException"]').first.inner_text()

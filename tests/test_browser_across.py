@@ -35,7 +35,9 @@ def test_across_models_draws_the_heatmap_and_a_fit(chromium_path, app_url, tmp_p
             for name, value in (("Source model (available locally)", "sentence-transformers/all-MiniLM-L6-v2"),
                                 ("Target model (available locally)", "sentence-transformers/all-MiniLM-L6-v2"),
                                 ("Data set", "builtin:sentiment")):
-                expect(page.get_by_role("combobox", name=name)).to_have_value(value, timeout=10_000)
+                # (a model's option carries a note after its id: "... (encoder, embedded)")
+                expect(page.get_by_role("combobox", name=name)).to_have_value(re.compile("^" + re.escape(value)),
+                                                                              timeout=10_000)
             page.get_by_role("button", name="Compute").click()
 
             charts = page.locator('[data-testid="stPlotlyChart"]')
@@ -74,7 +76,11 @@ def test_across_models_draws_the_heatmap_and_a_fit(chromium_path, app_url, tmp_p
             page.get_by_role("button", name="Fit", exact=True).click()
             r2 = page.locator('[data-testid="stMetric"]').filter(has_text="R² test")
             expect(r2).to_have_count(1, timeout=60_000)
-            expect(page.locator('[data-testid="stMetric"]').filter(has_text="Gao et al.: vector")).to_contain_text("0.5025")
+            # the published number stands beside this run's A w as "paper", not as a tile of its own
+            expect(page.get_by_text(re.compile(r"^Paper, beside this run's A w .*0\.5025"))).to_have_count(1)
+            expect(page.locator('[data-testid="stMetric"]').filter(has_text="Gao")).to_have_count(0)
+            expect(page.locator('[data-testid="stMetric"]').filter(has_text="Transfer: functional (readout)")).to_contain_text(
+                re.compile(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]"))
             expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0, timeout=60_000)
             assert page.locator('[data-testid="stException"]').count() == 0, \
                 page.locator('[data-testid="stException"]').first.inner_text()

@@ -2,6 +2,8 @@
 descent and shows the live curve and Table 1 filling in, then the final table."""
 from __future__ import annotations
 
+import re
+
 import time
 
 import pytest
@@ -51,6 +53,10 @@ def test_within_fit_shows_the_live_table(finetuned, chromium_path, app_url, tmp_
             # and when it is done, the final Table 1 with the paper's five representations
             expect(page.get_by_role("heading", name="Table 1")).to_be_visible(timeout=180_000)
             expect(page.locator('[data-testid="stMetric"]').filter(has_text="Held-out R²")).to_have_count(1)
+            expect(page.locator('[data-testid="stMetric"]').filter(has_text="Held-out R²")).to_contain_text(
+                re.compile(r"-?\d\.\d{3} \[-?\d\.\d{3}, -?\d\.\d{3}\]"))  # with its 95% interval
+            # gradient descent says which step it reports, on the curve and in a sentence
+            expect(page.get_by_text(re.compile(r"the parameters reported are those of step \d+"))).to_have_count(1)
             assert seen_live, "the table appeared only after the fit, not while it ran"
             assert page.locator('[data-testid="stException"]').count() == 0
             grow_viewport_to_content(page)

@@ -33,6 +33,7 @@ from repmap_core.steering.run import LayerSweep
 
 def curve_gaps(states) -> np.ndarray:
     return states["steer.sweep"]["out"].sweep.curve.gaps
+from repmap_core.stats import format_estimate
 from tests.conftest import ROOT
 
 
@@ -60,6 +61,7 @@ def synthetic_states() -> dict:
     wide = _aset(ds, 24, 3, "tiny/wide")
     between, fitted = between_models(base[2], wide[2], base.labels, pair_ids=base.pair_ids, method="lstsq")
     sim = layer_similarity(base.layers, wide.layers, "linear_cka")
+    sim_null = layer_similarity(base.layers, wide.layers, "cka_debiased", null_permutations=5)  # with its null array
     ab = load_dataset("builtin:survival_instinct", limit=40)
     steer_set = _aset(ab, 16, 4, "tiny/steer", position="answer")
     vectors = vectors_from_activations(steer_set)
@@ -83,7 +85,7 @@ def synthetic_states() -> dict:
         "within.result": {"result": within, "layer": 2, "points": []},
         "across.result": {"request": {"source": "tiny/base", "target": "tiny/wide", "data": "builtin:sentiment", "position": "auto",
                                       "limit": 120}, "dataset": ds, "source": base,
-                          "target": wide, "sims": {"linear_cka": sim}},
+                          "target": wide, "sims": {"linear_cka": sim, "cka_debiased": sim_null}},
         "across.fit": {"result": between, "layers": (2, 2), "request": {"method": "lstsq", "alpha": "auto", "rank": 8, "steps": 500,
                                                                         "test_frac": 0.2, "seed": 0},
                        "history": [(1, 0.5, 0.1), (2, 0.25, 0.4)], "A": fitted.A_, "b": fitted.b_,
@@ -385,7 +387,7 @@ def test_bundle_reproduces_the_views_in_a_fresh_process_without_the_model(tmp_pa
     pages = ["views/layer_explorer.py", "views/across.py"]
     original = {p: _page_numbers(at, p) for p in pages}
     assert original["views/layer_explorer.py"]["metrics"]["Rows"] == "80"
-    assert "Transfer: functional" in original["views/across.py"]["metrics"]
+    assert "Transfer: functional (readout)" in original["views/across.py"]["metrics"]
     # export from the Share page: the size is shown before the file is made
     goto(at, "views/share.py")
     assert not at.exception, [e.value for e in at.exception]
@@ -508,12 +510,12 @@ def test_share_page_exports_imports_and_every_view_renders_without_a_model(state
     goto(fresh, "views/layer_explorer.py")
     shown = {m.label: m.value for m in fresh.metric}
     best = max(want, key=lambda r: r.probe_cv_acc)
-    assert shown["Rows"] == "120" and shown["Probe accuracy there (cv)"] == f"{best.probe_cv_acc:.3f}"
+    assert shown["Rows"] == "120" and shown["Probe accuracy there (cv)"] == format_estimate(best.cv_estimate())
     # the widget choices came along: the layers shown and the point budget
     assert fresh.multiselect(key="explorer.shown").value == [0, 2] and fresh.number_input(key="explorer.max_points").value == 500
     goto(fresh, "views/within_fit.py")
     res = states["within.result"]["result"]
-    assert {m.label: m.value for m in fresh.metric}["Held-out R²"] == f"{res.fit['r2_test']:.3f}"
+    assert {m.label: m.value for m in fresh.metric}["Held-out R²"] == format_estimate(res.intervals["r2_test"])
     # the weak-label view, on a machine with no finetuned model at all
     goto(fresh, "views/share.py")
     weak = bundle_bytes({"finetune.weak": states["finetune.weak"]}, views=["finetune"])
@@ -523,4 +525,4 @@ def test_share_page_exports_imports_and_every_view_renders_without_a_model(state
     assert not fresh.exception and not fresh.error
     assert {m.label: m.value for m in fresh.metric}["Agreement with the true labels"] == "0.900"
     goto(fresh, "views/within_fit.py")  # the earlier import is still there
-    assert {m.label: m.value for m in fresh.metric}["Held-out R²"] == f"{res.fit['r2_test']:.3f}"
+    assert {m.label: m.value for m in fresh.metric}["Held-out R²"] == format_estimate(res.intervals["r2_test"])

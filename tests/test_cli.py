@@ -77,8 +77,11 @@ def test_layers_json(tiny_bert, tmp_path, cache_dir):
     assert result["position"] == "mean"  # auto -> mean for an encoder
     assert [x["layer"] for x in result["layers"]] == [0, 1, 2]
     for row in result["layers"]:
-        assert set(row) >= {"layer", "site", "probe_test_acc", "probe_train_acc", "probe_cv_acc", "silhouette", "fisher"}
+        assert set(row) >= {"layer", "site", "probe_test_acc", "probe_train_acc", "probe_cv_acc", "silhouette", "fisher",
+                            "probe_cv_low", "probe_cv_high", "null_acc", "null_high", "null_permutations"}
         assert 0.0 <= row["probe_test_acc"] <= 1.0
+        assert row["probe_cv_low"] <= row["probe_cv_acc"] <= row["probe_cv_high"] and row["null_permutations"] == 5
+        assert 0.2 < row["null_acc"] <= row["null_high"] < 0.9  # shuffled labels: near chance on 60 rows
     assert result["best_layer"] in (0, 1, 2)
 
 
@@ -176,6 +179,13 @@ def test_within_prints_the_documented_json_and_saves_the_fit(planted_arrays, tmp
     assert set(out["probe"]["base"]) == {"train", "test"}
     assert set(out["fit"]) >= {"method", "r2_test", "seconds"} and out["fit"]["method"] == "lstsq"
     assert out["delta_projection_accuracy_centered"] > 0.95 and out["fit"]["r2_test"] > 0.95
+    # alpha auto by default: chosen on held-out rows; rows well above the width, so no n <= d sentence
+    assert out["fit"]["alpha_chosen"] and out["fit"]["alpha"] > 0 and out["fit"]["n_le_d"] is False
+    assert out["fit"]["rows"] == 1200 and out["fit"]["width"] == 17
+    r2 = out["intervals"]["r2_test"]
+    assert r2["low"] <= out["fit"]["r2_test"] <= r2["high"] and r2["method"] == "bootstrap (rows)"
+    acc = out["intervals"]["delta_projection_accuracy_centered"]
+    assert acc["method"] == "wilson" and acc["low"] > acc["null_high"] and abs(acc["null"] - 0.5) < 0.05
     with np.load(tmp_path / "fit.npz", allow_pickle=False) as z:
         assert set(z.files) == {"A", "b", "delta"}
         cos = float(z["delta"] @ delta / np.linalg.norm(z["delta"]) / np.linalg.norm(delta))
@@ -193,6 +203,22 @@ def test_between_prints_the_documented_json_and_saves_the_map(planted_arrays, tm
     assert "linear_cka" in out["similarity"] and out["map"]["r2_test"] > 0.99
     with np.load(tmp_path / "map.npz", allow_pickle=False) as z:
         assert z["A"].shape == (24, 16) and z["b"].shape == (24,)
+
+
+def test_within_alpha_is_auto_a_number_or_refused(planted_arrays, tmp_path, cache_dir):
+    paths, _, _ = planted_arrays
+    rows = np.random.default_rng(5).choice(1500, 20, replace=False)  # 16 training rows for 17 features: n <= d
+    for name in ("before", "after", "labels"):
+        np.save(tmp_path / f"few_{name}.npy", np.load(paths[name])[rows])
+    args = ["within", "--before", str(tmp_path / "few_before.npy"), "--after", str(tmp_path / "few_after.npy"),
+            "--labels", str(tmp_path / "few_labels.npy"), "--json"]
+    auto = one_json_object(run_cli(*args, cache=cache_dir).stdout)
+    assert auto["fit"]["n_le_d"] is True and auto["fit"]["rows"] == 16 and "Only 16 training rows for 17 features" in \
+        auto["fit"]["note"]
+    plain = one_json_object(run_cli(*args, "--alpha", "0", cache=cache_dir).stdout)
+    assert plain["fit"]["alpha"] == 0.0 and not plain["fit"]["alpha_chosen"] and plain["fit"]["r2_train"] > 0.999
+    r = run_cli(*args, "--alpha", "lots", cache=cache_dir)
+    assert r.returncode == 2 and "Ridge alpha must be 'auto' or a number of 0 or more, not 'lots'" in r.stderr
 
 
 @pytest.mark.parametrize("case, phrase", [

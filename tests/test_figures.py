@@ -228,3 +228,32 @@ def test_separation_curve_low_accuracy_widens_axis():
     fig = separation_curve(rows)
     lo, _ = fig.layout.yaxis.range
     assert lo == pytest.approx(0.25 - 0.02)
+
+
+def sep_row_with_null(layer: int, cv: float, low: float, high: float, null: float, null_high: float) -> LayerSeparation:
+    return LayerSeparation(layer=layer, probe_train_acc=cv, probe_test_acc=cv, probe_cv_acc=cv, probe_cv_std=0.02,
+                           silhouette=0.1, fisher=1.0, probe_cv_low=low, probe_cv_high=high, null_acc=null,
+                           null_high=null_high, null_permutations=5)
+
+
+def test_separation_curve_draws_the_interval_and_the_shuffled_label_null():
+    rows = [sep_row_with_null(0, 0.60, 0.55, 0.65, 0.50, 0.56), sep_row_with_null(1, 0.85, 0.81, 0.88, 0.49, 0.55)]
+    fig = separation_curve(rows)
+    by_name = {t.name: t for t in fig.data}
+    band = by_name["cv 95% interval"]
+    np.testing.assert_allclose(band.y, [0.65, 0.88, 0.81, 0.55])  # upper edge, then lower edge back
+    null = by_name["shuffled-label null"]
+    np.testing.assert_allclose(null.y, [0.50, 0.49])
+    np.testing.assert_allclose(by_name["shuffled-label null, 95th percentile"].y, [0.56, 0.55, 0.49, 0.50])
+    assert null.xaxis == "x" and "cv ± 1 sd" not in by_name  # rows with intervals draw the interval, not ±1 sd
+    assert fig.layout.yaxis.range[0] <= 0.49
+
+
+def test_live_fit_marks_the_step_it_reports():
+    from repmap_core.figures_shift import live_fit
+
+    points = [{"step": s, "loss": 1.0 / s, "r2_test": r, "delta_accuracy": 0.8, "delta_accuracy_centered": 0.9,
+               "best_step": b} for s, r, b in ((10, 0.2, 10), (20, 0.45, 20), (30, 0.3, 20), (40, 0.1, 20))]
+    fig = live_fit(points)
+    assert "reported: step 20" in fig.layout.title.text and "held-out R² 0.450 there, 0.100 now" in fig.layout.title.text
+    assert sorted({s.x0 for s in fig.layout.shapes if s.type == "line"}) == [20]

@@ -212,7 +212,36 @@ def test_map_safetensors_round_trips_the_map_and_its_manifest(tmp_path):
     assert back["method"] == "ridge" and back["source"]["revision"] == "abc" and back["params"] == {"alpha": None}
 
 
-@pytest.mark.parametrize("metric", ["linear_cka", "svcca"])
+@pytest.mark.parametrize("metric", ["linear_cka", "cka_debiased", "svcca"])
 def test_heatmap_title_names_the_metric(metric):
     sim = SimilarityMatrix(metric, CKA.layers_a, CKA.layers_b, CKA.values)
-    assert {"linear_cka": "linear CKA", "svcca": "SVCCA"}[metric] in similarity_heatmap(sim, "a", "b").layout.title.text
+    names = {"linear_cka": "linear CKA (biased)", "cka_debiased": "debiased linear CKA", "svcca": "SVCCA"}
+    assert names[metric] in similarity_heatmap(sim, "a", "b").layout.title.text
+
+
+def test_heatmap_shows_the_permutation_null():
+    null = np.full((3, 4), 0.15)
+    sim = SimilarityMatrix("cka_debiased", CKA.layers_a, CKA.layers_b, CKA.values, null, 500, 20)
+    fig = similarity_heatmap(sim, "small", "large")
+    heat = fig.data[0]
+    assert heat.text[0][0] == "(0.10)" and heat.text[0][1] == "★ 0.90"  # 0.10 is not above its null of 0.15
+    assert np.allclose(heat.customdata, null) and "null" in heat.hovertemplate
+    title = fig.layout.title.text
+    assert "debiased linear CKA" in title and "20 times on 500 rows" in title and "largest: 0.150" in title
+
+
+def test_fit_curve_marks_the_reported_step():
+    history = [(10, 1.0, 0.2, 10), (20, 0.5, 0.5, 20), (30, 0.25, 0.3, 20)]
+    fig = fit_curve(history)
+    assert "reported: step 20, R² 0.500" in fig.layout.title.text
+    assert [s.x0 for s in fig.layout.shapes] == [20]
+    assert "reported: step 10" in fit_curve(history, reported_step=10).layout.title.text
+
+
+def test_transfer_table_rows_carry_intervals_and_the_random_direction_null():
+    S, T, y = planted_between()
+    result, _ = between_models(S, T, y)
+    table = transfer_table(result).set_index("mode")
+    assert table.index[-1] == "random_direction" and "pinv" in table.index
+    assert table.loc["functional", "with intercept, 95% interval"].startswith("[")
+    assert table.loc["random_direction", "with intercept"] < table.loc["functional", "with intercept"] - 0.2

@@ -141,3 +141,24 @@ def test_cli_bundle_describes_and_subsamples(states, tmp_path):
     back = load_bundle(small)
     assert len(back.states["shift.result"]["dataset"]) == back.states["shift.result"]["base"].n == 30
     assert back.meta["max_rows"] == 30
+
+
+def test_the_report_shows_the_same_intervals_and_nulls_as_the_pages(page, states):
+    import html
+
+    from repmap_core.probes import best_layer
+    from repmap_core.stats import format_estimate, format_null
+
+    text = html.unescape(page)
+    rows = states["explorer.result"]["rows"]
+    best = next(r for r in rows if r.layer == best_layer(rows))
+    assert format_estimate(best.cv_estimate()) in text and format_null(best.cv_estimate(), 3) in text
+    within = states["within.result"]["result"].intervals
+    for key in ("delta_projection_accuracy", "r2_test", "delta_cosine"):
+        assert format_estimate(within[key]) in text, key
+    assert "Nulls (random directions): sign(λ̃·δ) null 0." in text
+    across = states["across.fit"]["result"].intervals
+    for key in ("map.r2_test", "probe.source", "transfer.functional", "transfer.vector"):
+        assert format_estimate(across[key]) in text, key
+    assert "Paper, beside this run's A w: 0.5025" in text and "Gao et al.: vector" not in text
+    assert "debiased linear CKA of every layer pair" in text and "rows shuffled, 5 times" in text

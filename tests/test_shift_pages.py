@@ -67,8 +67,19 @@ def test_within_page_closed_form_then_gd_then_weak_labels(app, shared):
     ok(app.button(key="FormSubmitter:within.fit-Fit").click().run())
     labels = [m.label for m in app.metric]
     assert labels == ["sign(λ̃·δ) accuracy", "sign((λ̃−μ)·δ) accuracy", "Held-out R²", "cos(δ, class-mean difference)"]
+    # every headline with its 95% interval ("0.912 [0.870, 0.941]"), and its null in the help
+    for m in app.metric:
+        value, interval = m.value.split(" ", 1)
+        low, high = (float(x) for x in interval.strip("[]").split(", "))
+        assert low <= float(value) <= high, (m.label, m.value)
+        if m.label != "Held-out R²":
+            assert "random directions: null" in m.help, m.help
+    res = app.session_state["within.result"]["result"]
+    assert res.fit["alpha_chosen"] and res.fit["r2_test"] > 0  # ridge chosen on held-out rows, without touching α
+    print("tiny within page:", {m.label: m.value for m in app.metric})
     table = app.dataframe[0].value
-    assert len(table) == 5 and list(table.columns) == ["train", "test"]
+    assert len(table) == 5 and list(table.columns) == ["train", "test", "test 95% interval", "null (shuffled labels)"]
+    assert table["test 95% interval"].str.startswith("[").all() and table["null (shuffled labels)"].str.startswith("null").all()
     assert table.index[2].startswith("modelled λ̂ = Aλ+b+yδ (uses the true label)")
     assert [s.value for s in app.subheader][0].startswith("Table 1")
     assert app.get("download_button")
@@ -77,6 +88,9 @@ def test_within_page_closed_form_then_gd_then_weak_labels(app, shared):
     ok(app.button(key="FormSubmitter:within.fit-Fit").click().run())
     curve = charts(app)[0]
     assert {"loss", "R² (held-out)", "sign(λ̃·δ) acc"} <= {t["name"] for t in curve["data"]}
+    step = app.session_state["within.result"]["result"].fit["step_reported"]  # GD keeps its best held-out step
+    assert f"reported: step {step} (lowest held-out loss)" in curve["layout"]["title"]["text"]
+    assert f"the parameters reported are those of step {step}" in " ".join(c.value for c in app.caption)
     # Table 2: δ fitted with a weak model's labels
     app.selectbox(key="within.method").set_value("lstsq")
     app.selectbox(key="within.labels").set_value(shared["weak"])

@@ -18,6 +18,7 @@ from repmap_core.similarity import (
     SimilarityMatrix,
     layer_similarity,
     linear_cka,
+    linear_cka_debiased,
     procrustes_distance,
     svcca,
 )
@@ -247,7 +248,7 @@ def copied_layers(n: int, d_a: int, d_b: int, k: int = 4, seed: int = 20):
     return layers_a, layers_b
 
 
-@pytest.mark.parametrize("metric", ["linear_cka", "svcca", "procrustes"])
+@pytest.mark.parametrize("metric", ["linear_cka", "cka_debiased", "svcca", "procrustes"])
 @pytest.mark.parametrize("shape", [(300, 24, 32), (40, 100, 120)])  # n >> d (features) and d >> n (kernels)
 def test_layer_similarity_finds_the_copied_layer(metric, shape):
     n, d_a, d_b = shape
@@ -261,7 +262,7 @@ def test_layer_similarity_finds_the_copied_layer(metric, shape):
         assert (np.argmax(sim.values, axis=1) != np.arange(4)).all()
     else:
         assert diag.min() > off.max()
-    pairwise = ALL_METRICS[metric]
+    pairwise = {**ALL_METRICS, "cka_debiased": linear_cka_debiased}[metric]
     expected = [[pairwise(layers_a[a], layers_b[b]) for b in range(4)] for a in range(4)]
     np.testing.assert_allclose(sim.values, expected, atol=1e-9)
 
@@ -372,10 +373,92 @@ def test_bad_layer_sets_raise_naming_the_layer():
         (good, {0: OK, 2: OK[:90]}, {}, "Layer 0 of A and layer 2 of B have 100 and 90 rows"),
         (good, {5: _nan_rows(OK)}, {}, "Layer 5 of B has NaN or infinite values in 2 of 100 rows"),
         (good, {}, {}, "Model B has no layers"),
-        (good, good, {"metric": "cosine"}, "Unknown similarity metric 'cosine'; use one of linear_cka, svcca, procrustes"),
+        (good, good, {"metric": "cosine"}, "Unknown similarity metric 'cosine'; use one of linear_cka, cka_debiased, svcca, procrustes"),
         (good, good, {"max_rows": 2}, "max_rows must be at least 3"),
     ]
     for layers_a, layers_b, kwargs, phrase in cases:
         with pytest.raises(RepmapError) as err:
             layer_similarity(layers_a, layers_b, **kwargs)
         assert phrase in str(err.value) and one_sentence(str(err.value))
+
+
+# ---------------------------------------------------------------------------------------------
+# debiased CKA and its permutation null (ReSi-style sanity tests)
+
+
+def reference_cka_debiased(X: np.ndarray, Y: np.ndarray) -> float:
+    """Plain numpy, as Kornblith et al.'s notebook computes it: linear Gram matrices, each centred
+    with the unbiased estimator's centring (Song et al. 2012), then their normalised product."""
+    def centred_gram(A: np.ndarray) -> np.ndarray:
+        G = A @ A.T
+        n = len(G)
+        np.fill_diagonal(G, 0)
+        means = G.sum(0) / (n - 2)
+        means -= means.sum() / (2 * (n - 1))
+        G = G - means[:, None] - means[None, :]
+        np.fill_diagonal(G, 0)
+        return G
+
+    Kx, Ky = centred_gram(X - X.mean(0)), centred_gram(Y - Y.mean(0))
+    return float((Kx * Ky).sum() / np.sqrt((Kx * Kx).sum() * (Ky * Ky).sum()))
+
+
+@pytest.mark.parametrize("shape", [(300, 24, 32), (40, 100, 120)])
+def test_debiased_cka_matches_the_reference(shape):
+    n, d1, d2 = shape
+    rng = np.random.default_rng(40)
+    X = rng.normal(size=(n, d1)) * np.geomspace(3, 0.3, d1) + 5
+    Y = X @ rng.normal(size=(d1, d2)) + 2 * rng.normal(size=(n, d2))
+    assert linear_cka_debiased(X, Y) == pytest.approx(reference_cka_debiased(X, Y), abs=1e-10)
+
+
+def test_debiased_cka_sanity_identical_shuffled_invariant():
+    rng = np.random.default_rng(41)
+    X = rng.normal(size=(200, 30)) * np.geomspace(4, 0.2, 30)
+    assert linear_cka_debiased(X, X) == pytest.approx(1.0, abs=1e-12)
+    assert linear_cka_debiased(X, 3.0 * X @ orthogonal(30, 1) + 7) == pytest.approx(1.0, abs=1e-9)
+    shuffled = [linear_cka_debiased(X, X[rng.permutation(200)]) for _ in range(10)]
+    assert abs(np.mean(shuffled)) < 0.02 and max(np.abs(shuffled)) < 0.06
+
+
+def test_debiased_cka_stays_near_zero_where_the_biased_form_drifts_up():
+    """Independent matrices wider than they are tall: biased CKA reads ~0.6, the debiased ~0."""
+    rng = np.random.default_rng(42)
+    X, Y = rng.normal(size=(100, 384)), rng.normal(size=(100, 384))
+    assert linear_cka(X, Y) > 0.5
+    assert abs(linear_cka_debiased(X, Y)) < 0.05  # measured -0.02: sampling noise around 0 at 100 rows
+
+
+def test_permutation_null_for_a_pair_and_for_every_layer_pair():
+    from repmap_core.similarity_null import cka_null, layer_cka_null
+
+    layers_a, layers_b = copied_layers(120, 20, 28)
+    mean, high = cka_null(layers_a[0], layers_b[0], n_permutations=30)
+    assert abs(mean) < 0.02 and 0 < high < 0.06 and linear_cka_debiased(layers_a[0], layers_b[0]) > 10 * high
+    sim = layer_similarity(layers_a, layers_b, "cka_debiased", max_rows=None, null_permutations=20)
+    assert sim.null_high.shape == (4, 4) and sim.null_rows == 120 and sim.null_permutations == 20
+    assert (np.abs(sim.null_high) < 0.08).all() and (np.diag(sim.values) > np.diag(sim.null_high)).all()
+    null, m = layer_cka_null({0: layers_a[0]}, {0: layers_b[0]}, 30, max_rows=60)
+    assert m == 60 and 0 < null[0, 0] < 0.1  # fewer rows: a wider null
+    back = json.loads(json.dumps(sim.as_dict()))
+    assert back["null_rows"] == 120 and np.allclose(back["null_high"], sim.null_high)
+    assert sim == SimilarityMatrix(sim.metric, sim.layers_a, sim.layers_b, sim.values, sim.null_high, 120, 20)
+    assert sim != SimilarityMatrix(sim.metric, sim.layers_a, sim.layers_b, sim.values)
+
+
+@pytest.mark.slow
+def test_real_minilm_layers_debiased_cka_reference_and_null():
+    """Real weights: MiniLM on 200 real reviews (width 384 > rows). The debiased CKA of every layer
+    pair equals the plain-numpy reference and clears its shuffled-row null; the biased form reads
+    unrelated-looking layer 0 vs 5 higher than the debiased one."""
+    from repmap_core.activations import get_activations
+    from repmap_core.data import load_dataset
+    from repmap_core.models import EMBEDDED_MODEL_ID
+
+    aset = get_activations(EMBEDDED_MODEL_ID, load_dataset("builtin:sentiment", limit=200, seed=0), [0, 3, 5], "auto")
+    layers = {L: np.asarray(aset[L], dtype=np.float64) for L in aset.layer_list}
+    sim = layer_similarity(layers, layers, "cka_debiased", null_permutations=20)
+    expected = [[reference_cka_debiased(layers[a], layers[b]) for b in sim.layers_b] for a in sim.layers_a]
+    np.testing.assert_allclose(sim.values, expected, atol=1e-8)
+    assert (sim.values > sim.null_high).all() and (sim.null_high < 0.05).all()
+    assert linear_cka(layers[0], layers[5]) > sim.values[0, 2]

@@ -286,15 +286,20 @@ def test_within_fit_link_seeds_the_form_and_runs_a_closed_form_fit(tiny_gpt2, tm
     params = dict(request, layer="0", alpha="0.5", test="0.3")
     at = open_page("views/within_fit.py", page_cache, monkeypatch, params)
     assert not at.error and not link_notices(at), [e.value for e in at.error]
-    assert at.selectbox(key="within.layer").value == 0 and at.number_input(key="within.alpha").value == 0.5
+    assert at.selectbox(key="within.layer").value == 0 and at.text_input(key="within.alpha").value == "0.5"
     assert at.slider(key="within.test_frac").value == 0.3
     assert at.session_state["within.result"]["options"]["layer"] == 0  # closed form: fitted on opening the link
     assert at.query_params == params
 
-    at.number_input(key="within.alpha").set_value(1.0)
+    at.text_input(key="within.alpha").set_value("1")
     at.button(key="FormSubmitter:within.fit-Fit").click().run()
     assert not at.exception and not at.error
     assert at.query_params == dict(params, alpha="1")
+    # 'auto', the default (chosen on held-out rows), leaves the URL; a bad value falls back to it in one sentence
+    at = open_page("views/within_fit.py", page_cache, monkeypatch, dict(params, alpha="-2"))
+    assert link_notices(at) == ["The link's alpha='-2' is not 'auto' or a number of 0 or more, so the default 'auto' "
+                                "is used instead."]
+    assert at.text_input(key="within.alpha").value == "auto" and "alpha" not in at.query_params
 
     gd = dict(request, method="gd", steps="50", test="0.9")  # gradient descent: seeded, not run; test out of range
     at = open_page("views/within_fit.py", page_cache, monkeypatch, gd)

@@ -11,6 +11,7 @@ from repmap_core.figures import METHOD_NAMES, layer_grid, separation_curve
 from repmap_core.models import EMBEDDED_MODEL_ID, site_name
 from repmap_core.probes import best_layer, layer_separation
 from repmap_core.projection import METHODS, project, sample_rows
+from repmap_core.stats import format_estimate, format_null
 from repmap_ui import exports
 from repmap_ui.common import default_causal_model, model_loader, show_error, table_uploader, warm_umap_in_background
 from repmap_ui import urlstate
@@ -19,7 +20,8 @@ from repmap_ui.urlstate import Choice, Int, IntList, Layers, Text
 
 st.title("Layer explorer")
 st.caption("Each layer's activations projected to 2-D and coloured by label, and how separable the label is "
-           "at each depth: a linear probe's cross-validated accuracy, the silhouette, and a Fisher ratio.")
+           "at each depth: a linear probe's cross-validated accuracy (with its 95% interval, beside the same probe "
+           "trained on shuffled labels), the silhouette, and a Fisher ratio.")
 
 DEFAULTS = {"model": EMBEDDED_MODEL_ID, "data": "builtin:sentiment", "layers": "all", "position": "auto",
             "limit": 2000, "max_length": 512, "text_col": "", "label_col": "", "trust": False}
@@ -48,7 +50,10 @@ def from_link() -> tuple[dict | None, dict]:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def separation_rows(key: str, layers: tuple[int, ...], _aset) -> list:
-    # keyed by the cache entry + layers; the memory-mapped arrays are not hashed
+    # keyed by the cache entry + layers; the memory-mapped arrays are not hashed. Measured on the default view
+    # (MiniLM, 800 rows x 384, 6 layers, one BLAS thread, loaded 2-core box): 3.9 s for the probes, silhouette and
+    # Fisher, +0.55 s for the null's 5 shuffled-label probes a layer (they converge in a few iterations); once per
+    # model and data, then cached
     return layer_separation({L: _aset[L] for L in layers}, _aset.labels, _aset.pair_ids)
 
 
@@ -126,9 +131,11 @@ if result is not None:
     m = aset.manifest
     best = best_layer(rows)
     best_row = next(r for r in rows if r.layer == best)
+    cv = best_row.cv_estimate()
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Best layer", f"{best}", help=site_name(best))
-    c2.metric("Probe accuracy there (cv)", f"{best_row.probe_cv_acc:.3f}")
+    c2.metric("Probe accuracy there (cv)", format_estimate(cv),
+              help=f"share of rows classified right when held out, 95% interval; shuffled labels: {format_null(cv, 3)}")
     c3.metric("Rows", f"{aset.n:,}", help=f"{int(aset.labels.sum())} labelled 1")
     c4.metric("Width", f"{aset.d}", help=f"{m['n_layers']} blocks")
     quant = f" ({m['quantization']} GGUF, dequantized)" if m.get("quantization") else ""
@@ -139,6 +146,10 @@ if result is not None:
                    f"{m['dtype']} overflowed (NaN or inf) in their batch; every value shown is finite.")
     stem = f"{m['model'].rstrip('/').split('/')[-1]}_{dataset.name}"
     exports.plot(separation_curve(rows), "explorer.curve", f"layer_separation_{stem}")
+    st.caption(f"Band: the cross-validated accuracy's 95% interval. Grey: the same probe trained and scored on shuffled "
+               f"labels ({best_row.null_permutations} shuffles a layer), its mean (dashed) up to its 95th percentile: "
+               f"what a probe reads when there is nothing to find. At layer {best}: {format_estimate(cv)} against "
+               f"{format_null(cv, 3) or 'no null'}.")
 
     if view_url.get("shown"):
         shown_url, note = urlstate.layers_among("shown", view_url["shown"], aset.layer_list, aset.layer_list[:12])
@@ -168,6 +179,6 @@ if result is not None:
     except RepmapError as e:
         show_error(e)
     table = pd.DataFrame([dict(r.as_dict(), site=site_name(r.layer)) for r in rows]).set_index("layer")
-    exports.table(table.style.format(precision=3).highlight_max(subset=["probe_cv_acc"], color="#cde7ea"),
+    exports.table(table.style.format(precision=3, na_rep="–").highlight_max(subset=["probe_cv_acc"], color="#cde7ea"),
                   "explorer.table", f"layer_separation_{stem}")
     warm_umap_in_background()

@@ -6,6 +6,7 @@ import time
 import pandas as pd
 import streamlit as st
 
+from repmap_core.affine import parse_alpha
 from repmap_core.errors import RepmapError
 from repmap_core.experiments import GAO_DELTA_ACCURACY, GAO_TABLE1, within_model, within_table
 from repmap_core.figures_shift import live_fit
@@ -13,14 +14,17 @@ from repmap_core.finetune import list_finetuned, weak_labels
 from repmap_core.exports import within_export
 from repmap_ui import exports, urlstate
 from repmap_ui.shift import shift_selection
+from repmap_core.stats import format_estimate, format_null
 from repmap_ui.urlstate import Choice, Float, Int, Text
 
 st.title("Within-model fit")
-st.caption("Fit λ̃ ≈ Aλ + b + y·δ (Gao, Sun, Jiao §3) on training rows; score δ and linear probes on held-out rows.")
+st.caption("Fit λ̃ ≈ Aλ + b + y·δ (Gao, Sun, Jiao §3) on training rows; score δ and linear probes on held-out rows. "
+           "Ridge α 'auto' chooses the penalty on held-out training rows (least squares interpolates when rows ≤ width); "
+           "each number carries its 95% interval over held-out rows and, in its help, a null.")
 
 GROUND_TRUTH = "ground truth"
 # the fit form's options in the URL; layer -1 stands for the last layer
-URL_FIT = [Int("layer", -1, lo=0), Choice("method", "lstsq", ("lstsq", "gd")), Float("alpha", 0.0, lo=0.0),
+URL_FIT = [Int("layer", -1, lo=0), Choice("method", "lstsq", ("lstsq", "gd")), Text("alpha", "auto"),
            Int("steps", 2000, lo=10), Float("test", 0.2, lo=0.1, hi=0.5), Text("labels", GROUND_TRUTH)]
 URL_WIDGETS = {"layer": "within.layer", "method": "within.method", "alpha": "within.alpha", "steps": "within.steps",
                "test": "within.test_frac", "labels": "within.labels"}
@@ -32,6 +36,11 @@ def from_link(layers: list[int], labels: list[str]) -> dict | None:
     if not urlstate.is_link("within", URL_FIT):
         return None
     url, notices = urlstate.read(URL_FIT)
+    try:
+        parse_alpha(url["alpha"])
+    except RepmapError:
+        notices.append(urlstate.notice("alpha", url["alpha"], "is not 'auto' or a number of 0 or more", "auto"))
+        url["alpha"] = "auto"
     if url["layer"] == -1:
         url["layer"] = layers[-1]
     else:
@@ -61,15 +70,16 @@ with st.form("within.fit"):
     layer = c1.selectbox("Layer", base.layer_list, index=len(base.layer_list) - 1, key="within.layer")
     method = c2.selectbox("Method", ["lstsq", "gd"], key="within.method",
                           format_func={"lstsq": "closed form", "gd": "gradient descent (live)"}.get)
-    alpha = c3.number_input("Ridge α (closed form)", min_value=0.0, value=0.0, key="within.alpha")
+    alpha = c3.text_input("Ridge α (closed form)", value="auto", key="within.alpha",
+                          help="auto: chosen on held-out training rows; a number fixes it (0: plain least squares)")
     steps = c4.number_input("GD steps (at most)", min_value=10, value=2000, step=500, key="within.steps")
     test_frac = c5.slider("Held-out fraction", 0.1, 0.5, 0.2, 0.05, key="within.test_frac")
     weak_names = {m.path: f"weak labels from finetuned {m.base_model.split('/')[-1]} on {m.dataset}" for m in list_finetuned()}
     labels_from = st.selectbox("Labels used to fit δ (Table 1: ground truth; Table 2: a weak model's)", weak_options,
                                key="within.labels", format_func=lambda k: weak_names.get(k, k))
     go = st.form_submit_button("Fit", type="primary")
-options = {"layer": layer, "method": method, "alpha": float(alpha), "steps": int(steps), "test": float(test_frac),
-           "labels": labels_from}
+options = {"layer": layer, "method": method, "alpha": alpha.strip() or "auto", "steps": int(steps),
+           "test": float(test_frac), "labels": labels_from}
 urlstate.write("within", URL_FIT, dict(options, layer=-1 if layer == base.layer_list[-1] else layer))
 if linked is not None and not go:
     if method == "lstsq" and labels_from == GROUND_TRUTH:
@@ -97,12 +107,13 @@ if go:
 
         with st.spinner("Fitting"):
             res, fitted = within_model(base[layer], ft[layer], base.labels, pair_ids=base.pair_ids, fit_labels=fit_labels,
-                                  method=method, alpha=alpha, test_frac=test_frac, max_steps=int(steps),
-                                  live=live if method == "gd" else None)
+                                       method=method, alpha=parse_alpha(alpha), test_frac=test_frac, max_steps=int(steps),
+                                       live=live if method == "gd" else None)
         chart.empty()
         table.empty()
         arrays = within_export(fitted.A_, fitted.b_, fitted.delta_, res, base.manifest, ft.manifest, layer,
-                               {"method": method, "alpha": float(alpha), "max_steps": int(steps),
+                               {"method": method, "alpha": res.fit["alpha"], "alpha_chosen": res.fit["alpha_chosen"],
+                                "max_steps": int(steps),
                                 "test_frac": float(test_frac), "labels_from": labels_from})
         st.session_state["within.result"] = {"result": res, "layer": layer, "points": points, "arrays": arrays,
                                              "options": options}
@@ -114,19 +125,29 @@ if done:
     res = done["result"]
     if done["points"]:
         exports.plot(live_fit(done["points"]), "within.curve", f"within_fit_curve_layer{done['layer']}")
+    iv = res.intervals
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric("sign(λ̃·δ) accuracy", f"{res.delta_projection_accuracy:.3f}", help="the paper's, on held-out rows")
-    c2.metric("sign((λ̃−μ)·δ) accuracy", f"{res.delta_projection_accuracy_centered:.3f}", help="centred on the training mean")
-    c3.metric("Held-out R²", f"{res.fit['r2_test']:.3f}")
-    c4.metric("cos(δ, class-mean difference)", f"{res.delta_cosine['finetuned_mean_difference']:.3f}",
-              help=f"δ against λ̃'s class-mean difference (both displacements); against the finetuned probe's "
-                   f"weights (a functional) it is {res.delta_cosine['finetuned_probe']:.3f}")
+    c1.metric("sign(λ̃·δ) accuracy", format_estimate(iv["delta_projection_accuracy"]),
+              help=f"the paper's, on held-out rows; random directions: {format_null(iv['delta_projection_accuracy'])}")
+    c2.metric("sign((λ̃−μ)·δ) accuracy", format_estimate(iv["delta_projection_accuracy_centered"]),
+              help=f"centred on the training mean; random directions: "
+                   f"{format_null(iv['delta_projection_accuracy_centered'])}")
+    c3.metric("Held-out R²", format_estimate(iv["r2_test"]),
+              help=f"train {res.fit['r2_train']:.3f}; 0 = predicting the mean; ridge α {res.fit['alpha']:.3g}"
+                   + (" (chosen on held-out training rows)" if res.fit["alpha_chosen"] else ""))
+    c4.metric("cos(δ, class-mean difference)", format_estimate(iv["delta_cosine"]),
+              help=f"δ against the held-out rows' class-mean difference of λ̃ (both displacements); random directions: "
+                   f"{format_null(iv['delta_cosine'])}. Against the finetuned probe's weights (a functional) it is "
+                   f"{res.delta_cosine['finetuned_probe']:.3f}")
+    if res.fit.get("note"):
+        st.caption(res.fit["note"])
     st.subheader(f"Table {'2' if res.fit_labels == 'weak' else '1'}: linear probe accuracy, layer {done['layer']}")
     frame = pd.DataFrame(within_table(res)).set_index("representation")
     exports.table(frame.style.format(precision=3), "within.table", f"within_table_layer{done['layer']}")
     st.caption("λ̂ = Aλ+b+yδ is built with the true label, so a probe can read the label back through δ: high by "
                "construction (the paper's setup). The rows without the label, or with a base probe's predicted label, "
-               "show what the fitted map explains without being told the answer.")
+               "show what the fitted map explains without being told the answer. Intervals: Wilson (or a bootstrap over "
+               "pairs) on the held-out rows; null: the probe trained and scored on shuffled labels.")
     if done.get("arrays"):
         tensors, manifest = done["arrays"]
         exports.arrays_download("δ and A (safetensors)", tensors, manifest, f"within_fit_layer{done['layer']}",
