@@ -441,9 +441,12 @@ def _within(preset: Preset, setup: Setup, report: Progress, weak: bool = False) 
     table.append(_row("sign(λ̃·δ) accuracy", preset.published.get("delta_accuracy"),
                       out["within"]["delta_projection_accuracy"]))
     table.append(_row("fit R² (held out)", None, out["within"]["fit"]["r2_test"]))
-    if probe["finetuned"]["test"] < probe["base"]["test"] or probe["modeled"]["test"] <= probe["base"]["test"]:
-        table.append(_row("note", None, f"too small to show the paper's direction: {out['rows']['finetune']} rows "
-                                        f"finetuned, {out['rows']['analysed']} analysed (the paper: thousands)"))
+    fit = out["within"]["fit"]
+    if probe["finetuned"]["test"] < probe["base"]["test"] or probe["modeled"]["test"] <= probe["base"]["test"] \
+            or fit.get("n_le_d"):
+        width = f"; {fit['rows']} fitting rows for {fit['width']} features, so ridge with a held-out alpha" if fit.get("n_le_d") else ""
+        table.append(_row("note", None, f"too small to show the paper's direction reliably: {out['rows']['finetune']} rows "
+                                        f"finetuned, {out['rows']['analysed']} analysed (the paper: thousands){width}"))
     return out, table
 
 
@@ -456,7 +459,8 @@ def _between(preset: Preset, setup: Setup, report: Progress) -> tuple[dict, list
     b = out["between"]
     table = [_row("probe carried as A w: sign(t·Aw) accuracy", preset.published["vector_transfer_accuracy"],
                   b["transfer"]["vector"]),
-             _row("probe carried as a functional, pinv(A)ᵀw + c, accuracy", None, b["transfer"]["functional"]),
+             _row("probe carried as a readout (ridge of its scores on target activations), accuracy", None,
+                  b["transfer"]["functional"]),
              _row("map R² (held out)", None, b["map"]["r2_test"]),
              _row("source probe accuracy (test)", None, b["probe"]["source"]["test"]),
              _row("target probe accuracy (test)", None, b["probe"]["target"]["test"]),

@@ -22,7 +22,8 @@ from repmap_core.similarity import layer_similarity
 from repmap_core.similarity_null import NULL_PERMUTATIONS
 from repmap_core.stats import format_estimate, format_null
 from repmap_ui import exports
-from repmap_ui.common import model_loader, show_error
+from repmap_core.models import EMBEDDED_MODEL_ID
+from repmap_ui.common import default_causal_model, model_loader, show_error
 from repmap_ui import urlstate
 from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker, seed_data_picker, seed_model_picker
 from repmap_ui.urlstate import Choice, Float, Int, Text
@@ -262,8 +263,20 @@ def show_fit(fit_: dict, sim) -> None:
 
 linked, view_url = from_link()
 linked = urlstate.not_shown(linked, st.session_state["across.result"])
+def small_to_large() -> dict | None:
+    """One click to the pair the papers study, scaled down: the embedded MiniLM (22M) into SmolLM2 (135M)."""
+    if (causal := default_causal_model()) is None or not st.button(
+            f"MiniLM (22M) → {short(causal)} (135M) on the built-in reviews", key="across.quick",
+            icon=":material/compare_arrows:", help="both models' activations on 800 real reviews; about a minute the "
+                                                   "first time here, then from the cache"):
+        return None
+    return {"source": EMBEDDED_MODEL_ID, "target": causal, "data": "builtin:sentiment", "position": "auto", "limit": 2000}
+
+
 try:
     req = request_form(expanded=st.session_state["across.result"] is None and linked is None) or linked
+    if req is None and st.session_state["across.result"] is None:
+        req = small_to_large()
     if req is not None:
         st.session_state["across.result"] = compute(req)
 except RepmapError as e:
