@@ -97,6 +97,8 @@ def within_model(before: np.ndarray, after: np.ndarray, labels: np.ndarray, *, p
     receives, every few steps, the step, loss, held-out R² and δ accuracies, and (every
     `live_probe_every` updates) the modelled probe's accuracies: Table 1 filling itself in.
     """
+    if not (np.isfinite(alpha) and alpha >= 0):  # a negative or NaN penalty silently acted like none
+        raise RepmapError(f"The ridge penalty alpha must be a finite number of at least 0, not {alpha}.")
     before, after = check_pair(before, after, ("base", "finetuned"))
     y = _labels01(labels, len(before))
     y_fit = y if fit_labels is None else _labels01(fit_labels, len(before))
