@@ -515,10 +515,11 @@ def main(argv: list[str] | None = None) -> dict:
             "HF loop": lambda ts, ds: hf_loop(lm_head, tok, ts[:loop_texts], L, dev),
             "HF batched": lambda ts, ds: hf_batched(base, tok, ts, L, batch, dev),
         }
-        if "TransformerLens" in peers:
+        wanted = {m.strip() for m in args.methods.split(",") if m.strip()}
+        if "TransformerLens" in peers and (not wanted or "TransformerLens" in wanted):  # gpt2-xl copies cost minutes
             tl = tl_model(lm_head, dev)
             methods["TransformerLens"] = lambda ts, ds: tl_batched(tl, tok, ts, L, batch, dev)
-        if "nnsight" in peers:
+        if "nnsight" in peers and (not wanted or "nnsight" in wanted):
             nn = nnsight_model(lm_head, folder)
             methods["nnsight"] = lambda ts, ds: nnsight_batched(nn, ts, L, batch)
         methods["repmap"] = lambda ts, ds: repmap_extract(lm, ds, L, repmap_budget)

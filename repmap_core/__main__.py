@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from repmap_core.cli import contract
 from repmap_core.cli import steer as cli_steer
 from repmap_core.errors import RepmapError
 
@@ -41,7 +42,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m repmap_core", description=__doc__.splitlines()[0])
+    parser = contract.OneLineParser(prog="python -m repmap_core", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("extract", help="compute (or reuse) activations and cache them")
     _add_data_args(p)
@@ -217,6 +218,8 @@ def cmd_extract(args: argparse.Namespace) -> dict | None:
     from repmap_core.models import site_name
     from repmap_core.store import cache_root
 
+    if args.export:
+        contract.check_output_folder(args.export, "--export")  # before anything is computed
     if worker_info().world > 1:  # under torchrun: this rank's share, rank 0 commits and reports
         from repmap_core.data import load_dataset
 
@@ -253,6 +256,7 @@ def cmd_layers(args: argparse.Namespace) -> dict:
     from repmap_core.models import site_name
     from repmap_core.probes import best_layer, layer_separation
 
+    contract.check_folds(args.folds)  # before anything is extracted or cached
     _, aset = _activations(args)
     rows = layer_separation(aset.layers, aset.labels, aset.pair_ids, folds=args.folds, test_frac=args.test_frac,
                             seed=args.seed, null_permutations=args.null_permutations, progress=_progress(False))
@@ -262,14 +266,26 @@ def cmd_layers(args: argparse.Namespace) -> dict:
     return out
 
 
+def _alpha_arg(text: str) -> float | None:
+    """--alpha: 'auto' (chosen on held-out rows: None) or a finite number of at least 0."""
+    if str(text).strip().lower() in ("auto", ""):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise RepmapError(f"--alpha must be 'auto' or a finite number of at least 0 (0 means no penalty), not '{text}'.") from None
+    return contract.check_alpha(value)
+
+
 def cmd_within(args: argparse.Namespace) -> dict:
-    from repmap_core.affine import parse_alpha
-    from repmap_core.arrays import check_same_data, load_array, load_labels, save_arrays
+    from repmap_core.arrays import check_same_data, load_activations, load_array, load_labels, save_arrays
     from repmap_core.experiments import within_model
 
-    alpha = parse_alpha(args.alpha)
+    alpha = _alpha_arg(args.alpha)
+    if args.save:
+        contract.check_output_file(args.save, "--save")
     check_same_data(args.before, args.after, ("base", "finetuned"))
-    before, after = load_array(args.before), load_array(args.after)
+    before, after = load_activations(args.before, "the base activations"), load_activations(args.after, "the finetuned activations")
     if before.ndim == 2 and after.ndim == 2 and before.shape[1] != after.shape[1]:
         raise RepmapError(
             f"The base and finetuned activations have widths {before.shape[1]} and {after.shape[1]}; "
@@ -279,7 +295,7 @@ def cmd_within(args: argparse.Namespace) -> dict:
         before, after, load_labels(args.labels), pair_ids=load_array(args.pair_ids) if args.pair_ids else None,
         fit_labels=load_labels(args.fit_labels) if args.fit_labels else None, method=args.method, alpha=alpha,
         test_frac=args.test_frac, seed=args.seed)
-    out = result.as_dict()
+    out = contract.finite_result(result.as_dict())  # refused before anything is saved
     out.pop("history")
     if args.save:
         out["saved"] = str(save_arrays(args.save, A=fit.A_, b=fit.b_, delta=fit.delta_))
@@ -287,16 +303,19 @@ def cmd_within(args: argparse.Namespace) -> dict:
 
 
 def cmd_between(args: argparse.Namespace) -> dict:
-    from repmap_core.arrays import check_same_data, load_array, load_labels, save_arrays
+    from repmap_core.arrays import check_same_data, load_activations, load_array, load_labels, save_arrays
     from repmap_core.experiments import between_models
 
+    if args.save:
+        contract.check_output_file(args.save, "--save")
     check_same_data(args.source, args.target, ("source", "target"))
     params = {"rank": args.rank} if args.method == "lowrank" else {}
     result, fitted = between_models(
-        load_array(args.source), load_array(args.target), load_labels(args.labels),
+        load_activations(args.source, "the source activations"), load_activations(args.target, "the target activations"),
+        load_labels(args.labels),
         pair_ids=load_array(args.pair_ids) if args.pair_ids else None, method=args.method, test_frac=args.test_frac,
         seed=args.seed, map_params=params)
-    out = result.as_dict()
+    out = contract.finite_result(result.as_dict())  # refused before anything is saved
     out.pop("per_dim_mse")
     if args.save:
         if not hasattr(fitted, "A_"):
@@ -326,6 +345,8 @@ def cmd_steering_vectors(args: argparse.Namespace) -> dict:
     from repmap_core.data import load_dataset
     from repmap_core.steering import compute_vectors, layer_cosines, save_vectors
 
+    if args.export:
+        contract.check_output_folder(args.export, "--export")
     dataset = load_dataset(args.data, limit=args.limit, seed=args.seed)
     vs = compute_vectors(args.model, dataset, args.layers, method=args.method, test_frac=args.test_frac, seed=args.seed,
                          use_chat_template=not args.no_chat_template, progress=_progress(False))
@@ -460,6 +481,9 @@ def main(argv: list[str] | None = None) -> int:
         # libraries sometimes print; stdout is reserved for the result
         with contextlib.redirect_stdout(sys.stderr):
             result = COMMANDS[args.command](args)
+            if result is not None:  # a NaN or inf in the result is a refusal too, not a traceback
+                result = contract.finite_result(result)
+                text = json.dumps(result, allow_nan=False)
     except RepmapError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -475,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     if result is None:  # a worker other than rank 0 of a distributed run: rank 0 reports
         return 0
     if args.json:
-        print(json.dumps(result, allow_nan=False))
+        print(text)
     else:
         _print_human(result)
     return 0

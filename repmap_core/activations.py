@@ -19,6 +19,7 @@ from repmap_core import __version__, store
 from repmap_core.data import StreamedDataset, TextDataset, load_dataset, open_stream
 from repmap_core.errors import RepmapError
 from repmap_core.extract import Progress, check_position, extract_activations, resolve_position
+from repmap_core.model_checks import check_memory, check_model_files
 from repmap_core.models import (LoadedModel, ResolvedModel, check_trust, default_device, default_dtype, load_model,
                                 model_info, resolve_layers, resolve_model, site_name)
 
@@ -156,6 +157,14 @@ def plan_activations(model: str | ResolvedModel, data: str | TextDataset, layers
                           store.entry_key(identity))
 
 
+def _check_before_loading(plan: ActivationPlan, trust_remote_code: bool, device_map: str | None) -> None:
+    """What can be refused about the model before a lock, a file or a "Loading" line: its files
+    (tokenizer, damaged or mismatched weights, NaN weights) and, from its config, its size."""
+    if not device_map:  # a device_map load checks the weights against every device's memory itself
+        check_memory(plan.resolved, plan.device, plan.dtype)
+    check_model_files(plan.resolved, trust_remote_code)
+
+
 def get_activations(
     model: str | ResolvedModel,
     data: str | TextDataset,
@@ -186,6 +195,8 @@ def get_activations(
     report = progress or (lambda f, m: None)
     found = {layer: plan.read(layer) for layer in plan.layers}
     missing = [layer for layer, hit in found.items() if hit is None]
+    if missing and loader is None:
+        _check_before_loading(plan, trust_remote_code, device_map)
     if missing:
         with store.entry_lock(plan.key):
             # another process may have written them while we waited for the lock
@@ -224,6 +235,8 @@ def stream_activations(model: str | ResolvedModel, data: str | StreamedDataset, 
     report = progress or (lambda f, m: None)
     found = {layer: plan.read(layer) for layer in plan.layers}
     missing = [layer for layer, hit in found.items() if hit is None]
+    if missing and loader is None:
+        _check_before_loading(plan, trust_remote_code, None)
     if missing:
         with store.entry_lock(plan.key):
             found.update({layer: plan.read(layer) for layer in missing})

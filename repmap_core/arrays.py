@@ -1,6 +1,7 @@
 """Array files in and out: `.npy`, `.npz` (first array), `.safetensors` (first tensor). Never pickle."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -8,36 +9,205 @@ import numpy as np
 from repmap_core.errors import RepmapError
 
 
+NPY_MAGIC = b"\x93NUMPY"
+SAFETENSORS_MAX_HEADER = 100_000_000  # the format's own limit on the JSON header
+
+
+def _size(n_bytes: float) -> str:
+    for unit in ("bytes", "kB", "MB", "GB", "TB", "PB"):
+        if n_bytes < 1000 or unit == "PB":
+            return f"{n_bytes:,.0f} {unit}" if unit == "bytes" else f"{n_bytes:.1f} {unit}"
+        n_bytes /= 1000
+    return ""
+
+
+def _pickled(name: str) -> RepmapError:
+    return RepmapError(f"'{name}' holds Python objects (pickle), which repmap never loads; save it as a plain numeric array.")
+
+
+def _damaged(name: str, reason: str, fix: str) -> RepmapError:
+    return RepmapError(f"'{name}' is damaged or not a {fix[0]} file ({reason}); {fix[1]}.")
+
+
+_NPY_FIX = (".npy", "write it again with numpy.save")
+_NPZ_FIX = (".npz", "write it again with numpy.savez")
+_ST_FIX = ("safetensors", "write it again with safetensors' save_file")
+
+
+def _npy_header(fp, name: str, data_bytes: int, fix: tuple[str, str]) -> tuple[tuple, np.dtype]:
+    """Shape and dtype from a `.npy` header, checked against the bytes that follow it, so a header
+    that promises more data than the file holds is refused before anything is allocated."""
+    from numpy.lib import format as npy_format
+
+    start = fp.read(len(NPY_MAGIC))
+    if start != NPY_MAGIC:
+        if start[:1] == b"\x80":  # a pickle stream (protocol 2 and later) renamed to .npy
+            raise _pickled(name)
+        raise _damaged(name, "it does not start with the NumPy header", fix)
+    try:
+        major, minor = fp.read(2)
+        read = {1: npy_format.read_array_header_1_0, 2: npy_format.read_array_header_2_0}.get(major)
+        if read is None:
+            raise ValueError(f"unknown .npy format version {major}.{minor}")
+        before = fp.tell()
+        shape, _, dtype = read(fp)
+        header_bytes = fp.tell() - before + len(NPY_MAGIC) + 2
+    except (ValueError, SyntaxError, TypeError) as e:
+        raise _damaged(name, f"its header cannot be read: {str(e).splitlines()[0][:120]}", fix) from None
+    if dtype.hasobject:
+        raise _pickled(name)
+    need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    have = data_bytes - header_bytes
+    if need > have:
+        raise _damaged(name, f"its header promises shape {tuple(shape)} of {dtype} ({_size(need)}) but only "
+                             f"{_size(max(have, 0))} of data follow", fix)
+    return tuple(shape), dtype
+
+
+def _check_fits_memory(name: str, n_bytes: int) -> None:
+    available = available_memory_bytes()
+    if available and n_bytes > available:
+        raise RepmapError(f"'{name}' holds {_size(n_bytes)} of data, more than the {_size(available)} of memory free "
+                          "here; use fewer rows or a machine with more memory.")
+
+
+def available_memory_bytes() -> int | None:
+    """RAM that can be allocated now without swapping (Linux MemAvailable), or None if unknown."""
+    import os
+
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def safetensors_header(path: str | Path) -> tuple[dict, int]:
+    """The JSON header of a safetensors file (tensor name -> dtype, shape, data_offsets; without
+    `__metadata__`) and the size of its data section, checked without reading the data: the header
+    length fits in the file, the header is a JSON object, and every tensor lies inside the file.
+    Raises `ValueError(reason)` with a short reason otherwise."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError(f"it is {size} bytes, shorter than the 8-byte header length")
+        n = int.from_bytes(head, "little")
+        if n > min(size - 8, SAFETENSORS_MAX_HEADER):
+            raise ValueError(f"its header claims {n:,} bytes but the file holds {size:,}")
+        try:
+            header = json.loads(f.read(n))
+        except (ValueError, UnicodeDecodeError):
+            raise ValueError("its header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise ValueError("its header is not a JSON object")
+    header.pop("__metadata__", None)
+    data = size - 8 - n
+    for key, info in header.items():
+        try:
+            start, end = (int(x) for x in info["data_offsets"])
+            count = int(np.prod([int(d) for d in info["shape"]], dtype=object))
+            str(info["dtype"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"the entry of tensor '{key}' in its header is malformed") from None
+        if not 0 <= start <= end:
+            raise ValueError(f"tensor '{key}' has impossible data offsets {start}..{end}")
+        if end > data:
+            raise ValueError(f"tensor '{key}' ends at byte {end:,} of the data but only {data:,} bytes follow the "
+                             "header, so the file was cut short")
+        if count and end - start < count:
+            raise ValueError(f"tensor '{key}' of shape {info['shape']} has only {end - start} bytes of data")
+    return header, data
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    with open(path, "rb") as f:
+        shape, dtype = _npy_header(f, path.name, path.stat().st_size, _NPY_FIX)
+    _check_fits_memory(path.name, int(np.prod(shape, dtype=object)) * dtype.itemsize)
+    return np.load(path, allow_pickle=False)
+
+
+def _load_npz(path: Path) -> np.ndarray:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            members = [i for i in z.infolist() if i.filename.endswith(".npy")]
+            if not members:
+                raise RepmapError(f"'{path.name}' holds no arrays.")
+            first = members[0]
+            with z.open(first) as member:
+                shape, dtype = _npy_header(member, path.name, first.file_size, _NPZ_FIX)
+            _check_fits_memory(path.name, int(np.prod(shape, dtype=object)) * dtype.itemsize)
+            with z.open(first) as member:
+                return np.load(member, allow_pickle=False)
+    except zipfile.BadZipFile as e:
+        raise _damaged(path.name, f"not a readable zip archive: {str(e).splitlines()[0][:120]}", _NPZ_FIX) from None
+
+
+def _load_safetensors(path: Path) -> np.ndarray:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        header, _ = safetensors_header(path)
+    except ValueError as e:
+        raise _damaged(path.name, str(e), _ST_FIX) from None
+    if not header:
+        raise RepmapError(f"'{path.name}' holds no tensors.")
+    first = sorted(header)[0]
+    if str(header[first]["dtype"]).upper() in ("BF16", "F8_E4M3", "F8_E5M2"):
+        raise RepmapError(f"Tensor '{first}' in '{path.name}' is {header[first]['dtype']}, which NumPy cannot hold; "
+                          "save it as float32 (tensor.float()) and try again.")
+    _check_fits_memory(path.name, int(header[first]["data_offsets"][1]) - int(header[first]["data_offsets"][0]))
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            return f.get_tensor(first)
+    except (SafetensorError, TypeError) as e:
+        raise _damaged(path.name, str(e).splitlines()[0][:160], _ST_FIX) from None
+
+
 def load_array(path: str | Path) -> np.ndarray:
-    """The array in a `.npy`, the first array in a `.npz`, or the first tensor in a `.safetensors` file."""
+    """The array in a `.npy`, the first array in a `.npz`, or the first tensor (by name) in a
+    `.safetensors` file. Headers are checked against the file size before any data is read, so a
+    damaged, truncated or oversized file is refused in one sentence instead of exhausting memory."""
     path = Path(path)
     if not path.is_file():
         raise RepmapError(f"Array file '{path}' does not exist; check the path.")
     suffix = path.suffix.lower()
+    readers = {".npy": _load_npy, ".npz": _load_npz, ".safetensors": _load_safetensors}
+    if suffix not in readers:
+        raise RepmapError(f"'{path.name}' is not an array file repmap reads; use .npy, .npz or .safetensors (never .pt or .pkl).")
     try:
-        if suffix == ".npy":
-            return np.load(path, allow_pickle=False)
-        if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                if not z.files:
-                    raise RepmapError(f"'{path.name}' holds no arrays.")
-                return z[z.files[0]]
-        if suffix == ".safetensors":
-            from safetensors.numpy import load_file
-
-            tensors = load_file(str(path))
-            if not tensors:
-                raise RepmapError(f"'{path.name}' holds no tensors.")
-            return tensors[sorted(tensors)[0]] if len(tensors) > 1 else next(iter(tensors.values()))
+        return readers[suffix](path)
     except ValueError as e:
         if "pickle" in str(e).lower() or "object" in str(e).lower():
-            raise RepmapError(
-                f"'{path.name}' holds Python objects (pickle), which repmap never loads; save it as a plain numeric array."
-            ) from None
+            raise _pickled(path.name) from None
         raise RepmapError(f"'{path.name}' could not be read as an array: {str(e).splitlines()[0]}.") from None
     except (OSError, EOFError) as e:
         raise RepmapError(f"'{path.name}' could not be read as an array: {str(e).splitlines()[0] if str(e) else 'truncated'}.") from None
-    raise RepmapError(f"'{path.name}' is not an array file repmap reads; use .npy, .npz or .safetensors (never .pt or .pkl).")
+    except MemoryError:
+        raise RepmapError(f"'{path.name}' is too large to load into this machine's memory; use fewer rows.") from None
+
+
+def load_activations(path: str | Path, role: str) -> np.ndarray:
+    """`load_array`, refusing an array whose rows are all the same (e.g. all zeros): such a set carries
+    nothing to fit or probe, and every statistic on it (R², a probe, a similarity) is undefined.
+    `role` names it in the sentence ("base activations")."""
+    X = load_array(path)
+    if X.ndim == 2 and len(X) > 1 and bool((X == X[:1]).all()):
+        what = "all zeros" if not X[:1].any() else "every row equal to the first"
+        raise RepmapError(
+            f"'{Path(path).name}' ({role}) holds the same values in all {len(X)} rows ({what}), so nothing can be fitted "
+            "or probed on it; check that it holds the layer's activations."
+        )
+    return X
 
 
 def load_labels(path: str | Path) -> np.ndarray:

@@ -311,18 +311,26 @@ def adapt_frame(
             )
         if not (text_col and label_col):
             raise RepmapError("Give both a text column and a label column, or neither to detect the schema.")
+        _check_cells(frame, name, [text_col, label_col])
         return _adapt_text_label(frame, name, text_col, label_col)
     if has("question", "answer_matching_behavior", "answer_not_matching_behavior"):
+        answers = [cols["answer_matching_behavior"], cols["answer_not_matching_behavior"]]
+        _check_cells(frame, name, [cols["question"], *answers], lists_of_text=answers)  # evals give some answers as lists
         return _adapt_ab(frame, name, cols)
     if has("question", "correct_answer", "distractor1"):
+        _check_cells(frame, name, [cols[c] for c in ("question", "correct_answer", "distractor1", "distractor2",
+                                                     "distractor3") if c in cols])
         return _adapt_sciq(frame, name, cols)
     if has("chosen", "rejected"):
+        _check_cells(frame, name, [cols["chosen"], cols["rejected"]])
         return _adapt_chosen_rejected(frame, name, cols)
     if has("title", "content", "label"):
+        _check_cells(frame, name, [cols["title"], cols["content"], cols["label"]])
         texts = [_join_title(_cell(t), _cell(c)) for t, c in zip(frame[cols["title"]], frame[cols["content"]])]
         return _rows(name, texts, _binary_labels(frame[cols["label"]], "label", name))
     for text_name in ("text", "sentence", "content", "review", "document"):
         if has(text_name, "label"):
+            _check_cells(frame, name, [cols[text_name], cols["label"]])
             return _adapt_text_label(frame, name, cols[text_name], cols["label"])
     header_hint = ""
     if len(frame.columns) == 2 and str(frame.columns[-1]).strip() in {"0", "1", "-1"}:
@@ -332,6 +340,42 @@ def adapt_frame(
         f"{name} has columns {shown}, which match no known schema ({SCHEMAS_HINT}); "
         f"name the text and label columns (--text-col/--label-col).{header_hint}"
     )
+
+
+def _nested(value: object, lists_of_text: bool) -> str:
+    """What kind of non-scalar a cell holds ("" for a plain value): parquet and JSON columns can
+    hold lists, structs and bytes, whose str() would silently become the text."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "bytes"
+    if isinstance(value, dict):
+        return "structs"
+    if isinstance(value, (list, tuple, set, np.ndarray)):
+        if lists_of_text and all(isinstance(v, str) for v in value):
+            return ""
+        return "lists"
+    return ""
+
+
+_NESTED_FIX = {"bytes": "decode it to UTF-8 text first",
+               "structs": "put the field you want in a column of its own",
+               "lists": "flatten each list to one value first (for text, join it with ' '.join)"}
+
+
+def _check_cells(frame: pd.DataFrame, name: str, columns: list, lists_of_text: list = ()) -> None:
+    """Refuse a column read as text or labels whose cells are lists, structs or bytes."""
+    for column in columns:
+        series = frame[column]
+        if series.dtype != object:  # numbers, booleans and typed strings are plain values
+            continue
+        for i, value in enumerate(series):
+            kind = _nested(value, column in lists_of_text)
+            if kind:
+                shown = repr(value.tolist() if isinstance(value, np.ndarray) else value)
+                shown = shown if len(shown) <= 40 else shown[:37] + "..."
+                raise RepmapError(
+                    f"Column '{column}' of {name} holds {kind} (row {i + 1}: {shown}) where repmap needs one text or "
+                    f"label per cell; {_NESTED_FIX[kind]}."
+                )
 
 
 def _join_title(title: str, content: str) -> str:

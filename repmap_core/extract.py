@@ -234,6 +234,7 @@ def extract_activations(
             if lm.dtype != "float32" and not all(bool(torch.isfinite(v).all()) for v in pooled.values()):
                 pooled = _rerun_in_fp32(lm, run, rows)
                 recomputed += len(rows)
+            _require_finite(lm, pooled, rows)
             for layer, h in pooled.items():
                 out[layer][rows] = h.numpy()
             done += len(rows)
@@ -241,6 +242,22 @@ def extract_activations(
                 rate = int(lengths[order[:done]].sum() / max(time.perf_counter() - start, 1e-9))
                 progress(done / n, f"{done}/{n} texts · {rate} tokens/s")
     return Extraction(out, int(lengths.sum()), time.perf_counter() - start, recomputed)
+
+
+def _require_finite(lm: LoadedModel, pooled: dict, rows: np.ndarray) -> None:
+    """Refuse NaN/inf activations that float32 did not cure (broken or exploding weights): they would
+    be cached and silently poison every analysis downstream. Nothing has been written yet."""
+    import torch
+
+    for layer, h in sorted(pooled.items()):
+        bad = ~torch.isfinite(h).all(dim=1)  # (B,)
+        if bool(bad.any()):
+            first = int(rows[int(bad.nonzero()[0, 0])])
+            raise RepmapError(
+                f"Model '{lm.resolved.name}' produced NaN or inf activations at layer {layer} for {int(bad.sum())} of "
+                f"{len(rows)} texts in a batch (first: row {first + 1}), even in float32; its weights are broken or "
+                "overflow, so nothing was cached: check the model."
+            )
 
 
 def _rerun_in_fp32(lm: LoadedModel, run: Callable, rows: np.ndarray) -> dict:

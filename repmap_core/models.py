@@ -197,9 +197,30 @@ def _hash_files(folder: str, stats: tuple) -> str:
 
 def read_config(resolved: ResolvedModel) -> dict:
     try:
-        return json.loads((Path(resolved.path) / "config.json").read_text(encoding="utf-8"))
+        cfg = json.loads((Path(resolved.path) / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise RepmapError(f"The config.json of model '{resolved.name}' could not be read: {e}.") from None
+    if not isinstance(cfg, dict):
+        raise RepmapError(f"The config.json of model '{resolved.name}' is a JSON {type(cfg).__name__}, not an object of "
+                          "settings; replace it with the model's own config.json.")
+    return cfg
+
+
+def _config_count(section: dict, keys: Sequence[str], resolved: ResolvedModel, what: str) -> int | None:
+    """The first of `keys` in a config section, checked to be a whole number of at least 1."""
+    for key in keys:
+        if section.get(key) is not None:
+            value = section[key]
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise RepmapError(f"Model '{resolved.name}' has {key} = {json.dumps(value)} in config.json, which is not a "
+                                  f"whole number; set it to the model's {what} (a positive integer).")
+            if value < 1:
+                raise RepmapError(f"Model '{resolved.name}' has {key} = {value} in config.json, but the {what} must be at "
+                                  "least 1; fix config.json.")
+            return value
+    return None
 
 
 def check_trust(resolved: ResolvedModel, trust_remote_code: bool) -> None:
@@ -214,13 +235,13 @@ def check_trust(resolved: ResolvedModel, trust_remote_code: bool) -> None:
 def model_info(resolved: ResolvedModel) -> ModelInfo:
     """Layer count, width and kind from config.json alone (no weights loaded)."""
     cfg = read_config(resolved)
-    text_cfg = cfg.get("text_config") or cfg  # multimodal configs nest the language model
-    n_layers = next((text_cfg[k] for k in ("num_hidden_layers", "n_layer", "num_layers") if k in text_cfg), None)
-    d_model = next((text_cfg[k] for k in ("hidden_size", "n_embd", "d_model") if k in text_cfg), None)
+    text_cfg = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg  # multimodal configs nest the LM
+    n_layers = _config_count(text_cfg, ("num_hidden_layers", "n_layer", "num_layers"), resolved, "number of blocks")
+    d_model = _config_count(text_cfg, ("hidden_size", "n_embd", "d_model"), resolved, "width")
     if n_layers is None or d_model is None:
         raise RepmapError(f"Model '{resolved.name}' has a config without a layer count or width; it is not a supported transformer.")
     model_type = str(cfg.get("model_type", ""))
-    max_pos = text_cfg.get("max_position_embeddings", text_cfg.get("n_positions"))
+    max_pos = _config_count(text_cfg, ("max_position_embeddings", "n_positions"), resolved, "context length")
     return ModelInfo(int(n_layers), int(d_model), model_type, model_type in ENCODER_TYPES, max_pos)
 
 
@@ -332,9 +353,14 @@ def load_model(
     unless `trust_remote_code` is set. With `device_map="auto"` (accelerate) a model too big for
     one GPU is spread over the node's GPUs (and the CPU, with `offload`); the weights' size is
     checked against the free memory first, and a model that cannot fit is refused in one sentence.
+    Before loading, `model_checks` refuses in one sentence a model too big for the free memory by its
+    config alone, and damaged, mismatched or NaN weights; weights transformers would re-initialise at
+    random while loading are refused too.
     """
     import torch
     from transformers import AutoModel, AutoModelForCausalLM
+
+    from repmap_core.model_checks import check_loading, check_memory, check_model_files  # it imports this module
 
     resolved = name if isinstance(name, ResolvedModel) else resolve_model(name, revision)
     info = model_info(resolved)
@@ -348,15 +374,22 @@ def load_model(
     dtype = dtype or default_dtype(device)
     if device_map:
         check_fits(resolved, dtype, offload=offload)
+    else:
+        check_memory(resolved, device, dtype)
+    check_model_files(resolved, trust_remote_code, head)
     tokenizer = load_tokenizer(resolved, trust_remote_code)
     try:
         with quiet_transformers():  # AutoModel on an LM checkpoint reports the unused head as "unexpected"
             spread = {"device_map": device_map} if device_map else {}
             if device_map and offload:
                 spread["offload_folder"] = str(Path(resolved.path).parent / ".offload")
-            model = (AutoModelForCausalLM if head else AutoModel).from_pretrained(
+            # mismatched shapes are listed rather than raised, so the sentence below can name one
+            model, loading = (AutoModelForCausalLM if head else AutoModel).from_pretrained(
                 resolved.path, dtype=getattr(torch, dtype), use_safetensors=True, trust_remote_code=trust_remote_code,
-                **spread)
+                output_loading_info=True, ignore_mismatched_sizes=True, **spread)
+    except torch.cuda.OutOfMemoryError:
+        raise RepmapError(f"Model '{resolved.name}' does not fit in the free GPU memory in {dtype}; free the GPU, use a "
+                          "smaller dtype, or spread it with --device-map.") from None
     except OSError as e:
         if "safetensors" in str(e).lower():
             raise RepmapError(
@@ -364,6 +397,10 @@ def load_model(
                 "convert it to safetensors first."
             ) from None
         raise RepmapError(f"Model '{resolved.name}' could not be loaded: {str(e).splitlines()[0][:160]}.") from None
+    except (ValueError, RuntimeError, KeyError, TypeError) as e:  # SafetensorError, config/weights disagreements
+        raise RepmapError(f"Model '{resolved.name}' could not be loaded: "
+                          f"{str(e).splitlines()[0][:160] if str(e) else type(e).__name__}.") from None
+    check_loading(resolved, loading)
     model.eval().requires_grad_(False)  # extraction never needs gradients
     placement = None
     if device_map:
@@ -390,6 +427,9 @@ def load_tokenizer(resolved: ResolvedModel, trust_remote_code: bool = False) -> 
             tokenizer = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=trust_remote_code)
     except Exception as e:
         raise RepmapError(f"The tokenizer of model '{resolved.name}' could not be loaded: {str(e).splitlines()[0][:160]}.") from None
+    if len(tokenizer) == 0:  # transformers builds an empty tokenizer from a folder without its files
+        raise RepmapError(f"Model '{resolved.name}' has no tokenizer files (tokenizer.json, tokenizer.model, vocab.json or "
+                          "vocab.txt); copy them from where the model came from into its folder.")
     if not getattr(tokenizer, "is_fast", False):
         raise RepmapError(f"Model '{resolved.name}' has no fast tokenizer (tokenizer.json); repmap needs one for token positions.")
     if tokenizer.pad_token is None:

@@ -291,6 +291,8 @@ def separation_at(X: np.ndarray, y: np.ndarray, pair_ids: np.ndarray, layer: int
     use a seeded sample of `MAX_EXACT_ROWS` rows; `scored_on` says so."""
     from sklearn.model_selection import StratifiedGroupKFold
 
+    if folds < 2:  # once silently raised to 2
+        raise RepmapError(f"Cross-validation needs at least 2 folds, not {folds}.")
     y = np.asarray(y).astype(np.int64)
     if len(y) > MAX_EXACT_ROWS:
         check_two_classes(y)

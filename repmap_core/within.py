@@ -177,6 +177,8 @@ def within_model(before: np.ndarray, after: np.ndarray, labels: np.ndarray, *, p
     updates) the modelled probe's accuracies: Table 1 filling itself in.
     `null_permutations` shuffled-label probes give the probes' null (~0.05 s each at 240 x 384).
     """
+    if alpha is not None and not (np.isfinite(alpha) and alpha >= 0):  # a negative or NaN penalty acted like none
+        raise RepmapError(f"The ridge penalty alpha must be a finite number of at least 0, not {alpha}.")
     before, after = check_pair(before, after, ("base", "finetuned"))
     y = labels01(labels, len(before))
     y_fit = y if fit_labels is None else labels01(fit_labels, len(before))
