@@ -26,8 +26,9 @@ from repmap_core.models import EMBEDDED_MODEL_ID, load_model
 GOOD = ["great", "good", "lovely", "excellent", "wonderful", "perfect", "nice", "fantastic"]
 BAD = ["awful", "bad", "terrible", "horrible", "poor", "broken", "boring", "worst"]
 THINGS = ["food", "phone", "film", "book"]
-# a tiny random model needs a bigger step than a pretrained one: 12 epochs of 3 steps at 3e-3
-FAST = FinetuneConfig(epochs=12, lr=3e-3, val_frac=0.25, patience=3)
+# a tiny random model needs a bigger step than a pretrained one: up to 20 epochs of 3 steps at 3e-3 (its
+# tokenizer is trained on the built-in reviews, which split some of the words below into pieces)
+FAST = FinetuneConfig(epochs=20, lr=3e-3, val_frac=0.25, patience=3)
 QUICK = FinetuneConfig(epochs=2, lr=3e-3, val_frac=0.25)  # where only the mechanics matter
 
 
@@ -113,8 +114,8 @@ def test_folder_holds_a_complete_model_head_and_manifest(trained, tiny_gpt2):
     assert m["config"] == asdict(FAST)
     assert set(m["metrics"]) >= {"train_loss", "val_loss", "val_acc", "train_acc", "epochs_run", "steps", "seconds",
                                  "stopped_early"}
-    assert m["metrics"]["epochs_run"] == 12 and m["metrics"]["stopped_early"] is False
-    assert len(m["history"]) == m["metrics"]["steps"] == 36 and m["created"] and m["versions"]["torch"]
+    assert m["metrics"]["epochs_run"] == 20 and m["metrics"]["stopped_early"] is False
+    assert len(m["history"]) == m["metrics"]["steps"] == 60 and m["created"] and m["versions"]["torch"]
     head = head_weights(run.result.path)
     assert head["weight"].shape == (2, 32) and head["bias"].shape == (2,)
 
@@ -314,7 +315,7 @@ def test_embedded_model_finetunes_on_builtin_sentiment():
     """The real MiniLM on the 800 built-in reviews with the default config."""
     result = finetune(EMBEDDED_MODEL_ID, load_dataset("builtin:sentiment"))
     metrics = result.manifest["metrics"]
-    assert result.manifest["pooling"] == "mean" and metrics["steps"] == 84
+    assert result.manifest["pooling"] == "mean" and metrics["steps"] == 3 * math.ceil(result.manifest["dataset"]["train_rows"] / 16)
     assert metrics["val_acc"] >= 0.75 and metrics["train_acc"] >= 0.85  # chance is 0.5
 
 
