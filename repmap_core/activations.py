@@ -165,6 +165,19 @@ def _check_before_loading(plan: ActivationPlan, trust_remote_code: bool, device_
     check_model_files(plan.resolved, trust_remote_code)
 
 
+def cached_activations(model: str | ResolvedModel, data: str | TextDataset, layers: str | Sequence[int] | None = "all",
+                       position: str = "auto", *, max_length: int = 512, limit: int | None = None, seed: int = 0,
+                       device: str | None = None, dtype: str | None = None) -> ActivationSet | None:
+    """What `get_activations` would return when every layer is in the cache already, else None:
+    nothing is extracted (a view rebuilt after a refresh, or for Share, computes nothing new)."""
+    plan = plan_activations(model, data, layers, position, max_length=max_length, limit=limit, seed=seed,
+                            device=device, dtype=dtype)
+    found = {layer: plan.read(layer) for layer in plan.layers}
+    if any(hit is None for hit in found.values()):
+        return None
+    return plan.assemble(found)
+
+
 def get_activations(
     model: str | ResolvedModel,
     data: str | TextDataset,

@@ -5,11 +5,13 @@ from pathlib import Path
 
 import streamlit as st
 
+from repmap_ui.rebuild import separation_rows
+from repmap_core.recent import remember
+
 from repmap_core.activations import get_activations
 from repmap_core.data import load_dataset
 from repmap_core.errors import RepmapError
 from repmap_core.finetune import MANIFEST_NAME, check_base, list_finetuned, read_finetune_manifest
-from repmap_core.probes import layer_separation
 from repmap_ui.common import model_loader
 from repmap_ui import urlstate
 from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker, seed_data_picker, seed_model_picker
@@ -19,11 +21,6 @@ RESULT = "shift.result"
 # the base/finetuned/data choice in the URL of both pages that share it
 URL_REQUEST = [Text("base", ""), Text("finetuned", ""), Text("data", "builtin:sentiment"), Layers("layers", "all"),
                Choice("position", "auto", ("auto", "last", "mean", "answer")), Int("limit", 2000, lo=0)]
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def separation_rows(key: str, layers: tuple[int, ...], _aset) -> list:
-    return layer_separation({L: _aset[L] for L in layers}, _aset.labels, _aset.pair_ids)
 
 
 def default_pair() -> tuple[str, str] | None:
@@ -123,6 +120,7 @@ def shift_selection(key: str) -> dict | None:
                 req["data"] = newest.dataset
         if req is not None:
             st.session_state[RESULT] = compute_shift(req)
+            remember("shift", req)
     except RepmapError as e:
         st.error(str(e), icon=":material/error:")
     if (result := st.session_state.get(RESULT)) is not None:

@@ -13,8 +13,10 @@ from tests.browser import CHARTS_TIMEOUT_S, CHROMIUM_ARGS, ROOT, grow_viewport_t
 
 def page_address(app_url: str, name: str) -> str:
     """A page's address: its own path, or "/" while it is the app's default page (which has no other)."""
-    line = next(x for x in (ROOT / "app.py").read_text().splitlines() if f'"views/{name}.py"' in x)
-    return f"{app_url}/" if "default=True" in line else f"{app_url}/{name}"
+    from repmap_ui.pages import PAGES
+
+    page = next(p for p in PAGES if p.file == f"views/{name}.py")
+    return f"{app_url}/" if page.default else f"{app_url}/{page.url_path or name}"
 
 
 def cache_files(root: Path) -> list[tuple[str, int]]:

@@ -34,6 +34,9 @@ def test_home_is_the_default_page_with_status_and_a_link_per_view(cache_dir):
 
 
 def test_layer_explorer_keeps_its_url_path():
-    source = (ROOT / "app.py").read_text()
-    assert 'st.Page("views/home.py", title="Home", icon=":material/home:", default=True)' in source
-    assert 'url_path="layer_explorer"' in source and source.count("default=True") == 1
+    from repmap_ui.pages import PAGES
+
+    assert [p.file for p in PAGES if p.default] == ["views/home.py"]
+    assert next(p for p in PAGES if p.file == "views/layer_explorer.py").url_path == "layer_explorer"
+    # every page file is in the registry, and the registry names no file that is not there
+    assert sorted(p.file for p in PAGES) == sorted(f"views/{f.name}" for f in (ROOT / "views").glob("*.py"))

@@ -23,6 +23,7 @@ from repmap_core.similarity_null import NULL_PERMUTATIONS
 from repmap_core.stats import format_estimate, format_null
 from repmap_ui import exports
 from repmap_core.models import EMBEDDED_MODEL_ID
+from repmap_core.recent import remember
 from repmap_ui.common import default_causal_model, model_loader, show_error
 from repmap_ui import urlstate
 from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker, seed_data_picker, seed_model_picker
@@ -279,6 +280,7 @@ try:
         req = small_to_large()
     if req is not None:
         st.session_state["across.result"] = compute(req)
+        remember("across", req)
 except RepmapError as e:
     show_error(e)  # the last good result below stays on screen
 

@@ -13,6 +13,8 @@ from repmap_core.probes import best_layer, layer_separation
 from repmap_core.projection import METHODS, project, sample_rows
 from repmap_core.stats import format_estimate, format_null
 from repmap_ui import exports
+from repmap_core.recent import remember
+from repmap_ui.rebuild import separation_rows
 from repmap_ui.common import default_causal_model, model_loader, show_error, table_uploader, warm_umap_in_background
 from repmap_ui import urlstate
 from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker, seed_data_picker, seed_model_picker
@@ -46,15 +48,6 @@ def from_link() -> tuple[dict | None, dict]:
     seed_data_picker("explorer", url["data"])
     urlstate.seed(url, URL_WIDGETS)
     return {k: url[k] for k in DEFAULTS if k in url} | {"trust": False}, url
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def separation_rows(key: str, layers: tuple[int, ...], _aset) -> list:
-    # keyed by the cache entry + layers; the memory-mapped arrays are not hashed. Measured on the default view
-    # (MiniLM, 800 rows x 384, 6 layers, one BLAS thread, loaded 2-core box): 3.9 s for the probes, silhouette and
-    # Fisher, +0.55 s for the null's 5 shuffled-label probes a layer (they converge in a few iterations); once per
-    # model and data, then cached
-    return layer_separation({L: _aset[L] for L in layers}, _aset.labels, _aset.pair_ids)
 
 
 def request_form(current: dict) -> dict | None:
@@ -121,6 +114,7 @@ try:
         req = linked or dict(DEFAULTS)  # a link's request, or on first open the embedded model on the built-in data
     if req is not None:
         st.session_state["explorer.result"] = compute(req)
+        remember("explorer", req)
 except RepmapError as e:
     show_error(e)  # the last good result below stays on screen
 

@@ -10,6 +10,7 @@ from repmap_core.bundle import VIEWS, available_views, bundle_bytes, collect, es
 from repmap_core.errors import RepmapError
 from repmap_core.report import build_report
 from repmap_ui.common import show_error
+from repmap_ui.rebuild import rebuild_missing
 
 PAGES = PAGE_OF_VIEW
 
@@ -34,6 +35,11 @@ def signature(views: list[str], max_rows: int | None, seed: int, states: dict) -
 
 def export_section() -> None:
     st.header("Export")
+    with st.spinner("Looking for views computed in earlier sessions"):
+        rebuilt = rebuild_missing(st.session_state)
+    if rebuilt:
+        st.caption(f"Rebuilt from the cache (computed in an earlier session or before a refresh): "
+                   f"{', '.join(map(title, rebuilt))}.")
     available = available_views(st.session_state)
     if not available:
         st.info("Nothing to share yet: compute something on a view first, or import a bundle below.")
@@ -109,6 +115,7 @@ def import_section() -> None:
             shown = apply_bundle(bundle)
             st.session_state["share.imported_file"] = uploaded.file_id
             st.session_state["share.imported"] = {"name": uploaded.name, "views": shown, "meta": bundle.meta}
+            st.rerun()  # the Export section above now lists the imported views
     done = st.session_state.get("share.imported")
     if done:
         made = f", made {done['meta']['created']}" if done["meta"].get("created") else ""
