@@ -193,7 +193,7 @@ def load_dataset(
     `text_col`/`label_col` override schema detection for tables with other column names.
     `limit` keeps a seeded, deterministic subsample (whole pairs).
     """
-    parsed = parse_spec(spec)
+    parsed = check_access(spec)
     if parsed.kind == "builtin":
         frame = read_table(BUILTIN_DIR / BUILTIN[parsed.ref][0])
     elif parsed.kind == "file":
@@ -202,6 +202,30 @@ def load_dataset(
         frame = _read_hf(parsed)
     ds = adapt_frame(frame, name=str(parsed), text_col=text_col, label_col=label_col)
     return ds.subsample(limit, seed)
+
+
+def check_access(spec: str | DatasetSpec) -> DatasetSpec:
+    """The parsed spec, refused in one sentence when a served app may not read it: a file outside
+    the allowed roots, or a hub data set that is not here while downloads are off (see access.py)."""
+    from repmap_core import access
+
+    parsed = parse_spec(spec)
+    if parsed.kind == "file":
+        access.check_data_path(Path(parsed.ref).expanduser())
+    elif parsed.kind == "hf" and access.active() is not None and not hf_dataset_cached(parsed.ref):
+        access.check_download(f"Data set '{parsed.ref}'")
+    return parsed
+
+
+def hf_dataset_cached(repo: str) -> bool:
+    """True when the hub data set `repo` is in the local Hugging Face caches."""
+    import os
+
+    from huggingface_hub import constants
+
+    hub = Path(constants.HF_HUB_CACHE) / f"datasets--{repo.replace('/', '--')}"
+    processed = Path(os.environ.get("HF_DATASETS_CACHE", Path(constants.HF_HOME) / "datasets")) / repo.replace("/", "___")
+    return hub.exists() or processed.exists()
 
 
 def require_both_classes(ds: TextDataset) -> None:
@@ -592,7 +616,7 @@ class StreamedDataset:
 def open_stream(spec: str | DatasetSpec, *, chunk_rows: int = 10_000, text_col: str | None = None,
                 label_col: str | None = None, limit: int | None = None) -> StreamedDataset:
     """A data set to read in chunks; one first pass counts rows and takes the fingerprint."""
-    parsed = parse_spec(spec)
+    parsed = check_access(spec)
     if chunk_rows < 1:
         raise RepmapError(f"Chunks must hold at least one row, not {chunk_rows}.")
     draft = StreamedDataset(parsed, str(parsed), "", 0, True, True, int(chunk_rows), text_col, label_col, limit)

@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from repmap_core import gguf
+from repmap_core import access, gguf
 from repmap_core.errors import RepmapError
 
 Progress = Callable[[float, str], None]
@@ -92,6 +92,8 @@ def resolve_model(name: str, revision: str | None = None, progress: Progress | N
     if not name:
         raise RepmapError("No model given; enter a Hugging Face model id (like gpt2) or a local folder.")
     folder = Path(name).expanduser()
+    if folder.exists() or _looks_like_path(name):
+        access.check_model_path(folder)  # a served app opens model folders only under its roots (whether or not it exists)
     if folder.is_file() and folder.suffix.lower() == ".gguf":
         return _resolve_gguf_file(name, folder, progress)
     if folder.is_dir():
@@ -113,6 +115,26 @@ def resolve_model(name: str, revision: str | None = None, progress: Progress | N
         done = gguf.convert_embedded(entry, progress)
         return ResolvedModel(name, done.path, f"gguf-sha256:{done.sha256[:16]}", "embedded-gguf", done.quantization)
     return _resolve_hub(name, revision)
+
+
+def needs_conversion(name: str) -> bool:
+    """True when resolving `name` would first convert a GGUF file (minutes for a big one): an embedded
+    GGUF model or a .gguf path that the cache holds no conversion of yet."""
+    name = str(name).strip()
+    path = Path(name).expanduser()
+    if path.is_dir() and not (path / "config.json").exists():
+        try:
+            path = gguf.gguf_in_folder(path) or path
+        except RepmapError:
+            return False
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return gguf.read_converted(gguf.sha256_file(path)) is None
+    entry = gguf.embedded_gguf(name)
+    if entry is None or _hf_cache_snapshot(name) is not None:
+        return False
+    paths = gguf._chunk_paths(entry) or []
+    sha = entry.sha256 or (gguf.sha256_file(paths[0]) if len(paths) == 1 else "")
+    return not sha or gguf.read_converted(sha) is None
 
 
 def _resolve_gguf_file(name: str, path: Path, progress: Progress | None) -> ResolvedModel:
@@ -144,6 +166,10 @@ def _resolve_hub(name: str, revision: str | None) -> ResolvedModel:
     except HFValidationError:
         raise RepmapError(f"'{name}' is not a valid Hugging Face model id or an existing folder; check the spelling.") from None
     if path is None:
+        from huggingface_hub import constants
+
+        if not constants.HF_HUB_OFFLINE:  # offline, nothing can be fetched anyway: the hub's own sentence follows
+            access.check_download(f"Model '{name}'")  # before anything is fetched (and before the remote-code check)
         try:
             path = snapshot_download(name, revision=revision, allow_patterns=HUB_PATTERNS)
         except GatedRepoError:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field, replace
-from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -240,21 +239,10 @@ def memory_bytes(preset: Preset, scaled: bool = False, dtype: str | None = None)
 
 
 def measured_cpu_flops() -> float:
-    """This CPU's fp32 matrix-multiply rate, measured now (~0.2 s, once per process)."""
-    return _measured_cpu_flops()
+    """This CPU's fp32 matrix-multiply rate, measured now (see speed.py)."""
+    from repmap_core.speed import measured_cpu_flops as rate
 
-
-@lru_cache(maxsize=1)
-def _measured_cpu_flops() -> float:
-    import torch
-
-    a, b = torch.randn(768, 768), torch.randn(768, 3072)
-    a @ b  # warm up
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < 0.2:
-        a @ b
-        n += 1
-    return 2 * 768 * 768 * 3072 * n / (time.perf_counter() - t0)
+    return rate()
 
 
 def estimate_seconds(preset: Preset, scaled: bool = False, device: str | None = None) -> tuple[float, str]:
@@ -324,13 +312,9 @@ def _data_problem(spec: str) -> str | None:
 
 
 def _hf_dataset_cached(repo: str) -> bool:
-    import os
+    from repmap_core.data import hf_dataset_cached
 
-    from huggingface_hub import constants
-
-    hub = Path(constants.HF_HUB_CACHE) / f"datasets--{repo.replace('/', '--')}"
-    processed = Path(os.environ.get("HF_DATASETS_CACHE", Path(constants.HF_HOME) / "datasets")) / repo.replace("/", "___")
-    return hub.exists() or processed.exists()
+    return hf_dataset_cached(repo)
 
 
 def check(preset: Preset, scaled: bool = False) -> list[str]:

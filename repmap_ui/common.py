@@ -13,6 +13,7 @@ from repmap_core.errors import RepmapError
 from repmap_core.catalog import list_local_models
 from repmap_core.models import LoadedModel, ResolvedModel, is_offline, load_model
 from repmap_ui.urlstate import copy_link_box
+from repmap_ui.text import md
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _load(resolved: ResolvedModel, device: str, dtype: str, trust_remote_code: bool) -> LoadedModel:
@@ -60,6 +61,18 @@ def sidebar_status(where=None) -> None:
     box.caption(f"**Cache** · {store.cache_size_bytes() / 1e6:.1f} MB in `{root.name}/`", help=str(root))
 
 
+def apply_policy():
+    """Enforce the operator's policy on everything this app process reads, loads and computes; in
+    shared mode also hide error details (tracebacks show server paths). Returns the policy."""
+    from repmap_core import access
+
+    p = access.policy()  # a few path lookups: read on every run, so a changed cache or root list applies at once
+    access.enforce(p)
+    if p.shared:
+        st.set_option("client.showErrorDetails", "none")
+    return p
+
+
 def run_with_sidebar(page) -> None:
     """Run the page with the sidebar status on it whatever the page does: drawn before the page (so a
     page that stops early still has it), then redrawn in place after it (the cache size then
@@ -78,6 +91,34 @@ def table_uploader(label: str, key: str):
     not by Streamlit's `type=` filter: that one raises inside the widget on a wrong file (sent by a
     client that skips the browser's check), which hides the widget and breaks the page for the session."""
     return st.file_uploader(label, key=key)
+
+
+def check_upload_limits(name: str, data: bytes, suffix: str) -> None:
+    """Refuse an upload that expands past the server's cap once decompressed (counted while
+    decompressing, which stops at the cap: a zip bomb never expands in memory) or that would take the
+    upload store past its quota."""
+    import gzip
+    import io
+
+    from repmap_core import access
+
+    p = access.active() or access.policy()
+    if suffix.endswith(".gz"):
+        expanded = 0
+        try:
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as z:
+                while chunk := z.read(1 << 20):
+                    expanded += len(chunk)
+                    if expanded > p.max_upload_bytes:
+                        raise RepmapError(f"'{name}' expands to more than {p.max_upload_bytes / 2**20:.0f} MB once "
+                                          "decompressed, over this server's limit; upload a smaller table.")
+        except (OSError, EOFError):
+            raise RepmapError(f"'{name}' is not a valid gzip file; compress it again or upload it uncompressed.") from None
+    folder = store.cache_root() / "uploads"
+    used = sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) if folder.exists() else 0
+    if used + len(data) > p.upload_quota_bytes:
+        raise RepmapError(f"The upload store holds {used / 2**20:.0f} MB and this file would take it past this server's "
+                          f"quota of {p.upload_quota_bytes / 2**20:.0f} MB; delete old uploads on the Cache page first.")
 
 
 def save_upload(uploaded) -> str:
@@ -99,6 +140,7 @@ def save_upload(uploaded) -> str:
     data = uploaded.getvalue()
     if not data.strip():
         raise RepmapError(f"'{uploaded.name}' is empty; it needs at least one data row.")
+    check_upload_limits(uploaded.name, data, suffix)
     if suffix in (".csv", ".tsv", ".jsonl", ".json"):
         try:
             data.decode("utf-8")
@@ -142,4 +184,4 @@ def _umap_warmup() -> threading.Thread:
 
 def show_error(e: Exception) -> None:
     """One sentence for the user; the app keeps running."""
-    st.error(str(e), icon=":material/error:")
+    st.error(md(e), icon=":material/error:")

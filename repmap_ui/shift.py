@@ -6,7 +6,9 @@ from pathlib import Path
 import streamlit as st
 
 from repmap_ui.rebuild import separation_rows
+from repmap_core.access import cap_rows
 from repmap_core.recent import remember
+from repmap_ui.flow import is_cached, link_gate, seconds_for
 
 from repmap_core.activations import get_activations
 from repmap_core.data import load_dataset
@@ -16,6 +18,7 @@ from repmap_ui.common import model_loader
 from repmap_ui import urlstate
 from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker, seed_data_picker, seed_model_picker
 from repmap_ui.urlstate import Choice, Int, Layers, Text
+from repmap_ui.text import md
 
 RESULT = "shift.result"
 # the base/finetuned/data choice in the URL of both pages that share it
@@ -64,7 +67,7 @@ def compute_shift(req: dict) -> dict:
     if (Path(req["finetuned"]) / MANIFEST_NAME).exists():
         check_base(req["finetuned"], req["base"])
     dataset = load_dataset(req["data"], limit=req["limit"] or None)
-    with st.status(f"Activations of both models on {dataset.name}", expanded=True) as status:
+    with st.status(f"Activations of both models on {md(dataset.name)}", expanded=True) as status:
         bar = st.progress(0.0)
         sets = {}
         for i, (name, model) in enumerate((("base", req["base"]), ("finetuned", req["finetuned"]))):
@@ -110,7 +113,15 @@ def shift_selection(key: str) -> dict | None:
     return the current result, keeping the last good one on error."""
     try:
         linked = urlstate.not_shown(from_link(key), st.session_state.get(RESULT))
-        req = shift_form(key) or linked
+        req = shift_form(key)
+        if req is None and linked:  # a link computes only what is cached, until Compute is pressed
+            data = load_dataset(linked["data"], limit=cap_rows(linked["limit"] or None)[0])
+            cached = all(is_cached(linked[k], data, linked["layers"], linked["position"]) for k in ("base", "finetuned"))
+            seconds = sum(filter(None, (seconds_for(linked[k], data, linked["layers"], linked["position"])
+                                        for k in ("base", "finetuned"))))
+            if link_gate(key, f"{linked['base']} and {linked['finetuned']} on {data.name} ({len(data):,} rows)", cached,
+                         seconds or None):
+                req = linked
         if req is None and st.session_state.get(RESULT) is None and (pair := default_pair()):
             req = {"base": pair[0], "finetuned": pair[1], "data": "builtin:sentiment", "layers": "all",
                    "position": "auto", "limit": 2000}
@@ -119,6 +130,10 @@ def shift_selection(key: str) -> dict | None:
             if newest.dataset.startswith(("builtin:", "file:", "hf:")):
                 req["data"] = newest.dataset
         if req is not None:
+            limit, note = cap_rows(req["limit"] or None)
+            req["limit"] = int(limit or 0)
+            if note:
+                st.info(note, icon=":material/speed:")
             st.session_state[RESULT] = compute_shift(req)
             remember("shift", req)
     except RepmapError as e:

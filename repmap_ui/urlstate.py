@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import streamlit as st
+from repmap_ui.text import md
 
 MAX_TEXT = 1000  # a model id, a data spec or a folder; longer is not a choice anybody made
 
@@ -266,7 +267,7 @@ def seed(values: Mapping[str, Any], widgets: Mapping[str, str]) -> None:
 
 def show_notices(notices: Sequence[str]) -> None:
     for text in notices:
-        st.warning(text, icon=":material/link_off:")
+        st.warning(md(text), icon=":material/link_off:")
 
 
 def link() -> str:

@@ -8,6 +8,12 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ["REPMAP_NO_WARMUP"] = "1"
+# the app enforces its allowed roots; the tests' data and tiny models live under the temp folder and ../shared
+import tempfile as _tempfile  # noqa: E402
+
+_ROOTS = os.pathsep.join([_tempfile.gettempdir(), str(__import__("pathlib").Path(__file__).resolve().parents[2] / "shared")])
+os.environ.setdefault("REPMAP_DATA_ROOTS", _ROOTS)
+os.environ.setdefault("REPMAP_MODEL_ROOTS", _ROOTS)
 
 from pathlib import Path  # noqa: E402
 
@@ -25,6 +31,16 @@ from tests.tiny_models import build_tiny_model  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 needs_shared_data = pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is not present (a user's fresh clone has none)")
+
+
+@pytest.fixture(autouse=True)
+def no_policy_after_the_test():
+    """An app run (AppTest runs app.py in this process) turns the access policy on for the process: a
+    served app's rule. Off again after each test, so library and CLI tests have the CLI's full access."""
+    yield
+    from repmap_core import access
+
+    access.enforce(None)
 
 
 @pytest.fixture(autouse=True)

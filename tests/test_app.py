@@ -116,12 +116,12 @@ def test_uploaded_table_is_used(app, tiny_bert):
 
 BAD_INPUTS = [
     ("model", "someone/absent-model", "is not available offline"),
-    ("model", "../../etc/passwd", "is not a model folder or a Hugging Face model id"),
+    ("model", "../../etc/passwd", "loads model folders only under"),  # outside the roots: not opened, not even looked for
     ("data", "file:{missing_col}", "match no known schema"),
     ("data", "file:{empty}", "is empty"),
     ("data", "file:{three_labels}", "Labels must be binary"),
     ("data", "file:{latin1}", "is not valid UTF-8"),
-    ("data", "file:/no/such/file.csv", "does not exist"),
+    ("data", "file:/no/such/file.csv", "reads data files only under"),  # the roots are checked before existence
     ("layers", "0,99", "Layer 99 is out of range"),
     ("position", "answer", "Position 'answer' needs rows with an answer"),
 ]

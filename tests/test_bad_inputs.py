@@ -15,6 +15,8 @@ the table for the issue's note: `python -m tests.test_bad_inputs`.
 """
 from __future__ import annotations
 
+import re
+
 import json
 import os
 import pickle
@@ -75,6 +77,11 @@ REMOTE = ("Model '{remote}' needs its own code to run (trust_remote_code); allow
           "by ticking 'Trust remote code' (or --trust-remote-code).")
 TRAVERSAL_MODEL = (f"'{TRAVERSAL}' is not a model folder or a Hugging Face model id; "
                    "give a folder with config.json or an id like gpt2.")
+# the app opens files and model folders only under the operator's roots (the CLI is its user's own shell)
+OUTSIDE_DATA_ROOTS = ("This server reads data files only under {data_roots}; that path is outside them, so it was not "
+                      "opened. Upload the table instead, or ask the operator to add its folder to REPMAP_DATA_ROOTS.")
+OUTSIDE_MODEL_ROOTS = ("This server loads model folders only under {model_roots}; that path is outside them, so it was "
+                       "not opened. Ask the operator to add its folder to REPMAP_MODEL_ROOTS.")
 NOT_A_FORMAT = "'{name}' is not a format repmap reads; use .csv, .tsv, .jsonl, .json or .parquet (optionally .gz)."
 PICKLE_FILE = "'{name}' is a pickle-based file, which repmap never opens (loading one can run code); {then}"
 NOT_A_TABLE = "'{name}' is not a table repmap reads; upload .csv, .tsv, .jsonl, .json or .parquet."
@@ -181,10 +188,10 @@ CASES = [
          cli=WITHIN[:3] + ["--after", "{files}/acts.pt"] + WITHIN[3:],
          cli_says=err("'acts.pt' is not an array file repmap reads; use .npy, .npz or .safetensors (never .pt or .pkl).")),
     Case("traversal model name", "a path-like or traversal name in a model name",
-         ui={"explorer.model_other": TRAVERSAL}, ui_says=TRAVERSAL_MODEL,
+         ui={"explorer.model_other": TRAVERSAL}, ui_says=OUTSIDE_MODEL_ROOTS,
          cli=["extract", "--model", TRAVERSAL, "--data", "builtin:sentiment", "--json"], cli_says=err(TRAVERSAL_MODEL)),
     Case("traversal data name", "a path-like or traversal name in a data name",
-         ui={"explorer.data_other": f"file:{TRAVERSAL}"}, ui_says=NOT_A_FORMAT.format(name="passwd"),
+         ui={"explorer.data_other": f"file:{TRAVERSAL}"}, ui_says=OUTSIDE_DATA_ROOTS,
          cli=["extract", "--model", "{tiny}", "--data", f"file:{TRAVERSAL}", "--json"],
          cli_says=err(NOT_A_FORMAT.format(name="passwd"))),
     Case("number field given a string", "a string where a number belongs (a form field; the URL: see below)",
@@ -263,7 +270,17 @@ def overflow_model(tiny: Path, folder: Path) -> Path:
     return folder
 
 
+def displayed(markdown: str) -> str:
+    """What a person reads: user-supplied text is escaped for markdown (repmap_ui/text.py), shown without the backslashes."""
+    return re.sub(r"\\(.)", r"\1", markdown)
+
+
 def fill(template: str, files: dict[str, Path]) -> str:
+    from repmap_core.access import policy
+
+    if "_roots}" in template:  # the roots as this test's app sees them (its cache, the test roots)
+        p = policy()
+        template = template.replace("{data_roots}", p.roots_text("data")).replace("{model_roots}", p.roots_text("model"))
     return template.replace("{files}", str(files["files"])).replace("{tiny}", str(files["tiny"])).replace(
         "{remote}", str(files["remote"]))
 
@@ -352,7 +369,7 @@ def test_app_answers_a_bad_input_with_one_sentence(case: Case, files, ui_cache, 
         finally:
             config.set_option("server.maxUploadSize", limit)
     assert not at.exception, [e.value for e in at.exception]
-    assert [e.value for e in at.error] == [fill(case.ui_says, files)]
+    assert [displayed(e.value) for e in at.error] == [fill(case.ui_says, files)]
     assert metrics(at) == shown and len(at.get("plotly_chart")) == 2  # the last good result stays
     assert cache_state(ui_cache) == before
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.browser import CHARTS_TIMEOUT_S, CHROMIUM_ARGS
-from tests.test_browser_share import cache_files, page_address, wait_for_view
+from tests.test_browser_share import cache_files, open_link, page_address, wait_for_view
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -19,12 +19,11 @@ def test_share_finds_views_of_another_session_and_a_refresh_keeps_the_view(chrom
         browser = p.chromium.launch(executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS)
         try:
             first = browser.new_context(viewport={"width": 1400, "height": 1100}).new_page()
-            first.goto(page_address(app_url, "layer_explorer") + "?limit=60&layers=0,3,5", wait_until="domcontentloaded")
+            open_link(first, expect, page_address(app_url, "layer_explorer") + "?limit=60&layers=0,3,5")
             shown = wait_for_view(first, expect)
             # the same model twice on Across models, from the cache the explorer filled (layers 0, 3, 5 of 60 rows
             # are there; Across asks for every layer, so it extracts the others once)
-            first.goto(f"{app_url}/across?source={MINILM}&target={MINILM}&data=builtin:sentiment&limit=60",
-                       wait_until="domcontentloaded")
+            open_link(first, expect, f"{app_url}/across?source={MINILM}&target={MINILM}&data=builtin:sentiment&limit=60")
             charts = first.locator('[data-testid="stPlotlyChart"]')
             expect(charts.nth(1)).to_be_attached(timeout=CHARTS_TIMEOUT_S * 1000)  # the heatmap and the side by side
             expect(first.locator('[data-testid="stStatusWidget"]')).to_have_count(0, timeout=60_000)

@@ -38,6 +38,14 @@ def wait_for_view(page, expect) -> dict[str, str]:
     return out
 
 
+def open_link(page, expect, url: str) -> None:
+    """Open a link to a view that is not cached yet: the page waits for Compute (a link never starts
+    work on its own), which a person presses."""
+    page.goto(url, wait_until="domcontentloaded", timeout=60_000)
+    expect(page.get_by_text("This link asks for")).to_be_visible(timeout=120_000)
+    page.get_by_role("button", name="Compute").click()
+
+
 def copied_link(page, expect, must_hold: str) -> str:
     """The URL in the sidebar's "Copy link" box, once it holds `must_hold` (the last run's choice)."""
     page.locator('[data-testid="stSidebar"] [data-testid="stPopoverButton"]').filter(has_text="Copy link").click()
@@ -60,7 +68,7 @@ def test_copied_url_restores_view(chromium_path, app_url, cache_dir, tmp_path):
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
             # a small view of the embedded model: 60 rows, three layers
-            page.goto(page_address(app_url, "layer_explorer") + "?limit=60&layers=0,3,5", wait_until="domcontentloaded", timeout=60_000)
+            open_link(page, expect, page_address(app_url, "layer_explorer") + "?limit=60&layers=0,3,5")
             wait_for_view(page, expect)
             # a choice made on the page: t-SNE axes with seed 4
             page.locator('[data-testid="stButtonGroup"]').get_by_role("radio", name="t-SNE").click()

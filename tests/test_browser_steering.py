@@ -33,12 +33,17 @@ def test_steering_draws_rimsky_plots_and_says_why_an_encoder_is_not_steered(chro
             page.on("pageerror", lambda e: page_errors.append(str(e)))
             page.goto(f"{app_url}/steering", wait_until="domcontentloaded", timeout=60_000)  # Home is "/"
             expect(page.get_by_role("heading", name="Steering", exact=True)).to_be_visible(timeout=60_000)
-            for name, value in (("Model A (available locally)", MINILM), ("Model B, optional (available locally)", "(none)"),
+            # the page opens on the embedded causal LM (a picker's value carries a note after the id: match its start)
+            for name, value in (("Model A (available locally)", "HuggingFaceTB/SmolLM2-135M-Instruct"),
+                                ("Model B, optional (available locally)", "(none)"),
                                 ("Data set", "builtin:survival_instinct")):
-                expect(page.get_by_role("combobox", name=name)).to_have_value(value, timeout=10_000)
-            page.locator('[data-testid="stSelectbox"]').filter(has_text="Model B, optional").click()
-            page.get_by_role("option", name=MINILM).click()
-            expect(page.get_by_role("combobox", name="Model B, optional (available locally)")).to_have_value(MINILM)
+                expect(page.get_by_role("combobox", name=name)).to_have_value(re.compile("^" + re.escape(value)),
+                                                                              timeout=10_000)
+            for side in ("Model A", "Model B, optional"):  # MiniLM twice: quick, and its 6 layers are known
+                page.locator('[data-testid="stSelectbox"]').filter(has_text=side).click()
+                page.get_by_role("option", name=MINILM).click()
+                expect(page.get_by_role("combobox", name=f"{side} (available locally)")).to_have_value(
+                    re.compile("^" + re.escape(MINILM)))
             limit = page.get_by_role("spinbutton", name="Max rows (0 = all)")
             limit.fill("60")
             limit.press("Tab")
@@ -64,7 +69,8 @@ def test_steering_draws_rimsky_plots_and_says_why_an_encoder_is_not_steered(chro
 
             # steering: the reason, and the controls greyed out; the transfer to B the same
             reason = "Steering needs next-token logits; all-MiniLM-L6-v2 is an encoder."
-            expect(page.locator('[data-testid="stAlert"]').filter(has_text=reason)).to_have_count(2, timeout=30_000)
+            # the sweep, the sentiment steering and the transfer to B each say why they are off
+            expect(page.locator('[data-testid="stAlert"]').filter(has_text=reason)).to_have_count(3, timeout=30_000)
             expect(page.get_by_role("button", name="Sweep", exact=True)).to_be_disabled()
             expect(page.get_by_role("button", name="Transfer and sweep")).to_be_disabled()
             expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0, timeout=60_000)

@@ -218,7 +218,7 @@ def test_within_alpha_is_auto_a_number_or_refused(planted_arrays, tmp_path, cach
     plain = one_json_object(run_cli(*args, "--alpha", "0", cache=cache_dir).stdout)
     assert plain["fit"]["alpha"] == 0.0 and not plain["fit"]["alpha_chosen"] and plain["fit"]["r2_train"] > 0.999
     r = run_cli(*args, "--alpha", "lots", cache=cache_dir)
-    assert r.returncode == 2 and "Ridge alpha must be 'auto' or a number of 0 or more, not 'lots'" in r.stderr
+    assert r.returncode == 2 and "--alpha must be 'auto' or a finite number of at least 0 (0 means no penalty), not 'lots'" in r.stderr
 
 
 @pytest.mark.parametrize("case, phrase", [

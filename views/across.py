@@ -23,11 +23,14 @@ from repmap_core.similarity_null import NULL_PERMUTATIONS
 from repmap_core.stats import format_estimate, format_null
 from repmap_ui import exports
 from repmap_core.models import EMBEDDED_MODEL_ID
+from repmap_core.access import cap_rows
 from repmap_core.recent import remember
+from repmap_ui.flow import is_cached, link_gate, seconds_for
 from repmap_ui.common import default_causal_model, model_loader, show_error
 from repmap_ui import urlstate
 from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker, seed_data_picker, seed_model_picker
 from repmap_ui.urlstate import Choice, Float, Int, Text
+from repmap_ui.text import md
 
 st.title("Across models")
 st.caption("Two models (or one model twice) on the same texts: how alike each pair of layers is, the two chosen "
@@ -46,7 +49,7 @@ URL_REQUEST = [Text("source", ""), Text("target", ""), Text("data", ""),
 URL_VIEW = [Choice("metric", "cka_debiased", tuple(METRIC_NAMES)), Int("ls", -1, lo=0), Int("lt", -1, lo=0)]
 # the fit form's options: seeded into the form by a link, fitted when Fit is pressed
 URL_FIT = [Choice("map", "ridge", tuple(MAP_METHODS)), Text("alpha", "auto"), Int("rank", 8, lo=1),
-           Int("steps", 500, lo=10), Float("test", 0.2, lo=0.05, hi=0.9), Int("seed", 0, lo=0)]
+           Int("steps", 500, lo=10), Float("test", 0.2, lo=0.05, hi=0.9), Int("seed", 0, lo=0, hi=2**32 - 1)]
 FIT_WIDGETS = {"map": "across.method", "alpha": "across.alpha", "rank": "across.rank", "steps": "across.steps",
                "test": "across.test_frac", "seed": "across.seed"}
 
@@ -101,12 +104,12 @@ def request_form(expanded: bool) -> dict | None:
 def compute(req: dict) -> dict:
     dataset = load_dataset(req["data"], limit=req["limit"] or None)  # one data set: both sides get the same rows
     sets = {}
-    with st.status(f"Activations of both models on {dataset.name}", expanded=True) as status:
+    with st.status(f"Activations of both models on {md(dataset.name)}", expanded=True) as status:
         for side in ("source", "target"):
             bar = st.progress(0.0, text=f"{side}: checking the cache")
             sets[side] = get_activations(req[side], dataset, "all", req["position"], loader=model_loader(False),
                                          progress=lambda f, m, b=bar: b.progress(min(max(f, 0.0), 1.0), text=m))
-        status.update(label=f"{dataset.name}: {len(dataset)} rows · source {sets['source'].d} wide × "
+        status.update(label=f"{md(dataset.name)}: {len(dataset)} rows · source {sets['source'].d} wide × "
                             f"{len(sets['source'].layers)} layers, target {sets['target'].d} × {len(sets['target'].layers)}",
                       state="complete", expanded=False)
     same = sets["source"].manifest["key"] == sets["target"].manifest["key"]  # last -> last would be the identity
@@ -200,7 +203,7 @@ def fit_form() -> dict | None:
                                   help="stops earlier when the loss stops improving")
         test_frac = c[4].number_input("Test fraction", min_value=0.05, max_value=0.9, value=0.2, step=0.05,
                                       key="across.test_frac")
-        seed = c[5].number_input("Seed", min_value=0, value=0, key="across.seed")
+        seed = c[5].number_input("Seed", min_value=0, max_value=2**32 - 1, value=0, key="across.seed")
         if not st.form_submit_button("Fit", type="primary"):
             return None
     return {"method": method, "alpha": alpha, "rank": int(rank), "steps": int(steps), "test_frac": float(test_frac),
@@ -275,10 +278,21 @@ def small_to_large() -> dict | None:
 
 
 try:
-    req = request_form(expanded=st.session_state["across.result"] is None and linked is None) or linked
+    req = request_form(expanded=st.session_state["across.result"] is None and linked is None)
+    if req is None and linked:  # a link computes only what is cached, until Compute is pressed
+        data = load_dataset(linked["data"], limit=cap_rows(linked["limit"] or None)[0])
+        cached = all(is_cached(linked[k], data, "all", linked["position"]) for k in ("source", "target"))
+        seconds = sum(filter(None, (seconds_for(linked[k], data, "all", linked["position"]) for k in ("source", "target"))))
+        if link_gate("across", f"{linked['source']} and {linked['target']} on {data.name} ({len(data):,} rows)", cached,
+                     seconds or None):
+            req = linked
     if req is None and st.session_state["across.result"] is None:
         req = small_to_large()
     if req is not None:
+        limit, note = cap_rows(req["limit"] or None)
+        req["limit"] = int(limit or 0)
+        if note:
+            st.info(note, icon=":material/speed:")
         st.session_state["across.result"] = compute(req)
         remember("across", req)
 except RepmapError as e:

@@ -16,6 +16,7 @@ from repmap_core.models import resolve_model
 from repmap_ui.common import local_models, show_error
 from repmap_ui.jobs import Job, latest_job, start_job
 from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker
+from repmap_ui.text import md
 
 st.title("Finetune")
 st.caption("Train a model with a 2-way linear head on a data set's 0/1 labels (AdamW, early stopping on a validation "
@@ -129,7 +130,7 @@ def finished_panel(snap: Job) -> None:
     cols[5].metric("Early stop", f"step {m['best_step']}" if m["stopped_early"] else "no",
                    help="the weights kept are those of the best validation loss")
     how = "Reused the finetune cached earlier for this exact request" if result.reused else "Saved"
-    st.success(f"{how}: {snap.title}. It is now listed in every model picker under its folder path:",
+    st.success(f"{how}: {md(snap.title)}. It is now listed in every model picker under its folder path:",
                icon=":material/check_circle:")
     st.code(result.path, language=None)
     loss_chart(snap.points or [(h["step"], h["loss"]) for h in result.manifest["history"]])
@@ -191,7 +192,7 @@ def weak_label_section(models: list) -> None:
                   help="mostly in-sample: the weak model was trained on these rows" if made["in_sample"] else None)
         c2.metric("Rows", f"{made['rows']:,}")
         c3.metric("Labelled 1 by the weak model", f"{made['ones']:,}")
-        st.caption(f"{made['source']} relabelled by {made['model']}. Type this data spec into any data picker's "
+        st.caption(f"{md(made['source'])} relabelled by {md(made['model'])}. Type this data spec into any data picker's "
                    "“…or a data spec” box:")
         st.code(made["spec"], language=None)
 

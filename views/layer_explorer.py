@@ -13,12 +13,15 @@ from repmap_core.probes import best_layer, layer_separation
 from repmap_core.projection import METHODS, project, sample_rows
 from repmap_core.stats import format_estimate, format_null
 from repmap_ui import exports
+from repmap_core.access import cap, cap_rows
 from repmap_core.recent import remember
+from repmap_ui.flow import is_cached, link_gate, seconds_for
 from repmap_ui.rebuild import separation_rows
 from repmap_ui.common import default_causal_model, model_loader, show_error, table_uploader, warm_umap_in_background
 from repmap_ui import urlstate
 from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker, seed_data_picker, seed_model_picker
 from repmap_ui.urlstate import Choice, Int, IntList, Layers, Text
+from repmap_ui.text import md
 
 st.title("Layer explorer")
 st.caption("Each layer's activations projected to 2-D and coloured by label, and how separable the label is "
@@ -31,7 +34,7 @@ DEFAULTS = {"model": EMBEDDED_MODEL_ID, "data": "builtin:sentiment", "layers": "
 URL_REQUEST = [Text("model", DEFAULTS["model"]), Text("data", DEFAULTS["data"]), Layers("layers", "all"),
                Choice("position", "auto", ("auto", "last", "mean", "answer")), Int("limit", DEFAULTS["limit"], lo=0),
                Int("max_length", DEFAULTS["max_length"], lo=2, hi=32768), Text("text_col", ""), Text("label_col", "")]
-URL_VIEW = [Choice("method", "pca", METHODS), IntList("shown", ()), Int("seed", 0, lo=0), Int("points", 3000, lo=100)]
+URL_VIEW = [Choice("method", "pca", METHODS), IntList("shown", ()), Int("seed", 0, lo=0, hi=2**32 - 1), Int("points", 3000, lo=100)]
 URL_WIDGETS = {**{k: f"explorer.{k}" for k in ("layers", "position", "limit", "max_length", "text_col", "label_col",
                                                "method", "seed")}, "points": "explorer.max_points"}
 
@@ -92,14 +95,14 @@ def compute(req: dict) -> dict:
     dataset = load_dataset(req["data"], text_col=req["text_col"] or None, label_col=req["label_col"] or None,
                            limit=req["limit"] or None)
     require_both_classes(dataset)  # before any extraction: separation is undefined with one class
-    with st.status(f"Activations of {req['model']} on {dataset.name}", expanded=True) as status:
+    with st.status(f"Activations of {md(req['model'])} on {md(dataset.name)}", expanded=True) as status:
         bar = st.progress(0.0, text="Checking the cache")
         aset = get_activations(req["model"], dataset, req["layers"], req["position"], max_length=req["max_length"],
                                trust_remote_code=req["trust"], loader=model_loader(req["trust"]),
                                progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m))
         bar.progress(1.0, text="Scoring each layer")
         rows = separation_rows(aset.manifest["key"], tuple(aset.layer_list), aset)
-        status.update(label=f"{req['model']} on {dataset.name}: {aset.n} rows × {len(aset.layer_list)} layers",
+        status.update(label=f"{md(req['model'])} on {md(dataset.name)}: {aset.n} rows × {len(aset.layer_list)} layers",
                       state="complete", expanded=False)
     return {"request": req, "dataset": dataset, "aset": aset, "rows": rows}
 
@@ -110,9 +113,21 @@ try:
     linked = urlstate.not_shown(linked, previous)
     req = request_form(previous["request"] if previous else DEFAULTS) or quick_switch(
         previous["request"]["model"] if previous else DEFAULTS["model"])
-    if req is None and (linked or st.session_state.get("explorer.result") is None):
-        req = linked or dict(DEFAULTS)  # a link's request, or on first open the embedded model on the built-in data
+    if req is None and linked:  # a link computes only what is cached, until Compute is pressed
+        data = load_dataset(linked["data"], text_col=linked["text_col"] or None, label_col=linked["label_col"] or None,
+                            limit=cap_rows(linked["limit"] or None)[0])
+        asks = f"{linked['model']} on {data.name} ({len(data):,} rows), layers {linked['layers']}, position {linked['position']}"
+        if link_gate("explorer", asks, is_cached(linked["model"], data, linked["layers"], linked["position"],
+                                                 max_length=linked["max_length"]),
+                     seconds_for(linked["model"], data, linked["layers"], linked["position"])):
+            req = linked
+    elif req is None and st.session_state.get("explorer.result") is None:
+        req = dict(DEFAULTS)  # on first open: the embedded model on the built-in data
     if req is not None:
+        limit, note = cap_rows(req["limit"] or None)
+        req["limit"] = int(limit or 0)
+        if note:
+            st.info(note, icon=":material/speed:")
         st.session_state["explorer.result"] = compute(req)
         remember("explorer", req)
 except RepmapError as e:
@@ -133,7 +148,7 @@ if result is not None:
     c3.metric("Rows", f"{aset.n:,}", help=f"{int(aset.labels.sum())} labelled 1")
     c4.metric("Width", f"{aset.d}", help=f"{m['n_layers']} blocks")
     quant = f" ({m['quantization']} GGUF, dequantized)" if m.get("quantization") else ""
-    st.caption(f"`{m['model']}`{quant} @ `{m['revision']}` · {m['dataset_spec']} · position **{m['position']}** · "
+    st.caption(f"{md(m['model'])}{quant} @ {md(m['revision'])} · {md(m['dataset_spec'])} · position **{m['position']}** · "
                f"{m['dtype']} · cache `{m['key'][:12]}`")
     if m.get("fp32_recomputed_rows"):
         st.caption(f"{m['fp32_recomputed_rows']:,} of {aset.n:,} rows were recomputed in float32 automatically because "
@@ -153,10 +168,15 @@ if result is not None:
     method = v1.segmented_control("Projection", METHODS, default="pca", key="explorer.method",
                                   format_func=METHOD_NAMES.get) or "pca"
     shown = v2.multiselect("Layers shown", aset.layer_list, default=aset.layer_list[:12], key="explorer.shown")
-    seed = v3.number_input("Seed", min_value=0, value=0, key="explorer.seed")
+    seed = v3.number_input("Seed", min_value=0, max_value=2**32 - 1, value=0, key="explorer.seed")
     max_points = v4.number_input("Max points", min_value=100, value=3000, step=500, key="explorer.max_points")
     urlstate.write("explorer", URL_VIEW, {"method": method, "seed": int(seed), "points": int(max_points),
                                           "shown": () if shown == aset.layer_list[:12] else tuple(shown)})
+    max_points, note = cap(int(max_points), "max_points", "points per projection")
+    if method in ("tsne", "umap"):
+        max_points, note = cap(int(max_points), "max_embed_rows", f"points with {METHOD_NAMES[method]}")
+    if note:
+        st.caption(note)
     rows_idx = sample_rows(aset.labels, int(max_points), int(seed))
     if len(rows_idx) < aset.n:
         st.caption(f"Showing a seeded sample of {len(rows_idx):,} of {aset.n:,} rows (both classes kept in proportion).")

@@ -11,6 +11,7 @@ from repmap_core.errors import RepmapError
 from repmap_core.report import build_report
 from repmap_ui.common import show_error
 from repmap_ui.rebuild import rebuild_missing
+from repmap_ui.text import md
 
 PAGES = PAGE_OF_VIEW
 
@@ -121,7 +122,7 @@ def import_section() -> None:
         made = f", made {done['meta']['created']}" if done["meta"].get("created") else ""
         sample = (f"; data sets were sampled to at most {done['meta']['max_rows']:,} rows"
                   if done["meta"].get("max_rows") else "")
-        st.success(f"Imported {done['name']} (repmap {done['meta'].get('repmap')}{made}{sample}). These pages now show "
+        st.success(f"Imported {md(done['name'])} (repmap {done['meta'].get('repmap')}{made}{sample}). These pages now show "
                    f"its results, without loading a model: {', '.join(map(title, done['views']))}.",
                    icon=":material/check_circle:")
         cols = st.columns(max(len(done["views"]), 1))

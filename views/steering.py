@@ -14,7 +14,10 @@ from repmap_core.figures_steering import (LRT_PUBLISHED_TEXT, agreement_table, c
                                           side_effect_plot, vector_norms, vector_table)
 from repmap_core.models import LoadedModel, load_model, model_info, resolve_model
 from repmap_core.stats import format_estimate
+from repmap_core.access import cap_rows
 from repmap_core.steering import compute_vectors, transfer_and_compare
+from repmap_core.steering.compare import vectors_cached
+from repmap_ui.flow import link_gate
 from repmap_core.steering.run import estimate_sweep_seconds, sentiment_layer, sweep_layer
 from repmap_core.steering.sentiment import OPENINGS
 from repmap_ui import exports
@@ -22,6 +25,7 @@ from repmap_ui.common import default_causal_model, model_loader, show_error
 from repmap_ui import urlstate
 from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker, seed_data_picker, seed_model_picker
 from repmap_ui.urlstate import Choice, Float, Int, Layers, Text
+from repmap_ui.text import md
 
 NONE = "(none)"
 MAPS = {"ridge": "ridge", "lstsq": "least squares", "gd": "gradient descent", "procrustes": "Procrustes",
@@ -140,7 +144,7 @@ def request_form(expanded: bool) -> dict | None:
 def compute(req: dict) -> dict:
     dataset = load_dataset(req["data"], limit=req["limit"] or None)  # both models get the same rows and split
     sets, models = {}, {}
-    with st.status(f"Steering vectors on {dataset.name}", expanded=True) as status:
+    with st.status(f"Steering vectors on {md(dataset.name)}", expanded=True) as status:
         for side in [s for s in ("A", "B") if req[s]]:
             models[side] = (resolved := resolve_model(req[side]), model_info(resolved))
             bar = st.progress(0.0, text=f"{side}: checking the cache")
@@ -148,7 +152,7 @@ def compute(req: dict) -> dict:
                                          loader=model_loader(False),
                                          progress=lambda f, m, b=bar: b.progress(min(max(f, 0.0), 1.0), text=m))
         held = len(np.unique(sets["A"].held_out_groups()))
-        status.update(label=f"{dataset.name}: {len(dataset) // 2} questions, {held} held out", state="complete",
+        status.update(label=f"{md(dataset.name)}: {len(dataset) // 2} questions, {held} held out", state="complete",
                       expanded=False)
     for side, vs in sets.items():  # fresh defaults: a middle layer, where CAA steers best
         st.session_state[f"steer.layer.{side}"] = sorted(vs.vectors)[len(vs.vectors) // 2]
@@ -163,7 +167,7 @@ def comparison(result: dict) -> None:
     st.header("The vectors compared")
     for side, vs in sets.items():
         if vs.balance is not None:
-            (st.caption if vs.balance.swapped or vs.balance.balanced else st.warning)(f"{labels[side]}: {vs.balance.sentence()}")
+            (st.caption if vs.balance.swapped or vs.balance.balanced else st.warning)(f"{md(labels[side])}: {vs.balance.sentence()}")
     vecs = {labels[s]: vs.vectors for s, vs in sets.items()}
     figs = rimsky_figures(vecs, {labels[s]: (models[s][1].d_model, models[s][1].n_layers) for s in sets})
     if figs.cosine_by_layer is not None:
@@ -359,8 +363,18 @@ def transfer_section(result: dict) -> None:
 
 linked = urlstate.not_shown(from_link(), st.session_state["steer.result"])
 try:
-    req = request_form(expanded=st.session_state["steer.result"] is None and linked is None) or linked
+    req = request_form(expanded=st.session_state["steer.result"] is None and linked is None)
+    if req is None and linked:  # a link computes only what is cached, until Compute is pressed
+        data = load_dataset(linked["data"], limit=cap_rows(linked["limit"] or None)[0])
+        cached = all(vectors_cached(linked[k], data, linked["layers"]) for k in ("A", "B") if linked.get(k))
+        models = " and ".join(linked[k] for k in ("A", "B") if linked.get(k))
+        if link_gate("steer", f"steering vectors of {models} on {data.name} ({len(data) // 2:,} questions)", cached, None):
+            req = linked
     if req is not None:
+        limit, note = cap_rows(req["limit"] or None)
+        req["limit"] = int(limit or 0)
+        if note:
+            st.info(note, icon=":material/speed:")
         st.session_state["steer.result"] = compute(req)
 except RepmapError as e:
     show_error(e)  # the last good result below stays on screen

@@ -25,7 +25,7 @@ from repmap_core.steering.choices import (LetterBalance, ab_prompts, apply_chat_
                                           letter_balanced)
 from repmap_core.steering.vectors import SteeringVector, vectors_from_activations
 
-__all__ = ["VectorSet", "compute_vectors", "split_pairs", "transfer_vector", "compare_curves", "TransferResult",
+__all__ = ["VectorSet", "compute_vectors", "prepared", "vectors_cached", "split_pairs", "transfer_vector", "compare_curves", "TransferResult",
            "transfer_and_compare"]
 
 Progress = Callable[[float, str], None]
@@ -70,6 +70,32 @@ class VectorSet:
         return None if not self.residual_norms else self.residual_norms.get(int(layer))
 
 
+def prepared(resolved, dataset: TextDataset, *, balance: bool = True, use_chat_template: bool = True,
+             trust_remote_code: bool = False):
+    """The A/B rows as the model reads them: (the balanced set, its rows in the chat template when the
+    model has one). `compute_vectors` extracts these rows; `vectors_cached` asks the cache for them."""
+    from repmap_core.models import load_tokenizer
+
+    ab = letter_balanced(dataset, swap=balance)
+    ds = ab.dataset
+    if use_chat_template:
+        ds = apply_chat_template(ds, load_tokenizer(resolved, trust_remote_code))
+    return ab, ds
+
+
+def vectors_cached(model: str, dataset: TextDataset, layers="all", *, balance: bool = True,
+                   use_chat_template: bool = True) -> bool:
+    """True when `compute_vectors` with these arguments would read every activation from the cache."""
+    from repmap_core.activations import cached_activations
+    from repmap_core.models import needs_conversion, resolve_model
+
+    if needs_conversion(model):
+        return False
+    resolved = resolve_model(model)
+    _, ds = prepared(resolved, dataset, balance=balance, use_chat_template=use_chat_template)
+    return cached_activations(resolved, ds, layers, "answer") is not None
+
+
 def compute_vectors(model: str, dataset: TextDataset, layers="all", *, method: str = "mean_diff", test_frac: float = 0.3,
                     seed: int = 0, use_chat_template: bool = True, balance: bool = True, loader=None,
                     progress: Progress | None = None, trust_remote_code: bool = False) -> VectorSet:
@@ -80,13 +106,11 @@ def compute_vectors(model: str, dataset: TextDataset, layers="all", *, method: s
     `balance` says which. The activations come from the cache (position `answer`).
     """
     from repmap_core.activations import get_activations
-    from repmap_core.models import load_tokenizer, resolve_model
+    from repmap_core.models import resolve_model
 
-    ab = letter_balanced(dataset, swap=balance)
     resolved = resolve_model(model, progress=progress)
-    ds = ab.dataset
-    if use_chat_template:
-        ds = apply_chat_template(ds, load_tokenizer(resolved, trust_remote_code))
+    ab, ds = prepared(resolved, dataset, balance=balance, use_chat_template=use_chat_template,
+                      trust_remote_code=trust_remote_code)
     aset = get_activations(resolved, ds, layers, "answer", loader=loader, progress=progress,
                            trust_remote_code=trust_remote_code)
     train, test = split_pairs(ab.question_ids, test_frac, seed)

@@ -1,0 +1,42 @@
+"""How a page turns a request into a view: a link never starts work on its own.
+
+A page's own default view may compute on open, and a request made in its form computes when
+submitted. A request that comes from a link computes only when everything it needs is in the cache
+already; otherwise the page says what the link asks for, what computing it would take here, and
+waits for a press of Compute. So a link can make a shared server read only what is cached, until a
+person decides."""
+from __future__ import annotations
+
+import streamlit as st
+
+from repmap_core.activations import cached_activations, estimate_seconds, plan_activations
+from repmap_core.errors import RepmapError
+from repmap_core.models import needs_conversion
+from repmap_ui.text import md
+
+
+def is_cached(model: str, data, layers, position: str, *, max_length: int = 512, limit: int | None = None) -> bool:
+    """True when these activations can be read from the cache without computing anything."""
+    if needs_conversion(model):
+        return False
+    return cached_activations(model, data, layers, position, max_length=max_length, limit=limit) is not None
+
+
+def seconds_for(model: str, data, layers, position: str, *, limit: int | None = None) -> float | None:
+    try:
+        if needs_conversion(model):
+            return None
+        return estimate_seconds(plan_activations(model, data, layers, position, limit=limit))
+    except RepmapError:
+        return None
+
+
+def link_gate(key: str, asks: str, cached: bool, seconds: float | None) -> bool:
+    """True when the linked request may run now: cached, or its Compute button was pressed."""
+    if cached:
+        return True
+    with st.container(border=True, key=f"{key}.link_gate"):
+        st.markdown(f"**This link asks for** {md(asks)}.")
+        cost = f"about {seconds:.0f} s of computing here" if seconds is not None else "computing (its size is not known ahead)"
+        st.caption(f"It is not in this server's cache yet, so nothing has been computed: it would take {cost}.")
+        return st.button("Compute", key=f"{key}.link_compute", type="primary")
