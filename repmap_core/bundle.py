@@ -56,7 +56,7 @@ VIEWS: dict[str, ViewKeys] = {
                        ("within.layer", "within.method", "within.alpha", "within.steps", "within.test_frac"),
                        "within.result"),
     "across": ViewKeys("Across models", ("across.result", "across.fit", "across.selected", "across.layer_s", "across.layer_t"),
-                       ("across.metric", "across.method", "across.alpha", "across.rank", "across.steps", "across.test_frac",
+                       ("across.metric", "across.projection", "across.method", "across.alpha", "across.rank", "across.steps", "across.test_frac",
                         "across.seed"), "across.result"),
     "steering": ViewKeys("Steering", ("steer.result", "steer.sweep", "steer.transfer", "steer.sentiment", "steer.layer.A",
                                       "steer.layer.B"),

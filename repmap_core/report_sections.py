@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 
 from repmap_core.bundle import VIEWS
 from repmap_core.stats import format_estimate, format_null
+from repmap_core.class_names import class_names
 
 REPORT_POINTS = 1000  # rows per scatter in the report: SVG, not WebGL, so it stays light and prints
 REPORT_GRID_LAYERS = 12
@@ -89,7 +90,7 @@ def _explorer(states: dict, settings: dict) -> Section:
     idx = sample_rows(aset.labels, min(int(settings.get("explorer.max_points", REPORT_POINTS)), REPORT_POINTS), seed)
     coords = {L: project(np.asarray(aset[L])[idx], "pca", seed) for L in shown}
     s.figure(layer_grid(coords, aset.labels[idx], [dataset.texts[i] for i in idx], method="pca",
-                        label_names={0: "label 0", 1: "label 1"}), "PCA of each layer")
+                        label_names=class_names(dataset)), "PCA of each layer")
     if len(idx) < aset.n:
         s.text(f"The projections show a seeded sample of {len(idx):,} of {aset.n:,} rows (both classes in proportion).")
     s.table(pd.DataFrame([dict(r.as_dict(), site=site_name(r.layer)) for r in rows]).set_index("layer"),

@@ -17,13 +17,14 @@ from repmap_core.figures_across import (METRIC_NAMES, best_matches, fit_curve, m
                                         similarity_table, transfer_table)
 from repmap_core.maps import MAP_METHODS, r2_score
 from repmap_core.probes import train_test_split_groups
-from repmap_core.projection import project, sample_rows
+from repmap_core.projection import METHODS, project, sample_rows
 from repmap_core.similarity import layer_similarity
 from repmap_core.similarity_null import NULL_PERMUTATIONS
 from repmap_core.stats import format_estimate, format_null
 from repmap_ui import exports
 from repmap_core.models import EMBEDDED_MODEL_ID
-from repmap_core.access import cap_rows
+from repmap_core.access import cap, cap_rows
+from repmap_core.figures import METHOD_NAMES
 from repmap_core.recent import remember
 from repmap_ui.flow import is_cached, link_gate, seconds_for
 from repmap_ui.common import default_causal_model, model_loader, show_error
@@ -335,14 +336,23 @@ urlstate.write("across", URL_VIEW, {"metric": metric, "ls": layer_s, "lt": layer
 right.button("Use the best match", key="across.best", on_click=use_best_match, args=(best,),
              help="Set the target layer to the source layer's best match")
 
-rows = sample_rows(src.labels, 3000, 0)
+projection = st.segmented_control("Projection", METHODS, default="pca", key="across.projection",
+                                  format_func=METHOD_NAMES.get,
+                                  help="each side on its own axes; t-SNE and UMAP as in Gao et al.'s Figure 1") or "pca"
+most, note = cap(3000, "max_embed_rows" if projection != "pca" else "max_points", "points per side")
+rows = sample_rows(src.labels, most, 0)
+if note:
+    st.caption(note)
 try:
-    coords = [project(np.asarray(a[L])[rows], "pca", 0, cache_id={"activations": a.manifest["key"], "layer": L, "rows": len(rows)})
-              for a, L in ((src, layer_s), (tgt, layer_t))]
+    with st.spinner(f"{METHOD_NAMES[projection]} of both layers (cached after the first time)"):
+        coords = [project(np.asarray(a[L])[rows], projection, 0,
+                          cache_id={"activations": a.manifest["key"], "layer": L, "rows": len(rows)})
+                  for a, L in ((src, layer_s), (tgt, layer_t))]
+    name = METHOD_NAMES[projection]
     exports.plot(side_by_side(coords[0], coords[1], src.labels[rows], [dataset.texts[i] for i in rows],
                               selected=st.session_state["across.selected"], row_ids=rows,
-                              titles=(f"{names[0]} layer {layer_s} (PCA)", f"{names[1]} layer {layer_t} (PCA)")),
-                 "across.pairs", f"pca_{names[0]}_L{layer_s}__{names[1]}_L{layer_t}",
+                              titles=(f"{names[0]} layer {layer_s} ({name})", f"{names[1]} layer {layer_t} ({name})")),
+                 "across.pairs", f"{projection}_{names[0]}_L{layer_s}__{names[1]}_L{layer_t}",
                  on_select=store_selection, selection_mode=("box", "lasso"))
 except RepmapError as e:
     show_error(e)

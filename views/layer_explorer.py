@@ -14,6 +14,8 @@ from repmap_core.projection import METHODS, project, sample_rows
 from repmap_core.stats import format_estimate, format_null
 from repmap_ui import exports
 from repmap_core.access import cap, cap_rows
+from repmap_core.axes import AXES, AXIS_NAMES, custom_axes
+from repmap_core.class_names import class_names
 from repmap_core.recent import remember
 from repmap_ui.flow import is_cached, link_gate, seconds_for
 from repmap_ui.rebuild import separation_rows
@@ -34,7 +36,8 @@ DEFAULTS = {"model": EMBEDDED_MODEL_ID, "data": "builtin:sentiment", "layers": "
 URL_REQUEST = [Text("model", DEFAULTS["model"]), Text("data", DEFAULTS["data"]), Layers("layers", "all"),
                Choice("position", "auto", ("auto", "last", "mean", "answer")), Int("limit", DEFAULTS["limit"], lo=0),
                Int("max_length", DEFAULTS["max_length"], lo=2, hi=32768), Text("text_col", ""), Text("label_col", "")]
-URL_VIEW = [Choice("method", "pca", METHODS), IntList("shown", ()), Int("seed", 0, lo=0, hi=2**32 - 1), Int("points", 3000, lo=100)]
+VIEWS_2D = (*METHODS, "axes")  # the projections, and custom axes (directions named by the user)
+URL_VIEW = [Choice("method", "pca", VIEWS_2D), IntList("shown", ()), Int("seed", 0, lo=0, hi=2**32 - 1), Int("points", 3000, lo=100)]
 URL_WIDGETS = {**{k: f"explorer.{k}" for k in ("layers", "position", "limit", "max_length", "text_col", "label_col",
                                                "method", "seed")}, "points": "explorer.max_points"}
 
@@ -165,8 +168,15 @@ if result is not None:
         st.session_state["explorer.shown"] = list(shown_url)
         urlstate.show_notices([note] if note else [])
     v1, v2, v3, v4 = st.columns([2, 4, 1, 1])
-    method = v1.segmented_control("Projection", METHODS, default="pca", key="explorer.method",
-                                  format_func=METHOD_NAMES.get) or "pca"
+    method = v1.segmented_control("Projection", VIEWS_2D, default="pca", key="explorer.method",
+                                  format_func=lambda k: METHOD_NAMES.get(k, "Custom axes"),
+                                  help="Custom axes: each row's coordinate along two directions you pick, such as the "
+                                       "class-mean difference against the largest variation it leaves") or "pca"
+    if method == "axes":
+        a1, a2, _ = st.columns([1, 1, 2])
+        x_axis = a1.selectbox("x axis", AXES, format_func=AXIS_NAMES.get, key="explorer.x_axis")
+        y_axis = a2.selectbox("y axis", AXES, index=AXES.index("pc1_rest"), format_func=AXIS_NAMES.get,
+                              key="explorer.y_axis")
     shown = v2.multiselect("Layers shown", aset.layer_list, default=aset.layer_list[:12], key="explorer.shown")
     seed = v3.number_input("Seed", min_value=0, max_value=2**32 - 1, value=0, key="explorer.seed")
     max_points = v4.number_input("Max points", min_value=100, value=3000, step=500, key="explorer.max_points")
@@ -182,13 +192,17 @@ if result is not None:
         st.caption(f"Showing a seeded sample of {len(rows_idx):,} of {aset.n:,} rows (both classes kept in proportion).")
     try:
         coords = {}
-        with st.spinner(f"{METHOD_NAMES[method]} of {len(shown)} layers (cached after the first time)"):
+        with st.spinner(f"{METHOD_NAMES.get(method, 'Custom axes')} of {len(shown)} layers (cached after the first time)"):
             for layer in shown:
-                coords[layer] = project(aset[layer][rows_idx], method, int(seed),
-                                        cache_id={"activations": m["key"], "layer": layer, "rows": len(rows_idx)})
+                X = aset[layer][rows_idx]
+                coords[layer] = (custom_axes(X, aset.labels[rows_idx], x_axis, y_axis) if method == "axes" else
+                                 project(X, method, int(seed),
+                                         cache_id={"activations": m["key"], "layer": layer, "rows": len(rows_idx)}))
         if coords:
+            title = (f"Each layer along {AXIS_NAMES[x_axis]} (x) and {AXIS_NAMES[y_axis]} (y), coloured by label"
+                     if method == "axes" else None)
             exports.plot(layer_grid(coords, aset.labels[rows_idx], [dataset.texts[i] for i in rows_idx],
-                                    method=method, label_names={0: "label 0", 1: "label 1"}),
+                                    method=method, label_names=class_names(dataset), title=title),
                          "explorer.grid", f"layers_{method}_{stem}")
     except RepmapError as e:
         show_error(e)
