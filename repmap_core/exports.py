@@ -42,15 +42,30 @@ _PNG_LOCK = threading.Lock()  # one headless browser at a time: a PNG is seconds
 # figures
 
 
-def portable(fig):
-    """A copy of `fig` with plotly's own template. Inside the app, Streamlit makes its theme the
-    default template, whose colours are placeholders (#000011, ...) that only Streamlit's front end
-    fills in: a figure exported with them would draw its colour scales near-black anywhere else."""
+def app_template():
+    """The app's look for figures drawn outside it (exports, reports): white, light grid lines,
+    Streamlit's font and categorical colours, so an exported figure looks like the one on screen."""
     import plotly.graph_objects as go
     import plotly.io as pio
 
+    t = go.layout.Template(pio.templates["plotly_white"])
+    t.layout.font = dict(family='"Source Sans Pro", "Source Sans 3", system-ui, sans-serif', color="#31333F", size=13)
+    t.layout.paper_bgcolor = t.layout.plot_bgcolor = "white"
+    for axis in (t.layout.xaxis, t.layout.yaxis):
+        axis.gridcolor, axis.linecolor, axis.zerolinecolor = "#e6eaf1", "#d5dae5", "#d5dae5"
+    t.layout.colorway = ["#0068c9", "#83c9ff", "#ff2b2b", "#ffabab", "#29b09d", "#7defa1", "#ff8700", "#ffd16a",
+                         "#6d3fc0", "#d5dae5"]
+    return t
+
+
+def portable(fig):
+    """A copy of `fig` with the app's look (`app_template`). Inside the app, Streamlit makes its theme
+    the default template, whose colours are placeholders (#000011, ...) that only Streamlit's front
+    end fills in: a figure exported with them would draw its colour scales near-black anywhere else."""
+    import plotly.graph_objects as go
+
     out = go.Figure(fig)
-    out.layout.template = pio.templates["plotly"]
+    out.layout.template = app_template()
     return out
 
 

@@ -56,8 +56,12 @@ def layer_grid(coords: dict[int, np.ndarray], labels: np.ndarray, texts: Sequenc
                 text=[hover[j] for j in sel], customdata=sel,
                 hovertemplate="%{text}<br><i>row %{customdata}</i><extra>" + names.get(cls, str(cls)) + "</extra>",
             ), row=i // cols + 1, col=i % cols + 1)
-    fig.update_xaxes(showticklabels=False, zeroline=False)
-    fig.update_yaxes(showticklabels=False, zeroline=False)
+    axis = {"pca": "PC", "tsne": "t-SNE", "umap": "UMAP", "axes": ""}.get(method, "")
+    fig.update_xaxes(showticklabels=False, zeroline=False, title=dict(text=f"{axis} 1" if axis else "", font=dict(size=10)))
+    fig.update_yaxes(showticklabels=False, zeroline=False, title=dict(text=f"{axis} 2" if axis else "", font=dict(size=10)))
+    if method in ("pca", "axes"):  # distances mean something on these axes: one unit is as long across as up
+        for i in range(len(layers)):
+            fig.layout[f"yaxis{i + 1 if i else ''}"].update(scaleanchor=f"x{i + 1 if i else ''}", scaleratio=1)
     fig.update_layout(height=max(340, 300 * rows + 40), margin=dict(l=10, r=10, t=60, b=40),
                       title=title or f"{METHOD_NAMES.get(method, method)} of each layer, coloured by label",
                       legend=dict(orientation="h", y=0, yanchor="top", x=0.5, xanchor="center"))

@@ -70,7 +70,8 @@ def _table_html(frame: pd.DataFrame, caption: str) -> str:
 
 def _settings_html(name: str, values: dict) -> str:
     text = json.dumps(values, indent=2, sort_keys=True, default=_jsonable, ensure_ascii=False)
-    return f"<details open><summary>{html.escape(name)}</summary><pre>{html.escape(text, quote=False)}</pre></details>"
+    # folded: the settings are there to check, not to read first (the page stays about its figures)
+    return f"<details><summary>{html.escape(name)}</summary><pre>{html.escape(text, quote=False)}</pre></details>"
 
 
 def _jsonable(x: Any) -> Any:
@@ -123,8 +124,11 @@ def render_html(sections: list[Section], meta: dict, title: str = "repmap report
             f"<title>{html.escape(title)}</title><style>{CSS}</style>"
             f"<script type=\"text/javascript\">{plotly_js()}</script></head><body>"
             f"<h1>{html.escape(title)}</h1><p class=\"meta\">{head_meta}</p>"
-            f"<p class=\"meta\">Views: {html.escape(', '.join(s.title for s in sections))}. "
-            f"{len(figures)} figures; every number below was computed from the stored activations and fits.</p>"
+            f"<p class=\"meta\">{len(figures)} figures; every number below was computed from the stored activations "
+            "and fits.</p>"
+            + "<nav class=\"contents\"><strong>Contents</strong><ol>"
+            + "".join(f'<li><a href="#view-{html.escape(s.view)}">{html.escape(s.title)}</a></li>' for s in sections)
+            + "</ol></nav>"
             + "".join(parts)
             + f"<script type=\"application/json\" id=\"repmap-figures\">{_json_for_script(figures)}</script>"
             + f"<script type=\"text/javascript\">{draw}</script></body></html>")

@@ -328,7 +328,8 @@ except RepmapError as e:
 best = best_matches(sim, exclude_same_layer=same)
 exports.plot(similarity_heatmap(sim, names[0], names[1], exclude_same_layer=same), "across.heatmap",
              f"{metric}_{names[0]}__{names[1]}", where=left)
-right.caption(("One model against itself: the diagonal is skipped. " if same else "")
+right.caption(("One model against itself: each layer against itself (the diagonal) is left out of the best matches. "
+               if same else "")
               + "Best match per source layer: " + ", ".join(f"{a}→{b}" for a, b in best.items()))
 layer_s = right.selectbox("Source layer", src.layer_list, key="across.layer_s")
 layer_t = right.selectbox("Target layer", tgt.layer_list, key="across.layer_t")
