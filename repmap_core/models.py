@@ -91,6 +91,8 @@ def resolve_model(name: str, revision: str | None = None, progress: Progress | N
     name = str(name).strip()
     if not name:
         raise RepmapError("No model given; enter a Hugging Face model id (like gpt2) or a local folder.")
+    if name.startswith(FINETUNED_PREFIX):  # a finetuned model in this cache, as a link names it
+        name = str(finetuned_folder(name))
     folder = Path(name).expanduser()
     if folder.exists() or _looks_like_path(name):
         access.check_model_path(folder)  # a served app opens model folders only under its roots (whether or not it exists)
@@ -115,6 +117,34 @@ def resolve_model(name: str, revision: str | None = None, progress: Progress | N
         done = gguf.convert_embedded(entry, progress)
         return ResolvedModel(name, done.path, f"gguf-sha256:{done.sha256[:16]}", "embedded-gguf", done.quantization)
     return _resolve_hub(name, revision)
+
+
+FINETUNED_PREFIX = "finetuned:"
+
+
+def finetuned_folder(name: str) -> Path:
+    """The folder of `finetuned:<key>` (a finetuned model in this cache, as links name it: a link never
+    carries the server's absolute paths)."""
+    from repmap_core import store
+
+    key = name[len(FINETUNED_PREFIX):].strip()
+    if not store.is_key(key):
+        raise RepmapError(f"'{name}' does not name a finetuned model; finetuned models are named finetuned:<32 hex digits>.")
+    return store.entry_dir(key, "models")
+
+
+def link_name(name: str) -> str:
+    """How a link writes a model: `finetuned:<key>` for a finetuned folder in this cache, else as given."""
+    from repmap_core import store
+
+    try:
+        path = Path(name).expanduser().resolve()
+    except (OSError, ValueError):
+        return name
+    models = (store.cache_root() / "models").resolve()
+    if path.parent == models and store.is_key(path.name):
+        return FINETUNED_PREFIX + path.name
+    return name
 
 
 def needs_conversion(name: str) -> bool:

@@ -245,6 +245,10 @@ def write(page: str, specs: Sequence[Param], values: Mapping[str, Any]) -> None:
         if spec.key not in values:
             continue
         value = values[spec.key]
+        if isinstance(spec, Text) and isinstance(value, str) and value.startswith("/"):
+            from repmap_core.models import link_name
+
+            value = link_name(value)  # a finetuned model: finetuned:<key>, never the server's absolute path
         text = spec.format(value)
         if text == spec.format(spec.default):
             written.pop(spec.key, None)

@@ -205,3 +205,18 @@ def test_device_map_loading_and_the_fit_check(tiny_gpt2, monkeypatch):
     monkeypatch.setattr(m, "free_memory_bytes", lambda offload: {"cuda:0": 1000})
     with pytest.raises(RepmapError, match=r"needs about .* GB in bfloat16 and only 0.0 GB on cuda:0 is free; use more GPUs, CPU offload"):
         load_model(str(tiny_gpt2), device_map="auto", dtype="bfloat16")
+
+
+def test_a_link_names_a_finetuned_model_by_its_key_never_by_the_servers_path(cache_dir, tiny_gpt2):
+    import shutil
+
+    from repmap_core.models import link_name
+
+    folder = cache_dir / "models" / ("ab" * 16)
+    shutil.copytree(tiny_gpt2, folder)
+    name = link_name(str(folder))
+    assert name == "finetuned:" + "ab" * 16 and str(cache_dir) not in name
+    assert resolve_model(name).path == str(folder.resolve())  # the link resolves to the same folder
+    assert link_name("gpt2") == "gpt2" and link_name(str(tiny_gpt2)) == str(tiny_gpt2)  # others as given
+    with pytest.raises(RepmapError, match="does not name a finetuned model"):
+        resolve_model("finetuned:../../etc")
