@@ -1,0 +1,151 @@
+"""The Across models page's fit: the form, the map fitted on the chosen layer pair (GD drawn live), and
+what it shows (R², probe transfer with intervals and nulls, exports)."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import streamlit as st
+
+from repmap_core.errors import RepmapError
+from repmap_core.experiments import GAO_BETWEEN_VECTOR_ACCURACY, between_models, transferred_probe
+from repmap_core.exports import map_export
+from repmap_core.figures_across import fit_curve, map_manifest, per_dim_error, similarity_table, transfer_table
+from repmap_core.maps import MAP_METHODS, r2_score
+from repmap_core.probes import train_test_split_groups
+from repmap_core.stats import format_estimate, format_null
+from repmap_ui import exports
+
+METHOD_HELP = {"lstsq": "least squares", "ridge": "ridge", "gd": "gradient descent (Gao et al.)",
+               "procrustes": "Procrustes (orthogonal)", "lowrank": "low-rank",
+               "updown": "up/down pair, round-trip loss (LRT, stitching)", "mlp": "MLP (non-linear)"}
+
+
+def short(name: str) -> str:
+    return name.rstrip("/").split("/")[-1]
+
+
+def map_params(method: str, alpha: str, rank: int, steps: int, seed: int) -> dict:
+    if method == "ridge":
+        if alpha.strip().lower() == "auto":
+            return {"alpha": None, "seed": seed}
+        try:
+            value = float(alpha)
+        except ValueError:
+            value = -1.0
+        if not value > 0:
+            raise RepmapError(f"Ridge alpha must be 'auto' or a positive number, not '{alpha}'.")
+        return {"alpha": value}
+    # GD keeps the parameters best on a held-out tenth of the training rows (n ≈ d overfits otherwise)
+    return {"lowrank": {"rank": rank}, "gd": {"max_steps": steps, "seed": seed, "val_frac": 0.1},
+            "updown": {"max_steps": steps, "seed": seed}, "mlp": {"seed": seed}}.get(method, {})
+
+
+def live_monitor(S, T, aset, test_frac: float, seed: int, history: list, chart):
+    """A GDMap monitor: held-out R² on the split `between_models` will use, the curve redrawn ~3×/s."""
+    _, te = train_test_split_groups(aset.labels, aset.pair_ids, test_frac, seed)
+    shown = [0.0]
+
+    def monitor(step: int, loss: float, W: np.ndarray, c: np.ndarray, best_step: int) -> None:
+        history.append((int(step), float(loss), r2_score(T[te], S[te] @ W + c), int(best_step)))
+        if time.monotonic() - shown[0] > 0.3:
+            shown[0] = time.monotonic()
+            chart.plotly_chart(fit_curve(history))
+
+    return monitor
+
+
+def fit(result: dict, layers: tuple[int, int], req: dict) -> dict:
+    src, tgt = result["source"], result["target"]
+    S, T = np.asarray(src[layers[0]]), np.asarray(tgt[layers[1]])
+    params = map_params(req["method"], req["alpha"], req["rank"], req["steps"], req["seed"])
+    history: list = []
+    extra = {}
+    chart = st.empty()
+    if req["method"] == "gd":
+        extra["monitor"] = live_monitor(S, T, src, req["test_frac"], req["seed"], history, chart)
+    with st.spinner(f"Fitting {METHOD_HELP[req['method']]}: layer {layers[0]} → layer {layers[1]}"):
+        res, fitted = between_models(S, T, src.labels, pair_ids=src.pair_ids, method=req["method"],
+                                     test_frac=req["test_frac"], seed=req["seed"], map_params=dict(params, **extra))
+    chart.empty()
+    manifest = map_manifest(src.manifest, tgt.manifest, layers, req["method"], params, res, req["test_frac"], req["seed"])
+    arrays = None
+    if hasattr(fitted, "A_"):  # an affine map: A, b and the source probe carried through it
+        probe = transferred_probe(S, src.labels, fitted, target=T, pair_ids=src.pair_ids, test_frac=req["test_frac"],
+                                  seed=req["seed"])
+        arrays = map_export(fitted.A_, fitted.b_, manifest, probe)
+    return {"result": res, "layers": layers, "request": req, "history": history,
+            "A": getattr(fitted, "A_", None), "b": getattr(fitted, "b_", None), "manifest": manifest, "arrays": arrays}
+
+
+def fit_form() -> dict | None:
+    with st.form("across.fit_form"):
+        c = st.columns(6)
+        method = c[0].selectbox("Map", list(MAP_METHODS), index=list(MAP_METHODS).index("ridge"), key="across.method",
+                                format_func=METHOD_HELP.get, help="ridge (alpha chosen on held-out rows) is the safe default")
+        alpha = c[1].text_input("Alpha (ridge)", value="auto", key="across.alpha", help="auto: chosen on held-out rows")
+        rank = c[2].number_input("Rank (low-rank)", min_value=1, value=8, key="across.rank")
+        steps = c[3].number_input("Max steps (GD, up/down)", min_value=10, value=500, step=100, key="across.steps",
+                                  help="stops earlier when the loss stops improving")
+        test_frac = c[4].number_input("Test fraction", min_value=0.05, max_value=0.9, value=0.2, step=0.05,
+                                      key="across.test_frac")
+        seed = c[5].number_input("Seed", min_value=0, max_value=2**32 - 1, value=0, key="across.seed")
+        if not st.form_submit_button("Fit", type="primary"):
+            return None
+    return {"method": method, "alpha": alpha, "rank": int(rank), "steps": int(steps), "test_frac": float(test_frac),
+            "seed": int(seed)}
+
+
+def show_fit(fit_: dict, sim) -> None:
+    res, (ls, lt), m = fit_["result"], fit_["layers"], fit_["result"].map
+    iv = res.intervals
+    st.subheader(f"{METHOD_HELP[m['method']]}: source layer {ls} → target layer {lt}")
+    c = st.columns(5)
+    c[0].metric("R² train", format_estimate(iv["map.r2_train"]))
+    c[1].metric("R² test", format_estimate(iv["map.r2_test"]), help=f"{res.n_test} held-out rows; 0 = predicting the mean")
+    c[2].metric("Mean cosine (test)", format_estimate(iv["map.mean_cosine"]),
+                help="mapped vs true rows, centred on the true mean")
+    c[3].metric("Retrieval top-1 (test)", format_estimate(iv["map.retrieval_top1"]),
+                help="mapped row's nearest true row is its own")
+    c[4].metric("Seconds", f"{m['seconds']:.2f}")
+    if "round_trip_error_test" in m:
+        st.caption(f"Down map target → source: R² test {m['down_r2_test']:.3f}. Round trip down(up(s)) vs s on held-out "
+                   f"rows: relative error {m['round_trip_error_test']:.3f} (0: down undoes up; 1: it returns the mean).")
+    if m.get("note"):
+        st.caption(m["note"])
+    if "step_reported" in m:
+        st.caption(f"Gradient descent ran {m['steps']} steps; the map reported is step {m['step_reported']}'s, the lowest "
+                   "loss on a held-out tenth of the training rows.")
+    if fit_["history"]:
+        exports.plot(fit_curve(fit_["history"], m.get("step_reported")), "across.fit_curve", f"map_fit_curve_L{ls}_L{lt}")
+    exports.plot(per_dim_error(res.per_dim_mse), "across.per_dim", f"map_error_per_dim_L{ls}_L{lt}")
+    p, t = res.probe, res.transfer
+    c = st.columns(4)
+    c[0].metric("Probe on source (test)", format_estimate(iv["probe.source"]),
+                help=f"train {p['source']['train']:.3f}; shuffled labels: {format_null(iv['probe.source'])}")
+    c[1].metric("Probe on target (test)", format_estimate(iv["probe.target"]),
+                help=f"train {p['target']['train']:.3f}; shuffled labels: {format_null(iv['probe.target'])}")
+    if t["vector"] is None:
+        st.info("A non-linear map has no matrix to carry a probe through; fit an affine map to see transfer.")
+        return
+    c[2].metric("Transfer: functional (readout)", format_estimate(iv["transfer.functional"]),
+                help=f"ridge regression of the source probe's scores on target rows; random directions: "
+                     f"{format_null(iv['transfer.functional'])}")
+    c[3].metric("Transfer: vector A w", format_estimate(iv["transfer.vector"]),
+                help=f"uncentred sign(t·Aw), the paper's score; random directions: {format_null(iv['transfer.vector'])}")
+    st.caption(f"Paper, beside this run's A w ({format_estimate(iv['transfer.vector'])}): "
+               f"{GAO_BETWEEN_VECTOR_ACCURACY:.4f} for GPT-2 → GPT-2-XL, last layer (Gao et al.); other models and data.")
+    st.caption("A probe is a functional, not a point. The headline carries it as a readout: a ridge regression, fitted on "
+               "the training rows, of the source probe's scores on the target's activations; it cannot amplify what the "
+               "map got wrong. pinv(A)ᵀw (the algebraic inverse) inverts the noise directions of a shrunk map, and A w "
+               "moves the probe like a steering vector; both are in the table as comparisons, with random directions "
+               "as the null.")
+    stem = f"{short(fit_['manifest']['source']['model'])}_L{ls}__{short(fit_['manifest']['target']['model'])}_L{lt}"
+    exports.table(transfer_table(res), "across.transfer", f"transfer_{stem}", hide_index=True)
+    d = st.columns(2)
+    if fit_.get("arrays"):
+        tensors, manifest = fit_["arrays"]
+        exports.arrays_download("Map A, b and the carried probe", tensors, manifest, f"map_{stem}", "across.dl_map",
+                                where=d[0])
+    d[1].download_button("Similarity matrix (CSV)", similarity_table(sim).to_csv(), f"{sim.metric}_{stem}.csv",
+                         key="across.dl_sim")

@@ -1,0 +1,181 @@
+"""The Steering page's result sections (the vectors compared, sentiment steering, the vector carried to
+another model) and what they share with the page: drawing only, from what `repmap_core.steering` computes."""
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from repmap_core.errors import RepmapError
+from repmap_core.exports import steering_export
+from repmap_core.figures_steering import (LRT_PUBLISHED_TEXT, curves_table, propensity_plot, rimsky_figures,
+                                          sentiment_examples, sentiment_plot, vector_norms, vector_table)
+from repmap_core.models import LoadedModel, load_model
+from repmap_core.steering import transfer_and_compare
+from repmap_core.steering.run import sentiment_layer
+from repmap_core.steering.sentiment import OPENINGS
+from repmap_ui import exports
+from repmap_ui.common import model_loader, show_error
+from repmap_ui.text import md
+
+MAPS = {"ridge": "ridge", "lstsq": "least squares", "gd": "gradient descent", "procrustes": "Procrustes",
+        "lowrank": "low rank", "none": "no map: A's vector as it is"}
+
+
+def short(name: str) -> str:
+    return name.rstrip("/").split("/")[-1]
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def causal_lm(path: str, _resolved) -> LoadedModel:
+    return load_model(_resolved, head=True)  # keyed by the resolved folder: one causal LM per model, across reruns
+
+
+def lm_for(result: dict, side: str) -> LoadedModel:
+    resolved = result["models"][side][0]
+    with st.spinner(f"Loading {short(resolved.name)} with its LM head"):
+        return causal_lm(resolved.path, resolved)
+
+
+def encoder_reason(result: dict, side: str) -> str | None:
+    resolved, info = result["models"][side]
+    return f"Steering needs next-token logits; {short(resolved.name)} is an encoder." if info.is_encoder else None
+
+
+def alphas_inputs(prefix: str, disabled: bool, columns) -> np.ndarray:
+    lo = columns[0].number_input("Multiplier from", value=-1.0, step=0.25, key=f"{prefix}.alpha_min", disabled=disabled)
+    hi = columns[1].number_input("to", value=1.0, step=0.25, key=f"{prefix}.alpha_max", disabled=disabled)
+    steps = columns[2].number_input("Steps", min_value=2, max_value=41, value=5, key=f"{prefix}.steps", disabled=disabled)
+    return np.linspace(float(lo), float(hi), int(steps))
+
+
+def comparison(result: dict) -> None:
+    sets, labels, models = result["sets"], result["labels"], result["models"]
+    st.header("The vectors compared")
+    for side, vs in sets.items():
+        if vs.balance is not None:
+            (st.caption if vs.balance.swapped or vs.balance.balanced else st.warning)(f"{md(labels[side])}: {vs.balance.sentence()}")
+    vecs = {labels[s]: vs.vectors for s, vs in sets.items()}
+    figs = rimsky_figures(vecs, {labels[s]: (models[s][1].d_model, models[s][1].n_layers) for s in sets})
+    if figs.cosine_by_layer is not None:
+        exports.plot(figs.cosine_by_layer, "steer.cosine_by_layer", "steering_cosine_by_layer")
+    else:
+        st.info(figs.cosine_note)
+    exports.plot(figs.heatmaps, "steer.heatmaps", "steering_layer_cosines")
+    if figs.pca is not None:
+        exports.plot(figs.pca, "steer.pca", "steering_vectors_pca")
+    if figs.pca_note:
+        st.caption(figs.pca_note)
+    c1, c2 = st.columns([2, 3])
+    exports.plot(vector_norms(vecs), "steer.norms", "steering_vector_norms", where=c1)
+    exports.table(vector_table({s: vs.vectors for s, vs in sets.items()}).style.format(precision=3), "steer.vector_table",
+                  "steering_vectors", where=c2)
+    d = st.columns(len(sets) + 1)
+    for i, (side, vs) in enumerate(sets.items()):
+        req = result["request"]
+        tensors, manifest, header = steering_export(vs.vectors, vs.manifest, {
+            "vector_method": req["method"], "test_frac": req["test_frac"], "layers": req["layers"],
+            "train_rows": len(vs.train_rows), "test_rows": len(vs.test_rows)})
+        exports.arrays_download(f"Vectors {labels[side]}", tensors, manifest, f"steering_{short(req[side])}",
+                                f"steer.dl_vectors.{side}", where=d[i], metadata=header)
+    d[-1].download_button("Cosines (CSV)", figs.cosines.to_csv(index=False), "steering_cosines.csv", key="steer.dl_cosines")
+
+
+def sentiment_section(result: dict) -> None:
+    st.header("Steer a behaviour a small model shows: sentiment")
+    st.caption("A 135M model answers A/B behaviour questions near chance, so letter propensity may have nothing to move. "
+               "Its continuations are plainly positive or negative, though: the vector is the difference of the mean "
+               "last-token activations of positive and negative real reviews (builtin:sentiment), the model continues "
+               f"{len(OPENINGS)} neutral openings under α · v, and a probe on the embedded MiniLM (trained on the same "
+               "reviews) judges each continuation. A random direction of the same norm is steered beside it.")
+    side = "A"
+    if off := bool(reason := encoder_reason(result, side)):
+        st.warning(reason, icon=":material/block:")
+    n_layers = result["models"][side][1].n_layers
+    with st.form("steer.sentiment_form"):
+        c = st.columns([1, 1, 1, 1], vertical_alignment="bottom")
+        layer = c[0].selectbox("Layer", list(range(n_layers)), index=min(8, n_layers - 1), key="steer.sent_layer",
+                               disabled=off)
+        alphas = alphas_inputs("steer.sent", off, c[1:4])
+        submitted = st.form_submit_button("Steer sentiment", type="primary", disabled=off)
+    if submitted:
+        bar = st.progress(0.0, text="Steering the continuations")
+        try:
+            st.session_state["steer.sentiment"] = sentiment_layer(
+                result["request"]["A"], lm_for(result, side), layer, alphas, loader=model_loader(False),
+                progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m))
+        except RepmapError as e:
+            show_error(e)
+        bar.empty()
+    if (sw := st.session_state["steer.sentiment"]) is None:
+        return
+    (st.success if sw.verdict.startswith("Steers") else st.info)(sw.verdict, icon=":material/insights:")
+    exports.plot(sentiment_plot(sw), "steer.sentiment_plot", f"steering_sentiment_layer{sw.layer}")
+    st.caption(f"The judge's held-out accuracy on real reviews: {sw.judge_accuracy:.2f}. Intervals: bootstrap over openings.")
+    exports.table(sentiment_examples(sw, OPENINGS), "steer.sentiment_examples", "steering_sentiment_examples", static=True)
+
+
+def transfer(result: dict, req: dict) -> dict:
+    (A, B), lt = (result["sets"]["A"], result["sets"]["B"]), req["target"]
+    params = {"gd": {"max_steps": 500, "val_frac": 0.1}, "lowrank": {"rank": min(32, A.vectors[req["source"]].vector.shape[0],
+                                                                                B.vectors[lt].vector.shape[0])}}
+    with st.spinner(f"Carrying A's layer {req['source']} vector to B's layer {lt} and sweeping both"):
+        out = transfer_and_compare(A, B, lm_for(result, "B"), req["source"], lt, req["alphas"],
+                                   map_method=None if req["method"] == "none" else req["method"],
+                                   map_params=params.get(req["method"]), with_bias=req["bias"], loader=model_loader(False))
+    curves = {"native": out.native, "transferred": out.transferred}
+    if out.random is not None:
+        curves["random direction"] = out.random
+    return {"request": req, "curves": curves, "r2": out.map_r2_test, "comparison": out.comparison, "cosine": out.cosine,
+            "carried": out.carried}
+
+
+def transfer_section(result: dict) -> None:
+    sets, labels = result["sets"], result["labels"]
+    st.header(f"Carry {labels['A']}'s vector to {labels['B']} (LRT)")
+    if off := bool(reason := encoder_reason(result, "B")):
+        st.warning(reason, icon=":material/block:")
+    with st.form("steer.transfer_form"):
+        c = st.columns(3)
+        ls = c[0].selectbox("Source layer (A)", sorted(sets["A"].vectors), index=len(sets["A"].vectors) // 2,
+                            key="steer.layer_s", disabled=off)
+        lt = c[1].selectbox("Target layer (B)", sorted(sets["B"].vectors), index=len(sets["B"].vectors) // 2,
+                            key="steer.layer_t", disabled=off)
+        method = c[2].selectbox("Map", list(MAPS), format_func=MAPS.get, key="steer.map", disabled=off,
+                                help="fitted on both models' answer-token activations of the training questions")
+        c = st.columns([1, 1, 1, 2], vertical_alignment="bottom")
+        alphas = alphas_inputs("steer.t", off, c[:3])
+        bias = c[3].toggle("Add the map's bias (LRT: A v + b; stitching: A v)", value=True, key="steer.bias", disabled=off)
+        submitted = st.form_submit_button("Transfer and sweep", type="primary", disabled=off)
+    if submitted:
+        try:
+            st.session_state["steer.transfer"] = transfer(result, {"source": ls, "target": lt, "method": method,
+                                                                   "bias": bool(bias), "alphas": alphas})
+        except RepmapError as e:
+            show_error(e)  # the previous transfer stays below
+    if (out := st.session_state["steer.transfer"]) is None:
+        return
+    req, cmp = out["request"], out["comparison"]
+    how = MAPS[req["method"]] + ("" if req["method"] == "none" else (", A v + b" if req["bias"] else ", A v"))
+    exports.plot(propensity_plot(out["curves"], f"{labels['B']} layer {req['target']}: its own vector (native) vs "
+                                 f"{labels['A']} layer {req['source']}'s, carried ({how})"), "steer.transfer_curve",
+                 f"steering_transfer_L{req['source']}_L{req['target']}")
+    c = st.columns(4)
+    lo, hi = cmp.get("pearson_r_interval", [float("nan")] * 2)
+    c[0].metric("Pearson r, native vs carried", f"{cmp['pearson_r']:.2f}", help=LRT_PUBLISHED_TEXT)
+    c[0].caption(f"95% [{lo:.2f}, {hi:.2f}] over held-out questions; native vs a random direction: "
+                 f"{cmp.get('null_pearson_r', float('nan')):.2f}")
+    c[1].metric("MSE", f"{cmp['mse']:.3g}", help=LRT_PUBLISHED_TEXT)
+    c[2].metric("Cosine native vs carried", f"{out['cosine']:.2f}")
+    c[3].metric("Map R² (held-out rows)", "–" if out["r2"] is None else f"{out['r2']:.2f}")
+    st.caption(f"Paper, beside this run (not comparable in value: other models, layers and behaviours): {LRT_PUBLISHED_TEXT}.")
+    d = st.columns(2)
+    d[0].download_button("Curves (CSV)", curves_table(out["curves"]).to_csv(index=False), "steering_transfer_curves.csv",
+                         key="steer.dl_transfer")
+    if out.get("carried") is not None:
+        carried = out["carried"]
+        tensors, manifest, header = steering_export({carried.layer: carried}, sets["B"].manifest, {
+            "carried_from": {"model": result["request"]["A"], "layer": req["source"]}, "map": req["method"],
+            "with_bias": req["bias"], "map_r2_test": out["r2"], "cosine_with_native": out["cosine"]})
+        exports.arrays_download("Carried vector", tensors, manifest,
+                                f"steering_carried_L{req['source']}_to_{short(result['request']['B'])}_L{req['target']}",
+                                "steer.dl_carried", where=d[1], metadata=header)
