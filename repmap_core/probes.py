@@ -46,7 +46,9 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         self.classes_ = clf.classes_
         self.coef_ = clf.coef_[0] / self.scale_  # (d,) raw-space weights
         self.intercept_ = float(clf.intercept_[0] - self.mean_ @ self.coef_)
-        self.direction_ = self.coef_ / np.linalg.norm(self.coef_)
+        norm = float(np.linalg.norm(self.coef_))
+        # constant features give an all-zero probe: its direction is undefined, kept as zeros
+        self.direction_ = self.coef_ / norm if norm > 0 else np.zeros_like(self.coef_)
         self.n_iter_ = int(clf.n_iter_[0])
         return self
 

@@ -20,6 +20,7 @@ def test_export_menu_downloads_html_that_draws_offline_and_the_table_as_csv(chro
             context = browser.new_context(accept_downloads=True, viewport={"width": 1400, "height": 1000})
             page = context.new_page()
             page.goto(f"{app_url}/layer_explorer?limit=120", wait_until="domcontentloaded", timeout=60_000)
+            page.get_by_role("button", name="Compute").click()  # a link asks before it computes
             charts = page.locator('[data-testid="stPlotlyChart"]')
             expect(charts).to_have_count(2, timeout=CHARTS_TIMEOUT_S * 1000)
             expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0, timeout=60_000)
