@@ -8,20 +8,20 @@ has to be computed, so a cached view reopens without touching the weights.
 from __future__ import annotations
 
 import json
-import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from repmap_core import __version__, store
+from repmap_core import store
 from repmap_core.data import StreamedDataset, TextDataset, load_dataset, open_stream
 from repmap_core.errors import RepmapError
-from repmap_core.extract import Progress, check_position, extract_activations, resolve_position
+from repmap_core.extract import check_position, extract_activations, resolve_position
 from repmap_core.model_checks import check_memory, check_model_files
 from repmap_core.models import (LoadedModel, ResolvedModel, check_trust, default_device, default_dtype, load_model,
                                 model_info, resolve_layers, resolve_model, site_name)
+from repmap_core.progress import Progress, silent
 
 Loader = Callable[[ResolvedModel, str, str], LoadedModel]  # (resolved, device, dtype) -> model
 
@@ -76,14 +76,6 @@ class ActivationSet:
         return written
 
 
-def _versions() -> dict:
-    import torch
-    import transformers
-
-    return {"repmap": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "numpy": np.__version__, "python": platform.python_version()}
-
-
 def _default_loader(trust_remote_code: bool, device_map: str | None = None, offload: bool = False) -> Loader:
     def loader(resolved: ResolvedModel, device: str, dtype: str) -> LoadedModel:
         return load_model(resolved, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
@@ -117,7 +109,7 @@ class ActivationPlan:
         quant = {"quantization": self.resolved.quantization} if self.resolved.quantization else {}
         return dict(self.identity, key=self.key, model_source=self.resolved.source, **quant, n_layers=self.info.n_layers,
                     d_model=self.info.d_model, model_type=self.info.model_type, dataset_spec=self.dataset.name,
-                    n_rows=len(self.dataset), device=device, versions=_versions(), created=created,
+                    n_rows=len(self.dataset), device=device, versions=store.library_versions(), created=created,
                     tokens=tokens, seconds=round(seconds, 3), fp32_recomputed_rows=fp32_recomputed_rows,
                     layer=layer, site=site_name(layer), **extra)
 
@@ -205,7 +197,7 @@ def get_activations(
     plan = plan_activations(model, data, layers, position, max_length=max_length, limit=limit, seed=seed,
                             device=device, dtype=dtype, progress=progress)
     check_trust(plan.resolved, trust_remote_code)  # before any lock or file: a refused model leaves nothing
-    report = progress or (lambda f, m: None)
+    report = progress or silent
     found = {layer: plan.read(layer) for layer in plan.layers}
     missing = [layer for layer, hit in found.items() if hit is None]
     if missing and loader is None:
@@ -245,7 +237,7 @@ def stream_activations(model: str | ResolvedModel, data: str | StreamedDataset, 
     stream = data if isinstance(data, StreamedDataset) else open_stream(data, chunk_rows=chunk_rows, limit=limit)
     plan = plan_activations(model, stream, layers, position, max_length=max_length, device=device, dtype=dtype)
     check_trust(plan.resolved, trust_remote_code)
-    report = progress or (lambda f, m: None)
+    report = progress or silent
     found = {layer: plan.read(layer) for layer in plan.layers}
     missing = [layer for layer, hit in found.items() if hit is None]
     if missing and loader is None:

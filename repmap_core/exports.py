@@ -28,6 +28,7 @@ import numpy as np
 
 from repmap_core import __version__
 from repmap_core.errors import RepmapError
+from repmap_core.jsonable import json_default
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ARRAYS_FORMAT = "repmap.arrays/1"
@@ -187,18 +188,8 @@ def table_csv(table) -> bytes:
 # arrays
 
 
-def _jsonable(x):
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, (set, frozenset)):
-        return sorted(x)
-    return str(x)
-
-
 def manifest_json(manifest: dict) -> str:
-    return json.dumps(manifest, sort_keys=True, default=_jsonable, ensure_ascii=False)
+    return json.dumps(manifest, sort_keys=True, default=json_default, ensure_ascii=False)
 
 
 def export_manifest(kind: str, tensors: dict[str, np.ndarray], **fields) -> dict:

@@ -38,6 +38,7 @@ from repmap_core.data import TextDataset
 from repmap_core.compute import heavy_compute
 from repmap_core.errors import RepmapError
 from repmap_core.models import LoadedModel, ResolvedModel, load_model, model_info, quiet_transformers, resolve_model
+from repmap_core.progress import Progress, silent
 
 FORMAT = "repmap.finetune/1"
 MANIFEST_NAME = "repmap_finetune.json"
@@ -49,7 +50,6 @@ MIN_IMPROVEMENT = 1e-3
 # training batches come from length-sorted chunks of this many batches (like transformers'
 # group_by_length): on the built-in sentiment data padding then costs ~20% extra compute, not ~90%
 LENGTH_GROUP_BATCHES = 8
-Progress = Callable[[float, str], None]
 OnStep = Callable[[int, float], None]
 
 
@@ -175,7 +175,7 @@ def finetune(
                 "dataset_fingerprint": dataset.fingerprint, "config": asdict(config)}
     key = store.entry_key(identity)
     final = store.entry_dir(key, "models")
-    report = progress or (lambda fraction, message: None)
+    report = progress or silent
     if not force and (manifest := _read_manifest(final)) is not None:
         report(1.0, f"Reused the finetuned model in {final.name}")
         return FinetuneResult(str(final), manifest, True)

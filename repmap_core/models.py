@@ -18,12 +18,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from repmap_core import gguf
 from repmap_core.errors import RepmapError
+from repmap_core.progress import Progress
 
-Progress = Callable[[float, str], None]
 
 EMBEDDED_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 # weights and tokenizer files only: never .bin/.pt pickles, never code unless trusted

@@ -17,19 +17,20 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from repmap_core.errors import RepmapError
+from repmap_core.jsonable import to_json_values
 from repmap_core.experiments import (GAO_BETWEEN_VECTOR_ACCURACY, GAO_DELTA_ACCURACY, GAO_TABLE1, GAO_TABLE2_HH_WEAK,
                                      LRT_PUBLISHED)
+from repmap_core.gguf import SMOLLM2_ID
 from repmap_core.models import EMBEDDED_MODEL_ID
+from repmap_core.progress import Progress, silent
 
-Progress = Callable[[float, str], None]
 
 SCALED_LABEL = "scaled-down: SmolLM2-135M (and MiniLM) on built-in real data, not comparable in value"
-SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
+SMOLLM2 = SMOLLM2_ID
 
 # Rimsky, "Comparing representation vectors between llama 2 base and chat" (LessWrong, 2023),
 # figures "cosine similarity between base and chat vectors per layer" and "PCA of per-layer vectors"
@@ -49,7 +50,7 @@ PARAMS = {
     "google/gemma-2-2b": 2_614_341_888,
     "google/gemma-2-9b": 9_241_705_984,
     EMBEDDED_MODEL_ID: 22_713_216,
-    "HuggingFaceTB/SmolLM2-135M-Instruct": 134_515_008,
+    SMOLLM2_ID: 134_515_008,
 }
 # bytes per parameter while finetuning in fp32 with AdamW: weights, gradients, two moments
 FINETUNE_BYTES_PER_PARAM = 16
@@ -384,7 +385,7 @@ def run(preset: Preset | str, scaled: bool = True, progress: Progress | None = N
     if problems:
         more = "" if len(problems) == 1 else f"; and {len(problems) - 1} more problem(s), listed by `preset list`"
         raise RepmapError(problems[0].rstrip(".") + more + ".")
-    report = progress or (lambda f, m: None)
+    report = progress or silent
     setup = _setup(preset, scaled)
     if scaled and stand_in:
         setup = replace(setup, models=tuple(replace(m, name=stand_in) if m.name == SMOLLM2 else m for m in setup.models))
@@ -392,22 +393,8 @@ def run(preset: Preset | str, scaled: bool = True, progress: Progress | None = N
     raw, table = RUNNERS[preset.recipe](preset, setup, report)
     report(1.0, "Done")
     label = SCALED_LABEL if scaled else f"full: {', '.join(m.name for m in setup.models)} on {setup.data}"
-    return PresetRun(preset.name, scaled, label, table, preset.published, _jsonable(raw),
+    return PresetRun(preset.name, scaled, label, table, preset.published, to_json_values(raw),
                      round(time.perf_counter() - started, 2))
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, (np.floating, float)):
-        return None if not np.isfinite(x) else float(x)
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
 
 
 def _row(quantity: str, published, this_run) -> dict:

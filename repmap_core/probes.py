@@ -13,13 +13,13 @@ the same side, so a probe never sees half a pair in test.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from repmap_core.errors import RepmapError
 from repmap_core.stats import Estimate, accuracy_estimate, wilson
+from repmap_core.progress import Progress
 
 
 class LinearProbe(ClassifierMixin, BaseEstimator):
@@ -349,7 +349,7 @@ def separation_at(X: np.ndarray, y: np.ndarray, pair_ids: np.ndarray, layer: int
 
 def layer_separation(layers: dict[int, np.ndarray], labels: np.ndarray, pair_ids: np.ndarray, *,
                      folds: int = 5, test_frac: float = 0.2, seed: int = 0, null_permutations: int = NULL_PERMUTATIONS,
-                     progress: Callable[[float, str], None] | None = None) -> list[LayerSeparation]:
+                     progress: Progress | None = None) -> list[LayerSeparation]:
     """`separation_at` for every layer in `layers` (layer -> (n, d)), in layer order."""
     out = []
     for i, layer in enumerate(sorted(layers)):

@@ -17,7 +17,6 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
@@ -25,6 +24,7 @@ import plotly.io as pio
 from repmap_core import __version__
 from repmap_core.bundle import VIEWS, Bundle
 from repmap_core.errors import RepmapError
+from repmap_core.jsonable import json_default
 from repmap_core.report_sections import (MANIFEST_KEYS, REPORT_GRID_LAYERS, REPORT_POINTS, SECTIONS, Section,  # noqa: F401
                                          _fmt, activation_manifest)
 
@@ -69,16 +69,8 @@ def _table_html(frame: pd.DataFrame, caption: str) -> str:
 
 
 def _settings_html(name: str, values: dict) -> str:
-    text = json.dumps(values, indent=2, sort_keys=True, default=_jsonable, ensure_ascii=False)
+    text = json.dumps(values, indent=2, sort_keys=True, default=json_default, ensure_ascii=False)
     return f"<details open><summary>{html.escape(name)}</summary><pre>{html.escape(text, quote=False)}</pre></details>"
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, (np.integer, np.floating, np.bool_)):
-        return x.item()
-    return str(x)
 
 
 def plotly_js() -> str:

@@ -20,11 +20,11 @@ factor with the same kernel; nothing is lost and the cost stops growing with the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
 from repmap_core.errors import RepmapError
+from repmap_core.progress import Progress, silent
 
 METRICS = ("linear_cka", "cka_debiased", "svcca", "procrustes")
 KERNEL_CACHE_BYTES = 1 << 30  # layer_similarity keeps A's (n, n) kernels only below this
@@ -356,7 +356,7 @@ def _kernels_pay_off(n: int, layers_a: dict[int, np.ndarray], layers_b: dict[int
 
 def layer_similarity(layers_a: dict[int, np.ndarray], layers_b: dict[int, np.ndarray], metric: str = "linear_cka",
                      max_rows: int | None = 5000, seed: int = 0, null_permutations: int = 0,
-                     progress: Callable[[float, str], None] | None = None) -> SimilarityMatrix:
+                     progress: Progress | None = None) -> SimilarityMatrix:
     """`metric` between every layer of A and every layer of B (layer -> (n, d), all on the same n rows).
 
     Above `max_rows` rows, one seeded draw of rows is used for every pair. Each layer is centred
@@ -377,7 +377,7 @@ def layer_similarity(layers_a: dict[int, np.ndarray], layers_b: dict[int, np.nda
         rows = np.sort(np.random.default_rng(seed).choice(n, size=max_rows, replace=False))
         n = max_rows
     keys_a, keys_b = sorted(layers_a), sorted(layers_b)
-    report = progress or (lambda f, m: None)
+    report = progress or silent
 
     kernels_a = None  # A's (n, n) kernels in one block, when linear CKA is cheaper that way
     cka = metric in ("linear_cka", "cka_debiased")

@@ -13,7 +13,7 @@ import inspect
 import math
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -23,11 +23,11 @@ from repmap_core.models import LoadedModel
 from repmap_core.stats import Estimate, bootstrap, wilson
 from repmap_core.steering.choices import ABPrompt
 from repmap_core.steering.vectors import SteeringVector
+from repmap_core.progress import Progress
 
 __all__ = ["steer", "letter_logit_gaps", "PropensityCurve", "propensity_curve", "SweepResult", "propensity_sweep",
            "next_token_loss", "generate", "prompts_over_context", "context_room", "SCALES", "scale_factor"]
 
-Progress = Callable[[float, str], None]
 SCALES = ("relative", "raw", "unit")  # α × layer norm × unit vector; α × v as computed; α × unit vector
 
 

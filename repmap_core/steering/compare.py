@@ -12,23 +12,23 @@ held-out questions, and r(native, random) is its null.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from repmap_core.data import TextDataset
 from repmap_core.errors import RepmapError
 from repmap_core.models import LoadedModel
-from repmap_core.stats import Estimate, bootstrap
+from repmap_core.stats import bootstrap
 from repmap_core.steering.apply import PropensityCurve, SweepResult, propensity_sweep
 from repmap_core.steering.choices import (LetterBalance, ab_prompts, apply_chat_template, balanced_rows,
                                           letter_balanced)
 from repmap_core.steering.vectors import SteeringVector, vectors_from_activations
+from repmap_core.progress import Progress
 
 __all__ = ["VectorSet", "compute_vectors", "split_pairs", "transfer_vector", "compare_curves", "TransferResult",
            "transfer_and_compare"]
 
-Progress = Callable[[float, str], None]
 
 
 def split_pairs(groups: np.ndarray, test_frac: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

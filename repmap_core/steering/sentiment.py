@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -20,10 +20,10 @@ from repmap_core.models import LoadedModel
 from repmap_core.stats import Estimate, bootstrap
 from repmap_core.steering.apply import generate, scale_factor, slope_estimates, verdict
 from repmap_core.steering.vectors import SteeringVector
+from repmap_core.progress import Progress
 
 __all__ = ["OPENINGS", "SentimentJudge", "sentiment_judge", "sentiment_vector", "SentimentSweep", "sentiment_sweep"]
 
-Progress = Callable[[float, str], None]
 OPENINGS = (  # neutral openings: nothing in them leans either way
     "I went to see the new movie last night and it", "The food at the restaurant was", "My new phone arrived today and",
     "The hotel room was", "I read the book over the weekend and", "The customer service at the store was",
