@@ -262,7 +262,7 @@ def _dequantize_to(gguf_path: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from repmap_core.models import quiet_transformers
+    from repmap_core.quiet import quiet_transformers
 
     try:
         with quiet_transformers():

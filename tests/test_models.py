@@ -202,6 +202,8 @@ def test_device_map_loading_and_the_fit_check(tiny_gpt2, monkeypatch):
     assert aset.manifest["placement"] == spread.placement
     size = m.weights_bytes(m.resolve_model(str(tiny_gpt2)), "float32")
     assert size == 4 * sum(p.numel() for p in plain.model.parameters())  # read from the headers alone
-    monkeypatch.setattr(m, "free_memory_bytes", lambda offload: {"cuda:0": 1000})
+    from repmap_core import model_memory
+
+    monkeypatch.setattr(model_memory, "free_memory_bytes", lambda offload: {"cuda:0": 1000})
     with pytest.raises(RepmapError, match=r"needs about .* GB in bfloat16 and only 0.0 GB on cuda:0 is free; use more GPUs, CPU offload"):
         load_model(str(tiny_gpt2), device_map="auto", dtype="bfloat16")
