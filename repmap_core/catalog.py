@@ -1,8 +1,8 @@
 """What can be used without network, for pickers: the embedded models, the local Hugging Face
 cache, embedded GGUF models and finetuned checkpoints.
 
-Kept apart from `models.py` (which loads) and `finetune.py` (which trains), so neither needs the
-other: the catalogue reads both.
+Kept apart from `models.py` (which loads), so that `models.py` never needs `checkpoints.py` (finetuned
+folders): the catalogue reads both.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from repmap_core import gguf
-from repmap_core.finetune import list_finetuned
+from repmap_core.checkpoints import list_finetuned
 from repmap_core.models import EMBEDDED_MODEL_ID, embedded_model_path
 
 __all__ = ["LocalModel", "list_local_models", "short_name"]

@@ -435,6 +435,7 @@ def _refuse(*args, **kwargs):
 def no_models(monkeypatch):
     """Every way a page could compute activations or load weights raises instead."""
     import repmap_core.activations as activations
+    import repmap_core.checkpoints as checkpoints
     import repmap_core.finetune as finetune
     import repmap_core.models as models
     import repmap_core.steering as steering
@@ -445,7 +446,8 @@ def no_models(monkeypatch):
     # only the source modules would leave a module first imported here holding `_refuse` for good
     for module, name in ((activations, "get_activations"), (models, "load_model"), (steering, "compute_vectors"),
                          (models, "resolve_model"), (activations, "load_model"), (shift, "get_activations"),
-                         (common, "load_model"), (finetune, "load_model"), (finetune, "resolve_model")):
+                         (common, "load_model"), (finetune, "load_model"), (finetune, "resolve_model"),
+                         (checkpoints, "load_model")):
         monkeypatch.setattr(module, name, _refuse)
 
 
