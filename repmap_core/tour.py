@@ -17,7 +17,7 @@ import numpy as np
 
 from repmap_core import store
 from repmap_core.gguf import SMOLLM2_ID
-from repmap_core.models import EMBEDDED_MODEL_ID
+from repmap_core.embedded import EMBEDDED_MODEL_ID
 from repmap_core.stats import Estimate, format_estimate, wilson
 from repmap_core.progress import Progress, silent
 

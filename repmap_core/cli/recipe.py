@@ -5,7 +5,7 @@ import argparse
 
 from repmap_core.errors import RepmapError
 from repmap_core.gguf import SMOLLM2_ID
-from repmap_core.models import EMBEDDED_MODEL_ID
+from repmap_core.embedded import EMBEDDED_MODEL_ID
 from repmap_core.progress import Progress
 
 COMMANDS = ("recipe",)

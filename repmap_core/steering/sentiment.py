@@ -65,7 +65,7 @@ def _judge_model():
 def sentiment_judge(layer: int = 4) -> SentimentJudge:
     """The judge, fitted once per process on the built-in reviews (MiniLM activations come from the cache)."""
     from repmap_core.activations import get_activations
-    from repmap_core.models import EMBEDDED_MODEL_ID
+    from repmap_core.embedded import EMBEDDED_MODEL_ID
     from repmap_core.probes import LinearProbe, train_test_split_groups
 
     aset = get_activations(EMBEDDED_MODEL_ID, "builtin:sentiment", [layer], "mean", loader=lambda r, d, t: _judge_model())
