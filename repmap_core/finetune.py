@@ -32,6 +32,7 @@ from repmap_core.classifier import collate, encode, evaluate, forward_kwargs, he
 from repmap_core.compute import heavy_compute
 from repmap_core.data import TextDataset
 from repmap_core.errors import RepmapError
+from repmap_core.splits import validation_split
 from repmap_core.models import LoadedModel, ResolvedModel, load_model, model_info, quiet_transformers, resolve_model
 from repmap_core.progress import Progress, silent
 
@@ -102,36 +103,6 @@ class FinetuneResult:
     path: str
     manifest: dict
     reused: bool
-
-
-def validation_split(dataset: TextDataset, val_frac: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices `(train, validation)`, each sorted, from a seeded split that keeps pairs whole.
-
-    Groups are pairs (rows sharing a `pair_id`) or single unpaired rows. Groups are drawn in a
-    seeded order stratified by label (each class's groups are spread evenly through the order),
-    and validation takes groups until it holds at least `round(val_frac * n)` rows, but never all
-    of them. `val_frac = 0` gives an empty validation set.
-    """
-    n = len(dataset)
-    if val_frac <= 0:
-        return np.arange(n), np.empty(0, np.int64)
-    groups = np.where(dataset.pair_ids >= 0, dataset.pair_ids, -1 - np.arange(n))
-    unique, inverse = np.unique(groups, return_inverse=True)
-    if len(unique) < 2:
-        raise RepmapError(f"{dataset.name} is a single pair, so nothing is left to validate on; add rows or set the validation fraction to 0.")
-    rng = np.random.default_rng(seed)
-    group_label = np.bincount(inverse, weights=dataset.labels.astype(np.float64)) / np.bincount(inverse)
-    strata = np.unique(group_label, return_inverse=True)[1]
-    spread = np.empty(len(unique))  # where each group falls within its class, in (0, 1)
-    for s in np.unique(strata):
-        members = rng.permutation(np.flatnonzero(strata == s))
-        spread[members] = (np.arange(len(members)) + rng.random()) / len(members)
-    order = np.lexsort((rng.permutation(len(unique)), spread))
-    sizes = np.bincount(inverse)[order]
-    target = max(1, round(val_frac * n))
-    n_val_groups = min(int(np.searchsorted(np.cumsum(sizes), target)) + 1, len(unique) - 1)
-    in_val = np.isin(inverse, order[:n_val_groups])
-    return np.flatnonzero(~in_val), np.flatnonzero(in_val)
 
 
 def finetune(

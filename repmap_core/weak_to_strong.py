@@ -22,6 +22,7 @@ from repmap_core.errors import RepmapError
 from repmap_core.gguf import SMOLLM2_ID
 from repmap_core.embedded import EMBEDDED_MODEL_ID
 from repmap_core.finetune import FinetuneConfig, finetune, predict, validation_split
+from repmap_core.splits import groups_of
 from repmap_core.stats import Estimate, accuracy_estimate, bootstrap
 from repmap_core.progress import Progress, silent
 
@@ -110,7 +111,7 @@ def weak_to_strong(data: str | TextDataset = "builtin:sentiment", *, weak_model:
     y = test.labels.astype(np.int64)
     correct = {role: (predict(m.path, test) >= 0.5).astype(np.int64) == y
                for role, m in (("weak", weak), ("strong_on_weak", student), ("ceiling", ceiling))}
-    groups = np.where(test.pair_ids >= 0, test.pair_ids, -1 - np.arange(len(test)))
+    groups = groups_of(test.pair_ids)
     accs = {role: accuracy_estimate(c, groups if test.is_paired else None, seed=seed) for role, c in correct.items()}
     value = pgr(accs["weak"].value, accs["strong_on_weak"].value, accs["ceiling"].value)
     low, high = bootstrap(lambda idx: pgr(*(float(correct[r][idx].mean()) for r in ("weak", "strong_on_weak", "ceiling"))),
