@@ -157,6 +157,31 @@ def _check_before_loading(plan: ActivationPlan, trust_remote_code: bool, device_
     check_model_files(plan.resolved, trust_remote_code)
 
 
+def _fill_missing(plan: ActivationPlan, compute: Callable[[LoadedModel, list[int]], None], loader: Loader, *,
+                  check: bool, trust_remote_code: bool, device_map: str | None, report: Progress) -> dict:
+    """`layer -> cached arrays` for every layer of `plan`, computing the missing ones first.
+
+    What is missing is checked before loading anything (`check`: the model's files and memory) and
+    then again under the entry's lock, since another process may have written those layers while we
+    waited; only then is the model loaded and `compute(lm, missing)` asked to write them.
+    """
+    found = {layer: plan.read(layer) for layer in plan.layers}
+    missing = [layer for layer, hit in found.items() if hit is None]
+    if not missing:
+        return found
+    if check:
+        _check_before_loading(plan, trust_remote_code, device_map)
+    with store.entry_lock(plan.key):
+        found.update({layer: plan.read(layer) for layer in missing})
+        missing = [layer for layer, hit in found.items() if hit is None]
+        if missing:
+            store.clean_temp_files(plan.key)
+            report(0.0, f"Loading {plan.resolved.display}")
+            compute(loader(plan.resolved, plan.device, plan.dtype), missing)
+            found.update({layer: plan.read(layer) for layer in missing})
+    return found
+
+
 def cached_activations(model: str | ResolvedModel, data: str | TextDataset, layers: str | Sequence[int] | None = "all",
                        position: str = "auto", *, max_length: int = 512, limit: int | None = None, seed: int = 0,
                        device: str | None = None, dtype: str | None = None) -> ActivationSet | None:
@@ -198,30 +223,19 @@ def get_activations(
                             device=device, dtype=dtype, progress=progress)
     check_trust(plan.resolved, trust_remote_code)  # before any lock or file: a refused model leaves nothing
     report = progress or silent
-    found = {layer: plan.read(layer) for layer in plan.layers}
-    missing = [layer for layer, hit in found.items() if hit is None]
-    if missing and loader is None:
-        _check_before_loading(plan, trust_remote_code, device_map)
-    if missing:
-        with store.entry_lock(plan.key):
-            # another process may have written them while we waited for the lock
-            for layer in missing:
-                found[layer] = plan.read(layer)
-            missing = [layer for layer, hit in found.items() if hit is None]
-            if missing:
-                store.clean_temp_files(plan.key)
-                report(0.0, f"Loading {plan.resolved.display}")
-                lm = (loader or _default_loader(trust_remote_code, device_map, offload))(plan.resolved, plan.device, plan.dtype)
-                result = extract_activations(lm, plan.dataset, missing, plan.position, max_length=plan.max_length,
-                                             progress=lambda f, m: report(0.05 + 0.95 * f, m))
-                created = store.now_iso()
-                for layer in missing:
-                    placement = {"placement": lm.placement} if getattr(lm, "placement", None) else {}
-                    plan.write(layer, result.activations[layer],
-                               plan.manifest(layer, device=lm.device, tokens=result.n_tokens, seconds=result.seconds,
-                                             created=created, fp32_recomputed_rows=result.fp32_recomputed_rows,
-                                             **placement))
-                    found[layer] = plan.read(layer)
+
+    def compute(lm: LoadedModel, missing: list[int]) -> None:
+        result = extract_activations(lm, plan.dataset, missing, plan.position, max_length=plan.max_length,
+                                     progress=lambda f, m: report(0.05 + 0.95 * f, m))
+        created = store.now_iso()
+        for layer in missing:
+            placement = {"placement": lm.placement} if getattr(lm, "placement", None) else {}
+            plan.write(layer, result.activations[layer],
+                       plan.manifest(layer, device=lm.device, tokens=result.n_tokens, seconds=result.seconds,
+                                     created=created, fp32_recomputed_rows=result.fp32_recomputed_rows, **placement))
+
+    found = _fill_missing(plan, compute, loader or _default_loader(trust_remote_code, device_map, offload),
+                          check=loader is None, trust_remote_code=trust_remote_code, device_map=device_map, report=report)
     report(1.0, "Done")
     return plan.assemble(found)
 
@@ -238,42 +252,33 @@ def stream_activations(model: str | ResolvedModel, data: str | StreamedDataset, 
     plan = plan_activations(model, stream, layers, position, max_length=max_length, device=device, dtype=dtype)
     check_trust(plan.resolved, trust_remote_code)
     report = progress or silent
-    found = {layer: plan.read(layer) for layer in plan.layers}
-    missing = [layer for layer, hit in found.items() if hit is None]
-    if missing and loader is None:
-        _check_before_loading(plan, trust_remote_code, None)
-    if missing:
-        with store.entry_lock(plan.key):
-            found.update({layer: plan.read(layer) for layer in missing})
-            missing = [layer for layer, hit in found.items() if hit is None]
-            if missing:
-                store.clean_temp_files(plan.key)
-                report(0.0, f"Loading {plan.resolved.display}")
-                lm = (loader or _default_loader(trust_remote_code))(plan.resolved, plan.device, plan.dtype)
-                created, n = store.now_iso(), len(stream)
-                first = {layer: plan.manifest(layer, device=lm.device, tokens=0, seconds=0.0, created=created, streamed=True)
-                         for layer in missing}
-                writers = {layer: store.LayerStreamWriter(store.layer_path(plan.key, layer), n, plan.info.d_model, m)
-                           for layer, m in first.items()}
-                try:
-                    offset, tokens, seconds, recomputed = 0, 0, 0.0, 0
-                    for chunk in stream.chunks():
-                        result = extract_activations(lm, chunk, missing, plan.position, max_length=plan.max_length)
-                        for layer, writer in writers.items():
-                            writer.write_rows(offset, result.activations[layer], chunk.labels, chunk.pair_ids)
-                        offset += len(chunk)
-                        tokens, seconds = tokens + result.n_tokens, seconds + result.seconds
-                        recomputed += result.fp32_recomputed_rows
-                        report(0.05 + 0.95 * offset / n, f"{offset}/{n} rows · {int(tokens / max(seconds, 1e-9))} tokens/s")
-                    if offset != n:
-                        raise RepmapError(f"{stream.name} gave {offset} rows on the second reading and {n} on the first; "
-                                          "the data changed while it was read, so nothing was cached: run it again.")
-                    for layer, writer in writers.items():
-                        writer.commit(dict(first[layer], tokens=tokens, seconds=round(seconds, 3),
-                                           fp32_recomputed_rows=recomputed))
-                        found[layer] = plan.read(layer)
-                finally:
-                    for writer in writers.values():
-                        writer.abort()  # no-op after a commit; removes the temp file otherwise
+
+    def compute(lm: LoadedModel, missing: list[int]) -> None:
+        created, n = store.now_iso(), len(stream)
+        first = {layer: plan.manifest(layer, device=lm.device, tokens=0, seconds=0.0, created=created, streamed=True)
+                 for layer in missing}
+        writers = {layer: store.LayerStreamWriter(store.layer_path(plan.key, layer), n, plan.info.d_model, m)
+                   for layer, m in first.items()}
+        try:
+            offset, tokens, seconds, recomputed = 0, 0, 0.0, 0
+            for chunk in stream.chunks():
+                result = extract_activations(lm, chunk, missing, plan.position, max_length=plan.max_length)
+                for layer, writer in writers.items():
+                    writer.write_rows(offset, result.activations[layer], chunk.labels, chunk.pair_ids)
+                offset += len(chunk)
+                tokens, seconds = tokens + result.n_tokens, seconds + result.seconds
+                recomputed += result.fp32_recomputed_rows
+                report(0.05 + 0.95 * offset / n, f"{offset}/{n} rows · {int(tokens / max(seconds, 1e-9))} tokens/s")
+            if offset != n:
+                raise RepmapError(f"{stream.name} gave {offset} rows on the second reading and {n} on the first; "
+                                  "the data changed while it was read, so nothing was cached: run it again.")
+            for layer, writer in writers.items():
+                writer.commit(dict(first[layer], tokens=tokens, seconds=round(seconds, 3), fp32_recomputed_rows=recomputed))
+        finally:
+            for writer in writers.values():
+                writer.abort()  # no-op after a commit; removes the temp file otherwise
+
+    found = _fill_missing(plan, compute, loader or _default_loader(trust_remote_code), check=loader is None,
+                          trust_remote_code=trust_remote_code, device_map=None, report=report)
     report(1.0, "Done")
     return plan.assemble(found)
