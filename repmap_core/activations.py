@@ -8,9 +8,9 @@ has to be computed, so a cached view reopens without touching the weights.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -19,8 +19,18 @@ from repmap_core.data import StreamedDataset, TextDataset, load_dataset, open_st
 from repmap_core.errors import RepmapError
 from repmap_core.extract import check_position, extract_activations, resolve_position
 from repmap_core.model_checks import check_memory, check_model_files
-from repmap_core.models import (LoadedModel, ResolvedModel, check_trust, default_device, default_dtype, load_model,
-                                model_info, resolve_layers, resolve_model, site_name)
+from repmap_core.models import (
+    LoadedModel,
+    ResolvedModel,
+    check_trust,
+    default_device,
+    default_dtype,
+    load_model,
+    model_info,
+    resolve_layers,
+    resolve_model,
+    site_name,
+)
 from repmap_core.progress import Progress, silent
 
 Loader = Callable[[ResolvedModel, str, str], LoadedModel]  # (resolved, device, dtype) -> model

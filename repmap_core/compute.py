@@ -7,8 +7,8 @@ cores; oversubscribed, their threads spin-wait on each other (a MiniLM finetune 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from repmap_core.progress import Progress
 

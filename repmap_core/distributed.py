@@ -30,7 +30,6 @@ from repmap_core.extract import extract_activations
 from repmap_core.progress import Progress, silent
 
 
-
 @dataclass(frozen=True)
 class WorkerInfo:
     rank: int

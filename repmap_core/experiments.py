@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from repmap_core.between import (TRANSFER_EXPLAINED, BetweenResult, PCASubspaceMap, between_models,
-                                 transferred_probe)
-from repmap_core.within import WithinResult, within_model, within_table
+from repmap_core.between import TRANSFER_EXPLAINED, BetweenResult, PCASubspaceMap, between_models, transferred_probe
 from repmap_core.progress import silent
+from repmap_core.within import WithinResult, within_model, within_table
 
 __all__ = ["BetweenResult", "GAO_BETWEEN_VECTOR_ACCURACY", "GAO_DELTA_ACCURACY", "GAO_TABLE1", "GAO_TABLE2_HH_WEAK",
            "LRT_PUBLISHED", "PCASubspaceMap", "TRANSFER_EXPLAINED", "WithinResult", "between_models", "between_recipe",

@@ -22,7 +22,7 @@ import shutil
 import struct
 import threading
 import zipfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -196,7 +196,7 @@ def export_manifest(kind: str, tensors: dict[str, np.ndarray], **fields) -> dict
     """The fields every array export carries: format, kind, shapes and dtypes of its arrays, the
     repmap version and the time it was made; then `fields` (models, layers, data, metrics...)."""
     return {"format": ARRAYS_FORMAT, "kind": kind, "repmap_version": __version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "arrays": {k: {"shape": list(np.shape(v)), "dtype": str(np.asarray(v).dtype)} for k, v in tensors.items()},
             **json.loads(manifest_json(fields))}
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import inspect
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from repmap_core.data import TextDataset
 from repmap_core.compute import heavy_compute
+from repmap_core.data import TextDataset
 from repmap_core.errors import RepmapError
 from repmap_core.hooks import block_hidden
 from repmap_core.models import LoadedModel

@@ -19,22 +19,34 @@ import math
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from repmap_core import store
-from repmap_core.checkpoints import (FORMAT, HEAD_NAME, MANIFEST_NAME, FinetunedModel, check_base, list_finetuned,
-                                     predict, read_finetune_manifest, read_manifest, save_checkpoint, save_dataset,
-                                     weak_labels)
+from repmap_core.checkpoints import (
+    FORMAT,
+    HEAD_NAME,
+    MANIFEST_NAME,
+    FinetunedModel,
+    check_base,
+    list_finetuned,
+    predict,
+    read_finetune_manifest,
+    read_manifest,
+    save_checkpoint,
+    save_dataset,
+    weak_labels,
+)
 from repmap_core.classifier import collate, encode, evaluate, forward_kwargs, head_logits, pool, pooling
 from repmap_core.compute import heavy_compute
 from repmap_core.data import TextDataset
 from repmap_core.errors import RepmapError
-from repmap_core.splits import validation_split
 from repmap_core.models import LoadedModel, ResolvedModel, load_model, model_info, quiet_transformers, resolve_model
 from repmap_core.progress import Progress, silent
+from repmap_core.splits import validation_split
 
 __all__ = ["FORMAT", "HEAD_NAME", "MANIFEST_NAME", "Cancelled", "FinetuneConfig", "FinetuneResult", "FinetunedModel",
            "check_base", "check_finetune_data", "estimate_seconds", "finetune", "list_finetuned", "predict",

@@ -22,10 +22,10 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 from repmap_core.errors import RepmapError
 from repmap_core.progress import Progress, silent

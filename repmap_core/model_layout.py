@@ -7,7 +7,8 @@ final norm), and negative layer indices count from the end. Blocks are found by 
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from repmap_core.errors import RepmapError
 

@@ -24,10 +24,15 @@ from repmap_core import gguf
 from repmap_core.embedded import EMBEDDED_MODEL_ID, embedded_model_path
 from repmap_core.errors import RepmapError
 from repmap_core.model_checks import check_loading, check_memory, check_model_files
-from repmap_core.model_config import (ENCODER_TYPES, ModelInfo, ResolvedModel, check_trust, model_info,
-                                      read_config)
-from repmap_core.model_layout import (BLOCK_SUFFIXES, FINAL_NORM_NAMES, final_norm, find_blocks, resolve_layers,
-                                      site_name)
+from repmap_core.model_config import ENCODER_TYPES, ModelInfo, ResolvedModel, check_trust, model_info, read_config
+from repmap_core.model_layout import (
+    BLOCK_SUFFIXES,
+    FINAL_NORM_NAMES,
+    final_norm,
+    find_blocks,
+    resolve_layers,
+    site_name,
+)
 from repmap_core.model_memory import DTYPE_BYTES, check_fits, free_memory_bytes, weights_bytes
 from repmap_core.progress import Progress
 from repmap_core.quiet import quiet_transformers
@@ -96,8 +101,13 @@ def _hf_cache_snapshot(name: str) -> ResolvedModel | None:
 
 def _resolve_hub(name: str, revision: str | None) -> ResolvedModel:
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (GatedRepoError, HFValidationError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     try:
         path = snapshot_download(name, revision=revision, allow_patterns=HUB_PATTERNS, local_files_only=True)

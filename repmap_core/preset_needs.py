@@ -144,8 +144,9 @@ def check(preset: Preset, scaled: bool = False) -> list[str]:
     free = free_memory_bytes(offload=False)
     if need > sum(free.values()):
         where = " and ".join(f"{v / 1e9:.1f} GB on {k}" for k, v in free.items())
-        problems.append(f"{preset.name} needs about {need / 1e9:.1f} GB ({'finetuning in fp32' if any(m.role == 'finetune' for m in setup.models) else dtype}) "
-                        f"and only {where} is free; use a larger GPU or the scaled-down version.")
+        how = "finetuning in fp32" if any(m.role == "finetune" for m in setup.models) else dtype
+        problems.append(f"{preset.name} needs about {need / 1e9:.1f} GB ({how}) and only {where} is free; use a larger GPU "
+                        "or the scaled-down version.")
     return problems
 
 

@@ -15,11 +15,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from repmap_core.errors import RepmapError
-from repmap_core.experiments import (GAO_BETWEEN_VECTOR_ACCURACY, GAO_DELTA_ACCURACY, GAO_TABLE1, GAO_TABLE2_HH_WEAK,
-                                     LRT_PUBLISHED)
-from repmap_core.gguf import SMOLLM2_ID
 from repmap_core.embedded import EMBEDDED_MODEL_ID
+from repmap_core.errors import RepmapError
+from repmap_core.experiments import (
+    GAO_BETWEEN_VECTOR_ACCURACY,
+    GAO_DELTA_ACCURACY,
+    GAO_TABLE1,
+    GAO_TABLE2_HH_WEAK,
+    LRT_PUBLISHED,
+)
+from repmap_core.gguf import SMOLLM2_ID
 
 SCALED_LABEL = "scaled-down: SmolLM2-135M (and MiniLM) on built-in real data, not comparable in value"
 SMOLLM2 = SMOLLM2_ID

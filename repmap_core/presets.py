@@ -16,12 +16,29 @@ so, and says when the data is too small to show the paper's direction.
 """
 from __future__ import annotations
 
-from repmap_core.preset_needs import (CPU_FLOPS, FINETUNE_BYTES_PER_PARAM, GPU_FLOPS, check, estimate_seconds,
-                                      format_seconds, measured_cpu_flops, memory_bytes, needs)
+from repmap_core.preset_needs import (
+                                      CPU_FLOPS,
+                                      FINETUNE_BYTES_PER_PARAM,
+                                      GPU_FLOPS,
+                                      check,
+                                      estimate_seconds,
+                                      format_seconds,
+                                      measured_cpu_flops,
+                                      memory_bytes,
+                                      needs,
+)
 from repmap_core.preset_runs import RUNNERS, PresetRun, run
-from repmap_core.preset_table import (PARAMS, PRESETS, RIMSKY_PUBLISHED, SCALED_LABEL, SMOLLM2, ModelNeed, Preset,
+from repmap_core.preset_table import (
+                                      PARAMS,
+                                      PRESETS,
+                                      RIMSKY_PUBLISHED,
+                                      SCALED_LABEL,
+                                      SMOLLM2,
+                                      ModelNeed,
+                                      Preset,
                                       Setup,
-                                      get_preset)
+                                      get_preset,
+)
 
 __all__ = ["CPU_FLOPS", "FINETUNE_BYTES_PER_PARAM", "GPU_FLOPS", "PARAMS", "PRESETS", "RIMSKY_PUBLISHED", "RUNNERS",
            "SCALED_LABEL", "SMOLLM2", "ModelNeed", "Preset", "PresetRun", "Setup", "check", "estimate_seconds",

@@ -18,9 +18,9 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from repmap_core.errors import RepmapError
+from repmap_core.progress import Progress
 from repmap_core.splits import groups_of, train_test_split_groups
 from repmap_core.stats import Estimate, accuracy_estimate, wilson
-from repmap_core.progress import Progress
 
 
 class LinearProbe(ClassifierMixin, BaseEstimator):

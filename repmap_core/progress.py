@@ -5,7 +5,7 @@ a person. The app turns it into `st.progress`, the CLI into lines on stderr, tes
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 Progress = Callable[[float, str], None]
 

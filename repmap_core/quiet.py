@@ -2,8 +2,8 @@
 loads or writes models: callers get `progress(fraction, message)` instead."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import html
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -25,8 +25,15 @@ from repmap_core import __version__
 from repmap_core.bundle import VIEWS, Bundle
 from repmap_core.errors import RepmapError
 from repmap_core.jsonable import json_default
-from repmap_core.report_sections import (MANIFEST_KEYS, REPORT_GRID_LAYERS, REPORT_POINTS, SECTIONS, Section,  # noqa: F401
-                                         _fmt, activation_manifest)
+from repmap_core.report_sections import (  # noqa: F401
+    MANIFEST_KEYS,
+    REPORT_GRID_LAYERS,
+    REPORT_POINTS,
+    SECTIONS,
+    Section,
+    _fmt,
+    activation_manifest,
+)
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:1200px;padding:0 1rem;color:#222}
@@ -138,7 +145,7 @@ def build_sections(states: dict, settings: dict | None = None, views: list[str] 
 def build_report(states: dict, settings: dict | None = None, views: list[str] | None = None, *,
                  meta: dict | None = None, title: str = "repmap report") -> str:
     """The HTML page (a str) for the chosen `views` of `states` (session key -> state)."""
-    meta = dict(meta or {}, report_created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    meta = dict(meta or {}, report_created=datetime.now(UTC).isoformat(timespec="seconds"))
     return render_html(build_sections(states, settings, views), meta, title)
 
 

@@ -5,8 +5,9 @@
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -169,10 +170,17 @@ def _within(states: dict, settings: dict) -> Section:
 
 
 def _across(states: dict, settings: dict) -> Section:
-    from repmap_core.figures_across import (METRIC_NAMES, best_matches, fit_curve, per_dim_error, side_by_side,
-                                            similarity_heatmap, transfer_table)
-    from repmap_core.projection import project, sample_rows
     from repmap_core.experiments import GAO_BETWEEN_VECTOR_ACCURACY
+    from repmap_core.figures_across import (
+        METRIC_NAMES,
+        best_matches,
+        fit_curve,
+        per_dim_error,
+        side_by_side,
+        similarity_heatmap,
+        transfer_table,
+    )
+    from repmap_core.projection import project, sample_rows
     from repmap_core.similarity import layer_similarity
     from repmap_core.similarity_null import NULL_PERMUTATIONS
 
@@ -233,8 +241,16 @@ def _across(states: dict, settings: dict) -> Section:
 
 
 def _steering(states: dict, settings: dict) -> Section:
-    from repmap_core.figures_steering import (LRT_PUBLISHED_TEXT, agreement_table, preview_table, propensity_plot,
-                                              rimsky_figures, side_effect_plot, vector_norms, vector_table)
+    from repmap_core.figures_steering import (
+        LRT_PUBLISHED_TEXT,
+        agreement_table,
+        preview_table,
+        propensity_plot,
+        rimsky_figures,
+        side_effect_plot,
+        vector_norms,
+        vector_table,
+    )
 
     res = states["steer.result"]
     sets, labels, models = res["sets"], res["labels"], res["models"]

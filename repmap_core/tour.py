@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from repmap_core import store
-from repmap_core.gguf import SMOLLM2_ID
 from repmap_core.embedded import EMBEDDED_MODEL_ID
-from repmap_core.stats import Estimate, format_estimate, wilson
+from repmap_core.gguf import SMOLLM2_ID
 from repmap_core.progress import Progress, silent
+from repmap_core.stats import Estimate, format_estimate, wilson
 
 __all__ = ["TourStep", "STEPS", "run_step", "run_tour", "tour_report"]
 

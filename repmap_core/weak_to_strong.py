@@ -18,13 +18,13 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from repmap_core.data import TextDataset, load_dataset
-from repmap_core.errors import RepmapError
-from repmap_core.gguf import SMOLLM2_ID
 from repmap_core.embedded import EMBEDDED_MODEL_ID
+from repmap_core.errors import RepmapError
 from repmap_core.finetune import FinetuneConfig, finetune, predict, validation_split
+from repmap_core.gguf import SMOLLM2_ID
+from repmap_core.progress import Progress, silent
 from repmap_core.splits import groups_of
 from repmap_core.stats import Estimate, accuracy_estimate, bootstrap
-from repmap_core.progress import Progress, silent
 
 __all__ = ["W2SResult", "split_three", "pgr", "weak_to_strong", "estimate_seconds"]
 

@@ -25,16 +25,22 @@ from repmap_core.experiments import BetweenResult, WithinResult, between_models,
 from repmap_core.models import ModelInfo, ResolvedModel
 from repmap_core.probes import LayerSeparation, layer_separation
 from repmap_core.similarity import SimilarityMatrix, layer_similarity
-from repmap_core.stats import Estimate
-from repmap_core.steering import (LetterBalance, PropensityCurve, SteeringVector, SweepResult, VectorSet, propensity_curve,
-                                  vectors_from_activations)
+from repmap_core.stats import Estimate, format_estimate
+from repmap_core.steering import (
+    LetterBalance,
+    PropensityCurve,
+    SteeringVector,
+    SweepResult,
+    VectorSet,
+    propensity_curve,
+    vectors_from_activations,
+)
 from repmap_core.steering.run import LayerSweep
+from tests.conftest import ROOT
 
 
 def curve_gaps(states) -> np.ndarray:
     return states["steer.sweep"]["out"].sweep.curve.gaps
-from repmap_core.stats import format_estimate
-from tests.conftest import ROOT
 
 
 def _aset(ds: TextDataset, width: int, seed: int, model: str, position: str = "last", n_layers: int = 3) -> ActivationSet:

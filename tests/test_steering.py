@@ -11,10 +11,25 @@ from repmap_core.data import adapt_frame, load_dataset
 from repmap_core.errors import RepmapError
 from repmap_core.maps import LeastSquaresMap
 from repmap_core.models import load_model
-from repmap_core.steering import (SteeringVector, ab_prompts, apply_chat_template, caa_vector, compare_curves,
-                                  compute_vectors, generate, layer_cosines, letter_logit_gaps, load_vectors,
-                                  pair_differences, propensity_sweep, save_vectors, split_pairs, steer,
-                                  transfer_vector, vector_pca)
+from repmap_core.steering import (
+    SteeringVector,
+    ab_prompts,
+    apply_chat_template,
+    caa_vector,
+    compare_curves,
+    compute_vectors,
+    generate,
+    layer_cosines,
+    letter_logit_gaps,
+    load_vectors,
+    pair_differences,
+    propensity_sweep,
+    save_vectors,
+    split_pairs,
+    steer,
+    transfer_vector,
+    vector_pca,
+)
 from tests.conftest import SHARED_DATA, needs_shared_data
 
 

@@ -3,7 +3,6 @@ self-contained HTML page, or described and cut down (fewer views, fewer rows).""
 from __future__ import annotations
 
 import argparse
-
 from pathlib import Path
 
 from repmap_core import store

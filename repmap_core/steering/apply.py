@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
-from typing import Iterator, Sequence
 
 import numpy as np
 
 from repmap_core.errors import RepmapError
 from repmap_core.hooks import block_hidden, with_hidden
 from repmap_core.models import LoadedModel
+from repmap_core.progress import Progress
 from repmap_core.stats import Estimate, bootstrap, wilson
 from repmap_core.steering.choices import ABPrompt
 from repmap_core.steering.vectors import SteeringVector
-from repmap_core.progress import Progress
 
 __all__ = ["steer", "letter_logit_gaps", "PropensityCurve", "propensity_curve", "SweepResult", "propensity_sweep",
            "next_token_loss", "generate", "prompts_over_context", "context_room", "SCALES", "scale_factor"]

@@ -11,21 +11,20 @@ held-out questions, and r(native, random) is its null.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
 from repmap_core.data import TextDataset
 from repmap_core.errors import RepmapError
-from repmap_core.splits import split_pairs
 from repmap_core.models import LoadedModel
+from repmap_core.progress import Progress
+from repmap_core.splits import split_pairs
 from repmap_core.stats import bootstrap
 from repmap_core.steering.apply import PropensityCurve, SweepResult, propensity_sweep
-from repmap_core.steering.choices import (LetterBalance, ab_prompts, apply_chat_template, balanced_rows,
-                                          letter_balanced)
+from repmap_core.steering.choices import LetterBalance, ab_prompts, apply_chat_template, balanced_rows, letter_balanced
 from repmap_core.steering.vectors import SteeringVector, vectors_from_activations
-from repmap_core.progress import Progress
 
 __all__ = ["VectorSet", "compute_vectors", "split_pairs", "transfer_vector", "compare_curves", "TransferResult",
            "transfer_and_compare"]

@@ -10,17 +10,17 @@ A random direction of the same norm is steered beside it.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
 
 import numpy as np
 
 from repmap_core.models import LoadedModel
+from repmap_core.progress import Progress
 from repmap_core.stats import Estimate, bootstrap
 from repmap_core.steering.apply import generate, scale_factor, slope_estimates, verdict
 from repmap_core.steering.vectors import SteeringVector
-from repmap_core.progress import Progress
 
 __all__ = ["OPENINGS", "SentimentJudge", "sentiment_judge", "sentiment_vector", "SentimentSweep", "sentiment_sweep"]
 
