@@ -39,6 +39,11 @@ class ModelInfo:
     max_positions: int | None
 
 
+def short_name(name: str) -> str:
+    """The last part of a hub id or folder, for people: `HuggingFaceTB/SmolLM2-135M-Instruct` -> `SmolLM2-135M-Instruct`."""
+    return str(name).rstrip("/").split("/")[-1]
+
+
 def read_config(resolved: ResolvedModel) -> dict:
     try:
         cfg = json.loads((Path(resolved.path) / "config.json").read_text(encoding="utf-8"))

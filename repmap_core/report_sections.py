@@ -14,6 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from repmap_core.bundle import VIEWS
+from repmap_core.model_config import short_name
 from repmap_core.stats import format_estimate, format_null
 
 REPORT_POINTS = 1000  # rows per scatter in the report: SVG, not WebGL, so it stays light and prints
@@ -59,10 +60,6 @@ def _fmt(x: Any) -> str:
     if isinstance(x, (float, np.floating)):
         return f"{float(x):.3f}"
     return str(x)
-
-
-def _short(name: str) -> str:
-    return str(name).rstrip("/").split("/")[-1]
 
 
 # ------------------------------------------------------------------------------- one section per view
@@ -188,7 +185,7 @@ def _across(states: dict, settings: dict) -> Section:
     src, tgt, dataset = res["source"], res["target"], res["dataset"]
     s = Section("across", VIEWS["across"].title)
     same = src.manifest["key"] == tgt.manifest["key"]
-    names = (_short(src.manifest["model"]), _short(tgt.manifest["model"]))
+    names = (short_name(src.manifest["model"]), short_name(tgt.manifest["model"]))
     metric = settings.get("across.metric", "cka_debiased")
     sims = res.get("sims") or {}
     sim = sims.get(metric) or sims.get("cka_debiased") or sims.get("linear_cka") or layer_similarity(
