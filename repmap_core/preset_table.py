@@ -1,16 +1,6 @@
-"""The papers' experiments as presets: one `Preset` per published experiment.
-
-A preset names what the paper ran (models, data, layer, map), what that needs (memory from
-parameter counts × dtype bytes, time from FLOPs over an assumed throughput, both with their
-basis), the paper's numbers, and a scaled-down version that runs on any machine: the embedded
-SmolLM2-135M-Instruct (a causal LM, as the papers' models are; the embedded MiniLM where the paper
-has a smaller model beside a larger one) on built-in real data, in a minute or two on a CPU. The
-scaled-down numbers follow the paper's protocol but are not comparable in value; every result says
-so, and says when the data is too small to show the paper's direction.
-
-The table lives here; what a preset needs (memory, time, offline checks) is `preset_needs.py`, and
-running one is `preset_runs.py`. `presets.py` is the face that imports all three.
-"""
+"""The presets themselves: one `Preset` per published experiment, with what the paper ran (models,
+data, layer, map), its numbers, and the scaled-down setup that runs on any machine (what a preset
+is, and the other parts, are in `presets.py`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
