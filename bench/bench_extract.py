@@ -43,9 +43,9 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -178,7 +178,6 @@ def hf_batched(model, tok, texts: list[str], layer: int = LAYER, batch: int = HF
 def tl_model(lm_head, device: str = "cpu"):
     """A TransformerLens HookedTransformer of the same architecture with the same weights
     (converted from `lm_head` without folding or centring, so its numbers match the others')."""
-    import torch
     from transformer_lens import HookedTransformer, HookedTransformerConfig
     from transformer_lens.pretrained.weight_conversions import convert_gpt2_weights
 
@@ -543,7 +542,7 @@ def main(argv: list[str] | None = None) -> dict:
                     continue
                 if dev.startswith("cuda"):
                     torch.cuda.reset_peak_memory_stats()
-                wall, cpu, acts[name] = timed(lambda: fn(texts, dataset))
+                wall, cpu, acts[name] = timed(lambda fn=fn: fn(texts, dataset))
                 if dev.startswith("cuda"):
                     device_peak[name] = max(device_peak.get(name, 0), torch.cuda.max_memory_allocated())
                 runs[name].append((wall, cpu))

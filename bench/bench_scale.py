@@ -166,7 +166,8 @@ def main() -> None:
     for n, r in results["streamed"].items():
         print(f"  {n:>7,} rows  {r['seconds']:6.1f} s  +{r['added_mb']:6.0f} MB  (peak RSS {r['peak_rss_mb']:.0f} MB)")
     w = results["whole"]
-    print(f"  {stream_sizes[-1]:>7,} rows whole (not streamed)  {w['seconds']:6.1f} s  +{w['added_mb']:6.0f} MB  (peak RSS {w['peak_rss_mb']:.0f} MB)")
+    print(f"  {stream_sizes[-1]:>7,} rows whole (not streamed)  {w['seconds']:6.1f} s  +{w['added_mb']:6.0f} MB  "
+          f"(peak RSS {w['peak_rss_mb']:.0f} MB)")
     first, last = results["streamed"][stream_sizes[0]], results["streamed"][stream_sizes[-1]]
     print(f"  streamed: {stream_sizes[-1] // stream_sizes[0]}x the rows, +{last['added_mb'] - first['added_mb']:.0f} MB")
     results["load_after"] = os.getloadavg()[0]

@@ -12,8 +12,9 @@ import os
 import resource
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository root
 RESULTS = ROOT / "bench" / "results"  # git-ignored

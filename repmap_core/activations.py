@@ -8,20 +8,30 @@ has to be computed, so a cached view reopens without touching the weights.
 from __future__ import annotations
 
 import json
-import platform
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
-from repmap_core import __version__, store
+from repmap_core import store
 from repmap_core.data import StreamedDataset, TextDataset, load_dataset, open_stream
 from repmap_core.errors import RepmapError
-from repmap_core.extract import Progress, check_position, extract_activations, resolve_position
+from repmap_core.extract import check_position, extract_activations, resolve_position
 from repmap_core.model_checks import check_memory, check_model_files
-from repmap_core.models import (LoadedModel, ResolvedModel, check_trust, default_device, default_dtype, load_model,
-                                model_info, resolve_layers, resolve_model, site_name)
+from repmap_core.models import (
+    LoadedModel,
+    ResolvedModel,
+    check_trust,
+    default_device,
+    default_dtype,
+    load_model,
+    model_info,
+    resolve_layers,
+    resolve_model,
+    site_name,
+)
+from repmap_core.progress import Progress, silent
 
 Loader = Callable[[ResolvedModel, str, str], LoadedModel]  # (resolved, device, dtype) -> model
 
@@ -76,14 +86,6 @@ class ActivationSet:
         return written
 
 
-def _versions() -> dict:
-    import torch
-    import transformers
-
-    return {"repmap": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "numpy": np.__version__, "python": platform.python_version()}
-
-
 def _default_loader(trust_remote_code: bool, device_map: str | None = None, offload: bool = False) -> Loader:
     def loader(resolved: ResolvedModel, device: str, dtype: str) -> LoadedModel:
         return load_model(resolved, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
@@ -117,7 +119,7 @@ class ActivationPlan:
         quant = {"quantization": self.resolved.quantization} if self.resolved.quantization else {}
         return dict(self.identity, key=self.key, model_source=self.resolved.source, **quant, n_layers=self.info.n_layers,
                     d_model=self.info.d_model, model_type=self.info.model_type, dataset_spec=self.dataset.name,
-                    n_rows=len(self.dataset), device=device, versions=_versions(), created=created,
+                    n_rows=len(self.dataset), device=device, versions=store.library_versions(), created=created,
                     tokens=tokens, seconds=round(seconds, 3), fp32_recomputed_rows=fp32_recomputed_rows,
                     layer=layer, site=site_name(layer), **extra)
 
@@ -184,6 +186,31 @@ def estimate_seconds(plan: ActivationPlan) -> float | None:
     return forward_seconds(params * depth, tokens, plan.device)
 
 
+def _fill_missing(plan: ActivationPlan, compute: Callable[[LoadedModel, list[int]], None], loader: Loader, *,
+                  check: bool, trust_remote_code: bool, device_map: str | None, report: Progress) -> dict:
+    """`layer -> cached arrays` for every layer of `plan`, computing the missing ones first.
+
+    What is missing is checked before loading anything (`check`: the model's files and memory) and
+    then again under the entry's lock, since another process may have written those layers while we
+    waited; only then is the model loaded and `compute(lm, missing)` asked to write them.
+    """
+    found = {layer: plan.read(layer) for layer in plan.layers}
+    missing = [layer for layer, hit in found.items() if hit is None]
+    if not missing:
+        return found
+    if check:
+        _check_before_loading(plan, trust_remote_code, device_map)
+    with store.entry_lock(plan.key):
+        found.update({layer: plan.read(layer) for layer in missing})
+        missing = [layer for layer, hit in found.items() if hit is None]
+        if missing:
+            store.clean_temp_files(plan.key)
+            report(0.0, f"Loading {plan.resolved.display}")
+            compute(loader(plan.resolved, plan.device, plan.dtype), missing)
+            found.update({layer: plan.read(layer) for layer in missing})
+    return found
+
+
 def cached_activations(model: str | ResolvedModel, data: str | TextDataset, layers: str | Sequence[int] | None = "all",
                        position: str = "auto", *, max_length: int = 512, limit: int | None = None, seed: int = 0,
                        device: str | None = None, dtype: str | None = None) -> ActivationSet | None:
@@ -224,31 +251,20 @@ def get_activations(
     plan = plan_activations(model, data, layers, position, max_length=max_length, limit=limit, seed=seed,
                             device=device, dtype=dtype, progress=progress)
     check_trust(plan.resolved, trust_remote_code)  # before any lock or file: a refused model leaves nothing
-    report = progress or (lambda f, m: None)
-    found = {layer: plan.read(layer) for layer in plan.layers}
-    missing = [layer for layer, hit in found.items() if hit is None]
-    if missing and loader is None:
-        _check_before_loading(plan, trust_remote_code, device_map)
-    if missing:
-        with store.entry_lock(plan.key):
-            # another process may have written them while we waited for the lock
-            for layer in missing:
-                found[layer] = plan.read(layer)
-            missing = [layer for layer, hit in found.items() if hit is None]
-            if missing:
-                store.clean_temp_files(plan.key)
-                report(0.0, f"Loading {plan.resolved.display}")
-                lm = (loader or _default_loader(trust_remote_code, device_map, offload))(plan.resolved, plan.device, plan.dtype)
-                result = extract_activations(lm, plan.dataset, missing, plan.position, max_length=plan.max_length,
-                                             progress=lambda f, m: report(0.05 + 0.95 * f, m))
-                created = store.now_iso()
-                for layer in missing:
-                    placement = {"placement": lm.placement} if getattr(lm, "placement", None) else {}
-                    plan.write(layer, result.activations[layer],
-                               plan.manifest(layer, device=lm.device, tokens=result.n_tokens, seconds=result.seconds,
-                                             created=created, fp32_recomputed_rows=result.fp32_recomputed_rows,
-                                             **placement))
-                    found[layer] = plan.read(layer)
+    report = progress or silent
+
+    def compute(lm: LoadedModel, missing: list[int]) -> None:
+        result = extract_activations(lm, plan.dataset, missing, plan.position, max_length=plan.max_length,
+                                     progress=lambda f, m: report(0.05 + 0.95 * f, m))
+        created = store.now_iso()
+        for layer in missing:
+            placement = {"placement": lm.placement} if getattr(lm, "placement", None) else {}
+            plan.write(layer, result.activations[layer],
+                       plan.manifest(layer, device=lm.device, tokens=result.n_tokens, seconds=result.seconds,
+                                     created=created, fp32_recomputed_rows=result.fp32_recomputed_rows, **placement))
+
+    found = _fill_missing(plan, compute, loader or _default_loader(trust_remote_code, device_map, offload),
+                          check=loader is None, trust_remote_code=trust_remote_code, device_map=device_map, report=report)
     report(1.0, "Done")
     return plan.assemble(found)
 
@@ -264,43 +280,34 @@ def stream_activations(model: str | ResolvedModel, data: str | StreamedDataset, 
     stream = data if isinstance(data, StreamedDataset) else open_stream(data, chunk_rows=chunk_rows, limit=limit)
     plan = plan_activations(model, stream, layers, position, max_length=max_length, device=device, dtype=dtype)
     check_trust(plan.resolved, trust_remote_code)
-    report = progress or (lambda f, m: None)
-    found = {layer: plan.read(layer) for layer in plan.layers}
-    missing = [layer for layer, hit in found.items() if hit is None]
-    if missing and loader is None:
-        _check_before_loading(plan, trust_remote_code, None)
-    if missing:
-        with store.entry_lock(plan.key):
-            found.update({layer: plan.read(layer) for layer in missing})
-            missing = [layer for layer, hit in found.items() if hit is None]
-            if missing:
-                store.clean_temp_files(plan.key)
-                report(0.0, f"Loading {plan.resolved.display}")
-                lm = (loader or _default_loader(trust_remote_code))(plan.resolved, plan.device, plan.dtype)
-                created, n = store.now_iso(), len(stream)
-                first = {layer: plan.manifest(layer, device=lm.device, tokens=0, seconds=0.0, created=created, streamed=True)
-                         for layer in missing}
-                writers = {layer: store.LayerStreamWriter(store.layer_path(plan.key, layer), n, plan.info.d_model, m)
-                           for layer, m in first.items()}
-                try:
-                    offset, tokens, seconds, recomputed = 0, 0, 0.0, 0
-                    for chunk in stream.chunks():
-                        result = extract_activations(lm, chunk, missing, plan.position, max_length=plan.max_length)
-                        for layer, writer in writers.items():
-                            writer.write_rows(offset, result.activations[layer], chunk.labels, chunk.pair_ids)
-                        offset += len(chunk)
-                        tokens, seconds = tokens + result.n_tokens, seconds + result.seconds
-                        recomputed += result.fp32_recomputed_rows
-                        report(0.05 + 0.95 * offset / n, f"{offset}/{n} rows · {int(tokens / max(seconds, 1e-9))} tokens/s")
-                    if offset != n:
-                        raise RepmapError(f"{stream.name} gave {offset} rows on the second reading and {n} on the first; "
-                                          "the data changed while it was read, so nothing was cached: run it again.")
-                    for layer, writer in writers.items():
-                        writer.commit(dict(first[layer], tokens=tokens, seconds=round(seconds, 3),
-                                           fp32_recomputed_rows=recomputed))
-                        found[layer] = plan.read(layer)
-                finally:
-                    for writer in writers.values():
-                        writer.abort()  # no-op after a commit; removes the temp file otherwise
+    report = progress or silent
+
+    def compute(lm: LoadedModel, missing: list[int]) -> None:
+        created, n = store.now_iso(), len(stream)
+        first = {layer: plan.manifest(layer, device=lm.device, tokens=0, seconds=0.0, created=created, streamed=True)
+                 for layer in missing}
+        writers = {layer: store.LayerStreamWriter(store.layer_path(plan.key, layer), n, plan.info.d_model, m)
+                   for layer, m in first.items()}
+        try:
+            offset, tokens, seconds, recomputed = 0, 0, 0.0, 0
+            for chunk in stream.chunks():
+                result = extract_activations(lm, chunk, missing, plan.position, max_length=plan.max_length)
+                for layer, writer in writers.items():
+                    writer.write_rows(offset, result.activations[layer], chunk.labels, chunk.pair_ids)
+                offset += len(chunk)
+                tokens, seconds = tokens + result.n_tokens, seconds + result.seconds
+                recomputed += result.fp32_recomputed_rows
+                report(0.05 + 0.95 * offset / n, f"{offset}/{n} rows · {int(tokens / max(seconds, 1e-9))} tokens/s")
+            if offset != n:
+                raise RepmapError(f"{stream.name} gave {offset} rows on the second reading and {n} on the first; "
+                                  "the data changed while it was read, so nothing was cached: run it again.")
+            for layer, writer in writers.items():
+                writer.commit(dict(first[layer], tokens=tokens, seconds=round(seconds, 3), fp32_recomputed_rows=recomputed))
+        finally:
+            for writer in writers.values():
+                writer.abort()  # no-op after a commit; removes the temp file otherwise
+
+    found = _fill_missing(plan, compute, loader or _default_loader(trust_remote_code), check=loader is None,
+                          trust_remote_code=trust_remote_code, device_map=None, report=report)
     report(1.0, "Done")
     return plan.assemble(found)

@@ -8,7 +8,6 @@ import numpy as np
 
 from repmap_core.errors import RepmapError
 
-
 NPY_MAGIC = b"\x93NUMPY"
 SAFETENSORS_MAX_HEADER = 100_000_000  # the format's own limit on the JSON header
 

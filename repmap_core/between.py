@@ -17,8 +17,14 @@ import numpy as np
 from repmap_core.affine import AffineMap, check_pair, r2_score, rows_note, solve_affine
 from repmap_core.maps import RidgeMap, make_map, map_metrics
 from repmap_core.probes import LinearProbe, groups_of, held_out_probe, shuffled_label_accuracy, train_test_split_groups
-from repmap_core.stats import (Estimate, accuracy_estimate, r2_estimate, random_direction_accuracy, row_mean_estimate,
-                               with_null)
+from repmap_core.stats import (
+    Estimate,
+    accuracy_estimate,
+    r2_estimate,
+    random_direction_accuracy,
+    row_mean_estimate,
+    with_null,
+)
 from repmap_core.transfer import ProbeReadout, transfer_direction, transfer_intercept
 from repmap_core.within import _cos, labels01
 

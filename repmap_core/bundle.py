@@ -22,9 +22,10 @@ import io
 import json
 import math
 import zipfile
-from datetime import datetime, timezone
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -268,7 +269,7 @@ def bundle_bytes(states: dict[str, Any], settings: dict | None = None, *, views:
     states = _prepare(states, max_rows, seed)
     enc = _Encoder()
     encoded = {k: enc.encode(v) for k, v in states.items()}
-    meta = {"format": FORMAT, "repmap": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    meta = {"format": FORMAT, "repmap": __version__, "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "views": list(views) if views is not None else [v for v in VIEWS if VIEWS[v].required in states],
             "max_rows": max_rows, "seed": seed}
     doc = dict(meta, settings=enc.encode(settings or {}), states=encoded,

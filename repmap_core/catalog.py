@@ -1,8 +1,8 @@
 """What can be used without network, for pickers: the embedded models, the local Hugging Face
 cache, embedded GGUF models and finetuned checkpoints.
 
-Kept apart from `models.py` (which loads) and `finetune.py` (which trains), so neither needs the
-other: the catalogue reads both.
+Kept apart from `models.py` (which loads), so that `models.py` never needs `checkpoints.py` (finetuned
+folders): the catalogue reads both.
 """
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from repmap_core import gguf
-from repmap_core.finetune import list_finetuned
-from repmap_core.models import EMBEDDED_MODEL_ID, embedded_model_path
+from repmap_core.checkpoints import list_finetuned
+from repmap_core.embedded import EMBEDDED_MODEL_ID, embedded_model_path
+from repmap_core.model_config import short_name
 
 __all__ = ["LocalModel", "list_local_models", "short_name"]
 
@@ -25,11 +26,6 @@ class LocalModel:
     size_mb: float
     label: str = ""  # how a picker shows it (defaults to the name)
     causal: bool = True  # has next-token logits (steering, propensity); False for encoders
-
-
-def short_name(name: str) -> str:
-    """The last part of a hub id or folder: `HuggingFaceTB/SmolLM2-135M-Instruct` -> `SmolLM2-135M-Instruct`."""
-    return str(name).rstrip("/").split("/")[-1]
 
 
 def _folder_mb(path: Path) -> float:

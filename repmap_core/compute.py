@@ -7,14 +7,16 @@ cores; oversubscribed, their threads spin-wait on each other (a MiniLM finetune 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
+
+from repmap_core.progress import Progress
 
 _HEAVY = threading.RLock()
 
 
 @contextmanager
-def heavy_compute(progress: Callable[[float, str], None] | None = None) -> Iterator[None]:
+def heavy_compute(progress: Progress | None = None) -> Iterator[None]:
     """Hold the process's heavy-compute turn; tell `progress` when waiting for it."""
     if not _HEAVY.acquire(blocking=False):
         if progress is not None:

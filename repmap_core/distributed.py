@@ -20,7 +20,6 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -28,8 +27,7 @@ from repmap_core import store
 from repmap_core.activations import ActivationSet, Loader, _default_loader, plan_activations
 from repmap_core.errors import RepmapError
 from repmap_core.extract import extract_activations
-
-Progress = Callable[[float, str], None]
+from repmap_core.progress import Progress, silent
 
 
 @dataclass(frozen=True)
@@ -99,7 +97,7 @@ def distributed_extract(model: str, data, layers="all", position: str = "auto", 
         device = f"cuda:{w.local_rank}" if torch.cuda.is_available() else "cpu"
     plan = plan_activations(model, data, layers, position, max_length=max_length, limit=limit, seed=seed,
                             device=device, dtype=dtype)
-    report = progress or (lambda f, m: None)
+    report = progress or silent
     # every rank derives the same identity and key: it holds the dtype, never the rank's device
     missing = [L for L in plan.layers if plan.read(L) is None]
     if missing:

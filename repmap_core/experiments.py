@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from repmap_core.between import (TRANSFER_EXPLAINED, BetweenResult, PCASubspaceMap, between_models,
-                                 transferred_probe)
+from repmap_core.between import TRANSFER_EXPLAINED, BetweenResult, PCASubspaceMap, between_models, transferred_probe
+from repmap_core.progress import silent
 from repmap_core.within import WithinResult, within_model, within_table
 
 __all__ = ["BetweenResult", "GAO_BETWEEN_VECTOR_ACCURACY", "GAO_DELTA_ACCURACY", "GAO_TABLE1", "GAO_TABLE2_HH_WEAK",
@@ -52,7 +52,7 @@ def within_recipe(model: str, data, *, layer: int = -1, position: str = "auto", 
     from repmap_core.finetune import FinetuneConfig, finetune, validation_split, weak_labels
     from repmap_core.models import model_info, resolve_layers, resolve_model, site_name
 
-    report = progress or (lambda f, m: None)
+    report = progress or silent
     dataset = data if not isinstance(data, str) else load_dataset(data, limit=limit, seed=seed)
     if finetune_data is None:
         analyse_rows, tune_rows = validation_split(dataset, finetune_frac, seed)
@@ -91,7 +91,7 @@ def between_recipe(source: str, target: str, data, *, source_layer: int = -1, ta
     from repmap_core.data import load_dataset
     from repmap_core.models import site_name
 
-    report = progress or (lambda f, m: None)
+    report = progress or silent
     dataset = data if not isinstance(data, str) else load_dataset(data, limit=limit, seed=seed)
     src = get_activations(source, dataset, [source_layer], position, progress=lambda f, m: report(0.45 * f, m))
     tgt = get_activations(target, dataset, [target_layer], position, progress=lambda f, m: report(0.45 + 0.45 * f, m))
@@ -117,7 +117,7 @@ def rimsky_recipe(base: str, chat: str, data, *, layers="all", limit: int | None
     from repmap_core.data import load_dataset
     from repmap_core.steering import compute_vectors, cosine_per_layer, layer_cosines, vector_pca
 
-    report = progress or (lambda f, m: None)
+    report = progress or silent
     dataset = data if not isinstance(data, str) else load_dataset(data, limit=limit, seed=seed)
     sets = {}
     for i, (name, model) in enumerate((("base", base), ("chat", chat))):
@@ -150,7 +150,7 @@ def lrt_recipe(source: str, target: str, data, *, source_layer: int, target_laye
     from repmap_core.models import load_model
     from repmap_core.steering import compute_vectors, transfer_and_compare
 
-    report = progress or (lambda f, m: None)
+    report = progress or silent
     dataset = data if not isinstance(data, str) else load_dataset(data, limit=limit, seed=seed)
     tgt_lm = load_model(target, head=True)
     loader = lambda resolved, device, dtype: tgt_lm if resolved.path == tgt_lm.resolved.path else load_model(  # noqa: E731

@@ -22,12 +22,13 @@ import shutil
 import struct
 import threading
 import zipfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 
 from repmap_core import __version__
 from repmap_core.errors import RepmapError
+from repmap_core.jsonable import json_default
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ARRAYS_FORMAT = "repmap.arrays/1"
@@ -202,25 +203,15 @@ def table_csv(table) -> bytes:
 # arrays
 
 
-def _jsonable(x):
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, (set, frozenset)):
-        return sorted(x)
-    return str(x)
-
-
 def manifest_json(manifest: dict) -> str:
-    return json.dumps(manifest, sort_keys=True, default=_jsonable, ensure_ascii=False)
+    return json.dumps(manifest, sort_keys=True, default=json_default, ensure_ascii=False)
 
 
 def export_manifest(kind: str, tensors: dict[str, np.ndarray], **fields) -> dict:
     """The fields every array export carries: format, kind, shapes and dtypes of its arrays, the
     repmap version and the time it was made; then `fields` (models, layers, data, metrics...)."""
     return {"format": ARRAYS_FORMAT, "kind": kind, "repmap_version": __version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "arrays": {k: {"shape": list(np.shape(v)), "dtype": str(np.asarray(v).dtype)} for k, v in tensors.items()},
             **json.loads(manifest_json(fields))}
 

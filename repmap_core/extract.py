@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import inspect
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from repmap_core.data import TextDataset
 from repmap_core.compute import heavy_compute
+from repmap_core.data import TextDataset
 from repmap_core.errors import RepmapError
 from repmap_core.hooks import block_hidden
 from repmap_core.models import LoadedModel
+from repmap_core.progress import Progress
 
 POSITIONS = ("last", "mean", "answer")
 
@@ -44,7 +45,6 @@ def resolve_position(position: str, is_encoder: bool) -> str:
     if position not in POSITIONS:
         raise RepmapError(f"Position '{position}' is not one of auto, {', '.join(POSITIONS)}.")
     return position
-Progress = Callable[[float, str], None]
 # models that derive position ids from the padding in input_ids themselves
 _PAD_AWARE_POSITIONS = {"roberta", "xlm-roberta", "camembert"}
 

@@ -3,7 +3,7 @@ small multiples across layers (Gao et al. Fig. 3), separation before vs after, t
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go

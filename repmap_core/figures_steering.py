@@ -4,9 +4,10 @@ Rimsky et al.'s three comparisons of two models' CAA vectors (base vs chat):
 - `cosine_by_layer`: the cosine of the two models' vectors at each layer (plot 1);
 - `layer_cosine_heatmaps`: each model's layer x layer cosines, one panel per model (plot 2);
 - `vector_pca_plot`: a 2-D PCA of the normalised per-layer vectors, a line per model (plot 3).
-`rimsky_figures` decides which of them two models allow and draws them. Then `propensity_plot` (mean propensity vs multiplier with its 95% band; native and transferred
-curves for LRT), `vector_norms`, and what the page exports (`vector_table`, `cosines_table`,
-`agreement_table`, `preview_table`, `curves_table`).
+`rimsky_figures` decides which of them two models allow and draws them. Then `propensity_plot` (mean
+propensity vs multiplier with its 95% band; native and transferred curves for LRT), `vector_norms`,
+and what the page exports (`vector_table`, `cosines_table`, `agreement_table`, `preview_table`,
+`curves_table`).
 """
 from __future__ import annotations
 
@@ -19,8 +20,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from repmap_core.experiments import LRT_PUBLISHED
-from repmap_core.steering import (PropensityCurve, SteeringVector, cosine_per_layer, layer_cosines,
-                                  vector_pca)
+from repmap_core.steering import PropensityCurve, SteeringVector, cosine_per_layer, layer_cosines, vector_pca
 
 MODEL_COLORS = ("#00798c", "#d1495b", "#edae49", "#30638e", "#66a182", "#8d96a3")
 CURVE_COLORS = {"native": "#00798c", "transferred": "#d1495b", "vector": "#00798c", "random direction": "#8d96a3"}

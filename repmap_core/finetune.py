@@ -8,40 +8,50 @@ AdamW, linear warmup then linear decay, gradient clipping at 1.0, and early stop
 validation split that keeps pairs whole (the best weights by validation loss are kept).
 
 A finetuned model is a cache entry `<cache>/models/<key>/`; `key` hashes the base model and its
-revision, the data fingerprint and the config, so the same request is trained once. The folder
-is a normal Hugging Face model folder (safetensors + tokenizer), so `load_model` and extraction
-work on it unchanged. Next to the weights are `classifier.safetensors` (the head) and
-`repmap_finetune.json` (what made it and how training went). Everything is written into a
-`.tmp-` folder that is renamed into place only when complete, so a crash or a cancel never
-leaves a half-written model under a real name. Never pickle.
+revision, the data fingerprint and the config, so the same request is trained once. How the folder
+is written, read, listed and used (predictions, weak labels) is `checkpoints.py`; the pooled forward
+pass shared by training and prediction is `classifier.py`. Their public names are importable from
+here too.
 """
 from __future__ import annotations
 
-import inspect
-import json
 import math
-import os
-import re
 import shutil
-import tempfile
 import threading
 import time
-import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from repmap_core import store
-from repmap_core.data import TextDataset
+from repmap_core.checkpoints import (
+    FORMAT,
+    HEAD_NAME,
+    MANIFEST_NAME,
+    FinetunedModel,
+    check_base,
+    list_finetuned,
+    predict,
+    read_finetune_manifest,
+    read_manifest,
+    save_checkpoint,
+    save_dataset,
+    weak_labels,
+)
+from repmap_core.classifier import collate, encode, evaluate, forward_kwargs, head_logits, pool, pooling
 from repmap_core.compute import heavy_compute
+from repmap_core.data import TextDataset
 from repmap_core.errors import RepmapError
 from repmap_core.models import LoadedModel, ResolvedModel, load_model, model_info, quiet_transformers, resolve_model
+from repmap_core.progress import Progress, silent
+from repmap_core.splits import validation_split
 
-FORMAT = "repmap.finetune/1"
-MANIFEST_NAME = "repmap_finetune.json"
-HEAD_NAME = "classifier.safetensors"
+__all__ = ["FORMAT", "HEAD_NAME", "MANIFEST_NAME", "Cancelled", "FinetuneConfig", "FinetuneResult", "FinetunedModel",
+           "check_base", "check_finetune_data", "estimate_seconds", "finetune", "list_finetuned", "predict",
+           "read_finetune_manifest", "save_dataset", "validation_split", "weak_labels"]
+
 MIN_ROWS = 8  # below this a validation split and a training split cannot both hold something useful
 # a validation loss must fall by more than this share of the best so far to count as an improvement
 # (float noise and negligible gains do not reset the patience counter)
@@ -49,12 +59,16 @@ MIN_IMPROVEMENT = 1e-3
 # training batches come from length-sorted chunks of this many batches (like transformers'
 # group_by_length): on the built-in sentiment data padding then costs ~20% extra compute, not ~90%
 LENGTH_GROUP_BATCHES = 8
-Progress = Callable[[float, str], None]
 OnStep = Callable[[int, float], None]
 
 
 class Cancelled(Exception):
     """Raised by `finetune` when its `cancel` event is set; nothing is left in the cache."""
+
+
+def _check_cancel(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("Finetuning was cancelled; nothing was saved.")
 
 
 @dataclass(frozen=True)
@@ -103,47 +117,6 @@ class FinetuneResult:
     reused: bool
 
 
-@dataclass(frozen=True)
-class FinetunedModel:
-    """One complete finetuned model in the cache, for pickers."""
-
-    path: str
-    base_model: str
-    dataset: str
-    val_acc: float | None
-    created: str
-
-
-def validation_split(dataset: TextDataset, val_frac: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices `(train, validation)`, each sorted, from a seeded split that keeps pairs whole.
-
-    Groups are pairs (rows sharing a `pair_id`) or single unpaired rows. Groups are drawn in a
-    seeded order stratified by label (each class's groups are spread evenly through the order),
-    and validation takes groups until it holds at least `round(val_frac * n)` rows, but never all
-    of them. `val_frac = 0` gives an empty validation set.
-    """
-    n = len(dataset)
-    if val_frac <= 0:
-        return np.arange(n), np.empty(0, np.int64)
-    groups = np.where(dataset.pair_ids >= 0, dataset.pair_ids, -1 - np.arange(n))
-    unique, inverse = np.unique(groups, return_inverse=True)
-    if len(unique) < 2:
-        raise RepmapError(f"{dataset.name} is a single pair, so nothing is left to validate on; add rows or set the validation fraction to 0.")
-    rng = np.random.default_rng(seed)
-    group_label = np.bincount(inverse, weights=dataset.labels.astype(np.float64)) / np.bincount(inverse)
-    strata = np.unique(group_label, return_inverse=True)[1]
-    spread = np.empty(len(unique))  # where each group falls within its class, in (0, 1)
-    for s in np.unique(strata):
-        members = rng.permutation(np.flatnonzero(strata == s))
-        spread[members] = (np.arange(len(members)) + rng.random()) / len(members)
-    order = np.lexsort((rng.permutation(len(unique)), spread))
-    sizes = np.bincount(inverse)[order]
-    target = max(1, round(val_frac * n))
-    n_val_groups = min(int(np.searchsorted(np.cumsum(sizes), target)) + 1, len(unique) - 1)
-    in_val = np.isin(inverse, order[:n_val_groups])
-    return np.flatnonzero(~in_val), np.flatnonzero(in_val)
-
-
 def finetune(
     model: str | ResolvedModel,
     dataset: TextDataset,
@@ -175,13 +148,13 @@ def finetune(
                 "dataset_fingerprint": dataset.fingerprint, "config": asdict(config)}
     key = store.entry_key(identity)
     final = store.entry_dir(key, "models")
-    report = progress or (lambda fraction, message: None)
-    if not force and (manifest := _read_manifest(final)) is not None:
+    report = progress or silent
+    if not force and (manifest := read_manifest(final)) is not None:
         report(1.0, f"Reused the finetuned model in {final.name}")
         return FinetuneResult(str(final), manifest, True)
     with store.entry_lock(key, "models"):
         # another process may have finished the same request while we waited for the lock
-        if not force and (manifest := _read_manifest(final)) is not None:
+        if not force and (manifest := read_manifest(final)) is not None:
             report(1.0, f"Reused the finetuned model in {final.name}")
             return FinetuneResult(str(final), manifest, True)
         for stale in final.parent.glob(f".tmp-{key}-*"):  # left by a killed writer of this key
@@ -198,17 +171,17 @@ def finetune(
             "format": FORMAT, "key": key,
             "base_model": resolved.name, "base_revision": resolved.revision, "base_source": resolved.source,
             "base_path": resolved.path, "model_type": lm.info.model_type, "n_layers": lm.info.n_layers,
-            "d_model": lm.info.d_model, "pooling": _pooling(lm), "pooled_site": "last_hidden_state",
+            "d_model": lm.info.d_model, "pooling": pooling(lm), "pooled_site": "last_hidden_state",
             "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint, "rows": len(dataset),
                         "train_rows": len(train_rows), "val_rows": len(val_rows), "paired": dataset.is_paired},
             "config": asdict(config),
             "metrics": dict(run["metrics"], seconds=round(time.perf_counter() - started, 3)),
             "history": run["history"], "evaluations": run["evaluations"],
             "device": lm.device, "precision": "bf16-autocast" if lm.device.startswith("cuda") else "float32",
-            "created": store.now_iso(), "versions": _versions(),
+            "created": store.now_iso(), "versions": store.library_versions(),
         }
         report(1.0, "Saving the finetuned model")
-        _save(lm, run["head"], manifest, final, cancel)
+        save_checkpoint(lm, run["head"], manifest, final, before_commit=lambda: _check_cancel(cancel))
     report(1.0, f"Finetuned: validation accuracy {_fmt(manifest['metrics']['val_acc'])}")
     return FinetuneResult(str(final), manifest, False)
 
@@ -233,7 +206,7 @@ def _train(lm: LoadedModel, dataset: TextDataset, train_rows: np.ndarray, val_ro
     import torch.nn.functional as F
 
     cuda = lm.device.startswith("cuda")
-    ids = _encode(lm, dataset, config.max_length)
+    ids = encode(lm, dataset, config.max_length)
     labels = torch.as_tensor(np.asarray(dataset.labels, np.int64))
     steps_per_epoch = math.ceil(len(train_rows) / config.batch_size)
     total = config.epochs * steps_per_epoch
@@ -245,10 +218,6 @@ def _train(lm: LoadedModel, dataset: TextDataset, train_rows: np.ndarray, val_ro
             return (s + 1) / (warmup + 1)
         return max(0.0, (total - s) / max(total - warmup, 1))
 
-    def check_cancel() -> None:
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("Finetuning was cancelled; nothing was saved.")
-
     devices = [torch.device(lm.device).index or 0] if cuda else []
     with torch.random.fork_rng(devices=devices):  # seed without disturbing the caller's RNG state
         torch.manual_seed(config.seed)
@@ -256,17 +225,17 @@ def _train(lm: LoadedModel, dataset: TextDataset, train_rows: np.ndarray, val_ro
         schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lr_factor)
         shuffle = np.random.default_rng(config.seed)
         lengths = np.array([len(x) for x in ids])
-        forward = _forward_kwargs(model)
+        forward = forward_kwargs(model)
         history: list[dict] = []
         evaluations: list[dict] = []
         best = {"val_loss": math.inf, "val_acc": None, "step": 0, "state": None}
         step, bad_evals, stopped_early = 0, 0, False
         for _epoch in range(config.epochs):
             for rows in _length_grouped_batches(train_rows, lengths, config.batch_size, shuffle):
-                check_cancel()
-                input_ids, mask = _collate(ids, rows, lm.tokenizer.pad_token_id, lm.device)
+                _check_cancel(cancel)
+                input_ids, mask = collate(ids, rows, lm.tokenizer.pad_token_id, lm.device)
                 with torch.autocast("cuda" if cuda else "cpu", dtype=torch.bfloat16, enabled=cuda):
-                    logits = head(_pool(model, input_ids, mask, lm.info.is_encoder, forward))  # (B, 2)
+                    logits = head(pool(model, input_ids, mask, lm.info.is_encoder, forward))  # (B, 2)
                 loss = F.cross_entropy(logits.float(), labels[rows].to(lm.device))
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
@@ -280,8 +249,8 @@ def _train(lm: LoadedModel, dataset: TextDataset, train_rows: np.ndarray, val_ro
                     on_step(step, value)
                 report(step / total, f"Step {step}/{total} · loss {value:.4f}")
                 if len(val_rows) and (step % eval_every == 0 or step == total):
-                    check_cancel()
-                    val_loss, val_acc = _evaluate(lm, head, ids, labels, val_rows, 2 * config.batch_size, forward)
+                    _check_cancel(cancel)
+                    val_loss, val_acc = evaluate(lm, head, ids, labels, val_rows, 2 * config.batch_size, forward)
                     model.train()
                     evaluations.append({"step": step, "val_loss": round(val_loss, 6), "val_acc": round(val_acc, 6)})
                     if val_loss < best["val_loss"] * (1 - MIN_IMPROVEMENT):
@@ -295,11 +264,11 @@ def _train(lm: LoadedModel, dataset: TextDataset, train_rows: np.ndarray, val_ro
                         break
             if bad_evals >= config.patience:
                 break
-        check_cancel()
+        _check_cancel(cancel)
         if best["state"] is not None and best["step"] != step:
             model.load_state_dict(best["state"][0])
             head.load_state_dict(best["state"][1])
-        train_loss, train_acc = _evaluate(lm, head, ids, labels, train_rows, 2 * config.batch_size, forward)
+        train_loss, train_acc = evaluate(lm, head, ids, labels, train_rows, 2 * config.batch_size, forward)
     model.requires_grad_(False).eval()
     metrics = {
         "train_loss": round(train_loss, 6), "train_acc": round(train_acc, 6),
@@ -347,10 +316,10 @@ def estimate_seconds(model: str | ResolvedModel, dataset: TextDataset, config: F
     with quiet_transformers():
         lm = load_model(resolved, device=device, dtype="float32", trust_remote_code=trust_remote_code)
     train_rows, val_rows = validation_split(dataset, config.val_frac, config.seed)
-    ids = _encode(lm, dataset, config.max_length)
+    ids = encode(lm, dataset, config.max_length)
     lengths = np.array([len(x) for x in ids])
     typical = np.argsort(np.abs(lengths - np.median(lengths)))[: config.batch_size]  # a batch of median-length rows
-    forward = _forward_kwargs(lm.model)
+    forward = forward_kwargs(lm.model)
     labels = torch.as_tensor(np.asarray(dataset.labels, np.int64))
     with heavy_compute(), torch.random.fork_rng():
         torch.manual_seed(config.seed)
@@ -358,15 +327,15 @@ def estimate_seconds(model: str | ResolvedModel, dataset: TextDataset, config: F
         times = []
         for _ in range(2):
             t0 = time.perf_counter()
-            input_ids, mask = _collate(ids, typical, lm.tokenizer.pad_token_id, lm.device)
-            loss = F.cross_entropy(head(_pool(model, input_ids, mask, lm.info.is_encoder, forward)).float(),
+            input_ids, mask = collate(ids, typical, lm.tokenizer.pad_token_id, lm.device)
+            loss = F.cross_entropy(head(pool(model, input_ids, mask, lm.info.is_encoder, forward)).float(),
                                    labels[typical].to(lm.device))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             times.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        _logits(lm, head, ids, np.concatenate([typical, typical]), 2 * config.batch_size, forward)
+        head_logits(lm, head, ids, np.concatenate([typical, typical]), 2 * config.batch_size, forward)
         eval_batch = time.perf_counter() - t0
     steps = config.epochs * math.ceil(len(train_rows) / config.batch_size)
     evals_per_run = config.epochs if config.eval_every is None else max(1, steps // config.eval_every)
@@ -399,243 +368,8 @@ def _adamw(groups: list[dict], lr: float):
         return torch.optim.AdamW(groups, lr=lr)
 
 
-def _evaluate(lm: LoadedModel, head, ids: list[list[int]], labels, rows: np.ndarray, batch_size: int,
-              forward: dict) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy on `rows`, in eval mode (dropout off)."""
-    import torch.nn.functional as F
-
-    logits = _logits(lm, head, ids, rows, batch_size, forward)  # (n, 2) on CPU
-    target = labels[rows]
-    return float(F.cross_entropy(logits, target)), float((logits.argmax(1) == target).float().mean())
-
-
-def _logits(lm: LoadedModel, head, ids: list[list[int]], rows: np.ndarray, batch_size: int, forward: dict):
-    """Head logits `(len(rows), 2)` float32 on CPU, in the order of `rows`; length-sorted batches."""
-    import torch
-
-    lm.model.eval()
-    cuda = lm.device.startswith("cuda")
-    rows = np.asarray(rows, np.int64)
-    order = np.argsort(-np.array([len(ids[r]) for r in rows]), kind="stable")
-    out = torch.empty((len(rows), 2), dtype=torch.float32)
-    with torch.inference_mode(), torch.autocast("cuda" if cuda else "cpu", dtype=torch.bfloat16, enabled=cuda):
-        for start in range(0, len(rows), batch_size):
-            pick = order[start:start + batch_size]
-            input_ids, mask = _collate(ids, rows[pick], lm.tokenizer.pad_token_id, lm.device)
-            pooled = _pool(lm.model, input_ids, mask, lm.info.is_encoder, forward)  # (B, d)
-            out[torch.as_tensor(pick)] = head(pooled).float().cpu()
-    return out
-
-
-def _encode(lm: LoadedModel, dataset: TextDataset, max_length: int) -> list[list[int]]:
-    """Token ids per text, without padding; long texts keep their end (the tokenizer truncates left)."""
-    limit = min(max_length, int(lm.info.max_positions or max_length))
-    ids = lm.tokenizer(list(dataset.texts), add_special_tokens=True, truncation=True, max_length=limit,
-                       return_attention_mask=False)["input_ids"]
-    empty = [i for i, x in enumerate(ids) if not x]
-    if empty:
-        raise RepmapError(f"Row {empty[0] + 1} of {dataset.name} has no tokens; remove rows without text.")
-    return ids
-
-
-def _collate(ids: list[list[int]], rows: np.ndarray, pad_id: int, device: str):
-    """Right-padded `input_ids (B, T)` and `attention_mask (B, T)` for `rows`."""
-    import torch
-
-    T = max(len(ids[r]) for r in rows)
-    input_ids = torch.full((len(rows), T), int(pad_id), dtype=torch.long)  # (B, T)
-    mask = torch.zeros((len(rows), T), dtype=torch.long)  # (B, T)
-    for k, r in enumerate(rows):
-        input_ids[k, :len(ids[r])] = torch.as_tensor(ids[r])
-        mask[k, :len(ids[r])] = 1
-    return input_ids.to(device), mask.to(device)
-
-
-def _forward_kwargs(model) -> dict:
-    return {"use_cache": False} if "use_cache" in inspect.signature(model.forward).parameters else {}
-
-
-def _pool(model, input_ids, mask, is_encoder: bool, forward: dict):
-    """Pooled final output `(B, d)` float32: mask-aware mean (encoders) or last real token (causal)."""
-    import torch
-
-    hidden = model(input_ids=input_ids, attention_mask=mask, **forward)[0].float()  # (B, T, d) last_hidden_state
-    if is_encoder:
-        m = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-        return (hidden * m).sum(1) / m.sum(1)  # (B, d)
-    last = mask.sum(1) - 1  # (B,) right padding: the last real token
-    return hidden[torch.arange(len(last), device=hidden.device), last]  # (B, d)
-
-
-def _pooling(lm: LoadedModel) -> str:
-    return "mean" if lm.info.is_encoder else "last"
-
-
 def _snapshot(model, head) -> tuple[dict, dict]:
     return tuple({k: v.detach().to("cpu", copy=True) for k, v in m.state_dict().items()} for m in (model, head))
-
-
-def _save(lm: LoadedModel, head, manifest: dict, final: Path, cancel: threading.Event | None) -> None:
-    """Write the folder under a `.tmp-<key>-` name, then rename it onto `final` (replacing an old one)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    key = final.name
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=final.parent))
-    old = None
-    try:
-        os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only; the folder is an ordinary model folder
-        with quiet_transformers():
-            lm.model.save_pretrained(tmp, safe_serialization=True)
-        lm.tokenizer.save_pretrained(tmp)
-        tensors = {"weight": head.weight.detach().float().cpu().numpy(),  # (2, d)
-                   "bias": head.bias.detach().float().cpu().numpy()}  # (2,)
-        store.write_file(tmp / HEAD_NAME, tensors, {"format": FORMAT, "key": key, "pooling": manifest["pooling"],
-                                                   "base_model": manifest["base_model"]})
-        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
-        if cancel is not None and cancel.is_set():
-            raise Cancelled("Finetuning was cancelled; nothing was saved.")
-        if final.exists():  # force, or a broken folder: move it aside, then delete it once the new one is in place
-            old = final.parent / f".tmp-{key}-old-{uuid.uuid4().hex[:8]}"
-            os.replace(final, old)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not final.exists():
-            os.replace(old, final)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _read_manifest(folder: Path) -> dict | None:
-    """The manifest of a complete finetuned folder, or None if it is absent, partial or not ours."""
-    folder = Path(folder)
-    try:
-        manifest = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    needed = ("base_model", "dataset", "config", "metrics", "pooling", "created")
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or any(k not in manifest for k in needed):
-        return None
-    if not ((folder / "config.json").exists() and (folder / HEAD_NAME).exists()):
-        return None
-    return manifest
-
-
-def read_finetune_manifest(path: str | Path) -> dict:
-    """The `repmap_finetune.json` of a finetuned model folder; `RepmapError` if it is not one."""
-    manifest = _read_manifest(Path(path).expanduser())
-    if manifest is None:
-        raise RepmapError(f"'{path}' is not a finetuned model folder (it has no valid {MANIFEST_NAME}); finetune a model first.")
-    return manifest
-
-
-def check_base(path: str | Path, base_model: str) -> dict:
-    """Raise `RepmapError` unless the finetuned folder at `path` was finetuned from `base_model`
-    (a hub id, or a folder compared by its resolved location). Returns the manifest."""
-    manifest = read_finetune_manifest(path)
-    named = manifest["base_model"]
-    same = str(base_model).strip() == named
-    if not same and manifest.get("base_source") == "folder":
-        same = Path(str(base_model)).expanduser().resolve() == Path(manifest.get("base_path", named)).resolve()
-    if not same:
-        raise RepmapError(f"The model in '{path}' was finetuned from {named}, not {base_model}; compare it with its own base model.")
-    return manifest
-
-
-def list_finetuned() -> list[FinetunedModel]:
-    """Every complete finetuned model in the cache, newest first (temp folders and folders
-    without a valid manifest are skipped)."""
-    folder = store.cache_root() / "models"
-    out = []
-    for d in sorted(folder.iterdir()) if folder.exists() else []:
-        if d.name.startswith(".") or not d.is_dir() or (manifest := _read_manifest(d)) is None:
-            continue
-        out.append(FinetunedModel(path=str(d), base_model=str(manifest["base_model"]),
-                                  dataset=str(manifest["dataset"].get("name", "?")),
-                                  val_acc=manifest["metrics"].get("val_acc"), created=str(manifest["created"])))
-    return sorted(out, key=lambda m: m.created, reverse=True)
-
-
-def predict(path: str | Path, dataset: TextDataset, batch_size: int = 32, *, device: str | None = None) -> np.ndarray:
-    """P(label = 1) for each row, `(n,)` float32, from a finetuned folder (its base model and head,
-    pooled as in training). Runs in eval mode under `torch.inference_mode`; on CUDA under the same
-    bf16 autocast as training, so accuracy on the validation rows matches the manifest's."""
-    import torch
-
-    manifest = read_finetune_manifest(path)
-    if len(dataset) == 0:
-        raise RepmapError(f"{dataset.name} has no rows to predict.")
-    with quiet_transformers():
-        lm = load_model(str(Path(path).expanduser()), device=device, dtype="float32")
-    if _pooling(lm) != manifest["pooling"]:
-        raise RepmapError(f"'{path}' was trained with {manifest['pooling']} pooling, but its model now reads as {_pooling(lm)}.")
-    try:
-        tensors, _ = store.read_file(Path(path).expanduser() / HEAD_NAME)  # checks the checksum
-        state = {k: torch.tensor(np.array(tensors[k], np.float32)) for k in ("weight", "bias")}
-    except (store.CorruptEntry, OSError, KeyError) as e:
-        raise RepmapError(f"The classifier head in '{path}' is unreadable ({e}); finetune the model again with force.") from None
-    head = torch.nn.Linear(lm.info.d_model, 2).to(lm.device)
-    head.load_state_dict(state)
-    head.eval()
-    ids = _encode(lm, dataset, int(manifest["config"]["max_length"]))
-    logits = _logits(lm, head, ids, np.arange(len(dataset)), batch_size, _forward_kwargs(lm.model))  # (n, 2)
-    return torch.softmax(logits, dim=1)[:, 1].numpy().astype(np.float32)
-
-
-def weak_labels(weak_model_path: str | Path, dataset: TextDataset, *, batch_size: int = 32,
-                device: str | None = None) -> TextDataset:
-    """`dataset` relabelled by a finetuned (weak) model: label 1 where P(label = 1) >= 0.5.
-
-    Texts, pair ids and answer spans are unchanged; the fingerprint is recomputed from the new
-    labels. This is the weak supervision of Gao et al.'s Table 2.
-    """
-    probs = predict(weak_model_path, dataset, batch_size, device=device)  # (n,)
-    base = read_finetune_manifest(weak_model_path)["base_model"]
-    return TextDataset(name=f"{dataset.name} (weak labels from {base})", texts=list(dataset.texts),
-                       labels=(probs >= 0.5).astype(np.int8), pair_ids=dataset.pair_ids.copy(),
-                       answer_spans=dataset.answer_spans.copy())
-
-
-def save_dataset(dataset: TextDataset, name_hint: str) -> str:
-    """Write `dataset` to `<cache>/datasets/<fingerprint>.jsonl` and return its `file:` spec.
-
-    One JSON object per row, `{"text", "label", "pair_id"}`, written to a temp file and renamed
-    into place. `name_hint` (what the data is, e.g. "sentiment, weak labels from gpt2") goes into
-    a sidecar `<fingerprint>.json` with the row count and source name. `load_dataset(spec)` reads
-    the rows back through the generic `text,label` adapter, which keeps texts and labels but not
-    pair ids: the loaded rows are unpaired (and so carry a different fingerprint when the
-    original was paired).
-    """
-    folder = store.cache_root() / "datasets"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{dataset.fingerprint}.jsonl"
-    lines = (json.dumps({"text": t, "label": int(y), "pair_id": int(p)}, ensure_ascii=False)
-             for t, y, p in zip(dataset.texts, dataset.labels, dataset.pair_ids))
-    _write_text_atomic(path, "".join(line + "\n" for line in lines))
-    about = {"name": re.sub(r"\s+", " ", str(name_hint)).strip()[:200], "source": dataset.name,
-             "rows": len(dataset), "fingerprint": dataset.fingerprint, "paired": dataset.is_paired,
-             "created": store.now_iso()}
-    _write_text_atomic(path.with_suffix(".json"), json.dumps(about, indent=2, sort_keys=True))
-    return f"file:{path}"
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _versions() -> dict:
-    from repmap_core.activations import _versions as versions  # one definition of what a manifest records
-
-    return versions()
 
 
 def _fmt(x: float | None) -> str:

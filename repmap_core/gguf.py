@@ -22,14 +22,14 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 from repmap_core.errors import RepmapError
+from repmap_core.progress import Progress, silent
 
-Progress = Callable[[float, str], None]
 FORMAT = "repmap.gguf/1"
 MANIFEST_NAME = "repmap_gguf.json"
 # GGUF file types (llama.cpp's LlamaFileType) by number, as the quantization's usual name
@@ -225,7 +225,7 @@ def _convert_locked(sha: str, source: Callable[[Path], Path], label: str, progre
                     seconds_hint: float) -> ConvertedGGUF:
     from repmap_core import store
 
-    report = progress or (lambda f, m: None)
+    report = progress or silent
     if (done := read_converted(sha)) is not None:
         return done
     key = sha[:32]
@@ -262,7 +262,7 @@ def _dequantize_to(gguf_path: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from repmap_core.models import quiet_transformers
+    from repmap_core.quiet import quiet_transformers
 
     try:
         with quiet_transformers():

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from repmap_core import store
+from repmap_core import gguf, store
+from repmap_core.checkpoints import MANIFEST_NAME as FINETUNE_MANIFEST
+from repmap_core.model_config import short_name
 
 __all__ = ["CacheItem", "inventory", "delete_item", "KIND_NAMES"]
 
@@ -59,16 +61,12 @@ def _json(path: Path) -> dict:
         return {}
 
 
-def _short(name: str) -> str:
-    return str(name).rstrip("/").split("/")[-1]
-
-
 def _model_name(model: str) -> str:
     """A hub id's last part, or for a finetuned folder in the cache, what it was finetuned from and on."""
-    m = _json(Path(model) / "repmap_finetune.json") if "/" in str(model) and Path(model).is_dir() else {}
+    m = _json(Path(model) / FINETUNE_MANIFEST) if "/" in str(model) and Path(model).is_dir() else {}
     if m:
-        return f"{_short(m.get('base_model', '?'))} finetuned on {m.get('dataset', {}).get('name', '?')} ({Path(model).name[:8]})"
-    return _short(model)
+        return f"{short_name(m.get('base_model', '?'))} finetuned on {m.get('dataset', {}).get('name', '?')} ({Path(model).name[:8]})"
+    return short_name(model)
 
 
 def inventory() -> list[CacheItem]:
@@ -93,13 +91,13 @@ def _describe(kind: str, sub: Path, by_key: dict) -> CacheItem:
     if kind == "activations" and (e := by_key.get(sub.name)) is not None:
         layers = ", ".join(map(str, e.layers)) if len(e.layers) <= 6 else f"{len(e.layers)} layers ({e.layers[0]}–{e.layers[-1]})"
         name, created = f"{_model_name(e.model)} · {e.dataset} · {e.position} · {e.n_rows:,} rows · layers {layers}", e.created
-    elif kind == "models" and (m := _json(sub / "repmap_finetune.json")):
+    elif kind == "models" and (m := _json(sub / FINETUNE_MANIFEST)):
         acc = m.get("metrics", {}).get("val_acc")
         data = m.get("dataset", {}).get("name", "?")
-        name = f"{_short(m.get('base_model', '?'))} finetuned on {data}" + ("" if acc is None else f" (val acc {acc:.2f})")
+        name = f"{short_name(m.get('base_model', '?'))} finetuned on {data}" + ("" if acc is None else f" (val acc {acc:.2f})")
         created = m.get("created")
-    elif kind == "gguf" and (m := _json(sub / "repmap_gguf.json")):
-        name, created = f"{_short(m.get('model', '?'))} ({m.get('quantization', '?')}) from {m.get('source_file', '?')}", m.get("created")
+    elif kind == "gguf" and (m := _json(sub / gguf.MANIFEST_NAME)):
+        name, created = f"{short_name(m.get('model', '?'))} ({m.get('quantization', '?')}) from {m.get('source_file', '?')}", m.get("created")
     elif kind == "datasets" and sub.suffix == ".jsonl" and (m := _json(sub.with_suffix(".json"))):
         name, created = f"{m.get('name', sub.name)} ({m.get('rows', '?')} rows)", m.get("created")
     elif kind == "uploads":

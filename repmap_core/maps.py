@@ -24,8 +24,16 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from repmap_core.affine import (RIDGE_ALPHAS, AffineMap, check_pair, choose_ridge_alpha, parse_alpha, r2_score,
-                                rows_note, solve_affine)
+from repmap_core.affine import (
+    RIDGE_ALPHAS,
+    AffineMap,
+    check_pair,
+    choose_ridge_alpha,
+    parse_alpha,
+    r2_score,
+    rows_note,
+    solve_affine,
+)
 from repmap_core.errors import RepmapError
 from repmap_core.gd_maps import GDMap, MLPMap, ParamsMonitor, StepCallback, UpDownMap
 from repmap_core.transfer import TRANSFER_MODES, ProbeReadout, transfer_direction, transfer_intercept

@@ -19,8 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from repmap_core.errors import RepmapError
-from repmap_core.models import (DTYPE_BYTES, ResolvedModel, _config_count, check_trust, find_blocks, model_info,
-                                quiet_transformers, read_config)
+from repmap_core.model_config import ResolvedModel, check_trust, config_count, model_info, read_config
+from repmap_core.model_layout import find_blocks
+from repmap_core.model_memory import DTYPE_BYTES
+from repmap_core.quiet import quiet_transformers
 
 __all__ = ["check_loading", "check_memory", "check_model_files", "estimated_parameters"]
 
@@ -37,11 +39,11 @@ def estimated_parameters(resolved: ResolvedModel) -> int:
     text_cfg = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg
     info = model_info(resolved)
     d = info.d_model
-    ffn = _config_count(text_cfg, ("intermediate_size", "n_inner", "ffn_dim", "d_ff", "intermediate_dim"), resolved,
+    ffn = config_count(text_cfg, ("intermediate_size", "n_inner", "ffn_dim", "d_ff", "intermediate_dim"), resolved,
                         "MLP width")
     if ffn is None:
         ffn = 4 * d if info.model_type == "gpt2" else 0  # GPT-2 leaves n_inner null for 4 x width
-    vocab = _config_count(text_cfg, ("vocab_size",), resolved, "vocabulary size") or 0
+    vocab = config_count(text_cfg, ("vocab_size",), resolved, "vocabulary size") or 0
     return info.n_layers * 2 * d * ffn + vocab * d
 
 

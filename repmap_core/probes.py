@@ -13,12 +13,13 @@ the same side, so a probe never sees half a pair in test.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from repmap_core.errors import RepmapError
+from repmap_core.progress import Progress
+from repmap_core.splits import groups_of, train_test_split_groups
 from repmap_core.stats import Estimate, accuracy_estimate, wilson
 
 
@@ -82,38 +83,6 @@ def check_two_classes(y: np.ndarray) -> None:
         )
     if len(values) > 2:
         raise RepmapError(f"A probe here separates two classes, and the labels have {len(values)}; map them to two first.")
-
-
-def groups_of(pair_ids: np.ndarray) -> np.ndarray:
-    """Group id per row: the pair id, or a unique id for an unpaired row."""
-    pair_ids = np.asarray(pair_ids)
-    return np.where(pair_ids >= 0, pair_ids, -1 - np.arange(len(pair_ids)))
-
-
-def train_test_split_groups(y: np.ndarray, pair_ids: np.ndarray, test_frac: float = 0.2, seed: int = 0
-                            ) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices (train, test), stratified by label where possible and never splitting a pair."""
-    from sklearn.model_selection import GroupShuffleSplit, StratifiedShuffleSplit
-
-    if not 0 < test_frac < 1:
-        raise RepmapError(f"The test fraction must be between 0 and 1, not {test_frac}.")
-    pair_ids = np.asarray(pair_ids)
-    idx = np.arange(len(y))
-    if (pair_ids >= 0).any():
-        groups = groups_of(pair_ids)
-        n_groups = len(np.unique(groups))
-        n_test = max(1, int(np.ceil(test_frac * n_groups)))
-        if n_groups - n_test < 1:
-            raise RepmapError(f"{n_groups} pair(s) are too few for a held-out split; add more data.")
-        split = GroupShuffleSplit(n_splits=1, test_size=n_test, random_state=seed)
-        return next(split.split(idx, y, groups))
-    n_classes = len(np.unique(y))
-    # at least one row of each class on each side
-    n_test = max(n_classes, int(np.ceil(test_frac * len(y))))
-    if len(y) - n_test < n_classes:
-        raise RepmapError(f"{len(y)} rows are too few for a held-out split with both classes on each side; add more data.")
-    split = StratifiedShuffleSplit(n_splits=1, test_size=n_test, random_state=seed)
-    return next(split.split(idx, y))
 
 
 def held_out_probe(X: np.ndarray, y: np.ndarray, tr: np.ndarray, te: np.ndarray, groups: np.ndarray | None = None,
@@ -351,7 +320,7 @@ def separation_at(X: np.ndarray, y: np.ndarray, pair_ids: np.ndarray, layer: int
 
 def layer_separation(layers: dict[int, np.ndarray], labels: np.ndarray, pair_ids: np.ndarray, *,
                      folds: int = 5, test_frac: float = 0.2, seed: int = 0, null_permutations: int = NULL_PERMUTATIONS,
-                     progress: Callable[[float, str], None] | None = None) -> list[LayerSeparation]:
+                     progress: Progress | None = None) -> list[LayerSeparation]:
     """`separation_at` for every layer in `layers` (layer -> (n, d)), in layer order."""
     out = []
     for i, layer in enumerate(sorted(layers)):

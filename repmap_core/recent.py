@@ -7,7 +7,6 @@ it never holds `trust_remote_code` as true (a rebuilt view never runs a model's 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from repmap_core import store
@@ -25,14 +24,11 @@ def _path(view: str) -> Path:
 def remember(view: str, request: dict) -> None:
     """Keep `request` as `view`'s last computed one (atomic write; JSON values only)."""
     path = _path(view)
-    path.parent.mkdir(parents=True, exist_ok=True)
     plain = {k: v for k, v in request.items() if isinstance(v, (str, int, float, bool)) or v is None}
     plain["trust"] = False
     if recall().get(view) == plain:
         return  # the same view again (a rerun, a link reopened): nothing to write
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    tmp.write_text(json.dumps({"view": view, "request": plain, "created": store.now_iso()}), encoding="utf-8")
-    os.replace(tmp, path)
+    store.write_text_atomic(path, json.dumps({"view": view, "request": plain, "created": store.now_iso()}))
 
 
 def recall() -> dict[str, dict]:

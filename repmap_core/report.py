@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import html
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
@@ -25,8 +24,16 @@ import plotly.io as pio
 from repmap_core import __version__
 from repmap_core.bundle import VIEWS, Bundle
 from repmap_core.errors import RepmapError
-from repmap_core.report_sections import (MANIFEST_KEYS, REPORT_GRID_LAYERS, REPORT_POINTS, SECTIONS, Section,  # noqa: F401
-                                         _fmt, activation_manifest)
+from repmap_core.jsonable import json_default
+from repmap_core.report_sections import (  # noqa: F401
+    MANIFEST_KEYS,
+    REPORT_GRID_LAYERS,
+    REPORT_POINTS,
+    SECTIONS,
+    Section,
+    _fmt,
+    activation_manifest,
+)
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:1200px;padding:0 1rem;color:#222}
@@ -69,17 +76,9 @@ def _table_html(frame: pd.DataFrame, caption: str) -> str:
 
 
 def _settings_html(name: str, values: dict) -> str:
-    text = json.dumps(values, indent=2, sort_keys=True, default=_jsonable, ensure_ascii=False)
+    text = json.dumps(values, indent=2, sort_keys=True, default=json_default, ensure_ascii=False)
     # folded: the settings are there to check, not to read first (the page stays about its figures)
     return f"<details><summary>{html.escape(name)}</summary><pre>{html.escape(text, quote=False)}</pre></details>"
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, (np.integer, np.floating, np.bool_)):
-        return x.item()
-    return str(x)
 
 
 def plotly_js() -> str:
@@ -150,7 +149,7 @@ def build_sections(states: dict, settings: dict | None = None, views: list[str] 
 def build_report(states: dict, settings: dict | None = None, views: list[str] | None = None, *,
                  meta: dict | None = None, title: str = "repmap report") -> str:
     """The HTML page (a str) for the chosen `views` of `states` (session key -> state)."""
-    meta = dict(meta or {}, report_created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    meta = dict(meta or {}, report_created=datetime.now(UTC).isoformat(timespec="seconds"))
     return render_html(build_sections(states, settings, views), meta, title)
 
 

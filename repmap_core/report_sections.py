@@ -5,16 +5,18 @@
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
 from repmap_core.bundle import VIEWS
-from repmap_core.stats import format_estimate, format_null
 from repmap_core.class_names import class_names
+from repmap_core.model_config import short_name
+from repmap_core.stats import format_estimate, format_null
 
 REPORT_POINTS = 1000  # rows per scatter in the report: SVG, not WebGL, so it stays light and prints
 REPORT_GRID_LAYERS = 12
@@ -59,10 +61,6 @@ def _fmt(x: Any) -> str:
     if isinstance(x, (float, np.floating)):
         return f"{float(x):.3f}"
     return str(x)
-
-
-def _short(name: str) -> str:
-    return str(name).rstrip("/").split("/")[-1]
 
 
 # ------------------------------------------------------------------------------- one section per view
@@ -170,10 +168,17 @@ def _within(states: dict, settings: dict) -> Section:
 
 
 def _across(states: dict, settings: dict) -> Section:
-    from repmap_core.figures_across import (METRIC_NAMES, best_matches, fit_curve, per_dim_error, side_by_side,
-                                            similarity_heatmap, transfer_table)
-    from repmap_core.projection import project, sample_rows
     from repmap_core.experiments import GAO_BETWEEN_VECTOR_ACCURACY
+    from repmap_core.figures_across import (
+        METRIC_NAMES,
+        best_matches,
+        fit_curve,
+        per_dim_error,
+        side_by_side,
+        similarity_heatmap,
+        transfer_table,
+    )
+    from repmap_core.projection import project, sample_rows
     from repmap_core.similarity import layer_similarity
     from repmap_core.similarity_null import NULL_PERMUTATIONS
 
@@ -181,7 +186,7 @@ def _across(states: dict, settings: dict) -> Section:
     src, tgt, dataset = res["source"], res["target"], res["dataset"]
     s = Section("across", VIEWS["across"].title)
     same = src.manifest["key"] == tgt.manifest["key"]
-    names = (_short(src.manifest["model"]), _short(tgt.manifest["model"]))
+    names = (short_name(src.manifest["model"]), short_name(tgt.manifest["model"]))
     metric = settings.get("across.metric", "cka_debiased")
     sims = res.get("sims") or {}
     sim = sims.get(metric) or sims.get("cka_debiased") or sims.get("linear_cka") or layer_similarity(
@@ -234,8 +239,16 @@ def _across(states: dict, settings: dict) -> Section:
 
 
 def _steering(states: dict, settings: dict) -> Section:
-    from repmap_core.figures_steering import (LRT_PUBLISHED_TEXT, agreement_table, preview_table, propensity_plot,
-                                              rimsky_figures, side_effect_plot, vector_norms, vector_table)
+    from repmap_core.figures_steering import (
+        LRT_PUBLISHED_TEXT,
+        agreement_table,
+        preview_table,
+        propensity_plot,
+        rimsky_figures,
+        side_effect_plot,
+        vector_norms,
+        vector_table,
+    )
 
     res = states["steer.result"]
     sets, labels, models = res["sets"], res["labels"], res["models"]

@@ -2,12 +2,9 @@
 
 Measures of how alike `X (n, d1)` and `Y (n, d2)` are; the widths may differ, the rows must be
 the same texts in the same order:
-- `linear_cka` (Kornblith et al. 2019): invariant to rotation and isotropic scaling, not to a
-  general linear map; 1 for equal inputs. Biased upwards when rows are few for the width: two
-  independent 384-wide random matrices on 200 rows score ~0.65.
-- `cka_debiased`: linear CKA from the unbiased HSIC estimator (Song et al. 2012; Kornblith et al.
-  2019's debiased form), ~0 for independent inputs at any width; `similarity_null` gives its
-  permutation null (rows of one side shuffled) to read it against.
+- `linear_cka` and `cka_debiased` (`linear_cka_debiased`), from `cka.py`: linear CKA (Kornblith et
+  al. 2019), and its form from the unbiased HSIC estimator, ~0 for independent inputs at any width;
+  `similarity_null` gives its permutation null (rows of one side shuffled) to read it against.
 - `svcca` (Raghu et al. 2017): PCA on each side, then the mean canonical correlation; invariant to
   any invertible linear map of the kept subspace.
 - `procrustes_distance`: the orthogonal Procrustes distance in [0, 2], 0 for equal up to rotation.
@@ -20,174 +17,26 @@ factor with the same kernel; nothing is lost and the cost stops growing with the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
+from repmap_core.cka import cka_column, cka_prepare, linear_cka, linear_cka_debiased
 from repmap_core.errors import RepmapError
+from repmap_core.progress import Progress, silent
+from repmap_core.similarity_inputs import centred, centred_pair, check_matrix, check_same_rows, row_factor
+from repmap_core.similarity_null import layer_cka_null
+
+__all__ = ["KERNEL_CACHE_BYTES", "METRICS", "SimilarityMatrix", "check_matrix", "check_metric", "check_same_rows",
+           "layer_similarity", "linear_cka", "linear_cka_debiased", "procrustes_distance", "svcca"]
 
 METRICS = ("linear_cka", "cka_debiased", "svcca", "procrustes")
 KERNEL_CACHE_BYTES = 1 << 30  # layer_similarity keeps A's (n, n) kernels only below this
-
-
-# ---------------------------------------------------------------------------------------------
-# input checks
-
-
-def check_matrix(X: np.ndarray, name: str = "X") -> np.ndarray:
-    """`X` as an array after checking it is (n, d) with n >= 3, d >= 1 and only finite values."""
-    X = np.asarray(X)
-    if X.ndim != 2 or X.shape[1] == 0:
-        raise RepmapError(f"{name} must be a 2-D array of shape (rows, features), not one of shape {X.shape}.")
-    if not np.issubdtype(X.dtype, np.number) or np.iscomplexobj(X):
-        raise RepmapError(f"{name} must hold real numbers, not {X.dtype}.")
-    if len(X) < 3:
-        raise RepmapError(f"{name} has {len(X)} rows; similarity needs at least 3 rows (texts).")
-    bad = int((~np.isfinite(X).all(axis=1)).sum())
-    if bad:
-        raise RepmapError(f"{name} has NaN or infinite values in {bad} of {len(X)} rows; drop those rows (texts) from both sides first.")
-    return X
-
-
-def check_same_rows(n_x: int, n_y: int, name_x: str = "X", name_y: str = "Y") -> None:
-    if n_x != n_y:
-        raise RepmapError(f"{name_x} and {name_y} have {n_x} and {n_y} rows; similarity needs the same rows (texts) in both.")
 
 
 def check_metric(metric: str) -> str:
     if metric not in METRICS:
         raise RepmapError(f"Unknown similarity metric {metric!r}; use one of {', '.join(METRICS)}.")
     return metric
-
-
-def _centred(X: np.ndarray, name: str) -> np.ndarray:
-    """`X (n, d)` in float64 with each column's mean removed; refuses a matrix with no variance."""
-    X = np.asarray(X, dtype=np.float64)
-    Xc = X - X.mean(axis=0)
-    # relative test: centring identical float rows can leave rounding noise, not signal
-    if np.linalg.norm(Xc) <= 1e-10 * np.linalg.norm(X):
-        raise RepmapError(f"{name} has the same values in every row, so its similarity to anything is undefined; check the layer and rows.")
-    return Xc
-
-
-def _pair(X: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    X, Y = check_matrix(X, "X"), check_matrix(Y, "Y")
-    check_same_rows(len(X), len(Y))
-    return _centred(X, "X"), _centred(Y, "Y")
-
-
-def _row_factor(Xc: np.ndarray) -> np.ndarray:
-    """An (n, min(n, d)) matrix with the same row-kernel `Xc Xc^T` as `Xc (n, d)`.
-
-    For d > n, `Xc^T = Q R` gives `Xc = R^T Q^T` with `Q` orthonormal, so `R^T (n, n)` keeps every
-    quantity here (Gram norms, cross-products' singular values, column space) and is d/n times smaller.
-    """
-    n, d = Xc.shape
-    return np.linalg.qr(Xc.T, mode="r").T if d > n else Xc
-
-
-# ---------------------------------------------------------------------------------------------
-# linear CKA
-
-
-def _cka_features(Xc: np.ndarray, Yc: np.ndarray) -> float:
-    """Feature-space linear CKA of centred `Xc (n, d1)`, `Yc (n, d2)`, O(n d^2): for n >> d."""
-    cross = np.linalg.norm(Yc.T @ Xc) ** 2  # ||Yc^T Xc||_F^2, (d2, d1)
-    return float(cross / (np.linalg.norm(Xc.T @ Xc) * np.linalg.norm(Yc.T @ Yc)))
-
-
-def _cka_kernel(Xc: np.ndarray, Yc: np.ndarray) -> float:
-    """Kernel-form linear CKA of centred `Xc (n, d1)`, `Yc (n, d2)`, O(n^2 d): for d >> n."""
-    K, L = Xc @ Xc.T, Yc @ Yc.T  # (n, n); already centred, since the columns of Xc and Yc are
-    return float(np.vdot(K, L) / (np.linalg.norm(K) * np.linalg.norm(L)))
-
-
-def linear_cka(X: np.ndarray, Y: np.ndarray) -> float:
-    """Linear CKA (Kornblith et al. 2019) between `X (n, d1)` and `Y (n, d2)` on the same rows.
-
-    `||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F)` on column-centred data, in [0, 1], 1 for equal
-    inputs. Computed in feature space when that is cheaper (n >> d) and with the (n, n) kernels
-    otherwise; the two agree to rounding. Example: `linear_cka(X, X @ Q)` is 1 for orthogonal `Q`.
-    """
-    Xc, Yc = _pair(X, Y)
-    n, d1, d2 = len(Xc), Xc.shape[1], Yc.shape[1]
-    feature_cost = n * (d1 * d2 + d1 * d1 + d2 * d2)
-    kernel_cost = n * n * (d1 + d2 + 1)
-    return _cka_features(Xc, Yc) if feature_cost <= kernel_cost else _cka_kernel(Xc, Yc)
-
-
-def _hsic_unbiased(cross: float | np.ndarray, sum_x: float | np.ndarray, sum_y: float, dot_xy: float | np.ndarray,
-                   n: int) -> float | np.ndarray:
-    """Song et al.'s unbiased HSIC of linear kernels K = Xc Xcᵀ, L = Yc Ycᵀ of column-centred data,
-    from `cross` = <K, L>_F, the diagonals' sums `sum_x` = tr K, `sum_y` = tr L and `dot_xy` =
-    diag(K)·diag(L). With K̃, L̃ the kernels with zeroed diagonals and centred columns (K1 = 0):
-    tr(K̃L̃) = cross − dot_xy, 1ᵀK̃1 = −tr K, K̃1 = −diag(K); the estimator
-    [tr(K̃L̃) + 1ᵀK̃1 1ᵀL̃1 / ((n−1)(n−2)) − 2 (K̃1)ᵀ(L̃1) / (n−2)] / (n(n−3)) simplifies to this."""
-    return (cross + sum_x * sum_y / ((n - 1) * (n - 2)) - n / (n - 2) * dot_xy) / (n * (n - 3))
-
-
-def _check_debias_rows(n: int) -> None:
-    if n < 4:
-        raise RepmapError(f"Debiased CKA needs at least 4 rows (texts), and there are {n}.")
-
-
-def linear_cka_debiased(X: np.ndarray, Y: np.ndarray) -> float:
-    """Debiased linear CKA between `X (n, d1)` and `Y (n, d2)` on the same rows (n >= 4).
-
-    `HSIC₁(K, L) / sqrt(HSIC₁(K, K) HSIC₁(L, L))` with Song et al.'s unbiased HSIC₁ of the linear
-    kernels of the column-centred data: 1 for equal inputs, ~0 (either sign) for independent ones
-    whatever the width, where the biased `linear_cka` drifts up as d/n grows. O(n d1 d2) via the
-    feature form. Example: `linear_cka_debiased(X, X[rng.permutation(len(X))])` is near 0.
-    """
-    Xc, Yc = _pair(X, Y)
-    n = len(Xc)
-    _check_debias_rows(n)
-    kx, ky = (Xc ** 2).sum(1), (Yc ** 2).sum(1)  # (n,) the kernels' diagonals
-    Fx, Fy = _row_factor(Xc), _row_factor(Yc)
-    h = lambda cross, a, b: _hsic_unbiased(cross, a.sum(), b.sum(), a @ b, n)  # noqa: E731
-    hxy = h(np.linalg.norm(Fy.T @ Fx) ** 2, kx, ky)
-    hxx, hyy = h(np.linalg.norm(Fx.T @ Fx) ** 2, kx, kx), h(np.linalg.norm(Fy.T @ Fy) ** 2, ky, ky)
-    return float(hxy / np.sqrt(max(hxx * hyy, 1e-300)))
-
-
-@dataclass(frozen=True)
-class _CkaLayer:
-    """One layer prepared for linear CKA: its centred factor or its kernel, and its Gram norm."""
-
-    F: np.ndarray | None  # (n, min(n, d)) centred factor, when cross terms come from features
-    K: np.ndarray | None  # (n, n) centred kernel, when they come from kernels
-    gram_norm: float  # ||Xc^T Xc||_F = ||Xc Xc^T||_F, computed once per layer
-    diag: np.ndarray | None = None  # (n,) the kernel's diagonal (squared row norms), for the debiased form
-
-
-def _cka_prepare(Xc: np.ndarray, use_kernel: bool, out: np.ndarray | None = None) -> _CkaLayer:
-    """Centred `Xc (n, d)` ready for many CKA pairs; `out (n, n)` receives the kernel if given."""
-    diag = (Xc ** 2).sum(1)
-    if use_kernel:
-        K = np.matmul(Xc, Xc.T, out=out)  # (n, n)
-        return _CkaLayer(None, K, float(np.linalg.norm(K)), diag)
-    F = _row_factor(Xc)
-    return _CkaLayer(F, None, float(np.linalg.norm(F.T @ F)), diag)
-
-
-def _cka_column(side_a: list[_CkaLayer], b: _CkaLayer, kernels_a: np.ndarray | None, debiased: bool = False) -> np.ndarray:
-    """(Debiased) CKA of one prepared layer of B against every prepared layer of A, `(len(side_a),)`."""
-    if kernels_a is not None:  # one matrix-vector product: ~10x faster than a loop of np.vdot
-        cross = kernels_a.reshape(len(side_a), -1) @ b.K.ravel()  # (len(A),) <K_a, K_b>_F
-    else:
-        cross = np.array([np.linalg.norm(b.F.T @ a.F) ** 2 for a in side_a])  # ||Fb^T Fa||_F^2
-    if not debiased:
-        return cross / (np.array([a.gram_norm for a in side_a]) * b.gram_norm)
-    n = len(b.diag)
-    D = np.stack([a.diag for a in side_a])  # (len(A), n)
-    hab = _hsic_unbiased(cross, D.sum(1), b.diag.sum(), D @ b.diag, n)
-    haa = np.array([_self_hsic(a) for a in side_a])
-    return hab / np.sqrt(np.maximum(haa * _self_hsic(b), 1e-300))
-
-
-def _self_hsic(layer: _CkaLayer) -> float:
-    return float(_hsic_unbiased(layer.gram_norm ** 2, layer.diag.sum(), layer.diag.sum(), layer.diag @ layer.diag,
-                                len(layer.diag)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,9 +81,9 @@ def svcca(X: np.ndarray, Y: np.ndarray, keep: float = 0.99, max_dims: int | None
     Keep kx + ky well below n: with too few rows, canonical correlations approach 1 by chance.
     """
     _check_svcca_args(keep, max_dims)
-    Xc, Yc = _pair(X, Y)
-    Qx = _svd_basis(_row_factor(Xc), keep, max_dims)
-    Qy = _svd_basis(_row_factor(Yc), keep, max_dims)
+    Xc, Yc = centred_pair(X, Y)
+    Qx = _svd_basis(row_factor(Xc), keep, max_dims)
+    Qy = _svd_basis(row_factor(Yc), keep, max_dims)
     return _mean_canonical_correlation(Qx, Qy)
 
 
@@ -244,7 +93,7 @@ def svcca(X: np.ndarray, Y: np.ndarray, keep: float = 0.99, max_dims: int | None
 
 def _procrustes_prepare(Xc: np.ndarray) -> np.ndarray:
     """Centred `Xc` scaled to unit Frobenius norm, as an (n, min(n, d)) factor."""
-    return _row_factor(Xc / np.linalg.norm(Xc))
+    return row_factor(Xc / np.linalg.norm(Xc))
 
 
 def _procrustes_from(Xn: np.ndarray, Yn: np.ndarray) -> float:
@@ -261,7 +110,7 @@ def procrustes_distance(X: np.ndarray, Y: np.ndarray) -> float:
     width, and the distance is `min_Q ||X - Y Q||_F^2 = 2 - 2 ||X^T Y||_*` over orthogonal `Q`.
     0 means equal up to rotation, reflection and scale; unlike CKA, it is a distance (lower is closer).
     """
-    Xc, Yc = _pair(X, Y)
+    Xc, Yc = centred_pair(X, Y)
     return _procrustes_from(_procrustes_prepare(Xc), _procrustes_prepare(Yc))
 
 
@@ -356,7 +205,7 @@ def _kernels_pay_off(n: int, layers_a: dict[int, np.ndarray], layers_b: dict[int
 
 def layer_similarity(layers_a: dict[int, np.ndarray], layers_b: dict[int, np.ndarray], metric: str = "linear_cka",
                      max_rows: int | None = 5000, seed: int = 0, null_permutations: int = 0,
-                     progress: Callable[[float, str], None] | None = None) -> SimilarityMatrix:
+                     progress: Progress | None = None) -> SimilarityMatrix:
     """`metric` between every layer of A and every layer of B (layer -> (n, d), all on the same n rows).
 
     Above `max_rows` rows, one seeded draw of rows is used for every pair. Each layer is centred
@@ -377,7 +226,7 @@ def layer_similarity(layers_a: dict[int, np.ndarray], layers_b: dict[int, np.nda
         rows = np.sort(np.random.default_rng(seed).choice(n, size=max_rows, replace=False))
         n = max_rows
     keys_a, keys_b = sorted(layers_a), sorted(layers_b)
-    report = progress or (lambda f, m: None)
+    report = progress or silent
 
     kernels_a = None  # A's (n, n) kernels in one block, when linear CKA is cheaper that way
     cka = metric in ("linear_cka", "cka_debiased")
@@ -385,12 +234,12 @@ def layer_similarity(layers_a: dict[int, np.ndarray], layers_b: dict[int, np.nda
         kernels_a = np.empty((len(keys_a), n, n))
 
     def prepare(X: np.ndarray, name: str, slot: int | None = None):
-        Xc = _centred(X if rows is None else np.asarray(X)[rows], name)
+        Xc = centred(X if rows is None else np.asarray(X)[rows], name)
         if cka:
             out = None if kernels_a is None or slot is None else kernels_a[slot]
-            return _cka_prepare(Xc, kernels_a is not None, out)
+            return cka_prepare(Xc, kernels_a is not None, out)
         if metric == "svcca":
-            return _svd_basis(_row_factor(Xc), 0.99, None)
+            return _svd_basis(row_factor(Xc), 0.99, None)
         return _procrustes_prepare(Xc)
 
     side_a = [prepare(layers_a[a], f"Layer {a} of A", i) for i, a in enumerate(keys_a)]
@@ -400,15 +249,13 @@ def layer_similarity(layers_a: dict[int, np.ndarray], layers_b: dict[int, np.nda
         X = layers_b[b]
         pb = side_a[slot_of[id(X)]] if id(X) in slot_of else prepare(X, f"Layer {b} of B")
         if cka:
-            values[:, j] = _cka_column(side_a, pb, kernels_a, debiased=metric == "cka_debiased")
+            values[:, j] = cka_column(side_a, pb, kernels_a, debiased=metric == "cka_debiased")
         elif metric == "svcca":
             values[:, j] = [_mean_canonical_correlation(pa, pb) for pa in side_a]
         else:
             values[:, j] = [_procrustes_from(pa, pb) for pa in side_a]
         report((j + 1) / len(keys_b), f"Compared layer {b} of B with {len(keys_a)} layer(s) of A")
     if metric == "cka_debiased" and null_permutations > 0:
-        from repmap_core.similarity_null import layer_cka_null
-
         kernels_a = side_a = None  # free the value pass's kernels before the null makes its own
         null, m = layer_cka_null({a: layers_a[a] for a in keys_a}, {b: layers_b[b] for b in keys_b}, null_permutations,
                                  rows=rows, seed=seed)

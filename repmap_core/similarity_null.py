@@ -16,8 +16,8 @@ import math
 
 import numpy as np
 
-from repmap_core.similarity import (_cka_prepare, _centred, _hsic_unbiased, _self_hsic, check_matrix, check_same_rows,
-                                    linear_cka_debiased)
+from repmap_core.cka import cka_prepare, hsic_unbiased, linear_cka_debiased, self_hsic
+from repmap_core.similarity_inputs import centred, check_matrix, check_same_rows
 
 NULL_PERMUTATIONS = 20  # shuffled-row CKAs per layer pair
 NULL_MAX_ROWS = 1000  # rows the null is computed on, at most
@@ -62,21 +62,21 @@ def layer_cka_null(layers_a: dict[int, np.ndarray], layers_b: dict[int, np.ndarr
     m = null_rows_for(n, len(keys_a), len(keys_b), n_permutations, max_rows)
     sample = np.arange(n) if m >= n else np.sort(rng.choice(n, m, replace=False))
     kernels = np.empty((len(keys_a), m, m))  # (len(A), m, m)
-    side_a = [_cka_prepare(_centred(pick(layers_a[a])[sample], f"Layer {a} of A"), True, kernels[i])
+    side_a = [cka_prepare(centred(pick(layers_a[a])[sample], f"Layer {a} of A"), True, kernels[i])
               for i, a in enumerate(keys_a)]
     D = np.stack([a.diag for a in side_a])  # (len(A), m) the kernels' diagonals
-    h_aa = np.array([_self_hsic(a) for a in side_a])
+    h_aa = np.array([self_hsic(a) for a in side_a])
     flat = kernels.reshape(len(keys_a), -1)
     null = np.empty((len(keys_a), len(keys_b)))
     for j, b in enumerate(keys_b):
-        pb = _cka_prepare(_centred(pick(layers_b[b])[sample], f"Layer {b} of B"), True)
-        h_bb = _self_hsic(pb)  # a permutation leaves a layer's own HSIC unchanged
+        pb = cka_prepare(centred(pick(layers_b[b])[sample], f"Layer {b} of B"), True)
+        h_bb = self_hsic(pb)  # a permutation leaves a layer's own HSIC unchanged
         shuffled = np.empty((n_permutations, len(keys_a)))
         for p in range(n_permutations):
             perm = rng.permutation(m)
             Kp = pb.K[np.ix_(perm, perm)]  # (m, m) B's kernel with its rows shuffled
             dp = pb.diag[perm]
-            h_ab = _hsic_unbiased(flat @ Kp.ravel(), D.sum(1), dp.sum(), D @ dp, m)
+            h_ab = hsic_unbiased(flat @ Kp.ravel(), D.sum(1), dp.sum(), D @ dp, m)
             shuffled[p] = h_ab / np.sqrt(np.maximum(h_aa * h_bb, 1e-300))
         null[:, j] = np.percentile(shuffled, 95, axis=0)
     return null, m

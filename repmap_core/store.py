@@ -20,12 +20,14 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
+
+from repmap_core import __version__
 
 log = logging.getLogger(__name__)
 FORMAT = "repmap.activations/2"  # /2: the checksum covers dtypes and shapes
@@ -108,6 +110,24 @@ def write_file(path: Path, tensors: dict[str, np.ndarray], manifest: dict) -> No
         raise
     st = path.stat()
     _verified[(str(path), st.st_size, st.st_mtime_ns)] = True
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write `text` (UTF-8) to `path` through a fsynced temp file in the same folder, then
+    `os.replace` it into place: a reader sees the old file or the whole new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def read_file(path: Path) -> tuple[dict[str, np.ndarray], dict]:
@@ -247,6 +267,17 @@ def delete_entry(key: str, kind: str = "activations") -> None:
 
 def cache_size_bytes() -> int:
     return sum(p.stat().st_size for p in cache_root().rglob("*") if p.is_file())
+
+
+def library_versions() -> dict:
+    """What every manifest records about the software that made an entry."""
+    import platform
+
+    import torch
+    import transformers
+
+    return {"repmap": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}
 
 
 def now_iso() -> str:

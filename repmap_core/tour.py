@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
+from repmap_core import store
+from repmap_core.embedded import EMBEDDED_MODEL_ID
+from repmap_core.gguf import SMOLLM2_ID
+from repmap_core.progress import Progress, silent
 from repmap_core.stats import Estimate, format_estimate, wilson
 
 __all__ = ["TourStep", "STEPS", "run_step", "run_tour", "tour_report"]
 
-Progress = Callable[[float, str], None]
-SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
-MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+SMOLLM2 = SMOLLM2_ID
+MINILM = EMBEDDED_MODEL_ID
 DATA = "builtin:sentiment"
 
 
@@ -214,7 +216,7 @@ RUNNERS = {"layers": _layers, "finetune": _finetune, "shift": _shift, "within": 
 def _memo_path(key: str):
     """Where a finished step is kept: named by the step, repmap's version and the models' revisions (a
     new model file or a new repmap recomputes it)."""
-    from repmap_core import __version__, store
+    from repmap_core import __version__
     from repmap_core.models import resolve_model
 
     identity = {"tour": key, "repmap": __version__, "data": DATA,
@@ -225,11 +227,10 @@ def _memo_path(key: str):
 def run_step(key: str, progress: Progress | None = None, *, reuse: bool = True) -> TourStep:
     """Compute one step, or read it back when this exact step has been computed here before."""
     import json
-    import os
 
     import plotly.io as pio
 
-    report = progress or (lambda f, m: None)
+    report = progress or silent
     path = _memo_path(key)
     if reuse and path.exists():
         try:
@@ -241,17 +242,14 @@ def run_step(key: str, progress: Progress | None = None, *, reuse: bool = True) 
     t0 = time.perf_counter()
     text, fig, numbers = RUNNERS[key](report)
     step = TourStep(key, STEPS[key], text, fig, numbers, time.perf_counter() - t0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    tmp.write_text(json.dumps({"narrative": text, "figure": fig.to_json(), "numbers": numbers, "seconds": step.seconds}),
-                   encoding="utf-8")
-    os.replace(tmp, path)
+    store.write_text_atomic(path, json.dumps({"narrative": text, "figure": fig.to_json(), "numbers": numbers,
+                                              "seconds": step.seconds}))
     return step
 
 
 def run_tour(progress: Progress | None = None) -> list[TourStep]:
     """Every step in order."""
-    report = progress or (lambda f, m: None)
+    report = progress or silent
     out = []
     for i, key in enumerate(STEPS):
         out.append(run_step(key, lambda f, m, i=i: report((i + min(max(f, 0.0), 1.0)) / len(STEPS), m)))

@@ -14,20 +14,22 @@ representations with weak labels (Gao et al.'s Table 2 setting).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Callable
 
 import numpy as np
 
 from repmap_core.data import TextDataset, load_dataset
+from repmap_core.embedded import EMBEDDED_MODEL_ID
 from repmap_core.errors import RepmapError
 from repmap_core.finetune import FinetuneConfig, finetune, predict, validation_split
+from repmap_core.gguf import SMOLLM2_ID
+from repmap_core.progress import Progress, silent
+from repmap_core.splits import groups_of
 from repmap_core.stats import Estimate, accuracy_estimate, bootstrap
 
 __all__ = ["W2SResult", "split_three", "pgr", "weak_to_strong", "estimate_seconds"]
 
-Progress = Callable[[float, str], None]
-WEAK_DEFAULT = "sentence-transformers/all-MiniLM-L6-v2"
-STRONG_DEFAULT = "HuggingFaceTB/SmolLM2-135M-Instruct"
+WEAK_DEFAULT = EMBEDDED_MODEL_ID  # MiniLM, 22M
+STRONG_DEFAULT = SMOLLM2_ID  # SmolLM2, 135M
 # the student and its ceiling on this CPU: the last 4 of SmolLM2's 30 blocks, the new head at a higher rate
 STRONG_CONFIG = FinetuneConfig(epochs=3, train_last=4, lr=1e-4, head_lr=1e-3)
 
@@ -83,7 +85,7 @@ def weak_to_strong(data: str | TextDataset = "builtin:sentiment", *, weak_model:
                    within_layer: int | None = -1, progress: Progress | None = None, cancel=None) -> W2SResult:
     """Run the weak-to-strong protocol on `data`; every finetune is cached (a rerun reuses them).
     `cancel` (a threading.Event) stops it before the next training step."""
-    report = progress or (lambda f, m: None)
+    report = progress or silent
     dataset = data if isinstance(data, TextDataset) else load_dataset(data, limit=limit, seed=seed)
     weak_rows, strong_rows, test_rows = split_three(dataset, seed)
     if min(len(weak_rows), len(strong_rows), len(test_rows)) < 8:
@@ -109,7 +111,7 @@ def weak_to_strong(data: str | TextDataset = "builtin:sentiment", *, weak_model:
     y = test.labels.astype(np.int64)
     correct = {role: (predict(m.path, test) >= 0.5).astype(np.int64) == y
                for role, m in (("weak", weak), ("strong_on_weak", student), ("ceiling", ceiling))}
-    groups = np.where(test.pair_ids >= 0, test.pair_ids, -1 - np.arange(len(test)))
+    groups = groups_of(test.pair_ids)
     accs = {role: accuracy_estimate(c, groups if test.is_paired else None, seed=seed) for role, c in correct.items()}
     value = pgr(accs["weak"].value, accs["strong_on_weak"].value, accs["ceiling"].value)
     low, high = bootstrap(lambda idx: pgr(*(float(correct[r][idx].mean()) for r in ("weak", "strong_on_weak", "ceiling"))),

@@ -16,8 +16,8 @@ term removed (`A λ + b`) and with the label a base-model probe predicts (`A λ 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import numpy as np
 from sklearn.base import BaseEstimator

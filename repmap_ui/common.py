@@ -8,12 +8,13 @@ import threading
 import streamlit as st
 
 from repmap_core import store
+from repmap_core.catalog import list_local_models
 from repmap_core.data import PICKLE_SUFFIXES
 from repmap_core.errors import RepmapError
-from repmap_core.catalog import list_local_models
 from repmap_core.models import LoadedModel, ResolvedModel, is_offline, load_model
-from repmap_ui.urlstate import copy_link_box
 from repmap_ui.text import md
+from repmap_ui.urlstate import copy_link_box
+
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _load(resolved: ResolvedModel, device: str, dtype: str, trust_remote_code: bool) -> LoadedModel:

@@ -10,8 +10,16 @@ import json
 import streamlit as st
 
 from repmap_core.errors import RepmapError
-from repmap_core.exports import (arrays_safetensors, figure_html, figure_png, manifest_json,
-                                 png_available, png_unavailable_reason, safe_filename, table_csv)
+from repmap_core.exports import (
+    arrays_safetensors,
+    figure_html,
+    figure_png,
+    manifest_json,
+    png_available,
+    png_unavailable_reason,
+    safe_filename,
+    table_csv,
+)
 
 
 def _png_or_explain(fig):

@@ -5,20 +5,19 @@ from pathlib import Path
 
 import streamlit as st
 
-from repmap_ui.rebuild import separation_rows
 from repmap_core.access import cap_rows
-from repmap_core.recent import remember
-from repmap_ui.flow import is_cached, link_gate, seconds_for
-
 from repmap_core.activations import get_activations
 from repmap_core.data import load_dataset
 from repmap_core.errors import RepmapError
 from repmap_core.finetune import MANIFEST_NAME, check_base, list_finetuned, read_finetune_manifest
-from repmap_ui.common import model_loader
+from repmap_core.recent import remember
 from repmap_ui import urlstate
+from repmap_ui.common import model_loader
+from repmap_ui.flow import is_cached, link_gate, seconds_for
 from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker, seed_data_picker, seed_model_picker
-from repmap_ui.urlstate import Choice, Int, Layers, Text
+from repmap_ui.rebuild import separation_rows
 from repmap_ui.text import md
+from repmap_ui.urlstate import Choice, Int, Layers, Text
 
 RESULT = "shift.result"
 # the base/finetuned/data choice in the URL of both pages that share it

@@ -7,8 +7,16 @@ import streamlit as st
 
 from repmap_core.errors import RepmapError
 from repmap_core.exports import steering_export
-from repmap_core.figures_steering import (LRT_PUBLISHED_TEXT, curves_table, propensity_plot, rimsky_figures,
-                                          sentiment_examples, sentiment_plot, vector_norms, vector_table)
+from repmap_core.figures_steering import (
+    LRT_PUBLISHED_TEXT,
+    curves_table,
+    propensity_plot,
+    rimsky_figures,
+    sentiment_examples,
+    sentiment_plot,
+    vector_norms,
+    vector_table,
+)
 from repmap_core.models import LoadedModel, load_model
 from repmap_core.steering import transfer_and_compare
 from repmap_core.steering.run import sentiment_layer

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import streamlit as st
+
 from repmap_ui.text import md
 
 MAX_TEXT = 1000  # a model id, a data spec or a folder; longer is not a choice anybody made

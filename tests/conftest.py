@@ -15,15 +15,14 @@ _ROOTS = os.pathsep.join([_tempfile.gettempdir(), str(__import__("pathlib").Path
 os.environ.setdefault("REPMAP_DATA_ROOTS", _ROOTS)
 os.environ.setdefault("REPMAP_MODEL_ROOTS", _ROOTS)
 
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import urllib.error  # noqa: E402
 import urllib.request  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
 
 from tests.browser import HEALTH_TIMEOUT_S, find_chromium, free_port, require_or_skip, stop_server  # noqa: E402
 from tests.tiny_models import build_tiny_model  # noqa: E402

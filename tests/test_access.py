@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-from urllib.parse import quote
 
 import pytest
 from streamlit.testing.v1 import AppTest

@@ -15,17 +15,16 @@ the table for the issue's note: `python -m tests.test_bad_inputs`.
 """
 from __future__ import annotations
 
-import re
-
 import json
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest

@@ -8,12 +8,12 @@ the full-page screenshot (layer_explorer.png); otherwise it goes into the test's
 from __future__ import annotations
 
 import re
-
 import time
 
 import pytest
 
 from tests.browser import CHARTS_TIMEOUT_S, CHROMIUM_ARGS, grow_viewport_to_content, screenshot_path
+
 
 @pytest.mark.slow
 def test_layer_explorer_draws_charts(chromium_path, app_url, tmp_path):

@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from tests.browser import CHARTS_TIMEOUT_S, CHROMIUM_ARGS, ROOT, grow_viewport_to_content, screenshot_path
+from tests.browser import CHARTS_TIMEOUT_S, CHROMIUM_ARGS, grow_viewport_to_content, screenshot_path
 
 
 def page_address(app_url: str, name: str) -> str:

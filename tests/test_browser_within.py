@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 
-import time
-
 import pytest
 
 from repmap_core.data import load_dataset

@@ -25,16 +25,22 @@ from repmap_core.experiments import BetweenResult, WithinResult, between_models,
 from repmap_core.models import ModelInfo, ResolvedModel
 from repmap_core.probes import LayerSeparation, layer_separation
 from repmap_core.similarity import SimilarityMatrix, layer_similarity
-from repmap_core.stats import Estimate
-from repmap_core.steering import (LetterBalance, PropensityCurve, SteeringVector, SweepResult, VectorSet, propensity_curve,
-                                  vectors_from_activations)
+from repmap_core.stats import Estimate, format_estimate
+from repmap_core.steering import (
+    LetterBalance,
+    PropensityCurve,
+    SteeringVector,
+    SweepResult,
+    VectorSet,
+    propensity_curve,
+    vectors_from_activations,
+)
 from repmap_core.steering.run import LayerSweep
+from tests.conftest import ROOT
 
 
 def curve_gaps(states) -> np.ndarray:
     return states["steer.sweep"]["out"].sweep.curve.gaps
-from repmap_core.stats import format_estimate
-from tests.conftest import ROOT
 
 
 def _aset(ds: TextDataset, width: int, seed: int, model: str, position: str = "last", n_layers: int = 3) -> ActivationSet:
@@ -435,6 +441,7 @@ def _refuse(*args, **kwargs):
 def no_models(monkeypatch):
     """Every way a page could compute activations or load weights raises instead."""
     import repmap_core.activations as activations
+    import repmap_core.checkpoints as checkpoints
     import repmap_core.finetune as finetune
     import repmap_core.models as models
     import repmap_core.steering as steering
@@ -445,7 +452,8 @@ def no_models(monkeypatch):
     # only the source modules would leave a module first imported here holding `_refuse` for good
     for module, name in ((activations, "get_activations"), (models, "load_model"), (steering, "compute_vectors"),
                          (models, "resolve_model"), (activations, "load_model"), (shift, "get_activations"),
-                         (common, "load_model"), (finetune, "load_model"), (finetune, "resolve_model")):
+                         (common, "load_model"), (finetune, "load_model"), (finetune, "resolve_model"),
+                         (checkpoints, "load_model")):
         monkeypatch.setattr(module, name, _refuse)
 
 

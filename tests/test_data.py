@@ -495,7 +495,7 @@ def test_list_builtin():
 def test_builtin_real_data_ships_with_its_sources_and_licences():
     folder = Path(__file__).resolve().parents[1] / "repmap_core" / "builtin"
     sources = (folder / "SOURCES.md").read_text(encoding="utf-8")
-    for name, (file, _) in __import__("repmap_core.data", fromlist=["BUILTIN"]).BUILTIN.items():
+    for file, _ in __import__("repmap_core.data", fromlist=["BUILTIN"]).BUILTIN.values():
         assert f"`{file}`" in sources  # every built-in file is named with its source
     for licence in ("uci-sentiment-LICENSE.md", "hh-rlhf-LICENSE", "anthropic-evals-LICENSE"):
         assert (folder / "licences" / licence).stat().st_size > 100

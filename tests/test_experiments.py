@@ -54,7 +54,7 @@ def test_within_model_weak_labels_and_gd():
     assert weak_result.fit_labels == "weak" and strong.fit_labels == "ground truth"
     assert weak_result.probe["modeled"]["test"] < strong.probe["modeled"]["test"] - 0.1
     steps = []
-    gd, _ = within_model(before, after, y, method="gd", lr=3e-2, max_steps=4000, callback=lambda s, l: steps.append(s))
+    gd, _ = within_model(before, after, y, method="gd", lr=3e-2, max_steps=4000, callback=lambda s, loss: steps.append(s))
     assert gd.fit["steps"] > 0 and steps and gd.history
     assert gd.fit["loss_train"] <= strong.fit["loss_train"] * 1.01
 

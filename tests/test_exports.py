@@ -18,9 +18,19 @@ from streamlit.testing.v1 import AppTest
 
 from repmap_core import __version__
 from repmap_core.errors import RepmapError
-from repmap_core.exports import (PNG_SIGNATURE, arrays_bundle, arrays_safetensors, export_manifest, figure_html,
-                                 figure_png, png_available, png_size, read_arrays, safe_filename,
-                                 table_csv)
+from repmap_core.exports import (
+    PNG_SIGNATURE,
+    arrays_bundle,
+    arrays_safetensors,
+    export_manifest,
+    figure_html,
+    figure_png,
+    png_available,
+    png_size,
+    read_arrays,
+    safe_filename,
+    table_csv,
+)
 from tests.browser import find_chromium, require_or_skip
 from tests.conftest import ROOT
 
@@ -217,7 +227,7 @@ def test_layer_explorer_offers_html_png_and_csv(tiny_gpt2, media):
     html = found["explorer.curve.export_html"]
     assert (html["file_name"], html["mime"]) == (f"{stem}.html", "text/html")
     page = as_bytes(html["data"]())
-    assert not SCRIPT_SRC.search(page) and "probe (cross-validated)".encode() in page and b"Fisher ratio" in page
+    assert not SCRIPT_SRC.search(page) and b"probe (cross-validated)" in page and b"Fisher ratio" in page
     assert found["explorer.grid.export_html"]["file_name"].startswith("layers_pca_")
     csv = found["explorer.table.export_csv"]
     assert (csv["file_name"], csv["mime"]) == (f"{stem}.csv", "text/csv")

@@ -10,9 +10,19 @@ import pytest
 
 from repmap_core.experiments import TRANSFER_EXPLAINED, between_models
 from repmap_core.figures import LABEL_COLORS
-from repmap_core.figures_across import (TRANSFER_COLUMNS, best_match_cells, best_matches, fit_curve, map_manifest,
-                                        per_dim_error, selected_rows, side_by_side, similarity_heatmap,
-                                        similarity_table, transfer_table)
+from repmap_core.figures_across import (
+    TRANSFER_COLUMNS,
+    best_match_cells,
+    best_matches,
+    fit_curve,
+    map_manifest,
+    per_dim_error,
+    selected_rows,
+    side_by_side,
+    similarity_heatmap,
+    similarity_table,
+    transfer_table,
+)
 from repmap_core.similarity import SimilarityMatrix
 
 # source layers 0, 2, 4 against target layers 1, 3, 5, 7; best (max) per row: 3, 7, 1

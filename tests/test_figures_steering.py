@@ -4,12 +4,30 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from repmap_core.steering import save_vectors
-from repmap_core.figures_steering import (CELL_TEXT_MAX_LAYERS, LRT_PUBLISHED_TEXT, agreement_table, cosine_by_layer,
-                                          cosines_table, curves_table, layer_cosine_heatmaps, preview_table,
-                                          propensity_plot, rimsky_figures, vector_norms, vector_pca_plot, vector_table,)
-from repmap_core.steering import (PropensityCurve, SteeringVector, cosine_per_layer, layer_cosines, load_vectors,
-                                  vector_pca)
+from repmap_core.figures_steering import (
+    CELL_TEXT_MAX_LAYERS,
+    LRT_PUBLISHED_TEXT,
+    agreement_table,
+    cosine_by_layer,
+    cosines_table,
+    curves_table,
+    layer_cosine_heatmaps,
+    preview_table,
+    propensity_plot,
+    rimsky_figures,
+    vector_norms,
+    vector_pca_plot,
+    vector_table,
+)
+from repmap_core.steering import (
+    PropensityCurve,
+    SteeringVector,
+    cosine_per_layer,
+    layer_cosines,
+    load_vectors,
+    save_vectors,
+    vector_pca,
+)
 
 
 def basis_vectors(n_layers: int, d: int, scale: float = 1.0, sign: float = 1.0, count: int = 7) -> dict[int, SteeringVector]:

@@ -19,8 +19,19 @@ from safetensors.numpy import load_file
 from repmap_core.data import TextDataset, load_dataset
 from repmap_core.errors import RepmapError
 from repmap_core.extract import extract_activations
-from repmap_core.finetune import (FORMAT, Cancelled, FinetuneConfig, FinetuneResult, check_base, finetune,
-                                  list_finetuned, predict, save_dataset, validation_split, weak_labels)
+from repmap_core.finetune import (
+    FORMAT,
+    Cancelled,
+    FinetuneConfig,
+    FinetuneResult,
+    check_base,
+    finetune,
+    list_finetuned,
+    predict,
+    save_dataset,
+    validation_split,
+    weak_labels,
+)
 from repmap_core.models import EMBEDDED_MODEL_ID, load_model
 
 GOOD = ["great", "good", "lovely", "excellent", "wonderful", "perfect", "nice", "fantastic"]

@@ -5,9 +5,23 @@ import numpy as np
 import pytest
 
 from repmap_core.errors import RepmapError
-from repmap_core.maps import (GDMap, LeastSquaresMap, LowRankMap, MLPMap, ProbeReadout, ProcrustesMap, RidgeMap,
-                              WithinModelFit, choose_ridge_alpha, make_map, map_metrics, parse_alpha, solve_affine,
-                              transfer_direction, transfer_intercept)
+from repmap_core.maps import (
+    GDMap,
+    LeastSquaresMap,
+    LowRankMap,
+    MLPMap,
+    ProbeReadout,
+    ProcrustesMap,
+    RidgeMap,
+    WithinModelFit,
+    choose_ridge_alpha,
+    make_map,
+    map_metrics,
+    parse_alpha,
+    solve_affine,
+    transfer_direction,
+    transfer_intercept,
+)
 
 
 def cos(a, b):

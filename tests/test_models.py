@@ -8,10 +8,17 @@ import shutil
 import pytest
 
 from repmap_core import models
-from repmap_core.errors import RepmapError
 from repmap_core.catalog import list_local_models
-from repmap_core.models import (EMBEDDED_MODEL_ID, find_blocks, load_model, model_info,
-                                resolve_layers, resolve_model, site_name)
+from repmap_core.errors import RepmapError
+from repmap_core.models import (
+    EMBEDDED_MODEL_ID,
+    find_blocks,
+    load_model,
+    model_info,
+    resolve_layers,
+    resolve_model,
+    site_name,
+)
 
 
 def test_local_folder_resolves_with_a_content_revision(tiny_gpt2, tmp_path):
@@ -188,8 +195,8 @@ def test_device_map_loading_and_the_fit_check(tiny_gpt2, monkeypatch):
 
     from repmap_core import models as m
     from repmap_core.activations import get_activations
-    from repmap_core.extract import extract_activations
     from repmap_core.data import load_dataset
+    from repmap_core.extract import extract_activations
 
     spread = load_model(str(tiny_gpt2), device_map="auto")
     plain = load_model(str(tiny_gpt2))
@@ -202,7 +209,9 @@ def test_device_map_loading_and_the_fit_check(tiny_gpt2, monkeypatch):
     assert aset.manifest["placement"] == spread.placement
     size = m.weights_bytes(m.resolve_model(str(tiny_gpt2)), "float32")
     assert size == 4 * sum(p.numel() for p in plain.model.parameters())  # read from the headers alone
-    monkeypatch.setattr(m, "free_memory_bytes", lambda offload: {"cuda:0": 1000})
+    from repmap_core import model_memory
+
+    monkeypatch.setattr(model_memory, "free_memory_bytes", lambda offload: {"cuda:0": 1000})
     with pytest.raises(RepmapError, match=r"needs about .* GB in bfloat16 and only 0.0 GB on cuda:0 is free; use more GPUs, CPU offload"):
         load_model(str(tiny_gpt2), device_map="auto", dtype="bfloat16")
 

@@ -13,10 +13,9 @@ from streamlit.testing.v1 import AppTest
 from repmap_core.errors import RepmapError
 from repmap_core.presets import PRESETS, SCALED_LABEL, check, memory_bytes, needs, run
 from tests.conftest import ROOT, SMOLLM2_ID
-
-MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 from tests.test_cli import one_json_object, run_cli
 
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 pytestmark = pytest.mark.slow
 
 

@@ -88,10 +88,12 @@ def test_no_code_path_unpickles_or_runs_untrusted_code():
 
 def test_the_grep_catches_what_it_is_meant_to(tmp_path):
     """The patterns above, tried on lines that must be caught and lines that must not."""
-    caught = ["x = pickle.load(f)", "import pickle", "from joblib import load", "dill.loads(b)", "np.load(p, allow_pickle=True)", "torch.load(p, weights_only=False)",
+    caught = ["x = pickle.load(f)", "import pickle", "from joblib import load", "dill.loads(b)", "np.load(p, allow_pickle=True)",
+              "torch.load(p, weights_only=False)",
               "AutoModel.from_pretrained(p, trust_remote_code=True)", "eval(user_input)", "import joblib",
               "@st.cache_data(persist='disk')", "yaml.load(s)", "subprocess.run(cmd, shell=True)"]
-    allowed = ["model.eval()", 'SUFFIXES = (".pkl", ".joblib")', "never_pickle = True", "np.load(p, allow_pickle=False)", "trust_remote_code=trust_remote_code",
+    allowed = ["model.eval()", 'SUFFIXES = (".pkl", ".joblib")', "never_pickle = True", "np.load(p, allow_pickle=False)",
+               "trust_remote_code=trust_remote_code",
                "st.cache_data(show_spinner=False)", "yaml.safe_load(s)", "lm.model.eval().requires_grad_(False)"]
     for line in caught:
         assert any(re.search(p, line) for _, p in FORBIDDEN), line

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy.linalg import orthogonal_procrustes
 
-from repmap_core import similarity
+from repmap_core import cka, similarity
 from repmap_core.errors import RepmapError
 from repmap_core.similarity import (
     SimilarityMatrix,
@@ -158,7 +158,7 @@ def test_kernel_and_feature_forms_of_cka_agree(shape):
     X = rng.normal(size=shape) + 2.0
     Y = X[:, :5] @ rng.normal(size=(5, shape[1] + 7)) + rng.normal(size=(shape[0], shape[1] + 7))
     Xc, Yc = X - X.mean(0), Y - Y.mean(0)
-    feature, kernel = similarity._cka_features(Xc, Yc), similarity._cka_kernel(Xc, Yc)
+    feature, kernel = cka._cka_features(Xc, Yc), cka._cka_kernel(Xc, Yc)
     assert 0.05 < feature < 0.99
     assert feature == pytest.approx(kernel, abs=1e-8)
     assert linear_cka(X, Y) == pytest.approx(reference_cka(X, Y), abs=1e-8)
@@ -167,8 +167,8 @@ def test_kernel_and_feature_forms_of_cka_agree(shape):
 def test_linear_cka_picks_the_form_by_shape(monkeypatch):
     calls: list[str] = []
     for form in ("_cka_features", "_cka_kernel"):
-        real = getattr(similarity, form)
-        monkeypatch.setattr(similarity, form, lambda Xc, Yc, real=real, form=form: calls.append(form) or real(Xc, Yc))
+        real = getattr(cka, form)
+        monkeypatch.setattr(cka, form, lambda Xc, Yc, real=real, form=form: calls.append(form) or real(Xc, Yc))
     rng = np.random.default_rng(4)
     tall, wide = rng.normal(size=(400, 10)), rng.normal(size=(30, 500))
     linear_cka(tall, tall[:, ::-1])
@@ -276,8 +276,8 @@ def test_layer_similarity_cka_uses_kernels_only_where_they_pay_off():
 
 def test_layer_similarity_prepares_each_layer_once(monkeypatch):
     calls = []
-    real = similarity._cka_prepare
-    monkeypatch.setattr(similarity, "_cka_prepare", lambda Xc, *args: calls.append(Xc.shape) or real(Xc, *args))
+    real = similarity.cka_prepare
+    monkeypatch.setattr(similarity, "cka_prepare", lambda Xc, *args: calls.append(Xc.shape) or real(Xc, *args))
     layers_a, layers_b = copied_layers(60, 10, 12, k=3)
     layer_similarity(layers_a, layers_b)
     assert len(calls) == 6  # 3 + 3 layers, not 9 pairs

@@ -6,8 +6,16 @@ import json
 import numpy as np
 import pytest
 
-from repmap_core.stats import (Estimate, bootstrap, format_estimate, format_null, r2_estimate, random_direction_accuracy,
-                               row_mean_estimate, wilson)
+from repmap_core.stats import (
+    Estimate,
+    bootstrap,
+    format_estimate,
+    format_null,
+    r2_estimate,
+    random_direction_accuracy,
+    row_mean_estimate,
+    wilson,
+)
 
 
 def test_bias_corrected_bootstrap_keeps_a_shrunk_statistic_inside_its_interval():

@@ -11,10 +11,25 @@ from repmap_core.data import adapt_frame, load_dataset
 from repmap_core.errors import RepmapError
 from repmap_core.maps import LeastSquaresMap
 from repmap_core.models import load_model
-from repmap_core.steering import (SteeringVector, ab_prompts, apply_chat_template, caa_vector, compare_curves,
-                                  compute_vectors, generate, layer_cosines, letter_logit_gaps, load_vectors,
-                                  pair_differences, propensity_sweep, save_vectors, split_pairs, steer,
-                                  transfer_vector, vector_pca)
+from repmap_core.steering import (
+    SteeringVector,
+    ab_prompts,
+    apply_chat_template,
+    caa_vector,
+    compare_curves,
+    compute_vectors,
+    generate,
+    layer_cosines,
+    letter_logit_gaps,
+    load_vectors,
+    pair_differences,
+    propensity_sweep,
+    save_vectors,
+    split_pairs,
+    steer,
+    transfer_vector,
+    vector_pca,
+)
 from tests.conftest import SHARED_DATA, needs_shared_data
 
 
@@ -238,3 +253,29 @@ def test_prompts_longer_than_the_context_keep_their_end(lm):
     gap = letter_logit_gaps(lm, prompts)  # no IndexError past the 128 positions
     assert gap.shape == (1,) and np.isfinite(gap).all()
     assert len(generate(lm, [prompts[0].prompt], max_new_tokens=5)) == 1
+
+
+class _PlantedActivations:
+    """What `sentiment_vector` reads of an ActivationSet: one layer's rows, the labels, the manifest."""
+
+    def __init__(self, X: np.ndarray, labels: np.ndarray):
+        self.X, self.labels = X, labels
+        self.manifest = {"model": "m", "revision": "r", "position": "last", "dataset_fingerprint": "f"}
+
+    def __getitem__(self, layer: int) -> np.ndarray:
+        return self.X
+
+
+def test_sentiment_vector_is_the_class_mean_difference():
+    """Planted: positive rows are random rows shifted by δ, so the vector is δ plus the difference of
+    the two classes' noise means, and points along δ."""
+    from repmap_core.steering.sentiment import sentiment_vector
+
+    rng = np.random.default_rng(0)
+    delta = rng.normal(size=16)
+    base = rng.normal(size=(200, 16))
+    y = np.arange(200) % 2
+    v = sentiment_vector(_PlantedActivations(base + np.outer(y, delta), y.astype(np.int8)), 3)
+    np.testing.assert_allclose(v.vector, delta + base[y == 1].mean(0) - base[y == 0].mean(0), atol=1e-5)
+    assert float(v.vector @ delta / (np.linalg.norm(v.vector) * np.linalg.norm(delta))) > 0.95
+    assert (v.layer, v.model, v.method, v.position, v.count) == (3, "m", "mean_diff", "last", 200)

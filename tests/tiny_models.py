@@ -32,12 +32,12 @@ def _bpe_tokenizer(vocab_size: int = 400):
 
 
 def _wordpiece_tokenizer(vocab_size: int = 400):
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
     # The WordPiece trainer breaks count ties by Rust hash order, which is seeded per process, so
     # its vocabulary (and the tiny model) differed between runs. Build the vocabulary from counts.
     from collections import Counter
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     normalizer, pre = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()

@@ -10,8 +10,17 @@ import streamlit as st
 from repmap_core import store
 from repmap_core.data import load_dataset
 from repmap_core.errors import RepmapError
-from repmap_core.finetune import (FinetuneConfig, check_finetune_data, estimate_seconds, finetune, list_finetuned,
-                                  read_finetune_manifest, save_dataset, validation_split, weak_labels)
+from repmap_core.finetune import (
+    FinetuneConfig,
+    check_finetune_data,
+    estimate_seconds,
+    finetune,
+    list_finetuned,
+    read_finetune_manifest,
+    save_dataset,
+    validation_split,
+    weak_labels,
+)
 from repmap_core.models import resolve_model
 from repmap_ui.common import local_models, show_error
 from repmap_ui.jobs import Job, latest_job, start_job

@@ -4,26 +4,25 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from repmap_core.access import cap, cap_rows
 from repmap_core.activations import get_activations
+from repmap_core.axes import AXES, AXIS_NAMES, custom_axes
+from repmap_core.class_names import class_names
 from repmap_core.data import load_dataset, require_both_classes
 from repmap_core.errors import RepmapError
 from repmap_core.figures import METHOD_NAMES, layer_grid, separation_curve
 from repmap_core.models import EMBEDDED_MODEL_ID, site_name
-from repmap_core.probes import best_layer, layer_separation
+from repmap_core.probes import best_layer
 from repmap_core.projection import METHODS, project, sample_rows
-from repmap_core.stats import format_estimate, format_null
-from repmap_ui import exports
-from repmap_core.access import cap, cap_rows
-from repmap_core.axes import AXES, AXIS_NAMES, custom_axes
-from repmap_core.class_names import class_names
 from repmap_core.recent import remember
-from repmap_ui.flow import is_cached, link_gate, seconds_for
-from repmap_ui.rebuild import separation_rows
+from repmap_core.stats import format_estimate, format_null
+from repmap_ui import exports, urlstate
 from repmap_ui.common import default_causal_model, model_loader, show_error, table_uploader, warm_umap_in_background
-from repmap_ui import urlstate
+from repmap_ui.flow import is_cached, link_gate, seconds_for
 from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker, seed_data_picker, seed_model_picker
-from repmap_ui.urlstate import Choice, Int, IntList, Layers, Text
+from repmap_ui.rebuild import separation_rows
 from repmap_ui.text import md
+from repmap_ui.urlstate import Choice, Int, IntList, Layers, Text
 
 st.title("Layer explorer")
 st.caption("Each layer's activations projected to 2-D and coloured by label, and how separable the label is "

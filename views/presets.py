@@ -65,7 +65,7 @@ for name, preset in PRESETS.items():
         if go_full or go_scaled:
             bar = st.progress(0.0, text="Starting")
             try:
-                result = run(preset, scaled=go_scaled, progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m))
+                result = run(preset, scaled=go_scaled, progress=lambda f, m, bar=bar: bar.progress(min(max(f, 0.0), 1.0), text=m))
                 st.session_state[f"presets.result.{name}"] = result.as_dict()
             except RepmapError as e:
                 show_error(e)

@@ -2,28 +2,33 @@
 propensity sweep with one of them, and a vector carried to the other across a map (LRT)."""
 from __future__ import annotations
 
-
 import numpy as np
 import streamlit as st
 
+from repmap_core.access import cap_rows
 from repmap_core.data import load_dataset
 from repmap_core.errors import RepmapError
 from repmap_core.figures_steering import agreement_table, curves_table, preview_table, propensity_plot, side_effect_plot
 from repmap_core.models import model_info, resolve_model
 from repmap_core.stats import format_estimate
-from repmap_core.access import cap_rows
 from repmap_core.steering import compute_vectors
 from repmap_core.steering.compare import vectors_cached
-from repmap_ui.flow import link_gate
 from repmap_core.steering.run import estimate_sweep_seconds, sweep_layer
-from repmap_ui import exports
+from repmap_ui import exports, urlstate
 from repmap_ui.common import default_causal_model, model_loader, show_error
-from repmap_ui import urlstate
+from repmap_ui.flow import link_gate
 from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker, seed_data_picker, seed_model_picker
-from repmap_ui.urlstate import Choice, Float, Int, Layers, Text
+from repmap_ui.steering_sections import (
+    alphas_inputs,
+    comparison,
+    encoder_reason,
+    lm_for,
+    sentiment_section,
+    short,
+    transfer_section,
+)
 from repmap_ui.text import md
-from repmap_ui.steering_sections import (alphas_inputs, comparison, encoder_reason, lm_for, sentiment_section, short,
-                                         transfer_section)
+from repmap_ui.urlstate import Choice, Float, Int, Layers, Text
 
 NONE = "(none)"
 

@@ -9,12 +9,12 @@ import streamlit as st
 from repmap_core.affine import parse_alpha
 from repmap_core.errors import RepmapError
 from repmap_core.experiments import GAO_DELTA_ACCURACY, GAO_TABLE1, within_model, within_table
+from repmap_core.exports import within_export
 from repmap_core.figures_shift import live_fit
 from repmap_core.finetune import list_finetuned, weak_labels
-from repmap_core.exports import within_export
+from repmap_core.stats import format_estimate, format_null
 from repmap_ui import exports, urlstate
 from repmap_ui.shift import shift_selection
-from repmap_core.stats import format_estimate, format_null
 from repmap_ui.urlstate import Choice, Float, Int, Text
 
 st.title("Within-model fit")

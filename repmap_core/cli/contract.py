@@ -10,16 +10,20 @@
 - `check_output_folder` / `check_output_file`: `--export DIR` and `--save FILE` are checked before
   any work, so a path that cannot be written never costs an extraction.
 - `check_alpha` / `check_folds`: numeric options refused in the flag's own words.
+- `stderr_progress`: progress as lines on stderr (at most one a second), so stdout keeps only the result.
 """
 from __future__ import annotations
 
 import argparse
 import math
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
 from repmap_core.errors import RepmapError
+from repmap_core.progress import Progress
 
 ESTIMATE_FIELDS = {"value", "low", "high", "null", "null_high"}
 UNDEFINED_SUFFIXES = ("_low", "_high", "_interval")
@@ -104,3 +108,16 @@ def check_folds(folds: int, flag: str = "--folds") -> int:
     if folds < 2:
         raise RepmapError(f"{flag} must be at least 2 (cross-validation needs a fold to hold out), not {folds}.")
     return folds
+
+
+def stderr_progress(quiet: bool = False) -> Progress:
+    """A `Progress` that prints `[ 42.0%] message` on stderr, at most once a second (and at 100%)."""
+    last = [0.0]
+
+    def report(fraction: float, message: str) -> None:
+        now = time.monotonic()
+        if not quiet and (now - last[0] > 1.0 or fraction >= 1.0):
+            last[0] = now
+            print(f"[{fraction:6.1%}] {message}", file=sys.stderr, flush=True)
+
+    return report

@@ -15,6 +15,9 @@ import argparse
 import numpy as np
 
 from repmap_core.errors import RepmapError
+from repmap_core.progress import Progress
+
+COMMANDS = ("steer",)
 
 
 def add_parser(sub) -> None:
@@ -43,7 +46,7 @@ def parse_alphas(text: str) -> list[float]:
     return alphas
 
 
-def run(args: argparse.Namespace, progress) -> dict:
+def run(args: argparse.Namespace, progress: Progress) -> dict:
     from repmap_core.activations import get_activations
     from repmap_core.data import load_dataset
     from repmap_core.models import load_model, model_info, resolve_layers, resolve_model

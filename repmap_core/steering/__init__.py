@@ -7,16 +7,52 @@
 """
 from __future__ import annotations
 
-from repmap_core.steering.apply import (SCALES, PropensityCurve, SweepResult, context_room, generate, letter_logit_gaps,
-                                        next_token_loss, prompts_over_context, propensity_curve, propensity_sweep,
-                                        scale_factor, steer)
-from repmap_core.steering.choices import (ABPrompt, BalancedAB, LetterBalance, ab_prompts, answer_letter,
-                                          apply_chat_template, balanced_rows, letter_balanced, swap_choices)
-from repmap_core.steering.compare import (TransferResult, VectorSet, compare_curves, compute_vectors, split_pairs,
-                                          transfer_and_compare, transfer_vector)
-from repmap_core.steering.vectors import (SteeringVector, caa_vector, cosine_per_layer, layer_cosines, load_vectors,
-                                          pair_differences, save_vectors, vector_pca, vectors_from_activations,
-                                          vectors_metadata)
+from repmap_core.steering.apply import (
+                                        SCALES,
+                                        PropensityCurve,
+                                        SweepResult,
+                                        context_room,
+                                        generate,
+                                        letter_logit_gaps,
+                                        next_token_loss,
+                                        prompts_over_context,
+                                        propensity_curve,
+                                        propensity_sweep,
+                                        scale_factor,
+                                        steer,
+)
+from repmap_core.steering.choices import (
+                                        ABPrompt,
+                                        BalancedAB,
+                                        LetterBalance,
+                                        ab_prompts,
+                                        answer_letter,
+                                        apply_chat_template,
+                                        balanced_rows,
+                                        letter_balanced,
+                                        swap_choices,
+)
+from repmap_core.steering.compare import (
+                                        TransferResult,
+                                        VectorSet,
+                                        compare_curves,
+                                        compute_vectors,
+                                        split_pairs,
+                                        transfer_and_compare,
+                                        transfer_vector,
+)
+from repmap_core.steering.vectors import (
+                                        SteeringVector,
+                                        caa_vector,
+                                        cosine_per_layer,
+                                        layer_cosines,
+                                        load_vectors,
+                                        pair_differences,
+                                        save_vectors,
+                                        vector_pca,
+                                        vectors_from_activations,
+                                        vectors_metadata,
+)
 
 __all__ = ["SCALES", "ABPrompt", "BalancedAB", "LetterBalance", "PropensityCurve", "SteeringVector", "SweepResult",
            "TransferResult", "VectorSet", "ab_prompts", "answer_letter", "apply_chat_template", "balanced_rows",

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from repmap_core.errors import RepmapError
 from repmap_core.hooks import block_hidden, with_hidden
 from repmap_core.models import LoadedModel
+from repmap_core.progress import Progress
 from repmap_core.stats import Estimate, bootstrap, wilson
 from repmap_core.steering.choices import ABPrompt
 from repmap_core.steering.vectors import SteeringVector
@@ -27,7 +28,6 @@ from repmap_core.steering.vectors import SteeringVector
 __all__ = ["steer", "letter_logit_gaps", "PropensityCurve", "propensity_curve", "SweepResult", "propensity_sweep",
            "next_token_loss", "generate", "prompts_over_context", "context_room", "SCALES", "scale_factor"]
 
-Progress = Callable[[float, str], None]
 SCALES = ("relative", "raw", "unit")  # α × layer norm × unit vector; α × v as computed; α × unit vector
 
 
@@ -116,19 +116,25 @@ def _require_lm(lm: LoadedModel) -> None:
         raise RepmapError("Steering needs the model's next-token logits: load it with its LM head (load_model(..., head=True)).")
 
 
-def _forward_last_logits(lm: LoadedModel, input_ids, mask):
-    """Logits at the last position only `(B, V)`: the head runs on one position (`logits_to_keep=1`),
-    which matters for big vocabularies (Gemma's 262k)."""
-    import torch
-
+def _left_padded_inputs(lm: LoadedModel, input_ids, mask, last_only: bool = False) -> dict:
+    """The forward's keyword arguments for a left-padded batch: position ids that start at 0 on each
+    row's first real token, where the model takes them; with `last_only`, logits at the last
+    position only (`logits_to_keep=1`), which matters for big vocabularies (Gemma's 262k)."""
     accepted = inspect.signature(lm.model.forward).parameters
     kwargs = {"input_ids": input_ids, "attention_mask": mask, "use_cache": False}
     if "position_ids" in accepted:
-        kwargs["position_ids"] = (mask.cumsum(1) - 1).clamp(min=0)  # left padding: real positions start at 0
-    if "logits_to_keep" in accepted:
+        kwargs["position_ids"] = (mask.cumsum(1) - 1).clamp(min=0)
+    if last_only and "logits_to_keep" in accepted:
         kwargs["logits_to_keep"] = 1
+    return kwargs
+
+
+def _forward_last_logits(lm: LoadedModel, input_ids, mask):
+    """Logits at the last position only `(B, V)`."""
+    import torch
+
     with torch.inference_mode():
-        return lm.model(**kwargs).logits[:, -1].float()
+        return lm.model(**_left_padded_inputs(lm, input_ids, mask, last_only=True)).logits[:, -1].float()
 
 
 def letter_logit_gaps(lm: LoadedModel, prompts: Sequence[ABPrompt], batch_size: int = 16) -> np.ndarray:
@@ -252,12 +258,8 @@ def next_token_loss(lm: LoadedModel, texts: Sequence[str], batch_size: int = 16)
     total, count = 0.0, 0
     for s in range(0, len(texts), batch_size):
         input_ids, mask = _encode_left(lm, texts[s:s + batch_size])
-        accepted = inspect.signature(lm.model.forward).parameters
-        kwargs = {"input_ids": input_ids, "attention_mask": mask, "use_cache": False}
-        if "position_ids" in accepted:
-            kwargs["position_ids"] = (mask.cumsum(1) - 1).clamp(min=0)
         with torch.inference_mode():
-            logits = lm.model(**kwargs).logits[:, :-1].float()  # (B, T-1, V)
+            logits = lm.model(**_left_padded_inputs(lm, input_ids, mask)).logits[:, :-1].float()  # (B, T-1, V)
         target = input_ids[:, 1:]
         keep = mask[:, 1:].bool() & mask[:, :-1].bool()
         loss = F.cross_entropy(logits[keep], target[keep], reduction="sum")

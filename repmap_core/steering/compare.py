@@ -11,36 +11,23 @@ held-out questions, and r(native, random) is its null.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
 from repmap_core.data import TextDataset
 from repmap_core.errors import RepmapError
 from repmap_core.models import LoadedModel
-from repmap_core.stats import Estimate, bootstrap
+from repmap_core.progress import Progress
+from repmap_core.splits import split_pairs
+from repmap_core.stats import bootstrap
 from repmap_core.steering.apply import PropensityCurve, SweepResult, propensity_sweep
-from repmap_core.steering.choices import (LetterBalance, ab_prompts, apply_chat_template, balanced_rows,
-                                          letter_balanced)
+from repmap_core.steering.choices import LetterBalance, ab_prompts, apply_chat_template, balanced_rows, letter_balanced
 from repmap_core.steering.vectors import SteeringVector, vectors_from_activations
 
 __all__ = ["VectorSet", "compute_vectors", "prepared", "vectors_cached", "split_pairs", "transfer_vector", "compare_curves", "TransferResult",
            "transfer_and_compare"]
-
-Progress = Callable[[float, str], None]
-
-
-def split_pairs(groups: np.ndarray, test_frac: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices (train, test), whole groups (pairs, or questions with their twins) on each side, seeded."""
-    groups = np.asarray(groups)
-    ids = np.unique(groups)
-    if len(ids) < 2:
-        raise RepmapError("At least two A/B questions are needed: one to make the vector, one to score it.")
-    rng = np.random.default_rng(seed)
-    test_ids = rng.choice(ids, size=min(len(ids) - 1, max(1, int(round(test_frac * len(ids))))), replace=False)
-    test = np.isin(groups, test_ids)
-    return np.flatnonzero(~test), np.flatnonzero(test)
 
 
 @dataclass(frozen=True, eq=False)

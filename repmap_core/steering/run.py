@@ -2,18 +2,18 @@
 side effect, verdict and a generation preview, from a computed `VectorSet`."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Sequence
 
 from repmap_core.models import LoadedModel
+from repmap_core.progress import Progress
 from repmap_core.steering.apply import SweepResult, generate, prompts_over_context, propensity_sweep, scale_factor
 from repmap_core.steering.choices import ab_prompts
 from repmap_core.steering.compare import VectorSet
 
 __all__ = ["LayerSweep", "sweep_layer", "neutral_texts", "estimate_sweep_seconds", "sentiment_layer"]
 
-Progress = Callable[[float, str], None]
 
 
 @lru_cache(maxsize=1)

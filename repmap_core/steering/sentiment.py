@@ -10,20 +10,20 @@ A random direction of the same norm is steered beside it.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Sequence
 
 import numpy as np
 
 from repmap_core.models import LoadedModel
+from repmap_core.progress import Progress
 from repmap_core.stats import Estimate, bootstrap
 from repmap_core.steering.apply import generate, scale_factor, slope_estimates, verdict
 from repmap_core.steering.vectors import SteeringVector
 
 __all__ = ["OPENINGS", "SentimentJudge", "sentiment_judge", "sentiment_vector", "SentimentSweep", "sentiment_sweep"]
 
-Progress = Callable[[float, str], None]
 OPENINGS = (  # neutral openings: nothing in them leans either way
     "I went to see the new movie last night and it", "The food at the restaurant was", "My new phone arrived today and",
     "The hotel room was", "I read the book over the weekend and", "The customer service at the store was",
@@ -65,7 +65,7 @@ def _judge_model():
 def sentiment_judge(layer: int = 4) -> SentimentJudge:
     """The judge, fitted once per process on the built-in reviews (MiniLM activations come from the cache)."""
     from repmap_core.activations import get_activations
-    from repmap_core.models import EMBEDDED_MODEL_ID
+    from repmap_core.embedded import EMBEDDED_MODEL_ID
     from repmap_core.probes import LinearProbe, train_test_split_groups
 
     aset = get_activations(EMBEDDED_MODEL_ID, "builtin:sentiment", [layer], "mean", loader=lambda r, d, t: _judge_model())

@@ -1,0 +1,218 @@
+"""The shape of repmap_core: short modules of one concept, no import cycles (function-level
+imports included), and no streamlit. Read from the source with `ast`; nothing is imported."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CORE = ROOT / "repmap_core"
+MAX_LINES = 400
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def core_modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted(CORE.rglob("*.py"))}
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def imported_names(tree: ast.AST, this: str, is_package: bool) -> set[str]:
+    """Every dotted module name an import statement anywhere in `tree` may load, at module level or
+    inside a function (those run too, only later), except under `if TYPE_CHECKING:`. For
+    `from a.b import c` both `a.b` and `a.b.c` are given: the caller keeps those that are modules."""
+    out: set[str] = set()
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and _is_type_checking(node):
+            skipped.update(id(n) for n in ast.walk(node))
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against this module's package
+                package = this.split(".") if is_package else this.split(".")[:-1]
+                base = ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            out.add(base)
+            out.update(f"{base}.{alias.name}" for alias in node.names)
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """`module -> the repmap_core modules it imports`. A submodule import is an edge to the
+    submodule only: its parent package runs first, but counting that edge would make every
+    package that re-exports its submodules a cycle of its own."""
+    modules = core_modules()
+    graph = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        names = imported_names(tree, name, path.name == "__init__.py")
+        graph[name] = {n for n in names if n in modules and n != name}
+    return graph
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_the_cycle_finder_finds_a_planted_cycle_and_passes_a_chain():
+    assert find_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert find_cycles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
+
+
+def test_imports_inside_functions_count_and_type_checking_ones_do_not():
+    tree = ast.parse(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from repmap_core.models import LoadedModel\n"
+        "def f():\n    from repmap_core.store import cache_root\n"
+        "from repmap_core import data\n"
+    )
+    names = imported_names(tree, "repmap_core.x", False)
+    assert "repmap_core.store" in names and "repmap_core.data" in names
+    assert "repmap_core.models" not in names
+
+
+def test_repmap_core_has_no_import_cycle():
+    graph = import_graph()
+    assert len(graph) > 40  # the walk found the package
+    cycles = find_cycles(graph)
+    assert cycles == [], "import cycles in repmap_core (a lazy import that dodges one is code in the wrong module): " + \
+        "; ".join(" <-> ".join(c) for c in cycles)
+
+
+@pytest.mark.parametrize("name", sorted(core_modules()))
+def test_no_core_module_is_over_the_line_budget(name):
+    lines = core_modules()[name].read_text(encoding="utf-8").count("\n")
+    assert lines <= MAX_LINES, f"{name} has {lines} lines; split it by idea into modules of at most {MAX_LINES}"
+
+
+def test_the_progress_callback_type_is_written_once():
+    """`Progress` lives in progress.py; a module spelling the callback type out again (or defining its
+    own alias) is a second mechanism for the same thing."""
+    offenders = []
+    for name, path in core_modules().items():
+        if name == "repmap_core.progress":
+            continue
+        source = path.read_text(encoding="utf-8")
+        if "Callable[[float, str], None]" in source or "\nProgress = " in source:
+            offenders.append(name)
+    assert offenders == []
+
+
+# Modules without a test file of their own (tests/test_<name>.py, or test_<package>_<name>.py in a
+# subpackage), each with the test file that covers it by content and a phrase of that file that
+# shows it. Decided by reading the tests; the phrase keeps the entry honest when tests move.
+TESTED_IN = {
+    "repmap_core.__main__": ("test_cli_contract.py", "from repmap_core.__main__ import main"),
+    "repmap_core.affine": ("test_maps.py", "held_out_rows"),
+    "repmap_core.arrays": ("test_cli_contract.py", "arrays.available_memory_bytes"),
+    "repmap_core.between": ("test_experiments.py", "between_models(S, T, y)"),
+    "repmap_core.checkpoints": ("test_finetune.py", "weak_labels("),
+    "repmap_core.class_names": ("test_axes.py", "from repmap_core.class_names import class_names"),
+    "repmap_core.cka": ("test_similarity.py", "cka._cka_features"),
+    "repmap_core.classifier": ("test_finetune.py", "predict("),
+    "repmap_core.cli.activations": ("test_cli.py", 'run_cli("extract"'),
+    "repmap_core.cli.fits": ("test_cli.py", 'run_cli("within"'),
+    "repmap_core.cli.preset": ("test_presets.py", 'run_cli("preset", "list"'),
+    "repmap_core.cli.recipe": ("test_cli.py", 'run_cli("recipe", "within"'),
+    "repmap_core.cli.share": ("test_report.py", '"repmap_core", "report"'),
+    "repmap_core.cli.vectors": ("test_cli.py", 'run_cli("steering-vectors"'),
+    "repmap_core.data_spec": ("test_data.py", "parse_spec("),
+    "repmap_core.embedded": ("test_models.py", "EMBEDDED_MODEL_ID"),
+    "repmap_core.errors": ("test_cli_contract.py", "RepmapError"),
+    "repmap_core.figures_shift": ("test_figures.py", "figures_shift"),
+    "repmap_core.gd_maps": ("test_maps.py", "GDMap"),
+    "repmap_core.model_checks": ("test_bad_inputs.py", "NaN or inf"),
+    "repmap_core.model_config": ("test_models.py", "model_info("),
+    "repmap_core.model_layout": ("test_models.py", "find_blocks("),
+    "repmap_core.model_memory": ("test_models.py", "model_memory"),
+    "repmap_core.preset_needs": ("test_presets.py", "memory_bytes("),
+    "repmap_core.preset_runs": ("test_presets.py", "run("),
+    "repmap_core.preset_table": ("test_presets.py", "PRESETS"),
+    "repmap_core.progress": ("test_architecture.py", "test_the_progress_callback_type_is_written_once"),
+    "repmap_core.report_sections": ("test_report.py", "build_sections(states, {}, ALL)"),
+    "repmap_core.schemas": ("test_data.py", "adapt_frame("),
+    "repmap_core.similarity_inputs": ("test_similarity.py", "similarity needs the same rows"),
+    "repmap_core.similarity_null": ("test_similarity.py", "layer_cka_null"),
+    "repmap_core.steering.apply": ("test_steering.py", "propensity_sweep"),
+    "repmap_core.steering.choices": ("test_steering.py", "ab_prompts"),
+    "repmap_core.steering.compare": ("test_steering.py", "compute_vectors"),
+    "repmap_core.steering.run": ("test_steering_page.py", "steer.sweep_form"),
+    "repmap_core.steering.sentiment": ("test_steering.py", "sentiment_vector"),
+    "repmap_core.steering.vectors": ("test_steering.py", "caa_vector"),
+    "repmap_core.tables": ("test_data.py", "read_table("),
+    "repmap_core.text_dataset": ("test_data.py", ".subsample("),
+    "repmap_core.transfer": ("test_maps.py", "transfer_direction"),
+    "repmap_core.within": ("test_experiments.py", "within_model(before, after, y)"),
+}
+TESTS = Path(__file__).resolve().parent
+
+
+def own_test_file(name: str) -> Path:
+    return TESTS / ("test_" + "_".join(name.split(".")[1:]) + ".py")
+
+
+@pytest.mark.parametrize("name", sorted(n for n, p in core_modules().items() if p.name != "__init__.py"))
+def test_every_core_module_has_tests(name):
+    if own_test_file(name).exists():
+        assert name not in TESTED_IN, f"{name} has {own_test_file(name).name}; drop its TESTED_IN entry"
+        return
+    assert name in TESTED_IN, f"{name} has no {own_test_file(name).name}; write one, or name the test file that covers it"
+    file, phrase = TESTED_IN[name]
+    assert phrase in (TESTS / file).read_text(encoding="utf-8"), f"{file} no longer shows that it covers {name}"
+
+
+def test_repmap_core_never_imports_streamlit():
+    offenders = []
+    for name, path in core_modules().items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        if any(n == "streamlit" or n.startswith("streamlit.") for n in imported_names(tree, name, False)):
+            offenders.append(name)
+    assert offenders == []
