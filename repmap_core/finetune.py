@@ -186,8 +186,9 @@ def finetune(
     return FinetuneResult(str(final), manifest, False)
 
 
-def check_finetune_data(dataset: TextDataset) -> None:
-    """Raise `RepmapError` unless `dataset` has at least `MIN_ROWS` rows and both labels."""
+def check_finetune_data(dataset: TextDataset, config: FinetuneConfig | None = None) -> None:
+    """Raise `RepmapError` unless `dataset` has at least `MIN_ROWS` rows and both labels, and (given
+    `config`) can be split into training and validation rows as it asks (a single pair cannot)."""
     if len(dataset) < MIN_ROWS:
         raise RepmapError(f"{dataset.name} has {len(dataset)} row(s); finetuning needs at least {MIN_ROWS}.")
     counts = np.bincount(np.asarray(dataset.labels, np.int64), minlength=2)
@@ -195,6 +196,8 @@ def check_finetune_data(dataset: TextDataset) -> None:
         raise RepmapError(
             f"{dataset.name} has only rows labelled {int(np.argmax(counts))}; finetuning a classifier needs rows of both labels (0 and 1)."
         )
+    if config is not None:
+        validation_split(dataset, config.val_frac, config.seed)
 
 
 def _train(lm: LoadedModel, dataset: TextDataset, train_rows: np.ndarray, val_rows: np.ndarray,

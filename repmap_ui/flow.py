@@ -40,3 +40,18 @@ def link_gate(key: str, asks: str, cached: bool, seconds: float | None) -> bool:
         cost = f"about {seconds:.0f} s of computing here" if seconds is not None else "computing (its size is not known ahead)"
         st.caption(f"It is not in this server's cache yet, so nothing has been computed: it would take {cost}.")
         return st.button("Compute", key=f"{key}.link_compute", type="primary")
+
+
+def run_request(view: str, req: dict, compute) -> dict:
+    """Compute `req` for `view` within the server's row cap (said on screen when it bites), keep the
+    result in the session and remember the request in the cache; returns the result."""
+    from repmap_core.access import cap_rows
+    from repmap_core.recent import remember
+
+    limit, note = cap_rows(req["limit"] or None)
+    req["limit"] = int(limit or 0)
+    if note:
+        st.info(note, icon=":material/speed:")
+    result = st.session_state[f"{view}.result"] = compute(req)
+    remember(view, req)
+    return result

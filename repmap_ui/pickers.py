@@ -58,3 +58,18 @@ def seed_data_picker(key: str, data: str) -> None:
     st.session_state[f"{key}.data_choice" if listed else f"{key}.data_other"] = data
     if listed:
         st.session_state[f"{key}.data_other"] = ""
+
+
+
+def two_models_and_data(key: str, models: tuple[tuple[str, str], tuple[str, str]], with_upload: bool = True):
+    """Two model pickers and a data picker side by side (source and target, teacher and student);
+    `models` is ((name, label), (name, label)). Returns the two pickers' and the data picker's values
+    (pass them to `chosen_model` / `chosen_data` once the form is submitted)."""
+    columns = st.columns(3)
+    picked = []
+    for column, (name, label) in zip(columns, models):
+        with column:
+            picked.append(model_picker(f"{key}.{name}", label))
+    with columns[2]:
+        data = data_picker(key, with_upload=with_upload)
+    return picked[0], picked[1], data

@@ -15,13 +15,7 @@ from repmap_core.activations import get_activations
 from repmap_core.data import load_dataset
 from repmap_core.maps import RidgeMap
 from repmap_core.models import load_model
-from repmap_core.steering import (
-    compare_curves,
-    compute_vectors,
-    cosine_per_layer,
-    layer_cosines,
-    transfer_vector,
-)
+from repmap_core.steering import compare_curves, compute_vectors, cosine_per_layer, layer_cosines, transfer_vector
 from repmap_core.steering.run import sweep_layer
 from tests.conftest import ROOT
 from tests.tiny_models import build_tiny_model

@@ -14,14 +14,13 @@ from repmap_core.figures_across import METRIC_NAMES, best_matches, selected_rows
 from repmap_core.maps import MAP_METHODS
 from repmap_core.models import EMBEDDED_MODEL_ID
 from repmap_core.projection import METHODS, project, sample_rows
-from repmap_core.recent import remember
 from repmap_core.similarity import layer_similarity
 from repmap_core.similarity_null import NULL_PERMUTATIONS
 from repmap_ui import exports, urlstate
 from repmap_ui.across_fit import fit, fit_form, short, show_fit
 from repmap_ui.common import default_causal_model, model_loader, show_error
-from repmap_ui.flow import is_cached, link_gate, seconds_for
-from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker, seed_data_picker, seed_model_picker
+from repmap_ui.flow import is_cached, link_gate, run_request, seconds_for
+from repmap_ui.pickers import chosen_data, chosen_model, seed_data_picker, seed_model_picker, two_models_and_data
 from repmap_ui.text import md
 from repmap_ui.urlstate import Choice, Float, Int, Text
 
@@ -69,13 +68,7 @@ def from_link() -> tuple[dict | None, dict]:
 
 def request_form(expanded: bool) -> dict | None:
     with st.expander("Models and data", expanded=expanded), st.form("across.form"):
-        c1, c2, c3 = st.columns(3)
-        with c1:
-            source = model_picker("across.source", "Source model")
-        with c2:
-            target = model_picker("across.target", "Target model")
-        with c3:
-            data = data_picker("across")
+        source, target, data = two_models_and_data("across", (("source", "Source model"), ("target", "Target model")))
         c4, c5 = st.columns(2)
         position = c4.selectbox("Token position", ["auto", "last", "mean", "answer"], key="across.position",
                                 help="auto: mean for encoders, last for causal LMs (each model on its own)")
@@ -148,12 +141,7 @@ try:
     if req is None and st.session_state["across.result"] is None:
         req = small_to_large()
     if req is not None:
-        limit, note = cap_rows(req["limit"] or None)
-        req["limit"] = int(limit or 0)
-        if note:
-            st.info(note, icon=":material/speed:")
-        st.session_state["across.result"] = compute(req)
-        remember("across", req)
+        run_request("across", req, compute)
 except RepmapError as e:
     show_error(e)  # the last good result below stays on screen
 

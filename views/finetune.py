@@ -18,7 +18,6 @@ from repmap_core.finetune import (
     list_finetuned,
     read_finetune_manifest,
     save_dataset,
-    validation_split,
     weak_labels,
 )
 from repmap_core.models import resolve_model
@@ -89,8 +88,7 @@ def start(req: dict) -> None:
     """Everything that can be wrong with the request fails here, before a thread starts."""
     config = make_config(req)
     dataset = load_dataset(req["data"])
-    check_finetune_data(dataset)
-    validation_split(dataset, config.val_frac, config.seed)  # a single pair cannot be split
+    check_finetune_data(dataset, config)  # rows, labels, and a split it can make
     resolved = resolve_model(req["model"])
     start_job(JOB, lambda ctx: finetune(resolved, dataset, config, trust_remote_code=req["trust"],
                                         progress=ctx.progress, on_step=ctx.on_step, cancel=ctx.cancel),

@@ -14,11 +14,10 @@ from repmap_core.figures import METHOD_NAMES, layer_grid, separation_curve
 from repmap_core.models import EMBEDDED_MODEL_ID, site_name
 from repmap_core.probes import best_layer
 from repmap_core.projection import METHODS, project, sample_rows
-from repmap_core.recent import remember
 from repmap_core.stats import format_estimate, format_null
 from repmap_ui import exports, urlstate
 from repmap_ui.common import default_causal_model, model_loader, show_error, table_uploader, warm_umap_in_background
-from repmap_ui.flow import is_cached, link_gate, seconds_for
+from repmap_ui.flow import is_cached, link_gate, run_request, seconds_for
 from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker, seed_data_picker, seed_model_picker
 from repmap_ui.rebuild import separation_rows
 from repmap_ui.text import md
@@ -126,12 +125,7 @@ try:
     elif req is None and st.session_state.get("explorer.result") is None:
         req = dict(DEFAULTS)  # on first open: the embedded model on the built-in data
     if req is not None:
-        limit, note = cap_rows(req["limit"] or None)
-        req["limit"] = int(limit or 0)
-        if note:
-            st.info(note, icon=":material/speed:")
-        st.session_state["explorer.result"] = compute(req)
-        remember("explorer", req)
+        run_request("explorer", req, compute)
 except RepmapError as e:
     show_error(e)  # the last good result below stays on screen
 

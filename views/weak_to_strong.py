@@ -9,7 +9,7 @@ from repmap_core.stats import format_estimate
 from repmap_core.weak_to_strong import STRONG_DEFAULT, WEAK_DEFAULT, estimate_seconds, weak_to_strong
 from repmap_ui.common import show_error
 from repmap_ui.jobs import latest_job, start_job
-from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker
+from repmap_ui.pickers import chosen_data, chosen_model, two_models_and_data
 
 JOB = "w2s"
 st.title("Weak to strong")
@@ -22,13 +22,8 @@ st.session_state.setdefault("w2s.weak.model_choice", WEAK_DEFAULT)
 st.session_state.setdefault("w2s.strong.model_choice", STRONG_DEFAULT)
 
 with st.form("w2s.form"):
-    c1, c2, c3 = st.columns(3)
-    with c1:
-        weak = model_picker("w2s.weak", "Weak teacher")
-    with c2:
-        strong = model_picker("w2s.strong", "Strong student")
-    with c3:
-        data = data_picker("w2s", with_upload=False)
+    weak, strong, data = two_models_and_data("w2s", (("weak", "Weak teacher"), ("strong", "Strong student")),
+                                             with_upload=False)
     b1, b2 = st.columns([1, 4])
     estimate = b1.form_submit_button("Estimate time", help="measures two training steps of each model on this data here")
     go = b2.form_submit_button("Run weak to strong", type="primary")
