@@ -216,3 +216,27 @@ def test_repmap_core_never_imports_streamlit():
         if any(n == "streamlit" or n.startswith("streamlit.") for n in imported_names(tree, name, False)):
             offenders.append(name)
     assert offenders == []
+
+
+def readme_code_map() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return text[text.index("## Code layout"):text.index("## Scaling out")]
+
+
+def module_named_in(code_map: str, path: Path) -> bool:
+    import re
+
+    stem = path.stem if path.is_file() else path.name
+    return re.search(rf"(^|[ ,(/]){re.escape(stem)}(\.py|/)", code_map, re.M) is not None
+
+
+def test_the_readmes_code_map_names_every_module():
+    """README's code layout is the newcomer's map: every module of the library and the app's helpers
+    (and every subpackage) is named there, so the map cannot fall behind the tree unseen."""
+    code_map = readme_code_map()
+    paths = [p for folder in ("repmap_core", "repmap_ui") for p in (ROOT / folder).iterdir()
+             if (p.suffix == ".py" and p.name != "__init__.py") or (p.is_dir() and (p / "__init__.py").exists())]
+    assert len(paths) > 50
+    missing = sorted(str(p.relative_to(ROOT)) for p in paths if not module_named_in(code_map, p))
+    assert missing == [], f"README's code layout does not name {missing}"
+    assert not module_named_in(code_map, ROOT / "repmap_core" / "no_such_module.py")
