@@ -64,6 +64,24 @@ class Job:
     def seconds(self) -> float:
         return (self.finished or time.time()) - self.started
 
+    @property
+    def seconds_left(self) -> float | None:
+        """Time left at the pace so far (elapsed × the fraction still to do / the fraction done);
+        None until there is a pace to go by (5% done and 5 s in) or once the job has ended."""
+        if self.state != "running" or self.fraction < 0.05 or self.seconds < 5:
+            return None
+        return self.seconds * (1 - self.fraction) / self.fraction
+
+    def progress_text(self) -> str:
+        """One line for a progress bar: what runs, its current step, time so far and left."""
+        left = self.seconds_left
+        eta = "" if left is None else f", about {_duration(left)} left at this pace"
+        return f"{self.title} · {self.message} · {self.seconds:.0f} s{eta}"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
 
 @dataclass(frozen=True)
 class JobContext:

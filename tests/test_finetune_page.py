@@ -56,6 +56,20 @@ def test_job_reports_progress_and_steps_then_returns():
     assert get_job(job.id) is job
 
 
+def test_job_time_left_follows_the_pace_so_far():
+    from repmap_ui.jobs import Job
+
+    job = Job(id="x", key="unit", title="finetune", started=time.time() - 30.0)
+    assert job.seconds_left is None and "left" not in job.progress_text()  # no pace yet
+    job.update(fraction=0.5, message="step 20 of 40")
+    assert job.seconds_left == pytest.approx(30.0, rel=0.05)  # 30 s for a half: 30 s for the rest
+    assert job.progress_text().startswith("finetune · step 20 of 40 · 30 s, about 30 s left")
+    job.update(fraction=0.1)
+    assert "about 4 min left" in job.progress_text()
+    job.update(state="done", finished=time.time())
+    assert job.seconds_left is None
+
+
 def test_job_that_raises_fails_with_one_sentence():
     def bad_input(ctx):
         raise RepmapError("Data file 'x.csv' does not exist; check the path.")

@@ -110,7 +110,7 @@ def live_panel(job: Job) -> None:
     if snap.state != "running":
         st.rerun()  # the whole page: result, table and the Start button update together
     bar, stop = st.columns([6, 1], vertical_alignment="bottom")
-    bar.progress(snap.fraction, text=f"{snap.title} · {snap.message} · {snap.seconds:.0f} s")
+    bar.progress(snap.fraction, text=snap.progress_text())
     if not job.cancel.is_set() and stop.button("Cancel", key="finetune.cancel", icon=":material/stop:"):
         job.cancel.set()
     st.caption("Cancelling after the current step…" if job.cancel.is_set()

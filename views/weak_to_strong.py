@@ -55,7 +55,7 @@ def live(job) -> None:
     if snap.state != "running":
         st.rerun()
     bar, stop = st.columns([6, 1], vertical_alignment="bottom")
-    bar.progress(snap.fraction, text=f"{snap.title} · {snap.message} · {snap.seconds:.0f} s")
+    bar.progress(snap.fraction, text=snap.progress_text())
     if not job.cancel.is_set() and stop.button("Cancel", key="w2s.cancel", icon=":material/stop:"):
         job.cancel.set()
 
