@@ -109,18 +109,26 @@ def _registry() -> dict[str, type]:
     from repmap_core.steering.run import LayerSweep
     from repmap_core.steering.sentiment import SentimentSweep
     from repmap_core.view_fits import AcrossFitResult, WithinFitResult
-    from repmap_core.view_results import AcrossResult, ExplorerResult, ShiftResult, SteeringResult
+    from repmap_core.view_results import (
+        AcrossResult,
+        ExplorerResult,
+        ShiftResult,
+        SteeringResult,
+        SteeringSweep,
+        SteeringTransfer,
+    )
 
     classes = [ActivationSet, TextDataset, BetweenResult, WithinResult, ModelInfo, ResolvedModel, LayerSeparation,
                SimilarityMatrix, PropensityCurve, SteeringVector, VectorSet, LetterBalance, SweepResult, LayerSweep,
                SentimentSweep, Estimate, ExplorerResult, ShiftResult, AcrossResult, SteeringResult, WithinFitResult,
-               AcrossFitResult]
+               AcrossFitResult, SteeringSweep, SteeringTransfer]
     return {c.__name__: c for c in classes}
 
 
 # bundles written before the views' results were dataclasses hold these states as dicts of the same fields
 LEGACY_DICT_STATES = {"explorer.result": "ExplorerResult", "shift.result": "ShiftResult", "across.result": "AcrossResult",
-                      "steer.result": "SteeringResult", "within.result": "WithinFitResult", "across.fit": "AcrossFitResult"}
+                      "steer.result": "SteeringResult", "within.result": "WithinFitResult", "across.fit": "AcrossFitResult",
+                      "steer.sweep": "SteeringSweep", "steer.transfer": "SteeringTransfer"}
 
 
 def _from_legacy(key: str, state: Any, classes: dict[str, type]) -> Any:

@@ -274,11 +274,11 @@ def _steering(states: dict, settings: dict) -> Section:
     s.table(vector_table({k: vs.vectors for k, vs in sets.items()}), "The vectors per layer")
     got = states.get("steer.sweep")
     if got is not None:
-        out = got["out"]
+        out = got.out
         sweep, curve = out.sweep, out.sweep.curve
         curves = {"vector": curve} | ({"random direction": sweep.random} if sweep.random is not None else {})
         s.text(sweep.verdict)
-        s.figure(propensity_plot(curves, f"{got['label']}, layer {curve.layer}: propensity on {curve.n_questions} "
+        s.figure(propensity_plot(curves, f"{got.label}, layer {curve.layer}: propensity on {curve.n_questions} "
                                  "held-out prompts (both letter orders)"), "propensity sweep")
         s.figure(side_effect_plot(sweep.side_effect), "side effect")
         s.table(agreement_table(curve, sweep.random), "Propensity and agreement per multiplier")
@@ -293,14 +293,14 @@ def _steering(states: dict, settings: dict) -> Section:
         s.table(sentiment_examples(sw, OPENINGS), "Continuations, steered")
     tr = states.get("steer.transfer")
     if tr is not None:
-        req, cmp = tr["request"], tr["comparison"]
-        s.figure(propensity_plot(tr["curves"], f"B layer {req['target']}: native vs A layer {req['source']}'s vector, "
+        req, cmp = tr.request, tr.comparison
+        s.figure(propensity_plot(tr.curves, f"B layer {req['target']}: native vs A layer {req['source']}'s vector, "
                                                f"carried ({req['method']})"), "transferred vector")
         lo, hi = cmp.get("pearson_r_interval", [float("nan")] * 2)
         s.metrics({"Pearson r, native vs carried": f"{cmp['pearson_r']:.2f} [{lo:.2f}, {hi:.2f}]", "MSE": f"{cmp['mse']:.3g}",
                    "Pearson r, native vs random direction": f"{cmp.get('null_pearson_r', float('nan')):.2f}",
-                   "Cosine native vs carried": f"{tr['cosine']:.2f}",
-                   "Map R² (held-out rows)": "–" if tr["r2"] is None else f"{tr['r2']:.2f}"})
+                   "Cosine native vs carried": f"{tr.cosine:.2f}",
+                   "Map R² (held-out rows)": "–" if tr.r2 is None else f"{tr.r2:.2f}"})
         s.text(f"Paper, beside this run (not comparable in value): {LRT_PUBLISHED_TEXT}.")
         s.settings("Transfer", {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in req.items()})
     s.settings("Request", res.request)

@@ -168,3 +168,49 @@ def steering_result(req: dict, *, loader=None, progress: Progress | None = None)
         sets[side] = compute_vectors(req[side], dataset, req["layers"], method=req["method"], test_frac=req["test_frac"],
                                      loader=loader, progress=_part(progress, i, len(sides)))
     return SteeringResult(req, sets, models, {s: f"{s}: {short_name(req[s])}" for s in sets})
+
+
+@dataclass(frozen=True, eq=False)
+class SteeringSweep:
+    """A propensity sweep of one model's vector at one layer (with a random direction and previews)."""
+
+    label: str  # the model's legend label, "A: <short name>"
+    out: object  # a `steering.run.LayerSweep`
+
+
+@dataclass(frozen=True, eq=False)
+class SteeringTransfer:
+    """Model A's vector carried to model B across a map, swept beside B's own (LRT)."""
+
+    request: dict  # source (A's layer), target (B's layer), method (a map, or "none"), bias, alphas
+    curves: dict  # "native" / "transferred" / "random direction" -> PropensityCurve
+    r2: float | None  # the map's held-out R² (None without a map)
+    comparison: dict  # pearson_r (with its interval), mse, null_pearson_r: native vs carried
+    cosine: float  # native vs carried vector
+    carried: object = None  # the carried `SteeringVector`
+
+
+def steering_sweep(result: SteeringResult, side: str, layer: int, alphas, lm, *, scale: str = "relative",
+                   preview_alpha: float | None = None, progress: Progress | None = None) -> SteeringSweep:
+    """Sweep `side`'s vector at `layer` over `alphas` with its causal LM `lm` (loaded with its head)."""
+    from repmap_core.steering.run import sweep_layer
+
+    out = sweep_layer(result.sets[side], lm, layer, alphas, scale=scale, preview_alpha=preview_alpha, progress=progress)
+    return SteeringSweep(result.labels[side], out)
+
+
+def steering_transfer(result: SteeringResult, req: dict, lm_b, *, loader=None) -> SteeringTransfer:
+    """Carry A's vector at `req["source"]` to B's layer `req["target"]` with map `req["method"]` ("none":
+    as it is) and sweep both on B's held-out questions; `lm_b` is model B with its head."""
+    from repmap_core.steering import transfer_and_compare
+
+    A, B = result.sets["A"], result.sets["B"]
+    rank = min(32, A.vectors[req["source"]].vector.shape[0], B.vectors[req["target"]].vector.shape[0])
+    params = {"gd": {"max_steps": 500, "val_frac": 0.1}, "lowrank": {"rank": rank}}
+    out = transfer_and_compare(A, B, lm_b, req["source"], req["target"], req["alphas"],
+                               map_method=None if req["method"] == "none" else req["method"],
+                               map_params=params.get(req["method"]), with_bias=req["bias"], loader=loader)
+    curves = {"native": out.native, "transferred": out.transferred}
+    if out.random is not None:
+        curves["random direction"] = out.random
+    return SteeringTransfer(req, curves, out.map_r2_test, out.comparison, out.cosine, out.carried)

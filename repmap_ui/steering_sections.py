@@ -18,10 +18,9 @@ from repmap_core.figures_steering import (
     vector_table,
 )
 from repmap_core.models import LoadedModel, load_model
-from repmap_core.steering import transfer_and_compare
 from repmap_core.steering.run import sentiment_layer
 from repmap_core.steering.sentiment import OPENINGS
-from repmap_core.view_results import SteeringResult
+from repmap_core.view_results import SteeringResult, SteeringTransfer, steering_transfer
 from repmap_ui import exports
 from repmap_ui.common import model_loader, show_error
 from repmap_ui.text import md
@@ -123,19 +122,9 @@ def sentiment_section(result: SteeringResult) -> None:
     exports.table(sentiment_examples(sw, OPENINGS), "steer.sentiment_examples", "steering_sentiment_examples", static=True)
 
 
-def transfer(result: SteeringResult, req: dict) -> dict:
-    (A, B), lt = (result.sets["A"], result.sets["B"]), req["target"]
-    params = {"gd": {"max_steps": 500, "val_frac": 0.1}, "lowrank": {"rank": min(32, A.vectors[req["source"]].vector.shape[0],
-                                                                                B.vectors[lt].vector.shape[0])}}
-    with st.spinner(f"Carrying A's layer {req['source']} vector to B's layer {lt} and sweeping both"):
-        out = transfer_and_compare(A, B, lm_for(result, "B"), req["source"], lt, req["alphas"],
-                                   map_method=None if req["method"] == "none" else req["method"],
-                                   map_params=params.get(req["method"]), with_bias=req["bias"], loader=model_loader(False))
-    curves = {"native": out.native, "transferred": out.transferred}
-    if out.random is not None:
-        curves["random direction"] = out.random
-    return {"request": req, "curves": curves, "r2": out.map_r2_test, "comparison": out.comparison, "cosine": out.cosine,
-            "carried": out.carried}
+def transfer(result: SteeringResult, req: dict) -> SteeringTransfer:
+    with st.spinner(f"Carrying A's layer {req['source']} vector to B's layer {req['target']} and sweeping both"):
+        return steering_transfer(result, req, lm_for(result, "B"), loader=model_loader(False))
 
 
 def transfer_section(result: SteeringResult) -> None:
@@ -163,9 +152,9 @@ def transfer_section(result: SteeringResult) -> None:
             show_error(e)  # the previous transfer stays below
     if (out := st.session_state["steer.transfer"]) is None:
         return
-    req, cmp = out["request"], out["comparison"]
+    req, cmp = out.request, out.comparison
     how = MAPS[req["method"]] + ("" if req["method"] == "none" else (", A v + b" if req["bias"] else ", A v"))
-    exports.plot(propensity_plot(out["curves"], f"{labels['B']} layer {req['target']}: its own vector (native) vs "
+    exports.plot(propensity_plot(out.curves, f"{labels['B']} layer {req['target']}: its own vector (native) vs "
                                  f"{labels['A']} layer {req['source']}'s, carried ({how})"), "steer.transfer_curve",
                  f"steering_transfer_L{req['source']}_L{req['target']}")
     c = st.columns(4)
@@ -174,17 +163,17 @@ def transfer_section(result: SteeringResult) -> None:
     c[0].caption(f"95% [{lo:.2f}, {hi:.2f}] over held-out questions; native vs a random direction: "
                  f"{cmp.get('null_pearson_r', float('nan')):.2f}")
     c[1].metric("MSE", f"{cmp['mse']:.3g}", help=LRT_PUBLISHED_TEXT)
-    c[2].metric("Cosine native vs carried", f"{out['cosine']:.2f}")
-    c[3].metric("Map R² (held-out rows)", "–" if out["r2"] is None else f"{out['r2']:.2f}")
+    c[2].metric("Cosine native vs carried", f"{out.cosine:.2f}")
+    c[3].metric("Map R² (held-out rows)", "–" if out.r2 is None else f"{out.r2:.2f}")
     st.caption(f"Paper, beside this run (not comparable in value: other models, layers and behaviours): {LRT_PUBLISHED_TEXT}.")
     d = st.columns(2)
-    d[0].download_button("Curves (CSV)", curves_table(out["curves"]).to_csv(index=False), "steering_transfer_curves.csv",
+    d[0].download_button("Curves (CSV)", curves_table(out.curves).to_csv(index=False), "steering_transfer_curves.csv",
                          key="steer.dl_transfer")
-    if out.get("carried") is not None:
-        carried = out["carried"]
+    if out.carried is not None:
+        carried = out.carried
         tensors, manifest, header = steering_export({carried.layer: carried}, sets["B"].manifest, {
             "carried_from": {"model": result.request["A"], "layer": req["source"]}, "map": req["method"],
-            "with_bias": req["bias"], "map_r2_test": out["r2"], "cosine_with_native": out["cosine"]})
+            "with_bias": req["bias"], "map_r2_test": out.r2, "cosine_with_native": out.cosine})
         exports.arrays_download("Carried vector", tensors, manifest,
                                 f"steering_carried_L{req['source']}_to_{short(result.request['B'])}_L{req['target']}",
                                 "steer.dl_carried", where=d[1], metadata=header)

@@ -360,7 +360,7 @@ def test_steering_link_sets_the_sweep_and_transfer_layers(tiny_gpt2, page_cache,
     at.selectbox(key="steer.layer.A").set_value(2)
     at.button(key="FormSubmitter:steer.sweep_form-Sweep").click().run()
     assert not at.exception and not at.error
-    assert at.session_state["steer.sweep"]["out"].sweep.curve.layer == 2
+    assert at.session_state["steer.sweep"].out.sweep.curve.layer == 2
     assert at.query_params == {k: v for k, v in params.items() if k != "la"}
 
     at = open_page("views/steering.py", page_cache, monkeypatch, dict(params, la="0"))  # no vector at layer 0

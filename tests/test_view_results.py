@@ -20,11 +20,15 @@ from repmap_core.view_results import (
     ExplorerResult,
     ShiftResult,
     SteeringResult,
+    SteeringSweep,
+    SteeringTransfer,
     across_result,
     explorer_result,
     separation_of,
     shift_result,
     steering_result,
+    steering_sweep,
+    steering_transfer,
 )
 from tests.test_bundle import assert_same
 
@@ -107,7 +111,7 @@ def test_across_result_and_its_similarity_cache(tiny_gpt2):
     assert_same(res.sims, back.sims, "sims")
 
 
-def test_steering_result_has_vectors_models_and_labels(tiny_gpt2):
+def test_steering_result_has_vectors_models_and_labels(tiny_gpt2, tmp_path):
     req = {"A": str(tiny_gpt2), "B": None, "data": "builtin:survival_instinct", "layers": "all", "method": "mean_diff",
            "test_frac": 0.3, "limit": 40}
     res = steering_result(req)
@@ -118,6 +122,24 @@ def test_steering_result_has_vectors_models_and_labels(tiny_gpt2):
     back = round_trip("steer.result", res)
     assert isinstance(back, SteeringResult) and back.labels == res.labels
     assert all(np.array_equal(back.sets["A"].vectors[L].vector, res.sets["A"].vectors[L].vector) for L in (0, 1, 2))
+    # a sweep with A's own model, then A's vector carried to B (the same weights in another folder)
+    from repmap_core.models import load_model
+
+    lm = load_model(str(tiny_gpt2), head=True)
+    alphas = np.array([-2.0, 0.0, 2.0])
+    sweep = steering_sweep(res, "A", 1, alphas, lm, preview_alpha=1.0)
+    assert isinstance(sweep, SteeringSweep) and sweep.label == res.labels["A"]
+    assert sweep.out.sweep.curve.layer == 1 and np.allclose(sweep.out.sweep.curve.alphas, alphas)
+    other = shutil.copytree(tiny_gpt2, tmp_path / "also-gpt2")
+    both = steering_result(dict(req, B=str(other)))
+    assert list(both.sets) == ["A", "B"] and both.labels["B"] == "B: also-gpt2"
+    moved = steering_transfer(both, {"source": 1, "target": 1, "method": "none", "bias": True, "alphas": alphas}, lm)
+    assert isinstance(moved, SteeringTransfer) and moved.r2 is None and {"native", "transferred"} <= set(moved.curves)
+    assert moved.cosine == pytest.approx(1.0, abs=1e-4)  # same weights, no map: the same vector
+    back = load_bundle(bundle_bytes({"steer.sweep": sweep, "steer.transfer": moved})).states
+    assert isinstance(back["steer.sweep"], SteeringSweep) and isinstance(back["steer.transfer"], SteeringTransfer)
+    assert_same(moved.curves, back["steer.transfer"].curves, "curves")
+    assert np.array_equal(back["steer.sweep"].out.sweep.curve.gaps, sweep.out.sweep.curve.gaps)
 
 
 def test_a_bigger_bundle_keeps_the_dataclass_when_rows_are_sampled(tiny_gpt2):

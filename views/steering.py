@@ -11,8 +11,8 @@ from repmap_core.errors import RepmapError
 from repmap_core.figures_steering import agreement_table, curves_table, preview_table, propensity_plot, side_effect_plot
 from repmap_core.stats import format_estimate
 from repmap_core.steering.compare import vectors_cached
-from repmap_core.steering.run import estimate_sweep_seconds, sweep_layer
-from repmap_core.view_results import SteeringResult, steering_result
+from repmap_core.steering.run import estimate_sweep_seconds
+from repmap_core.view_results import SteeringResult, SteeringSweep, steering_result, steering_sweep
 from repmap_ui import exports, urlstate
 from repmap_ui.common import default_causal_model, model_loader, show_error
 from repmap_ui.flow import link_gate
@@ -141,16 +141,17 @@ SCALE_HELP = ("relative: α × the layer's mean residual norm along the vector's
               "typical residual, so one α means the same at every layer and model); raw: α × the vector as computed")
 
 
-def sweep(result: SteeringResult, side: str, layer: int, alphas: np.ndarray, scale: str, preview_alpha: float) -> dict:
+def sweep(result: SteeringResult, side: str, layer: int, alphas: np.ndarray, scale: str, preview_alpha: float
+          ) -> SteeringSweep:
     vs, lm = result.sets[side], lm_for(result, side)
     rate = vs.manifest.get("tokens", 0) / max(vs.manifest.get("seconds", 0) or 1e9, 1e-9)
     eta = estimate_sweep_seconds(lm, vs, len(alphas), rate) if rate else None
     bar = st.progress(0.0, text=f"Sweeping {len(alphas)} multipliers with the vector and a random direction"
                       + (f" (about {eta:.0f} s here)" if eta else ""))
-    out = sweep_layer(vs, lm, layer, alphas, scale=scale, preview_alpha=preview_alpha,
-                      progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
+    out = steering_sweep(result, side, layer, alphas, lm, scale=scale, preview_alpha=preview_alpha,
+                         progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
     bar.empty()
-    return {"label": result.labels[side], "out": out}
+    return out
 
 
 def steering(result: SteeringResult) -> None:
@@ -174,7 +175,7 @@ def steering(result: SteeringResult) -> None:
             show_error(e)  # the previous sweep stays below
     if (got := st.session_state["steer.sweep"]) is None:
         return
-    out, label = got["out"], got["label"]
+    out, label = got.out, got.label
     res = out.sweep
     curve = res.curve
     (st.success if res.steers else st.info)(res.verdict, icon=":material/insights:")
