@@ -13,7 +13,7 @@ proportion), and the activation sets of the same rows follow it.
 
 Example:
     >>> data = bundle_bytes({"explorer.result": state}, views=["explorer"])
-    >>> load_bundle(data).states["explorer.result"]["aset"].n
+    >>> load_bundle(data).states["explorer.result"].aset.n
 """
 from __future__ import annotations
 
@@ -108,11 +108,36 @@ def _registry() -> dict[str, type]:
     from repmap_core.steering import LetterBalance, PropensityCurve, SteeringVector, SweepResult, VectorSet
     from repmap_core.steering.run import LayerSweep
     from repmap_core.steering.sentiment import SentimentSweep
+    from repmap_core.view_fits import AcrossFitResult, WithinFitResult
+    from repmap_core.view_results import (
+        AcrossResult,
+        ExplorerResult,
+        ShiftResult,
+        SteeringResult,
+        SteeringSweep,
+        SteeringTransfer,
+    )
 
     classes = [ActivationSet, TextDataset, BetweenResult, WithinResult, ModelInfo, ResolvedModel, LayerSeparation,
                SimilarityMatrix, PropensityCurve, SteeringVector, VectorSet, LetterBalance, SweepResult, LayerSweep,
-               SentimentSweep, Estimate]
+               SentimentSweep, Estimate, ExplorerResult, ShiftResult, AcrossResult, SteeringResult, WithinFitResult,
+               AcrossFitResult, SteeringSweep, SteeringTransfer]
     return {c.__name__: c for c in classes}
+
+
+# bundles written before the views' results were dataclasses hold these states as dicts of the same fields
+LEGACY_DICT_STATES = {"explorer.result": "ExplorerResult", "shift.result": "ShiftResult", "across.result": "AcrossResult",
+                      "steer.result": "SteeringResult", "within.result": "WithinFitResult", "across.fit": "AcrossFitResult",
+                      "steer.sweep": "SteeringSweep", "steer.transfer": "SteeringTransfer"}
+
+
+def _from_legacy(key: str, state: Any, classes: dict[str, type]) -> Any:
+    """`state` as its view's dataclass when an older bundle stored it as a dict (a missing field: TypeError)."""
+    if key not in LEGACY_DICT_STATES or not isinstance(state, dict):
+        return state
+    cls = classes[LEGACY_DICT_STATES[key]]
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    return cls(**{k: v for k, v in state.items() if k in names})
 
 
 class _Encoder:
@@ -212,15 +237,19 @@ def _subsample(state: Any, max_rows: int, seed: int) -> Any:
     from repmap_core.data import TextDataset
     from repmap_core.projection import sample_rows
 
-    if not isinstance(state, dict):
+    if isinstance(state, dict):
+        items = state
+    elif dataclasses.is_dataclass(state) and not isinstance(state, type):
+        items = {f.name: getattr(state, f.name) for f in dataclasses.fields(state) if f.init}
+    else:
         return state
-    ds = next((v for v in state.values() if isinstance(v, TextDataset)), None)
+    ds = next((v for v in items.values() if isinstance(v, TextDataset)), None)
     if ds is None or len(ds) <= max_rows:
         return state
     rows = sample_rows(ds.labels, max_rows, seed)
     note = {"kept": int(len(rows)), "of": int(len(ds)), "seed": int(seed)}
     out = {}
-    for k, v in state.items():
+    for k, v in items.items():
         if isinstance(v, TextDataset):
             v = v.take(rows)
         elif isinstance(v, ActivationSet) and v.n == len(ds):
@@ -229,7 +258,7 @@ def _subsample(state: Any, max_rows: int, seed: int) -> Any:
             v = ActivationSet({L: np.asarray(a)[rows] for L, a in v.layers.items()}, v.labels[rows], v.pair_ids[rows],
                               dict(v.manifest, key=key, bundle_rows=note))
         out[k] = v
-    return out
+    return out if isinstance(state, dict) else dataclasses.replace(state, **out)
 
 
 def _prepare(states: dict[str, Any], max_rows: int | None, seed: int) -> dict[str, Any]:
@@ -345,7 +374,7 @@ def load_bundle(source: str | Path | bytes, *, max_bytes: int = MAX_BUNDLE_BYTES
         raise RepmapError("This bundle's arrays do not match its description; it may be damaged.")
     dec = _Decoder(arrays)
     try:
-        states = {str(k): dec.decode(v) for k, v in doc["states"].items()}
+        states = {str(k): _from_legacy(str(k), dec.decode(v), dec.classes) for k, v in doc["states"].items()}
         settings = dec.decode(doc.get("settings", {"__dict__": []}))
         if not isinstance(settings, dict):
             raise ValueError("settings")

@@ -1,5 +1,6 @@
-"""The report's sections, one per view: what each page shows, drawn again from its saved state
-(figures, tables, metrics with their intervals and nulls, and the manifests behind them).
+"""The report's sections, one per view: what each page shows, drawn again from its saved state (the
+view's result dataclass, `view_results` and `view_fits`: figures, tables, metrics with their
+intervals and nulls, and the manifests behind them).
 
 `SECTIONS[view](states, settings) -> Section`; `report.render_html` turns sections into the page.
 """
@@ -72,7 +73,7 @@ def _explorer(states: dict, settings: dict) -> Section:
     from repmap_core.projection import project, sample_rows
 
     res = states["explorer.result"]
-    aset, rows, dataset = res["aset"], res["rows"], res["dataset"]
+    aset, rows, dataset = res.aset, res.rows, res.dataset
     s = Section("explorer", VIEWS["explorer"].title)
     best = best_layer(rows)
     best_row = next(r for r in rows if r.layer == best)
@@ -93,15 +94,15 @@ def _explorer(states: dict, settings: dict) -> Section:
         s.text(f"The projections show a seeded sample of {len(idx):,} of {aset.n:,} rows (both classes in proportion).")
     s.table(pd.DataFrame([dict(r.as_dict(), site=site_name(r.layer)) for r in rows]).set_index("layer"),
             "Separation of the label at each layer")
-    s.settings("Request", res["request"])
+    s.settings("Request", res.request)
     s.settings("Activations", activation_manifest(aset.manifest, aset.layer_list))
     return s
 
 
-def _shift_manifests(s: Section, res: dict) -> None:
-    s.settings("Request", res["request"])
-    s.settings("Base activations", activation_manifest(res["base"].manifest, res["base"].layer_list))
-    s.settings("Finetuned activations", activation_manifest(res["finetuned"].manifest, res["finetuned"].layer_list))
+def _shift_manifests(s: Section, res) -> None:
+    s.settings("Request", res.request)
+    s.settings("Base activations", activation_manifest(res.base.manifest, res.base.layer_list))
+    s.settings("Finetuned activations", activation_manifest(res.finetuned.manifest, res.finetuned.layer_list))
 
 
 def _shift(states: dict, settings: dict) -> Section:
@@ -109,13 +110,14 @@ def _shift(states: dict, settings: dict) -> Section:
     from repmap_core.projection import joint_project, sample_rows
 
     res = states["shift.result"]
-    base, ft, ds = res["base"], res["finetuned"], res["dataset"]
+    base, ft, ds = res.base, res.finetuned, res.dataset
+    before, after = res.rows["base"], res.rows["finetuned"]
     s = Section("shift", VIEWS["shift"].title)
-    gain = {r.layer: f.probe_cv_acc - r.probe_cv_acc for r, f in zip(res["rows"]["base"], res["rows"]["finetuned"])}
+    gain = {r.layer: f.probe_cv_acc - r.probe_cv_acc for r, f in zip(before, after)}
     top = max(gain, key=gain.get)
     s.metrics({"Rows": f"{base.n:,}", "Largest probe gain at layer": top, "Gain there": f"{gain[top]:+.3f}",
                "Gain at the last layer": f"{gain[base.layer_list[-1]]:+.3f}"})
-    s.figure(separation_compare(res["rows"]["base"], res["rows"]["finetuned"]), "separation before and after")
+    s.figure(separation_compare(before, after), "separation before and after")
     layer = settings.get("shift.layer", base.layer_list[-1])
     layer = layer if layer in base.layers else base.layer_list[-1]
     idx = sample_rows(base.labels, REPORT_POINTS, 0)
@@ -125,9 +127,9 @@ def _shift(states: dict, settings: dict) -> Section:
                            title=f"Layer {layer}: open = before, filled = after (PCA of both)"), f"shift at layer {layer}")
     s.table(pd.DataFrame([{"layer": r.layer, "probe cv acc before": r.probe_cv_acc, "after": f.probe_cv_acc,
                            "gain": f.probe_cv_acc - r.probe_cv_acc}
-                          for r, f in zip(res["rows"]["base"], res["rows"]["finetuned"])]).set_index("layer"),
+                          for r, f in zip(before, after)]).set_index("layer"),
             "Probe accuracy (cross-validated) before and after finetuning")
-    if res.get("in_sample"):
+    if res.in_sample:
         s.text("These are the rows the model was finetuned on: part of the separation is memorisation.")
     _shift_manifests(s, res)
     return s
@@ -138,7 +140,7 @@ def _within(states: dict, settings: dict) -> Section:
     from repmap_core.figures_shift import live_fit
 
     done = states["within.result"]
-    res = done["result"]
+    res = done.result
     s = Section("within", VIEWS["within"].title)
     iv = res.intervals
     if iv:
@@ -155,12 +157,12 @@ def _within(states: dict, settings: dict) -> Section:
                    "cos(δ, class-mean difference)": f"{res.delta_cosine['finetuned_mean_difference']:.3f}"})
     if res.fit.get("note"):
         s.text(res.fit["note"])
-    if done.get("points"):
-        s.figure(live_fit(done["points"]), "gradient-descent fit")
+    if done.points:
+        s.figure(live_fit(done.points), "gradient-descent fit")
     table_no = "2" if res.fit_labels == "weak" else "1"
     s.table(pd.DataFrame(within_table(res)).set_index("representation"),
-            f"Table {table_no}: linear probe accuracy, layer {done['layer']}")
-    s.settings("Fit", dict(res.fit, layer=done["layer"], labels=res.fit_labels, n_train=res.n_train, n_test=res.n_test,
+            f"Table {table_no}: linear probe accuracy, layer {done.layer}")
+    s.settings("Fit", dict(res.fit, layer=done.layer, labels=res.fit_labels, n_train=res.n_train, n_test=res.n_test,
                            delta_cosine=res.delta_cosine))
     if "shift.result" in states:
         _shift_manifests(s, states["shift.result"])
@@ -183,12 +185,12 @@ def _across(states: dict, settings: dict) -> Section:
     from repmap_core.similarity_null import NULL_PERMUTATIONS
 
     res = states["across.result"]
-    src, tgt, dataset = res["source"], res["target"], res["dataset"]
+    src, tgt, dataset = res.source, res.target, res.dataset
     s = Section("across", VIEWS["across"].title)
-    same = src.manifest["key"] == tgt.manifest["key"]
+    same = res.same_model
     names = (short_name(src.manifest["model"]), short_name(tgt.manifest["model"]))
     metric = settings.get("across.metric", "cka_debiased")
-    sims = res.get("sims") or {}
+    sims = res.sims or {}
     sim = sims.get(metric) or sims.get("cka_debiased") or sims.get("linear_cka") or layer_similarity(
         src.layers, tgt.layers, "cka_debiased", null_permutations=NULL_PERMUTATIONS)
     best = best_matches(sim, exclude_same_layer=same)
@@ -204,13 +206,13 @@ def _across(states: dict, settings: dict) -> Section:
     coords = [project(np.asarray(a[L])[idx], "pca", 0) for a, L in ((src, ls), (tgt, lt))]
     s.figure(side_by_side(coords[0], coords[1], src.labels[idx], [dataset.texts[i] for i in idx],
                           titles=(f"{names[0]} layer {ls} (PCA)", f"{names[1]} layer {lt} (PCA)")), "side by side")
-    s.settings("Request", res["request"])
+    s.settings("Request", res.request)
     s.settings("Source activations", activation_manifest(src.manifest, src.layer_list))
     s.settings("Target activations", activation_manifest(tgt.manifest, tgt.layer_list))
     fit = states.get("across.fit")
     if fit is not None:
-        r, m = fit["result"], fit["result"].map
-        fs, ft_ = fit["layers"]
+        r, m = fit.result, fit.result.map
+        fs, ft_ = fit.layers
         iv = getattr(r, "intervals", {}) or {}
         show = lambda key, value: format_estimate(iv[key]) if key in iv else f"{value:.3f}"  # noqa: E731
         metrics = {"Map": f"{m['method']}: layer {fs} → layer {ft_}", "R² train": show("map.r2_train", m["r2_train"]),
@@ -229,12 +231,12 @@ def _across(states: dict, settings: dict) -> Section:
                    "(GPT-2 → GPT-2-XL, last layer).")
         if m.get("note"):
             s.text(m["note"])
-        if fit.get("history"):
-            s.figure(fit_curve(fit["history"], m.get("step_reported")), "map fit curve")
+        if fit.history:
+            s.figure(fit_curve(fit.history, m.get("step_reported")), "map fit curve")
         s.figure(per_dim_error(r.per_dim_mse), "per-dimension error")
         if r.transfer.get("details"):
             s.table(transfer_table(r), "The source probe carried to the target, held-out accuracy")
-        s.settings("Map (fit settings and manifest)", dict(fit["manifest"], request=fit["request"]))
+        s.settings("Map (fit settings and manifest)", dict(fit.manifest, request=fit.request))
     return s
 
 
@@ -251,7 +253,7 @@ def _steering(states: dict, settings: dict) -> Section:
     )
 
     res = states["steer.result"]
-    sets, labels, models = res["sets"], res["labels"], res["models"]
+    sets, labels, models = res.sets, res.labels, res.models
     s = Section("steering", VIEWS["steering"].title)
     vecs = {labels[k]: vs.vectors for k, vs in sets.items()}
     figs = rimsky_figures(vecs, {labels[k]: (models[k][1].d_model, models[k][1].n_layers) for k in sets})
@@ -272,11 +274,11 @@ def _steering(states: dict, settings: dict) -> Section:
     s.table(vector_table({k: vs.vectors for k, vs in sets.items()}), "The vectors per layer")
     got = states.get("steer.sweep")
     if got is not None:
-        out = got["out"]
+        out = got.out
         sweep, curve = out.sweep, out.sweep.curve
         curves = {"vector": curve} | ({"random direction": sweep.random} if sweep.random is not None else {})
         s.text(sweep.verdict)
-        s.figure(propensity_plot(curves, f"{got['label']}, layer {curve.layer}: propensity on {curve.n_questions} "
+        s.figure(propensity_plot(curves, f"{got.label}, layer {curve.layer}: propensity on {curve.n_questions} "
                                  "held-out prompts (both letter orders)"), "propensity sweep")
         s.figure(side_effect_plot(sweep.side_effect), "side effect")
         s.table(agreement_table(curve, sweep.random), "Propensity and agreement per multiplier")
@@ -291,17 +293,17 @@ def _steering(states: dict, settings: dict) -> Section:
         s.table(sentiment_examples(sw, OPENINGS), "Continuations, steered")
     tr = states.get("steer.transfer")
     if tr is not None:
-        req, cmp = tr["request"], tr["comparison"]
-        s.figure(propensity_plot(tr["curves"], f"B layer {req['target']}: native vs A layer {req['source']}'s vector, "
+        req, cmp = tr.request, tr.comparison
+        s.figure(propensity_plot(tr.curves, f"B layer {req['target']}: native vs A layer {req['source']}'s vector, "
                                                f"carried ({req['method']})"), "transferred vector")
         lo, hi = cmp.get("pearson_r_interval", [float("nan")] * 2)
         s.metrics({"Pearson r, native vs carried": f"{cmp['pearson_r']:.2f} [{lo:.2f}, {hi:.2f}]", "MSE": f"{cmp['mse']:.3g}",
                    "Pearson r, native vs random direction": f"{cmp.get('null_pearson_r', float('nan')):.2f}",
-                   "Cosine native vs carried": f"{tr['cosine']:.2f}",
-                   "Map R² (held-out rows)": "–" if tr["r2"] is None else f"{tr['r2']:.2f}"})
+                   "Cosine native vs carried": f"{tr.cosine:.2f}",
+                   "Map R² (held-out rows)": "–" if tr.r2 is None else f"{tr.r2:.2f}"})
         s.text(f"Paper, beside this run (not comparable in value): {LRT_PUBLISHED_TEXT}.")
         s.settings("Transfer", {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in req.items()})
-    s.settings("Request", res["request"])
+    s.settings("Request", res.request)
     for k, vs in sets.items():
         s.settings(f"Vectors {labels[k]}", dict(activation_manifest(vs.manifest), vector_layers=sorted(vs.vectors),
                                                 revision=models[k][0].revision))

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import streamlit as st
 
-from repmap_core.errors import RepmapError
-from repmap_core.experiments import GAO_BETWEEN_VECTOR_ACCURACY, between_models, transferred_probe
-from repmap_core.exports import map_export
-from repmap_core.figures_across import fit_curve, map_manifest, per_dim_error, similarity_table, transfer_table
-from repmap_core.maps import MAP_METHODS, r2_score
-from repmap_core.probes import train_test_split_groups
+from repmap_core.experiments import GAO_BETWEEN_VECTOR_ACCURACY
+from repmap_core.figures_across import fit_curve, per_dim_error, similarity_table, transfer_table
+from repmap_core.maps import MAP_METHODS
 from repmap_core.stats import format_estimate, format_null
+from repmap_core.view_fits import AcrossFitResult, across_fit
+from repmap_core.view_results import AcrossResult
 from repmap_ui import exports
 
 METHOD_HELP = {"lstsq": "least squares", "ridge": "ridge", "gd": "gradient descent (Gao et al.)",
@@ -25,57 +23,19 @@ def short(name: str) -> str:
     return name.rstrip("/").split("/")[-1]
 
 
-def map_params(method: str, alpha: str, rank: int, steps: int, seed: int) -> dict:
-    if method == "ridge":
-        if alpha.strip().lower() == "auto":
-            return {"alpha": None, "seed": seed}
-        try:
-            value = float(alpha)
-        except ValueError:
-            value = -1.0
-        if not value > 0:
-            raise RepmapError(f"Ridge alpha must be 'auto' or a positive number, not '{alpha}'.")
-        return {"alpha": value}
-    # GD keeps the parameters best on a held-out tenth of the training rows (n ≈ d overfits otherwise)
-    return {"lowrank": {"rank": rank}, "gd": {"max_steps": steps, "seed": seed, "val_frac": 0.1},
-            "updown": {"max_steps": steps, "seed": seed}, "mlp": {"seed": seed}}.get(method, {})
+def fit(result: AcrossResult, layers: tuple[int, int], req: dict) -> AcrossFitResult:
+    """The map fitted on the chosen layer pair; gradient descent's held-out R² curve is drawn ~3×/s as it goes."""
+    chart, shown = st.empty(), [0.0]
 
-
-def live_monitor(S, T, aset, test_frac: float, seed: int, history: list, chart):
-    """A GDMap monitor: held-out R² on the split `between_models` will use, the curve redrawn ~3×/s."""
-    _, te = train_test_split_groups(aset.labels, aset.pair_ids, test_frac, seed)
-    shown = [0.0]
-
-    def monitor(step: int, loss: float, W: np.ndarray, c: np.ndarray, best_step: int) -> None:
-        history.append((int(step), float(loss), r2_score(T[te], S[te] @ W + c), int(best_step)))
+    def draw(history: list) -> None:
         if time.monotonic() - shown[0] > 0.3:
             shown[0] = time.monotonic()
             chart.plotly_chart(fit_curve(history))
 
-    return monitor
-
-
-def fit(result: dict, layers: tuple[int, int], req: dict) -> dict:
-    src, tgt = result["source"], result["target"]
-    S, T = np.asarray(src[layers[0]]), np.asarray(tgt[layers[1]])
-    params = map_params(req["method"], req["alpha"], req["rank"], req["steps"], req["seed"])
-    history: list = []
-    extra = {}
-    chart = st.empty()
-    if req["method"] == "gd":
-        extra["monitor"] = live_monitor(S, T, src, req["test_frac"], req["seed"], history, chart)
     with st.spinner(f"Fitting {METHOD_HELP[req['method']]}: layer {layers[0]} → layer {layers[1]}"):
-        res, fitted = between_models(S, T, src.labels, pair_ids=src.pair_ids, method=req["method"],
-                                     test_frac=req["test_frac"], seed=req["seed"], map_params=dict(params, **extra))
+        out = across_fit(result, layers, req, on_step=draw)
     chart.empty()
-    manifest = map_manifest(src.manifest, tgt.manifest, layers, req["method"], params, res, req["test_frac"], req["seed"])
-    arrays = None
-    if hasattr(fitted, "A_"):  # an affine map: A, b and the source probe carried through it
-        probe = transferred_probe(S, src.labels, fitted, target=T, pair_ids=src.pair_ids, test_frac=req["test_frac"],
-                                  seed=req["seed"])
-        arrays = map_export(fitted.A_, fitted.b_, manifest, probe)
-    return {"result": res, "layers": layers, "request": req, "history": history,
-            "A": getattr(fitted, "A_", None), "b": getattr(fitted, "b_", None), "manifest": manifest, "arrays": arrays}
+    return out
 
 
 def fit_form() -> dict | None:
@@ -96,8 +56,8 @@ def fit_form() -> dict | None:
             "seed": int(seed)}
 
 
-def show_fit(fit_: dict, sim) -> None:
-    res, (ls, lt), m = fit_["result"], fit_["layers"], fit_["result"].map
+def show_fit(fit_: AcrossFitResult, sim) -> None:
+    res, (ls, lt), m = fit_.result, fit_.layers, fit_.result.map
     iv = res.intervals
     st.subheader(f"{METHOD_HELP[m['method']]}: source layer {ls} → target layer {lt}")
     c = st.columns(5)
@@ -116,8 +76,8 @@ def show_fit(fit_: dict, sim) -> None:
     if "step_reported" in m:
         st.caption(f"Gradient descent ran {m['steps']} steps; the map reported is step {m['step_reported']}'s, the lowest "
                    "loss on a held-out tenth of the training rows.")
-    if fit_["history"]:
-        exports.plot(fit_curve(fit_["history"], m.get("step_reported")), "across.fit_curve", f"map_fit_curve_L{ls}_L{lt}")
+    if fit_.history:
+        exports.plot(fit_curve(fit_.history, m.get("step_reported")), "across.fit_curve", f"map_fit_curve_L{ls}_L{lt}")
     exports.plot(per_dim_error(res.per_dim_mse), "across.per_dim", f"map_error_per_dim_L{ls}_L{lt}")
     p, t = res.probe, res.transfer
     c = st.columns(4)
@@ -140,11 +100,11 @@ def show_fit(fit_: dict, sim) -> None:
                "map got wrong. pinv(A)ᵀw (the algebraic inverse) inverts the noise directions of a shrunk map, and A w "
                "moves the probe like a steering vector; both are in the table as comparisons, with random directions "
                "as the null.")
-    stem = f"{short(fit_['manifest']['source']['model'])}_L{ls}__{short(fit_['manifest']['target']['model'])}_L{lt}"
+    stem = f"{short(fit_.manifest['source']['model'])}_L{ls}__{short(fit_.manifest['target']['model'])}_L{lt}"
     exports.table(transfer_table(res), "across.transfer", f"transfer_{stem}", hide_index=True)
     d = st.columns(2)
-    if fit_.get("arrays"):
-        tensors, manifest = fit_["arrays"]
+    if fit_.arrays:
+        tensors, manifest = fit_.arrays
         exports.arrays_download("Map A, b and the carried probe", tensors, manifest, f"map_{stem}", "across.dl_map",
                                 where=d[0])
     d[1].download_button("Similarity matrix (CSV)", similarity_table(sim).to_csv(), f"{sim.metric}_{stem}.csv",

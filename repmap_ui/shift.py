@@ -1,21 +1,19 @@
 """The base/finetuned/data choice shared by the Finetuning shift and Within-model fit pages."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
 from repmap_core.access import cap_rows
-from repmap_core.activations import get_activations
 from repmap_core.data import load_dataset
 from repmap_core.errors import RepmapError
-from repmap_core.finetune import MANIFEST_NAME, check_base, list_finetuned, read_finetune_manifest
+from repmap_core.finetune import list_finetuned
 from repmap_core.recent import remember
+from repmap_core.view_results import ShiftResult, shift_result
 from repmap_ui import urlstate
 from repmap_ui.common import model_loader
 from repmap_ui.flow import is_cached, link_gate, seconds_for
 from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker, seed_data_picker, seed_model_picker
-from repmap_ui.rebuild import separation_rows
+from repmap_ui.rebuild import cached_separation
 from repmap_ui.text import md
 from repmap_ui.urlstate import Choice, Int, Layers, Text
 
@@ -38,7 +36,7 @@ def shift_form(key: str = "shift") -> dict | None:
     current = st.session_state.get(RESULT)
     title = "Base model, finetuned model and data"
     if current:
-        r = current["request"]
+        r = current.request
         title += f" · {r['base'].split('/')[-1]} vs {labels.get(r['finetuned'], r['finetuned'].split('/')[-1])}"
     # folded when something is (about to be) shown: a result, or the newest checkpoint on first open
     with st.expander(title, expanded=current is None and not finetuned), st.form(f"{key}.form"):
@@ -59,34 +57,15 @@ def shift_form(key: str = "shift") -> dict | None:
             "layers": layers, "position": position, "limit": int(limit)}
 
 
-def compute_shift(req: dict) -> dict:
+def compute_shift(req: dict) -> ShiftResult:
     """Activations of both models on the same rows, checked to belong together, with separation."""
-    if req["base"] == req["finetuned"]:
-        raise RepmapError("The base and finetuned models are the same; pick a finetuned checkpoint to compare.")
-    if (Path(req["finetuned"]) / MANIFEST_NAME).exists():
-        check_base(req["finetuned"], req["base"])
-    dataset = load_dataset(req["data"], limit=req["limit"] or None)
-    with st.status(f"Activations of both models on {md(dataset.name)}", expanded=True) as status:
+    with st.status(f"Activations of both models on {md(req['data'])}", expanded=True) as status:
         bar = st.progress(0.0)
-        sets = {}
-        for i, (name, model) in enumerate((("base", req["base"]), ("finetuned", req["finetuned"]))):
-            sets[name] = get_activations(model, dataset, req["layers"], req["position"], loader=model_loader(False),
-                                         progress=lambda f, m, i=i: bar.progress(min((i + f) / 2, 1.0), text=m))
-        if sets["base"].d != sets["finetuned"].d or sets["base"].layer_list != sets["finetuned"].layer_list:
-            raise RepmapError(
-                f"The finetuned model (width {sets['finetuned'].d}, {sets['finetuned'].manifest['n_layers']} blocks) does not "
-                f"match the base (width {sets['base'].d}, {sets['base'].manifest['n_layers']} blocks); pick the finetuned "
-                "version of the base model."
-            )
-        bar.progress(1.0, text="Scoring each layer before and after")
-        rows = {k: separation_rows(v.manifest["key"], tuple(v.layer_list), v) for k, v in sets.items()}
-        status.update(label=f"{len(dataset)} rows × {len(sets['base'].layer_list)} layers, before and after",
+        result = shift_result(req, loader=model_loader(False), separation=cached_separation,
+                              progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m))
+        status.update(label=f"{len(result.dataset)} rows × {len(result.base.layer_list)} layers, before and after",
                       state="complete", expanded=False)
-    trained_on = None
-    if (Path(req["finetuned"]) / MANIFEST_NAME).exists():
-        trained_on = read_finetune_manifest(req["finetuned"])["dataset"]
-    return {"request": req, "dataset": dataset, "base": sets["base"], "finetuned": sets["finetuned"], "rows": rows,
-            "in_sample": bool(trained_on) and trained_on.get("fingerprint") == dataset.fingerprint}
+    return result
 
 
 def from_link(key: str) -> dict | None:
@@ -107,7 +86,7 @@ def from_link(key: str) -> dict | None:
     return url if url["base"] and url["finetuned"] else None
 
 
-def shift_selection(key: str) -> dict | None:
+def shift_selection(key: str) -> ShiftResult | None:
     """Draw the form; compute on submit, on a link, or on first open when a finetuned model exists;
     return the current result, keeping the last good one on error."""
     try:
@@ -138,5 +117,5 @@ def shift_selection(key: str) -> dict | None:
     except RepmapError as e:
         st.error(str(e), icon=":material/error:")
     if (result := st.session_state.get(RESULT)) is not None:
-        urlstate.write(key, URL_REQUEST, result["request"])  # what is shown, not a request that failed
+        urlstate.write(key, URL_REQUEST, result.request)  # what is shown, not a request that failed
     return result

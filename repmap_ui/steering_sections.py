@@ -18,9 +18,9 @@ from repmap_core.figures_steering import (
     vector_table,
 )
 from repmap_core.models import LoadedModel, load_model
-from repmap_core.steering import transfer_and_compare
 from repmap_core.steering.run import sentiment_layer
 from repmap_core.steering.sentiment import OPENINGS
+from repmap_core.view_results import SteeringResult, SteeringTransfer, steering_transfer
 from repmap_ui import exports
 from repmap_ui.common import model_loader, show_error
 from repmap_ui.text import md
@@ -38,14 +38,14 @@ def causal_lm(path: str, _resolved) -> LoadedModel:
     return load_model(_resolved, head=True)  # keyed by the resolved folder: one causal LM per model, across reruns
 
 
-def lm_for(result: dict, side: str) -> LoadedModel:
-    resolved = result["models"][side][0]
+def lm_for(result: SteeringResult, side: str) -> LoadedModel:
+    resolved = result.models[side][0]
     with st.spinner(f"Loading {short(resolved.name)} with its LM head"):
         return causal_lm(resolved.path, resolved)
 
 
-def encoder_reason(result: dict, side: str) -> str | None:
-    resolved, info = result["models"][side]
+def encoder_reason(result: SteeringResult, side: str) -> str | None:
+    resolved, info = result.models[side]
     return f"Steering needs next-token logits; {short(resolved.name)} is an encoder." if info.is_encoder else None
 
 
@@ -56,8 +56,8 @@ def alphas_inputs(prefix: str, disabled: bool, columns) -> np.ndarray:
     return np.linspace(float(lo), float(hi), int(steps))
 
 
-def comparison(result: dict) -> None:
-    sets, labels, models = result["sets"], result["labels"], result["models"]
+def comparison(result: SteeringResult) -> None:
+    sets, labels, models = result.sets, result.labels, result.models
     st.header("The vectors compared")
     for side, vs in sets.items():
         if vs.balance is not None:
@@ -79,7 +79,7 @@ def comparison(result: dict) -> None:
                   "steering_vectors", where=c2)
     d = st.columns(len(sets) + 1)
     for i, (side, vs) in enumerate(sets.items()):
-        req = result["request"]
+        req = result.request
         tensors, manifest, header = steering_export(vs.vectors, vs.manifest, {
             "vector_method": req["method"], "test_frac": req["test_frac"], "layers": req["layers"],
             "train_rows": len(vs.train_rows), "test_rows": len(vs.test_rows)})
@@ -88,7 +88,7 @@ def comparison(result: dict) -> None:
     d[-1].download_button("Cosines (CSV)", figs.cosines.to_csv(index=False), "steering_cosines.csv", key="steer.dl_cosines")
 
 
-def sentiment_section(result: dict) -> None:
+def sentiment_section(result: SteeringResult) -> None:
     st.header("Steer a behaviour a small model shows: sentiment")
     st.caption("A 135M model answers A/B behaviour questions near chance, so letter propensity may have nothing to move. "
                "Its continuations are plainly positive or negative, though: the vector is the difference of the mean "
@@ -98,7 +98,7 @@ def sentiment_section(result: dict) -> None:
     side = "A"
     if off := bool(reason := encoder_reason(result, side)):
         st.warning(reason, icon=":material/block:")
-    n_layers = result["models"][side][1].n_layers
+    n_layers = result.models[side][1].n_layers
     with st.form("steer.sentiment_form"):
         c = st.columns([1, 1, 1, 1], vertical_alignment="bottom")
         layer = c[0].selectbox("Layer", list(range(n_layers)), index=min(8, n_layers - 1), key="steer.sent_layer",
@@ -109,7 +109,7 @@ def sentiment_section(result: dict) -> None:
         bar = st.progress(0.0, text="Steering the continuations")
         try:
             st.session_state["steer.sentiment"] = sentiment_layer(
-                result["request"]["A"], lm_for(result, side), layer, alphas, loader=model_loader(False),
+                result.request["A"], lm_for(result, side), layer, alphas, loader=model_loader(False),
                 progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m))
         except RepmapError as e:
             show_error(e)
@@ -122,23 +122,13 @@ def sentiment_section(result: dict) -> None:
     exports.table(sentiment_examples(sw, OPENINGS), "steer.sentiment_examples", "steering_sentiment_examples", static=True)
 
 
-def transfer(result: dict, req: dict) -> dict:
-    (A, B), lt = (result["sets"]["A"], result["sets"]["B"]), req["target"]
-    params = {"gd": {"max_steps": 500, "val_frac": 0.1}, "lowrank": {"rank": min(32, A.vectors[req["source"]].vector.shape[0],
-                                                                                B.vectors[lt].vector.shape[0])}}
-    with st.spinner(f"Carrying A's layer {req['source']} vector to B's layer {lt} and sweeping both"):
-        out = transfer_and_compare(A, B, lm_for(result, "B"), req["source"], lt, req["alphas"],
-                                   map_method=None if req["method"] == "none" else req["method"],
-                                   map_params=params.get(req["method"]), with_bias=req["bias"], loader=model_loader(False))
-    curves = {"native": out.native, "transferred": out.transferred}
-    if out.random is not None:
-        curves["random direction"] = out.random
-    return {"request": req, "curves": curves, "r2": out.map_r2_test, "comparison": out.comparison, "cosine": out.cosine,
-            "carried": out.carried}
+def transfer(result: SteeringResult, req: dict) -> SteeringTransfer:
+    with st.spinner(f"Carrying A's layer {req['source']} vector to B's layer {req['target']} and sweeping both"):
+        return steering_transfer(result, req, lm_for(result, "B"), loader=model_loader(False))
 
 
-def transfer_section(result: dict) -> None:
-    sets, labels = result["sets"], result["labels"]
+def transfer_section(result: SteeringResult) -> None:
+    sets, labels = result.sets, result.labels
     st.header(f"Carry {labels['A']}'s vector to {labels['B']} (LRT)")
     if off := bool(reason := encoder_reason(result, "B")):
         st.warning(reason, icon=":material/block:")
@@ -162,9 +152,9 @@ def transfer_section(result: dict) -> None:
             show_error(e)  # the previous transfer stays below
     if (out := st.session_state["steer.transfer"]) is None:
         return
-    req, cmp = out["request"], out["comparison"]
+    req, cmp = out.request, out.comparison
     how = MAPS[req["method"]] + ("" if req["method"] == "none" else (", A v + b" if req["bias"] else ", A v"))
-    exports.plot(propensity_plot(out["curves"], f"{labels['B']} layer {req['target']}: its own vector (native) vs "
+    exports.plot(propensity_plot(out.curves, f"{labels['B']} layer {req['target']}: its own vector (native) vs "
                                  f"{labels['A']} layer {req['source']}'s, carried ({how})"), "steer.transfer_curve",
                  f"steering_transfer_L{req['source']}_L{req['target']}")
     c = st.columns(4)
@@ -173,17 +163,17 @@ def transfer_section(result: dict) -> None:
     c[0].caption(f"95% [{lo:.2f}, {hi:.2f}] over held-out questions; native vs a random direction: "
                  f"{cmp.get('null_pearson_r', float('nan')):.2f}")
     c[1].metric("MSE", f"{cmp['mse']:.3g}", help=LRT_PUBLISHED_TEXT)
-    c[2].metric("Cosine native vs carried", f"{out['cosine']:.2f}")
-    c[3].metric("Map R² (held-out rows)", "–" if out["r2"] is None else f"{out['r2']:.2f}")
+    c[2].metric("Cosine native vs carried", f"{out.cosine:.2f}")
+    c[3].metric("Map R² (held-out rows)", "–" if out.r2 is None else f"{out.r2:.2f}")
     st.caption(f"Paper, beside this run (not comparable in value: other models, layers and behaviours): {LRT_PUBLISHED_TEXT}.")
     d = st.columns(2)
-    d[0].download_button("Curves (CSV)", curves_table(out["curves"]).to_csv(index=False), "steering_transfer_curves.csv",
+    d[0].download_button("Curves (CSV)", curves_table(out.curves).to_csv(index=False), "steering_transfer_curves.csv",
                          key="steer.dl_transfer")
-    if out.get("carried") is not None:
-        carried = out["carried"]
+    if out.carried is not None:
+        carried = out.carried
         tensors, manifest, header = steering_export({carried.layer: carried}, sets["B"].manifest, {
-            "carried_from": {"model": result["request"]["A"], "layer": req["source"]}, "map": req["method"],
-            "with_bias": req["bias"], "map_r2_test": out["r2"], "cosine_with_native": out["cosine"]})
+            "carried_from": {"model": result.request["A"], "layer": req["source"]}, "map": req["method"],
+            "with_bias": req["bias"], "map_r2_test": out.r2, "cosine_with_native": out.cosine})
         exports.arrays_download("Carried vector", tensors, manifest,
-                                f"steering_carried_L{req['source']}_to_{short(result['request']['B'])}_L{req['target']}",
+                                f"steering_carried_L{req['source']}_to_{short(result.request['B'])}_L{req['target']}",
                                 "steer.dl_carried", where=d[1], metadata=header)

@@ -224,12 +224,12 @@ def is_link(page: str, specs: Sequence[Param]) -> bool:
     return url != {k: v for k, v in written.items() if k in keys}
 
 
-def not_shown(linked: dict | None, result: dict | None) -> dict | None:
+def not_shown(linked: dict | None, result: Any) -> dict | None:
     """`linked` unless the result on screen was made by the same request (an imported bundle, a
     reload of the page's own link): then None, so nothing is recomputed and no model is needed."""
     if linked is None or not result:
         return linked
-    shown = result.get("request") or {}
+    shown = getattr(result, "request", None) or {}
 
     def norm(v: Any) -> str:
         return "" if v is None else str(v)

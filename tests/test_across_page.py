@@ -197,8 +197,8 @@ def test_least_squares_fit_shows_metrics_transfer_table_and_exports(page, models
         "across.dl_map.safetensors": "Arrays + manifest (safetensors)", "across.dl_map.manifest": "Manifest only (JSON)",
         "across.transfer.export_csv": "CSV", "across.dl_sim": "Similarity matrix (CSV)"}
     saved = page.session_state["across.fit"]
-    assert saved["A"].shape == (48, 32) and saved["b"].shape == (48,)
-    manifest = saved["manifest"]
+    assert saved.A.shape == (48, 32) and saved.b.shape == (48,)
+    manifest = saved.manifest
     assert manifest["source"]["layer"] == 1 and manifest["target"]["model"] == models[48]
     assert manifest["data"]["fingerprint"] == src.manifest["dataset_fingerprint"] and manifest["method"] == "lstsq"
 
@@ -207,7 +207,7 @@ def test_gradient_descent_fit_streams_its_curve_and_ends_with_the_same_panels(pa
     compute(page, models[32], models[48])
     fit(page, "gd", steps=300, seed=1)
     assert [s.value for s in page.subheader] == ["gradient descent (Gao et al.): source layer 2 → target layer 2"]
-    history = page.session_state["across.fit"]["history"]
+    history = page.session_state["across.fit"].history
     assert len(history) >= 5 and history[0][0] == 10 and history[-1][0] <= 300
     assert history[-1][1] < history[0][1]  # the loss went down
     curve = next(c for c in charts(page) if any(t.get("name") == "held-out R²" for t in c["data"]))
@@ -216,11 +216,11 @@ def test_gradient_descent_fit_streams_its_curve_and_ends_with_the_same_panels(pa
     # the fit keeps the parameters best on a held-out tenth of its training rows: its reported
     # R² is one the live curve passed through, not necessarily the last
     live_r2 = [h[2] for h in history]
-    final = page.session_state["across.fit"]["result"].map["r2_test"]
+    final = page.session_state["across.fit"].result.map["r2_test"]
     assert min(live_r2) - 1e-3 <= final <= max(live_r2) + 1e-3
     assert list(page.dataframe[0].value["mode"]) == list(TRANSFER_EXPLAINED)
     assert float(metrics(page)["Transfer: vector A w"].split(" ")[0]) >= 0.0
-    m = page.session_state["across.fit"]["result"].map
+    m = page.session_state["across.fit"].result.map
     assert 0 < m["step_reported"] <= m["steps"] <= 300  # and the page says which step it reports
     assert any(f"the map reported is step {m['step_reported']}'s" in c.value for c in page.caption)
     assert f"reported: step {m['step_reported']}" in curve["layout"]["title"]["text"]
@@ -230,11 +230,11 @@ def test_up_down_pair_shows_its_down_map_and_round_trip(page, models):
     compute(page, models[32], models[48])
     fit(page, "updown", steps=200, seed=0)
     assert [s.value for s in page.subheader] == ["up/down pair, round-trip loss (LRT, stitching): source layer 2 → target layer 2"]
-    m = page.session_state["across.fit"]["result"].map
+    m = page.session_state["across.fit"].result.map
     assert m["method"] == "updown" and 0.0 <= m["round_trip_error_test"] < 1.0 and np.isfinite(m["down_r2_test"])
     caption = next(c.value for c in page.caption if c.value.startswith("Down map target → source"))
     assert f"relative error {m['round_trip_error_test']:.3f}" in caption
-    assert page.session_state["across.fit"]["A"].shape == (48, 32)  # exported like any affine map
+    assert page.session_state["across.fit"].A.shape == (48, 32)  # exported like any affine map
 
 
 BAD_FITS = [

@@ -416,7 +416,7 @@ def test_fp16_overflow_is_recomputed_in_fp32_and_reported_in_the_app(files, ui_c
     captions = [c.value for c in at.caption]
     assert ("40 of 40 rows were recomputed in float32 automatically because float16 overflowed (NaN or inf) in "
             "their batch; every value shown is finite.") in captions, captions
-    aset = at.session_state["explorer.result"]["aset"]
+    aset = at.session_state["explorer.result"].aset
     assert aset.manifest["dtype"] == "float16" and aset.manifest["fp32_recomputed_rows"] == 40
     assert all(np.isfinite(aset[layer]).all() for layer in aset.layer_list)
     assert np.abs(aset[1]).max() > FP16_MAX  # it really would have overflowed in fp16

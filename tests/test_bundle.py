@@ -36,11 +36,13 @@ from repmap_core.steering import (
     vectors_from_activations,
 )
 from repmap_core.steering.run import LayerSweep
+from repmap_core.view_fits import AcrossFitResult, WithinFitResult
+from repmap_core.view_results import AcrossResult, ExplorerResult, ShiftResult, SteeringResult, SteeringSweep
 from tests.conftest import ROOT
 
 
 def curve_gaps(states) -> np.ndarray:
-    return states["steer.sweep"]["out"].sweep.curve.gaps
+    return states["steer.sweep"].out.sweep.curve.gaps
 
 
 def _aset(ds: TextDataset, width: int, seed: int, model: str, position: str = "last", n_layers: int = 3) -> ActivationSet:
@@ -82,25 +84,25 @@ def synthetic_states() -> dict:
                         {"base": 4.0, **{float(a): 4.0 + abs(float(a)) for a in alphas}}, 3.0, "Steers at layer 1: ...")
     models = {"A": (ResolvedModel("tiny/steer", "/nowhere/tiny", "sha256:abc", "folder"), ModelInfo(3, 16, "gpt2", False, 128))}
     return {
-        "explorer.result": {"request": {"model": "tiny/base", "data": "builtin:sentiment", "layers": "all", "position": "auto", "limit": 120,
-                                        "max_length": 64, "text_col": "", "label_col": "", "trust": False}, "dataset": ds,
-                            "aset": base, "rows": rows},
-        "shift.result": {"request": {"base": "tiny/base", "finetuned": "tiny/finetuned", "data": "builtin:sentiment", "layers": "all",
-                                     "position": "auto", "limit": 120}, "dataset": ds,
-                         "base": base, "finetuned": ft, "rows": {"base": rows, "finetuned": rows_ft}, "in_sample": False},
-        "within.result": {"result": within, "layer": 2, "points": []},
-        "across.result": {"request": {"source": "tiny/base", "target": "tiny/wide", "data": "builtin:sentiment", "position": "auto",
-                                      "limit": 120}, "dataset": ds, "source": base,
-                          "target": wide, "sims": {"linear_cka": sim, "cka_debiased": sim_null}},
-        "across.fit": {"result": between, "layers": (2, 2), "request": {"method": "lstsq", "alpha": "auto", "rank": 8, "steps": 500,
-                                                                        "test_frac": 0.2, "seed": 0},
-                       "history": [(1, 0.5, 0.1), (2, 0.25, 0.4)], "A": fitted.A_, "b": fitted.b_,
-                       "manifest": {"format": "repmap.map/1", "method": "lstsq"}},
+        "explorer.result": ExplorerResult({"model": "tiny/base", "data": "builtin:sentiment", "layers": "all", "position": "auto",
+                                           "limit": 120, "max_length": 64, "text_col": "", "label_col": "", "trust": False},
+                                          ds, base, rows),
+        "shift.result": ShiftResult({"base": "tiny/base", "finetuned": "tiny/finetuned", "data": "builtin:sentiment",
+                                     "layers": "all", "position": "auto", "limit": 120}, ds,
+                                    base, ft, {"base": rows, "finetuned": rows_ft}, False),
+        "within.result": WithinFitResult(within, 2, []),
+        "across.result": AcrossResult({"source": "tiny/base", "target": "tiny/wide", "data": "builtin:sentiment",
+                                       "position": "auto", "limit": 120}, ds, base,
+                                      wide, {"linear_cka": sim, "cka_debiased": sim_null}),
+        "across.fit": AcrossFitResult(between, (2, 2), {"method": "lstsq", "alpha": "auto", "rank": 8, "steps": 500,
+                                                        "test_frac": 0.2, "seed": 0},
+                                      [(1, 0.5, 0.1), (2, 0.25, 0.4)], fitted.A_, fitted.b_,
+                                      {"format": "repmap.map/1", "method": "lstsq"}),
         "across.selected": [1, 5, 7], "across.layer_s": 2, "across.layer_t": 2,
-        "steer.result": {"request": {"A": "tiny/steer", "B": None, "data": "builtin:survival_instinct", "layers": "all",
-                                     "method": "mean_diff", "test_frac": 0.3, "limit": 40}, "sets": {"A": vs}, "models": models,
-                         "labels": {"A": "A: steer"}},
-        "steer.sweep": {"label": "A: steer", "out": LayerSweep(sweep, ["q1", "q2"], ["a", "b"], ["c", "d"], 1.0, 0)},
+        "steer.result": SteeringResult({"A": "tiny/steer", "B": None, "data": "builtin:survival_instinct", "layers": "all",
+                                        "method": "mean_diff", "test_frac": 0.3, "limit": 40}, {"A": vs}, models,
+                                       {"A": "A: steer"}),
+        "steer.sweep": SteeringSweep("A: steer", LayerSweep(sweep, ["q1", "q2"], ["a", "b"], ["c", "d"], 1.0, 0)),
         "steer.transfer": None, "steer.layer.A": 1,
         "finetune.weak": {"spec": "file:/nowhere/weak.csv", "rows": 120, "ones": 61, "model": "weak", "source": "s",
                           "agreement": 0.9, "in_sample": True},
@@ -150,20 +152,25 @@ def test_every_whitelisted_class_round_trips(states):
     assert set(back.views) == {"explorer", "shift", "within", "across", "steering", "finetune"}
     # the classes really are the whitelisted ones, with their metrics intact
     ex = back.states["explorer.result"]
-    assert isinstance(ex["aset"], ActivationSet) and isinstance(ex["dataset"], TextDataset)
-    assert isinstance(ex["rows"][0], LayerSeparation)
-    assert [r.probe_cv_acc for r in ex["rows"]] == [r.probe_cv_acc for r in states["explorer.result"]["rows"]]
-    assert isinstance(back.states["within.result"]["result"], WithinResult)
-    assert back.states["within.result"]["result"].probe == states["within.result"]["result"].probe
-    assert isinstance(back.states["across.fit"]["result"], BetweenResult)
-    assert isinstance(back.states["across.result"]["sims"]["linear_cka"], SimilarityMatrix)
-    vs = back.states["steer.result"]["sets"]["A"]
+    assert isinstance(ex, ExplorerResult)
+    assert isinstance(ex.aset, ActivationSet) and isinstance(ex.dataset, TextDataset)
+    assert isinstance(ex.rows[0], LayerSeparation)
+    assert [r.probe_cv_acc for r in ex.rows] == [r.probe_cv_acc for r in states["explorer.result"].rows]
+    assert isinstance(back.states["within.result"], WithinFitResult)
+    assert isinstance(back.states["within.result"].result, WithinResult)
+    assert back.states["within.result"].result.probe == states["within.result"].result.probe
+    assert isinstance(back.states["across.fit"], AcrossFitResult) and back.states["across.fit"].layers == (2, 2)
+    assert isinstance(back.states["across.fit"].result, BetweenResult)
+    assert isinstance(back.states["across.result"], AcrossResult) and isinstance(back.states["shift.result"], ShiftResult)
+    assert isinstance(back.states["across.result"].sims["linear_cka"], SimilarityMatrix)
+    assert isinstance(back.states["steer.result"], SteeringResult)
+    vs = back.states["steer.result"].sets["A"]
     assert isinstance(vs, VectorSet) and isinstance(vs.vectors[1], SteeringVector)
-    assert isinstance(back.states["steer.sweep"]["out"].sweep.curve, PropensityCurve)
-    assert_same(back.states["steer.sweep"]["out"].sweep.curve.gaps, curve_gaps(states))
-    assert isinstance(back.states["steer.result"]["models"]["A"][0], ResolvedModel)
-    assert isinstance(back.states["steer.result"]["models"]["A"][1], ModelInfo)
-    assert ex["dataset"].fingerprint == states["explorer.result"]["dataset"].fingerprint
+    assert isinstance(back.states["steer.sweep"].out.sweep.curve, PropensityCurve)
+    assert_same(back.states["steer.sweep"].out.sweep.curve.gaps, curve_gaps(states))
+    assert isinstance(back.states["steer.result"].models["A"][0], ResolvedModel)
+    assert isinstance(back.states["steer.result"].models["A"][1], ModelInfo)
+    assert ex.dataset.fingerprint == states["explorer.result"].dataset.fingerprint
 
 
 def test_no_pickle_in_the_file_and_shared_arrays_stored_once(states):
@@ -172,7 +179,7 @@ def test_no_pickle_in_the_file_and_shared_arrays_stored_once(states):
         assert sorted(z.namelist()) == ["arrays.safetensors", "bundle.json"]
         doc = json.loads(z.read("bundle.json"))
     # the base activations appear in both states but once in the file: 3 layers + labels + pair ids + dataset arrays
-    base = states["explorer.result"]["aset"]
+    base = states["explorer.result"].aset
     stored = [a for a in doc["arrays"].values() if a["shape"] == [base.n, base.d]]
     assert len(stored) == 6  # 3 layers of base + 3 of finetuned, not 9
 
@@ -193,25 +200,26 @@ def test_subsampling_keeps_classes_and_row_alignment(states):
                         max_rows=40, seed=3)
     back = load_bundle(data).states
     small = back["shift.result"]
-    ds, base, ft = small["dataset"], small["base"], small["finetuned"]
+    assert isinstance(small, ShiftResult) and small.request == full.request
+    ds, base, ft = small.dataset, small.base, small.finetuned
     assert len(ds) == base.n == ft.n == 40
     # classes in proportion: 120 rows -> 40 keeps the share of label 1 within one row
-    share = full["dataset"].labels.mean()
+    share = full.dataset.labels.mean()
     assert abs(int(ds.labels.sum()) - share * 40) <= 1 and set(np.unique(ds.labels)) == {0, 1}
     # row alignment: every kept row is the same row in the data set and in both activation sets
-    lookup = {t: i for i, t in enumerate(full["dataset"].texts)}
+    lookup = {t: i for i, t in enumerate(full.dataset.texts)}
     idx = np.array([lookup[t] for t in ds.texts])
-    assert np.array_equal(base.labels, full["base"].labels[idx]) and np.array_equal(ds.labels, full["dataset"].labels[idx])
+    assert np.array_equal(base.labels, full.base.labels[idx]) and np.array_equal(ds.labels, full.dataset.labels[idx])
     for L in base.layer_list:
-        assert np.array_equal(base[L], np.asarray(full["base"][L])[idx])
-        assert np.array_equal(ft[L], np.asarray(full["finetuned"][L])[idx])
-    assert np.array_equal(base.pair_ids, full["base"].pair_ids[idx])
+        assert np.array_equal(base[L], np.asarray(full.base[L])[idx])
+        assert np.array_equal(ft[L], np.asarray(full.finetuned[L])[idx])
+    assert np.array_equal(base.pair_ids, full.base.pair_ids[idx])
     assert base.manifest["bundle_rows"] == {"kept": 40, "of": 120, "seed": 3}
-    assert base.manifest["key"] != full["base"].manifest["key"]  # no projection cached for all rows is reused
-    assert small["rows"] == full["rows"]  # the scores shown were computed on all rows and say so in the manifest
+    assert base.manifest["key"] != full.base.manifest["key"]  # no projection cached for all rows is reused
+    assert small.rows == full.rows  # the scores shown were computed on all rows and say so in the manifest
     assert "across.selected" not in back  # row numbers of the full data set would point at the wrong rows
     # seeded: the same call gives the same rows
-    again = load_bundle(bundle_bytes({"shift.result": full}, max_rows=40, seed=3)).states["shift.result"]["dataset"]
+    again = load_bundle(bundle_bytes({"shift.result": full}, max_rows=40, seed=3)).states["shift.result"].dataset
     assert again.texts == ds.texts
     # the estimate shrinks with the rows and is shown before anything is written
     assert estimate_bytes({"shift.result": full}, max_rows=40) < estimate_bytes({"shift.result": full}) / 2
@@ -254,7 +262,7 @@ def good(states) -> bytes:
 
 
 def _rename_class(doc: dict) -> None:
-    doc["states"]["explorer.result"]["__dict__"][2][1]["__class__"] = "subprocess.Popen"
+    doc["states"]["explorer.result"]["fields"]["aset"]["__class__"] = "subprocess.Popen"
 
 
 BAD = {
@@ -379,7 +387,7 @@ def test_bundle_reproduces_the_views_in_a_fresh_process_without_the_model(tmp_pa
     at.number_input(key="explorer.limit").set_value(80)
     at.button(key="FormSubmitter:explorer.form-Compute").click().run()
     assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]
-    assert at.session_state["explorer.result"]["aset"].manifest["model"] == str(model)
+    assert at.session_state["explorer.result"].aset.manifest["model"] == str(model)
     # across models: the tiny model against itself (its layers), then a ridge map with its probe transfer
     goto(at, "views/across.py")
     at.text_input(key="across.source.model_other").set_value(str(model))
@@ -445,15 +453,16 @@ def no_models(monkeypatch):
     import repmap_core.finetune as finetune
     import repmap_core.models as models
     import repmap_core.steering as steering
+    import repmap_core.view_results as view_results
     import repmap_ui.common as common
-    import repmap_ui.shift as shift
+    import repmap_ui.steering_sections as steering_sections
 
     # modules that bound a name at import are patched too (and so restored after the test): patching
     # only the source modules would leave a module first imported here holding `_refuse` for good
     for module, name in ((activations, "get_activations"), (models, "load_model"), (steering, "compute_vectors"),
-                         (models, "resolve_model"), (activations, "load_model"), (shift, "get_activations"),
+                         (models, "resolve_model"), (activations, "load_model"), (view_results, "get_activations"),
                          (common, "load_model"), (finetune, "load_model"), (finetune, "resolve_model"),
-                         (checkpoints, "load_model")):
+                         (checkpoints, "load_model"), (steering_sections, "load_model")):
         monkeypatch.setattr(module, name, _refuse)
 
 
@@ -506,7 +515,7 @@ def test_share_page_exports_imports_and_every_view_renders_without_a_model(state
     assert [p.proto.label for p in fresh.get("page_link")] == ["Layer explorer", "Finetuning shift", "Within-model fit",
                                                                 "Steering"]
     assert fresh.session_state["across.result"] is states["across.result"]  # a view the bundle lacks stays
-    want = states["explorer.result"]["rows"]
+    want = states["explorer.result"].rows
     pages = {"views/layer_explorer.py": "Best layer", "views/shift.py": None, "views/within_fit.py": "Held-out R²",
              "views/steering.py": None, "views/across.py": "R² test"}
     for page, metric in pages.items():
@@ -522,7 +531,7 @@ def test_share_page_exports_imports_and_every_view_renders_without_a_model(state
     # the widget choices came along: the layers shown and the point budget
     assert fresh.multiselect(key="explorer.shown").value == [0, 2] and fresh.number_input(key="explorer.max_points").value == 500
     goto(fresh, "views/within_fit.py")
-    res = states["within.result"]["result"]
+    res = states["within.result"].result
     assert {m.label: m.value for m in fresh.metric}["Held-out R²"] == format_estimate(res.intervals["r2_test"])
     # the weak-label view, on a machine with no finetuned model at all
     goto(fresh, "views/share.py")
@@ -534,3 +543,23 @@ def test_share_page_exports_imports_and_every_view_renders_without_a_model(state
     assert {m.label: m.value for m in fresh.metric}["Agreement with the true labels"] == "0.900"
     goto(fresh, "views/within_fit.py")  # the earlier import is still there
     assert {m.label: m.value for m in fresh.metric}["Held-out R²"] == format_estimate(res.intervals["r2_test"])
+
+
+def test_a_bundle_of_the_older_dict_states_loads_as_the_dataclasses(states):
+    """Bundles written when each view's result was a dict of the same fields still open."""
+    from repmap_core.bundle import LEGACY_DICT_STATES
+
+    def as_dict(v):
+        return {f.name: getattr(v, f.name) for f in dataclasses.fields(v)}
+
+    old = {k: as_dict(v) if k in LEGACY_DICT_STATES else v for k, v in states.items() if v is not None}
+    old["within.result"] = {"result": states["within.result"].result, "layer": 2, "points": []}  # before arrays, options
+    back = load_bundle(bundle_bytes(old)).states
+    for key in set(LEGACY_DICT_STATES) & set(old):  # the transfer is None in these states
+        assert type(back[key]) is type(states[key]), key
+        assert_same(states[key], back[key], key)
+    assert back["within.result"].arrays is None and back["within.result"].options is None
+    # a dict missing a field the view needs is refused in one sentence
+    broken = {"explorer.result": {k: v for k, v in as_dict(states["explorer.result"]).items() if k != "aset"}}
+    with pytest.raises(RepmapError, match="values repmap does not understand"):
+        load_bundle(bundle_bytes(broken))

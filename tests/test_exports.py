@@ -31,6 +31,7 @@ from repmap_core.exports import (
     safe_filename,
     table_csv,
 )
+from repmap_core.view_results import ExplorerResult
 from tests.browser import find_chromium, require_or_skip
 from tests.conftest import ROOT
 
@@ -220,7 +221,7 @@ def test_layer_explorer_offers_html_png_and_csv(tiny_gpt2, media):
     req = {"model": str(tiny_gpt2), "data": "builtin:sentiment", "layers": "all", "position": "auto", "limit": 40,
            "max_length": 512, "text_col": "", "label_col": "", "trust": False}
     at = AppTest.from_file(str(ROOT / "views" / "layer_explorer.py"), default_timeout=300)
-    at.session_state["explorer.result"] = {"request": req, "dataset": dataset, "aset": aset, "rows": rows}
+    at.session_state["explorer.result"] = ExplorerResult(req, dataset, aset, rows)
     ok(at.run())
     found = downloads(at, media)
     stem = safe_filename(f"layer_separation_{tiny_gpt2.name}_{dataset.name}")
@@ -274,22 +275,22 @@ def test_across_page_map_download_decodes_to_the_fitted_map(tiny_gpt2, tmp_path_
     found = downloads(at, media)
     item, tensors, manifest = safetensors_download(found, "across.dl_map")
     assert item["file_name"].startswith(f"map_{tiny_gpt2.name}_L")
-    assert np.array_equal(tensors["A"], fitted["A"]) and np.array_equal(tensors["b"], fitted["b"])
+    assert np.array_equal(tensors["A"], fitted.A) and np.array_equal(tensors["b"], fitted.b)
     assert tensors["A"].shape == (48, 32)
-    res = fitted["result"]
+    res = fitted.result
     assert manifest["kind"] == "map" and manifest["metrics"]["r2_test"] == pytest.approx(res.map["r2_test"])
     assert manifest["source"]["model"] == str(tiny_gpt2) and manifest["target"]["model"] == wide
     assert manifest["source"]["revision"] and manifest["data"]["fingerprint"]
     assert manifest["arrays"]["A"]["shape"] == [48, 32] and manifest["repmap_version"] == __version__
     # the carried probe: A w, and the same probe the page's numbers came from
-    assert np.allclose(tensors["probe_vector_w"], fitted["A"] @ tensors["probe_source_w"], atol=1e-4)
+    assert np.allclose(tensors["probe_vector_w"], fitted.A @ tensors["probe_source_w"], atol=1e-4)
     result = at.session_state["across.result"]
-    src = result["source"]
-    again = transferred_probe(np.asarray(src[fitted["layers"][0]]), src.labels, _Affine(fitted["A"], fitted["b"]),
-                              pair_ids=src.pair_ids, test_frac=fitted["request"]["test_frac"],
-                              seed=fitted["request"]["seed"])
+    src = result.source
+    again = transferred_probe(np.asarray(src[fitted.layers[0]]), src.labels, _Affine(fitted.A, fitted.b),
+                              pair_ids=src.pair_ids, test_frac=fitted.request["test_frac"],
+                              seed=fitted.request["seed"])
     assert np.allclose(tensors["probe_source_w"], again["probe_source_w"], atol=1e-5)
-    tgt = np.asarray(result["target"][fitted["layers"][1]])
+    tgt = np.asarray(result.target[fitted.layers[1]])
     y = src.labels
     acc = ((tgt @ tensors["probe_functional_w"] + tensors["probe_functional_c"][0] > 0) == (y == 1)).mean()
     assert acc > 0.5  # the carried functional still reads the label on the target
@@ -320,21 +321,21 @@ def test_within_page_delta_download_decodes_to_the_fit(tiny_gpt2, tmp_path_facto
     done = at.session_state["within.result"]
     found = downloads(at, media)
     item, tensors, manifest = safetensors_download(found, "within.dl_arrays")
-    assert item["file_name"] == f"within_fit_layer{done['layer']}.safetensors"
+    assert item["file_name"] == f"within_fit_layer{done.layer}.safetensors"
     shift = at.session_state["shift.result"]
-    base, ft = shift["base"], shift["finetuned"]
-    L = done["layer"]
+    base, ft = shift.base, shift.finetuned
+    L = done.layer
     res, fit = within_model(base[L], ft[L], base.labels, pair_ids=base.pair_ids, test_frac=0.2)
     assert np.allclose(tensors["delta"], fit.delta_, atol=1e-5) and np.allclose(tensors["A"], fit.A_, atol=1e-5)
     assert np.allclose(tensors["b"], fit.b_, atol=1e-5)
     m = manifest["metrics"]
     assert manifest["kind"] == "within_fit" and manifest["layer"] == L
-    assert m["delta_projection_accuracy"] == pytest.approx(done["result"].delta_projection_accuracy)
-    assert m["fit"]["r2_test"] == pytest.approx(done["result"].fit["r2_test"])
+    assert m["delta_projection_accuracy"] == pytest.approx(done.result.delta_projection_accuracy)
+    assert m["fit"]["r2_test"] == pytest.approx(done.result.fit["r2_test"])
     assert manifest["base"]["model"] == str(tiny_gpt2) and manifest["finetuned"]["model"] == other
     table = found["within.table.export_csv"]
     back = pd.read_csv(io.BytesIO(as_bytes(table["data"]())), index_col="representation")
-    assert np.allclose(back.loc["base λ", "test"], done["result"].probe["base"]["test"])
+    assert np.allclose(back.loc["base λ", "test"], done.result.probe["base"]["test"])
 
 
 @pytest.mark.slow
@@ -348,7 +349,7 @@ def test_steering_page_vector_download_decodes_to_the_vectors(tiny_gpt2, media, 
     at.selectbox(key="steer.data_choice").set_value("builtin:survival_instinct")
     at.number_input(key="steer.limit").set_value(40)
     ok(at.button(key="FormSubmitter:steer.form-Compute vectors").click().run())
-    vs = at.session_state["steer.result"]["sets"]["A"]
+    vs = at.session_state["steer.result"].sets["A"]
     found = downloads(at, media)
     item, tensors, manifest = safetensors_download(found, "steer.dl_vectors.A")
     assert item["file_name"] == f"steering_{tiny_gpt2.name}.safetensors"

@@ -67,7 +67,7 @@ def test_one_div_per_figure_each_drawn_on_load(page, states):
 
 
 def test_settings_manifests_and_tables(page, states):
-    ex = states["explorer.result"]["aset"].manifest
+    ex = states["explorer.result"].aset.manifest
     for text in (ex["model"], ex["revision"], ex["dataset_fingerprint"], ex["dataset_spec"], '"position": "last"',
                  '"dtype": "float32"', "repmap 0.1.0", "2025-01-01T00:00:00", '"method": "lstsq"',
                  "tiny/finetuned", "tiny/wide", "sha256:abc"):
@@ -77,7 +77,7 @@ def test_settings_manifests_and_tables(page, states):
         assert f"<h2>{heading}</h2>" in page
     assert page.count('<table class="dataframe"><caption>') >= 6
     assert "Table 1: linear probe accuracy, layer 2" in page
-    best = states["within.result"]["result"].delta_projection_accuracy
+    best = states["within.result"].result.delta_projection_accuracy
     assert f"{best:.3f}" in page
     assert "report made " in page
 
@@ -95,10 +95,10 @@ def test_only_the_chosen_views(states):
 def test_html_in_texts_is_escaped(states):
     import dataclasses
 
-    res = dict(states["explorer.result"])
-    res["request"] = dict(res["request"], data="<script>alert(1)</script>")
-    ds = res["dataset"]
-    res["dataset"] = dataclasses.replace(ds, texts=["</script><script>alert(2)</script>"] + ds.texts[1:])
+    ex = states["explorer.result"]
+    ds = ex.dataset
+    res = dataclasses.replace(ex, request=dict(ex.request, data="<script>alert(1)</script>"),
+                              dataset=dataclasses.replace(ds, texts=["</script><script>alert(2)</script>"] + ds.texts[1:]))
     page = build_report({"explorer.result": res}, {}, ["explorer"])
     body = page.split("</head>", 1)[1]
     assert "<script>alert" not in body and "&lt;script&gt;alert(1)" in body
@@ -139,7 +139,7 @@ def test_cli_bundle_describes_and_subsamples(states, tmp_path):
     info = json.loads(proc.stdout)
     assert info["views"] == ["shift"] and info["rows"] == {"shift.result": 120}
     back = load_bundle(small)
-    assert len(back.states["shift.result"]["dataset"]) == back.states["shift.result"]["base"].n == 30
+    assert len(back.states["shift.result"].dataset) == back.states["shift.result"].base.n == 30
     assert back.meta["max_rows"] == 30
 
 
@@ -150,14 +150,14 @@ def test_the_report_shows_the_same_intervals_and_nulls_as_the_pages(page, states
     from repmap_core.stats import format_estimate, format_null
 
     text = html.unescape(page)
-    rows = states["explorer.result"]["rows"]
+    rows = states["explorer.result"].rows
     best = next(r for r in rows if r.layer == best_layer(rows))
     assert format_estimate(best.cv_estimate()) in text and format_null(best.cv_estimate(), 3) in text
-    within = states["within.result"]["result"].intervals
+    within = states["within.result"].result.intervals
     for key in ("delta_projection_accuracy", "r2_test", "delta_cosine"):
         assert format_estimate(within[key]) in text, key
     assert "Nulls (random directions): sign(λ̃·δ) null 0." in text
-    across = states["across.fit"]["result"].intervals
+    across = states["across.fit"].result.intervals
     for key in ("map.r2_test", "probe.source", "transfer.functional", "transfer.vector"):
         assert format_estimate(across[key]) in text, key
     assert "Paper, beside this run's A w: 0.5025" in text and "Gao et al.: vector" not in text

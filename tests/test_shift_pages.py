@@ -74,7 +74,7 @@ def test_within_page_closed_form_then_gd_then_weak_labels(app, shared):
         assert low <= float(value) <= high, (m.label, m.value)
         if m.label != "Held-out R²":
             assert "random directions: null" in m.help, m.help
-    res = app.session_state["within.result"]["result"]
+    res = app.session_state["within.result"].result
     assert res.fit["alpha_chosen"] and res.fit["r2_test"] > 0  # ridge chosen on held-out rows, without touching α
     print("tiny within page:", {m.label: m.value for m in app.metric})
     table = app.dataframe[0].value
@@ -88,7 +88,7 @@ def test_within_page_closed_form_then_gd_then_weak_labels(app, shared):
     ok(app.button(key="FormSubmitter:within.fit-Fit").click().run())
     curve = charts(app)[0]
     assert {"loss", "R² (held-out)", "sign(λ̃·δ) acc"} <= {t["name"] for t in curve["data"]}
-    step = app.session_state["within.result"]["result"].fit["step_reported"]  # GD keeps its best held-out step
+    step = app.session_state["within.result"].result.fit["step_reported"]  # GD keeps its best held-out step
     assert f"reported: step {step} (lowest held-out loss)" in curve["layout"]["title"]["text"]
     assert f"the parameters reported are those of step {step}" in " ".join(c.value for c in app.caption)
     # Table 2: δ fitted with a weak model's labels

@@ -239,7 +239,7 @@ def test_unpaired_data_gives_one_sentence_and_keeps_the_result(page, models):
     compute(page, models["gpt2"], data="builtin:sentiment")
     assert len(page.error) == 1 and "has no A/B pairs" in page.error[0].value
     assert charts(page).keys() == before.keys()
-    assert page.session_state["steer.result"]["request"]["data"] == AB
+    assert page.session_state["steer.result"].request["data"] == AB
 
 
 def test_answers_of_several_tokens_give_the_sentence_from_ab_prompts(page, models, files):

@@ -138,7 +138,7 @@ def test_a_link_sets_the_widgets_and_the_result_and_reopens_from_the_cache(tiny_
     assert at.number_input(key="explorer.max_points").value == 200
     assert at.multiselect(key="explorer.shown").value == [2]
     assert metrics(at)["Rows"] == "40" and metrics(at)["Width"] == "32"
-    aset = at.session_state["explorer.result"]["aset"]
+    aset = at.session_state["explorer.result"].aset
     assert aset.layer_list == [0, 2] and aset.n == 40
     assert len(grid_titles(at)) == 1 and "2" in grid_titles(at)[0]  # one panel: layer 2
     assert at.query_params == {k: v for k, v in params.items() if k not in ("method", "data")}  # defaults: left out
@@ -152,7 +152,7 @@ def test_a_link_sets_the_widgets_and_the_result_and_reopens_from_the_cache(tiny_
     again = explorer(page_cache, monkeypatch, params)  # a new session opening the same link
     assert not again.error, [e.value for e in again.error]
     assert metrics(again) == metrics(at)
-    assert again.session_state["explorer.result"]["aset"].manifest["key"] == aset.manifest["key"]
+    assert again.session_state["explorer.result"].aset.manifest["key"] == aset.manifest["key"]
 
 
 def test_bad_link_values_fall_back_with_one_notice_each(tiny_gpt2, page_cache, monkeypatch):
@@ -162,7 +162,7 @@ def test_bad_link_values_fall_back_with_one_notice_each(tiny_gpt2, page_cache, m
     warnings = [w.value for w in at.warning]
     assert len(warnings) == 2 and all("\n" not in w for w in warnings), warnings
     assert "method='lda'" in warnings[0] and "layers='0,9'" in warnings[1]
-    assert at.session_state["explorer.result"]["aset"].layer_list == [0, 1, 2]  # all layers, the default
+    assert at.session_state["explorer.result"].aset.layer_list == [0, 1, 2]  # all layers, the default
     assert at.multiselect(key="explorer.shown").value == [1]
     assert at.query_params == {"model": str(tiny_gpt2), "limit": "40", "shown": "1"}  # what is shown now
 
@@ -209,7 +209,7 @@ def test_across_models_link_sets_the_models_metric_and_layer_pair(tiny_gpt2, pag
               "metric": "svcca", "ls": "0", "lt": "2"}
     at = open_page("views/across.py", page_cache, monkeypatch, params)
     assert not at.error, [e.value for e in at.error]
-    assert at.session_state["across.result"]["source"].n == 40
+    assert at.session_state["across.result"].source.n == 40
     assert at.selectbox(key="across.metric").value == "svcca"
     assert at.selectbox(key="across.layer_s").value == 0 and at.selectbox(key="across.layer_t").value == 2
     assert at.query_params == params
@@ -228,8 +228,8 @@ def test_finetuning_shift_link_compares_the_named_models(tiny_gpt2, tmp_path, pa
     at = open_page("views/shift.py", page_cache, monkeypatch, params)
     assert not at.error, [e.value for e in at.error]
     result = at.session_state["shift.result"]
-    assert result["base"].n == 40 and result["base"].layer_list == [0, 2]
-    assert result["request"]["position"] == "mean"
+    assert result.base.n == 40 and result.base.layer_list == [0, 2]
+    assert result.request["position"] == "mean"
     assert at.selectbox(key="shift.position").value == "mean" and at.text_input(key="shift.layers").value == "0,-1"
     assert at.query_params == params
 
@@ -238,9 +238,9 @@ def test_steering_link_computes_the_named_vectors(tiny_gpt2, page_cache, monkeyp
     params = {"a": str(tiny_gpt2), "limit": "40", "layers": "1,2", "vector": "pca_diff", "test": "0.25"}
     at = open_page("views/steering.py", page_cache, monkeypatch, params)
     assert not at.error, [e.value for e in at.error]
-    req = at.session_state["steer.result"]["request"]
+    req = at.session_state["steer.result"].request
     assert (req["A"], req["B"], req["method"], req["test_frac"], req["limit"]) == (str(tiny_gpt2), None, "pca_diff", 0.25, 40)
-    assert sorted(at.session_state["steer.result"]["sets"]["A"].vectors) == [1, 2]
+    assert sorted(at.session_state["steer.result"].sets["A"].vectors) == [1, 2]
     assert at.selectbox(key="steer.method").value == "pca_diff" and at.number_input(key="steer.test_frac").value == 0.25
     assert at.query_params == params
 
@@ -248,10 +248,12 @@ def test_steering_link_computes_the_named_vectors(tiny_gpt2, page_cache, monkeyp
 def test_a_link_to_what_is_already_shown_is_not_recomputed():
     """An imported bundle (or a reload of the page's own link) already shows the link's request:
     recomputing would need the model, which the importing machine may not have."""
+    from types import SimpleNamespace
+
     from repmap_ui.urlstate import not_shown
 
-    shown = {"request": {"model": "m", "data": "builtin:sentiment", "layers": "all", "limit": 60, "B": None,
-                         "trust": False}}
+    shown = SimpleNamespace(request={"model": "m", "data": "builtin:sentiment", "layers": "all", "limit": 60, "B": None,
+                                     "trust": False})  # a view's result: only its request is read
     same = {"model": "m", "data": "builtin:sentiment", "layers": "all", "limit": 60, "B": "", "trust": False}
     assert not_shown(same, shown) is None
     other = dict(same, limit=61)
@@ -298,7 +300,7 @@ def test_within_fit_link_seeds_the_form_and_runs_a_closed_form_fit(tiny_gpt2, tm
     assert not at.error and not link_notices(at), [e.value for e in at.error]
     assert at.selectbox(key="within.layer").value == 0 and at.text_input(key="within.alpha").value == "0.5"
     assert at.slider(key="within.test_frac").value == 0.3
-    assert at.session_state["within.result"]["options"]["layer"] == 0  # closed form: fitted on opening the link
+    assert at.session_state["within.result"].options["layer"] == 0  # closed form: fitted on opening the link
     assert at.query_params == params
 
     at.text_input(key="within.alpha").set_value("1")
@@ -358,7 +360,7 @@ def test_steering_link_sets_the_sweep_and_transfer_layers(tiny_gpt2, page_cache,
     at.selectbox(key="steer.layer.A").set_value(2)
     at.button(key="FormSubmitter:steer.sweep_form-Sweep").click().run()
     assert not at.exception and not at.error
-    assert at.session_state["steer.sweep"]["out"].sweep.curve.layer == 2
+    assert at.session_state["steer.sweep"].out.sweep.curve.layer == 2
     assert at.query_params == {k: v for k, v in params.items() if k != "la"}
 
     at = open_page("views/steering.py", page_cache, monkeypatch, dict(params, la="0"))  # no vector at layer 0

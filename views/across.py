@@ -6,7 +6,6 @@ import numpy as np
 import streamlit as st
 
 from repmap_core.access import cap, cap_rows
-from repmap_core.activations import get_activations
 from repmap_core.data import load_dataset
 from repmap_core.errors import RepmapError
 from repmap_core.figures import METHOD_NAMES
@@ -16,6 +15,7 @@ from repmap_core.models import EMBEDDED_MODEL_ID
 from repmap_core.projection import METHODS, project, sample_rows
 from repmap_core.similarity import layer_similarity
 from repmap_core.similarity_null import NULL_PERMUTATIONS
+from repmap_core.view_results import AcrossResult, across_result
 from repmap_ui import exports, urlstate
 from repmap_ui.across_fit import fit, fit_form, short, show_fit
 from repmap_ui.common import default_causal_model, model_loader, show_error
@@ -79,31 +79,29 @@ def request_form(expanded: bool) -> dict | None:
             "position": position, "limit": int(limit)}
 
 
-def compute(req: dict) -> dict:
-    dataset = load_dataset(req["data"], limit=req["limit"] or None)  # one data set: both sides get the same rows
-    sets = {}
-    with st.status(f"Activations of both models on {md(dataset.name)}", expanded=True) as status:
-        for side in ("source", "target"):
-            bar = st.progress(0.0, text=f"{side}: checking the cache")
-            sets[side] = get_activations(req[side], dataset, "all", req["position"], loader=model_loader(False),
-                                         progress=lambda f, m, b=bar: b.progress(min(max(f, 0.0), 1.0), text=m))
-        status.update(label=f"{md(dataset.name)}: {len(dataset)} rows · source {sets['source'].d} wide × "
-                            f"{len(sets['source'].layers)} layers, target {sets['target'].d} × {len(sets['target'].layers)}",
+def compute(req: dict) -> AcrossResult:
+    with st.status(f"Activations of both models on {md(req['data'])}", expanded=True) as status:
+        bar = st.progress(0.0, text="source: checking the cache")
+        result = across_result(req, loader=model_loader(False),
+                               progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m))
+        src, tgt = result.source, result.target
+        status.update(label=f"{md(result.dataset.name)}: {len(result.dataset)} rows · source {src.d} wide × "
+                            f"{len(src.layers)} layers, target {tgt.d} × {len(tgt.layers)}",
                       state="complete", expanded=False)
-    same = sets["source"].manifest["key"] == sets["target"].manifest["key"]  # last -> last would be the identity
-    st.session_state.update({"across.layer_s": sets["source"].layer_list[-2 if same and len(sets["source"].layers) > 1 else -1],
-                             "across.layer_t": sets["target"].layer_list[-1], "across.fit": None, "across.selected": None})
-    return {"request": req, "dataset": dataset, "source": sets["source"], "target": sets["target"], "sims": {}}
+    # a model against itself: last -> last would be the identity
+    st.session_state.update({"across.layer_s": src.layer_list[-2 if result.same_model and len(src.layers) > 1 else -1],
+                             "across.layer_t": tgt.layer_list[-1], "across.fit": None, "across.selected": None})
+    return result
 
 
-def similarity(result: dict, metric: str):
-    if metric not in result["sims"]:  # kept with the result: switching metric back is free
+def similarity(result: AcrossResult, metric: str):
+    if metric not in result.sims:  # kept with the result: switching metric back is free
         # debiased CKA with its shuffled-row null: 1.7 s for 6 x 6 MiniLM layers on 800 rows here (values 0.15 s)
         with st.spinner(f"{METRIC_NAMES[metric]} of every layer pair"):
-            result["sims"][metric] = layer_similarity(
-                result["source"].layers, result["target"].layers, metric,
+            result.sims[metric] = layer_similarity(
+                result.source.layers, result.target.layers, metric,
                 null_permutations=NULL_PERMUTATIONS if metric == "cka_debiased" else 0)
-    return result["sims"][metric]
+    return result.sims[metric]
 
 
 def use_best_match(best: dict) -> None:
@@ -150,15 +148,15 @@ if result is None:
     st.info("Pick a source and a target model (the same one twice compares its layers) and a data set, then Compute.")
     st.stop()
 
-src, tgt, dataset = result["source"], result["target"], result["dataset"]
-urlstate.write("across", URL_REQUEST, result["request"])
+src, tgt, dataset = result.source, result.target, result.dataset
+urlstate.write("across", URL_REQUEST, result.request)
 for side, aset in (("s", src), ("t", tgt)):  # a link's layer pair, when the computed models have it
     if view_url.get(f"l{side}", -1) >= 0:
         layer, note = urlstate.layers_among(f"l{side}", view_url[f"l{side}"], aset.layer_list,
                                             st.session_state[f"across.layer_{side}"])
         st.session_state[f"across.layer_{side}"] = layer
         urlstate.show_notices([note] if note else [])
-same = src.manifest["key"] == tgt.manifest["key"]
+same = result.same_model
 names = (short(src.manifest["model"]), short(tgt.manifest["model"]))
 left, right = st.columns([3, 2])
 metric = right.selectbox("Similarity", list(METRIC_NAMES), format_func=METRIC_NAMES.get, key="across.metric",

@@ -5,21 +5,21 @@ import pandas as pd
 import streamlit as st
 
 from repmap_core.access import cap, cap_rows
-from repmap_core.activations import get_activations
 from repmap_core.axes import AXES, AXIS_NAMES, custom_axes
 from repmap_core.class_names import class_names
-from repmap_core.data import load_dataset, require_both_classes
+from repmap_core.data import load_dataset
 from repmap_core.errors import RepmapError
 from repmap_core.figures import METHOD_NAMES, layer_grid, separation_curve
 from repmap_core.models import EMBEDDED_MODEL_ID, site_name
 from repmap_core.probes import best_layer
 from repmap_core.projection import METHODS, project, sample_rows
 from repmap_core.stats import format_estimate, format_null
+from repmap_core.view_results import ExplorerResult, explorer_result
 from repmap_ui import exports, urlstate
 from repmap_ui.common import default_causal_model, model_loader, show_error, table_uploader, warm_umap_in_background
 from repmap_ui.flow import is_cached, link_gate, run_request, seconds_for
 from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker, seed_data_picker, seed_model_picker
-from repmap_ui.rebuild import separation_rows
+from repmap_ui.rebuild import cached_separation
 from repmap_ui.text import md
 from repmap_ui.urlstate import Choice, Int, IntList, Layers, Text
 
@@ -92,28 +92,23 @@ def quick_switch(current: str) -> dict | None:
     return dict(DEFAULTS, model=other) if st.button(label, key="explorer.quick", icon=":material/swap_horiz:") else None
 
 
-def compute(req: dict) -> dict:
-    dataset = load_dataset(req["data"], text_col=req["text_col"] or None, label_col=req["label_col"] or None,
-                           limit=req["limit"] or None)
-    require_both_classes(dataset)  # before any extraction: separation is undefined with one class
-    with st.status(f"Activations of {md(req['model'])} on {md(dataset.name)}", expanded=True) as status:
+def compute(req: dict) -> ExplorerResult:
+    with st.status(f"Activations of {md(req['model'])} on {md(req['data'])}", expanded=True) as status:
         bar = st.progress(0.0, text="Checking the cache")
-        aset = get_activations(req["model"], dataset, req["layers"], req["position"], max_length=req["max_length"],
-                               trust_remote_code=req["trust"], loader=model_loader(req["trust"]),
-                               progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m))
-        bar.progress(1.0, text="Scoring each layer")
-        rows = separation_rows(aset.manifest["key"], tuple(aset.layer_list), aset)
-        status.update(label=f"{md(req['model'])} on {md(dataset.name)}: {aset.n} rows × {len(aset.layer_list)} layers",
+        result = explorer_result(req, loader=model_loader(req["trust"]), separation=cached_separation,
+                                 progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m))
+        aset = result.aset
+        status.update(label=f"{md(req['model'])} on {md(result.dataset.name)}: {aset.n} rows × {len(aset.layer_list)} layers",
                       state="complete", expanded=False)
-    return {"request": req, "dataset": dataset, "aset": aset, "rows": rows}
+    return result
 
 
 linked, view_url = from_link()
 try:
     previous = st.session_state.get("explorer.result")
     linked = urlstate.not_shown(linked, previous)
-    req = request_form(previous["request"] if previous else DEFAULTS) or quick_switch(
-        previous["request"]["model"] if previous else DEFAULTS["model"])
+    req = request_form(previous.request if previous else DEFAULTS) or quick_switch(
+        previous.request["model"] if previous else DEFAULTS["model"])
     if req is None and linked:  # a link computes only what is cached, until Compute is pressed
         data = load_dataset(linked["data"], text_col=linked["text_col"] or None, label_col=linked["label_col"] or None,
                             limit=cap_rows(linked["limit"] or None)[0])
@@ -131,8 +126,8 @@ except RepmapError as e:
 
 result = st.session_state.get("explorer.result")
 if result is not None:
-    urlstate.write("explorer", URL_REQUEST, result["request"])  # what is shown, not a request that failed
-    aset, rows, dataset = result["aset"], result["rows"], result["dataset"]
+    urlstate.write("explorer", URL_REQUEST, result.request)  # what is shown, not a request that failed
+    aset, rows, dataset = result.aset, result.rows, result.dataset
     m = aset.manifest
     best = best_layer(rows)
     best_row = next(r for r in rows if r.layer == best)

@@ -49,15 +49,15 @@ if result is None:
     st.page_link("views/finetune.py", label="Finetune a model", icon=":material/model_training:")
     st.stop()
 
-base, ft, ds = result["base"], result["finetuned"], result["dataset"]
+base, ft, ds = result.base, result.finetuned, result.dataset
 layers = base.layer_list
-if result.get("in_sample"):
+if result.in_sample:
     st.warning("These are the rows the model was finetuned on, so how far the classes pulled apart is partly "
                "memorisation; compare on other rows (another data set or split) for what generalises.",
                icon=":material/warning:")
-exports.plot(separation_compare(result["rows"]["base"], result["rows"]["finetuned"]), "shift.separation",
+exports.plot(separation_compare(result.rows["base"], result.rows["finetuned"]), "shift.separation",
              "shift_separation_before_after")
-gain = {r.layer: f.probe_cv_acc - r.probe_cv_acc for r, f in zip(result["rows"]["base"], result["rows"]["finetuned"])}
+gain = {r.layer: f.probe_cv_acc - r.probe_cv_acc for r, f in zip(result.rows["base"], result.rows["finetuned"])}
 top = max(gain, key=gain.get)
 st.caption(f"Finetuning raised the probe's cross-validated accuracy most at layer {top} "
            f"({gain[top]:+.3f}); at the last layer by {gain[layers[-1]]:+.3f}.")

@@ -9,11 +9,10 @@ from repmap_core.access import cap_rows
 from repmap_core.data import load_dataset
 from repmap_core.errors import RepmapError
 from repmap_core.figures_steering import agreement_table, curves_table, preview_table, propensity_plot, side_effect_plot
-from repmap_core.models import model_info, resolve_model
 from repmap_core.stats import format_estimate
-from repmap_core.steering import compute_vectors
 from repmap_core.steering.compare import vectors_cached
-from repmap_core.steering.run import estimate_sweep_seconds, sweep_layer
+from repmap_core.steering.run import estimate_sweep_seconds
+from repmap_core.view_results import SteeringResult, SteeringSweep, steering_result, steering_sweep
 from repmap_ui import exports, urlstate
 from repmap_ui.common import default_causal_model, model_loader, show_error
 from repmap_ui.flow import link_gate
@@ -24,7 +23,6 @@ from repmap_ui.steering_sections import (
     encoder_reason,
     lm_for,
     sentiment_section,
-    short,
     transfer_section,
 )
 from repmap_ui.text import md
@@ -73,27 +71,27 @@ def middle(vs) -> int:
     return sorted(vs.vectors)[len(vs.vectors) // 2]
 
 
-def layers_from_link(result: dict) -> None:
+def layers_from_link(result: SteeringResult) -> None:
     """Seed the sweep and transfer layers from a link this page did not write itself (once the vectors exist);
     a layer without a vector falls back to the middle layer with one sentence."""
     if not urlstate.is_link("steer", URL_LAYERS):
         return
     url, notices = urlstate.read(URL_LAYERS)
     for key, (side, widget) in LAYER_WIDGETS.items():
-        if url[key] >= 0 and side in result["sets"]:
-            vs = result["sets"][side]
+        if url[key] >= 0 and side in result.sets:
+            vs = result.sets[side]
             st.session_state[widget], note = urlstate.layers_among(key, url[key], sorted(vs.vectors), middle(vs))
             notices += [note] if note else []
     urlstate.show_notices(notices)
 
 
-def write_layers(result: dict) -> None:
+def write_layers(result: SteeringResult) -> None:
     """The sweep and transfer layers in the URL: those that are not the middle layer."""
     values = {}
     for key, (side, widget) in LAYER_WIDGETS.items():
         layer = st.session_state.get(widget)
-        shown = side in result["sets"] and layer is not None
-        values[key] = layer if shown and layer != middle(result["sets"][side]) else -1
+        shown = side in result.sets and layer is not None
+        values[key] = layer if shown and layer != middle(result.sets[side]) else -1
     urlstate.write("steer", URL_LAYERS, values)
 
 
@@ -122,46 +120,43 @@ def request_form(expanded: bool) -> dict | None:
             "layers": layers, "method": method, "test_frac": float(test_frac), "limit": int(limit)}
 
 
-def compute(req: dict) -> dict:
-    dataset = load_dataset(req["data"], limit=req["limit"] or None)  # both models get the same rows and split
-    sets, models = {}, {}
-    with st.status(f"Steering vectors on {md(dataset.name)}", expanded=True) as status:
-        for side in [s for s in ("A", "B") if req[s]]:
-            models[side] = (resolved := resolve_model(req[side]), model_info(resolved))
-            bar = st.progress(0.0, text=f"{side}: checking the cache")
-            sets[side] = compute_vectors(req[side], dataset, req["layers"], method=req["method"], test_frac=req["test_frac"],
-                                         loader=model_loader(False),
-                                         progress=lambda f, m, b=bar: b.progress(min(max(f, 0.0), 1.0), text=m))
-        held = len(np.unique(sets["A"].held_out_groups()))
-        status.update(label=f"{md(dataset.name)}: {len(dataset) // 2} questions, {held} held out", state="complete",
-                      expanded=False)
-    for side, vs in sets.items():  # fresh defaults: a middle layer, where CAA steers best
+def compute(req: dict) -> SteeringResult:
+    with st.status(f"Steering vectors on {md(req['data'])}", expanded=True) as status:
+        bar = st.progress(0.0, text="Checking the cache")
+        result = steering_result(req, loader=model_loader(False),
+                                 progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m))
+        vs = result.sets["A"]
+        asked = len(np.unique(vs.question_ids)) if vs.question_ids is not None else len(vs.dataset) // 2
+        status.update(label=f"{md(vs.dataset.name)}: {asked} questions, {len(np.unique(vs.held_out_groups()))} held out",
+                      state="complete", expanded=False)
+    for side, vs in result.sets.items():  # fresh defaults: a middle layer, where CAA steers best
         st.session_state[f"steer.layer.{side}"] = sorted(vs.vectors)[len(vs.vectors) // 2]
     for key in ("steer.layer_s", "steer.layer_t"):
         st.session_state.pop(key, None)
     st.session_state.update({"steer.sweep": None, "steer.transfer": None, "steer.sentiment": None})
-    return {"request": req, "sets": sets, "models": models, "labels": {s: f"{s}: {short(req[s])}" for s in sets}}
+    return result
 
 
 SCALE_HELP = ("relative: α × the layer's mean residual norm along the vector's direction (α = 0.5 adds half a "
               "typical residual, so one α means the same at every layer and model); raw: α × the vector as computed")
 
 
-def sweep(result: dict, side: str, layer: int, alphas: np.ndarray, scale: str, preview_alpha: float) -> dict:
-    vs, lm = result["sets"][side], lm_for(result, side)
+def sweep(result: SteeringResult, side: str, layer: int, alphas: np.ndarray, scale: str, preview_alpha: float
+          ) -> SteeringSweep:
+    vs, lm = result.sets[side], lm_for(result, side)
     rate = vs.manifest.get("tokens", 0) / max(vs.manifest.get("seconds", 0) or 1e9, 1e-9)
     eta = estimate_sweep_seconds(lm, vs, len(alphas), rate) if rate else None
     bar = st.progress(0.0, text=f"Sweeping {len(alphas)} multipliers with the vector and a random direction"
                       + (f" (about {eta:.0f} s here)" if eta else ""))
-    out = sweep_layer(vs, lm, layer, alphas, scale=scale, preview_alpha=preview_alpha,
-                      progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
+    out = steering_sweep(result, side, layer, alphas, lm, scale=scale, preview_alpha=preview_alpha,
+                         progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
     bar.empty()
-    return {"label": result["labels"][side], "out": out}
+    return out
 
 
-def steering(result: dict) -> None:
+def steering(result: SteeringResult) -> None:
     st.header("Steering")
-    sets, labels = result["sets"], result["labels"]
+    sets, labels = result.sets, result.labels
     side = st.radio("Steer", list(sets), format_func=labels.get, horizontal=True, key="steer.side") if len(sets) > 1 else "A"
     off = bool(reason := encoder_reason(result, side))
     if off:
@@ -180,7 +175,7 @@ def steering(result: dict) -> None:
             show_error(e)  # the previous sweep stays below
     if (got := st.session_state["steer.sweep"]) is None:
         return
-    out, label = got["out"], got["label"]
+    out, label = got.out, got.label
     res = out.sweep
     curve = res.curve
     (st.success if res.steers else st.info)(res.verdict, icon=":material/insights:")
@@ -225,11 +220,11 @@ if result is None:
     st.info("Pick model A (e.g. a base model), optionally model B (its chat version, or a larger model) and a data set "
             "of A/B questions, then Compute vectors.")
     st.stop()
-urlstate.write("steer", URL_REQUEST, {k: result["request"][name] or "" for k, name in URL_NAMES.items()})
+urlstate.write("steer", URL_REQUEST, {k: result.request[name] or "" for k, name in URL_NAMES.items()})
 layers_from_link(result)
 comparison(result)
 steering(result)
 sentiment_section(result)
-if "B" in result["sets"]:
+if "B" in result.sets:
     transfer_section(result)
 write_layers(result)

@@ -8,11 +8,11 @@ import streamlit as st
 
 from repmap_core.affine import parse_alpha
 from repmap_core.errors import RepmapError
-from repmap_core.experiments import GAO_DELTA_ACCURACY, GAO_TABLE1, within_model, within_table
-from repmap_core.exports import within_export
+from repmap_core.experiments import GAO_DELTA_ACCURACY, GAO_TABLE1, within_table
 from repmap_core.figures_shift import live_fit
-from repmap_core.finetune import list_finetuned, weak_labels
+from repmap_core.finetune import list_finetuned
 from repmap_core.stats import format_estimate, format_null
+from repmap_core.view_fits import GROUND_TRUTH, within_fit
 from repmap_ui import exports, urlstate
 from repmap_ui.shift import shift_selection
 from repmap_ui.urlstate import Choice, Float, Int, Text
@@ -22,7 +22,6 @@ st.caption("Fit λ̃ ≈ Aλ + b + y·δ (Gao, Sun, Jiao §3) on training rows; 
            "Ridge α 'auto' chooses the penalty on held-out training rows (least squares interpolates when rows ≤ width); "
            "each number carries its 95% interval over held-out rows and, in its help, a null.")
 
-GROUND_TRUTH = "ground truth"
 # the fit form's options in the URL; layer -1 stands for the last layer
 URL_FIT = [Int("layer", -1, lo=0), Choice("method", "lstsq", ("lstsq", "gd")), Text("alpha", "auto"),
            Int("steps", 2000, lo=10), Float("test", 0.2, lo=0.1, hi=0.5), Text("labels", GROUND_TRUTH)]
@@ -59,11 +58,11 @@ result = shift_selection("within")
 if result is None:
     st.info("Pick a base model and its finetuned version above (finetune one on the Finetune page).")
     st.stop()
-base, ft, ds = result["base"], result["finetuned"], result["dataset"]
+base = result.base
 
-weak_options = [GROUND_TRUTH] + [m.path for m in list_finetuned() if m.path != result["request"]["finetuned"]]
+weak_options = [GROUND_TRUTH] + [m.path for m in list_finetuned() if m.path != result.request["finetuned"]]
 linked = from_link(base.layer_list, weak_options)
-if linked is not None and (st.session_state.get("within.result") or {}).get("options") == linked:
+if linked is not None and getattr(st.session_state.get("within.result"), "options", None) == linked:
     linked = None  # this fit is already shown
 with st.form("within.fit"):
     c1, c2, c3, c4, c5 = st.columns(5)
@@ -90,10 +89,6 @@ if linked is not None and not go:
 
 if go:
     try:
-        fit_labels = None
-        if labels_from != GROUND_TRUTH:
-            with st.spinner("Labelling the rows with the weak model"):
-                fit_labels = weak_labels(labels_from, ds).labels
         chart, table = st.empty(), st.empty()
         points, latest, last_draw = [], {}, [0.0]
 
@@ -105,26 +100,19 @@ if go:
                 chart.plotly_chart(live_fit(points), key=f"within.live.{len(points)}")
                 table.dataframe(pd.DataFrame(latest).T.style.format(precision=3), key=f"within.live_table.{len(points)}")
 
-        with st.spinner("Fitting"):
-            res, fitted = within_model(base[layer], ft[layer], base.labels, pair_ids=base.pair_ids, fit_labels=fit_labels,
-                                       method=method, alpha=parse_alpha(alpha), test_frac=test_frac, max_steps=int(steps),
-                                       live=live if method == "gd" else None)
+        weak = "; labelling the rows with the weak model first" if labels_from != GROUND_TRUTH else ""
+        with st.spinner(f"Fitting{weak}"):
+            st.session_state["within.result"] = within_fit(result, options, live=live)
         chart.empty()
         table.empty()
-        arrays = within_export(fitted.A_, fitted.b_, fitted.delta_, res, base.manifest, ft.manifest, layer,
-                               {"method": method, "alpha": res.fit["alpha"], "alpha_chosen": res.fit["alpha_chosen"],
-                                "max_steps": int(steps),
-                                "test_frac": float(test_frac), "labels_from": labels_from})
-        st.session_state["within.result"] = {"result": res, "layer": layer, "points": points, "arrays": arrays,
-                                             "options": options}
     except RepmapError as e:
         st.error(str(e), icon=":material/error:")
 
 done = st.session_state.get("within.result")
 if done:
-    res = done["result"]
-    if done["points"]:
-        exports.plot(live_fit(done["points"]), "within.curve", f"within_fit_curve_layer{done['layer']}")
+    res = done.result
+    if done.points:
+        exports.plot(live_fit(done.points), "within.curve", f"within_fit_curve_layer{done.layer}")
     iv = res.intervals
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("sign(λ̃·δ) accuracy", format_estimate(iv["delta_projection_accuracy"]),
@@ -141,16 +129,16 @@ if done:
                    f"{res.delta_cosine['finetuned_probe']:.3f}")
     if res.fit.get("note"):
         st.caption(res.fit["note"])
-    st.subheader(f"Table {'2' if res.fit_labels == 'weak' else '1'}: linear probe accuracy, layer {done['layer']}")
+    st.subheader(f"Table {'2' if res.fit_labels == 'weak' else '1'}: linear probe accuracy, layer {done.layer}")
     frame = pd.DataFrame(within_table(res)).set_index("representation")
-    exports.table(frame.style.format(precision=3), "within.table", f"within_table_layer{done['layer']}")
+    exports.table(frame.style.format(precision=3), "within.table", f"within_table_layer{done.layer}")
     st.caption("λ̂ = Aλ+b+yδ is built with the true label, so a probe can read the label back through δ: high by "
                "construction (the paper's setup). The rows without the label, or with a base probe's predicted label, "
                "show what the fitted map explains without being told the answer. Intervals: Wilson (or a bootstrap over "
                "pairs) on the held-out rows; null: the probe trained and scored on shuffled labels.")
-    if done.get("arrays"):
-        tensors, manifest = done["arrays"]
-        exports.arrays_download("δ and A (safetensors)", tensors, manifest, f"within_fit_layer{done['layer']}",
+    if done.arrays:
+        tensors, manifest = done.arrays
+        exports.arrays_download("δ and A (safetensors)", tensors, manifest, f"within_fit_layer{done.layer}",
                                 "within.dl_arrays")
     with st.expander("Published numbers (Gao, Sun, Jiao; GPT-2, last layer, 10k rows)"):
         pub = pd.DataFrame([{"data": k, "base": f"{v[0][0]:.2f} / {v[0][1]:.2f}", "finetuned": f"{v[1][0]:.2f} / {v[1][1]:.2f}",

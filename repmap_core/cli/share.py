@@ -63,9 +63,9 @@ def describe_bundle(args: argparse.Namespace, progress: Progress) -> dict:
            "states": sorted(bundle.states), "settings": bundle.settings}
     for name in views:
         for key in VIEWS[name].states:
-            state = bundle.states.get(key)
-            if isinstance(state, dict) and "dataset" in state:
-                out.setdefault("rows", {})[key] = len(state["dataset"])
+            dataset = getattr(bundle.states.get(key), "dataset", None)
+            if dataset is not None:
+                out.setdefault("rows", {})[key] = len(dataset)
     if args.out:
         states, settings = collect(dict(bundle.states, **bundle.settings), views)
         written = save_bundle(args.out, states, settings, views=views, max_rows=args.max_rows, seed=args.seed)
