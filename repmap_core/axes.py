@@ -16,7 +16,7 @@ import numpy as np
 
 from repmap_core.errors import RepmapError
 
-__all__ = ["AXES", "AXIS_NAMES", "direction", "custom_axes"]
+__all__ = ["AXES", "AXIS_NAMES", "SHIFT_AXES", "SHIFT_AXIS_NAMES", "custom_axes", "direction", "shift_axes", "shift_direction"]
 
 AXES = ("mean_diff", "probe", "pc1", "pc2", "pc1_rest")
 AXIS_NAMES = {"mean_diff": "class-mean difference", "probe": "probe direction", "pc1": "PC 1", "pc2": "PC 2",
@@ -68,3 +68,48 @@ def custom_axes(X: np.ndarray, labels: np.ndarray | None, x: str | np.ndarray = 
     dy = direction(X, labels, y, other=dx, seed=seed)
     Xc = X - X.mean(0)
     return np.stack([Xc @ dx, Xc @ dy], axis=1).astype(np.float32)
+
+
+# the Finetuning shift page: both sets of rows (before and after finetuning) on the same two directions
+SHIFT_AXES = ("after_mean_diff", "before_mean_diff", "mean_move", "after_probe", "pc1_rest")
+SHIFT_AXIS_NAMES = {"after_mean_diff": "class-mean difference after finetuning (the task direction)",
+                    "before_mean_diff": "class-mean difference before", "mean_move": "mean move (after − before)",
+                    "after_probe": "probe direction after finetuning", "pc1_rest": "PC 1 of the rest (both sets)"}
+
+
+def shift_direction(before: np.ndarray, after: np.ndarray, labels: np.ndarray, axis: str | np.ndarray, *,
+                    other: np.ndarray | None = None) -> np.ndarray:
+    """The unit direction named by `axis` for the shift page (see SHIFT_AXES), or a given `(d,)` one
+    such as δ of a within-model fit."""
+    B, A = np.asarray(before, np.float64), np.asarray(after, np.float64)
+    if B.shape != A.shape:
+        raise RepmapError(f"Before and after have shapes {B.shape} and {A.shape}; they must be the same rows and width.")
+    if not isinstance(axis, str):
+        return direction(B, labels, axis)
+    if axis == "after_mean_diff":
+        return direction(A, labels, "mean_diff")
+    if axis == "before_mean_diff":
+        return direction(B, labels, "mean_diff")
+    if axis == "after_probe":
+        return direction(A, labels, "probe")
+    if axis == "mean_move":
+        move = (A - B).mean(0)
+        if not np.linalg.norm(move) > 0:
+            raise RepmapError("The rows did not move on average (before and after are the same); pick another axis.")
+        return _unit(move)
+    if axis == "pc1_rest":
+        return direction(np.vstack([B, A]), None, "pc1_rest", other=other)
+    raise RepmapError(f"Axis '{axis}' is not one of {', '.join(SHIFT_AXES)}.")
+
+
+def shift_axes(before: np.ndarray, after: np.ndarray, labels: np.ndarray, x: str | np.ndarray = "after_mean_diff",
+               y: str | np.ndarray = "pc1_rest") -> tuple[np.ndarray, np.ndarray, float]:
+    """(before_xy, after_xy, cos): both sets' coordinates `(n, 2)` along the x and y directions, centred
+    on the before rows' mean (so a move shows as a move), and the cosine between the two directions
+    (near ±1, the y axis repeats the x axis)."""
+    dx = shift_direction(before, after, labels, x)
+    dy = shift_direction(before, after, labels, y, other=dx)
+    B, A = np.asarray(before, np.float64), np.asarray(after, np.float64)
+    centre = B.mean(0)
+    basis = np.stack([dx, dy], axis=1)
+    return ((B - centre) @ basis).astype(np.float32), ((A - centre) @ basis).astype(np.float32), float(dx @ dy)

@@ -27,9 +27,11 @@ def _points(fig, xy, labels, hover, phase, row=None, col=None, show_legend=True)
 
 
 def shift_scatter(before_xy: np.ndarray, after_xy: np.ndarray, labels: np.ndarray, texts: Sequence[str], *,
-                  arrows: int = 300, seed: int = 0, title: str = "") -> go.Figure:
+                  arrows: int = 300, seed: int = 0, title: str = "", axis_titles: tuple[str, str] | None = None
+                  ) -> go.Figure:
     """Each row before (open) and after (filled) finetuning on shared axes, with a line from its
-    before to its after position for a seeded sample of at most `arrows` rows."""
+    before to its after position for a seeded sample of at most `arrows` rows. With `axis_titles`
+    (custom axes: coordinates in activation units) the axes are named and keep their ticks."""
     labels = np.asarray(labels)
     hover = hover_texts(texts)
     fig = go.Figure()
@@ -47,8 +49,13 @@ def shift_scatter(before_xy: np.ndarray, after_xy: np.ndarray, labels: np.ndarra
     shown = f" (lines for {len(rows)} of {len(labels)} rows)" if len(rows) < len(labels) else ""
     fig.update_layout(height=520, title=title + shown, margin=dict(l=10, r=10, t=50, b=10),
                       legend=dict(orientation="h", y=-0.05, yanchor="top"))
-    fig.update_xaxes(showticklabels=False, zeroline=False)
-    fig.update_yaxes(showticklabels=False, zeroline=False)
+    if axis_titles:
+        fig.update_xaxes(title_text=axis_titles[0], zeroline=True)
+        fig.update_yaxes(title_text=axis_titles[1], zeroline=True)
+        fig.update_layout(legend=dict(orientation="h", y=-0.15, yanchor="top"), margin=dict(l=10, r=10, t=50, b=40))
+    else:
+        fig.update_xaxes(showticklabels=False, zeroline=False)
+        fig.update_yaxes(showticklabels=False, zeroline=False)
     return fig
 
 
@@ -70,7 +77,9 @@ def shift_grid(coords: dict[int, tuple[np.ndarray, np.ndarray]], labels: np.ndar
     fig.update_xaxes(showticklabels=False, zeroline=False)
     fig.update_yaxes(showticklabels=False, zeroline=False)
     fig.update_layout(height=max(340, 300 * nrows + 40), margin=dict(l=10, r=10, t=60, b=40),
-                      title=f"{METHOD_NAMES.get(method, method)} before and after finetuning, per layer (shared axes)",
+                      title=f"{METHOD_NAMES.get(method, method)} before and after finetuning, per layer (shared axes)"
+                      if method != "custom" else "Custom axes before and after finetuning, per layer (each layer's own "
+                                                 "directions)",
                       legend=dict(orientation="h", y=0, yanchor="top", x=0.5, xanchor="center"))
     return fig
 

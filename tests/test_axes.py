@@ -54,3 +54,32 @@ def test_class_names_come_from_the_data():
     assert class_names(load_dataset("builtin:sentiment", limit=10)) == {0: "negative", 1: "positive"}
     assert class_names(load_dataset("builtin:hh_harmless", limit=10)) == {0: "rejected", 1: "chosen"}
     assert class_names(load_dataset("builtin:corrigible", limit=10)) == {0: "not matching", 1: "matching behaviour"}
+
+
+def test_shift_axes_find_the_planted_finetuning_direction_and_show_the_move():
+    """Finetuning that pushes each class along a planted task direction: the 'after' class-mean axis
+    recovers it, the mean-move axis finds a planted common drift, and the coordinates show the move."""
+    from repmap_core.axes import shift_axes, shift_direction
+
+    rng = np.random.default_rng(1)
+    n, d = 400, 24
+    task, drift = np.linalg.qr(rng.normal(size=(d, 2)))[0].T
+    y = rng.permutation(np.arange(n) % 2)  # balanced: the mean move holds no task part
+    before = rng.normal(size=(n, d))
+    after = before + np.outer(2.0 * y - 1, task) * 3.0 + drift * 1.5
+    assert abs(shift_direction(before, after, y, "after_mean_diff") @ task) > 0.99
+    assert abs(shift_direction(before, after, y, "mean_move") @ drift) > 0.99
+    b_xy, a_xy, cos = shift_axes(before, after, y, "after_mean_diff", "mean_move")
+    assert abs(cos) < 0.1  # the two planted directions are orthogonal
+    sign = np.sign(shift_direction(before, after, y, "after_mean_diff") @ task)
+    gap_before = sign * (b_xy[y == 1, 0].mean() - b_xy[y == 0, 0].mean())
+    gap_after = sign * (a_xy[y == 1, 0].mean() - a_xy[y == 0, 0].mean())
+    assert gap_before == pytest.approx(0, abs=0.5) and gap_after == pytest.approx(6.0, rel=0.1)
+    drift_sign = np.sign(shift_direction(before, after, y, "mean_move") @ drift)
+    assert drift_sign * (a_xy[:, 1].mean() - b_xy[:, 1].mean()) == pytest.approx(1.5, rel=0.1)
+    _, _, cos_rest = shift_axes(before, after, y, "after_mean_diff", "pc1_rest")
+    assert abs(cos_rest) < 1e-6
+    with pytest.raises(RepmapError, match="did not move"):
+        shift_direction(before, before, y, "mean_move")
+    with pytest.raises(RepmapError, match="same rows"):
+        shift_axes(before, after[:10], y)

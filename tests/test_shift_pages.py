@@ -60,6 +60,14 @@ def test_shift_page_opens_on_the_newest_finetuned_model(app, shared):
     # PCA on the base model's axes instead of the union
     ok(app.segmented_control(key="shift.method").set_value("pca_base").run())
     assert len(charts(app)) == 3
+    # custom axes: the task direction after finetuning against the mean move, named on the axes
+    ok(app.segmented_control(key="shift.method").set_value("custom").run())
+    ok(app.selectbox(key="shift.y_axis").set_value("mean_move").run())
+    _, scatter, grid = charts(app)
+    assert scatter["layout"]["xaxis"]["title"]["text"].startswith("class-mean difference after finetuning")
+    assert scatter["layout"]["yaxis"]["title"]["text"] == "mean move (after − before)"
+    assert grid["layout"]["title"]["text"].startswith("Custom axes before and after finetuning")
+    assert any("two directions' cosine" in c.value for c in app.caption)
 
 
 def test_within_page_closed_form_then_gd_then_weak_labels(app, shared):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from repmap_core.axes import SHIFT_AXES, SHIFT_AXIS_NAMES, shift_axes
 from repmap_core.errors import RepmapError
 from repmap_core.figures import METHOD_NAMES
 from repmap_core.figures_shift import separation_compare, shift_grid, shift_scatter
@@ -16,12 +17,12 @@ st.title("Finetuning shift")
 st.caption("How finetuning moved the representation space (Gao, Sun, Jiao): the same rows before and after on "
            "shared axes, where each point went, and at which layers the classes pulled apart.")
 
-AXES = ("pca", "pca_base", "tsne", "umap")
+AXES = ("pca", "pca_base", "tsne", "umap", "custom")
 # the view's choices in the URL; -1 and () stand for the page's own default (the last layer, four spread layers)
 URL_VIEW = [Int("layer", -1, lo=0), Choice("axes", "pca", AXES), Int("points", 2000, lo=100), Int("lines", 300, lo=0),
-            IntList("grid", ())]
+            IntList("grid", ()), Choice("x", "after_mean_diff", SHIFT_AXES), Choice("y", "pc1_rest", SHIFT_AXES)]
 URL_WIDGETS = {"layer": "shift.layer", "axes": "shift.method", "points": "shift.max_points", "lines": "shift.arrows",
-               "grid": "shift.grid_layers"}
+               "grid": "shift.grid_layers", "x": "shift.x_axis", "y": "shift.y_axis"}
 
 
 def grid_default(layers: list[int]) -> list[int]:
@@ -66,8 +67,18 @@ from_link(layers)
 c1, c2, c3, c4 = st.columns([1, 2, 1, 1])
 layer = c1.selectbox("Layer", layers, index=len(layers) - 1, key="shift.layer")
 method = c2.segmented_control("Axes", list(AXES), default="pca", key="shift.method",
-                              format_func=lambda m: {"pca": "PCA of both", "pca_base": "PCA of base"}.get(m, METHOD_NAMES.get(m, m)))
+                              format_func=lambda m: {"pca": "PCA of both", "pca_base": "PCA of base",
+                                                     "custom": "Custom axes"}.get(m, METHOD_NAMES.get(m, m)),
+                              help="Custom axes: each row before and after on two directions you pick, such as the "
+                                   "task direction the finetuning made (the class-mean difference after it)")
 method = method or "pca"
+x_axis, y_axis = "after_mean_diff", "pc1_rest"
+if method == "custom":
+    a1, a2 = st.columns(2)
+    x_axis = a1.selectbox("x axis", SHIFT_AXES, key="shift.x_axis", format_func=SHIFT_AXIS_NAMES.get)
+    y_axis = a2.selectbox("y axis", SHIFT_AXES, index=SHIFT_AXES.index("pc1_rest"), key="shift.y_axis",
+                          format_func=SHIFT_AXIS_NAMES.get)
+    urlstate.write("shift", URL_VIEW, {"x": x_axis, "y": y_axis})
 max_points = c3.number_input("Max points", min_value=100, value=2000, step=500, key="shift.max_points")
 arrows = c4.number_input("Lines", min_value=0, value=300, step=100, key="shift.arrows")
 urlstate.write("shift", URL_VIEW, {"layer": -1 if layer == layers[-1] else layer, "axes": method,
@@ -80,13 +91,20 @@ try:
         fit_on = "first" if method == "pca_base" else "union"
 
         def coords_for(L: int):
+            if method == "custom":
+                return shift_axes(base[L][rows], ft[L][rows], base.labels[rows], x_axis, y_axis)[:2]
             cache = {"before": base.manifest["key"], "after": ft.manifest["key"], "layer": L, "rows": len(rows)}
             return joint_project([base[L][rows], ft[L][rows]], proj, 0, fit_on=fit_on, cache_id=cache)
 
         before_xy, after_xy = coords_for(layer)
-    exports.plot(shift_scatter(before_xy, after_xy, base.labels[rows], texts, arrows=int(arrows),
+    titles = (SHIFT_AXIS_NAMES[x_axis], SHIFT_AXIS_NAMES[y_axis]) if method == "custom" else None
+    exports.plot(shift_scatter(before_xy, after_xy, base.labels[rows], texts, arrows=int(arrows), axis_titles=titles,
                                title=f"Layer {layer}: open = before, filled = after"), "shift.scatter",
                  f"shift_layer{layer}_{method}")
+    if method == "custom":
+        cos = shift_axes(base[layer][rows], ft[layer][rows], base.labels[rows], x_axis, y_axis)[2]
+        st.caption(f"Coordinates in activation units from the base rows' mean; the two directions' cosine is {cos:+.2f}"
+                   + (" (nearly the same direction: the y axis repeats the x axis)" if abs(cos) > 0.9 else "") + ".")
     moved = np.linalg.norm(ft[layer][rows] - base[layer][rows], axis=1)
     st.caption(f"Mean move at layer {layer}: {moved.mean():.3g} (activation norm {np.linalg.norm(base[layer][rows], axis=1).mean():.3g}).")
 
@@ -97,7 +115,9 @@ try:
     if grid_layers:
         with st.spinner(f"{len(grid_layers)} layers"):
             grid = {L: coords_for(L) for L in grid_layers}
-        exports.plot(shift_grid(grid, base.labels[rows], texts, method=proj), "shift.grid", f"shift_layers_{proj}")
+        grid_method = "custom" if method == "custom" else proj
+        exports.plot(shift_grid(grid, base.labels[rows], texts, method=grid_method), "shift.grid",
+                     f"shift_layers_{grid_method}")
 except RepmapError as e:
     st.error(str(e), icon=":material/error:")
 
