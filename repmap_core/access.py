@@ -41,6 +41,10 @@ class Policy:
     max_upload_bytes: int = 200 * 1024 * 1024  # an uploaded table once decompressed
     upload_quota_bytes: int = 2 * 1024 ** 3  # the whole upload store
     shared: bool = False
+    # a background job (finetune, weak to strong) is cancelled once its visitor's session has been gone
+    # this long (None: it runs on, as a local user expects), and when it has run this long (None: no limit)
+    leave_grace_s: float | None = None
+    max_job_seconds: float | None = None
 
     def roots_text(self, kind: str) -> str:
         roots = self.data_roots if kind == "data" else self.model_roots
@@ -76,7 +80,8 @@ def policy() -> Policy:
     base = Policy(data_roots, model_roots, allow_downloads=os.environ.get("REPMAP_ALLOW_DOWNLOADS") == "1", shared=shared)
     if shared:
         base = replace(base, max_rows=5_000, max_points=10_000, max_embed_rows=3_000,
-                       max_upload_bytes=50 * 1024 * 1024, upload_quota_bytes=500 * 1024 * 1024)
+                       max_upload_bytes=50 * 1024 * 1024, upload_quota_bytes=500 * 1024 * 1024,
+                       leave_grace_s=60.0, max_job_seconds=3600.0)
     if (rows := os.environ.get("REPMAP_MAX_ROWS", "").strip()).isdigit() and int(rows) > 0:
         base = replace(base, max_rows=int(rows))
     return base

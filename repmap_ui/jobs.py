@@ -45,6 +45,7 @@ class Job:
     points: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) as reported
     result: object = None
     error: str | None = None  # one sentence for the user when failed or cancelled
+    reason: str | None = None  # why the server cancelled it (its session ended, its time ran out)
     started: float = field(default_factory=time.time)
     finished: float | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -106,7 +107,8 @@ def _run(job: Job, fn: Callable[[JobContext], object]) -> None:
         result = fn(JobContext(job))
         job.update(state="done", result=result, fraction=1.0, finished=time.time())
     except Cancelled:
-        job.update(state="cancelled", error="Cancelled; nothing was saved.", finished=time.time())
+        why = f" by the server: {job.reason}" if job.reason else ""
+        job.update(state="cancelled", error=f"Cancelled{why}; nothing was saved.", finished=time.time())
     except RepmapError as e:
         job.update(state="failed", error=str(e), finished=time.time())
     except Exception as e:  # noqa: BLE001 - the page shows one sentence; the traceback goes to the log
@@ -116,8 +118,45 @@ def _run(job: Job, fn: Callable[[JobContext], object]) -> None:
                    finished=time.time())
 
 
+def watch(job: Job, session_alive: Callable[[], bool], grace_s: float | None, max_seconds: float | None,
+          poll_s: float = 2.0) -> None:
+    """Cancel `job` once its session has been gone for `grace_s` seconds (a visitor who closed the tab;
+    a reconnect within the grace keeps it) or once it has run `max_seconds`; returns when it ends."""
+    gone_since = None
+    while job.snapshot().state == "running" and not job.cancel.is_set():
+        if max_seconds is not None and job.seconds > max_seconds:
+            job.update(reason=f"it ran past this server's limit of {max_seconds / 60:.0f} min per job")
+            job.cancel.set()
+            return
+        if grace_s is not None:
+            if session_alive():
+                gone_since = None
+            else:
+                gone_since = gone_since if gone_since is not None else time.monotonic()
+                if time.monotonic() - gone_since >= grace_s:
+                    job.update(reason="its session ended (the tab was closed)")
+                    job.cancel.set()
+                    return
+        time.sleep(poll_s)
+
+
+def _session_alive_check() -> Callable[[], bool]:
+    """A check that the session running this script is still connected (always True outside a server)."""
+    from streamlit.runtime import Runtime
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is None or not Runtime.exists():
+        return lambda: True
+    runtime, session_id = Runtime.instance(), ctx.session_id
+    return lambda: runtime.is_active_session(session_id)
+
+
 def start_job(key: str, fn: Callable[[JobContext], object], title: str = "") -> Job:
-    """Run `fn(context)` in a daemon thread as a job of kind `key`; remember it in this session."""
+    """Run `fn(context)` in a daemon thread as a job of kind `key`; remember it in this session. On a
+    shared server (access policy), a watcher cancels it when its visitor leaves or it runs too long."""
+    from repmap_core import access
+
     job = Job(id=uuid.uuid4().hex[:12], key=key, title=title)
     jobs, lock = _registry()
     with lock:
@@ -127,6 +166,10 @@ def start_job(key: str, fn: Callable[[JobContext], object], title: str = "") -> 
         jobs[job.id] = job
     st.session_state.setdefault(f"jobs.{key}", []).append(job.id)  # bare mode (no session): a no-op store
     threading.Thread(target=_run, args=(job, fn), name=f"repmap-job-{key}-{job.id}", daemon=True).start()
+    policy = access.active()
+    if policy is not None and (policy.leave_grace_s is not None or policy.max_job_seconds is not None):
+        threading.Thread(target=watch, args=(job, _session_alive_check(), policy.leave_grace_s, policy.max_job_seconds),
+                         name=f"repmap-watch-{job.id}", daemon=True).start()
     return job
 
 

@@ -70,6 +70,53 @@ def test_job_time_left_follows_the_pace_so_far():
     assert job.seconds_left is None
 
 
+def _until_cancelled(ctx):
+    while not ctx.cancel.wait(0.01):
+        pass
+    raise Cancelled("cancelled")
+
+
+def test_a_job_whose_session_is_gone_past_the_grace_is_cancelled_and_says_why():
+    from repmap_ui.jobs import watch
+
+    alive = {"now": True}
+    job = start_job("unit", _until_cancelled, title="finetune")
+    watcher = threading.Thread(target=watch, args=(job, lambda: alive["now"], 0.3, None, 0.02))
+    watcher.start()
+    time.sleep(0.5)
+    assert job.snapshot().state == "running"  # connected: it runs on
+    alive["now"] = False  # the tab was closed
+    time.sleep(0.1)
+    alive["now"] = True  # a reconnect within the grace keeps it
+    time.sleep(0.4)
+    assert job.snapshot().state == "running"
+    alive["now"] = False
+    snap = wait(job)
+    watcher.join(5)
+    assert snap.state == "cancelled"
+    assert snap.error == "Cancelled by the server: its session ended (the tab was closed); nothing was saved."
+
+
+def test_a_job_past_the_servers_time_limit_is_cancelled():
+    from repmap_ui.jobs import watch
+
+    job = start_job("unit", _until_cancelled)
+    watch(job, lambda: True, None, 0.2, 0.02)  # returns once it has cancelled the job
+    snap = wait(job)
+    assert snap.state == "cancelled" and "limit of 0 min per job" in snap.error
+
+
+def test_only_a_shared_server_watches_its_jobs(monkeypatch):
+    from repmap_core import access
+
+    monkeypatch.delenv("REPMAP_MODE", raising=False)
+    local = access.policy()
+    assert local.leave_grace_s is None and local.max_job_seconds is None  # a local user's finetune runs on
+    monkeypatch.setenv("REPMAP_MODE", "shared")
+    shared = access.policy()
+    assert shared.leave_grace_s == 60.0 and shared.max_job_seconds == 3600.0
+
+
 def test_job_that_raises_fails_with_one_sentence():
     def bad_input(ctx):
         raise RepmapError("Data file 'x.csv' does not exist; check the path.")
