@@ -31,7 +31,9 @@ from repmap_core.within import _cos, labels01
 TRANSFER_EXPLAINED = {
     "functional": "Ridge readout: the source probe's scores w·s + c regressed on the target rows (alpha chosen on "
                   "held-out rows). What 'carry the functional' means in practice, and stable however A is conditioned.",
-    "functional_reverse": "Bᵀ w, B a ridge map fitted target → source: the readout of every source direction at once.",
+    "functional_reverse": "Bᵀ w, B a ridge map fitted target → source: the readout of every source direction at once "
+                          "(the same numbers as the readout when both choose the same alpha: ridge is linear in what it "
+                          "predicts).",
     "pinv": "pinv(A)ᵀ w with intercept c − ŵᵀb: the algebraic inverse. Inverts the noise directions of a shrunk or noisy "
             "A, so it can fall far below the probes (a comparison, not the answer).",
     "vector": "A w: the probe's image under the map (Gao et al.). Right for a displacement such as a steering vector; "

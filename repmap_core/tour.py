@@ -157,10 +157,14 @@ def _within(report: Progress) -> tuple[str, object, dict]:
     L = before.layer_list[0]
     result, _ = within_model(before[L], after[L], before.labels, pair_ids=before.pair_ids)
     rows = within_table(result)
-    fig = go.Figure(go.Table(header=dict(values=["representation", "probe train", "probe test"]),
+    columns = ["representation", "probe train", "probe test", "test 95% interval", "null (shuffled labels)"]
+    fig = go.Figure(go.Table(columnwidth=[3, 1, 1, 1.4, 1.4], header=dict(values=columns),
                              cells=dict(values=[[r["representation"] for r in rows], [f"{r['train']:.3f}" for r in rows],
-                                                [f"{r['test']:.3f}" for r in rows]])))
-    fig.update_layout(height=300, margin=dict(l=10, r=10, t=40, b=10), title="Gao et al.'s Table 1, this run")
+                                                [f"{r['test']:.3f}" for r in rows],
+                                                [r["test 95% interval"] for r in rows],
+                                                [r["null (shuffled labels)"] for r in rows]])))
+    fig.update_layout(height=40 + 30 * (len(rows) + 1), margin=dict(l=10, r=10, t=40, b=10),
+                      title="Gao et al.'s Table 1, this run")
     fit = result.fit
     text = (f"λ̃ ≈ Aλ + b + yδ, fitted on {result.n_train} rows, explains {fit['r2_test']:.2f} of the finetuned "
             f"representations' variance on {result.n_test} held-out rows (R²), and the task direction δ alone sorts "
@@ -213,13 +217,16 @@ RUNNERS = {"layers": _layers, "finetune": _finetune, "shift": _shift, "within": 
            "steering": _steering}
 
 
+MEMO_FORMAT = 2  # raised when a step's narrative or figure changes, so kept steps are made again
+
+
 def _memo_path(key: str):
     """Where a finished step is kept: named by the step, repmap's version and the models' revisions (a
     new model file or a new repmap recomputes it)."""
     from repmap_core import __version__
     from repmap_core.models import resolve_model
 
-    identity = {"tour": key, "repmap": __version__, "data": DATA,
+    identity = {"tour": key, "format": MEMO_FORMAT, "repmap": __version__, "data": DATA,
                 "models": [resolve_model(m).revision for m in (SMOLLM2, MINILM)]}
     return store.cache_root() / "results" / f"tour-{store.entry_key(identity)}.json"
 

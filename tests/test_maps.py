@@ -423,3 +423,20 @@ def test_updown_is_a_map_method_and_its_down_map_carries_probes_back():
     assert np.corrcoef(T @ w_t, S @ w)[0, 1] > 0.999
     with pytest.raises(RepmapError, match="round-trip weight"):
         make_map("updown", round_trip=-1).fit(S, T)
+
+
+def test_the_reverse_maps_readout_equals_the_probe_readout_at_one_alpha():
+    """Ridge is linear in what it predicts: regressing the source probe's scores on target rows gives
+    the same weights as regressing every source feature (the reverse map B) and reading w through
+    Bᵀ, when both use the same alpha. So 'functional' and 'functional_reverse' agree on screen."""
+    from repmap_core.maps import RidgeMap
+    from repmap_core.transfer import ProbeReadout
+
+    rng = np.random.default_rng(3)
+    T = rng.normal(size=(200, 30))
+    S = T @ rng.normal(size=(30, 12)) + 0.5 * rng.normal(size=(200, 12))
+    w, c = rng.normal(size=12), 0.3
+    reverse = RidgeMap(alpha=5.0).fit(T, S)  # s ≈ B t + b_r
+    readout = ProbeReadout(alpha=5.0).fit(T, S @ w + c)
+    np.testing.assert_allclose(transfer_direction(w, reverse, "functional_reverse", reverse=reverse), readout.coef_,
+                               rtol=1e-4, atol=1e-6)

@@ -32,6 +32,9 @@ def test_every_step_tells_its_own_numbers_and_draws_its_figure(tiny_tour):
     assert f"{layers.numbers['probe_best']:.3f} [" in layers.narrative  # with its interval
     shift = steps[2]
     assert ("more separable" in shift.narrative) == (shift.numbers["probe_after"] - shift.numbers["probe_before"] >= 0.02)
+    table = steps[3].figure.data[0]  # the within fit's Table 1, each test accuracy with its interval and null
+    assert list(table.header.values)[2:] == ["probe test", "test 95% interval", "null (shuffled labels)"]
+    assert all(re.fullmatch(r"\[0\.\d{3}, [01]\.\d{3}\]", v) for v in table.cells.values[3])
     steer = steps[5]
     assert steer.narrative.split(". ")[-1].startswith(("Steers", "No steering", "Cannot tell"))
 
