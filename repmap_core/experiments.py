@@ -137,11 +137,11 @@ def rimsky_recipe(base: str, chat: str, data, *, layers="all", limit: int | None
 
 
 def lrt_recipe(source: str, target: str, data, *, source_layer: int, target_layer: int, limit: int | None = None,
-               seed: int = 0, multipliers=(-0.5, -0.25, 0.0, 0.25, 0.5), with_bias: bool = True, map_method: str = "ridge",
+               seed: int = 0, multipliers=(-0.5, -0.25, 0.0, 0.25, 0.5), with_bias: bool = False, map_method: str = "ridge",
                scale: str = "relative", progress=None) -> dict:
     """LRT (Bello et al. 2025): steer the target with its own CAA vector and with the source's
-    vector carried across a map fitted on the two models' activations (`A v + b` as LRT, or `A v`
-    as stitching with `with_bias=False`); compare the propensity curves on held-out questions
+    vector carried across a map fitted on the two models' activations (as `A v`, a displacement's
+    image; `with_bias=True` adds the map's bias, see `transfer_and_compare`); compare the propensity curves on held-out questions
     (Pearson r with a bootstrap interval and MSE, their Table 1), beside a random direction's curve.
     Questions are asked in both letter orders; multipliers are relative to the target layer's
     residual norm (`scale="raw"` for the paper's raw multipliers). Example (a GPU machine):

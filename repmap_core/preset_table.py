@@ -156,8 +156,9 @@ for _p in (
                     "in for Llama 2 base vs chat: the same weights, so it shows what the prompt format alone does."),
     Preset(
         name="lrt-gemma", title="LRT: steering vectors carried gemma-2-2b → gemma-2-9b",
-        reproduces="Bello et al. 2025 (LRT), Table 1: a map gemma-2-2b L20 → gemma-2-9b L20 carries CAA vectors as "
-                   "A v + b; native vs transferred steering propensity, Pearson r 0.73–0.98 over 13 behaviours.",
+        reproduces="Bello et al. 2025 (LRT), Table 1: an affine map gemma-2-2b L20 → gemma-2-9b L20 carries CAA vectors "
+                   "(here by its linear part, A v: the bias cancels in a difference of activations); native vs "
+                   "transferred steering propensity, Pearson r 0.73–0.98 over 13 behaviours.",
         recipe="lrt",
         full=Setup((ModelNeed("google/gemma-2-2b", "steer", 20), ModelNeed("google/gemma-2-9b", "steer", 20)),
                    "file:datasets/caa/corrigible-neutral-HHH.jsonl", 1000, 150,

@@ -142,7 +142,10 @@ def transfer_section(result: SteeringResult) -> None:
                                 help="fitted on both models' answer-token activations of the training questions")
         c = st.columns([1, 1, 1, 2], vertical_alignment="bottom")
         alphas = alphas_inputs("steer.t", off, c[:3])
-        bias = c[3].toggle("Add the map's bias (LRT: A v + b; stitching: A v)", value=True, key="steer.bias", disabled=off)
+        bias = c[3].toggle("Add the map's bias (A v + b)", value=False, key="steer.bias", disabled=off,
+                           help="A steering vector is a difference of activations, so the map carries it as A v (the "
+                                "bias cancels in a difference); A v + b treats it as an activation, and on real models "
+                                "the bias swamps it")
         submitted = st.form_submit_button("Transfer and sweep", type="primary", disabled=off)
     if submitted:
         try:

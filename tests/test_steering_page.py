@@ -184,7 +184,7 @@ def test_a_vector_carried_to_a_wider_model(page, models, files):
     assert "xaxis2" in pca["layout"] and any("different widths" in c.value for c in page.caption)
     page.button(key="FormSubmitter:steer.transfer_form-Transfer and sweep").click().run()
     ok(page)
-    fig = chart(page, "B: gpt2_w48 layer 1: its own vector (native) vs A: gpt2 layer 1's, carried (ridge, A v + b)")
+    fig = chart(page, "B: gpt2_w48 layer 1: its own vector (native) vs A: gpt2 layer 1's, carried (ridge, A v)")
     native, moved, rand = lines(fig)
     assert native["name"].startswith("native") and moved["name"].startswith("transferred")
     assert rand["name"].startswith("random direction") and len(fig["data"]) == 6  # each with its band
@@ -198,7 +198,7 @@ def test_a_vector_carried_to_a_wider_model(page, models, files):
     vs_a, vs_b = (compute_vectors(m, load_dataset(files["short"])) for m in (models["gpt2"], models["gpt2_48"]))
     S = np.asarray(get_activations(models["gpt2"], vs_a.dataset, [1], "answer")[1])
     T = np.asarray(get_activations(models["gpt2_48"], vs_b.dataset, [1], "answer")[1])
-    carried = transfer_vector(vs_a.vectors[1], RidgeMap().fit(S[vs_a.train_rows], T[vs_a.train_rows]), with_bias=True)
+    carried = transfer_vector(vs_a.vectors[1], RidgeMap().fit(S[vs_a.train_rows], T[vs_a.train_rows]))  # A v
     assert metrics["Cosine native vs carried"] == f"{vs_b.vectors[1].cosine(carried):.2f}"
     assert any("Pearson r 0.73–0.98, MSE 0.005–0.096 across 13 behaviours" in c.value for c in page.caption)
 

@@ -34,7 +34,10 @@ def add_parser(sub) -> None:
                    help="lrt: steering multipliers, written with = (--multipliers=-1,0,1); relative to the target layer's "
                         "residual norm unless --scale raw")
     p.add_argument("--scale", default="relative", choices=["relative", "raw"], help="lrt: how multipliers apply")
-    p.add_argument("--no-bias", action="store_true", help="lrt: carry the vector as A v (stitching), not A v + b (LRT)")
+    p.add_argument("--with-bias", action="store_true",
+                   help="lrt: carry the vector as A v + b (the map applied to it as if it were an activation) instead "
+                        "of A v, a displacement's image (the default)")
+    p.add_argument("--no-bias", action="store_true", help=argparse.SUPPRESS)  # the default since A v became it
     p.add_argument("--weak", default=EMBEDDED_MODEL_ID, help="w2s: the weak teacher")
     p.add_argument("--strong", default=SMOLLM2_ID, help="w2s: the strong student")
     p.add_argument("--json", action="store_true")
@@ -58,7 +61,7 @@ def run(args: argparse.Namespace, progress: Progress) -> dict:
             raise RepmapError(f"Multipliers must be numbers separated by commas, not '{args.multipliers}'.") from None
         return lrt_recipe(args.source, args.target, args.data, source_layer=args.source_layer,
                           target_layer=args.target_layer, limit=args.limit, seed=args.seed, multipliers=multipliers,
-                          with_bias=not args.no_bias, scale=args.scale, progress=progress)
+                          with_bias=args.with_bias and not args.no_bias, scale=args.scale, progress=progress)
 
     if args.name == "w2s":
         from repmap_core.weak_to_strong import weak_to_strong

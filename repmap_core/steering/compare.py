@@ -118,7 +118,8 @@ def _letter_counts(ab, rows: np.ndarray) -> dict:
 
 def transfer_vector(v: SteeringVector, fitted, *, with_bias: bool = False, target_model: str = "",
                     target_layer: int | None = None) -> SteeringVector:
-    """Carry a steering vector across a map `t ≈ A s + b`: `A v` (stitching) or `A v + b` (LRT)."""
+    """Carry a steering vector across a map `t ≈ A s + b`: `A v`, a displacement's image (the default),
+    or `A v + b` with `with_bias` (the vector treated as an activation)."""
     if not hasattr(fitted, "A_"):
         raise RepmapError("That map has no matrix to carry a vector through; use least squares, ridge, GD, Procrustes or low rank.")
     if fitted.A_.shape[1] != v.vector.shape[0]:
@@ -166,13 +167,19 @@ class TransferResult:
 
 def transfer_and_compare(source: VectorSet, target: VectorSet, target_lm: LoadedModel, source_layer: int,
                          target_layer: int, multipliers: Sequence[float], *, map_method: str | None = "ridge",
-                         map_params: dict | None = None, with_bias: bool = True, scale: str = "relative",
+                         map_params: dict | None = None, with_bias: bool = False, scale: str = "relative",
                          normalize: bool = False, loader=None, seed: int = 0) -> TransferResult:
     """LRT's protocol: fit a map source -> target on the two models' answer-token activations of the
-    training questions, carry the source vector across (`A v + b`, or `A v` as stitching), and sweep
+    training questions, carry the source vector across, and sweep
     the target's held-out questions with both vectors and a random direction. With `scale="relative"`
     each vector is applied at α × the target layer's residual norm (so r compares directions, not
-    norms). `map_method=None` carries the vector as it is."""
+    norms). `map_method=None` carries the vector as it is.
+
+    A steering vector is a displacement (a difference of mean activations), so the map carries it by
+    its linear part, `A v`: the bias cancels in any difference, `A(s₊) + b − (A(s₋) + b)`. `with_bias`
+    adds `b` anyway (the map applied to the vector as if it were an activation); on real models that
+    swamps the vector (SmolLM2 block 14 → Gemma-3 block 9: cosine with the native vector 0.997 as
+    `A v`, −0.40 as `A v + b`)."""
     from repmap_core.activations import get_activations
     from repmap_core.maps import make_map, r2_score
 
