@@ -6,7 +6,7 @@
 The same request runs twice, each with a fresh private cache: once through `python -m repmap_core
 finetune` (a process of its own) and once through the Finetune page of a real `streamlit run app.py`
 server driven by Debian's Chromium (Playwright): "Estimate time" first, then "Start finetuning",
-with the page's live panel refreshing every second while it trains, as a user would see it. The
+with the page's live panel refreshing (repmap_ui.jobs.LIVE_REFRESH_S) while it trains, as a user would see it. The
 training time both report is the core's own measurement (`metrics.seconds` in the manifest), so
 the ratio compares like with like; the page's estimate is read before the start and compared with
 the time that followed. Targets (issue 15): in-app / CLI <= 1.5, estimate within 2x.

@@ -22,7 +22,7 @@ from repmap_core.finetune import (
 )
 from repmap_core.models import resolve_model
 from repmap_ui.common import local_models, show_error
-from repmap_ui.jobs import Job, latest_job, start_job
+from repmap_ui.jobs import LIVE_REFRESH_S, Job, latest_job, start_job
 from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker
 from repmap_ui.text import md
 
@@ -104,7 +104,7 @@ def loss_chart(points: list[tuple[int, float]]) -> None:
                   color=["#9ecae1", "#08519c"])
 
 
-@st.fragment(run_every=1.0)
+@st.fragment(run_every=LIVE_REFRESH_S)
 def live_panel(job: Job) -> None:
     snap = job.snapshot()
     if snap.state != "running":

@@ -8,7 +8,7 @@ from repmap_core.errors import RepmapError
 from repmap_core.stats import format_estimate
 from repmap_core.weak_to_strong import STRONG_DEFAULT, WEAK_DEFAULT, estimate_seconds, weak_to_strong
 from repmap_ui.common import show_error
-from repmap_ui.jobs import latest_job, start_job
+from repmap_ui.jobs import LIVE_REFRESH_S, latest_job, start_job
 from repmap_ui.pickers import chosen_data, chosen_model, two_models_and_data
 
 JOB = "w2s"
@@ -49,7 +49,7 @@ except RepmapError as e:
     show_error(e)
 
 
-@st.fragment(run_every=1.0)
+@st.fragment(run_every=LIVE_REFRESH_S)
 def live(job) -> None:
     snap = job.snapshot()
     if snap.state != "running":
