@@ -83,7 +83,7 @@ def app_finetune(model: str, data: str, train_last: int, cache: Path, timeout_s:
             if data != DATA:
                 page.get_by_label("…or a data spec").fill(data)
             if train_last:
-                page.get_by_label("Train last blocks").fill(str(train_last))
+                page.get_by_role("spinbutton", name="Train last blocks").fill(str(train_last))
             page.get_by_role("button", name="Estimate time").click()
             estimate_text = page.get_by_text(re.compile(r"^About \d+ s here")).inner_text(timeout=300_000)
             estimate = float(re.search(r"About (\d+) s", estimate_text).group(1))
