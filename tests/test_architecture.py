@@ -240,3 +240,36 @@ def test_the_readmes_code_map_names_every_module():
     missing = sorted(str(p.relative_to(ROOT)) for p in paths if not module_named_in(code_map, p))
     assert missing == [], f"README's code layout does not name {missing}"
     assert not module_named_in(code_map, ROOT / "repmap_core" / "no_such_module.py")
+
+
+PAGE_LINES = 250
+PAGES = sorted((ROOT / "views").glob("*.py"))
+# what a page must leave to repmap_core: fitting (an estimator's .fit), sweeping, splitting rows
+ESTIMATOR_METHODS = ("fit", "fit_transform")
+CORE_WORK = ("propensity_sweep", "validation_split", "train_test_split_groups", "split_pairs", "train_test_split",
+             "held_out_rows")
+
+
+def core_work_calls(source: str) -> list[str]:
+    calls = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call):
+            f = node.func
+            name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+            if name in CORE_WORK or (isinstance(f, ast.Attribute) and name in ESTIMATOR_METHODS):
+                calls.append(f"{name}() at line {node.lineno}")
+    return calls
+
+
+@pytest.mark.parametrize("path", PAGES, ids=lambda p: p.name)
+def test_pages_only_draw(path):
+    """A page stays a readable flow under 250 lines, and fits, sweeps and splits nothing itself."""
+    source = path.read_text(encoding="utf-8")
+    assert len(source.splitlines()) <= PAGE_LINES, f"{path.name} has {len(source.splitlines())} lines"
+    assert core_work_calls(source) == [], f"{path.name} does core work: {core_work_calls(source)}"
+
+
+def test_the_page_check_sees_fits_sweeps_and_splits():
+    planted = "m = RidgeMap().fit(S, T)\nsweep = propensity_sweep(lm, p, 3, v, [1])\nvalidation_split(d, 0.1, 0)\n"
+    assert [c.split("(")[0] for c in core_work_calls(planted)] == ["fit", "propensity_sweep", "validation_split"]
+    assert core_work_calls("name.split('/')[-1]\nst.plotly_chart(fig)\nfit(result, req)\n") == []  # the page's own helper
