@@ -6,17 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from repmap_core.data import hf_dataset_cached, parse_spec
 from repmap_core.errors import RepmapError
 from repmap_core.model_memory import DTYPE_BYTES
 from repmap_core.models import default_device, default_dtype, free_memory_bytes, is_offline, resolve_model
 from repmap_core.preset_table import PARAMS, Preset
+from repmap_core.speed import GPU_FLOPS, measured_cpu_flops
 
 # bytes per parameter while finetuning in fp32 with AdamW: weights, gradients, two moments
 FINETUNE_BYTES_PER_PARAM = 16
-# throughputs the time estimates assume (DESIGN.md: fp32 GEMM ~100 GFLOP/s on these 2-core CPUs);
-# a GPU at ~5% of an H100-class bf16 peak, for small batches of short padded texts
-CPU_FLOPS = 100e9
-GPU_FLOPS = 50e12
 
 
 def _device() -> tuple[str, str]:
@@ -34,13 +32,6 @@ def memory_bytes(preset: Preset, scaled: bool = False, dtype: str | None = None)
              for m in setup.models]
     peak = sum(sizes) if preset.recipe == "lrt" else max(sizes)
     return int(peak * 1.15)
-
-
-def measured_cpu_flops() -> float:
-    """This CPU's fp32 matrix-multiply rate, measured now (see speed.py)."""
-    from repmap_core.speed import measured_cpu_flops as rate
-
-    return rate()
 
 
 def estimate_seconds(preset: Preset, scaled: bool = False, device: str | None = None) -> tuple[float, str]:
@@ -94,22 +85,14 @@ def _model_problem(name: str) -> str | None:
 
 
 def _data_problem(spec: str) -> str | None:
-    from repmap_core.data import parse_spec
-
     parsed = parse_spec(spec)
     if parsed.kind == "file" and not Path(parsed.ref).expanduser().exists():
         return (f"The data file {parsed.ref} is not here; download the A/B questions (Anthropic model-written evals, "
                 "as in Rimsky's CAA repository) and give their path as file:PATH.")
-    if parsed.kind == "hf" and is_offline() and not _hf_dataset_cached(parsed.ref):
+    if parsed.kind == "hf" and is_offline() and not hf_dataset_cached(parsed.ref):
         return (f"The data set {parsed.ref} is not available offline (not in the local Hugging Face cache); "
                 "download it once with network access.")
     return None
-
-
-def _hf_dataset_cached(repo: str) -> bool:
-    from repmap_core.data import hf_dataset_cached
-
-    return hf_dataset_cached(repo)
 
 
 def check(preset: Preset, scaled: bool = False) -> list[str]:

@@ -17,7 +17,6 @@ so, and says when the data is too small to show the paper's direction.
 from __future__ import annotations
 
 from repmap_core.preset_needs import (
-                                      CPU_FLOPS,
                                       FINETUNE_BYTES_PER_PARAM,
                                       GPU_FLOPS,
                                       check,
@@ -40,6 +39,6 @@ from repmap_core.preset_table import (
                                       get_preset,
 )
 
-__all__ = ["CPU_FLOPS", "FINETUNE_BYTES_PER_PARAM", "GPU_FLOPS", "PARAMS", "PRESETS", "RIMSKY_PUBLISHED", "RUNNERS",
+__all__ = ["FINETUNE_BYTES_PER_PARAM", "GPU_FLOPS", "PARAMS", "PRESETS", "RIMSKY_PUBLISHED", "RUNNERS",
            "SCALED_LABEL", "SMOLLM2", "ModelNeed", "Preset", "PresetRun", "Setup", "check", "estimate_seconds",
            "format_seconds", "get_preset", "measured_cpu_flops", "memory_bytes", "needs", "run"]

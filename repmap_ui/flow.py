@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import streamlit as st
 
+from repmap_core.access import cap_rows
 from repmap_core.activations import cached_activations, estimate_seconds, plan_activations
 from repmap_core.errors import RepmapError
 from repmap_core.models import needs_conversion
+from repmap_core.recent import remember
 from repmap_ui.text import md
 
 
@@ -45,9 +47,6 @@ def link_gate(key: str, asks: str, cached: bool, seconds: float | None) -> bool:
 def run_request(view: str, req: dict, compute) -> dict:
     """Compute `req` for `view` within the server's row cap (said on screen when it bites), keep the
     result in the session and remember the request in the cache; returns the result."""
-    from repmap_core.access import cap_rows
-    from repmap_core.recent import remember
-
     limit, note = cap_rows(req["limit"] or None)
     req["limit"] = int(limit or 0)
     if note:

@@ -127,7 +127,7 @@ def watch(job: Job, session_alive: Callable[[], bool], grace_s: float | None, ma
     """Cancel `job` once its session has been gone for `grace_s` seconds (a visitor who closed the tab;
     a reconnect within the grace keeps it) or once it has run `max_seconds`; returns when it ends."""
     gone_since = None
-    while job.snapshot().state == "running" and not job.cancel.is_set():
+    while job.state == "running" and not job.cancel.is_set():  # one attribute read, not a snapshot's copy
         if max_seconds is not None and job.seconds > max_seconds:
             job.update(reason=f"it ran past this server's limit of {max_seconds / 60:.0f} min per job")
             job.cancel.set()

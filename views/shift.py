@@ -90,9 +90,13 @@ try:
         proj = "pca" if method.startswith("pca") else method
         fit_on = "first" if method == "pca_base" else "union"
 
+        custom: dict[int, tuple] = {}  # layer -> (before_xy, after_xy, cosine): once per layer in this run
+
         def coords_for(L: int):
             if method == "custom":
-                return shift_axes(base[L][rows], ft[L][rows], base.labels[rows], x_axis, y_axis)[:2]
+                if L not in custom:
+                    custom[L] = shift_axes(base[L][rows], ft[L][rows], base.labels[rows], x_axis, y_axis)
+                return custom[L][:2]
             cache = {"before": base.manifest["key"], "after": ft.manifest["key"], "layer": L, "rows": len(rows)}
             return joint_project([base[L][rows], ft[L][rows]], proj, 0, fit_on=fit_on, cache_id=cache)
 
@@ -102,7 +106,7 @@ try:
                                title=f"Layer {layer}: open = before, filled = after"), "shift.scatter",
                  f"shift_layer{layer}_{method}")
     if method == "custom":
-        cos = shift_axes(base[layer][rows], ft[layer][rows], base.labels[rows], x_axis, y_axis)[2]
+        cos = custom[layer][2]
         st.caption(f"Coordinates in activation units from the base rows' mean; the two directions' cosine is {cos:+.2f}"
                    + (" (nearly the same direction: the y axis repeats the x axis)" if abs(cos) > 0.9 else "") + ".")
     moved = np.linalg.norm(ft[layer][rows] - base[layer][rows], axis=1)
