@@ -67,7 +67,7 @@ def start_server(cache: Path, port: int) -> subprocess.Popen:
 def app_finetune(model: str, data: str, train_last: int, cache: Path, timeout_s: float) -> dict:
     from playwright.sync_api import sync_playwright
 
-    from repmap_core.exports import find_chromium
+    from repmap_core.share.exports import find_chromium
     from tests.browser import CHROMIUM_ARGS, free_port, stop_server
 
     port = free_port()

@@ -48,7 +48,7 @@ def sentences_dataset(rows: int):
     import pandas as pd
 
     from bench.bench_extract import DATA, read_sentences
-    from repmap_core.data import adapt_frame
+    from repmap_core.data.load import adapt_frame
 
     texts, labels = read_sentences(DATA)
     reps = -(-rows // len(texts))
@@ -68,9 +68,9 @@ def config_only_model(folder: Path) -> Path:
 def write_entry(folder: Path, dataset, X: np.ndarray) -> Path:
     """Let `get_activations` write its entry for (folder, dataset, block LAYER, last), with the
     forward pass replaced by the planted rows `X (n, d)`."""
-    import repmap_core.activations as activations
-    from repmap_core import store
-    from repmap_core.extract import Extraction
+    import repmap_core.capture.activations as activations
+    from repmap_core.capture import store
+    from repmap_core.capture.extract import Extraction
 
     class StubModel:
         device = "cpu"
@@ -101,7 +101,7 @@ def child(mode: str, folder: str, path: str, rows: int) -> dict:
         import torch  # noqa: F401  (the app has it loaded; a new CLI process pays this once, see import_torch_s)
 
         import_torch_s = time.perf_counter() - t0
-        from repmap_core.activations import get_activations
+        from repmap_core.capture.activations import get_activations
 
         dataset = sentences_dataset(rows)
         before = private_bytes()
@@ -143,9 +143,9 @@ def recompute_rate(tmp: Path, texts: list[str]) -> dict:
     import pandas as pd
 
     from bench.bench_extract import build_model
-    from repmap_core.data import adapt_frame
-    from repmap_core.extract import extract_activations
-    from repmap_core.models import load_model
+    from repmap_core.capture.extract import extract_activations
+    from repmap_core.capture.models import load_model
+    from repmap_core.data.load import adapt_frame
 
     t0 = time.perf_counter()
     folder = build_model(tmp / "xl-truncated", texts, shape="gpt2-xl", n_layer=PROBE_BLOCKS)
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from safetensors.numpy import load_file
 
-    from repmap_core import store
+    from repmap_core.capture import store
 
     with tempfile.TemporaryDirectory(prefix="repmap-bench-cache-") as tmp:
         tmp = Path(tmp)

@@ -21,7 +21,7 @@ Methods (the peers are optional: `pip install -r bench/requirements.txt`):
                    run_with_cache(names_filter=..., stop_at_layer=7)
   nnsight          the same GPT2LMHeadModel object wrapped, batches of 32 strings, trace + save of
                    transformer.h[6].output[:, -1], tracer.stop() (nnsight's own left padding)
-  repmap           repmap_core.models.load_model + repmap_core.extract.extract_activations
+  repmap           repmap_core.capture.models.load_model + repmap_core.capture.extract.extract_activations
   matmul limit     tokens/s this machine's GEMM rate allows for the 7 blocks computed (no real run)
 
 Throughput counts real (unpadded) tokens. Model loading is outside the timings; tokenization is
@@ -246,7 +246,7 @@ def nnsight_batched(model, texts: list[str], layer: int = LAYER, batch: int = HF
 
 
 def repmap_extract(lm, dataset, layer: int = LAYER, max_batch_tokens: int | None = None) -> np.ndarray:
-    from repmap_core.extract import extract_activations
+    from repmap_core.capture.extract import extract_activations
 
     return extract_activations(lm, dataset, [layer], "last", max_batch_tokens=max_batch_tokens).activations[layer]
 
@@ -270,8 +270,8 @@ def _memory_child(folder: str, texts: list[str], labels: list[int], layer: int, 
 
     import pandas as pd
 
-    from repmap_core.data import adapt_frame
-    from repmap_core.models import load_model
+    from repmap_core.capture.models import load_model
+    from repmap_core.data.load import adapt_frame
 
     lm = load_model(folder, device=device, dtype=dtype)
     dataset = adapt_frame(pd.DataFrame({"text": texts, "label": labels}), name="amazon_cells")
@@ -451,8 +451,8 @@ def main(argv: list[str] | None = None) -> dict:
     from transformers import GPT2LMHeadModel, GPT2Model, PreTrainedTokenizerFast
     from transformers.utils import logging as hf_logging
 
-    from repmap_core.data import adapt_frame
-    from repmap_core.models import load_model
+    from repmap_core.capture.models import load_model
+    from repmap_core.data.load import adapt_frame
 
     setup = make_setup(args)
     hf_logging.set_verbosity_error()  # GPT2Model from an LM checkpoint lists the unused head

@@ -76,7 +76,7 @@ def gd_to_loss(fit_gd, target: float, cap_s: float) -> dict:
 
 def within_case(n: int, cap: float) -> dict:
     """Within-model fit, 10k x 768 (+ label) -> 768: closed form, then GD to its loss."""
-    from repmap_core.maps import WithinModelFit
+    from repmap_core.analysis.maps import WithinModelFit
 
     lam, lam_ft, y = planted(n, 768, 768, seed=1, within=True)
     t_cf, fit = timed(lambda: WithinModelFit().fit(lam, lam_ft, y))
@@ -88,7 +88,7 @@ def within_case(n: int, cap: float) -> dict:
 
 def between_case(n: int, cap: float) -> dict:
     """Between-model map, 10k x 768 -> 1600: closed form, np.linalg.lstsq, GD to its loss."""
-    from repmap_core.maps import GDMap, LeastSquaresMap
+    from repmap_core.analysis.maps import GDMap, LeastSquaresMap
 
     S, T, _ = planted(n, 768, 1600, seed=2)
     t_ls, m = timed(lambda: LeastSquaresMap().fit(S, T))
@@ -118,7 +118,7 @@ def probe_case(n: int) -> dict:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
-    from repmap_core.probes import LinearProbe
+    from repmap_core.analysis.probes import LinearProbe
 
     X, y = probe_data(n)
     t_probe, probe = timed(lambda: LinearProbe().fit(X, y), repeats=2)

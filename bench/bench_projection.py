@@ -50,7 +50,7 @@ def quality(Z: np.ndarray, reference_nn: np.ndarray, labels: np.ndarray) -> dict
     """10-NN recall of the 2-D embedding against the reference neighbours, and the silhouette."""
     from sklearn.metrics import silhouette_score
 
-    from repmap_core.projection import nearest_neighbors
+    from repmap_core.analysis.projection import nearest_neighbors
 
     nn2, _ = nearest_neighbors(Z, 11)
     recall = np.mean([len(set(a[1:]) & set(b[1:])) / 10 for a, b in zip(reference_nn, nn2)])
@@ -60,7 +60,7 @@ def quality(Z: np.ndarray, reference_nn: np.ndarray, labels: np.ndarray) -> dict
 
 def baseline(method: str, n: int) -> dict:
     """A library's defaults on the same input, as `project()` would get it (PCA-50 for t-SNE and UMAP)."""
-    from repmap_core.projection import _reduce
+    from repmap_core.analysis.projection import _reduce
 
     X, _ = planted_clusters(n)
     if method == "pca":
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
     load_before = load1()
     print(f"projection benchmark: {n:,} x 1600 planted clusters; 1-min load {load_before:.1f} on {os.cpu_count()} CPUs")
 
-    from repmap_core.projection import nearest_neighbors, pca, project
+    from repmap_core.analysis.projection import nearest_neighbors, pca, project
 
     X, labels = planted_clusters(n)
     reference_nn, _ = nearest_neighbors(pca(X, 50, 0), 11)

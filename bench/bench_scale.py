@@ -28,8 +28,8 @@ SENTENCES = ROOT.parent / "shared" / "data" / "uci-sentiment" / "amazon_cells_la
 CHILD = r"""
 import json, sys, time
 import torch, transformers  # imported before the baseline: they are the same for every run
-from repmap_core.activations import get_activations, stream_activations
-from repmap_core.models import load_model
+from repmap_core.capture.activations import get_activations, stream_activations
+from repmap_core.capture.models import load_model
 
 def status(field):
     for line in open("/proc/self/status"):

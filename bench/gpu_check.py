@@ -132,7 +132,7 @@ class Check:
 
 def reviews_file(check: Check) -> Path:
     """The built-in real reviews as `sentence<TAB>label` lines, the format bench_extract reads."""
-    from repmap_core.data import load_dataset
+    from repmap_core.data.load import load_dataset
 
     ds = load_dataset("builtin:sentiment")
     path = check.out / "data" / "reviews.txt"
@@ -184,10 +184,10 @@ def part_extract_bench(check: Check) -> dict:
 
 def _precision(check: Check, model: str) -> dict:
     """Extraction (every block) and probes (`layers`) in bf16 and fp32 on the same reviews."""
-    from repmap_core.activations import get_activations
-    from repmap_core.data import load_dataset
-    from repmap_core.models import resolve_model
-    from repmap_core.probes import layer_separation
+    from repmap_core.analysis.probes import layer_separation
+    from repmap_core.capture.activations import get_activations
+    from repmap_core.capture.models import resolve_model
+    from repmap_core.data.load import load_dataset
 
     t0 = time.perf_counter()
     resolved = resolve_model(model, progress=check.progress())
@@ -206,7 +206,7 @@ def _precision(check: Check, model: str) -> dict:
                           "relative": float(np.abs(a - b).max() / scale) if scale else 0.0,
                           "relative_frobenius": float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))})
     worst = max(per_layer, key=lambda r: r["relative"])
-    from repmap_core.models import resolve_layers
+    from repmap_core.capture.models import resolve_layers
 
     scored = resolve_layers(check.sizes.probe_layers, full.manifest["n_layers"])
     probes = {}
@@ -236,7 +236,7 @@ def part_gemma(check: Check) -> dict | str:
     """Gemma-3-270m like `precision`, or a reason to skip it."""
     if check.dry_run:
         return _precision(check, check.model(GEMMA, "gemma"))
-    from repmap_core import gguf
+    from repmap_core.capture import gguf
 
     entry = gguf.embedded_gguf(GEMMA)
     if entry is None:
@@ -251,8 +251,8 @@ def part_gemma(check: Check) -> dict | str:
 
 def part_steering(check: Check) -> dict:
     """CAA vector at one block from built-in A/B questions, then the sweep the Steering page runs."""
-    from repmap_core.data import load_dataset
-    from repmap_core.models import load_model, model_info, resolve_layers, resolve_model
+    from repmap_core.capture.models import load_model, model_info, resolve_layers, resolve_model
+    from repmap_core.data.load import load_dataset
     from repmap_core.steering import compute_vectors
     from repmap_core.steering.run import sweep_layer
 
@@ -284,8 +284,8 @@ def part_steering(check: Check) -> dict:
 
 def part_finetune(check: Check) -> dict:
     """A short finetune (bf16 autocast on CUDA, fp32 on the CPU) with steps/s from the step times."""
-    from repmap_core.data import load_dataset
-    from repmap_core.finetune import FinetuneConfig, finetune
+    from repmap_core.data.load import load_dataset
+    from repmap_core.finetune.train import FinetuneConfig, finetune
 
     ds = load_dataset("builtin:sentiment", limit=check.sizes.finetune_rows, seed=0)
     config = FinetuneConfig(epochs=1, train_last=check.sizes.train_last, batch_size=check.sizes.batch_size, max_length=128)
@@ -314,9 +314,9 @@ def part_oom_backoff(check: Check) -> dict:
     """One batch far over the free memory must end in smaller batches that finish and agree."""
     import torch
 
-    from repmap_core.data import load_dataset
-    from repmap_core.extract import extract_activations
-    from repmap_core.models import load_model
+    from repmap_core.capture.extract import extract_activations
+    from repmap_core.capture.models import load_model
+    from repmap_core.data.load import load_dataset
 
     lm = load_model(check.model(SMOLLM2, "llama"), device=check.device)
     layer = lm.info.n_layers // 2

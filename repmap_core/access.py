@@ -68,8 +68,8 @@ def _resolved(paths) -> tuple[Path, ...]:
 def policy() -> Policy:
     """The policy from the environment (REPMAP_MODE, REPMAP_DATA_ROOTS, REPMAP_MODEL_ROOTS,
     REPMAP_ALLOW_DOWNLOADS, REPMAP_MAX_ROWS)."""
-    from repmap_core import store
-    from repmap_core.embedded import embedded_model_path
+    from repmap_core.capture import store
+    from repmap_core.capture.embedded import embedded_model_path
 
     cache = store.cache_root()
     hf_home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))

@@ -6,12 +6,12 @@ import time
 
 import streamlit as st
 
-from repmap_core.experiments import GAO_BETWEEN_VECTOR_ACCURACY
-from repmap_core.figures_across import fit_curve, per_dim_error, similarity_table, transfer_table
-from repmap_core.maps import MAP_METHODS
-from repmap_core.stats import format_estimate, format_null
-from repmap_core.view_fits import AcrossFitResult, across_fit
-from repmap_core.view_results import AcrossResult
+from repmap_core.analysis.maps import MAP_METHODS
+from repmap_core.analysis.stats import format_estimate, format_null
+from repmap_core.papers.experiments import GAO_BETWEEN_VECTOR_ACCURACY
+from repmap_core.results.view_fits import AcrossFitResult, across_fit
+from repmap_core.results.view_results import AcrossResult
+from repmap_core.share.figures_across import fit_curve, per_dim_error, similarity_table, transfer_table
 from repmap_ui import exports
 
 METHOD_HELP = {"lstsq": "least squares", "ridge": "ridge", "gd": "gradient descent (Gao et al.)",

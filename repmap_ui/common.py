@@ -7,11 +7,11 @@ import threading
 
 import streamlit as st
 
-from repmap_core import store
+from repmap_core.capture import store
+from repmap_core.capture.models import LoadedModel, ResolvedModel, is_offline, load_model
 from repmap_core.catalog import list_local_models
-from repmap_core.data import PICKLE_SUFFIXES
+from repmap_core.data.load import PICKLE_SUFFIXES
 from repmap_core.errors import RepmapError
-from repmap_core.models import LoadedModel, ResolvedModel, is_offline, load_model
 from repmap_ui.text import md
 from repmap_ui.urlstate import copy_link_box
 
@@ -172,7 +172,7 @@ def _umap_warmup() -> threading.Thread:
 
     def work() -> None:
         try:
-            from repmap_core.projection import warm_umap
+            from repmap_core.analysis.projection import warm_umap
 
             warm_umap()
         except Exception:  # umap missing or broken: the UMAP option reports it when chosen

@@ -10,7 +10,7 @@ import json
 import streamlit as st
 
 from repmap_core.errors import RepmapError
-from repmap_core.exports import (
+from repmap_core.share.exports import (
     arrays_safetensors,
     figure_html,
     figure_png,

@@ -10,10 +10,10 @@ from __future__ import annotations
 import streamlit as st
 
 from repmap_core.access import cap_rows
-from repmap_core.activations import cached_activations, estimate_seconds, plan_activations
+from repmap_core.capture.activations import cached_activations, estimate_seconds, plan_activations
+from repmap_core.capture.models import needs_conversion
 from repmap_core.errors import RepmapError
-from repmap_core.models import needs_conversion
-from repmap_core.recent import remember
+from repmap_core.results.recent import remember
 from repmap_ui.text import md
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 import streamlit as st
 
 from repmap_core.errors import RepmapError
-from repmap_core.finetune import Cancelled
+from repmap_core.finetune.train import Cancelled
 
 # how often a page redraws a running job's panel: on a 2-core CPU each redraw (the rerun and the browser
 # re-rendering the loss chart) takes cores from the training itself; measured with bench_app_finetune

@@ -15,7 +15,7 @@ class PageInfo:
     icon: str
     blurb: str  # one line, for Home
     url_path: str | None = None  # None: Streamlit derives it from the file name
-    view: str | None = None  # the bundle view (repmap_core.bundle.VIEWS) holding this page's results
+    view: str | None = None  # the bundle view (repmap_core.share.bundle.VIEWS) holding this page's results
     default: bool = False
 
 

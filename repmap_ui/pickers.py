@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from repmap_core.data import list_builtin
-from repmap_core.models import EMBEDDED_MODEL_ID
+from repmap_core.capture.models import EMBEDDED_MODEL_ID
+from repmap_core.data.load import list_builtin
 from repmap_ui.common import local_models, save_upload, table_uploader
 
 

@@ -1,14 +1,14 @@
 """Views rebuilt from a remembered request and the cache alone (nothing extracted): after a refresh,
 in a new session, or for Share. Each returns the same result its page computes (a dataclass of
-`repmap_core.view_results`), or None when some activations are not in the cache."""
+`repmap_core.results.view_results`), or None when some activations are not in the cache."""
 from __future__ import annotations
 
 import streamlit as st
 
+from repmap_core.analysis.probes import layer_separation
 from repmap_core.errors import RepmapError
-from repmap_core.probes import layer_separation
-from repmap_core.recent import recall
-from repmap_core.view_results import (
+from repmap_core.results.recent import recall
+from repmap_core.results.view_results import (
     AcrossResult,
     ExplorerResult,
     ShiftResult,

@@ -4,11 +4,11 @@ from __future__ import annotations
 import streamlit as st
 
 from repmap_core.access import cap_rows
-from repmap_core.data import load_dataset
+from repmap_core.data.load import load_dataset
 from repmap_core.errors import RepmapError
-from repmap_core.finetune import list_finetuned
-from repmap_core.recent import remember
-from repmap_core.view_results import ShiftResult, shift_result
+from repmap_core.finetune.train import list_finetuned
+from repmap_core.results.recent import remember
+from repmap_core.results.view_results import ShiftResult, shift_result
 from repmap_ui import urlstate
 from repmap_ui.common import model_loader
 from repmap_ui.flow import is_cached, link_gate, seconds_for

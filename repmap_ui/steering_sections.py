@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from repmap_core.capture.models import LoadedModel, load_model
 from repmap_core.errors import RepmapError
-from repmap_core.exports import steering_export
-from repmap_core.figures_steering import (
+from repmap_core.results.view_results import SteeringResult, SteeringTransfer, steering_transfer
+from repmap_core.share.exports import steering_export
+from repmap_core.share.figures_steering import (
     LRT_PUBLISHED_TEXT,
     curves_table,
     propensity_plot,
@@ -17,10 +19,8 @@ from repmap_core.figures_steering import (
     vector_norms,
     vector_table,
 )
-from repmap_core.models import LoadedModel, load_model
 from repmap_core.steering.run import sentiment_layer
 from repmap_core.steering.sentiment import OPENINGS
-from repmap_core.view_results import SteeringResult, SteeringTransfer, steering_transfer
 from repmap_ui import exports
 from repmap_ui.common import model_loader, show_error
 from repmap_ui.text import md

@@ -185,8 +185,8 @@ def layers_among(key: str, value: Any, allowed: Sequence[int], fallback: Any) ->
 def layers_in_range(key: str, layers: str, model: str, fallback: str = "all") -> tuple[str, str | None]:
     """`layers` if every listed layer exists in `model` (read from its config, no weights), else `fallback`
     and a notice. A model that cannot be resolved is left for the page's own request to report."""
+    from repmap_core.capture.models import model_info, resolve_layers, resolve_model
     from repmap_core.errors import RepmapError
-    from repmap_core.models import model_info, resolve_layers, resolve_model
 
     if layers == "all":
         return layers, None
@@ -247,7 +247,7 @@ def write(page: str, specs: Sequence[Param], values: Mapping[str, Any]) -> None:
             continue
         value = values[spec.key]
         if isinstance(spec, Text) and isinstance(value, str) and value.startswith("/"):
-            from repmap_core.models import link_name
+            from repmap_core.capture.models import link_name
 
             value = link_name(value)  # a finetuned model: finetuned:<key>, never the server's absolute path
         text = spec.format(value)

@@ -14,9 +14,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from repmap_core import access
-from repmap_core.data import load_dataset
+from repmap_core.capture.models import resolve_model
+from repmap_core.data.load import load_dataset
 from repmap_core.errors import RepmapError
-from repmap_core.models import resolve_model
 from tests.conftest import ROOT
 
 SECRET = "ssn-123-45-6789-do-not-show"

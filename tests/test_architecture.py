@@ -110,13 +110,13 @@ def test_the_cycle_finder_finds_a_planted_cycle_and_passes_a_chain():
 def test_imports_inside_functions_count_and_type_checking_ones_do_not():
     tree = ast.parse(
         "from typing import TYPE_CHECKING\n"
-        "if TYPE_CHECKING:\n    from repmap_core.models import LoadedModel\n"
-        "def f():\n    from repmap_core.store import cache_root\n"
-        "from repmap_core import data\n"
+        "if TYPE_CHECKING:\n    from repmap_core.capture.models import LoadedModel\n"
+        "def f():\n    from repmap_core.capture.store import cache_root\n"
+        "from repmap_core.data import load\n"
     )
     names = imported_names(tree, "repmap_core.x", False)
-    assert "repmap_core.store" in names and "repmap_core.data" in names
-    assert "repmap_core.models" not in names
+    assert "repmap_core.capture.store" in names and "repmap_core.data.load" in names
+    assert "repmap_core.capture.models" not in names
 
 
 def test_repmap_core_has_no_import_cycle():
@@ -146,57 +146,74 @@ def test_the_progress_callback_type_is_written_once():
     assert offenders == []
 
 
-# Modules without a test file of their own (tests/test_<name>.py, or test_<package>_<name>.py in a
-# subpackage), each with the test file that covers it by content and a phrase of that file that
-# shows it. Decided by reading the tests; the phrase keeps the entry honest when tests move.
+# Modules without a test file of their own (tests/<package>/test_<name>.py, mirroring repmap_core), each
+# with the test file that covers it by content and a phrase of that file that shows it.
+# Decided by reading the tests; the phrase keeps the entry honest when tests move.
 TESTED_IN = {
-    "repmap_core.__main__": ("test_cli_contract.py", "from repmap_core.__main__ import main"),
-    "repmap_core.affine": ("test_maps.py", "held_out_rows"),
-    "repmap_core.arrays": ("test_cli_contract.py", "arrays.available_memory_bytes"),
-    "repmap_core.between": ("test_experiments.py", "between_models(S, T, y)"),
-    "repmap_core.checkpoints": ("test_finetune.py", "weak_labels("),
-    "repmap_core.class_names": ("test_axes.py", "from repmap_core.class_names import class_names"),
-    "repmap_core.cka": ("test_similarity.py", "cka._cka_features"),
-    "repmap_core.classifier": ("test_finetune.py", "predict("),
-    "repmap_core.cli.activations": ("test_cli.py", 'run_cli("extract"'),
-    "repmap_core.cli.fits": ("test_cli.py", 'run_cli("within"'),
-    "repmap_core.cli.preset": ("test_presets.py", 'run_cli("preset", "list"'),
-    "repmap_core.cli.recipe": ("test_cli.py", 'run_cli("recipe", "within"'),
-    "repmap_core.cli.share": ("test_report.py", '"repmap_core", "report"'),
-    "repmap_core.cli.vectors": ("test_cli.py", 'run_cli("steering-vectors"'),
-    "repmap_core.data_spec": ("test_data.py", "parse_spec("),
-    "repmap_core.embedded": ("test_models.py", "EMBEDDED_MODEL_ID"),
-    "repmap_core.errors": ("test_cli_contract.py", "RepmapError"),
-    "repmap_core.figures_shift": ("test_figures.py", "figures_shift"),
-    "repmap_core.gd_maps": ("test_maps.py", "GDMap"),
-    "repmap_core.model_checks": ("test_bad_inputs.py", "NaN or inf"),
-    "repmap_core.model_config": ("test_models.py", "model_info("),
-    "repmap_core.model_layout": ("test_models.py", "find_blocks("),
-    "repmap_core.model_memory": ("test_models.py", "model_memory"),
-    "repmap_core.preset_needs": ("test_presets.py", "memory_bytes("),
-    "repmap_core.preset_runs": ("test_presets.py", "run("),
-    "repmap_core.preset_table": ("test_presets.py", "PRESETS"),
+    "repmap_core.__main__": ("cli/test_contract.py", "from repmap_core.__main__ import main"),
+    "repmap_core.analysis.affine": ("analysis/test_maps.py", "held_out_rows"),
+    "repmap_core.analysis.between": ("papers/test_experiments.py", "between_models(S, T, y)"),
+    "repmap_core.analysis.cka": ("analysis/test_similarity.py", "cka._cka_features"),
+    "repmap_core.analysis.gd_maps": ("analysis/test_maps.py", "GDMap"),
+    "repmap_core.analysis.similarity_inputs": ("analysis/test_similarity.py", "similarity needs the same rows"),
+    "repmap_core.analysis.similarity_null": ("analysis/test_similarity.py", "layer_cka_null"),
+    "repmap_core.analysis.transfer": ("analysis/test_maps.py", "transfer_direction"),
+    "repmap_core.analysis.within": ("papers/test_experiments.py", "within_model(before, after, y)"),
+    "repmap_core.capture.embedded": ("capture/test_models.py", "EMBEDDED_MODEL_ID"),
+    "repmap_core.capture.model_checks": ("cli/test_bad_inputs.py", "NaN or inf"),
+    "repmap_core.capture.model_config": ("capture/test_models.py", "model_info("),
+    "repmap_core.capture.model_layout": ("capture/test_models.py", "find_blocks("),
+    "repmap_core.capture.model_memory": ("capture/test_models.py", "model_memory"),
+    "repmap_core.cli.activations": ("cli/test_cli.py", 'run_cli("extract"'),
+    "repmap_core.cli.fits": ("cli/test_cli.py", 'run_cli("within"'),
+    "repmap_core.cli.preset": ("papers/test_presets.py", 'run_cli("preset", "list"'),
+    "repmap_core.cli.recipe": ("cli/test_cli.py", 'run_cli("recipe", "within"'),
+    "repmap_core.cli.share": ("share/test_report.py", '"repmap_core", "report"'),
+    "repmap_core.cli.vectors": ("cli/test_cli.py", 'run_cli("steering-vectors"'),
+    "repmap_core.data.class_names": ("analysis/test_axes.py", "from repmap_core.data.class_names import class_names"),
+    "repmap_core.data.data_spec": ("data/test_data.py", "parse_spec("),
+    "repmap_core.data.load": ("data/test_data.py", "load_dataset("),
+    "repmap_core.data.schemas": ("data/test_data.py", "adapt_frame("),
+    "repmap_core.data.tables": ("data/test_data.py", "read_table("),
+    "repmap_core.data.text_dataset": ("data/test_data.py", ".subsample("),
+    "repmap_core.errors": ("cli/test_contract.py", "RepmapError"),
+    "repmap_core.finetune.checkpoints": ("finetune/test_train.py", "weak_labels("),
+    "repmap_core.finetune.classifier": ("finetune/test_train.py", "predict("),
+    "repmap_core.papers.preset_needs": ("papers/test_presets.py", "memory_bytes("),
+    "repmap_core.papers.preset_runs": ("papers/test_presets.py", "run("),
+    "repmap_core.papers.preset_table": ("papers/test_presets.py", "PRESETS"),
     "repmap_core.progress": ("test_architecture.py", "test_the_progress_callback_type_is_written_once"),
-    "repmap_core.report_sections": ("test_report.py", "build_sections(states, {}, ALL)"),
-    "repmap_core.schemas": ("test_data.py", "adapt_frame("),
-    "repmap_core.similarity_inputs": ("test_similarity.py", "similarity needs the same rows"),
-    "repmap_core.similarity_null": ("test_similarity.py", "layer_cka_null"),
-    "repmap_core.steering.apply": ("test_steering.py", "propensity_sweep"),
-    "repmap_core.steering.choices": ("test_steering.py", "ab_prompts"),
-    "repmap_core.steering.compare": ("test_steering.py", "compute_vectors"),
-    "repmap_core.steering.run": ("test_steering_page.py", "steer.sweep_form"),
-    "repmap_core.steering.sentiment": ("test_steering.py", "sentiment_vector"),
-    "repmap_core.steering.vectors": ("test_steering.py", "caa_vector"),
-    "repmap_core.tables": ("test_data.py", "read_table("),
-    "repmap_core.text_dataset": ("test_data.py", ".subsample("),
-    "repmap_core.transfer": ("test_maps.py", "transfer_direction"),
-    "repmap_core.within": ("test_experiments.py", "within_model(before, after, y)"),
+    "repmap_core.share.arrays": ("cli/test_contract.py", "arrays.available_memory_bytes"),
+    "repmap_core.share.figures_shift": ("share/test_figures.py", "figures_shift"),
+    "repmap_core.share.report_sections": ("share/test_report.py", "build_sections(states, {}, ALL)"),
+    "repmap_core.steering.apply": ("steering/test_steering.py", "propensity_sweep"),
+    "repmap_core.steering.choices": ("steering/test_steering.py", "ab_prompts"),
+    "repmap_core.steering.compare": ("steering/test_steering.py", "compute_vectors"),
+    "repmap_core.steering.run": ("pages/test_steering_page.py", "steer.sweep_form"),
+    "repmap_core.steering.sentiment": ("steering/test_steering.py", "sentiment_vector"),
+    "repmap_core.steering.vectors": ("steering/test_steering.py", "caa_vector"),
 }
 TESTS = Path(__file__).resolve().parent
 
 
 def own_test_file(name: str) -> Path:
-    return TESTS / ("test_" + "_".join(name.split(".")[1:]) + ".py")
+    """tests/ mirrors repmap_core: `repmap_core.capture.store` -> tests/capture/test_store.py."""
+    *package, module = name.split(".")[1:]
+    return TESTS.joinpath(*package, f"test_{module}.py")
+
+
+def covering_file(file: str) -> Path:
+    """A test file named in TESTED_IN, as `folder/test_x.py` under tests/."""
+    return TESTS / file
+
+
+def test_tests_mirror_the_packages():
+    """Each subpackage of repmap_core has its test folder of the same name, and every test folder is
+    one of those or one of the two kept apart (pages: AppTest; browser: Chromium)."""
+    packages = {p.parent.name for p in CORE.glob("*/__init__.py")}
+    folders = {p.parent.name for p in TESTS.glob("*/__init__.py")}
+    assert len(packages) >= 7
+    assert folders == packages | {"pages", "browser"}
 
 
 @pytest.mark.parametrize("name", sorted(n for n, p in core_modules().items() if p.name != "__init__.py"))
@@ -206,7 +223,7 @@ def test_every_core_module_has_tests(name):
         return
     assert name in TESTED_IN, f"{name} has no {own_test_file(name).name}; write one, or name the test file that covers it"
     file, phrase = TESTED_IN[name]
-    assert phrase in (TESTS / file).read_text(encoding="utf-8"), f"{file} no longer shows that it covers {name}"
+    assert phrase in covering_file(file).read_text(encoding="utf-8"), f"{file} no longer shows that it covers {name}"
 
 
 def test_repmap_core_never_imports_streamlit():
@@ -234,7 +251,7 @@ def test_the_readmes_code_map_names_every_module():
     """README's code layout is the newcomer's map: every module of the library and the app's helpers
     (and every subpackage) is named there, so the map cannot fall behind the tree unseen."""
     code_map = readme_code_map()
-    paths = [p for folder in ("repmap_core", "repmap_ui") for p in (ROOT / folder).iterdir()
+    paths = [p for folder in ("repmap_core", "repmap_ui") for p in (ROOT / folder).rglob("*")
              if (p.suffix == ".py" and p.name != "__init__.py") or (p.is_dir() and (p / "__init__.py").exists())]
     assert len(paths) > 50
     missing = sorted(str(p.relative_to(ROOT)) for p in paths if not module_named_in(code_map, p))

@@ -9,9 +9,10 @@ from types import SimpleNamespace
 import huggingface_hub
 import pytest
 
-from repmap_core import catalog, gguf
-from repmap_core.checkpoints import FORMAT, HEAD_NAME, MANIFEST_NAME
-from repmap_core.embedded import EMBEDDED_MODEL_ID
+from repmap_core import catalog
+from repmap_core.capture import gguf
+from repmap_core.capture.embedded import EMBEDDED_MODEL_ID
+from repmap_core.finetune.checkpoints import FORMAT, HEAD_NAME, MANIFEST_NAME
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from repmap_core.data import BUILTIN_DIR
+from repmap_core.data.load import BUILTIN_DIR
 
 KINDS = ("gpt2", "bert", "llama", "gpt_neox", "qwen2", "gemma")
 

@@ -6,16 +6,16 @@ import numpy as np
 import streamlit as st
 
 from repmap_core.access import cap, cap_rows
-from repmap_core.data import load_dataset
+from repmap_core.analysis.maps import MAP_METHODS
+from repmap_core.analysis.projection import METHODS, project, sample_rows
+from repmap_core.analysis.similarity import layer_similarity
+from repmap_core.analysis.similarity_null import NULL_PERMUTATIONS
+from repmap_core.capture.models import EMBEDDED_MODEL_ID
+from repmap_core.data.load import load_dataset
 from repmap_core.errors import RepmapError
-from repmap_core.figures import METHOD_NAMES
-from repmap_core.figures_across import METRIC_NAMES, best_matches, selected_rows, side_by_side, similarity_heatmap
-from repmap_core.maps import MAP_METHODS
-from repmap_core.models import EMBEDDED_MODEL_ID
-from repmap_core.projection import METHODS, project, sample_rows
-from repmap_core.similarity import layer_similarity
-from repmap_core.similarity_null import NULL_PERMUTATIONS
-from repmap_core.view_results import AcrossResult, across_result
+from repmap_core.results.view_results import AcrossResult, across_result
+from repmap_core.share.figures import METHOD_NAMES
+from repmap_core.share.figures_across import METRIC_NAMES, best_matches, selected_rows, side_by_side, similarity_heatmap
 from repmap_ui import exports, urlstate
 from repmap_ui.across_fit import fit, fit_form, short, show_fit
 from repmap_ui.common import default_causal_model, model_loader, show_error

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from repmap_core import store
-from repmap_core.inventory import KIND_NAMES, delete_item, inventory
+from repmap_core.capture import store
+from repmap_core.capture.inventory import KIND_NAMES, delete_item, inventory
 from repmap_ui.common import local_models
 
 st.title("Cache")

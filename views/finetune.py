@@ -7,20 +7,19 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from repmap_core import store
-from repmap_core.data import load_dataset
+from repmap_core.analysis.stats import format_estimate
+from repmap_core.capture import store
+from repmap_core.capture.models import resolve_model
+from repmap_core.data.load import load_dataset
 from repmap_core.errors import RepmapError
-from repmap_core.finetune import (
+from repmap_core.finetune.train import (
     FinetuneConfig,
     check_finetune_data,
     estimate_seconds,
     finetune,
     list_finetuned,
-    read_finetune_manifest,
-    save_dataset,
-    weak_labels,
 )
-from repmap_core.models import resolve_model
+from repmap_core.results.view_results import weak_label_result
 from repmap_ui.common import local_models, show_error
 from repmap_ui.jobs import LIVE_REFRESH_S, Job, latest_job, start_job
 from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker
@@ -183,25 +182,20 @@ def weak_label_section(models: list) -> None:
         try:
             dataset = load_dataset(chosen_data(*data))
             with st.spinner(f"Predicting {len(dataset)} rows with {names[weak]}"):
-                relabelled = weak_labels(weak, dataset)
-            spec = save_dataset(relabelled, relabelled.name)
-            trained_on = read_finetune_manifest(weak)["dataset"]["fingerprint"] == dataset.fingerprint
-            st.session_state["finetune.weak"] = {
-                "spec": spec, "rows": len(dataset), "ones": int(relabelled.labels.sum()), "model": names[weak],
-                "source": dataset.name, "agreement": float((relabelled.labels == dataset.labels).mean()),
-                "in_sample": trained_on}
+                st.session_state["finetune.weak"] = weak_label_result(weak, names[weak], dataset)
         except RepmapError as e:
             show_error(e)  # the last weak-label data set stays below
     made = st.session_state.get("finetune.weak")
     if made:
         c1, c2, c3 = st.columns(3)
-        c1.metric("Agreement with the true labels", f"{made['agreement']:.3f}",
-                  help="mostly in-sample: the weak model was trained on these rows" if made["in_sample"] else None)
-        c2.metric("Rows", f"{made['rows']:,}")
-        c3.metric("Labelled 1 by the weak model", f"{made['ones']:,}")
-        st.caption(f"{md(made['source'])} relabelled by {md(made['model'])}. Type this data spec into any data picker's "
+        c1.metric("Agreement with the true labels", format_estimate(made.agreement),
+                  help="95% interval. " + ("Mostly in-sample: the weak model was trained on these rows."
+                                           if made.in_sample else "The weak model was not trained on these rows."))
+        c2.metric("Rows", f"{made.rows:,}")
+        c3.metric("Labelled 1 by the weak model", f"{made.ones:,}")
+        st.caption(f"{md(made.source)} relabelled by {md(made.model)}. Type this data spec into any data picker's "
                    "“…or a data spec” box:")
-        st.code(made["spec"], language=None)
+        st.code(made.spec, language=None)
 
 
 job = latest_job(JOB)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from repmap_core import store
+from repmap_core.capture import store
 from repmap_ui.common import environment
 from repmap_ui.pages import PAGES
 

@@ -5,16 +5,16 @@ import pandas as pd
 import streamlit as st
 
 from repmap_core.access import cap, cap_rows
-from repmap_core.axes import AXES, AXIS_NAMES, custom_axes
-from repmap_core.class_names import class_names
-from repmap_core.data import load_dataset
+from repmap_core.analysis.axes import AXES, AXIS_NAMES, custom_axes
+from repmap_core.analysis.probes import best_layer
+from repmap_core.analysis.projection import METHODS, project, sample_rows
+from repmap_core.analysis.stats import format_estimate, format_null
+from repmap_core.capture.models import EMBEDDED_MODEL_ID, site_name
+from repmap_core.data.class_names import class_names
+from repmap_core.data.load import load_dataset
 from repmap_core.errors import RepmapError
-from repmap_core.figures import METHOD_NAMES, layer_grid, separation_curve
-from repmap_core.models import EMBEDDED_MODEL_ID, site_name
-from repmap_core.probes import best_layer
-from repmap_core.projection import METHODS, project, sample_rows
-from repmap_core.stats import format_estimate, format_null
-from repmap_core.view_results import ExplorerResult, explorer_result
+from repmap_core.results.view_results import ExplorerResult, explorer_result
+from repmap_core.share.figures import METHOD_NAMES, layer_grid, separation_curve
 from repmap_ui import exports, urlstate
 from repmap_ui.common import default_causal_model, model_loader, show_error, table_uploader, warm_umap_in_background
 from repmap_ui.flow import is_cached, link_gate, run_request, seconds_for

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from repmap_core.errors import RepmapError
-from repmap_core.presets import PRESETS, SCALED_LABEL, check, needs, run
+from repmap_core.papers.presets import PRESETS, SCALED_LABEL, check, needs, run
 from repmap_ui.common import show_error
 
 st.title("Reproduce the papers")

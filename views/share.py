@@ -5,9 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from repmap_core import __version__
-from repmap_core.bundle import VIEWS, available_views, bundle_bytes, collect, estimate_bytes, load_bundle
 from repmap_core.errors import RepmapError
-from repmap_core.report import build_report
+from repmap_core.share.bundle import VIEWS, available_views, bundle_bytes, collect, estimate_bytes, load_bundle
+from repmap_core.share.report import build_report
 from repmap_ui.common import show_error
 from repmap_ui.pages import PAGE_OF_VIEW
 from repmap_ui.rebuild import rebuild_missing

@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from repmap_core.axes import SHIFT_AXES, SHIFT_AXIS_NAMES, shift_axes
+from repmap_core.analysis.axes import SHIFT_AXES, SHIFT_AXIS_NAMES, shift_axes
+from repmap_core.analysis.projection import joint_project, sample_rows
 from repmap_core.errors import RepmapError
-from repmap_core.figures import METHOD_NAMES
-from repmap_core.figures_shift import separation_compare, shift_grid, shift_scatter
-from repmap_core.projection import joint_project, sample_rows
+from repmap_core.share.figures import METHOD_NAMES
+from repmap_core.share.figures_shift import separation_compare, shift_grid, shift_scatter
 from repmap_ui import exports, urlstate
 from repmap_ui.shift import shift_selection
 from repmap_ui.urlstate import Choice, Int, IntList

@@ -6,13 +6,19 @@ import numpy as np
 import streamlit as st
 
 from repmap_core.access import cap_rows
-from repmap_core.data import load_dataset
+from repmap_core.analysis.stats import format_estimate
+from repmap_core.data.load import load_dataset
 from repmap_core.errors import RepmapError
-from repmap_core.figures_steering import agreement_table, curves_table, preview_table, propensity_plot, side_effect_plot
-from repmap_core.stats import format_estimate
+from repmap_core.results.view_results import SteeringResult, SteeringSweep, steering_result, steering_sweep
+from repmap_core.share.figures_steering import (
+    agreement_table,
+    curves_table,
+    preview_table,
+    propensity_plot,
+    side_effect_plot,
+)
 from repmap_core.steering.compare import vectors_cached
 from repmap_core.steering.run import estimate_sweep_seconds
-from repmap_core.view_results import SteeringResult, SteeringSweep, steering_result, steering_sweep
 from repmap_ui import exports, urlstate
 from repmap_ui.common import default_causal_model, model_loader, show_error
 from repmap_ui.flow import link_gate

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from repmap_core.errors import RepmapError
-from repmap_core.tour import STEPS, run_step, tour_report
+from repmap_core.papers.tour import STEPS, run_step, tour_report
 from repmap_ui import exports
 from repmap_ui.common import show_error
 

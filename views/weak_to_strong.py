@@ -4,9 +4,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from repmap_core.analysis.stats import format_estimate
 from repmap_core.errors import RepmapError
-from repmap_core.stats import format_estimate
-from repmap_core.weak_to_strong import STRONG_DEFAULT, WEAK_DEFAULT, estimate_seconds, weak_to_strong
+from repmap_core.finetune.weak_to_strong import STRONG_DEFAULT, WEAK_DEFAULT, estimate_seconds, weak_to_strong
 from repmap_ui.common import show_error
 from repmap_ui.jobs import LIVE_REFRESH_S, latest_job, start_job
 from repmap_ui.pickers import chosen_data, chosen_model, two_models_and_data

@@ -56,8 +56,8 @@ def run(args: argparse.Namespace, progress: Progress) -> dict | None:
 
 def load_activations(args: argparse.Namespace, progress: Progress):
     """The data set `--data` names and the model's activations on it (from the cache, or computed)."""
-    from repmap_core.activations import get_activations
-    from repmap_core.data import load_dataset, require_both_classes
+    from repmap_core.capture.activations import get_activations
+    from repmap_core.data.load import load_dataset, require_both_classes
 
     dataset = load_dataset(args.data, text_col=args.text_col, label_col=args.label_col, limit=args.limit, seed=args.seed)
     if args.command == "layers":
@@ -85,14 +85,14 @@ def _report_recomputed(aset) -> None:
 
 
 def extract(args: argparse.Namespace, progress: Progress) -> dict | None:
-    from repmap_core.distributed import distributed_extract, worker_info
-    from repmap_core.models import site_name
-    from repmap_core.store import cache_root
+    from repmap_core.capture.distributed import distributed_extract, worker_info
+    from repmap_core.capture.models import site_name
+    from repmap_core.capture.store import cache_root
 
     if args.export:
         contract.check_output_folder(args.export, "--export")  # before anything is computed
     if worker_info().world > 1:  # under torchrun: this rank's share, rank 0 commits and reports
-        from repmap_core.data import load_dataset
+        from repmap_core.data.load import load_dataset
 
         if args.stream:  # refused rather than silently loading every row into each rank
             raise RepmapError("--stream runs in one process and is not combined with torchrun yet; drop --stream "
@@ -105,8 +105,8 @@ def extract(args: argparse.Namespace, progress: Progress) -> dict | None:
         if aset is None:
             return None
     elif args.stream:
-        from repmap_core.activations import stream_activations
-        from repmap_core.data import open_stream
+        from repmap_core.capture.activations import stream_activations
+        from repmap_core.data.load import open_stream
 
         stream = open_stream(args.data, chunk_rows=args.chunk_rows, text_col=args.text_col, label_col=args.label_col,
                              limit=args.limit)
@@ -124,8 +124,8 @@ def extract(args: argparse.Namespace, progress: Progress) -> dict | None:
 
 
 def layers(args: argparse.Namespace, progress: Progress) -> dict:
-    from repmap_core.models import site_name
-    from repmap_core.probes import best_layer, layer_separation
+    from repmap_core.analysis.probes import best_layer, layer_separation
+    from repmap_core.capture.models import site_name
 
     contract.check_folds(args.folds)  # before anything is extracted or cached
     _, aset = load_activations(args, progress)

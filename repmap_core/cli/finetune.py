@@ -20,8 +20,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace, progress: Progress) -> dict:
-    from repmap_core.data import load_dataset, require_both_classes
-    from repmap_core.finetune import FinetuneConfig, finetune
+    from repmap_core.data.load import load_dataset, require_both_classes
+    from repmap_core.finetune.train import FinetuneConfig, finetune
 
     dataset = load_dataset(args.data, text_col=args.text_col, label_col=args.label_col, limit=args.limit, seed=args.seed)
     require_both_classes(dataset)

@@ -61,8 +61,8 @@ def _alpha_arg(text: str) -> float | None:
 
 
 def within(args: argparse.Namespace, progress: Progress) -> dict:
-    from repmap_core.arrays import check_same_data, load_activations, load_array, load_labels, save_arrays
-    from repmap_core.experiments import within_model
+    from repmap_core.papers.experiments import within_model
+    from repmap_core.share.arrays import check_same_data, load_activations, load_array, load_labels, save_arrays
 
     alpha = _alpha_arg(args.alpha)
     if args.save:
@@ -86,8 +86,8 @@ def within(args: argparse.Namespace, progress: Progress) -> dict:
 
 
 def between(args: argparse.Namespace, progress: Progress) -> dict:
-    from repmap_core.arrays import check_same_data, load_activations, load_array, load_labels, save_arrays
-    from repmap_core.experiments import between_models
+    from repmap_core.papers.experiments import between_models
+    from repmap_core.share.arrays import check_same_data, load_activations, load_array, load_labels, save_arrays
 
     if args.save:
         contract.check_output_file(args.save, "--save")

@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace, progress: Progress) -> dict:
-    from repmap_core.presets import PRESETS, check, get_preset, needs, run
+    from repmap_core.papers.presets import PRESETS, check, get_preset, needs, run
 
     if args.preset_command == "list":
         return {"presets": [{"name": p.name, "title": p.title, "reproduces": p.reproduces, "needs": needs(p),

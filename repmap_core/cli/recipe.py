@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import argparse
 
-from repmap_core.embedded import EMBEDDED_MODEL_ID
+from repmap_core.capture.embedded import EMBEDDED_MODEL_ID
+from repmap_core.capture.gguf import SMOLLM2_ID
 from repmap_core.errors import RepmapError
-from repmap_core.gguf import SMOLLM2_ID
 from repmap_core.progress import Progress
 
 COMMANDS = ("recipe",)
@@ -44,8 +44,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace, progress: Progress) -> dict:
-    from repmap_core.experiments import between_recipe, lrt_recipe, rimsky_recipe, within_recipe
-    from repmap_core.finetune import FinetuneConfig
+    from repmap_core.finetune.train import FinetuneConfig
+    from repmap_core.papers.experiments import between_recipe, lrt_recipe, rimsky_recipe, within_recipe
 
     if args.name == "rimsky":
         if not (args.model and args.chat):
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace, progress: Progress) -> dict:
                           with_bias=args.with_bias and not args.no_bias, scale=args.scale, progress=progress)
 
     if args.name == "w2s":
-        from repmap_core.weak_to_strong import weak_to_strong
+        from repmap_core.finetune.weak_to_strong import weak_to_strong
 
         return weak_to_strong(args.data, weak_model=args.weak, strong_model=args.strong, seed=args.seed, limit=args.limit,
                               progress=progress).as_dict()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from repmap_core import store
+from repmap_core.capture import store
 from repmap_core.errors import RepmapError
 from repmap_core.progress import Progress
 
@@ -37,8 +37,8 @@ def _views_arg(value: str | None) -> list[str] | None:
 
 
 def write_report(args: argparse.Namespace, progress: Progress) -> dict:
-    from repmap_core.bundle import load_bundle
-    from repmap_core.report import report_from_bundle
+    from repmap_core.share.bundle import load_bundle
+    from repmap_core.share.report import report_from_bundle
 
     bundle = load_bundle(args.bundle)
     views = _views_arg(args.views)
@@ -52,7 +52,7 @@ def write_report(args: argparse.Namespace, progress: Progress) -> dict:
 
 
 def describe_bundle(args: argparse.Namespace, progress: Progress) -> dict:
-    from repmap_core.bundle import VIEWS, collect, load_bundle, save_bundle
+    from repmap_core.share.bundle import VIEWS, collect, load_bundle, save_bundle
 
     bundle = load_bundle(args.bundle)
     views = _views_arg(args.views) or bundle.views

@@ -47,9 +47,9 @@ def parse_alphas(text: str) -> list[float]:
 
 
 def run(args: argparse.Namespace, progress: Progress) -> dict:
-    from repmap_core.activations import get_activations
-    from repmap_core.data import load_dataset
-    from repmap_core.models import load_model, model_info, resolve_layers, resolve_model
+    from repmap_core.capture.activations import get_activations
+    from repmap_core.capture.models import load_model, model_info, resolve_layers, resolve_model
+    from repmap_core.data.load import load_dataset
     from repmap_core.steering import VectorSet, compute_vectors, load_vectors
     from repmap_core.steering.run import sweep_layer
 

@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace, progress: Progress) -> dict:
-    from repmap_core.data import load_dataset
+    from repmap_core.data.load import load_dataset
     from repmap_core.steering import compute_vectors, layer_cosines, save_vectors
 
     if args.export:

@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from repmap_core.analysis.stats import Estimate, bootstrap, wilson
+from repmap_core.capture.hooks import block_hidden, with_hidden
+from repmap_core.capture.models import LoadedModel
 from repmap_core.errors import RepmapError
-from repmap_core.hooks import block_hidden, with_hidden
-from repmap_core.models import LoadedModel
 from repmap_core.progress import Progress
-from repmap_core.stats import Estimate, bootstrap, wilson
 from repmap_core.steering.choices import ABPrompt
 from repmap_core.steering.vectors import SteeringVector
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from repmap_core.data import TextDataset
+from repmap_core.data.load import TextDataset
 from repmap_core.errors import RepmapError
 
 __all__ = ["LetterBalance", "BalancedAB", "swap_choices", "answer_letter", "letter_balanced", "balanced_rows",

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from repmap_core.data import TextDataset
+from repmap_core.analysis.splits import split_pairs
+from repmap_core.analysis.stats import bootstrap
+from repmap_core.capture.models import LoadedModel
+from repmap_core.data.load import TextDataset
 from repmap_core.errors import RepmapError
-from repmap_core.models import LoadedModel
 from repmap_core.progress import Progress
-from repmap_core.splits import split_pairs
-from repmap_core.stats import bootstrap
 from repmap_core.steering.apply import PropensityCurve, SweepResult, propensity_sweep
 from repmap_core.steering.choices import LetterBalance, ab_prompts, apply_chat_template, balanced_rows, letter_balanced
 from repmap_core.steering.vectors import SteeringVector, vectors_from_activations
@@ -61,7 +61,7 @@ def prepared(resolved, dataset: TextDataset, *, balance: bool = True, use_chat_t
              trust_remote_code: bool = False):
     """The A/B rows as the model reads them: (the balanced set, its rows in the chat template when the
     model has one). `compute_vectors` extracts these rows; `vectors_cached` asks the cache for them."""
-    from repmap_core.models import load_tokenizer
+    from repmap_core.capture.models import load_tokenizer
 
     ab = letter_balanced(dataset, swap=balance)
     ds = ab.dataset
@@ -73,8 +73,8 @@ def prepared(resolved, dataset: TextDataset, *, balance: bool = True, use_chat_t
 def vectors_cached(model: str, dataset: TextDataset, layers="all", *, balance: bool = True,
                    use_chat_template: bool = True) -> bool:
     """True when `compute_vectors` with these arguments would read every activation from the cache."""
-    from repmap_core.activations import cached_activations
-    from repmap_core.models import needs_conversion, resolve_model
+    from repmap_core.capture.activations import cached_activations
+    from repmap_core.capture.models import needs_conversion, resolve_model
 
     if needs_conversion(model):
         return False
@@ -92,8 +92,8 @@ def compute_vectors(model: str, dataset: TextDataset, layers="all", *, method: s
     and questions that cannot be swapped are sampled to as many per matching letter; the result's
     `balance` says which. The activations come from the cache (position `answer`).
     """
-    from repmap_core.activations import get_activations
-    from repmap_core.models import resolve_model
+    from repmap_core.capture.activations import get_activations
+    from repmap_core.capture.models import resolve_model
 
     resolved = resolve_model(model, progress=progress)
     ab, ds = prepared(resolved, dataset, balance=balance, use_chat_template=use_chat_template,
@@ -180,8 +180,8 @@ def transfer_and_compare(source: VectorSet, target: VectorSet, target_lm: Loaded
     adds `b` anyway (the map applied to the vector as if it were an activation); on real models that
     swamps the vector (SmolLM2 block 14 → Gemma-3 block 9: cosine with the native vector 0.997 as
     `A v`, −0.40 as `A v + b`)."""
-    from repmap_core.activations import get_activations
-    from repmap_core.maps import make_map, r2_score
+    from repmap_core.analysis.maps import make_map, r2_score
+    from repmap_core.capture.activations import get_activations
 
     if not np.array_equal(source.train_rows, target.train_rows):
         raise RepmapError("The two models' vectors were made from different questions; compute both on the same data with one seed.")

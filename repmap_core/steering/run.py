@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from repmap_core.models import LoadedModel
+from repmap_core.capture.models import LoadedModel
 from repmap_core.progress import Progress
 from repmap_core.steering.apply import SweepResult, generate, prompts_over_context, propensity_sweep, scale_factor
 from repmap_core.steering.choices import ab_prompts
@@ -20,7 +20,7 @@ __all__ = ["LayerSweep", "sweep_layer", "neutral_texts", "estimate_sweep_seconds
 def neutral_texts(n: int = 24) -> tuple[str, ...]:
     """Ordinary sentences (built-in real reviews, both classes) on which the side effect of steering
     is measured as the change in next-token loss."""
-    from repmap_core.data import load_dataset
+    from repmap_core.data.load import load_dataset
 
     ds = load_dataset("builtin:sentiment", limit=n, seed=7)
     return tuple(ds.texts)
@@ -73,7 +73,7 @@ def sentiment_layer(model: str, lm: LoadedModel, layer: int, alphas: Sequence[fl
     (positive − negative class means, from the cache), steered on neutral openings and judged."""
     import numpy as np
 
-    from repmap_core.activations import get_activations
+    from repmap_core.capture.activations import get_activations
     from repmap_core.steering.sentiment import sentiment_sweep, sentiment_vector
 
     aset = get_activations(model, "builtin:sentiment", [layer], "last", loader=loader, progress=progress)

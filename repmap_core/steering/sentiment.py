@@ -16,9 +16,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from repmap_core.models import LoadedModel
+from repmap_core.analysis.stats import Estimate, bootstrap
+from repmap_core.capture.models import LoadedModel
 from repmap_core.progress import Progress
-from repmap_core.stats import Estimate, bootstrap
 from repmap_core.steering.apply import generate, scale_factor, slope_estimates, verdict
 from repmap_core.steering.vectors import SteeringVector
 
@@ -43,8 +43,8 @@ class SentimentJudge:
     model: str
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        from repmap_core.data import TextDataset
-        from repmap_core.extract import extract_activations
+        from repmap_core.capture.extract import extract_activations
+        from repmap_core.data.load import TextDataset
 
         texts = [t if t.strip() else "." for t in texts]
         ds = TextDataset("continuations", list(texts), np.zeros(len(texts), np.int8), np.full(len(texts), -1),
@@ -56,7 +56,7 @@ class SentimentJudge:
 
 @lru_cache(maxsize=1)
 def _judge_model():
-    from repmap_core.models import EMBEDDED_MODEL_ID, load_model
+    from repmap_core.capture.models import EMBEDDED_MODEL_ID, load_model
 
     return load_model(EMBEDDED_MODEL_ID, device="cpu", dtype="float32")
 
@@ -64,9 +64,9 @@ def _judge_model():
 @lru_cache(maxsize=1)
 def sentiment_judge(layer: int = 4) -> SentimentJudge:
     """The judge, fitted once per process on the built-in reviews (MiniLM activations come from the cache)."""
-    from repmap_core.activations import get_activations
-    from repmap_core.embedded import EMBEDDED_MODEL_ID
-    from repmap_core.probes import LinearProbe, train_test_split_groups
+    from repmap_core.analysis.probes import LinearProbe, train_test_split_groups
+    from repmap_core.capture.activations import get_activations
+    from repmap_core.capture.embedded import EMBEDDED_MODEL_ID
 
     aset = get_activations(EMBEDDED_MODEL_ID, "builtin:sentiment", [layer], "mean", loader=lambda r, d, t: _judge_model())
     X, y = np.asarray(aset[layer]), aset.labels.astype(np.int64)

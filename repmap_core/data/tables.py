@@ -1,0 +1,116 @@
+"""Reading tables: CSV/TSV (with a header), JSONL, a JSON list or parquet, optionally gzipped, and hub
+data sets (`datasets`), whole or in chunks. Pickle-based formats are refused by name, never opened."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from itertools import islice
+from pathlib import Path
+
+import pandas as pd
+
+from repmap_core.data.data_spec import DatasetSpec
+from repmap_core.errors import RepmapError
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".jsonl", ".json", ".parquet")
+# formats whose loaders unpickle (and so can run code): refused by name, never opened
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".ckpt", ".joblib")
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read CSV/TSV (with a header), JSONL, a JSON list, or parquet, optionally gzipped."""
+    return next(iter_table(path))
+
+
+def iter_table(path: Path, chunk_rows: int | None = None) -> Iterator[pd.DataFrame]:
+    """The table as one frame, or (with `chunk_rows`) as frames of that many rows read one at a
+    time: CSV/TSV/JSONL by pandas chunks, parquet by record batches; a JSON list is read whole."""
+    path = Path(path)
+    if not path.exists():
+        raise RepmapError(f"Data file '{path}' does not exist; check the path.")
+    if not path.is_file():
+        raise RepmapError(f"'{path}' is not a file; give the path of a CSV, TSV, JSONL, JSON or parquet file.")
+    if path.stat().st_size == 0:
+        raise RepmapError(f"'{path.name}' is empty; it needs at least one data row.")
+    name = path.name.lower()
+    compression = "gzip" if name.endswith(".gz") else None
+    stem = name[:-3] if compression else name
+    suffix = next((s for s in TABLE_SUFFIXES if stem.endswith(s)), None)
+    if stem.endswith(PICKLE_SUFFIXES):
+        raise RepmapError(
+            f"'{path.name}' is a pickle-based file, which repmap never opens (loading one can run code); "
+            "use .csv, .tsv, .jsonl, .json or .parquet."
+        )
+    if suffix is None:
+        raise RepmapError(
+            f"'{path.name}' is not a format repmap reads; use .csv, .tsv, .jsonl, .json or .parquet (optionally .gz)."
+        )
+    try:
+        if suffix in (".csv", ".tsv", ".txt"):
+            sep = "," if suffix == ".csv" else "\t"
+            frames = pd.read_csv(path, sep=sep, compression=compression, dtype=str, keep_default_na=False,
+                                 encoding="utf-8", encoding_errors="strict", chunksize=chunk_rows)
+        elif suffix == ".jsonl":
+            frames = pd.read_json(path, lines=True, compression=compression, dtype=False, encoding="utf-8",
+                                  chunksize=chunk_rows)
+        elif suffix == ".json":
+            frames = pd.read_json(path, compression=compression, dtype=False, encoding="utf-8")
+        elif chunk_rows:
+            import pyarrow.parquet as pq
+
+            frames = (b.to_pandas() for b in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows))
+        else:
+            frames = pd.read_parquet(path)
+        if isinstance(frames, pd.DataFrame):
+            frames = iter([frames])
+        seen = 0
+        for frame in frames:
+            seen += len(frame)
+            if len(frame):
+                yield frame
+    except UnicodeDecodeError:
+        raise RepmapError(f"'{path.name}' is not valid UTF-8 text; save it as UTF-8 and try again.") from None
+    except pd.errors.EmptyDataError:
+        raise RepmapError(f"'{path.name}' is empty; it needs at least one data row.") from None
+    except (ValueError, OSError, pd.errors.ParserError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise RepmapError(f"Could not read '{path.name}' as {suffix[1:].upper()}: {first}.") from None
+    if seen == 0:
+        raise RepmapError(f"'{path.name}' has no data rows; add some rows and try again.")
+
+
+def read_hf(spec: DatasetSpec) -> pd.DataFrame:
+    import datasets  # heavy import: only when a hub data set is asked for
+
+    try:
+        ds = datasets.load_dataset(spec.ref, spec.config, split=spec.split)
+    except Exception as e:  # datasets raises many types; all mean "could not get it"
+        msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        if "offline" in msg.lower() or "connect" in msg.lower() or "couldn't reach" in msg.lower():
+            raise RepmapError(
+                f"Data set '{spec}' is not available offline; download it once with network access, "
+                "or save it as a file and use file:PATH."
+            ) from None
+        raise RepmapError(f"Could not load data set '{spec}': {msg}.") from None
+    return ds.to_pandas()
+
+
+def iter_hf(spec: DatasetSpec, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    import datasets
+
+    split, _, rows = spec.split.partition("[")
+    start, stop = 0, None
+    if rows:  # "train[:2000]" / "train[100:200]": streaming takes the slice as a range of rows
+        a, _, b = rows.rstrip("]").partition(":")
+        if "%" in rows or not _:
+            raise RepmapError(f"Streaming reads row ranges like {split}[100:2000], not '{spec.split}'.")
+        start, stop = int(a or 0), (int(b) if b else None)
+    try:
+        stream = datasets.load_dataset(spec.ref, spec.config, split=split, streaming=True)
+        rows_iter = islice(iter(stream), start, stop)
+        while batch := list(islice(rows_iter, chunk_rows)):
+            yield pd.DataFrame(batch)
+    except RepmapError:
+        raise
+    except Exception as e:  # datasets raises many types; all mean "could not get it"
+        msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise RepmapError(f"Could not stream data set '{spec}': {msg}.") from None

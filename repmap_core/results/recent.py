@@ -1,0 +1,48 @@
+"""The last request each view computed, kept in the cache (`<cache>/views/<view>.json`), so a view
+survives a refresh or a new session: Share finds what was computed, and rebuilds it from the cache.
+
+A request is the plain dict a page computes from (model ids, data spec, layers, position, limit);
+it never holds `trust_remote_code` as true (a rebuilt view never runs a model's own code).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from repmap_core.capture import store
+
+__all__ = ["remember", "recall", "forget"]
+VIEWS = ("explorer", "shift", "across")  # views rebuilt from cached activations alone
+
+
+def _path(view: str) -> Path:
+    if view not in VIEWS:
+        raise ValueError(f"not a view with a remembered request: {view!r}")
+    return store.cache_root() / "views" / f"{view}.json"
+
+
+def remember(view: str, request: dict) -> None:
+    """Keep `request` as `view`'s last computed one (atomic write; JSON values only)."""
+    path = _path(view)
+    plain = {k: v for k, v in request.items() if isinstance(v, (str, int, float, bool)) or v is None}
+    plain["trust"] = False
+    if recall().get(view) == plain:
+        return  # the same view again (a rerun, a link reopened): nothing to write
+    store.write_text_atomic(path, json.dumps({"view": view, "request": plain, "created": store.now_iso()}))
+
+
+def recall() -> dict[str, dict]:
+    """view -> its last request, for every view that has one (unreadable files are skipped)."""
+    out = {}
+    for view in VIEWS:
+        try:
+            data = json.loads(_path(view).read_text(encoding="utf-8"))
+            if isinstance(data.get("request"), dict):
+                out[view] = data["request"]
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def forget(view: str) -> None:
+    _path(view).unlink(missing_ok=True)

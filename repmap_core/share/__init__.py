@@ -1,0 +1,3 @@
+"""What leaves the app: figures (plotly, no streamlit), exports (HTML, PNG, CSV, arrays), session
+bundles and the HTML report.
+"""

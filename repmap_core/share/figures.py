@@ -1,0 +1,120 @@
+"""Plotly figures (no streamlit): the app draws them, exports and reports reuse them.
+
+Small multiples are subplots of one figure (browsers allow only ~8 WebGL contexts per page);
+WebGL traces are used above 1,000 points, SVG below.
+"""
+from __future__ import annotations
+
+import html
+import math
+import textwrap
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from repmap_core.analysis.probes import LayerSeparation, best_layer
+
+LABEL_COLORS = {0: "#d1495b", 1: "#00798c"}
+METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
+WEBGL_ABOVE = 1000
+
+
+def hover_texts(texts: Sequence[str], width: int = 60, max_chars: int = 240) -> list[str]:
+    """Texts shortened and wrapped for hover boxes (HTML line breaks)."""
+    out = []
+    for t in texts:
+        t = " ".join(str(t).split())
+        t = t if len(t) <= max_chars else t[: max_chars - 1] + "…"
+        # data text is shown as text: "<b>" in a review must not become bold
+        out.append("<br>".join(html.escape(line) for line in textwrap.wrap(t, width)) or "(empty)")
+    return out
+
+
+def layer_grid(coords: dict[int, np.ndarray], labels: np.ndarray, texts: Sequence[str] | None = None, *,
+               method: str = "pca", label_names: dict[int, str] | None = None, columns: int = 3,
+               title: str | None = None) -> go.Figure:
+    """One scatter per layer (`coords[layer]` is `(n, 2)`), coloured by label, text on hover."""
+    layers = sorted(coords)
+    names = label_names or {0: "label 0", 1: "label 1"}
+    cols = max(1, min(columns, len(layers)))
+    rows = math.ceil(len(layers) / cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"layer {L}" for L in layers],
+                        horizontal_spacing=0.04, vertical_spacing=0.08 if rows > 1 else 0.1)
+    labels = np.asarray(labels)
+    hover = hover_texts(texts) if texts is not None else [f"row {i}" for i in range(len(labels))]
+    scatter = go.Scattergl if len(labels) > WEBGL_ABOVE else go.Scatter
+    for i, layer in enumerate(layers):
+        xy = np.asarray(coords[layer])
+        for cls in (0, 1):
+            sel = np.flatnonzero(labels == cls)
+            fig.add_trace(scatter(
+                x=xy[sel, 0], y=xy[sel, 1], mode="markers", name=names.get(cls, str(cls)),
+                legendgroup=str(cls), showlegend=i == 0,
+                marker=dict(size=5, color=LABEL_COLORS[cls], opacity=0.75),
+                text=[hover[j] for j in sel], customdata=sel,
+                hovertemplate="%{text}<br><i>row %{customdata}</i><extra>" + names.get(cls, str(cls)) + "</extra>",
+            ), row=i // cols + 1, col=i % cols + 1)
+    axis = {"pca": "PC", "tsne": "t-SNE", "umap": "UMAP", "axes": ""}.get(method, "")
+    fig.update_xaxes(showticklabels=False, zeroline=False, title=dict(text=f"{axis} 1" if axis else "", font=dict(size=10)))
+    fig.update_yaxes(showticklabels=False, zeroline=False, title=dict(text=f"{axis} 2" if axis else "", font=dict(size=10)))
+    if method in ("pca", "axes"):  # distances mean something on these axes: one unit is as long across as up
+        for i in range(len(layers)):
+            fig.layout[f"yaxis{i + 1 if i else ''}"].update(scaleanchor=f"x{i + 1 if i else ''}", scaleratio=1)
+    fig.update_layout(height=max(340, 300 * rows + 40), margin=dict(l=10, r=10, t=60, b=40),
+                      title=title or f"{METHOD_NAMES.get(method, method)} of each layer, coloured by label",
+                      legend=dict(orientation="h", y=0, yanchor="top", x=0.5, xanchor="center"))
+    return fig
+
+
+def separation_curve(rows: list[LayerSeparation], title: str | None = None) -> go.Figure:
+    """Probe accuracy against depth (cross-validated with its 95% interval as a band, held-out, and
+    the shuffled-label null: its mean as a grey line and a grey band up to its 95th percentile),
+    silhouette and Fisher ratio, one panel each, best layer marked."""
+    layers = [r.layer for r in rows]
+    cv = np.array([r.probe_cv_acc for r in rows])
+    low = np.array([r.probe_cv_low for r in rows], dtype=np.float64)
+    high = np.array([r.probe_cv_high for r in rows], dtype=np.float64)
+    if not np.isfinite(low).all():  # rows made before intervals existed: ±1 sd over folds
+        sd = np.array([r.probe_cv_std for r in rows])
+        low, high, band = cv - sd, cv + sd, "cv ± 1 sd"
+    else:
+        band = "cv 95% interval"
+    fig = make_subplots(rows=1, cols=3, column_widths=[0.5, 0.25, 0.25], horizontal_spacing=0.07,
+                        subplot_titles=("linear probe accuracy", "silhouette", "Fisher ratio"))
+    null = np.array([r.null_acc for r in rows], dtype=np.float64)
+    null_high = np.array([r.null_high for r in rows], dtype=np.float64)
+    if np.isfinite(null).all():
+        fig.add_trace(go.Scatter(x=layers + layers[::-1], y=list(null_high) + list(null[::-1]), fill="toself",
+                                 mode="lines", fillcolor="rgba(120,120,120,0.18)", line=dict(width=0), hoverinfo="skip",
+                                 name="shuffled-label null, 95th percentile", showlegend=False), row=1, col=1)
+        fig.add_trace(go.Scatter(x=layers, y=null, mode="lines", name="shuffled-label null",
+                                 line=dict(color="#7a7a7a", dash="dash"), customdata=null_high,
+                                 hovertemplate="layer %{x}: null %{y:.3f} (95% ≤ %{customdata:.3f})<extra></extra>"),
+                      row=1, col=1)
+    fig.add_trace(go.Scatter(x=layers + layers[::-1], y=list(high) + list(low[::-1]), fill="toself", mode="lines",
+                             fillcolor="rgba(0,121,140,0.15)", line=dict(width=0), hoverinfo="skip",
+                             name=band, showlegend=False), row=1, col=1)
+    fig.add_trace(go.Scatter(x=layers, y=cv, mode="lines+markers", name="probe (cross-validated)",
+                             line=dict(color="#00798c"), customdata=np.stack([low, high], 1),
+                             hovertemplate="layer %{x}: %{y:.3f} [%{customdata[0]:.3f}, %{customdata[1]:.3f}]"
+                                           "<extra>cross-validated</extra>"), row=1, col=1)
+    fig.add_trace(go.Scatter(x=layers, y=[r.probe_test_acc for r in rows], mode="lines+markers",
+                             name="probe (held-out 20%)", line=dict(color="#00798c", dash="dot")), row=1, col=1)
+    fig.add_trace(go.Scatter(x=layers, y=[r.silhouette for r in rows], mode="lines+markers", name="silhouette",
+                             line=dict(color="#edae49"), showlegend=False), row=1, col=2)
+    fig.add_trace(go.Scatter(x=layers, y=[r.fisher for r in rows], mode="lines+markers", name="Fisher ratio",
+                             line=dict(color="#66a182"), showlegend=False), row=1, col=3)
+    best = best_layer(rows)
+    fig.add_vline(x=best, line=dict(color="#30638e", dash="dash", width=1), row=1, col=1)
+    # inside the plot's top edge, beside the line, clear of the subplot title
+    fig.add_annotation(x=best, y=0.99, xref="x", yref="y domain", yanchor="top", xanchor="left", xshift=4,
+                       showarrow=False, text=f"best: layer {best}", font=dict(color="#30638e"),
+                       bgcolor="rgba(255,255,255,0.8)")
+    fig.update_xaxes(title_text="layer", dtick=1 if len(layers) <= 16 else None)
+    floor = np.nanmin(np.concatenate([low, null[np.isfinite(null)]])) if len(low) else 0.45
+    fig.update_yaxes(title_text="accuracy", range=[min(0.4, float(floor) - 0.02), 1.01], row=1, col=1)
+    fig.update_layout(height=380, margin=dict(l=10, r=10, t=60, b=10), title=title,
+                      legend=dict(orientation="h", y=-0.25))
+    return fig

@@ -1,0 +1,66 @@
+"""Browser test: the Within-model fit page, opened by its URL on a fresh server, fits by gradient
+descent and shows the live curve and Table 1 filling in, then the final table."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from repmap_core.data.load import load_dataset
+from repmap_core.finetune.train import FinetuneConfig, finetune
+from tests.browser import CHROMIUM_ARGS, grow_viewport_to_content, screenshot_path
+
+
+@pytest.fixture
+def finetuned(cache_dir, tiny_models):
+    """A tiny finetuned GPT-2 in the test's cache before the server starts (the page opens on it)."""
+    data = load_dataset("builtin:sentiment", limit=120)
+    return finetune(str(tiny_models["gpt2"]), data, FinetuneConfig(epochs=1, batch_size=16, lr=1e-3))
+
+
+@pytest.mark.slow
+def test_within_fit_shows_the_live_table(finetuned, chromium_path, app_url, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            # the page's own URL on a server no session has visited yet: the app's navigation must hold
+            page.goto(f"{app_url}/within_fit", wait_until="domcontentloaded", timeout=60_000)
+            expect(page.get_by_role("heading", name="Within-model fit")).to_be_visible(timeout=120_000)
+            expect(page.locator('[data-testid="stSidebarNav"]')).to_contain_text("Layer explorer", timeout=30_000)
+            fit_button = page.get_by_role("button", name="Fit", exact=True)
+            expect(fit_button).to_be_visible(timeout=120_000)
+
+            page.locator('[data-testid="stSelectbox"]').filter(has_text="Method").click()
+            page.get_by_role("option", name="gradient descent (live)").click()
+            steps = page.get_by_label("GD steps (at most)")
+            steps.fill("20000")
+            steps.press("Tab")
+            fit_button.click()
+
+            # while it fits: the live curve and the live table (base, finetuned, modelled rows)
+            live_table = page.locator('[data-testid="stDataFrame"]')
+            expect(live_table.first).to_be_visible(timeout=60_000)
+            seen_live = page.get_by_role("heading", name="Table 1").count() == 0
+            expect(page.locator('[data-testid="stPlotlyChart"]').filter(has_text="held-out R²")).to_have_count(
+                1, timeout=30_000)
+            # and when it is done, the final Table 1 with the paper's five representations
+            expect(page.get_by_role("heading", name="Table 1")).to_be_visible(timeout=180_000)
+            expect(page.locator('[data-testid="stMetric"]').filter(has_text="Held-out R²")).to_have_count(1)
+            expect(page.locator('[data-testid="stMetric"]').filter(has_text="Held-out R²")).to_contain_text(
+                re.compile(r"-?\d\.\d{3} \[-?\d\.\d{3}, -?\d\.\d{3}\]"))  # with its 95% interval
+            # gradient descent says which step it reports, on the curve and in a sentence
+            expect(page.get_by_text(re.compile(r"the parameters reported are those of step \d+"))).to_have_count(1)
+            assert seen_live, "the table appeared only after the fit, not while it ran"
+            assert page.locator('[data-testid="stException"]').count() == 0
+            grow_viewport_to_content(page)
+            shot = screenshot_path(tmp_path, "within_fit.png")
+            page.screenshot(path=str(shot), full_page=True)
+            print(f"\nscreenshot: {shot}")
+            assert not errors, errors
+        finally:
+            browser.close()

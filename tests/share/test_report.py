@@ -1,0 +1,164 @@
+"""The HTML report: plotly.js inlined once, one div per figure drawn by Plotly.newPlot, tables,
+the settings and manifests, nothing fetched from the network; and the CLI that writes it."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from repmap_core.errors import RepmapError
+from repmap_core.share.bundle import load_bundle, save_bundle
+from repmap_core.share.report import build_report, build_sections, plotly_js, report_from_bundle
+from tests.conftest import ROOT
+from tests.share.test_bundle import synthetic_states
+
+ALL = ["explorer", "shift", "within", "across", "steering", "finetune"]
+
+
+@pytest.fixture(scope="module")
+def states() -> dict:
+    return synthetic_states()
+
+
+@pytest.fixture(scope="module")
+def page(states) -> str:
+    settings = {"explorer.shown": [0, 2], "explorer.max_points": 500, "shift.layer": 1}
+    return build_report(states, settings, ALL, meta={"repmap": "0.1.0", "created": "2025-01-01T00:00:00+00:00"})
+
+
+def figure_specs(page: str) -> list[dict]:
+    raw = re.search(r'<script type="application/json" id="repmap-figures">(.*?)</script>', page, re.S).group(1)
+    return json.loads(raw)
+
+
+def test_plotly_js_is_inlined_exactly_once(page):
+    js = plotly_js()
+    assert len(js) > 1_000_000
+    assert page.count(js) == 1
+    head = js[:200]  # the library's banner comment and first statement
+    assert page.count(head) == 1
+    assert len(re.findall(r"<script\b", page)) == 3  # plotly.js, the figures' JSON, the drawing call
+
+
+def test_no_external_script_or_link(page):
+    tags = re.findall(r"<(?:script|link|img|iframe)\b[^>]*>", page)
+    assert all(not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", t) for t in tags), tags
+    assert not re.search(r"<script[^>]+src=", page)
+    assert "cdn.plot.ly/plotly" not in page.split("<body>", 1)[1]  # nothing outside plotly.js itself points at a CDN
+
+
+def test_one_div_per_figure_each_drawn_on_load(page, states):
+    specs = figure_specs(page)
+    divs = re.findall(r'<div class="figure plot" id="(figure-\d+)"', page)
+    assert divs == [s["id"] for s in specs] and len(divs) == len(set(divs))
+    sections = build_sections(states, {}, ALL)
+    assert len(specs) == sum(kind == "figure" for s in sections for kind, _ in s.blocks)
+    # explorer: curve + grid; shift: separation + scatter; within: no GD points; across: heatmap, side by side,
+    # fit curve, per-dimension error; steering: heatmaps, PCA, norms, sweep curve, its side effect
+    assert len(specs) == 2 + 2 + 0 + 4 + 5
+    assert all(s["data"] for s in specs)
+    assert not any(t.get("type") == "scattergl" for s in specs for t in s["data"])  # SVG in a report
+    assert "Plotly.newPlot(f.id,f.data,f.layout" in page and "addEventListener('load'" in page
+    grid = next(s for s in specs if any(a.get("text") == "layer 2" for a in s["layout"].get("annotations", [])))
+    assert [a["text"] for a in grid["layout"]["annotations"]] == ["layer 0", "layer 2"]  # the layers shown in the app
+
+
+def test_settings_manifests_and_tables(page, states):
+    ex = states["explorer.result"].aset.manifest
+    for text in (ex["model"], ex["revision"], ex["dataset_fingerprint"], ex["dataset_spec"], '"position": "last"',
+                 '"dtype": "float32"', "repmap 0.1.0", "2025-01-01T00:00:00", '"method": "lstsq"',
+                 "tiny/finetuned", "tiny/wide", "sha256:abc"):
+        assert text in page, text
+    for heading in ("Layer explorer", "Finetuning shift", "Within-model fit", "Across models", "Steering",
+                    "Finetune (weak labels)"):
+        assert f"<h2>{heading}</h2>" in page
+    assert page.count('<table class="dataframe"><caption>') >= 6
+    assert "Table 1: linear probe accuracy, layer 2" in page
+    best = states["within.result"].result.delta_projection_accuracy
+    assert f"{best:.3f}" in page
+    assert "report made " in page
+
+
+def test_only_the_chosen_views(states):
+    page = build_report(states, {}, ["within"])
+    assert "<h2>Within-model fit</h2>" in page and "<h2>Layer explorer</h2>" not in page
+    assert "Base activations" in page  # the shift's manifests behind the fit
+    with pytest.raises(RepmapError, match="Unknown view 'nope'"):
+        build_report(states, {}, ["nope"])
+    with pytest.raises(RepmapError, match="None of the chosen views has a result"):
+        build_report({"explorer.result": None}, {}, ["explorer"])
+
+
+def test_html_in_texts_is_escaped(states):
+    import dataclasses
+
+    ex = states["explorer.result"]
+    ds = ex.dataset
+    res = dataclasses.replace(ex, request=dict(ex.request, data="<script>alert(1)</script>"),
+                              dataset=dataclasses.replace(ds, texts=["</script><script>alert(2)</script>"] + ds.texts[1:]))
+    page = build_report({"explorer.result": res}, {}, ["explorer"])
+    body = page.split("</head>", 1)[1]
+    assert "<script>alert" not in body and "&lt;script&gt;alert(1)" in body
+
+
+def test_cli_report_from_a_saved_bundle(states, tmp_path):
+    bundle = save_bundle(tmp_path / "session.zip", {k: states[k] for k in ("explorer.result", "across.result", "across.fit",
+                                                                            "across.layer_s", "across.layer_t")},
+                         {"explorer.shown": [1]}, views=["explorer", "across"])
+    out = tmp_path / "out" / "report.html"
+    proc = subprocess.run([sys.executable, "-m", "repmap_core", "report", "--bundle", str(bundle), "--out", str(out),
+                           "--views", "explorer,across", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["views"] == ["explorer", "across"] and result["figures"] == 2 + 4
+    page = out.read_text(encoding="utf-8")
+    assert result["bytes"] == out.stat().st_size and page.count(plotly_js()[:200]) == 1
+    same = report_from_bundle(load_bundle(bundle), ["explorer", "across"])  # the CLI draws what the library draws
+    assert figure_specs(page) == figure_specs(same)
+    assert "<h2>Across models</h2>" in page and "<h2>Steering</h2>" not in page
+    # a view the bundle lacks, and a file that is not a bundle: exit 2 and one line
+    bad = subprocess.run([sys.executable, "-m", "repmap_core", "report", "--bundle", str(bundle), "--out", str(out),
+                          "--views", "steering"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: The bundle holds no 'steering' view; it holds explorer, across."
+    junk = tmp_path / "junk.zip"
+    junk.write_bytes(b"not a zip")
+    bad = subprocess.run([sys.executable, "-m", "repmap_core", "report", "--bundle", str(junk), "--out", str(out)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "not a zip file" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_cli_bundle_describes_and_subsamples(states, tmp_path):
+    bundle = save_bundle(tmp_path / "session.zip", {"shift.result": states["shift.result"]}, views=["shift"])
+    small = tmp_path / "small.zip"
+    proc = subprocess.run([sys.executable, "-m", "repmap_core", "bundle", "--bundle", str(bundle), "--out", str(small),
+                           "--max-rows", "30", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["views"] == ["shift"] and info["rows"] == {"shift.result": 120}
+    back = load_bundle(small)
+    assert len(back.states["shift.result"].dataset) == back.states["shift.result"].base.n == 30
+    assert back.meta["max_rows"] == 30
+
+
+def test_the_report_shows_the_same_intervals_and_nulls_as_the_pages(page, states):
+    import html
+
+    from repmap_core.analysis.probes import best_layer
+    from repmap_core.analysis.stats import format_estimate, format_null
+
+    text = html.unescape(page)
+    rows = states["explorer.result"].rows
+    best = next(r for r in rows if r.layer == best_layer(rows))
+    assert format_estimate(best.cv_estimate()) in text and format_null(best.cv_estimate(), 3) in text
+    within = states["within.result"].result.intervals
+    for key in ("delta_projection_accuracy", "r2_test", "delta_cosine"):
+        assert format_estimate(within[key]) in text, key
+    assert "Nulls (random directions): sign(λ̃·δ) null 0." in text
+    across = states["across.fit"].result.intervals
+    for key in ("map.r2_test", "probe.source", "transfer.functional", "transfer.vector"):
+        assert format_estimate(across[key]) in text, key
+    assert "Paper, beside this run's A w: 0.5025" in text and "Gao et al.: vector" not in text
+    assert "debiased linear CKA of every layer pair" in text and "rows shuffled, 5 times" in text

@@ -1,0 +1,281 @@
+"""Steering vectors on planted truth, a real causal effect through the hook on a tiny GPT-2,
+propensity, generation, transfer, and the bad inputs."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from repmap_core.analysis.maps import LeastSquaresMap
+from repmap_core.capture.models import load_model
+from repmap_core.data.load import adapt_frame, load_dataset
+from repmap_core.errors import RepmapError
+from repmap_core.steering import (
+    SteeringVector,
+    ab_prompts,
+    apply_chat_template,
+    caa_vector,
+    compare_curves,
+    compute_vectors,
+    generate,
+    layer_cosines,
+    letter_logit_gaps,
+    load_vectors,
+    pair_differences,
+    propensity_sweep,
+    save_vectors,
+    split_pairs,
+    steer,
+    transfer_vector,
+    vector_pca,
+)
+from tests.conftest import SHARED_DATA, needs_shared_data
+
+
+def cos(a, b):
+    return float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def planted_pairs(n=300, d=64, seed=0, noise=1.0):
+    """pos = base + v/2, neg = base - v/2 + noise, rows shuffled."""
+    rng = np.random.default_rng(seed)
+    v = rng.normal(size=d)
+    base = rng.normal(size=(n, d)) * 3
+    pos, neg = base + v / 2, base - v / 2 + noise * rng.normal(size=(n, d))
+    X = np.concatenate([pos, neg])
+    labels = np.r_[np.ones(n), np.zeros(n)].astype(int)
+    pair_ids = np.r_[np.arange(n), np.arange(n)]
+    order = rng.permutation(2 * n)
+    return X[order], labels[order], pair_ids[order], v
+
+
+def test_caa_vector_recovers_a_planted_direction():
+    X, y, p, v = planted_pairs()
+    assert cos(caa_vector(X, y, p, "mean_diff"), v) > 0.99
+    w = caa_vector(X, y, p, "pca_diff")
+    assert cos(w, v) > 0.99  # signed so the matching side is positive
+    assert np.allclose(pair_differences(X, y, p).mean(0), caa_vector(X, y, p), atol=1e-5)
+
+
+def test_pairs_must_be_whole():
+    X, y, p, _ = planted_pairs(n=10, d=4)
+    with pytest.raises(RepmapError, match="not paired"):
+        caa_vector(X, y, np.full(len(y), -1))
+    with pytest.raises(RepmapError, match="needs exactly its two answers"):
+        caa_vector(X[:-1], y[:-1], p[:-1])
+    train, test = split_pairs(p, 0.3, seed=1)
+    assert not set(p[train]) & set(p[test]) and len(train) + len(test) == len(p)
+
+
+def test_vector_arithmetic_and_io(tmp_path):
+    a = SteeringVector(np.array([3.0, 4.0]), layer=2, model="m", count=5)
+    b = SteeringVector(np.array([1.0, 0.0]), layer=2, model="m")
+    assert np.allclose((-2 * a + b).vector, [-5, -8]) and np.allclose((a - b).vector, [2, 4])
+    assert a.normalized().norm == pytest.approx(1.0) and a.cosine(b) == pytest.approx(0.6)
+    with pytest.raises(RepmapError, match="widths 2 and 3"):
+        a + np.ones(3)
+    path = save_vectors({2: a, 5: b * 2}, tmp_path / "v.safetensors")
+    back = load_vectors(path)
+    assert sorted(back) == [2, 5] and np.allclose(back[5].vector, [2, 0]) and back[2].count == 5 and back[2].model == "m"
+    (tmp_path / "v.pt").write_bytes(b"x")
+    with pytest.raises(RepmapError, match="not a .safetensors file"):
+        load_vectors(tmp_path / "v.pt")
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_models):
+    return load_model(str(tiny_models["gpt2"]), head=True)
+
+
+def test_steering_through_the_real_hook_moves_the_logits_monotonically(lm):
+    """Add α (W_U[A] − W_U[B]) after the last block: the A−B logit gap rises with α; hook gone after."""
+    tok = lm.tokenizer
+    A, B = tok(" good")["input_ids"][-1], tok(" bad")["input_ids"][-1]
+    W = lm.model.get_output_embeddings().weight.detach().numpy()
+    direction = W[A] - W[B]
+    ids = torch.tensor([tok("The film was really")["input_ids"]])
+    last = lm.info.n_layers - 1
+
+    def gap():
+        with torch.inference_mode():
+            logits = lm.model(input_ids=ids).logits[0, -1]
+        return float(logits[A] - logits[B])
+
+    plain = gap()
+    gaps = []
+    for alpha in (0.0, 0.5, 1.0, 2.0, 4.0):
+        with steer(lm, last, direction, alpha):
+            gaps.append(gap())
+    assert gaps[0] == pytest.approx(plain, abs=1e-5)
+    assert all(b > a for a, b in zip(gaps, gaps[1:])), gaps
+    assert gaps[-1] - gaps[0] > 1.0
+    assert gap() == pytest.approx(plain, abs=1e-6) and not lm.blocks[last]._forward_hooks  # the hook is gone
+
+
+def ab_frame(n=16):
+    rows = []
+    for i in range(n):
+        m, o = (" (A)", " (B)") if i % 2 else (" (B)", " (A)")
+        rows.append({"question": f"Question {i}: is item {i} good?\n\nChoices:\n (A) Yes\n (B) No",
+                     "answer_matching_behavior": m, "answer_not_matching_behavior": o})
+    return adapt_frame(pd.DataFrame(rows), name="ab")
+
+
+def test_ab_prompts_end_where_the_letter_goes(lm):
+    ds = ab_frame()
+    prompts = ab_prompts(ds, lm.tokenizer)
+    assert len(prompts) == 16 and all(p.prompt.endswith(" (") for p in prompts)
+    a_id = lm.tokenizer(prompts[0].prompt + "A")["input_ids"][-1]
+    assert {prompts[1].matching_id, prompts[1].other_id} == {a_id, lm.tokenizer(prompts[0].prompt + "B")["input_ids"][-1]}
+    # word answers (" Yes"/" No" in the evals): the prompt is the question; each word must be one token
+    # (the tiny 400-token vocabulary splits " Yes", so use two words it keeps whole)
+    words = adapt_frame(pd.DataFrame([{"question": "Which one?", "answer_matching_behavior": " the",
+                                       "answer_not_matching_behavior": " and"}] * 2), name="words")
+    p = ab_prompts(words, lm.tokenizer)[0]
+    assert p.prompt == "Which one?" and p.matching_id == lm.tokenizer(" the")["input_ids"][-1]
+    assert p.other_id == lm.tokenizer(" and")["input_ids"][-1]
+
+
+def test_multi_token_answers_are_refused_with_the_fix(lm):
+    ds = adapt_frame(pd.DataFrame([{"question": "Pick.", "answer_matching_behavior": " (Absolutely agreeable)",
+                                    "answer_not_matching_behavior": " (Mostly disagreeable)"}]), name="long")
+    with pytest.raises(RepmapError, match=r"differ by 'Absolutely agreeable', which is \d+ tokens.*rewrite the choices as ' \(A\)' and ' \(B\)'"):
+        ab_prompts(ds, lm.tokenizer)
+
+
+def test_propensity_sweep_follows_the_vector(lm):
+    """Steering with the letter direction raises the matching letter's propensity, and the sweep reports bands."""
+    ds = ab_frame()
+    prompts = ab_prompts(ds, lm.tokenizer)
+    W = lm.model.get_output_embeddings().weight.detach().numpy()
+    # a vector that favours whichever letter matches: per-question letters differ, so use A for A-matching questions
+    a_prompts = [p for p in prompts if p.matching == "(A)"]
+    direction = W[a_prompts[0].matching_id] - W[a_prompts[0].other_id]
+    curve = propensity_sweep(lm, a_prompts, lm.info.n_layers - 1, direction, [-2, 0, 2, 4])
+    assert curve.n_questions == len(a_prompts) and np.all(np.diff(curve.mean) > 0)
+    assert np.all(curve.low <= curve.mean) and np.all(curve.mean <= curve.high)
+    assert curve.agreement[-1] == 1.0 and curve.agreement[0] < 1.0
+    plain = letter_logit_gaps(lm, a_prompts)
+    assert np.allclose(curve.mean[1], plain.mean(), atol=1e-5)  # alpha 0 is no steering
+
+
+def test_generation_is_steered_only_inside_the_context(lm):
+    prompts = ["The film was", "My new phone is"]
+    plain = generate(lm, prompts, max_new_tokens=8)
+    W = lm.model.get_output_embeddings().weight.detach().numpy()
+    tok = lm.tokenizer
+    push = W[tok(" the")["input_ids"][-1]] - W[tok(" and")["input_ids"][-1]]  # both single tokens here
+    steered = generate(lm, prompts, layer=lm.info.n_layers - 1, vector=push, alpha=30.0, max_new_tokens=8)
+    assert steered != plain and all(s.startswith(" the") for s in steered)  # from the first new token on
+    assert generate(lm, prompts, max_new_tokens=8) == plain
+
+
+def test_bad_steering_requests(lm, tiny_models):
+    with pytest.raises(RepmapError, match="width 7 and the model's residual stream 32"):
+        with steer(lm, 0, np.ones(7), 1.0):
+            pass
+    with pytest.raises(RepmapError, match="is an encoder"):
+        load_model(str(tiny_models["bert"]), head=True)
+    encoder = load_model(str(tiny_models["bert"]))
+    with pytest.raises(RepmapError, match="needs the model's next-token logits"):
+        letter_logit_gaps(encoder, [])
+
+
+def test_chat_template_wraps_the_question_and_keeps_the_answer_span(lm):
+    tok = lm.tokenizer
+    tok.chat_template = "{% for m in messages %}<|user|>{{ m['content'] }}<|end|>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    try:
+        ds = apply_chat_template(ab_frame(2), tok)
+    finally:
+        tok.chat_template = None
+    assert ds.texts[0].startswith("<|user|>Question 0") and "<|assistant|>(" in ds.texts[0]
+    s, e = ds.answer_spans[0]
+    assert ds.texts[0][s:e] in ("(A)", "(B)") and ds.name.endswith("(chat template)")
+
+
+def test_transfer_and_curve_comparison():
+    rng = np.random.default_rng(3)
+    S = rng.normal(size=(500, 8)).astype(np.float32)
+    M = rng.normal(size=(12, 8)).astype(np.float32)
+    m = LeastSquaresMap().fit(S, S @ M.T + 5)
+    v = SteeringVector(rng.normal(size=8), layer=3, model="small")
+    plain, biased = transfer_vector(v, m), transfer_vector(v, m, with_bias=True, target_model="big", target_layer=7)
+    assert np.allclose(plain.vector, M @ v.vector, atol=1e-3) and np.allclose(biased.vector - plain.vector, m.b_)
+    assert biased.layer == 7 and biased.meta["with_bias"] and biased.method == "transferred"
+    with pytest.raises(RepmapError, match="takes width 8 and the vector has width 5"):
+        transfer_vector(SteeringVector(np.ones(5), 0), m)
+    from repmap_core.steering import PropensityCurve
+
+    a = PropensityCurve(np.arange(4.0), np.array([0, 1, 2, 3.0]), *(np.zeros(4),) * 3, layer=0, n_questions=5)
+    b = PropensityCurve(np.arange(4.0), np.array([0, 2, 4, 6.0]), *(np.zeros(4),) * 3, layer=0, n_questions=5)
+    assert compare_curves(a, b) == {"pearson_r": pytest.approx(1.0), "mse": pytest.approx(3.5)}
+
+
+def test_compute_vectors_on_a_causal_lm_and_the_comparisons(tiny_models):
+    ds = load_dataset("builtin:survival_instinct", limit=40)
+    a = compute_vectors(str(tiny_models["gpt2"]), ds, "all", test_frac=0.25)
+    b = compute_vectors(str(tiny_models["llama"]), ds, "all", test_frac=0.25)
+    assert len(a.dataset) == 2 * len(ds) and a.balance.swapped  # every question in both letter orders
+    assert sorted(a.vectors) == [0, 1, 2] and a.vectors[0].count == len(np.unique(a.dataset.pair_ids[a.train_rows]))
+    # a question and its swapped twin stay on one side of the split
+    assert not set(a.question_ids[a.train_rows]) & set(a.question_ids[a.test_rows])
+    assert len(a.held_out) == len(a.test_rows) and not set(a.dataset.pair_ids[a.train_rows]) & set(a.dataset.pair_ids[a.test_rows])
+    layers, C = layer_cosines(a.vectors)
+    assert layers == [0, 1, 2] and np.allclose(np.diag(C), 1) and np.allclose(C, C.T)
+    pca = vector_pca({"gpt2": a.vectors, "llama": b.vectors})
+    assert pca["gpt2"][0] == [0, 1, 2] and pca["llama"][1].shape == (3, 2)
+
+
+@needs_shared_data
+@pytest.mark.slow
+def test_real_behaviour_files_make_vectors_on_minilm():
+    """The Anthropic model-written evals load, pair and give a vector per layer on the embedded model."""
+    for name in ("survival-instinct.jsonl", "agreeableness.jsonl"):
+        ds = load_dataset(f"file:{SHARED_DATA / 'anthropic-evals' / name}", limit=120)
+        vs = compute_vectors("sentence-transformers/all-MiniLM-L6-v2", ds, "all")
+        assert sorted(vs.vectors) == list(range(6))
+        norms = [v.norm for v in vs.vectors.values()]
+        assert all(np.isfinite(norms)) and min(norms) > 0
+        _, C = layer_cosines(vs.vectors)
+        assert np.allclose(np.diag(C), 1) and C.min() > -1.0001
+
+
+def test_prompts_longer_than_the_context_keep_their_end(lm):
+    """The tiny GPT-2 has 128 positions; a longer A/B prompt is cut from the left, where the letter stays."""
+    long = adapt_frame(pd.DataFrame([{"question": "word " * 200 + "Pick one.\\n\\nChoices:\\n (A) Yes\\n (B) No",
+                                      "answer_matching_behavior": " (A)", "answer_not_matching_behavior": " (B)"}]),
+                       name="long")
+    prompts = ab_prompts(long, lm.tokenizer)
+    from repmap_core.steering import prompts_over_context
+
+    assert prompts_over_context(lm, [p.prompt for p in prompts]) == 1
+    gap = letter_logit_gaps(lm, prompts)  # no IndexError past the 128 positions
+    assert gap.shape == (1,) and np.isfinite(gap).all()
+    assert len(generate(lm, [prompts[0].prompt], max_new_tokens=5)) == 1
+
+
+class _PlantedActivations:
+    """What `sentiment_vector` reads of an ActivationSet: one layer's rows, the labels, the manifest."""
+
+    def __init__(self, X: np.ndarray, labels: np.ndarray):
+        self.X, self.labels = X, labels
+        self.manifest = {"model": "m", "revision": "r", "position": "last", "dataset_fingerprint": "f"}
+
+    def __getitem__(self, layer: int) -> np.ndarray:
+        return self.X
+
+
+def test_sentiment_vector_is_the_class_mean_difference():
+    """Planted: positive rows are random rows shifted by δ, so the vector is δ plus the difference of
+    the two classes' noise means, and points along δ."""
+    from repmap_core.steering.sentiment import sentiment_vector
+
+    rng = np.random.default_rng(0)
+    delta = rng.normal(size=16)
+    base = rng.normal(size=(200, 16))
+    y = np.arange(200) % 2
+    v = sentiment_vector(_PlantedActivations(base + np.outer(y, delta), y.astype(np.int8)), 3)
+    np.testing.assert_allclose(v.vector, delta + base[y == 1].mean(0) - base[y == 0].mean(0), atol=1e-5)
+    assert float(v.vector @ delta / (np.linalg.norm(v.vector) * np.linalg.norm(delta))) > 0.95
+    assert (v.layer, v.model, v.method, v.position, v.count) == (3, "m", "mean_diff", "last", 200)
