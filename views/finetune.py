@@ -14,6 +14,7 @@ from repmap_core.data.load import load_dataset
 from repmap_core.errors import RepmapError
 from repmap_core.finetune.train import (
     FinetuneConfig,
+    auto_train_last,
     check_finetune_data,
     estimate_seconds,
     finetune,
@@ -53,9 +54,12 @@ def config_form(running: bool) -> dict | None:
                                           key="finetune.val_frac", help="0 trains on every row, without early stopping"),
             patience=cols[6].number_input("Patience", 1, 100, DEFAULTS.patience, key="finetune.patience",
                                           help="evaluations without improvement before stopping early"),
-            train_last=cols[7].number_input("Train last blocks", 0, 10_000, 0, key="finetune.train_last",
-                                            help="0 trains every weight; k trains only the last k blocks, the final norm "
-                                                 "and the head (backward and AdamW then skip the frozen blocks)"),
+            train_last=cols[7].number_input("Train last blocks", 0, 10_000, None, key="finetune.train_last",
+                                            placeholder="auto",
+                                            help="k trains only the last k blocks, the final norm and the head (backward "
+                                                 "and AdamW then skip the frozen blocks); 0 trains every weight; empty "
+                                                 "(auto): every weight of a model up to 60M parameters or on a GPU, the "
+                                                 "last 4 blocks of a larger one on a CPU"),
         )
         trust = st.checkbox("Trust remote code (runs the model's own Python code)", key="finetune.trust")
         b1, b2 = st.columns([1, 4])
@@ -69,29 +73,36 @@ def config_form(running: bool) -> dict | None:
             "estimate_only": bool(estimate and not submitted)}
 
 
-def make_config(req: dict) -> FinetuneConfig:
-    values = {k: (float(v) if k in ("lr", "val_frac") else int(v)) for k, v in req["config"].items()}
-    values["train_last"] = values.get("train_last") or None
+def make_config(req: dict, resolved) -> FinetuneConfig:
+    values = {k: (float(v) if k in ("lr", "val_frac") else v if v is None else int(v)) for k, v in req["config"].items()}
+    last = values.get("train_last")
+    values["train_last"] = auto_train_last(resolved) if last is None else (last or None)
     return FinetuneConfig(**values)
 
 
+def trained_part(config: FinetuneConfig) -> str:
+    k = config.train_last
+    return "every weight" if k is None else "the last block" if k == 1 else f"the last {k} blocks"
+
+
 def show_estimate(req: dict) -> None:
-    config, dataset = make_config(req), load_dataset(req["data"])
+    resolved, dataset = resolve_model(req["model"]), load_dataset(req["data"])
+    config = make_config(req, resolved)
     with st.spinner("Measuring two training steps on this data"):
-        est = estimate_seconds(req["model"], dataset, config, trust_remote_code=req["trust"])
-    st.info(f"About {est['seconds']:.0f} s here: {est['steps']} optimiser steps at {est['step_seconds']:.2f} s each "
-            f"(measured just now), plus {est['eval_batches']} evaluation batches.", icon=":material/timer:")
+        est = estimate_seconds(resolved, dataset, config, trust_remote_code=req["trust"])
+    st.info(f"About {est['seconds']:.0f} s here, training {trained_part(config)}: {est['steps']} optimiser steps at "
+            f"{est['step_seconds']:.2f} s each (measured just now), plus {est['eval_batches']} evaluation batches.",
+            icon=":material/timer:")
 
 
 def start(req: dict) -> None:
     """Everything that can be wrong with the request fails here, before a thread starts."""
-    config = make_config(req)
-    dataset = load_dataset(req["data"])
+    resolved, dataset = resolve_model(req["model"]), load_dataset(req["data"])
+    config = make_config(req, resolved)
     check_finetune_data(dataset, config)  # rows, labels, and a split it can make
-    resolved = resolve_model(req["model"])
     start_job(JOB, lambda ctx: finetune(resolved, dataset, config, trust_remote_code=req["trust"],
                                         progress=ctx.progress, on_step=ctx.on_step, cancel=ctx.cancel),
-              title=f"{req['model']} on {dataset.name}")
+              title=f"{req['model']} on {dataset.name}, {trained_part(config)}")
 
 
 def loss_chart(points: list[tuple[int, float]]) -> None:

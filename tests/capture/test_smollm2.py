@@ -14,7 +14,7 @@ import pytest
 
 from repmap_core.analysis.probes import layer_separation
 from repmap_core.capture.activations import get_activations
-from repmap_core.capture.models import load_model, resolve_model
+from repmap_core.capture.models import EMBEDDED_MODEL_ID, load_model, resolve_model
 from repmap_core.data.load import BUILTIN_DIR, load_dataset
 from repmap_core.steering import compute_vectors
 
@@ -29,6 +29,10 @@ def test_gguf_resolves_to_a_converted_folder_with_its_hash_and_quantization(smol
     assert cfg["model_type"] == "llama" and cfg["num_hidden_layers"] == 30 and cfg["hidden_size"] == 576
     aset = get_activations(smollm2, "builtin:sentiment", [0], "last", limit=8)
     assert aset.manifest["quantization"] == "Q4_1" and aset.manifest["revision"] == r.revision
+    # the Finetune page's "auto": SmolLM2's last 4 blocks on this CPU, every weight of MiniLM
+    from repmap_core.finetune.train import auto_train_last
+
+    assert auto_train_last(r, "cpu") == 4 and auto_train_last(resolve_model(EMBEDDED_MODEL_ID), "cpu") is None
 
 
 def test_the_layer_curve_on_real_reviews_rises(smollm2):

@@ -337,3 +337,24 @@ def test_models_made_within_one_second_list_newest_first(tiny_gpt2):
     second = finetune(str(tiny_gpt2), ds, FinetuneConfig(epochs=1, lr=3e-3, val_frac=0.25, seed=1))
     assert [m.path for m in list_finetuned()] == [second.path, first.path]
     assert first.manifest["created"] < second.manifest["created"]
+
+
+def test_auto_trains_every_weight_of_a_small_model_and_the_last_blocks_of_a_large_one_on_cpu(tiny_gpt2, tmp_path):
+    from repmap_core.capture.models import resolve_model
+    from repmap_core.finetune.train import AUTO_LAST_BLOCKS, auto_train_last
+
+    small = resolve_model(str(tiny_gpt2))
+    assert auto_train_last(small, "cpu") is None
+    # 64M float32 parameters in a sparse file: weights_bytes reads the header only, so nothing is written
+    big = tmp_path / "big"
+    shutil.copytree(tiny_gpt2, big)
+    for f in big.glob("*.safetensors"):
+        f.unlink()
+    size = 8000 * 8000 * 4
+    header = json.dumps({"w": {"dtype": "F32", "shape": [8000, 8000], "data_offsets": [0, size]}}).encode()
+    with open(big / "model.safetensors", "wb") as f:
+        f.write(len(header).to_bytes(8, "little") + header)
+        f.truncate(8 + len(header) + size)
+    large = resolve_model(str(big))
+    assert auto_train_last(large, "cpu") == AUTO_LAST_BLOCKS
+    assert auto_train_last(large, "cuda") is None  # a GPU trains every weight

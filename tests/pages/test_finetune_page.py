@@ -19,6 +19,7 @@ from repmap_ui.jobs import get_job, start_job
 from tests.conftest import ROOT
 
 START = "FormSubmitter:finetune.form-Start finetuning"
+ESTIMATE = "FormSubmitter:finetune.form-Estimate time"
 WEAK = "FormSubmitter:finetune.weak_form-Make weak-label data set"
 GOOD = ["great", "good", "lovely", "excellent", "wonderful"]
 BAD = ["awful", "bad", "terrible", "horrible", "boring"]
@@ -260,3 +261,17 @@ def test_one_class_data_shows_one_sentence_and_starts_nothing(page, tiny_gpt2):
     assert len(errors) == 1 and "has only rows labelled 1" in errors[0] and "\n" not in errors[0], errors
     assert "jobs.finetune" not in page.session_state and not page.get("progress")
     assert page.button(key=START).disabled is False
+
+
+def test_the_estimate_names_what_auto_trains_and_starts_nothing(page, tiny_gpt2):
+    """"Train last blocks" starts empty (auto): a tiny model trains every weight; 1 trains the last block."""
+    fill(page, tiny_gpt2, table_csv(), epochs=1, batch_size=8)
+    assert page.number_input(key="finetune.train_last").value is None
+    page.button(key=ESTIMATE).click().run()
+    assert not page.exception and not page.error
+    info = [i.value for i in page.info if i.value.startswith("About")]
+    assert len(info) == 1 and "training every weight" in info[0] and "measured just now" in info[0], info
+    page.number_input(key="finetune.train_last").set_value(1)
+    page.button(key=ESTIMATE).click().run()
+    assert any("training the last block:" in i.value for i in page.info)
+    assert "jobs.finetune" not in page.session_state and not list_finetuned()
