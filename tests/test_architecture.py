@@ -290,3 +290,14 @@ def test_the_page_check_sees_fits_sweeps_and_splits():
     planted = "m = RidgeMap().fit(S, T)\nsweep = propensity_sweep(lm, p, 3, v, [1])\nvalidation_split(d, 0.1, 0)\n"
     assert [c.split("(")[0] for c in core_work_calls(planted)] == ["fit", "propensity_sweep", "validation_split"]
     assert core_work_calls("name.split('/')[-1]\nst.plotly_chart(fig)\nfit(result, req)\n") == []  # the page's own helper
+
+
+def test_analysis_reads_arrays_and_never_models_data_or_the_cache():
+    """analysis/ is arrays in, numbers out: whatever caches, loads or extracts sits above it (a page
+    hands a projection its memo), so an analysis runs the same on any arrays, in any process."""
+    graph = import_graph()
+    analysis = {m for m in graph if m.startswith("repmap_core.analysis.")}
+    assert len(analysis) >= 10
+    below = ("repmap_core.analysis", "repmap_core.errors", "repmap_core.progress", "repmap_core.jsonable")
+    reaching = {m: sorted(n for n in graph[m] if not n.startswith(below)) for m in analysis}
+    assert {m: n for m, n in reaching.items() if n} == {}

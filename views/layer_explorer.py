@@ -9,6 +9,7 @@ from repmap_core.analysis.axes import AXES, AXIS_NAMES, custom_axes
 from repmap_core.analysis.probes import best_layer
 from repmap_core.analysis.projection import METHODS, project, sample_rows
 from repmap_core.analysis.stats import format_estimate, format_null
+from repmap_core.capture import store
 from repmap_core.capture.models import EMBEDDED_MODEL_ID, site_name
 from repmap_core.data.class_names import class_names
 from repmap_core.data.load import load_dataset
@@ -185,7 +186,8 @@ if result is not None:
                 X = aset[layer][rows_idx]
                 coords[layer] = (custom_axes(X, aset.labels[rows_idx], x_axis, y_axis) if method == "axes" else
                                  project(X, method, int(seed),
-                                         cache_id={"activations": m["key"], "layer": layer, "rows": len(rows_idx)}))
+                                         memo=store.disk_memo({"activations": m["key"], "layer": layer,
+                                                                  "rows": len(rows_idx)})))
         if coords:
             title = (f"Each layer along {AXIS_NAMES[x_axis]} (x) and {AXIS_NAMES[y_axis]} (y), coloured by label"
                      if method == "axes" else None)

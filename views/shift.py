@@ -6,6 +6,7 @@ import streamlit as st
 
 from repmap_core.analysis.axes import SHIFT_AXES, SHIFT_AXIS_NAMES, shift_axes
 from repmap_core.analysis.projection import joint_project, sample_rows
+from repmap_core.capture import store
 from repmap_core.errors import RepmapError
 from repmap_core.share.figures import METHOD_NAMES
 from repmap_core.share.figures_shift import separation_compare, shift_grid, shift_scatter
@@ -98,7 +99,7 @@ try:
                     custom[L] = shift_axes(base[L][rows], ft[L][rows], base.labels[rows], x_axis, y_axis)
                 return custom[L][:2]
             cache = {"before": base.manifest["key"], "after": ft.manifest["key"], "layer": L, "rows": len(rows)}
-            return joint_project([base[L][rows], ft[L][rows]], proj, 0, fit_on=fit_on, cache_id=cache)
+            return joint_project([base[L][rows], ft[L][rows]], proj, 0, fit_on=fit_on, memo=store.disk_memo(cache))
 
         before_xy, after_xy = coords_for(layer)
     titles = (SHIFT_AXIS_NAMES[x_axis], SHIFT_AXIS_NAMES[y_axis]) if method == "custom" else None

@@ -1,4 +1,6 @@
-"""2-D projections (PCA, t-SNE, UMAP), seeded and cached on disk per array.
+"""2-D projections (PCA, t-SNE, UMAP), seeded; a caller may hand in a memo that keeps them (the
+pages pass `store.disk_memo`, so a projection is computed once per array; this module never touches
+the cache).
 
 t-SNE and UMAP run on the top 50 principal components (standard practice; it also makes them
 several times faster at GPT-2 widths), with exact nearest neighbours computed here by BLAS
@@ -9,15 +11,16 @@ t-SNE uses openTSNE when installed (faster here than scikit-learn), UMAP uses um
 """
 from __future__ import annotations
 
-import json
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 
-from repmap_core.capture import store
 from repmap_core.errors import RepmapError
 
 METHODS = ("pca", "tsne", "umap")
+# (what is computed: the method and its settings, how to compute it) -> the array, kept or computed
+Memo = Callable[[dict, Callable[[], np.ndarray]], np.ndarray]
 
 
 def pca(X: np.ndarray, n_components: int = 2, seed: int = 0) -> np.ndarray:
@@ -124,34 +127,23 @@ def umap(X: np.ndarray, seed: int = 0, n_neighbors: int = 15) -> np.ndarray:
         return model.fit_transform(Z).astype(np.float32)
 
 
-def project(X: np.ndarray, method: str = "pca", seed: int = 0, cache_id: dict | None = None) -> np.ndarray:
+def project(X: np.ndarray, method: str = "pca", seed: int = 0, memo: Memo | None = None) -> np.ndarray:
     """2-D coordinates `(n, 2)` of `X (n, d)` by `method` (pca, tsne or umap).
 
-    With `cache_id` (a JSON-able dict naming the array, e.g. its activation-cache key and layer),
-    the result is stored in the cache and later calls return it without recomputing.
+    With `memo` (e.g. `store.disk_memo({"activations": key, "layer": L})`), the result is kept under
+    the array's name plus the method, seed and row count, and later calls return it without recomputing.
     """
     if method not in METHODS:
         raise RepmapError(f"Projection '{method}' is not one of {', '.join(METHODS)}.")
     if len(X) < 3:
         raise RepmapError(f"A projection needs at least 3 rows, and this set has {len(X)}.")
-    path = None
-    if cache_id is not None:
-        identity = dict(cache_id, method=method, seed=int(seed), n=int(len(X)), format="repmap.projection/1")
-        # as it will read back from JSON: tuples become lists, numpy scalars plain numbers
-        identity = json.loads(json.dumps(identity, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
-        key = store.entry_key(identity)
-        path = store.entry_dir(key, "projections") / "coords.safetensors"
-        if path.exists():
-            try:
-                tensors, manifest = store.read_file(path)
-                if all(manifest.get(k) == v for k, v in identity.items()):
-                    return np.array(tensors["coords"])  # a writable copy, like a fresh result
-            except (store.CorruptEntry, OSError, KeyError):
-                pass
-    coords = {"pca": pca, "tsne": tsne, "umap": umap}[method](X, seed=seed)
-    if path is not None:
-        store.write_file(path, {"coords": coords}, identity)
-    return coords
+
+    def compute() -> np.ndarray:  # looked up at call time, so a patched module attribute is what runs
+        return {"pca": pca, "tsne": tsne, "umap": umap}[method](X, seed=seed)
+
+    if memo is None:
+        return compute()
+    return memo({"method": method, "seed": int(seed), "n": int(len(X)), "format": "repmap.projection/1"}, compute)
 
 
 def warm_umap() -> None:
@@ -181,7 +173,7 @@ def sample_rows(labels: np.ndarray, max_rows: int, seed: int = 0) -> np.ndarray:
 
 
 def joint_project(blocks: list[np.ndarray], method: str = "pca", seed: int = 0, fit_on: str = "union",
-                  cache_id: dict | None = None) -> list[np.ndarray]:
+                  memo: Memo | None = None) -> list[np.ndarray]:
     """2-D coordinates for several sets of the same width on shared axes, e.g. the same rows
     before and after finetuning: returns one `(n_i, 2)` array per block.
 
@@ -201,5 +193,6 @@ def joint_project(blocks: list[np.ndarray], method: str = "pca", seed: int = 0, 
             raise RepmapError(f"PCA is fitted on 'union' or 'first', not '{fit_on}'.")
         coords = PCA(2, random_state=seed).fit(base).transform(stacked).astype(np.float32)
     else:
-        coords = project(stacked, method, seed, cache_id=None if cache_id is None else dict(cache_id, sizes=sizes))
+        joint = None if memo is None else (lambda what, compute: memo(dict(what, sizes=sizes), compute))
+        coords = project(stacked, method, seed, memo=joint)
     return np.split(coords, np.cumsum(sizes)[:-1])

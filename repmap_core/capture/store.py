@@ -364,3 +364,28 @@ class LayerStreamWriter:
     def __exit__(self, kind, value, tb) -> None:
         if kind is not None or self.fd >= 0:
             self.abort()
+
+
+def disk_memo(cache_id: dict, kind: str = "projections", name: str = "coords"):
+    """A memo for an analysis whose result is one array, kept in this cache: `memo(what, compute)`
+    returns the array stored under `cache_id` plus `what` (the analysis's own settings), or runs
+    `compute()` and stores it. A corrupt or mismatched file is recomputed. The analysis itself never
+    imports the cache: the caller (a page) hands it this memo."""
+
+    def memo(what: dict, compute):
+        identity = dict(cache_id, **what)
+        # as it will read back from JSON: tuples become lists, numpy scalars plain numbers
+        identity = json.loads(json.dumps(identity, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+        path = entry_dir(entry_key(identity), kind) / f"{name}.safetensors"
+        if path.exists():
+            try:
+                tensors, manifest = read_file(path)
+                if all(manifest.get(k) == v for k, v in identity.items()):
+                    return np.array(tensors[name])  # a writable copy, like a fresh result
+            except (CorruptEntry, OSError, KeyError):
+                pass
+        result = compute()
+        write_file(path, {name: result}, identity)
+        return result
+
+    return memo

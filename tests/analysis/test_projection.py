@@ -11,6 +11,7 @@ import sklearn.decomposition
 
 from repmap_core.analysis import projection
 from repmap_core.analysis.projection import pca, project, sample_rows
+from repmap_core.capture.store import disk_memo
 from repmap_core.errors import RepmapError
 
 # ---------------------------------------------------------------------------------------------
@@ -165,7 +166,7 @@ def test_umap_separates_clusters_and_is_deterministic(clusters, umap_runs):
 # project(): the on-disk cache
 
 
-def test_project_without_cache_id_writes_nothing(cache_dir):
+def test_project_without_a_memo_writes_nothing(cache_dir):
     X, _, _ = planted_plane(30, 5)
     np.testing.assert_array_equal(project(X, "pca"), pca(X))
     assert cached_files(cache_dir) == []
@@ -174,7 +175,7 @@ def test_project_without_cache_id_writes_nothing(cache_dir):
 def test_project_caches_and_reuses(cache_dir, monkeypatch):
     X, _, _ = planted_plane(50, 8)
     cid = {"activations": "abc123", "layer": 4, "rows": 50}
-    first = project(X, "pca", seed=0, cache_id=cid)
+    first = project(X, "pca", seed=0, memo=disk_memo(cid))
     np.testing.assert_array_equal(first, pca(X, seed=0))
     files = cached_files(cache_dir)
     assert len(files) == 1
@@ -185,15 +186,15 @@ def test_project_caches_and_reuses(cache_dir, monkeypatch):
     boom = Spy()
     monkeypatch.setattr(projection, "pca", boom)
     with pytest.raises(AssertionError, match="recomputed"):  # the patch is live: a new id computes
-        project(X, "pca", seed=0, cache_id={"activations": "other"})
+        project(X, "pca", seed=0, memo=disk_memo({"activations": "other"}))
     boom.calls.clear()
 
-    again = project(X, "pca", seed=0, cache_id=dict(cid))
+    again = project(X, "pca", seed=0, memo=disk_memo(dict(cid)))
     assert boom.calls == []
     np.testing.assert_array_equal(again, first)
     assert again.shape == (50, 2) and again.dtype == np.float32
     # key order in the id does not matter
-    again2 = project(X, "pca", seed=0, cache_id={"rows": 50, "layer": 4, "activations": "abc123"})
+    again2 = project(X, "pca", seed=0, memo=disk_memo({"rows": 50, "layer": 4, "activations": "abc123"}))
     np.testing.assert_array_equal(again2, first)
     assert boom.calls == []
 
@@ -205,32 +206,32 @@ def test_project_recomputes_when_seed_method_n_or_id_change(cache_dir, monkeypat
     for m, spy in spies.items():
         monkeypatch.setattr(projection, m, spy)
 
-    base = project(X, "pca", seed=0, cache_id=cid)
+    base = project(X, "pca", seed=0, memo=disk_memo(cid))
     assert spies["pca"].calls == [(40, 0)]
-    project(X, "pca", seed=0, cache_id=cid)
+    project(X, "pca", seed=0, memo=disk_memo(cid))
     assert spies["pca"].calls == [(40, 0)]  # cached
 
-    other_seed = project(X, "pca", seed=1, cache_id=cid)
+    other_seed = project(X, "pca", seed=1, memo=disk_memo(cid))
     assert spies["pca"].calls == [(40, 0), (40, 1)]
     assert not np.array_equal(other_seed, base)
 
-    project(X, "tsne", seed=0, cache_id=cid)
-    project(X, "umap", seed=0, cache_id=cid)
+    project(X, "tsne", seed=0, memo=disk_memo(cid))
+    project(X, "umap", seed=0, memo=disk_memo(cid))
     assert spies["tsne"].calls == [(40, 0)] and spies["umap"].calls == [(40, 0)]
 
-    fewer = project(X[:39], "pca", seed=0, cache_id=cid)
+    fewer = project(X[:39], "pca", seed=0, memo=disk_memo(cid))
     assert spies["pca"].calls[-1] == (39, 0) and fewer.shape == (39, 2)
 
-    project(X, "pca", seed=0, cache_id={"activations": "k", "layer": 2})
+    project(X, "pca", seed=0, memo=disk_memo({"activations": "k", "layer": 2}))
     assert spies["pca"].calls[-1] == (40, 0) and len(spies["pca"].calls) == 4
 
     assert len(cached_files(cache_dir)) == 6
     # every variant is now cached: nothing recomputes
     for spy in spies.values():
         spy.calls.clear()
-    np.testing.assert_array_equal(project(X, "pca", seed=1, cache_id=cid), other_seed)
-    project(X, "tsne", seed=0, cache_id=cid)
-    project(X[:39], "pca", seed=0, cache_id=cid)
+    np.testing.assert_array_equal(project(X, "pca", seed=1, memo=disk_memo(cid)), other_seed)
+    project(X, "tsne", seed=0, memo=disk_memo(cid))
+    project(X[:39], "pca", seed=0, memo=disk_memo(cid))
     assert all(spy.calls == [] for spy in spies.values())
 
 
@@ -267,28 +268,28 @@ def _bad_header_json(path: Path) -> None:
 def test_project_recomputes_a_corrupted_cache_file(cache_dir, monkeypatch, corrupt):
     X, _, _ = planted_plane(30, 5)
     cid = {"activations": "c", "layer": 0}
-    expected = project(X, "pca", seed=0, cache_id=cid)
+    expected = project(X, "pca", seed=0, memo=disk_memo(cid))
     (path,) = cached_files(cache_dir)
     corrupt(path)
 
     spy = Spy(projection.pca)
     monkeypatch.setattr(projection, "pca", spy)
-    got = project(X, "pca", seed=0, cache_id=cid)  # no exception
+    got = project(X, "pca", seed=0, memo=disk_memo(cid))  # no exception
     assert spy.calls == [(30, 0)]
     np.testing.assert_array_equal(got, expected)
     # rewritten: the next call is served from the cache again
     spy.calls.clear()
-    np.testing.assert_array_equal(project(X, "pca", seed=0, cache_id=cid), expected)
+    np.testing.assert_array_equal(project(X, "pca", seed=0, memo=disk_memo(cid)), expected)
     assert spy.calls == []
 
 
-def test_project_cache_hits_with_tuple_in_cache_id(monkeypatch):
+def test_project_cache_hits_with_a_tuple_in_the_memos_id(monkeypatch):
     X, _, _ = planted_plane(30, 5)
     cid = {"activations": "t", "layers": (1, 2)}
-    project(X, "pca", seed=0, cache_id=cid)
+    project(X, "pca", seed=0, memo=disk_memo(cid))
     spy = Spy()
     monkeypatch.setattr(projection, "pca", spy)
-    project(X, "pca", seed=0, cache_id=cid)
+    project(X, "pca", seed=0, memo=disk_memo(cid))
     assert spy.calls == []
 
 
@@ -297,7 +298,7 @@ def test_project_errors(cache_dir):
     with pytest.raises(RepmapError, match="'mds' is not one of pca, tsne, umap"):
         project(X, "mds")
     with pytest.raises(RepmapError, match="at least 3 rows.*has 2"):
-        project(X[:2], "pca", cache_id={"a": 1})
+        project(X[:2], "pca", memo=disk_memo({"a": 1}))
     with pytest.raises(RepmapError, match="at least 3 rows"):
         project(X[:0], "tsne")
     assert cached_files(cache_dir) == []
