@@ -6,7 +6,7 @@ import streamlit as st
 from repmap_core.access import cap_rows
 from repmap_core.data.load import load_dataset
 from repmap_core.errors import RepmapError
-from repmap_core.finetune.train import list_finetuned
+from repmap_core.finetune.checkpoints import list_finetuned
 from repmap_core.results.recent import remember
 from repmap_core.results.view_results import ShiftResult, shift_result
 from repmap_ui import urlstate

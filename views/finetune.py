@@ -12,14 +12,8 @@ from repmap_core.capture import store
 from repmap_core.capture.models import resolve_model
 from repmap_core.data.load import load_dataset
 from repmap_core.errors import RepmapError
-from repmap_core.finetune.train import (
-    FinetuneConfig,
-    auto_train_last,
-    check_finetune_data,
-    estimate_seconds,
-    finetune,
-    list_finetuned,
-)
+from repmap_core.finetune.checkpoints import list_finetuned
+from repmap_core.finetune.train import FinetuneConfig, auto_train_last, check_finetune_data, estimate_seconds, finetune
 from repmap_core.results.view_results import weak_label_result
 from repmap_ui.common import local_models, show_error
 from repmap_ui.jobs import LIVE_REFRESH_S, Job, latest_job, start_job

@@ -10,7 +10,7 @@ validation split that keeps pairs whole (the best weights by validation loss are
 A finetuned model is a cache entry `<cache>/models/<key>/`; `key` hashes the base model and its
 revision, the data fingerprint and the config, so the same request is trained once. How the folder
 is written, read, listed and used (predictions, weak labels) is `checkpoints.py`; the pooled forward
-pass shared by training and prediction is `classifier.py` (public names importable from here too).
+pass shared by training and prediction is `classifier.py`.
 """
 from __future__ import annotations
 
@@ -39,26 +39,12 @@ from repmap_core.capture.models import (
 )
 from repmap_core.data.load import TextDataset
 from repmap_core.errors import RepmapError
-from repmap_core.finetune.checkpoints import (
-    FORMAT,
-    HEAD_NAME,
-    MANIFEST_NAME,
-    FinetunedModel,
-    check_base,
-    list_finetuned,
-    predict,
-    read_finetune_manifest,
-    read_manifest,
-    save_checkpoint,
-    save_dataset,
-    weak_labels,
-)
+from repmap_core.finetune.checkpoints import FORMAT, read_manifest, save_checkpoint
 from repmap_core.finetune.classifier import collate, encode, evaluate, forward_kwargs, head_logits, pool, pooling
 from repmap_core.progress import Progress, silent
 
-__all__ = ["FORMAT", "HEAD_NAME", "MANIFEST_NAME", "Cancelled", "FinetuneConfig", "FinetuneResult", "FinetunedModel",
-           "check_base", "check_finetune_data", "estimate_seconds", "finetune", "list_finetuned", "predict",
-           "read_finetune_manifest", "save_dataset", "validation_split", "weak_labels"]
+__all__ = ["Cancelled", "FinetuneConfig", "FinetuneResult", "auto_train_last", "check_finetune_data", "estimate_seconds",
+           "finetune", "validation_split"]
 
 MIN_ROWS = 8  # below this a validation split and a training split cannot both hold something useful
 # a validation loss must fall by more than this share of the best so far to count as an improvement

@@ -56,7 +56,8 @@ def within_recipe(model: str, data, *, layer: int = -1, position: str = "auto", 
     from repmap_core.capture.activations import get_activations
     from repmap_core.capture.models import model_info, resolve_layers, resolve_model, site_name
     from repmap_core.data.load import load_dataset
-    from repmap_core.finetune.train import FinetuneConfig, finetune, validation_split, weak_labels
+    from repmap_core.finetune.checkpoints import weak_labels
+    from repmap_core.finetune.train import FinetuneConfig, finetune, validation_split
 
     report = progress or silent
     dataset = data if not isinstance(data, str) else load_dataset(data, limit=limit, seed=seed)

@@ -51,7 +51,7 @@ def within_fit(shift: ShiftResult, options: dict, *, live: Callable[[dict], None
     base, ft, layer = shift.base, shift.finetuned, options["layer"]
     fit_labels = None
     if options["labels"] != GROUND_TRUTH:
-        from repmap_core.finetune.train import weak_labels
+        from repmap_core.finetune.checkpoints import weak_labels
 
         fit_labels = weak_labels(options["labels"], shift.dataset).labels
     points: list = []

@@ -107,7 +107,7 @@ def explorer_result(req: dict, *, cached_only: bool = False, loader=None, progre
 
 
 def _trained_on(finetuned: str) -> dict | None:
-    from repmap_core.finetune.train import MANIFEST_NAME, read_finetune_manifest
+    from repmap_core.finetune.checkpoints import MANIFEST_NAME, read_finetune_manifest
 
     return read_finetune_manifest(finetuned)["dataset"] if (Path(finetuned) / MANIFEST_NAME).exists() else None
 
@@ -115,7 +115,7 @@ def _trained_on(finetuned: str) -> dict | None:
 def shift_result(req: dict, *, cached_only: bool = False, loader=None, progress: Progress | None = None,
                  separation: Separation = separation_of) -> ShiftResult | None:
     """Both models' activations on the same rows, checked to belong together, with separation before and after."""
-    from repmap_core.finetune.train import MANIFEST_NAME, check_base
+    from repmap_core.finetune.checkpoints import MANIFEST_NAME, check_base
 
     progress = progress or silent
     if req["base"] == req["finetuned"]:

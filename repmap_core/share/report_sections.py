@@ -14,10 +14,40 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from repmap_core.analysis.probes import best_layer
+from repmap_core.analysis.projection import joint_project, project, sample_rows
+from repmap_core.analysis.similarity import layer_similarity
+from repmap_core.analysis.similarity_null import NULL_PERMUTATIONS
 from repmap_core.analysis.stats import format_estimate, format_null
 from repmap_core.capture.model_config import short_name
+from repmap_core.capture.model_layout import site_name
 from repmap_core.data.class_names import class_names
+from repmap_core.papers.experiments import GAO_BETWEEN_VECTOR_ACCURACY, within_table
 from repmap_core.share.bundle import VIEWS
+from repmap_core.share.figures import layer_grid, separation_curve
+from repmap_core.share.figures_across import (
+    METRIC_NAMES,
+    best_matches,
+    fit_curve,
+    per_dim_error,
+    side_by_side,
+    similarity_heatmap,
+    transfer_table,
+)
+from repmap_core.share.figures_shift import live_fit, separation_compare, shift_scatter
+from repmap_core.share.figures_steering import (
+    LRT_PUBLISHED_TEXT,
+    agreement_table,
+    preview_table,
+    propensity_plot,
+    rimsky_figures,
+    sentiment_examples,
+    sentiment_plot,
+    side_effect_plot,
+    vector_norms,
+    vector_table,
+)
+from repmap_core.steering.sentiment import OPENINGS
 
 REPORT_POINTS = 1000  # rows per scatter in the report: SVG, not WebGL, so it stays light and prints
 REPORT_GRID_LAYERS = 12
@@ -67,11 +97,6 @@ def _fmt(x: Any) -> str:
 # ------------------------------------------------------------------------------- one section per view
 
 def _explorer(states: dict, settings: dict) -> Section:
-    from repmap_core.analysis.probes import best_layer
-    from repmap_core.analysis.projection import project, sample_rows
-    from repmap_core.capture.models import site_name
-    from repmap_core.share.figures import layer_grid, separation_curve
-
     res = states["explorer.result"]
     aset, rows, dataset = res.aset, res.rows, res.dataset
     s = Section("explorer", VIEWS["explorer"].title)
@@ -106,9 +131,6 @@ def _shift_manifests(s: Section, res) -> None:
 
 
 def _shift(states: dict, settings: dict) -> Section:
-    from repmap_core.analysis.projection import joint_project, sample_rows
-    from repmap_core.share.figures_shift import separation_compare, shift_scatter
-
     res = states["shift.result"]
     base, ft, ds = res.base, res.finetuned, res.dataset
     before, after = res.rows["base"], res.rows["finetuned"]
@@ -136,9 +158,6 @@ def _shift(states: dict, settings: dict) -> Section:
 
 
 def _within(states: dict, settings: dict) -> Section:
-    from repmap_core.papers.experiments import within_table
-    from repmap_core.share.figures_shift import live_fit
-
     done = states["within.result"]
     res = done.result
     s = Section("within", VIEWS["within"].title)
@@ -170,20 +189,6 @@ def _within(states: dict, settings: dict) -> Section:
 
 
 def _across(states: dict, settings: dict) -> Section:
-    from repmap_core.analysis.projection import project, sample_rows
-    from repmap_core.analysis.similarity import layer_similarity
-    from repmap_core.analysis.similarity_null import NULL_PERMUTATIONS
-    from repmap_core.papers.experiments import GAO_BETWEEN_VECTOR_ACCURACY
-    from repmap_core.share.figures_across import (
-        METRIC_NAMES,
-        best_matches,
-        fit_curve,
-        per_dim_error,
-        side_by_side,
-        similarity_heatmap,
-        transfer_table,
-    )
-
     res = states["across.result"]
     src, tgt, dataset = res.source, res.target, res.dataset
     s = Section("across", VIEWS["across"].title)
@@ -241,17 +246,6 @@ def _across(states: dict, settings: dict) -> Section:
 
 
 def _steering(states: dict, settings: dict) -> Section:
-    from repmap_core.share.figures_steering import (
-        LRT_PUBLISHED_TEXT,
-        agreement_table,
-        preview_table,
-        propensity_plot,
-        rimsky_figures,
-        side_effect_plot,
-        vector_norms,
-        vector_table,
-    )
-
     res = states["steer.result"]
     sets, labels, models = res.sets, res.labels, res.models
     s = Section("steering", VIEWS["steering"].title)
@@ -285,8 +279,6 @@ def _steering(states: dict, settings: dict) -> Section:
         s.table(preview_table(out.preview_prompts, out.plain, out.steered, out.preview_alpha),
                 "Generations, plain and steered")
     if (sw := states.get("steer.sentiment")) is not None:
-        from repmap_core.share.figures_steering import sentiment_examples, sentiment_plot
-        from repmap_core.steering.sentiment import OPENINGS
 
         s.text(sw.verdict)
         s.figure(sentiment_plot(sw), "sentiment steering")

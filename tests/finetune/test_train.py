@@ -20,19 +20,8 @@ from repmap_core.capture.extract import extract_activations
 from repmap_core.capture.models import EMBEDDED_MODEL_ID, load_model
 from repmap_core.data.load import TextDataset, load_dataset
 from repmap_core.errors import RepmapError
-from repmap_core.finetune.train import (
-    FORMAT,
-    Cancelled,
-    FinetuneConfig,
-    FinetuneResult,
-    check_base,
-    finetune,
-    list_finetuned,
-    predict,
-    save_dataset,
-    validation_split,
-    weak_labels,
-)
+from repmap_core.finetune.checkpoints import FORMAT, check_base, list_finetuned, predict, save_dataset, weak_labels
+from repmap_core.finetune.train import Cancelled, FinetuneConfig, FinetuneResult, finetune, validation_split
 
 GOOD = ["great", "good", "lovely", "excellent", "wonderful", "perfect", "nice", "fantastic"]
 BAD = ["awful", "bad", "terrible", "horrible", "poor", "broken", "boring", "worst"]

@@ -14,7 +14,8 @@ from streamlit.testing.v1 import AppTest
 from repmap_core.analysis.stats import wilson
 from repmap_core.data.load import load_dataset
 from repmap_core.errors import RepmapError
-from repmap_core.finetune.train import Cancelled, FinetuneConfig, finetune, list_finetuned
+from repmap_core.finetune.checkpoints import list_finetuned
+from repmap_core.finetune.train import Cancelled, FinetuneConfig, finetune
 from repmap_ui.jobs import get_job, start_job
 from tests.conftest import ROOT
 
