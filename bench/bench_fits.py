@@ -11,7 +11,8 @@ within 1% (capped; a capped run gives a lower bound on the ratio). Ratios are me
 same run: these machines are noisy. Targets: closed form <= 1 s and >= 100x faster than GD.
 Also np.linalg.lstsq on the between case, and a probe per layer: repmap's standardised logistic
 probe at 10k x 768 against scikit-learn's LogisticRegression on the raw activations (whose
-outlier dimensions make lbfgs crawl).
+outlier dimensions make lbfgs crawl), and at the app's 800 x 576 on one BLAS thread against the
+default thread pool.
 """
 from __future__ import annotations
 
@@ -129,6 +130,22 @@ def probe_case(n: int) -> dict:
             "raw_lbfgs_iterations": int(raw.n_iter_[0])}
 
 
+def small_probe_case(n: int = 800, d: int = 576) -> dict:
+    """A probe at the app's sizes (800 rows of SmolLM2's width 576): on one BLAS thread, repmap's choice
+    up to `probes.ONE_THREAD_ELEMENTS`, against the same fit on the default thread pool."""
+    from repmap_core.analysis import probes
+
+    X, y = probe_data(n, d)
+    t_one, one = timed(lambda: probes.LinearProbe().fit(X, y), repeats=3)
+    saved, probes.ONE_THREAD_ELEMENTS = probes.ONE_THREAD_ELEMENTS, 0
+    try:
+        t_pool, pool = timed(lambda: probes.LinearProbe().fit(X, y), repeats=3)
+    finally:
+        probes.ONE_THREAD_ELEMENTS = saved
+    return {"rows": n, "width": d, "one_thread_s": t_one, "thread_pool_s": t_pool,
+            "same_coef": bool(np.allclose(one.coef_, pool.coef_, rtol=1e-6, atol=1e-9))}
+
+
 def table_rows(results: dict) -> list[dict]:
     n = results["n_rows"]
     section = f"fits ({n // 1000}k rows)"
@@ -149,6 +166,10 @@ def table_rows(results: dict) -> list[dict]:
                    f"raw lbfgs {p['raw_lbfgs_s'] / p['seconds_per_layer']:.0f}x", f"<= {TARGET_FIT_S:g} s",
                    p["seconds_per_layer"] <= TARGET_FIT_S,
                    note=f"{p['iterations']} vs {p['raw_lbfgs_iterations']} lbfgs iterations"))
+    sp = results["small_probe"]
+    out.append(row(section, f"probe per layer ({sp['rows']} x {sp['width']}, one BLAS thread)", seconds(sp["one_thread_s"]),
+                   f"thread pool {sp['thread_pool_s'] / sp['one_thread_s']:.1f}x slower",
+                   note="same coefficients" if sp["same_coef"] else "coefficients differ"))
     return out
 
 
@@ -167,6 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
     results["within"] = within_case(n, cap)
     results["between"] = between_case(n, cap)
     results["probe"] = probe_case(n)
+    results["small_probe"] = small_probe_case()
 
     print()
     print(f"{'case':<34} {'closed form':>11} {'GD to its loss':>16} {'GD / closed':>12}")
@@ -181,6 +203,9 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"np.linalg.lstsq on the between case: {b['numpy_lstsq_s']:.2f} s ({b['numpy_lstsq_s'] / b['closed_form_s']:.1f}x our closed form)")
     print(f"linear probe, one layer at {n} x 768: {p['seconds_per_layer']:.2f} s ({p['iterations']} lbfgs iterations on "
           f"standardised features); lbfgs on the raw activations: {p['raw_lbfgs_s']:.2f} s ({p['raw_lbfgs_iterations']} iterations)")
+    sp = results["small_probe"]
+    print(f"linear probe at {sp['rows']} x {sp['width']}: {sp['one_thread_s']:.3f} s on one BLAS thread, "
+          f"{sp['thread_pool_s']:.3f} s on the default pool ({sp['thread_pool_s'] / sp['one_thread_s']:.1f}x)")
     print()
     print("targets:")
     for key in ("within", "between"):

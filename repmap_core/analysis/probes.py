@@ -16,11 +16,14 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from threadpoolctl import threadpool_limits
 
 from repmap_core.analysis.splits import groups_of, train_test_split_groups
 from repmap_core.analysis.stats import Estimate, accuracy_estimate, wilson
 from repmap_core.errors import RepmapError
 from repmap_core.progress import Progress
+
+ONE_THREAD_ELEMENTS = 4_000_000  # rows x width up to which a probe fits on one BLAS thread
 
 
 class LinearProbe(ClassifierMixin, BaseEstimator):
@@ -43,7 +46,10 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         self.mean_ = X.mean(0)
         self.scale_ = feature_scale(X)
         clf = LogisticRegression(C=self.C, max_iter=self.max_iter)
-        clf.fit((X - self.mean_) / self.scale_, y)
+        # one BLAS thread for the small matrices probes see (threads cost more than they give at this
+        # size: an 800 x 576 SmolLM2 layer fits several times faster; bench_fits measures it)
+        with threadpool_limits(1 if X.size <= ONE_THREAD_ELEMENTS else None):
+            clf.fit((X - self.mean_) / self.scale_, y)
         self.classes_ = clf.classes_
         self.coef_ = clf.coef_[0] / self.scale_  # (d,) raw-space weights
         self.intercept_ = float(clf.intercept_[0] - self.mean_ @ self.coef_)

@@ -474,3 +474,18 @@ def test_real_minilm_separation_has_intervals_and_clears_its_null(tmp_path):
     pred = cross_val_predict(make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=1000)), X, y, cv=cv,
                              groups=groups_of(aset.pair_ids))
     assert rows[-1].probe_cv_acc == pytest.approx(float((pred == y).mean()), abs=0.01)
+
+
+def test_a_small_probe_fits_the_same_on_one_blas_thread(monkeypatch):
+    """The one-thread path is only faster: the coefficients equal the thread pool's."""
+    from repmap_core.analysis import probes
+
+    rng = np.random.default_rng(21)
+    X = rng.normal(size=(300, 64)) * np.r_[np.full(4, 30.0), np.ones(60)]
+    y = (X[:, 5] + 0.5 * rng.normal(size=300) > 0).astype(int)
+    assert X.size <= probes.ONE_THREAD_ELEMENTS
+    one = probes.LinearProbe().fit(X, y)
+    monkeypatch.setattr(probes, "ONE_THREAD_ELEMENTS", 0)
+    pool = probes.LinearProbe().fit(X, y)
+    np.testing.assert_allclose(one.coef_, pool.coef_, rtol=1e-6, atol=1e-9)
+    assert one.score(X, y) > 0.8
