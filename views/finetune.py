@@ -67,11 +67,13 @@ def config_form(running: bool) -> dict | None:
             "estimate_only": bool(estimate and not submitted)}
 
 
-def make_config(req: dict, resolved) -> FinetuneConfig:
+def prepare(req: dict):
+    """The request's model (resolved), data set and config, with "auto" decided for that model."""
+    resolved, dataset = resolve_model(req["model"]), load_dataset(req["data"])
     values = {k: (float(v) if k in ("lr", "val_frac") else v if v is None else int(v)) for k, v in req["config"].items()}
     last = values.get("train_last")
     values["train_last"] = auto_train_last(resolved) if last is None else (last or None)
-    return FinetuneConfig(**values)
+    return resolved, dataset, FinetuneConfig(**values)
 
 
 def trained_part(config: FinetuneConfig) -> str:
@@ -80,8 +82,7 @@ def trained_part(config: FinetuneConfig) -> str:
 
 
 def show_estimate(req: dict) -> None:
-    resolved, dataset = resolve_model(req["model"]), load_dataset(req["data"])
-    config = make_config(req, resolved)
+    resolved, dataset, config = prepare(req)
     with st.spinner("Measuring two training steps on this data"):
         est = estimate_seconds(resolved, dataset, config, trust_remote_code=req["trust"])
     st.info(f"About {est['seconds']:.0f} s here, training {trained_part(config)}: {est['steps']} optimiser steps at "
@@ -91,8 +92,7 @@ def show_estimate(req: dict) -> None:
 
 def start(req: dict) -> None:
     """Everything that can be wrong with the request fails here, before a thread starts."""
-    resolved, dataset = resolve_model(req["model"]), load_dataset(req["data"])
-    config = make_config(req, resolved)
+    resolved, dataset, config = prepare(req)
     check_finetune_data(dataset, config)  # rows, labels, and a split it can make
     start_job(JOB, lambda ctx: finetune(resolved, dataset, config, trust_remote_code=req["trust"],
                                         progress=ctx.progress, on_step=ctx.on_step, cancel=ctx.cancel),

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from repmap_core import __version__
+from repmap_core.jsonable import json_default
 
 log = logging.getLogger(__name__)
 FORMAT = "repmap.activations/2"  # /2: the checksum covers dtypes and shapes
@@ -375,7 +376,7 @@ def disk_memo(cache_id: dict, kind: str = "projections", name: str = "coords"):
     def memo(what: dict, compute):
         identity = dict(cache_id, **what)
         # as it will read back from JSON: tuples become lists, numpy scalars plain numbers
-        identity = json.loads(json.dumps(identity, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+        identity = json.loads(json.dumps(identity, default=json_default))
         path = entry_dir(entry_key(identity), kind) / f"{name}.safetensors"
         if path.exists():
             try:
