@@ -184,7 +184,7 @@ def part_extract_bench(check: Check) -> dict:
 
 def _precision(check: Check, model: str) -> dict:
     """Extraction (every block) and probes (`layers`) in bf16 and fp32 on the same reviews."""
-    from repmap_core.analysis.probes import layer_separation
+    from repmap_core.analysis.separation import layer_separation
     from repmap_core.capture.activations import get_activations
     from repmap_core.capture.models import resolve_model
     from repmap_core.data.load import load_dataset

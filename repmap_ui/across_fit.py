@@ -93,8 +93,13 @@ def show_fit(fit_: AcrossFitResult, sim) -> None:
                      f"{format_null(iv['transfer.functional'])}")
     c[3].metric("Transfer: vector A w", format_estimate(iv["transfer.vector"]),
                 help=f"uncentred sign(t·Aw), the paper's score; random directions: {format_null(iv['transfer.vector'])}")
+    centred = iv.get("transfer.vector_centered")
     st.caption(f"Paper, beside this run's A w ({format_estimate(iv['transfer.vector'])}): "
-               f"{GAO_BETWEEN_VECTOR_ACCURACY:.4f} for GPT-2 → GPT-2-XL, last layer (Gao et al.); other models and data.")
+               f"{GAO_BETWEEN_VECTOR_ACCURACY:.4f} for GPT-2 → GPT-2-XL, last layer (Gao et al.); other models and data."
+               + ("" if centred is None else
+                  f" Centred, sign((t − mean)·Aw): {format_estimate(centred)} ({format_null(centred)}): the paper's "
+                  "uncentred score also counts where the target's mean falls along Aw, so it moves with the map's "
+                  "penalty; the centred one holds still."))
     st.caption("A probe is a functional, not a point. The headline carries it as a readout: a ridge regression, fitted on "
                "the training rows, of the source probe's scores on the target's activations; it cannot amplify what the "
                "map got wrong. pinv(A)ᵀw (the algebraic inverse) inverts the noise directions of a shrunk map, and A w "

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from repmap_core.analysis.probes import layer_separation
+from repmap_core.analysis.separation import layer_separation
 from repmap_core.errors import RepmapError
 from repmap_core.results.recent import recall
 from repmap_core.results.view_results import (

@@ -6,8 +6,8 @@ import streamlit as st
 
 from repmap_core.access import cap, cap_rows
 from repmap_core.analysis.axes import AXES, AXIS_NAMES, custom_axes
-from repmap_core.analysis.probes import best_layer
 from repmap_core.analysis.projection import METHODS, project, sample_rows
+from repmap_core.analysis.separation import best_layer
 from repmap_core.analysis.stats import format_estimate, format_null
 from repmap_core.capture import store
 from repmap_core.capture.models import EMBEDDED_MODEL_ID, site_name
@@ -147,10 +147,12 @@ if result is not None:
                    f"{m['dtype']} overflowed (NaN or inf) in their batch; every value shown is finite.")
     stem = f"{m['model'].rstrip('/').split('/')[-1]}_{dataset.name}"
     exports.plot(separation_curve(rows), "explorer.curve", f"layer_separation_{stem}")
-    st.caption(f"Band: the cross-validated accuracy's 95% interval. Grey: the same probe trained and scored on shuffled "
-               f"labels ({best_row.null_permutations} shuffles a layer), its mean (dashed) up to its 95th percentile: "
-               f"what a probe reads when there is nothing to find. At layer {best}: {format_estimate(cv)} against "
-               f"{format_null(cv, 3) or 'no null'}.")
+    st.caption(f"Band: the cross-validated accuracy's 95% interval. Grey: the same cross-validation (same probe, same "
+               f"folds) on shuffled labels, {best_row.null_permutations} shuffles a layer"
+               + (f" on a seeded sample of {best_row.null_rows:,} rows" if 0 < best_row.null_rows < aset.n else "")
+               + f", its mean (dashed) up to its 95th percentile: what a probe reads when there is nothing to find. "
+               f"At layer {best}: {format_estimate(cv)} against {format_null(cv, 3) or 'no null'}. The dotted line, one "
+               "held-out 20% split, is noisier than the cross-validated one and has no null drawn.")
 
     if view_url.get("shown"):
         shown_url, note = urlstate.layers_among("shown", view_url["shown"], aset.layer_list, aset.layer_list[:12])

@@ -16,13 +16,9 @@ import numpy as np
 
 from repmap_core.analysis.affine import AffineMap, check_pair, r2_score, rows_note, solve_affine
 from repmap_core.analysis.maps import RidgeMap, make_map, map_metrics
-from repmap_core.analysis.probes import (
-    LinearProbe,
-    groups_of,
-    held_out_probe,
-    shuffled_label_accuracy,
-    train_test_split_groups,
-)
+from repmap_core.analysis.probe_null import NULL_PERMUTATIONS, shuffled_label_accuracy
+from repmap_core.analysis.probes import LinearProbe, held_out_probe
+from repmap_core.analysis.splits import groups_of, train_test_split_groups
 from repmap_core.analysis.stats import (
     Estimate,
     accuracy_estimate,
@@ -121,7 +117,7 @@ def carried_probes(source: np.ndarray, target: np.ndarray, y: np.ndarray, tr: np
 
 def between_models(source: np.ndarray, target: np.ndarray, labels: np.ndarray, *, pair_ids: np.ndarray | None = None,
                    method: str = "ridge", test_frac: float = 0.2, seed: int = 0, pca_components: int = 50,
-                   map_params: dict | None = None, null_permutations: int = 5) -> tuple[BetweenResult, object]:
+                   map_params: dict | None = None, null_permutations: int = NULL_PERMUTATIONS) -> tuple[BetweenResult, object]:
     """Fit a map source -> target on a training split; score it and the probe transfers on held-out rows.
 
     source (n, d_s), target (n, d_t): the same rows' activations in two models (or layers).
@@ -161,8 +157,9 @@ def between_models(source: np.ndarray, target: np.ndarray, labels: np.ndarray, *
                                  cosine_with_target_probe=_cos(w_t, probe_t.coef_))
             if name == "functional":
                 est["transfer.functional"] = with_c
-            if name == "vector":  # the paper's scoring: uncentred, no intercept
+            if name == "vector":  # the paper's scoring: uncentred, no intercept; centred beside it (it holds still)
                 est["transfer.vector"] = accuracy_estimate(hits["uncentered"], g(te), seed=seed)
+                est["transfer.vector_centered"] = accuracy_estimate(hits["centered"], g(te), seed=seed)
         # the null: random directions of the target space, scored as each headline is
         null_unc = random_direction_accuracy(target[te], y[te], seed=seed)
         null_cen = random_direction_accuracy(target[te], y[te], seed=seed, center=mu_t)
@@ -171,6 +168,7 @@ def between_models(source: np.ndarray, target: np.ndarray, labels: np.ndarray, *
         details["random_direction"] = {"uncentered": null_unc[1], "centered": null_cen[1], "with_intercept": null_cen[1],
                                        "cosine_with_target_probe": float(np.percentile(cos_null, 95))}
         est["transfer.vector"] = with_null(est["transfer.vector"], *null_unc)
+        est["transfer.vector_centered"] = with_null(est["transfer.vector_centered"], *null_cen)
         est["transfer.functional"] = with_null(est["transfer.functional"], *null_cen)
         headline = {"vector": details["vector"]["uncentered"], "functional": details["functional"]["with_intercept"]}
 

@@ -24,7 +24,9 @@ from sklearn.base import BaseEstimator
 
 from repmap_core.analysis.affine import check_pair, choose_ridge_alpha, r2_score, rows_note, solve_affine
 from repmap_core.analysis.gd_maps import GDMap, ParamsMonitor, StepCallback, _gd_affine
-from repmap_core.analysis.probes import groups_of, held_out_probe, shuffled_label_accuracy, train_test_split_groups
+from repmap_core.analysis.probe_null import NULL_PERMUTATIONS, shuffled_label_accuracy
+from repmap_core.analysis.probes import held_out_probe
+from repmap_core.analysis.splits import groups_of, train_test_split_groups
 from repmap_core.analysis.stats import (
     Estimate,
     accuracy_estimate,
@@ -172,7 +174,7 @@ def within_model(before: np.ndarray, after: np.ndarray, labels: np.ndarray, *, p
                  fit_labels: np.ndarray | None = None, method: str = "lstsq", alpha: float | None = None,
                  test_frac: float = 0.2, seed: int = 0, lr: float = 1e-2, max_steps: int = 2000,
                  callback: StepCallback | None = None, live: Callable[[dict], None] | None = None,
-                 live_probe_every: int = 10, null_permutations: int = 5) -> tuple[WithinResult, WithinModelFit]:
+                 live_probe_every: int = 10, null_permutations: int = NULL_PERMUTATIONS) -> tuple[WithinResult, WithinModelFit]:
     """Fit `after ≈ A before + b + y δ` on a training split and score it on the held-out rows.
 
     before, after: (n, d) activations of the same rows before and after finetuning. labels: (n,)
@@ -182,7 +184,7 @@ def within_model(before: np.ndarray, after: np.ndarray, labels: np.ndarray, *, p
     `method="gd"`, `live(metrics)` receives, every few steps, the step, loss, held-out R², δ
     accuracies and the step the fit would report (`best_step`), and (every `live_probe_every`
     updates) the modelled probe's accuracies: Table 1 filling itself in.
-    `null_permutations` shuffled-label probes give the probes' null (~0.05 s each at 240 x 384).
+    `null_permutations` label shuffles, fitted together on the same split, give the probes' null.
     """
     if alpha is not None and not (np.isfinite(alpha) and alpha >= 0):  # a negative or NaN penalty acted like none
         raise RepmapError(f"The ridge penalty alpha must be a finite number of at least 0, not {alpha}.")

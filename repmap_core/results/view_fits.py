@@ -92,7 +92,7 @@ def _monitor(S: np.ndarray, T: np.ndarray, aset, test_frac: float, seed: int, hi
              on_step: Callable[[list], None] | None):
     """A GDMap monitor: held-out R² on the split `between_models` will use, appended to `history`."""
     from repmap_core.analysis.maps import r2_score
-    from repmap_core.analysis.probes import train_test_split_groups
+    from repmap_core.analysis.splits import train_test_split_groups
 
     _, te = train_test_split_groups(aset.labels, aset.pair_ids, test_frac, seed)
 

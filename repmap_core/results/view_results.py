@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from repmap_core.analysis.probes import LayerSeparation, layer_separation
+from repmap_core.analysis.separation import LayerSeparation, layer_separation
 from repmap_core.analysis.stats import Estimate, accuracy_estimate
 from repmap_core.capture.activations import ActivationSet, cached_activations, get_activations
 from repmap_core.data.load import TextDataset, load_dataset, require_both_classes

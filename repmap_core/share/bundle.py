@@ -99,7 +99,7 @@ def _plain(value: Any) -> bool:
 
 def _registry() -> dict[str, type]:
     """The only classes a bundle may name (resolved here, never imported by name from a file)."""
-    from repmap_core.analysis.probes import LayerSeparation
+    from repmap_core.analysis.separation import LayerSeparation
     from repmap_core.analysis.similarity import SimilarityMatrix
     from repmap_core.analysis.stats import Estimate
     from repmap_core.capture.activations import ActivationSet

@@ -14,7 +14,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from repmap_core.analysis.probes import LayerSeparation, best_layer
+from repmap_core.analysis.separation import LayerSeparation, best_layer
 
 LABEL_COLORS = {0: "#d1495b", 1: "#00798c"}
 METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}

@@ -9,7 +9,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from repmap_core.analysis.probes import LayerSeparation
+from repmap_core.analysis.separation import LayerSeparation
 from repmap_core.share.figures import LABEL_COLORS, METHOD_NAMES, WEBGL_ABOVE, hover_texts
 
 PHASES = {"before": dict(symbol="circle-open", opacity=0.55), "after": dict(symbol="circle", opacity=0.85)}

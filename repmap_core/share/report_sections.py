@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from repmap_core.analysis.probes import best_layer
 from repmap_core.analysis.projection import joint_project, project, sample_rows
+from repmap_core.analysis.separation import best_layer
 from repmap_core.analysis.similarity import layer_similarity
 from repmap_core.analysis.similarity_null import NULL_PERMUTATIONS
 from repmap_core.analysis.stats import format_estimate, format_null
@@ -228,6 +228,8 @@ def _across(states: dict, settings: dict) -> Section:
         if r.transfer.get("vector") is not None:
             metrics.update({"Transfer: functional (readout)": show("transfer.functional", r.transfer["functional"]),
                             "Transfer: vector A w": show("transfer.vector", r.transfer["vector"])})
+            if "transfer.vector_centered" in iv:
+                metrics["Transfer: vector A w, centred"] = format_estimate(iv["transfer.vector_centered"])
         s.metrics(metrics)
         if "transfer.functional" in iv:
             s.text(f"Nulls: random directions of the target space {format_null(iv['transfer.functional'])} (with intercept), "

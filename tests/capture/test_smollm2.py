@@ -12,7 +12,7 @@ import os
 import numpy as np
 import pytest
 
-from repmap_core.analysis.probes import layer_separation
+from repmap_core.analysis.separation import layer_separation
 from repmap_core.capture.activations import get_activations
 from repmap_core.capture.models import EMBEDDED_MODEL_ID, load_model, resolve_model
 from repmap_core.data.load import BUILTIN_DIR, load_dataset

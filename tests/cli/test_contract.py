@@ -461,7 +461,7 @@ def test_undefined_statistics_become_null_and_other_nan_is_refused():
 
 
 def test_the_core_functions_refuse_what_the_cli_refuses():
-    from repmap_core.analysis.probes import separation_at
+    from repmap_core.analysis.separation import separation_at
     from repmap_core.papers.experiments import within_model
 
     rng = np.random.default_rng(0)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from repmap_core.analysis import probes
+from repmap_core.analysis import separation
 from repmap_core.capture import store
 from repmap_core.capture.activations import get_activations, stream_activations
 from repmap_core.data.load import load_dataset, open_stream
@@ -123,9 +123,9 @@ def test_large_sets_are_scored_with_a_streamed_probe(monkeypatch):
     w = rng.normal(size=d)
     y = rng.integers(0, 2, n)
     X = (rng.normal(size=(n, d)) + np.outer(2 * y - 1, w / np.linalg.norm(w))).astype(np.float32)
-    exact = probes.separation_at(X, y, np.full(n, -1), 0)
-    monkeypatch.setattr(probes, "MAX_EXACT_ROWS", 2000)
-    big = probes.separation_at(X, y, np.full(n, -1), 0)
+    exact = separation.separation_at(X, y, np.full(n, -1), 0)
+    monkeypatch.setattr(separation, "MAX_EXACT_ROWS", 2000)
+    big = separation.separation_at(X, y, np.full(n, -1), 0)
     assert "streamed SGD probe" in big.scored_on and exact.scored_on == "all rows"
     assert abs(big.probe_test_acc - exact.probe_test_acc) < 0.02
     assert big.fisher == pytest.approx(exact.fisher, rel=1e-9)

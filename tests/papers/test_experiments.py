@@ -152,7 +152,7 @@ def test_within_model_reports_every_number_with_an_interval_and_a_null():
 
     from sklearn.metrics import r2_score as sk_r2
 
-    from repmap_core.analysis.probes import train_test_split_groups
+    from repmap_core.analysis.splits import train_test_split_groups
 
     before, after, y, _ = planted_finetune(n=600, d=16)
     result, fit = within_model(before, after, y)

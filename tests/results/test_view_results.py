@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from repmap_core.analysis.probes import layer_separation
+from repmap_core.analysis.separation import layer_separation
 from repmap_core.analysis.similarity import layer_similarity
 from repmap_core.capture.activations import ActivationSet, get_activations
 from repmap_core.data.load import TextDataset, load_dataset

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from repmap_core.analysis.probes import LayerSeparation, layer_separation
+from repmap_core.analysis.separation import LayerSeparation, layer_separation
 from repmap_core.analysis.similarity import SimilarityMatrix, layer_similarity
 from repmap_core.analysis.stats import Estimate, format_estimate
 from repmap_core.capture.activations import ActivationSet

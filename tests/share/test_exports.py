@@ -211,7 +211,7 @@ def ok(at: AppTest) -> AppTest:
 
 @pytest.mark.slow
 def test_layer_explorer_offers_html_png_and_csv(tiny_gpt2, media):
-    from repmap_core.analysis.probes import layer_separation
+    from repmap_core.analysis.separation import layer_separation
     from repmap_core.capture.activations import get_activations
     from repmap_core.data.load import load_dataset
 

@@ -5,7 +5,7 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from repmap_core.analysis.probes import LayerSeparation
+from repmap_core.analysis.separation import LayerSeparation
 from repmap_core.share.figures import LABEL_COLORS, WEBGL_ABOVE, hover_texts, layer_grid, separation_curve
 
 # ---------------------------------------------------------------------------------------------

@@ -146,7 +146,7 @@ def test_cli_bundle_describes_and_subsamples(states, tmp_path):
 def test_the_report_shows_the_same_intervals_and_nulls_as_the_pages(page, states):
     import html
 
-    from repmap_core.analysis.probes import best_layer
+    from repmap_core.analysis.separation import best_layer
     from repmap_core.analysis.stats import format_estimate, format_null
 
     text = html.unescape(page)
