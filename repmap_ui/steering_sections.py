@@ -5,20 +5,25 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
+from repmap_core.analysis.stats import format_estimate
 from repmap_core.capture.models import LoadedModel, load_model
 from repmap_core.errors import RepmapError
-from repmap_core.results.view_results import SteeringResult, SteeringTransfer, steering_transfer
+from repmap_core.results.view_results import SteeringResult, SteeringSweep, SteeringTransfer, steering_transfer
 from repmap_core.share.exports import steering_export
 from repmap_core.share.figures_steering import (
     LRT_PUBLISHED_TEXT,
+    agreement_table,
     curves_table,
+    preview_table,
     propensity_plot,
     rimsky_figures,
     sentiment_examples,
     sentiment_plot,
+    side_effect_plot,
     vector_norms,
     vector_table,
 )
+from repmap_core.steering.apply import SCALE_UNITS
 from repmap_core.steering.run import sentiment_layer
 from repmap_core.steering.sentiment import OPENINGS
 from repmap_ui import exports
@@ -88,6 +93,48 @@ def comparison(result: SteeringResult) -> None:
     d[-1].download_button("Cosines (CSV)", figs.cosines.to_csv(index=False), "steering_cosines.csv", key="steer.dl_cosines")
 
 
+def scale_sentence(res) -> str:
+    """What one unit of α added in a sweep (`SweepResult`), in activation units, beside the layer's spread and norm."""
+    curve, v = res.curve, res.vector_norm
+    if not v:
+        return ""
+    parts = [f"One unit of α adds a vector of norm {curve.factor * v:.3g} ({SCALE_UNITS.get(curve.scale, curve.scale)})"]
+    if res.residual_spread:
+        parts.append(f"the layer's residual spread is {res.residual_spread:.3g}")
+    if res.residual_norm:
+        parts.append(f"its mean residual norm {res.residual_norm:.3g}")
+    return ", ".join(parts + [f"the vector's own norm {v:.3g}"]) + "."
+
+
+def sweep_section(got: SteeringSweep) -> None:
+    """A sweep's verdict, curves, side effect at every α, and generations."""
+    out, label = got.out, got.label
+    res = out.sweep
+    curve = res.curve
+    (st.success if res.steers else st.info)(res.verdict, icon=":material/insights:")
+    c1, c2 = st.columns([3, 2])
+    curves = {"vector": curve} | ({"random direction": res.random} if res.random is not None else {})
+    exports.plot(propensity_plot(curves, f"{label}, layer {curve.layer}: propensity on {curve.n_groups} held-out "
+                                 "questions (both letter orders)"), "steer.curve", f"steering_propensity_layer{curve.layer}",
+                 where=c1)
+    exports.plot(side_effect_plot(res.side_effect, scale=curve.scale, delta=res.side_effect_delta), "steer.side_effect",
+                 f"steering_side_effect_layer{curve.layer}", where=c2)
+    table = agreement_table(curve, res.random, res.side_effect_delta)
+    exports.table(table.style.format({"multiplier": "{:+g}", "propensity": "{:+.3f}", "agreement": "{:.0%}",
+                                      "random direction": "{:+.3f}", "Δ loss (nats)": "{:+.2f}"}),
+                  "steer.agreement", f"steering_agreement_layer{curve.layer}", hide_index=True)
+    st.caption(f"Slope of propensity per unit α: vector {format_estimate(res.slope, 2)}, random direction "
+               f"{format_estimate(res.random_slope, 2)}, their difference paired by question "
+               f"{format_estimate(res.difference, 2)}. All intervals are 95% bootstraps over the {curve.n_groups} held-out "
+               "questions (a question's two letter orders resample together); agreement is the share of prompts whose "
+               "behaviour-matching letter wins; Δ loss is the change in next-token loss on neutral text, over texts. "
+               + scale_sentence(res)
+               + (f" {out.cut} prompts longer than the model's context were cut to their end." if out.cut else ""))
+    st.download_button("Curves (CSV)", curves_table(curves).to_csv(index=False), "steering_curve.csv", key="steer.dl_curve")
+    exports.table(preview_table(out.preview_prompts, out.plain, out.steered, out.preview_alpha), "steer.preview",
+                  "steering_preview", static=True)
+
+
 def sentiment_section(result: SteeringResult) -> None:
     st.header("Steer a behaviour a small model shows: sentiment")
     st.caption("A 135M model answers A/B behaviour questions near chance, so letter propensity may have nothing to move. "
@@ -116,7 +163,7 @@ def sentiment_section(result: SteeringResult) -> None:
         bar.empty()
     if (sw := st.session_state["steer.sentiment"]) is None:
         return
-    (st.success if sw.verdict.startswith("Steers") else st.info)(sw.verdict, icon=":material/insights:")
+    (st.success if sw.steers else st.info)(sw.verdict, icon=":material/insights:")
     exports.plot(sentiment_plot(sw), "steer.sentiment_plot", f"steering_sentiment_layer{sw.layer}")
     st.caption(f"The judge's held-out accuracy on real reviews: {sw.judge_accuracy:.2f}. Intervals: bootstrap over openings.")
     exports.table(sentiment_examples(sw, OPENINGS), "steer.sentiment_examples", "steering_sentiment_examples", static=True)

@@ -6,20 +6,13 @@ import numpy as np
 import streamlit as st
 
 from repmap_core.access import cap_rows
-from repmap_core.analysis.stats import format_estimate
 from repmap_core.data.load import load_dataset
 from repmap_core.errors import RepmapError
 from repmap_core.results.view_results import SteeringResult, SteeringSweep, steering_result, steering_sweep
-from repmap_core.share.figures_steering import (
-    agreement_table,
-    curves_table,
-    preview_table,
-    propensity_plot,
-    side_effect_plot,
-)
+from repmap_core.steering.apply import SCALES
 from repmap_core.steering.compare import vectors_cached
 from repmap_core.steering.run import estimate_sweep_seconds
-from repmap_ui import exports, urlstate
+from repmap_ui import urlstate
 from repmap_ui.common import default_causal_model, model_loader, show_error
 from repmap_ui.flow import link_gate
 from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker, seed_data_picker, seed_model_picker
@@ -29,6 +22,7 @@ from repmap_ui.steering_sections import (
     encoder_reason,
     lm_for,
     sentiment_section,
+    sweep_section,
     transfer_section,
 )
 from repmap_ui.text import md
@@ -143,8 +137,10 @@ def compute(req: dict) -> SteeringResult:
     return result
 
 
-SCALE_HELP = ("relative: α × the layer's mean residual norm along the vector's direction (α = 0.5 adds half a "
-              "typical residual, so one α means the same at every layer and model); raw: α × the vector as computed")
+SCALE_HELP = ("spread: α × the layer's residual spread (the RMS distance of its residuals from their mean) along the "
+              "vector's direction, so α = 1 moves a residual as far as residuals typically lie apart, at any layer and "
+              "model; relative: α × the layer's mean residual norm (mostly the mean vector: about 2.6 spreads on "
+              "SmolLM2's block 14); raw: α × the vector as computed; unit: α × a unit vector")
 
 
 def sweep(result: SteeringResult, side: str, layer: int, alphas: np.ndarray, scale: str, preview_alpha: float
@@ -171,7 +167,7 @@ def steering(result: SteeringResult) -> None:
         c = st.columns(6, vertical_alignment="bottom")
         layer = c[0].selectbox("Layer", sorted(sets[side].vectors), key=f"steer.layer.{side}", disabled=off)
         alphas = alphas_inputs("steer", off, c[1:4])
-        scale = c[4].selectbox("Scale", ["relative", "raw"], key="steer.scale", disabled=off, help=SCALE_HELP)
+        scale = c[4].selectbox("Scale", SCALES, key="steer.scale", disabled=off, help=SCALE_HELP)
         preview_alpha = c[5].number_input("Preview multiplier", value=1.0, step=0.25, key="steer.preview_alpha", disabled=off)
         submitted = st.form_submit_button("Sweep", type="primary", disabled=off)
     if submitted:
@@ -179,28 +175,8 @@ def steering(result: SteeringResult) -> None:
             st.session_state["steer.sweep"] = sweep(result, side, layer, alphas, scale, float(preview_alpha))
         except RepmapError as e:
             show_error(e)  # the previous sweep stays below
-    if (got := st.session_state["steer.sweep"]) is None:
-        return
-    out, label = got.out, got.label
-    res = out.sweep
-    curve = res.curve
-    (st.success if res.steers else st.info)(res.verdict, icon=":material/insights:")
-    c1, c2 = st.columns([3, 2])
-    curves = {"vector": curve} | ({"random direction": res.random} if res.random is not None else {})
-    exports.plot(propensity_plot(curves, f"{label}, layer {curve.layer}: propensity on {curve.n_questions} held-out "
-                                 "prompts (both letter orders)"), "steer.curve", f"steering_propensity_layer{curve.layer}",
-                 where=c1)
-    exports.plot(side_effect_plot(res.side_effect), "steer.side_effect", f"steering_side_effect_layer{curve.layer}", where=c2)
-    exports.table(agreement_table(curve, res.random).style.format({"multiplier": "{:+g}", "propensity": "{:+.3f}",
-                                                                   "agreement": "{:.0%}", "random direction": "{:+.3f}"}),
-                  "steer.agreement", f"steering_agreement_layer{curve.layer}", hide_index=True)
-    st.caption(f"Slope of propensity per unit α: vector {format_estimate(res.slope, 2)}, random direction "
-               f"{format_estimate(res.random_slope, 2)} (95% intervals, bootstrap over held-out questions). Agreement: the "
-               "share of held-out prompts whose behaviour-matching letter wins, with its Wilson interval."
-               + (f" {out.cut} prompts longer than the model's context were cut to their end." if out.cut else ""))
-    st.download_button("Curves (CSV)", curves_table(curves).to_csv(index=False), "steering_curve.csv", key="steer.dl_curve")
-    exports.table(preview_table(out.preview_prompts, out.plain, out.steered, out.preview_alpha), "steer.preview",
-                  "steering_preview", static=True)
+    if (got := st.session_state["steer.sweep"]) is not None:
+        sweep_section(got)
 
 
 linked = urlstate.not_shown(from_link(), st.session_state["steer.result"])

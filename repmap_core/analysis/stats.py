@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["Estimate", "wilson", "bootstrap", "mean_interval", "accuracy_estimate", "format_estimate", "format_null",
+__all__ = ["Estimate", "wilson", "bootstrap", "group_bootstrap_means", "mean_interval", "accuracy_estimate", "format_estimate", "format_null",
            "pearson_estimate", "r2_estimate", "row_mean_estimate", "random_direction_accuracy", "with_null"]
 
 Z95 = 1.959963984540054
@@ -138,6 +138,28 @@ def bootstrap(statistic: Callable[[np.ndarray], float], n: int, *, groups: np.nd
         shift = float(statistic(np.arange(n))) - float(np.median(values))
         low, high = low + shift, high + shift
     return float(low), float(high)
+
+
+def group_bootstrap_means(values: np.ndarray, groups: np.ndarray | None = None, *, n_boot: int = 2000, seed: int = 0,
+                          level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile intervals of the row means of `values` (k, n), resampling whole `groups` (n,), e.g.
+    the two letter orders of one question, which are no independent evidence: rows of a group are
+    averaged first and the groups are resampled (all k rows with the same draw, so curves stay
+    paired). Returns (low (k,), high (k,)). Vectorised: one (n_boot, g) x (g, k) product.
+
+    Rows of a group are averaged with equal weight per row, so with groups of equal size the
+    resampled statistic is the plain mean of the rows it holds."""
+    values = np.atleast_2d(np.asarray(values, dtype=np.float64))  # (k, n)
+    groups = np.arange(values.shape[1]) if groups is None else np.asarray(groups)
+    uniq, inverse = np.unique(groups, return_inverse=True)
+    sizes = np.bincount(inverse).astype(np.float64)  # (g,)
+    sums = np.zeros((values.shape[0], len(uniq)))
+    np.add.at(sums.T, inverse, values.T)  # (k, g) per-group sums
+    counts = np.random.default_rng(seed).multinomial(len(uniq), np.full(len(uniq), 1 / len(uniq)), size=n_boot)  # (B, g)
+    means = (counts @ sums.T) / (counts @ sizes)[:, None]  # (B, k)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail], axis=0)
+    return low, high
 
 
 def mean_interval(x: Sequence[float]) -> Estimate:

@@ -7,6 +7,8 @@ from repmap_core.capture.embedded import EMBEDDED_MODEL_ID
 from repmap_core.capture.gguf import SMOLLM2_ID
 from repmap_core.errors import RepmapError
 from repmap_core.progress import Progress
+from repmap_core.steering.apply import SCALES
+from repmap_core.steering.run import DEFAULT_ALPHAS
 
 COMMANDS = ("recipe",)
 
@@ -30,10 +32,10 @@ def add_parser(sub) -> None:
     p.add_argument("--method", default=None, help="within: lstsq|gd (default lstsq); between: any map (default gd)")
     p.add_argument("--weak-model", default=None, help="within: a finetuned folder whose labels fit δ (Table 2)")
     p.add_argument("--chat", default=None, help="rimsky: the chat model (--model is the base)")
-    p.add_argument("--multipliers", default="-0.5,-0.25,0,0.25,0.5",
-                   help="lrt: steering multipliers, written with = (--multipliers=-1,0,1); relative to the target layer's "
-                        "residual norm unless --scale raw")
-    p.add_argument("--scale", default="relative", choices=["relative", "raw"], help="lrt: how multipliers apply")
+    p.add_argument("--multipliers", default=DEFAULT_ALPHAS,
+                   help="lrt: steering multipliers, written with = (--multipliers=-1,0,1); in units of the target layer's "
+                        "residual spread unless --scale says otherwise")
+    p.add_argument("--scale", default=SCALES[0], choices=SCALES, help="lrt: what one unit of a multiplier adds")
     p.add_argument("--with-bias", action="store_true",
                    help="lrt: carry the vector as A v + b (the map applied to it as if it were an activation) instead "
                         "of A v, a displacement's image (the default)")

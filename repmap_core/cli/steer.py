@@ -16,6 +16,8 @@ import numpy as np
 
 from repmap_core.errors import RepmapError
 from repmap_core.progress import Progress
+from repmap_core.steering.apply import SCALE_UNITS, SCALES
+from repmap_core.steering.run import DEFAULT_ALPHAS
 
 COMMANDS = ("steer",)
 
@@ -25,9 +27,10 @@ def add_parser(sub) -> None:
     p.add_argument("--model", required=True, help="a causal LM: hub id, folder, .gguf file, or the embedded SmolLM2")
     p.add_argument("--data", required=True, help="A/B questions, e.g. builtin:corrigible")
     p.add_argument("--layer", type=int, required=True, help="the block whose output is steered (negative from the end)")
-    p.add_argument("--alphas", default="-1,-0.5,0,0.5,1", help="multipliers, written with = (--alphas=-1,0,1)")
-    p.add_argument("--scale", default="relative", choices=["relative", "raw"],
-                   help="relative: α × the layer's mean residual norm along the unit vector; raw: α × the vector")
+    p.add_argument("--alphas", default=DEFAULT_ALPHAS, help="multipliers, written with = (--alphas=-1,0,1)")
+    p.add_argument("--scale", default=SCALES[0], choices=SCALES,
+                   help="what one unit of α adds along the vector's direction: " +
+                        "; ".join(f"{k}: {v}" for k, v in SCALE_UNITS.items()))
     p.add_argument("--vector", default=None, metavar="FILE.safetensors", help="a vector file (steering-vectors --export)")
     p.add_argument("--test-frac", type=float, default=0.3, help="questions held out (when the vector is made here)")
     p.add_argument("--limit", type=int, default=None, help="at most N rows of --data (two per question)")
@@ -51,6 +54,7 @@ def run(args: argparse.Namespace, progress: Progress) -> dict:
     from repmap_core.capture.models import load_model, model_info, resolve_layers, resolve_model
     from repmap_core.data.load import load_dataset
     from repmap_core.steering import VectorSet, compute_vectors, load_vectors
+    from repmap_core.steering.compare import residual_scales
     from repmap_core.steering.run import sweep_layer
 
     alphas = parse_alphas(args.alphas)
@@ -67,9 +71,9 @@ def run(args: argparse.Namespace, progress: Progress) -> dict:
                                      balance=not args.no_balance, loader=loader, progress=progress)
         rows = np.arange(len(everything.dataset))
         aset = get_activations(resolved, everything.dataset, [layer], "answer", loader=loader)
-        norm = float(np.linalg.norm(np.asarray(aset[layer], np.float64), axis=1).mean())
+        norm, spread = residual_scales(aset[layer])
         vs = VectorSet({layer: vectors[layer]}, everything.dataset, rows[:0], rows, everything.manifest, everything.balance,
-                       {layer: norm}, everything.question_ids)
+                       {layer: norm}, everything.question_ids, {layer: spread})
     else:
         vs = compute_vectors(resolved.name, dataset, [layer], test_frac=args.test_frac, seed=args.seed,
                              balance=not args.no_balance, loader=loader, progress=progress)
@@ -81,14 +85,20 @@ def run(args: argparse.Namespace, progress: Progress) -> dict:
                 "agreement_low": c.agreement_low.tolist(), "agreement_high": c.agreement_high.tolist()}
 
     return {"model": resolved.name, "revision": resolved.revision, "quantization": resolved.quantization or None,
-            "data": dataset.name, "layer": layer, "site": f"blocks.{layer}.hook_resid_post", "scale": args.scale,
-            "residual_norm": vs.norm(layer), "vector_norm": vs.vectors[layer].norm,
+            "data": dataset.name, "layer": layer, "site": f"blocks.{layer}.hook_resid_post",
+            "scale": {"name": args.scale, "unit": SCALE_UNITS[args.scale], "residual_spread": vs.spread(layer),
+                      "residual_norm": vs.norm(layer), "vector_norm": vs.vectors[layer].norm,
+                      "added_norm_per_unit_alpha": res.curve.factor * vs.vectors[layer].norm},
             "vector": {"source": args.vector or "caa (training questions)", "balance": vs.balance.sentence() if vs.balance else None},
-            "held_out": {"questions": int(len(np.unique(vs.held_out_groups()))), "prompts": res.curve.n_questions},
+            "held_out": {"questions": int(len(np.unique(vs.held_out_groups()))), "prompts": res.curve.n_questions,
+                         "intervals": "95%, bootstrap over questions (both letter orders of a question resample together)"},
             "alphas": alphas, "propensity": curve(res.curve), "random_direction": curve(res.random),
             "slope": res.slope.as_dict(), "random_slope": res.random_slope.as_dict(),
-            "side_effect_nats": {"base": res.side_effect["base"],
-                                 "steered": [res.side_effect[float(a)] for a in alphas]},
+            "vector_minus_random_slope": res.difference.as_dict(),
+            "effect": res.effect,
+            "side_effect": {"unsteered_nats": res.side_effect["base"],
+                            "per_alpha": [{"alpha": a, "loss_nats": res.side_effect[float(a)],
+                                           "change_nats": res.side_effect_delta[float(a)].as_dict()} for a in alphas]},
             "verdict": res.verdict,
             "preview": [{"prompt_end": p[-120:], "plain": a, "steered": b}
                         for p, a, b in zip(out.preview_prompts, out.plain, out.steered)]}

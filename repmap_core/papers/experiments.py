@@ -144,14 +144,14 @@ def rimsky_recipe(base: str, chat: str, data, *, layers="all", limit: int | None
 
 
 def lrt_recipe(source: str, target: str, data, *, source_layer: int, target_layer: int, limit: int | None = None,
-               seed: int = 0, multipliers=(-0.5, -0.25, 0.0, 0.25, 0.5), with_bias: bool = False, map_method: str = "ridge",
-               scale: str = "relative", progress=None) -> dict:
+               seed: int = 0, multipliers=(-1.0, -0.5, 0.0, 0.5, 1.0), with_bias: bool = False, map_method: str = "ridge",
+               scale: str = "spread", progress=None) -> dict:
     """LRT (Bello et al. 2025): steer the target with its own CAA vector and with the source's
     vector carried across a map fitted on the two models' activations (as `A v`, a displacement's
     image; `with_bias=True` adds the map's bias, see `transfer_and_compare`); compare the propensity curves on held-out questions
     (Pearson r with a bootstrap interval and MSE, their Table 1), beside a random direction's curve.
-    Questions are asked in both letter orders; multipliers are relative to the target layer's
-    residual norm (`scale="raw"` for the paper's raw multipliers). Example (a GPU machine):
+    Questions are asked in both letter orders; multipliers are in units of the target layer's
+    residual spread (`scale="raw"` for the paper's raw multipliers). Example (a GPU machine):
     `lrt_recipe("google/gemma-2-2b", "google/gemma-2-9b", "file:corrigible.jsonl", source_layer=20, target_layer=20)`."""
     from repmap_core.capture.models import load_model
     from repmap_core.data.load import load_dataset

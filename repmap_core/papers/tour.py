@@ -68,7 +68,7 @@ def _split():
 
 
 def _layers(report: Progress) -> tuple[str, object, dict]:
-    from repmap_core.analysis.probes import best_layer, layer_separation
+    from repmap_core.analysis.separation import best_layer, layer_separation
     from repmap_core.capture.activations import get_activations
     from repmap_core.share.figures import separation_curve
 
@@ -121,8 +121,8 @@ def _activations_before_after(report: Progress):
 
 
 def _shift(report: Progress) -> tuple[str, object, dict]:
-    from repmap_core.analysis.probes import separation_at
     from repmap_core.analysis.projection import joint_project
+    from repmap_core.analysis.separation import separation_at
     from repmap_core.share.figures_shift import shift_scatter
 
     analyse, before, after = _activations_before_after(report)
@@ -197,6 +197,9 @@ def _across(report: Progress) -> tuple[str, object, dict]:
     return text, fig, {"r2_test": result.map["r2_test"], "functional": t["functional"], "vector": t["vector"]}
 
 
+SENTIMENT_ALPHAS = (-1.0, -0.5, 0.0, 0.5, 1.0)  # × the residual spread (measured: docs/steering_scale.md)
+
+
 def _steering(report: Progress) -> tuple[str, object, dict]:
     from repmap_core.capture.models import load_model
     from repmap_core.share.figures_steering import sentiment_plot
@@ -204,20 +207,22 @@ def _steering(report: Progress) -> tuple[str, object, dict]:
 
     lm = load_model(SMOLLM2, head=True)
     layer = min(8, lm.info.n_layers // 2)  # block 8 of SmolLM2's 30: where the sentiment vector steers (measured)
-    sweep = sentiment_layer(SMOLLM2, lm, layer, [-0.5, -0.25, 0.0, 0.25, 0.5], loader=lambda r, d, t: lm, progress=report)
+    sweep = sentiment_layer(SMOLLM2, lm, layer, SENTIMENT_ALPHAS, loader=lambda r, d, t: lm, progress=report)
     mean = sweep.positive.mean(1)
-    text = (f"Adding the positive-minus-negative review direction at block {layer} steers what SmolLM2 writes: judged positive "
-            f"{mean[0]:.0%} of the time at α = −0.5 and {mean[-1]:.0%} at α = +0.5 (a MiniLM probe judges; "
-            f"{sweep.judge_accuracy:.2f} on held-out reviews). {sweep.verdict}")
+    lo, hi = SENTIMENT_ALPHAS[0], SENTIMENT_ALPHAS[-1]
+    text = (f"Adding the positive-minus-negative review direction at block {layer} (α in units of the block's residual "
+            f"spread): SmolLM2's continuations are judged positive {mean[0]:.0%} of the time at α = {lo:+g} and "
+            f"{mean[-1]:.0%} at α = {hi:+g} (a MiniLM probe judges; {sweep.judge_accuracy:.2f} on held-out reviews). "
+            f"{sweep.verdict}")
     return text, sentiment_plot(sweep), {"positive_low": float(mean[0]), "positive_high": float(mean[-1]),
-                                          "steers": sweep.verdict.startswith("Steers")}
+                                          "steers": sweep.steers}
 
 
 RUNNERS = {"layers": _layers, "finetune": _finetune, "shift": _shift, "within": _within, "across": _across,
            "steering": _steering}
 
 
-MEMO_FORMAT = 2  # raised when a step's narrative or figure changes, so kept steps are made again
+MEMO_FORMAT = 3  # raised when a step's narrative or figure changes, so kept steps are made again
 
 
 def _memo_path(key: str):

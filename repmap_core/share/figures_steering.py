@@ -21,6 +21,7 @@ from plotly.subplots import make_subplots
 
 from repmap_core.papers.experiments import LRT_PUBLISHED
 from repmap_core.steering import PropensityCurve, SteeringVector, cosine_per_layer, layer_cosines, vector_pca
+from repmap_core.steering.apply import SCALE_UNITS
 
 MODEL_COLORS = ("#00798c", "#d1495b", "#edae49", "#30638e", "#66a182", "#8d96a3")
 CURVE_COLORS = {"native": "#00798c", "transferred": "#d1495b", "vector": "#00798c", "random direction": "#8d96a3"}
@@ -108,10 +109,16 @@ def vector_pca_plot(coords: dict[str, tuple[list[int], np.ndarray]], shared_axes
     return fig
 
 
+def alpha_title(scale: str) -> str:
+    """The α axis's title: what one unit of α adds under `scale`."""
+    return f"multiplier α ({SCALE_UNITS[scale]})" if scale in SCALE_UNITS and scale != "raw" else "multiplier α"
+
+
 def propensity_plot(curves: dict[str, PropensityCurve], title: str = "Propensity against the multiplier") -> go.Figure:
     """Mean propensity (logit of the matching letter minus the other's, on held-out questions)
     against the multiplier α, one line per curve (e.g. "native", "transferred") with its 95%
-    band (mean ± 1.96 se) as a filled area, and a zero line (no preference)."""
+    band (a bootstrap over questions: both letter orders of a question resample together) as a
+    filled area, and a zero line (no preference)."""
     fig = go.Figure()
     for i, (name, c) in enumerate(curves.items()):
         color = CURVE_COLORS.get(name, _color(i))
@@ -121,12 +128,11 @@ def propensity_plot(curves: dict[str, PropensityCurve], title: str = "Propensity
             line=dict(width=0), fillcolor=_rgba(color, 0.18), hoverinfo="skip", name=f"{name} 95% band",
             legendgroup=name, showlegend=False))
         fig.add_trace(go.Scatter(
-            x=x, y=c.mean, mode="lines+markers", name=f"{name} (layer {c.layer}, {c.n_questions} questions)",
+            x=x, y=c.mean, mode="lines+markers", name=f"{name} (layer {c.layer}, {c.n_groups} questions)",
             legendgroup=name, line=dict(color=color), customdata=np.asarray(c.agreement),
             hovertemplate="α %{x:+g}: propensity %{y:+.3f}<br>matching letter wins %{customdata:.0%}<extra></extra>"))
     fig.add_hline(y=0, line=dict(color="#8d96a3", width=1, dash="dot"))
-    relative = any(getattr(c, "scale", "raw") == "relative" for c in curves.values())
-    fig.update_xaxes(title_text="multiplier α (× the layer's mean residual norm)" if relative else "multiplier α")
+    fig.update_xaxes(title_text=alpha_title(next(iter(curves.values())).scale if curves else "raw"))
     fig.update_yaxes(title_text="logit(matching) − logit(other)")
     fig.update_layout(height=380, margin=dict(l=10, r=10, t=60, b=10), title=title,
                       legend=dict(orientation="h", y=-0.22, x=0.5, xanchor="center"))
@@ -173,9 +179,11 @@ def cosines_table(groups: dict[str, tuple[list[int], np.ndarray]], per_layer: di
     return pd.DataFrame(rows, columns=["comparison", "layer_a", "layer_b", "cosine"])
 
 
-def agreement_table(curve: PropensityCurve, random: PropensityCurve | None = None) -> pd.DataFrame:
-    """Per multiplier: mean propensity with its 95% interval, agreement (the share of questions
-    whose matching letter wins) with its Wilson interval, and the random direction's propensity."""
+def agreement_table(curve: PropensityCurve, random: PropensityCurve | None = None,
+                    side_effect: dict | None = None) -> pd.DataFrame:
+    """Per multiplier: mean propensity with its 95% interval, agreement (the share of prompts whose
+    matching letter wins) with its interval (both over questions), the random direction's
+    propensity, and the side effect (`side_effect`: α -> Estimate of the loss change on neutral text)."""
     frame = pd.DataFrame({"multiplier": np.asarray(curve.alphas, dtype=np.float64), "propensity": curve.mean,
                           "propensity 95%": [f"[{lo:+.2f}, {hi:+.2f}]" for lo, hi in zip(curve.low, curve.high)],
                           "agreement": curve.agreement})
@@ -183,21 +191,33 @@ def agreement_table(curve: PropensityCurve, random: PropensityCurve | None = Non
         frame["agreement 95%"] = [f"[{lo:.0%}, {hi:.0%}]" for lo, hi in zip(curve.agreement_low, curve.agreement_high)]
     if random is not None:
         frame["random direction"] = random.mean
+        frame["random 95%"] = [f"[{lo:+.2f}, {hi:+.2f}]" for lo, hi in zip(random.low, random.high)]
+    if side_effect:
+        est = [side_effect.get(float(a)) for a in curve.alphas]
+        frame["Δ loss (nats)"] = [np.nan if e is None else e.value for e in est]
+        frame["Δ loss 95%"] = ["" if e is None else f"[{e.low:+.2f}, {e.high:+.2f}]" for e in est]
     return frame
 
 
-def side_effect_plot(side: dict, title: str = "Side effect: next-token loss on neutral text") -> go.Figure:
-    """Mean next-token loss (nats per token) on neutral sentences at each multiplier, against the
-    unsteered loss (`side["base"]`): how much steering costs the model's ordinary language."""
+def side_effect_plot(side: dict, title: str = "Side effect: next-token loss on neutral text", scale: str = "raw",
+                     delta: dict | None = None) -> go.Figure:
+    """The change in mean next-token loss (nats per token) on neutral sentences at each multiplier,
+    against the unsteered loss (`side["base"]`), with its 95% interval over texts when `delta`
+    (α -> Estimate) is given: how much steering costs the model's ordinary language."""
     alphas = sorted(k for k in side if k != "base")
-    fig = go.Figure(go.Scatter(x=alphas, y=[side[a] - side["base"] for a in alphas], mode="lines+markers",
-                               line=dict(color=_color(1)), name="Δ loss",
-                               hovertemplate="α %{x:+g}: +%{y:.3f} nats per token<extra></extra>"))
+    y = [side[a] - side["base"] for a in alphas]
+    error = None
+    if delta and all(a in delta for a in alphas):
+        y = [delta[a].value for a in alphas]
+        error = dict(type="data", symmetric=False, array=[delta[a].high - delta[a].value for a in alphas],
+                     arrayminus=[delta[a].value - delta[a].low for a in alphas], color=_color(1), thickness=1)
+    fig = go.Figure(go.Scatter(x=alphas, y=y, mode="lines+markers", line=dict(color=_color(1)), name="Δ loss",
+                               error_y=error, hovertemplate="α %{x:+g}: %{y:+.3f} nats per token<extra></extra>"))
     fig.add_hline(y=0, line=dict(color="#8d96a3", width=1, dash="dot"))
-    fig.update_xaxes(title_text="multiplier α")
+    fig.update_xaxes(title_text=alpha_title(scale))
     fig.update_yaxes(title_text="Δ loss (nats/token)", tickformat=".2f")
     fig.update_layout(height=300, margin=dict(l=10, r=10, t=60, b=10), showlegend=False,
-                      title=f"{title} (unsteered: {side['base']:.2f})")
+                      title=dict(text=f"{title}<br><sup>unsteered: {side['base']:.2f} nats per token; 95% over texts</sup>"))
     return fig
 
 
@@ -272,7 +292,7 @@ def sentiment_plot(sweep) -> go.Figure:
         fig.add_trace(go.Scatter(x=x, y=mean, mode="lines+markers", name=name, legendgroup=name, line=dict(color=color),
                                  hovertemplate="α %{x:+g}: judged positive %{y:.0%}<extra></extra>"))
     fig.add_hline(y=0.5, line=dict(color="#8d96a3", width=1, dash="dot"))
-    fig.update_xaxes(title_text="multiplier α (× the layer's mean residual norm)" if sweep.scale == "relative" else "multiplier α")
+    fig.update_xaxes(title_text=alpha_title(sweep.scale))
     fig.update_yaxes(title_text="judged P(positive)", range=[0, 1], tickformat=".0%")
     fig.update_layout(height=360, margin=dict(l=10, r=10, t=60, b=10), legend=dict(orientation="h", y=-0.25, x=0.5,
                       xanchor="center"), title=f"Layer {sweep.layer}: sentiment of {sweep.positive.shape[1]} continuations")

@@ -2,33 +2,40 @@
 side effect on neutral text, and greedy generation.
 
 A raw α means different things at every layer and model (SmolLM2's residual norms run 6 -> 139 ->
-73 from block 0 to 14 to 29), so sweeps default to a *relative* α: the vector is scaled to unit
-length and multiplied by α times the layer's mean residual norm (α = 0.5 adds half a typical
-residual). Every sweep runs a random direction of the same norm beside the vector, and measures
-the side effect (mean next-token loss on neutral text) at each α.
+73 from block 0 to 14 to 29), so sweeps default to α in units of the layer's *residual spread*:
+the vector is scaled to unit length and multiplied by α times the root-mean-square distance of
+the layer's residuals from their mean (α = 1 moves a residual as far as residuals typically lie
+from each other's centre). The mean residual norm (`scale="relative"`) is mostly the mean vector
+(138.6 at SmolLM2's block 14 against a spread of 53), so α = 1 there is 2.6 spreads and wrecks
+the model's text. Every sweep runs a random direction of the same norm beside the vector, and
+measures the side effect (next-token loss on neutral text, with its interval over texts) at each α.
 """
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from repmap_core.analysis.stats import Estimate, bootstrap, wilson
+from repmap_core.analysis.stats import Estimate, bootstrap, group_bootstrap_means, wilson
 from repmap_core.capture.hooks import block_hidden, with_hidden
 from repmap_core.capture.models import LoadedModel
 from repmap_core.errors import RepmapError
 from repmap_core.progress import Progress
 from repmap_core.steering.choices import ABPrompt
+from repmap_core.steering.effect import slope_estimates, steering_effect, verdict
 from repmap_core.steering.vectors import SteeringVector
 
 __all__ = ["steer", "letter_logit_gaps", "PropensityCurve", "propensity_curve", "SweepResult", "propensity_sweep",
-           "next_token_loss", "generate", "prompts_over_context", "context_room", "SCALES", "scale_factor"]
+           "next_token_loss", "next_token_losses", "generate", "prompts_over_context", "context_room", "SCALES",
+           "SCALE_UNITS", "scale_factor"]
 
-SCALES = ("relative", "raw", "unit")  # α × layer norm × unit vector; α × v as computed; α × unit vector
+# what one unit of α adds, per scale (the first is the default everywhere)
+SCALE_UNITS = {"spread": "× the layer's residual spread", "relative": "× the layer's mean residual norm",
+               "raw": "× the vector as computed", "unit": "× a unit vector"}
+SCALES = tuple(SCALE_UNITS)
 
 
 @contextmanager
@@ -69,17 +76,21 @@ def steer(lm: LoadedModel, layer: int, vector: SteeringVector | np.ndarray, alph
         handle.remove()
 
 
-def scale_factor(vector: SteeringVector, scale: str, residual_norm: float | None) -> float:
-    """What one unit of α multiplies the stored vector by under `scale`."""
+def scale_factor(vector: SteeringVector, scale: str, residual_norm: float | None = None,
+                 residual_spread: float | None = None) -> float:
+    """What one unit of α multiplies the stored vector by under `scale` (see `SCALE_UNITS`)."""
     if scale == "raw":
         return 1.0
     if scale == "unit":
         return 1.0 / max(vector.norm, 1e-30)
-    if scale == "relative":
-        if not residual_norm:
-            raise RepmapError("A relative multiplier needs the layer's residual norm; compute the vectors first.")
-        return float(residual_norm) / max(vector.norm, 1e-30)
-    raise RepmapError(f"Scale '{scale}' is not one of {', '.join(SCALES)}.")
+    reference = {"relative": residual_norm, "spread": residual_spread}.get(scale, -1.0)
+    if reference == -1.0:
+        raise RepmapError(f"Scale '{scale}' is not one of {', '.join(SCALES)}.")
+    if not reference:
+        what = "mean residual norm" if scale == "relative" else "residual spread"
+        raise RepmapError(f"A multiplier {SCALE_UNITS[scale]} needs the layer's {what}; compute the vectors again "
+                          "(results saved by an older version hold only the mean norm: use the scale 'relative').")
+    return float(reference) / max(vector.norm, 1e-30)
 
 
 def context_room(lm: LoadedModel, room: int = 0) -> int | None:
@@ -155,40 +166,57 @@ def letter_logit_gaps(lm: LoadedModel, prompts: Sequence[ABPrompt], batch_size: 
 
 @dataclass(frozen=True, eq=False)
 class PropensityCurve:
-    """Mean propensity over held-out questions per multiplier, with a 95% band; agreement (the
-    share of questions whose matching letter wins) with its Wilson interval; `gaps` (k, n) keeps
-    every question's propensity so intervals of anything derived can resample questions."""
+    """Mean propensity over held-out prompts per multiplier, with a 95% band; agreement (the share of
+    prompts whose matching letter wins) with its interval; `gaps` (k, n) keeps every prompt's
+    propensity so intervals of anything derived can resample questions. The unit of every interval
+    is the question (`groups`): its two letter orders are strongly anti-correlated (r = -0.91 on
+    SmolLM2), so they are averaged, never counted as two independent rows."""
 
     alphas: np.ndarray  # (k,) multipliers as the user gave them
     mean: np.ndarray  # (k,)
-    low: np.ndarray  # mean − 1.96 se
+    low: np.ndarray  # 95% bootstrap over questions
     high: np.ndarray
     agreement: np.ndarray  # (k,)
     layer: int
-    n_questions: int
+    n_questions: int  # prompts (a question asked in both letter orders counts twice here)
     agreement_low: np.ndarray = field(default_factory=lambda: np.zeros(0))
     agreement_high: np.ndarray = field(default_factory=lambda: np.zeros(0))
     gaps: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (k, n)
-    scale: str = "raw"  # how α was applied (relative | raw | unit)
+    scale: str = "raw"  # how α was applied (a key of SCALE_UNITS)
     factor: float = 1.0  # what one unit of α multiplied the stored vector by
     groups: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (n,) question of each prompt
+
+    @property
+    def n_groups(self) -> int:
+        """Distinct questions (the unit of the intervals)."""
+        return int(len(np.unique(self.groups))) if len(self.groups) else self.n_questions
 
     def as_dict(self) -> dict:
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in asdict(self).items() if k != "gaps"}
 
 
 def propensity_curve(alphas: np.ndarray, gaps: np.ndarray, layer: int, *, scale: str = "raw", factor: float = 1.0,
-                     groups: np.ndarray | None = None) -> PropensityCurve:
-    """Summarise per-question propensities `gaps` (k, n) into a curve with its intervals."""
+                     groups: np.ndarray | None = None, seed: int = 0) -> PropensityCurve:
+    """Summarise per-prompt propensities `gaps` (k, n) into a curve with 95% intervals over `groups`
+    (n,), the question of each prompt (None: every prompt its own question). The band and the
+    agreement's interval are percentile bootstraps over questions; an agreement of exactly 0 or 1,
+    where every resample agrees, gets the Wilson interval over the questions instead."""
     gaps = np.asarray(gaps, np.float64)
     n = gaps.shape[1]
-    mean = gaps.mean(1)
-    se = gaps.std(1, ddof=1) / math.sqrt(n) if n > 1 else np.zeros(len(mean))
-    wins = (gaps > 0).sum(1)
-    bounds = np.array([wilson(k, n) for k in wins])
-    return PropensityCurve(np.asarray(alphas, np.float64), mean, mean - 1.96 * se, mean + 1.96 * se, wins / n, int(layer),
-                           int(n), bounds[:, 0], bounds[:, 1], gaps, scale, float(factor),
-                           np.arange(n) if groups is None else np.asarray(groups))
+    groups = np.arange(n) if groups is None else np.asarray(groups)
+    wins = (gaps > 0).astype(np.float64)
+    if n > 1:
+        low, high = group_bootstrap_means(gaps, groups, seed=seed)
+        a_low, a_high = group_bootstrap_means(wins, groups, seed=seed)
+    else:
+        low = high = a_low = a_high = np.full(gaps.shape[0], np.nan)
+    agreement = wins.mean(1)
+    n_q = len(np.unique(groups))
+    for i, share in enumerate(agreement):
+        if share in (0.0, 1.0):
+            a_low[i], a_high[i] = wilson(share * n_q, n_q)
+    return PropensityCurve(np.asarray(alphas, np.float64), gaps.mean(1), low, high, agreement, int(layer), int(n),
+                           a_low, a_high, gaps, scale, float(factor), groups)
 
 
 @dataclass(frozen=True, eq=False)
@@ -202,76 +230,62 @@ class SweepResult:
     difference: Estimate | None  # vector slope − random slope, paired by question
     side_effect: dict  # alpha -> mean next-token loss on neutral text (nats), with "base" at α = 0
     residual_norm: float | None
-    verdict: str  # one sentence: does this layer steer, beyond the random direction?
+    verdict: str  # one sentence, led by the vector's effect relative to the random direction
+    side_effect_delta: dict = field(default_factory=dict)  # alpha -> Estimate of the loss minus the unsteered loss
+    residual_spread: float | None = None  # the layer's residual spread (what α multiplies under scale "spread")
+    vector_norm: float | None = None  # the stored vector's norm (one unit of α adds curve.factor × this)
+
+    @property
+    def effect(self) -> int:
+        """+1 / -1: steers toward / against the behaviour beyond the random direction; 0: no steering shown."""
+        return steering_effect(self.slope, self.random_slope, self.difference)
 
     @property
     def steers(self) -> bool:
-        return self.verdict.startswith("Steers")
+        return self.effect != 0
 
 
-def _slopes(alphas: np.ndarray, gaps: np.ndarray) -> np.ndarray:
-    """Least-squares slope of propensity against α, per question (n,)."""
-    a = np.asarray(alphas, np.float64) - np.mean(alphas)
-    return (a[:, None] * (gaps - gaps.mean(0))).sum(0) / max(float((a ** 2).sum()), 1e-30)
-
-
-def slope_estimates(alphas: np.ndarray, gaps: np.ndarray, random_gaps: np.ndarray | None, groups: np.ndarray | None,
-                    seed: int = 0) -> tuple[Estimate, Estimate | None, Estimate | None]:
-    """Mean slope per unit α of the vector, of the random direction, and of their difference (each
-    question's vector slope minus its random slope), with bootstrap intervals over questions."""
-    def estimate(per: np.ndarray) -> Estimate:
-        low, high = bootstrap(lambda idx: per[idx].mean(), len(per), groups=groups, seed=seed)
-        return Estimate(float(per.mean()), low, high, len(per), "bootstrap (questions)")
-
-    per_v = _slopes(alphas, gaps)
-    if random_gaps is None:
-        return estimate(per_v), None, None
-    per_r = _slopes(alphas, random_gaps)
-    return estimate(per_v), estimate(per_r), estimate(per_v - per_r)
-
-
-def verdict(layer: int, slope: Estimate, random_slope: Estimate | None, difference: Estimate | None, scale: str,
-            what: str = "propensity", unit: str = "logits") -> str:
-    """One sentence: does the vector steer at `layer`, beyond a random direction of the same norm?
-    It steers when its slope's interval excludes 0 and so does the interval of its difference from
-    the random direction's slope (paired by question)."""
-    per = "per unit α (× the layer's residual norm)" if scale == "relative" else "per unit α"
-    shown = f"{slope.value:+.2f} [{slope.low:+.2f}, {slope.high:+.2f}] {unit} {per}"
-    rand = ("" if random_slope is None else
-            f"; a random direction of the same norm: {random_slope.value:+.2f} [{random_slope.low:+.2f}, {random_slope.high:+.2f}]")
-    if not (math.isfinite(slope.low) and math.isfinite(slope.high)):
-        return f"Cannot tell at layer {layer}: too few held-out questions for an interval ({shown}{rand})."
-    beyond = difference is None or difference.low > 0 or difference.high < 0
-    if slope.low > 0 and beyond:
-        return f"Steers at layer {layer}: {what} rises {shown}{rand}."
-    if slope.high < 0 and beyond:
-        return f"Steers against the behaviour at layer {layer}: {what} falls {shown}{rand}."
-    return f"No steering at layer {layer} beyond a random direction: {shown}{rand}."
-
-
-def next_token_loss(lm: LoadedModel, texts: Sequence[str], batch_size: int = 16) -> float:
-    """Mean next-token cross-entropy (nats per token) on `texts`, under whatever hooks are active."""
+def next_token_losses(lm: LoadedModel, texts: Sequence[str], batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Per text: the summed next-token cross-entropy (nats) and the number of predicted tokens, both
+    (n,), under whatever hooks are active."""
     import torch
     import torch.nn.functional as F
 
     _require_lm(lm)
-    total, count = 0.0, 0
+    sums, counts = [], []
     for s in range(0, len(texts), batch_size):
         input_ids, mask = _encode_left(lm, texts[s:s + batch_size])
         with torch.inference_mode():
             logits = lm.model(**_left_padded_inputs(lm, input_ids, mask)).logits[:, :-1].float()  # (B, T-1, V)
         target = input_ids[:, 1:]
-        keep = mask[:, 1:].bool() & mask[:, :-1].bool()
-        loss = F.cross_entropy(logits[keep], target[keep], reduction="sum")
-        total += float(loss)
-        count += int(keep.sum())
-    return total / max(count, 1)
+        keep = (mask[:, 1:].bool() & mask[:, :-1].bool()).float()  # (B, T-1)
+        loss = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")  # (B, T-1)
+        sums.append((loss * keep).sum(1).double().cpu().numpy())
+        counts.append(keep.sum(1).cpu().numpy())
+    return np.concatenate(sums), np.concatenate(counts)
+
+
+def next_token_loss(lm: LoadedModel, texts: Sequence[str], batch_size: int = 16) -> float:
+    """Mean next-token cross-entropy (nats per token) on `texts`, under whatever hooks are active."""
+    sums, counts = next_token_losses(lm, texts, batch_size)
+    return float(sums.sum() / max(counts.sum(), 1))
+
+
+def loss_change(base: tuple[np.ndarray, np.ndarray], steered: tuple[np.ndarray, np.ndarray], seed: int = 0) -> Estimate:
+    """The steered minus the unsteered loss per token (nats), with a bootstrap interval over texts (paired)."""
+    (b_sum, count), (s_sum, _) = base, steered
+
+    def delta(idx: np.ndarray) -> float:
+        return float((s_sum[idx].sum() - b_sum[idx].sum()) / max(count[idx].sum(), 1))
+
+    low, high = bootstrap(delta, len(count), seed=seed)
+    return Estimate(delta(np.arange(len(count))), low, high, len(count), "bootstrap (texts)")
 
 
 def propensity_sweep(lm: LoadedModel, prompts: Sequence[ABPrompt], layer: int, vector: SteeringVector | np.ndarray,
                      alphas: Sequence[float], *, scale: str = "raw", residual_norm: float | None = None,
-                     baseline: bool = False, neutral_texts: Sequence[str] = (), groups: np.ndarray | None = None,
-                     seed: int = 0, normalize: bool = False, batch_size: int = 16,
+                     residual_spread: float | None = None, baseline: bool = False, neutral_texts: Sequence[str] = (),
+                     groups: np.ndarray | None = None, seed: int = 0, normalize: bool = False, batch_size: int = 16,
                      progress: Progress | None = None):
     """Propensity on `prompts` with `α · factor · v` added after block `layer`, for each α.
 
@@ -285,13 +299,12 @@ def propensity_sweep(lm: LoadedModel, prompts: Sequence[ABPrompt], layer: int, v
     v = vector if isinstance(vector, SteeringVector) else SteeringVector(np.asarray(vector), layer)
     if normalize:
         scale = "unit"
-    factor = scale_factor(v, scale, residual_norm)
+    factor = scale_factor(v, scale, residual_norm, residual_spread)
     alphas = np.asarray(list(alphas), dtype=np.float64)
     runs = [("vector", v)] + ([("random", v.random_like(seed))] if baseline else [])
     total = len(alphas) * (len(runs) + (1 if neutral_texts else 0))
     done = 0
     gaps: dict[str, list] = {name: [] for name, _ in runs}
-    side: dict = {}
     for name, vec in runs:
         for a in alphas:
             with steer(lm, layer, vec, float(a) * factor):
@@ -299,20 +312,27 @@ def propensity_sweep(lm: LoadedModel, prompts: Sequence[ABPrompt], layer: int, v
             done += 1
             if progress:
                 progress(done / total, f"{name} ×{a:+g}: propensity {gaps[name][-1].mean():+.3f}")
+    side: dict = {}
+    delta: dict = {}
     if neutral_texts:
-        side["base"] = next_token_loss(lm, neutral_texts, batch_size)
+        base = next_token_losses(lm, neutral_texts, batch_size)
+        side["base"] = float(base[0].sum() / max(base[1].sum(), 1))
         for a in alphas:
             with steer(lm, layer, v, float(a) * factor):
-                side[float(a)] = next_token_loss(lm, neutral_texts, batch_size)
+                steered = next_token_losses(lm, neutral_texts, batch_size)
+            side[float(a)] = float(steered[0].sum() / max(steered[1].sum(), 1))
+            delta[float(a)] = loss_change(base, steered, seed)
             done += 1
             if progress:
                 progress(done / total, f"side effect ×{a:+g}: loss {side[float(a)]:.3f} nats")
-    curve = propensity_curve(alphas, np.stack(gaps["vector"]), layer, scale=scale, factor=factor, groups=groups)
+    kw = dict(scale=scale, factor=factor, groups=groups, seed=seed)
+    curve = propensity_curve(alphas, np.stack(gaps["vector"]), layer, **kw)
     if not baseline and not neutral_texts:
         return curve
-    rand = propensity_curve(alphas, np.stack(gaps["random"]), layer, scale=scale, factor=factor, groups=groups) if baseline else None
+    rand = propensity_curve(alphas, np.stack(gaps["random"]), layer, **kw) if baseline else None
     slope, rslope, diff = slope_estimates(alphas, curve.gaps, None if rand is None else rand.gaps, curve.groups, seed)
-    return SweepResult(curve, rand, slope, rslope, diff, side, residual_norm, verdict(layer, slope, rslope, diff, scale))
+    text = verdict(layer, slope, rslope, diff, SCALE_UNITS[scale])
+    return SweepResult(curve, rand, slope, rslope, diff, side, residual_norm, text, delta, residual_spread, v.norm)
 
 
 def generate(lm: LoadedModel, prompts: Sequence[str], *, layer: int | None = None, vector=None, alpha: float = 0.0,

@@ -3,7 +3,8 @@
 `compute_vectors` is the pipeline every page and recipe uses: A/B data in both letter orders ->
 the model's chat template -> cached answer-token activations -> a split by question (a question
 and its swapped twin stay on one side) -> one CAA vector per layer from the training questions,
-with each layer's mean residual norm (for relative multipliers) and the letter balance reported.
+with each layer's residual spread and mean residual norm (what multipliers are relative to) and the
+letter balance reported.
 `transfer_and_compare` is LRT's protocol: a map fitted on the two models' training activations
 carries the source vector across, and the target is swept with its own vector, the carried one
 and a random direction; Pearson r between the curves comes with a bootstrap interval over
@@ -26,8 +27,8 @@ from repmap_core.steering.apply import PropensityCurve, SweepResult, propensity_
 from repmap_core.steering.choices import LetterBalance, ab_prompts, apply_chat_template, balanced_rows, letter_balanced
 from repmap_core.steering.vectors import SteeringVector, vectors_from_activations
 
-__all__ = ["VectorSet", "compute_vectors", "prepared", "vectors_cached", "split_pairs", "transfer_vector", "compare_curves", "TransferResult",
-           "transfer_and_compare"]
+__all__ = ["VectorSet", "residual_scales", "compute_vectors", "prepared", "vectors_cached", "split_pairs", "transfer_vector",
+           "compare_curves", "TransferResult", "transfer_and_compare"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -42,6 +43,7 @@ class VectorSet:
     balance: LetterBalance | None = None  # of the training questions the vectors were made from
     residual_norms: dict | None = None  # layer -> mean residual norm at the answer token (training rows)
     question_ids: np.ndarray | None = None  # (n,) each row's original question
+    residual_spreads: dict | None = None  # layer -> RMS distance of the residuals from their mean (training rows)
 
     @property
     def held_out(self) -> TextDataset:
@@ -55,6 +57,24 @@ class VectorSet:
 
     def norm(self, layer: int) -> float | None:
         return None if not self.residual_norms else self.residual_norms.get(int(layer))
+
+    def spread(self, layer: int) -> float | None:
+        return None if not self.residual_spreads else self.residual_spreads.get(int(layer))
+
+    def scales(self, layer: int) -> dict:
+        """What `scale_factor` needs for this layer: `residual_norm` and `residual_spread`."""
+        return {"residual_norm": self.norm(layer), "residual_spread": self.spread(layer)}
+
+
+def residual_scales(X: np.ndarray) -> tuple[float, float]:
+    """(mean residual norm, residual spread) of activations `X` (n, d): the mean of the rows' norms,
+    and the root-mean-square distance of the rows from their mean. The first is mostly the mean
+    vector (SmolLM2 block 14: 138.6 against a spread of 53); the second is how far residuals lie
+    from each other's centre, the scale a steering multiplier is read in."""
+    X = np.asarray(X, np.float64)
+    norm = float(np.linalg.norm(X, axis=1).mean())
+    spread = float(np.sqrt(((X - X.mean(0)) ** 2).sum(1).mean()))
+    return norm, spread
 
 
 def prepared(resolved, dataset: TextDataset, *, balance: bool = True, use_chat_template: bool = True,
@@ -105,9 +125,9 @@ def compute_vectors(model: str, dataset: TextDataset, layers="all", *, method: s
         train, letters = balanced_rows(ab, train, seed)
     else:
         letters = LetterBalance(_letter_counts(ab, train), False, len(np.unique(ab.question_ids[train])))
-    norms = {L: float(np.linalg.norm(np.asarray(aset[L][train], np.float64), axis=1).mean()) for L in aset.layer_list}
-    return VectorSet(vectors_from_activations(aset, train, method), ds, train, test, aset.manifest, letters, norms,
-                     ab.question_ids)
+    scales = {L: residual_scales(aset[L][train]) for L in aset.layer_list}
+    return VectorSet(vectors_from_activations(aset, train, method), ds, train, test, aset.manifest, letters,
+                     {L: s[0] for L, s in scales.items()}, ab.question_ids, {L: s[1] for L, s in scales.items()})
 
 
 def _letter_counts(ab, rows: np.ndarray) -> dict:
@@ -167,13 +187,13 @@ class TransferResult:
 
 def transfer_and_compare(source: VectorSet, target: VectorSet, target_lm: LoadedModel, source_layer: int,
                          target_layer: int, multipliers: Sequence[float], *, map_method: str | None = "ridge",
-                         map_params: dict | None = None, with_bias: bool = False, scale: str = "relative",
+                         map_params: dict | None = None, with_bias: bool = False, scale: str = "spread",
                          normalize: bool = False, loader=None, seed: int = 0) -> TransferResult:
     """LRT's protocol: fit a map source -> target on the two models' answer-token activations of the
     training questions, carry the source vector across, and sweep
-    the target's held-out questions with both vectors and a random direction. With `scale="relative"`
-    each vector is applied at α × the target layer's residual norm (so r compares directions, not
-    norms). `map_method=None` carries the vector as it is.
+    the target's held-out questions with both vectors and a random direction. With `scale="spread"`
+    (or "relative") each vector is applied at α × the target layer's residual spread (mean norm), so r
+    compares directions, not norms. `map_method=None` carries the vector as it is.
 
     A steering vector is a displacement (a difference of mean activations), so the map carries it by
     its linear part, `A v`: the bias cancels in any difference, `A(s₊) + b − (A(s₋) + b)`. `with_bias`
@@ -195,10 +215,9 @@ def transfer_and_compare(source: VectorSet, target: VectorSet, target_lm: Loaded
                                   target_layer=target_layer)
     prompts = ab_prompts(target.held_out, target_lm.tokenizer)
     groups = target.held_out_groups()
-    norm = target.norm(target_layer)
     if normalize:
         scale = "unit"
-    kw = dict(scale=scale, residual_norm=norm, groups=groups, seed=seed)
+    kw = dict(scale=scale, groups=groups, seed=seed, **target.scales(target_layer))
     native = propensity_sweep(target_lm, prompts, target_layer, target.vectors[target_layer], multipliers, baseline=True, **kw)
     moved = propensity_sweep(target_lm, prompts, target_layer, carried, multipliers, **kw)  # width checked here
     comparison = compare_curves(native.curve, moved, seed)

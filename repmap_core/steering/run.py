@@ -12,7 +12,11 @@ from repmap_core.steering.apply import SweepResult, generate, prompts_over_conte
 from repmap_core.steering.choices import ab_prompts
 from repmap_core.steering.compare import VectorSet
 
-__all__ = ["LayerSweep", "sweep_layer", "neutral_texts", "estimate_sweep_seconds", "sentiment_layer"]
+__all__ = ["DEFAULT_ALPHAS", "LayerSweep", "sweep_layer", "neutral_texts", "estimate_sweep_seconds", "sentiment_layer"]
+
+# multipliers in units of the layer's residual spread: at the ends the next-token loss on neutral text rises by
+# about a nat on SmolLM2 (measured: docs/steering_scale.md), so a sweep shows steering before it shows breakage
+DEFAULT_ALPHAS = "-1,-0.5,0,0.5,1"
 
 
 
@@ -38,7 +42,7 @@ class LayerSweep:
     cut: int  # held-out prompts longer than the context (cut to their end)
 
 
-def sweep_layer(vs: VectorSet, lm: LoadedModel, layer: int, alphas: Sequence[float], *, scale: str = "relative",
+def sweep_layer(vs: VectorSet, lm: LoadedModel, layer: int, alphas: Sequence[float], *, scale: str = "spread",
                 preview_alpha: float | None = None, seed: int = 0, n_preview: int = 3, max_new_tokens: int = 30,
                 progress: Progress | None = None) -> LayerSweep:
     """Sweep `vs`'s vector at `layer` over `alphas` on the held-out questions (both letter orders),
@@ -46,12 +50,12 @@ def sweep_layer(vs: VectorSet, lm: LoadedModel, layer: int, alphas: Sequence[flo
     generations of a few held-out questions without and with steering at `preview_alpha`."""
     prompts = ab_prompts(vs.held_out, lm.tokenizer)
     cut = prompts_over_context(lm, [p.prompt for p in prompts])
-    result = propensity_sweep(lm, prompts, layer, vs.vectors[layer], alphas, scale=scale, residual_norm=vs.norm(layer),
-                              baseline=True, neutral_texts=neutral_texts(), groups=vs.held_out_groups(), seed=seed,
-                              progress=progress)
+    result = propensity_sweep(lm, prompts, layer, vs.vectors[layer], alphas, scale=scale, baseline=True,
+                              neutral_texts=neutral_texts(), groups=vs.held_out_groups(), seed=seed, progress=progress,
+                              **vs.scales(layer))
     a = float(preview_alpha if preview_alpha is not None else max(alphas, key=abs))
     shown = [p.prompt for p in prompts[:n_preview]]
-    factor = scale_factor(vs.vectors[layer], scale, vs.norm(layer))
+    factor = scale_factor(vs.vectors[layer], scale, **vs.scales(layer))
     plain = generate(lm, shown, max_new_tokens=max_new_tokens)
     steered = generate(lm, shown, layer=layer, vector=vs.vectors[layer], alpha=a * factor, max_new_tokens=max_new_tokens)
     return LayerSweep(result, shown, plain, steered, a, cut)
@@ -67,16 +71,15 @@ def estimate_sweep_seconds(lm: LoadedModel, vs: VectorSet, n_alphas: int, tokens
     return float(total / max(tokens_per_second, 1.0))
 
 
-def sentiment_layer(model: str, lm: LoadedModel, layer: int, alphas: Sequence[float], *, scale: str = "relative",
+def sentiment_layer(model: str, lm: LoadedModel, layer: int, alphas: Sequence[float], *, scale: str = "spread",
                     seed: int = 0, loader=None, progress: Progress | None = None):
     """Sentiment steering at `layer`: the vector from the built-in real reviews' last-token activations
     (positive − negative class means, from the cache), steered on neutral openings and judged."""
-    import numpy as np
-
     from repmap_core.capture.activations import get_activations
+    from repmap_core.steering.compare import residual_scales
     from repmap_core.steering.sentiment import sentiment_sweep, sentiment_vector
 
     aset = get_activations(model, "builtin:sentiment", [layer], "last", loader=loader, progress=progress)
-    norm = float(np.linalg.norm(np.asarray(aset[layer], np.float64), axis=1).mean())
-    return sentiment_sweep(lm, layer, sentiment_vector(aset, layer), alphas, scale=scale, residual_norm=norm, seed=seed,
-                           progress=progress)
+    norm, spread = residual_scales(aset[layer])
+    return sentiment_sweep(lm, layer, sentiment_vector(aset, layer), alphas, scale=scale, residual_norm=norm,
+                           residual_spread=spread, seed=seed, progress=progress)

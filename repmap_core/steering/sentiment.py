@@ -19,7 +19,8 @@ import numpy as np
 from repmap_core.analysis.stats import Estimate, bootstrap
 from repmap_core.capture.models import LoadedModel
 from repmap_core.progress import Progress
-from repmap_core.steering.apply import generate, scale_factor, slope_estimates, verdict
+from repmap_core.steering.apply import SCALE_UNITS, generate, scale_factor
+from repmap_core.steering.effect import slope_estimates, steering_effect, verdict
 from repmap_core.steering.vectors import SteeringVector
 
 __all__ = ["OPENINGS", "SentimentJudge", "sentiment_judge", "sentiment_vector", "SentimentSweep", "sentiment_sweep"]
@@ -64,7 +65,8 @@ def _judge_model():
 @lru_cache(maxsize=1)
 def sentiment_judge(layer: int = 4) -> SentimentJudge:
     """The judge, fitted once per process on the built-in reviews (MiniLM activations come from the cache)."""
-    from repmap_core.analysis.probes import LinearProbe, train_test_split_groups
+    from repmap_core.analysis.probes import LinearProbe
+    from repmap_core.analysis.splits import train_test_split_groups
     from repmap_core.capture.activations import get_activations
     from repmap_core.capture.embedded import EMBEDDED_MODEL_ID
 
@@ -101,6 +103,15 @@ class SentimentSweep:
     verdict: str
     judge_accuracy: float
 
+    @property
+    def effect(self) -> int:
+        """+1 / -1: steers toward positive / negative beyond the random direction; 0: no steering shown."""
+        return steering_effect(self.slope, self.random_slope, self.difference)
+
+    @property
+    def steers(self) -> bool:
+        return self.effect != 0
+
     def mean_interval(self, which: str = "vector") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Mean P(positive) per α with a 95% bootstrap interval over openings."""
         P = self.positive if which == "vector" else self.random_positive
@@ -109,11 +120,12 @@ class SentimentSweep:
 
 
 def sentiment_sweep(lm: LoadedModel, layer: int, vector: SteeringVector, alphas: Sequence[float], *,
-                    scale: str = "relative", residual_norm: float | None = None, openings: Sequence[str] = OPENINGS,
+                    scale: str = "spread", residual_norm: float | None = None, residual_spread: float | None = None,
+                    openings: Sequence[str] = OPENINGS,
                     max_new_tokens: int = 20, seed: int = 0, progress: Progress | None = None) -> SentimentSweep:
     """Steer the continuations of `openings` with `α · v` (and a random direction) and judge them."""
     judge = sentiment_judge()
-    factor = scale_factor(vector, scale, residual_norm)
+    factor = scale_factor(vector, scale, residual_norm, residual_spread)
     alphas = np.asarray(list(alphas), np.float64)
     out: dict[str, list] = {"vector": [], "random": []}
     texts: list[list[str]] = []
@@ -129,5 +141,6 @@ def sentiment_sweep(lm: LoadedModel, layer: int, vector: SteeringVector, alphas:
                          f"{name} ×{a:+g}: judged positive {out[name][-1].mean():.0%}")
     P, R = np.stack(out["vector"]), np.stack(out["random"])
     slope, rslope, diff = slope_estimates(alphas, P, R, None, seed)
-    text = verdict(layer, slope, rslope, diff, scale, what="judged positivity", unit="P(positive)")
+    text = verdict(layer, slope, rslope, diff, SCALE_UNITS[scale], what="judged positivity", unit="P(positive)",
+                   toward="positive")
     return SentimentSweep(alphas, P, R, texts, int(layer), scale, slope, rslope, diff, text, judge.held_out_accuracy)

@@ -27,11 +27,20 @@ def test_steer_sweeps_held_out_questions_beside_a_random_direction(tiny_gpt2, ca
     assert out["held_out"]["questions"] == 6  # 20 questions, 0.3 held out
     assert out["vector"]["source"] == "caa (training questions)" and "letter" in out["vector"]["balance"]
     vector, random = out["propensity"], out["random_direction"]
-    assert len(vector["mean"]) == len(random["mean"]) == 3 and len(out["side_effect_nats"]["steered"]) == 3
+    side = out["side_effect"]["per_alpha"]
+    assert len(vector["mean"]) == len(random["mean"]) == 3 and [s["alpha"] for s in side] == [-2.0, 0.0, 2.0]
     # at α = 0 nothing is added, so the vector and the random direction read the same unsteered model
     assert vector["mean"][1] == pytest.approx(random["mean"][1], abs=1e-6)
-    assert out["side_effect_nats"]["steered"][1] == pytest.approx(out["side_effect_nats"]["base"], abs=1e-6)
-    assert np.isfinite(out["slope"]["value"]) and out["verdict"]
+    assert side[1]["loss_nats"] == pytest.approx(out["side_effect"]["unsteered_nats"], abs=1e-6)
+    assert side[1]["change_nats"]["value"] == pytest.approx(0.0, abs=1e-6)
+    assert all(s["change_nats"]["low"] <= s["change_nats"]["value"] <= s["change_nats"]["high"] for s in side)
+    # the strength scale: α in units of the layer's residual spread, and what one unit adds
+    scale = out["scale"]
+    assert scale["name"] == "spread" and "residual spread" in scale["unit"]
+    assert scale["added_norm_per_unit_alpha"] == pytest.approx(scale["residual_spread"], rel=1e-5)
+    assert np.isfinite(out["slope"]["value"]) and out["verdict"] and out["effect"] in (-1, 0, 1)
+    diff = out["vector_minus_random_slope"]
+    assert diff["value"] == pytest.approx(out["slope"]["value"] - out["random_slope"]["value"], abs=1e-9)
 
 
 def test_bad_multipliers_are_refused_before_the_model_loads(tiny_gpt2, cache_dir):

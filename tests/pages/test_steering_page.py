@@ -139,26 +139,34 @@ def test_a_sweep_matches_the_core_and_previews_generations(page, models, files):
     page.number_input(key="steer.preview_alpha").set_value(20.0)
     page.button(key="FormSubmitter:steer.sweep_form-Sweep").click().run()
     ok(page)
-    # the same sweep, straight from the core: layer 1 (the middle), relative multipliers -1..1 in 5 steps
+    # the same sweep, straight from the core: layer 1 (the middle), multipliers -1..1 in 5 steps (× the residual spread)
     vs = compute_vectors(models["gpt2"], load_dataset(files["short"]))
     lm = load_model(models["gpt2"], head=True)
-    expected = sweep_layer(vs, lm, 1, np.linspace(-1, 1, 5), scale="relative", preview_alpha=20.0)
+    expected = sweep_layer(vs, lm, 1, np.linspace(-1, 1, 5), scale="spread", preview_alpha=20.0)
     res = expected.sweep
-    fig = chart(page, "A: gpt2, layer 1: propensity on 12 held-out prompts")
+    fig = chart(page, "A: gpt2, layer 1: propensity on 6 held-out questions")
     band, line, rand_band, rand = fig["data"]
     assert line["name"].startswith("vector") and rand["name"].startswith("random direction")
     assert np.allclose(values(line["x"]), [-1, -0.5, 0, 0.5, 1]) and np.allclose(values(line["y"]), res.curve.mean, atol=1e-4)
     assert np.allclose(values(band["y"]), np.r_[res.curve.high, res.curve.low[::-1]], atol=1e-4)
     assert np.allclose(values(rand["y"]), res.random.mean, atol=1e-4)
-    assert "multiplier α (× the layer's mean residual norm)" == fig["layout"]["xaxis"]["title"]["text"]
+    assert "multiplier α (× the layer's residual spread)" == fig["layout"]["xaxis"]["title"]["text"]
     side = chart(page, "Side effect: next-token loss on neutral text")
-    assert np.allclose(values(side["data"][0]["y"]), [res.side_effect[a] - res.side_effect["base"] for a in res.curve.alphas],
-                       atol=1e-4)
-    assert [m.value for m in list(page.success) + list(page.info) if m.value.startswith(("Steers", "No steering", "Cannot"))] == [res.verdict]
+    assert np.allclose(values(side["data"][0]["y"]), [res.side_effect_delta[a].value for a in res.curve.alphas], atol=1e-4)
+    verdicts = [m.value for m in list(page.success) + list(page.info)
+                if m.value.startswith(("Steers", "No steering", "Moves", "Cannot"))]
+    assert verdicts == [res.verdict] and (bool(page.success) == res.steers or not res.steers)
     agreement = page.dataframe[-1].value
     assert agreement["multiplier"].tolist() == [-1, -0.5, 0, 0.5, 1]
     assert np.allclose(agreement["agreement"], res.curve.agreement) and agreement["agreement"].between(0, 1).all()
     assert agreement["agreement 95%"].str.match(r"\[\d+%, \d+%\]").all()
+    # the side effect beside every α, with its interval over texts
+    assert np.allclose(agreement["Δ loss (nats)"], [res.side_effect_delta[a].value for a in res.curve.alphas], atol=1e-6)
+    assert agreement["Δ loss 95%"].str.match(r"\[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]").all()
+    # the strength scale in activation units, beside the layer's spread and norm
+    caption = next(c.value for c in page.caption if c.value.startswith("Slope of propensity per unit α"))
+    assert f"One unit of α adds a vector of norm {vs.spread(1):.3g} (× the layer's residual spread)" in caption
+    assert f"the layer's residual spread is {vs.spread(1):.3g}" in caption and "bootstraps over the 6 held-out" in caption
     preview = page.table[0].value
     assert list(preview.columns) == ["question (its end)", "without steering", "with α = +20"] and len(preview) == 3
     assert preview["without steering"].tolist() == expected.plain
@@ -171,7 +179,7 @@ def test_long_questions_are_cut_to_the_context_and_swept(page, models):
     page.run()
     page.button(key="FormSubmitter:steer.sweep_form-Sweep").click().run()
     ok(page)
-    fig = chart(page, "B: llama, layer 1: propensity on 12 held-out prompts")
+    fig = chart(page, "B: llama, layer 1: propensity on 6 held-out questions")
     assert len(lines(fig)) == 2 and all(np.isfinite(values(t["y"])).all() for t in lines(fig))  # vector, random
     assert any(re.search(r"\b[1-9]\d* prompts longer than the model's context were cut to their end", c.value)
                for c in page.caption), [c.value for c in page.caption]
