@@ -209,7 +209,7 @@ def propensity_curve(alphas: np.ndarray, gaps: np.ndarray, layer: int, *, scale:
         low, high = group_bootstrap_means(gaps, groups, seed=seed)
         a_low, a_high = group_bootstrap_means(wins, groups, seed=seed)
     else:
-        low = high = a_low = a_high = np.full(gaps.shape[0], np.nan)
+        low, high, a_low, a_high = (np.full(gaps.shape[0], np.nan) for _ in range(4))
     agreement = wins.mean(1)
     n_q = len(np.unique(groups))
     for i, share in enumerate(agreement):
