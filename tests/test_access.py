@@ -173,3 +173,25 @@ def test_an_upload_that_expands_past_the_cap_is_refused_before_it_expands(cache_
     with pytest.raises(RepmapError, match="expands to more than 50 MB once decompressed"):
         check_upload_limits("bomb.csv.gz", bomb, ".csv.gz")
     check_upload_limits("fine.csv.gz", gz_bomb(1), ".csv.gz")  # 1 MB is fine
+
+
+@pytest.mark.parametrize("spec", ["hf:..:train", "hf:..:default:train", "hf:../..:train[:10]", "hf:.:train"])
+def test_an_hf_link_never_reads_a_local_folder(spec, tmp_path, monkeypatch, cache_dir):
+    """Issue 21, item 1: `?data=hf:..:train` read the CSV files of the folder above the server's working
+    directory (and Across opened without its gate). Both pages now answer with one sentence, and the
+    datasets library is never asked."""
+    import datasets
+
+    (tmp_path / "secret.csv").write_text(f"text,label\n{SECRET},1\nother {SECRET},0\n", encoding="utf-8")
+    (tmp_path / "server").mkdir()
+    monkeypatch.chdir(tmp_path / "server")
+    asked = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: asked.append(a))
+    for page in ("views/layer_explorer.py", "views/across.py"):
+        at = open_page(page, {"data": spec, "limit": "10"} | ({"source": "x/y", "target": "x/y"} if "across" in page else {}))
+        assert not at.exception, [e.value for e in at.exception]
+        errors = [e.value for e in at.error]
+        assert len(errors) == 1 and "is not a Hugging Face data set id" in errors[0], (page, errors)
+        assert SECRET not in everything_shown(at)
+        assert not any("This link asks for" in m.value for m in at.markdown)
+    assert asked == []

@@ -78,9 +78,27 @@ def iter_table(path: Path, chunk_rows: int | None = None) -> Iterator[pd.DataFra
         raise RepmapError(f"'{path.name}' has no data rows; add some rows and try again.")
 
 
+def _hub_only(spec: DatasetSpec) -> None:
+    """Refuse a repo id that `datasets` would not look up on the hub: the name of one of its own file
+    builders (csv, json, parquet, ...) or of a folder here, which it would read from disk instead."""
+    from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
+
+    if spec.ref.lower() in _PACKAGED_DATASETS_MODULES:
+        raise RepmapError(f"'{spec.ref}' names one of the datasets library's file readers, not a hub data set; give a "
+                          "local table as file:PATH.")
+    try:
+        local = Path(spec.ref).exists()
+    except OSError:
+        local = True
+    if local:
+        raise RepmapError(f"hf:{spec.ref} names a hub data set, but '{spec.ref}' is also a path here, which the datasets "
+                          "library would read instead of the hub's; give a local table as file:PATH.")
+
+
 def read_hf(spec: DatasetSpec) -> pd.DataFrame:
     import datasets  # heavy import: only when a hub data set is asked for
 
+    _hub_only(spec)
     try:
         ds = datasets.load_dataset(spec.ref, spec.config, split=spec.split)
     except Exception as e:  # datasets raises many types; all mean "could not get it"
@@ -104,6 +122,7 @@ def iter_hf(spec: DatasetSpec, chunk_rows: int) -> Iterator[pd.DataFrame]:
         if "%" in rows or not _:
             raise RepmapError(f"Streaming reads row ranges like {split}[100:2000], not '{spec.split}'.")
         start, stop = int(a or 0), (int(b) if b else None)
+    _hub_only(spec)
     try:
         stream = datasets.load_dataset(spec.ref, spec.config, split=split, streaming=True)
         rows_iter = islice(iter(stream), start, stop)
