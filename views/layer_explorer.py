@@ -140,8 +140,8 @@ if result is not None:
     c3.metric("Rows", f"{aset.n:,}", help=f"{int(aset.labels.sum())} labelled 1")
     c4.metric("Width", f"{aset.d}", help=f"{m['n_layers']} blocks")
     quant = f" ({m['quantization']} GGUF, dequantized)" if m.get("quantization") else ""
-    st.caption(f"{md(m['model'])}{quant} @ {md(m['revision'])} · {md(m['dataset_spec'])} · position **{m['position']}** · "
-               f"{m['dtype']} · cache `{m['key'][:12]}`")
+    st.caption(f"{md(m['model'])}{md(quant)} @ {md(m['revision'])} · {md(m['dataset_spec'])} · position "
+               f"**{md(m['position'])}** · {md(m['dtype'])} · cache {md(str(m['key'])[:12])}")
     if m.get("fp32_recomputed_rows"):
         st.caption(f"{m['fp32_recomputed_rows']:,} of {aset.n:,} rows were recomputed in float32 automatically because "
                    f"{m['dtype']} overflowed (NaN or inf) in their batch; every value shown is finite.")
