@@ -43,7 +43,7 @@ class Policy:
     max_rows: int = 20_000  # rows per request (a limit of 0, "all", is cut to this)
     max_points: int = 20_000  # points drawn per projection
     max_embed_rows: int = 5_000  # rows for t-SNE / UMAP (the slow projections)
-    max_upload_bytes: int = 200 * 1024 * 1024  # an uploaded table once decompressed
+    max_table_bytes: int = 200 * 1024 * 1024  # a table (uploaded, or a file: under the roots) once decoded
     upload_quota_bytes: int = 2 * 1024 ** 3  # the whole upload store
     shared: bool = False
     # a background job (finetune, weak to strong) is cancelled once its visitor's session has been gone
@@ -85,7 +85,7 @@ def policy() -> Policy:
     base = Policy(data_roots, model_roots, allow_downloads=os.environ.get("REPMAP_ALLOW_DOWNLOADS") == "1", shared=shared)
     if shared:
         base = replace(base, max_rows=5_000, max_points=10_000, max_embed_rows=3_000,
-                       max_upload_bytes=50 * 1024 * 1024, upload_quota_bytes=500 * 1024 * 1024,
+                       max_table_bytes=50 * 1024 * 1024, upload_quota_bytes=500 * 1024 * 1024,
                        leave_grace_s=60.0, max_job_seconds=3600.0)
     if (rows := os.environ.get("REPMAP_MAX_ROWS", "").strip()).isdigit() and int(rows) > 0:
         base = replace(base, max_rows=int(rows))

@@ -95,26 +95,14 @@ def table_uploader(label: str, key: str):
 
 
 def check_upload_limits(name: str, data: bytes, suffix: str) -> None:
-    """Refuse an upload that expands past the server's cap once decompressed (counted while
-    decompressing, which stops at the cap: a zip bomb never expands in memory) or that would take the
-    upload store past its quota."""
-    import gzip
-    import io
-
+    """Refuse an upload whose decoded size passes the server's cap (counted while decoding, which stops at the
+    cap: a gzip bomb or a parquet of one long string repeated never expands in memory; `data.table_size`) or
+    that would take the upload store past its quota."""
     from repmap_core import access
+    from repmap_core.data.table_size import check_decoded_size
 
     p = access.active() or access.policy()
-    if suffix.endswith(".gz"):
-        expanded = 0
-        try:
-            with gzip.GzipFile(fileobj=io.BytesIO(data)) as z:
-                while chunk := z.read(1 << 20):
-                    expanded += len(chunk)
-                    if expanded > p.max_upload_bytes:
-                        raise RepmapError(f"'{name}' expands to more than {p.max_upload_bytes / 2**20:.0f} MB once "
-                                          "decompressed, over this server's limit; upload a smaller table.")
-        except (OSError, EOFError):
-            raise RepmapError(f"'{name}' is not a valid gzip file; compress it again or upload it uncompressed.") from None
+    check_decoded_size(data, suffix, p.max_table_bytes, name)
     folder = store.cache_root() / "uploads"
     used = sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) if folder.exists() else 0
     if used + len(data) > p.upload_quota_bytes:

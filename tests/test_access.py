@@ -170,7 +170,7 @@ def test_an_upload_that_expands_past_the_cap_is_refused_before_it_expands(cache_
     bomb = gz_bomb(120)
     assert len(bomb) < 300_000  # 120 MB of text in a small file
     access.enforce(access.policy())
-    with pytest.raises(RepmapError, match="expands to more than 50 MB once decompressed"):
+    with pytest.raises(RepmapError, match="expands to more than 50 MB once decoded"):
         check_upload_limits("bomb.csv.gz", bomb, ".csv.gz")
     check_upload_limits("fine.csv.gz", gz_bomb(1), ".csv.gz")  # 1 MB is fine
 
