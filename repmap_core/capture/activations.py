@@ -29,6 +29,7 @@ from repmap_core.capture.models import (
     resolve_model,
     site_name,
 )
+from repmap_core.capture.stream_writer import LayerStreamWriter
 from repmap_core.data.load import StreamedDataset, TextDataset, load_dataset, open_stream
 from repmap_core.errors import RepmapError
 from repmap_core.progress import Progress, silent
@@ -286,7 +287,7 @@ def stream_activations(model: str | ResolvedModel, data: str | StreamedDataset, 
         created, n = store.now_iso(), len(stream)
         first = {layer: plan.manifest(layer, device=lm.device, tokens=0, seconds=0.0, created=created, streamed=True)
                  for layer in missing}
-        writers = {layer: store.LayerStreamWriter(store.layer_path(plan.key, layer), n, plan.info.d_model, m)
+        writers = {layer: LayerStreamWriter(store.layer_path(plan.key, layer), n, plan.info.d_model, m)
                    for layer, m in first.items()}
         try:
             offset, tokens, seconds, recomputed = 0, 0, 0.0, 0
