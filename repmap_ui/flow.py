@@ -54,7 +54,36 @@ def link_gate(key: str, asks: str, cached: bool, seconds: float | None) -> bool:
         st.markdown(f"**This link asks for** {md(asks)}.")
         cost = f"about {seconds:.0f} s of computing here" if seconds is not None else "computing (its size is not known ahead)"
         st.caption(f"It is not in this server's cache yet, so nothing has been computed: it would take {cost}.")
-        return st.button("Compute", key=f"{key}.link_compute", type="primary")
+        pressed = st.button("Compute", key=f"{key}.link_compute", type="primary")
+    if pressed:  # the person asked for the whole link: its view's projections too (`view_may_compute`)
+        st.session_state[f"{key}.link_consent"] = True
+    return pressed
+
+
+SLOW_PROJECTIONS = ("tsne", "umap")  # seconds to minutes each, per layer; PCA takes a fraction of a second
+
+
+def view_may_compute(key: str, view: dict, from_link: bool) -> bool:
+    """False while the view on screen is the one a link asked for (`view`: the page's choices of projection,
+    seed, points, ...) and nobody has pressed its Compute: a link's uncached t-SNE or UMAP waits as its
+    activations do, whatever seed it names. A person changing the view, or pressing Compute, lets it compute.
+    Call it on every run, so a change is seen."""
+    pending = f"{key}.view_from_link"
+    if from_link and not st.session_state.pop(f"{key}.link_consent", False):
+        st.session_state[pending] = dict(view)
+    if st.session_state.get(pending) not in (None, view):
+        st.session_state.pop(pending)  # the view on screen is a person's own choice now
+    return st.session_state.get(pending) is None or view.get("method") not in SLOW_PROJECTIONS
+
+
+def view_gate(key: str, asks: str) -> bool:
+    """The Compute card for a linked view whose projections are not cached; True (and the view a person's
+    from now on) once pressed."""
+    if link_gate(f"{key}.view", asks, False, None):
+        st.session_state.pop(f"{key}.view_from_link", None)
+        st.session_state.pop(f"{key}.view.link_consent", None)
+        return True
+    return False
 
 
 def run_request(view: str, req: dict, compute) -> dict:

@@ -10,6 +10,7 @@ import gzip
 import io
 import json
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -244,3 +245,49 @@ def test_a_linked_layer_list_is_checked_against_a_gguf_header_not_a_conversion(c
         warnings = [w.value for w in at.warning]
         assert len(warnings) == 1 and "30 blocks (0 to 29" in warnings[0], warnings
     assert converted == [] and not (cache_dir / "gguf").exists()
+
+
+@pytest.fixture
+def cached_explorer(cache_dir):
+    """The layer explorer's activations for `?limit=40&layers=0,2` in the cache (computed once, by Compute)."""
+    at = open_page("views/layer_explorer.py", {"limit": "40", "layers": "0,2"})
+    at.button(key="explorer.link_compute").click().run()
+    assert not at.exception and at.metric
+    return {"limit": "40", "layers": "0,2"}
+
+
+@pytest.mark.parametrize("view", [{"method": "tsne", "seed": "12345"}, {"method": "umap", "seed": "7"},
+                                  {"method": "tsne", "seed": "99", "points": "500", "shown": "2"}])
+def test_a_linked_projection_that_is_not_cached_waits_for_compute(view, cached_explorer, cache_dir, monkeypatch):
+    """Issue 21, item 6: `?method=tsne&seed=12345` computed an uncached projection on open, so a new seed per link
+    was unbounded work. The projection now waits for Compute like activations do; once pressed it is computed
+    once and cached, and the same link then opens at once."""
+    from repmap_core.analysis import projection
+
+    calls = []
+    for name in ("tsne", "umap"):
+        monkeypatch.setattr(projection, name, lambda X, seed=0, _n=name: calls.append(_n) or np.zeros((len(X), 2), np.float32))
+    projections = cache_dir / "projections"
+    before = sorted(projections.rglob("*.safetensors")) if projections.exists() else []
+    at = open_page("views/layer_explorer.py", cached_explorer | view)
+    assert not at.exception and at.metric  # the activations came from the cache at once
+    assert any("This link asks for" in m.value and "points, seed" in m.value for m in at.markdown)
+    assert calls == [] and sorted(projections.rglob("*.safetensors")) == before  # nothing computed, nothing written
+    at.button(key="explorer.view.link_compute").click().run()
+    assert not at.exception and calls and set(calls) == {view["method"]}
+    assert len(sorted(projections.rglob("*.safetensors"))) > len(before)
+    n = len(calls)
+    again = open_page("views/layer_explorer.py", cached_explorer | view)  # a new session: cached now, no card
+    assert not any("This link asks for" in m.value for m in again.markdown) and len(calls) == n
+
+
+def test_a_person_changing_the_linked_view_computes_it(cached_explorer, monkeypatch):
+    from repmap_core.analysis import projection
+
+    calls = []
+    monkeypatch.setattr(projection, "tsne", lambda X, seed=0: calls.append(seed) or np.zeros((len(X), 2), np.float32))
+    at = open_page("views/layer_explorer.py", cached_explorer | {"method": "tsne", "seed": "5"})
+    assert calls == []
+    at.number_input(key="explorer.seed").set_value(6).run()  # a person's own choice: no card, computed
+    assert not at.exception and calls and set(calls) == {6}
+    assert not any("This link asks for" in m.value for m in at.markdown)

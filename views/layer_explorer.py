@@ -18,7 +18,7 @@ from repmap_core.results.view_results import ExplorerResult, explorer_result
 from repmap_core.share.figures import METHOD_NAMES, layer_grid, separation_curve
 from repmap_ui import exports, urlstate
 from repmap_ui.common import default_causal_model, model_loader, show_error, table_uploader, warm_umap_in_background
-from repmap_ui.flow import is_cached, link_gate, run_request, seconds_for
+from repmap_ui.flow import is_cached, link_gate, run_request, seconds_for, view_gate, view_may_compute
 from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker, seed_data_picker, seed_model_picker
 from repmap_ui.rebuild import cached_separation
 from repmap_ui.text import md
@@ -179,15 +179,22 @@ if result is not None:
     rows_idx = sample_rows(aset.labels, int(max_points), int(seed))
     if len(rows_idx) < aset.n:
         st.caption(f"Showing a seeded sample of {len(rows_idx):,} of {aset.n:,} rows (both classes kept in proportion).")
-    try:
-        coords = {}
+    may_compute = view_may_compute("explorer", {"method": method, "seed": int(seed), "points": int(max_points),
+                                                 "shown": tuple(shown)}, from_link=bool(view_url))
+
+    def coords_of(may: bool) -> dict:  # a link's uncached t-SNE or UMAP waits for Compute (NotCached)
         with st.spinner(f"{METHOD_NAMES.get(method, 'Custom axes')} of {len(shown)} layers (cached after the first time)"):
-            for layer in shown:
-                X = aset[layer][rows_idx]
-                coords[layer] = (custom_axes(X, aset.labels[rows_idx], x_axis, y_axis) if method == "axes" else
-                                 project(X, method, int(seed),
-                                         memo=store.disk_memo({"activations": m["key"], "layer": layer,
-                                                                  "rows": len(rows_idx)})))
+            return {layer: custom_axes(aset[layer][rows_idx], aset.labels[rows_idx], x_axis, y_axis) if method == "axes"
+                    else project(aset[layer][rows_idx], method, int(seed), memo=store.disk_memo(
+                        {"activations": m["key"], "layer": layer, "rows": len(rows_idx)}, may_compute=may))
+                    for layer in shown}
+
+    try:
+        try:
+            coords = coords_of(may_compute)
+        except store.NotCached:
+            asks = f"a {METHOD_NAMES[method]} of {len(shown)} layers ({len(rows_idx):,} points, seed {int(seed)})"
+            coords = coords_of(True) if view_gate("explorer", asks) else {}
         if coords:
             title = (f"Each layer along {AXIS_NAMES[x_axis]} (x) and {AXIS_NAMES[y_axis]} (y), coloured by label"
                      if method == "axes" else None)

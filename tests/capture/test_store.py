@@ -682,3 +682,44 @@ def test_cache_root_follows_the_environment(cache_dir, monkeypatch, tmp_path):
     assert store.cache_root() == cache_dir and cache_dir.is_dir()
     monkeypatch.setenv("REPMAP_CACHE", str(tmp_path / "elsewhere"))
     assert store.layer_path("a" * 32, 3) == tmp_path / "elsewhere" / "activations" / ("a" * 32) / "layer_3.safetensors"
+
+
+def test_identical_concurrent_memo_requests_compute_once(cache_dir):
+    """Issue 21, item 6: ten sessions on one uncached link each recomputed the same projection. The first
+    request holds the entry's lock while it computes; the others wait for it and read its file."""
+    import threading
+    import time
+
+    calls = []
+
+    def slow():
+        calls.append(threading.get_ident())
+        time.sleep(0.5)
+        return np.arange(10, dtype=np.float32).reshape(5, 2)
+
+    results, errors = [], []
+
+    def ask():
+        try:
+            results.append(store.disk_memo({"activations": "k", "layer": 1})({"method": "tsne", "seed": 3}, slow))
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == [] and len(calls) == 1 and len(results) == 8
+    assert all(np.array_equal(r, results[0]) for r in results)
+    other = store.disk_memo({"activations": "k", "layer": 1})({"method": "tsne", "seed": 4}, slow)  # another key computes
+    assert len(calls) == 2 and other.shape == (5, 2)
+
+
+def test_a_memo_that_may_not_compute_says_so_and_writes_nothing(cache_dir):
+    memo = store.disk_memo({"activations": "k", "layer": 0}, may_compute=False)
+    with pytest.raises(store.NotCached):
+        memo({"method": "umap"}, lambda: pytest.fail("computed"))
+    assert not (cache_dir / "projections").exists() or not any((cache_dir / "projections").rglob("*.safetensors"))
+    store.disk_memo({"activations": "k", "layer": 0})({"method": "umap"}, lambda: np.ones((3, 2), np.float32))
+    assert memo({"method": "umap"}, lambda: pytest.fail("computed")).sum() == 6  # cached: read, never computed
