@@ -1,6 +1,7 @@
 """Shared UI pieces: cached model loading, the sidebar status, uploads, background warm-ups."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -60,6 +61,8 @@ def sidebar_status(where=None) -> None:
     box.caption(f"**Device** · {env['device']}")
     box.caption("**Hub** · offline: local and embedded models only" if env["offline"] else "**Hub** · online")
     box.caption(f"**Cache** · {store.cache_size_bytes() / 1e6:.1f} MB in `{root.name}/`", help=str(root))
+    if (note := store.write_notice()) is not None:  # a read-only cache: its one notice
+        box.caption(md(note))
 
 
 def apply_policy():
@@ -136,15 +139,21 @@ def save_upload(uploaded) -> str:
         except UnicodeDecodeError:
             raise RepmapError(f"'{uploaded.name}' is not valid UTF-8 text; save it as UTF-8 and try again.") from None
     folder = store.cache_root() / "uploads"
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise store.write_failure(e, f"the upload '{uploaded.name}'", len(data)) or e from None
     path = folder / (hashlib.sha256(data).hexdigest()[:32] + suffix)
     if not path.exists():
         tmp = path.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}-{path.name}")
         try:
             tmp.write_bytes(data)
             os.replace(tmp, path)
+        except OSError as e:  # a full or read-only cache: one sentence naming it
+            raise store.write_failure(e, f"the upload '{uploaded.name}'", len(data)) or e from None
         finally:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
     return f"file:{path}"
 
 

@@ -291,3 +291,18 @@ def test_a_person_changing_the_linked_view_computes_it(cached_explorer, monkeypa
     at.number_input(key="explorer.seed").set_value(6).run()  # a person's own choice: no card, computed
     assert not at.exception and calls and set(calls) == {6}
     assert not any("This link asks for" in m.value for m in at.markdown)
+
+
+LONG = "a" * 990
+
+
+@pytest.mark.parametrize("query", [{"data": f"file:data/{LONG}"}, {"data": f"file:data/{LONG[:300]}.csv"},
+                                   {"data": f"file:data/{'b' * 200}/{'c' * 200}/x.csv"}, {"model": f"./{LONG[:400]}"},
+                                   {"model": f"data/{LONG[:300]}.gguf"}])
+def test_a_path_too_long_for_the_system_is_one_sentence(query, cache_dir):
+    """Issue 21, item 11: `?data=file:data/<990 a's>` raised ENAMETOOLONG as a page exception."""
+    at = open_page("views/layer_explorer.py", query | {"limit": "20"})
+    assert not at.exception, [e.value for e in at.exception]
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "\n" not in errors[0] and len(errors[0]) < 1000, errors
+    assert "file name too long" in errors[0] or "outside them" in errors[0] or "does not exist" in errors[0], errors

@@ -10,7 +10,7 @@ from repmap_core.analysis.maps import MAP_METHODS
 from repmap_core.analysis.projection import METHODS, project, sample_rows
 from repmap_core.analysis.similarity import layer_similarity
 from repmap_core.analysis.similarity_null import NULL_PERMUTATIONS
-from repmap_core.capture import store
+from repmap_core.capture import memo
 from repmap_core.capture.models import EMBEDDED_MODEL_ID
 from repmap_core.data.load import load_dataset
 from repmap_core.errors import RepmapError
@@ -193,7 +193,7 @@ if note:
 try:
     with st.spinner(f"{METHOD_NAMES[projection]} of both layers (cached after the first time)"):
         coords = [project(np.asarray(a[L])[rows], projection, 0,
-                          memo=store.disk_memo({"activations": a.manifest["key"], "layer": L, "rows": len(rows)}))
+                          memo=memo.disk_memo({"activations": a.manifest["key"], "layer": L, "rows": len(rows)}))
                   for a, L in ((src, layer_s), (tgt, layer_t))]
     name = METHOD_NAMES[projection]
     exports.plot(side_by_side(coords[0], coords[1], src.labels[rows], [dataset.texts[i] for i in rows],

@@ -9,7 +9,7 @@ from repmap_core.analysis.axes import AXES, AXIS_NAMES, custom_axes
 from repmap_core.analysis.probes import best_layer
 from repmap_core.analysis.projection import METHODS, project, sample_rows
 from repmap_core.analysis.stats import format_estimate, format_null
-from repmap_core.capture import store
+from repmap_core.capture import memo
 from repmap_core.capture.models import EMBEDDED_MODEL_ID, site_name
 from repmap_core.data.class_names import class_names
 from repmap_core.data.load import load_dataset
@@ -185,14 +185,14 @@ if result is not None:
     def coords_of(may: bool) -> dict:  # a link's uncached t-SNE or UMAP waits for Compute (NotCached)
         with st.spinner(f"{METHOD_NAMES.get(method, 'Custom axes')} of {len(shown)} layers (cached after the first time)"):
             return {layer: custom_axes(aset[layer][rows_idx], aset.labels[rows_idx], x_axis, y_axis) if method == "axes"
-                    else project(aset[layer][rows_idx], method, int(seed), memo=store.disk_memo(
+                    else project(aset[layer][rows_idx], method, int(seed), memo=memo.disk_memo(
                         {"activations": m["key"], "layer": layer, "rows": len(rows_idx)}, may_compute=may))
                     for layer in shown}
 
     try:
         try:
             coords = coords_of(may_compute)
-        except store.NotCached:
+        except memo.NotCached:
             asks = f"a {METHOD_NAMES[method]} of {len(shown)} layers ({len(rows_idx):,} points, seed {int(seed)})"
             coords = coords_of(True) if view_gate("explorer", asks) else {}
         if coords:

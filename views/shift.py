@@ -6,7 +6,7 @@ import streamlit as st
 
 from repmap_core.analysis.axes import SHIFT_AXES, SHIFT_AXIS_NAMES, shift_axes
 from repmap_core.analysis.projection import joint_project, sample_rows
-from repmap_core.capture import store
+from repmap_core.capture import memo
 from repmap_core.errors import RepmapError
 from repmap_core.share.figures import METHOD_NAMES
 from repmap_core.share.figures_shift import separation_compare, shift_grid, shift_scatter
@@ -104,11 +104,11 @@ try:
                 return custom[L][:2]
             cache = {"before": base.manifest["key"], "after": ft.manifest["key"], "layer": L, "rows": len(rows)}
             return joint_project([base[L][rows], ft[L][rows]], proj, 0, fit_on=fit_on,
-                                 memo=store.disk_memo(cache, may_compute=may_compute))
+                                 memo=memo.disk_memo(cache, may_compute=may_compute))
 
         try:
             before_xy, after_xy = coords_for(layer)
-        except store.NotCached:  # a link's uncached t-SNE or UMAP waits for Compute
+        except memo.NotCached:  # a link's uncached t-SNE or UMAP waits for Compute
             if not view_gate("shift", f"a {METHOD_NAMES[method]} of layer {layer} before and after ({len(rows):,} points)"):
                 st.stop()
             may_compute = True

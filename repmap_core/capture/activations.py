@@ -201,6 +201,9 @@ def _fill_missing(plan: ActivationPlan, compute: Callable[[LoadedModel, list[int
         return found
     if check:
         _check_before_loading(plan, trust_remote_code, device_map)
+    # room in the cache for what will be written (float32 rows, labels, pair ids), before any model loads
+    store.check_room(len(missing) * len(plan.dataset) * (4 * plan.info.d_model + 9) + (64 << 10) * len(missing),
+                     f"the activations of {len(missing)} layer(s) of {plan.resolved.name}")
     with store.entry_lock(plan.key):
         found.update({layer: plan.read(layer) for layer in missing})
         missing = [layer for layer, hit in found.items() if hit is None]

@@ -199,12 +199,11 @@ def converted_dir(sha256: str) -> Path:
 
 def read_converted(sha256: str) -> ConvertedGGUF | None:
     """The finished conversion of the file with this hash, if the cache holds one."""
+    from repmap_core.capture import store
+
     folder = converted_dir(sha256)
-    try:
-        manifest = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if manifest.get("format") != FORMAT or manifest.get("sha256") != sha256 or not (folder / "config.json").exists():
+    manifest = store.read_json(folder / MANIFEST_NAME)  # absent, unreadable or not an object: no conversion
+    if manifest is None or manifest.get("format") != FORMAT or manifest.get("sha256") != sha256 or not (folder / "config.json").exists():
         return None
     return ConvertedGGUF(str(folder), sha256, manifest.get("quantization", ""), manifest.get("source_file", ""), True)
 

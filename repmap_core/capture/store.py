@@ -10,16 +10,22 @@ manifest plus a sha256 over the manifest and every tensor's bytes.
 - A per-key lock file serialises writers, so two processes computing one key make one entry.
 - Reads memory-map the file. The first read of a file in a process checks its layout and
   checksum; a truncated, corrupted or mismatched file is deleted and reported as absent, so the
-  caller recomputes it. Never pickle.
+  caller recomputes it. A JSON entry of the wrong type is absent too (`read_json`). Never pickle.
+- A cache that cannot be written (read-only, not ours) still serves what it holds: locks fall back to
+  this process, and writes the cache can do without (memos, the last request of a view) are skipped
+  with one notice (`write_notice`). A full disk is one sentence naming the folder and the space needed.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from repmap_core import __version__
-from repmap_core.jsonable import json_default
+from repmap_core.errors import RepmapError
 
 log = logging.getLogger(__name__)
 FORMAT = "repmap.activations/2"  # /2: the checksum covers dtypes and shapes
@@ -67,18 +73,100 @@ def entry_dir(key: str, kind: str = "activations") -> Path:
     return cache_root() / kind / key
 
 
+UNWRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}  # a cache this process may read but not write
+FULL = {errno.ENOSPC, errno.EDQUOT}
+_process_locks: dict[str, threading.RLock] = {}
+_skipped: dict[str, str] = {}  # cache root -> the one notice about writes skipped there
+
+
 @contextmanager
 def entry_lock(key: str, kind: str = "activations") -> Iterator[None]:
-    """Exclusive lock for writing one entry (other processes wait)."""
+    """Exclusive lock for writing one entry (other processes wait). On a cache that cannot be written (no
+    lock file can be made), exclusion within this process is what is left, and reading still works."""
     from filelock import FileLock
 
     entry_dir(key, kind)  # validates the key before any path is built from it
     folder = cache_root() / kind
-    folder.mkdir(parents=True, exist_ok=True)
-    # one instance per path in this process, so a holder can re-enter (e.g. to delete a bad file);
-    # the lock state is per thread, so two app sessions (threads) still exclude each other
-    with FileLock(str(folder / f"{key}.lock"), is_singleton=True):
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # one instance per path in this process, so a holder can re-enter (e.g. to delete a bad file);
+        # the lock state is per thread, so two app sessions (threads) still exclude each other
+        lock = FileLock(str(folder / f"{key}.lock"), is_singleton=True)
+        lock.acquire()
+    except OSError as e:
+        if e.errno not in UNWRITABLE:
+            raise
+        lock = _process_locks.setdefault(f"{kind}/{key}", threading.RLock())
+        lock.acquire()
+    try:
         yield
+    finally:
+        lock.release()
+
+
+def _space_error(e: BaseException) -> bool:
+    text = str(e)  # safetensors reports a full disk as its own error, with the OS's words inside
+    return getattr(e, "errno", None) in FULL or "No space left" in text or "StorageFull" in text or "Disk quota" in text
+
+
+def write_failure(e: BaseException, what: str, needed: int) -> RepmapError | None:
+    """One sentence for a failed write to the cache (a full disk, a cache that cannot be written), naming the
+    folder and the space needed; None for any other error (a bug, reported as one)."""
+    root = cache_root()
+    if _space_error(e):
+        free = shutil.disk_usage(root).free
+        return RepmapError(f"The cache folder {root} ran out of space while writing {what}: it needs about "
+                           f"{needed / 1e6:,.0f} MB more, and {free / 1e6:,.0f} MB are free; free some space (the Cache "
+                           "page deletes entries) or set REPMAP_CACHE to a folder on a larger disk.")
+    if getattr(e, "errno", None) in UNWRITABLE:
+        return RepmapError(f"The cache folder {root} cannot be written ({os.strerror(e.errno).lower()}), so {what} cannot "
+                           "be kept; make it writable, or set REPMAP_CACHE to a folder this user can write.")
+    return None
+
+
+def check_room(needed: int, what: str) -> None:
+    """Refuse, before any work, a computation whose results the cache has no room for (or cannot write)."""
+    root = cache_root()
+    probe = None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".tmp-probe-", dir=root)
+        os.close(fd)
+    except OSError as e:
+        if (error := write_failure(e, what, needed)) is not None:
+            raise error from None
+        raise
+    finally:
+        if probe:
+            Path(probe).unlink(missing_ok=True)
+    if needed > shutil.disk_usage(root).free:
+        raise write_failure(OSError(errno.ENOSPC, "No space left on device"), what, needed)
+
+
+def skipped_write(e: OSError, what: str) -> None:
+    """Note that a write the cache can do without (a memo, a view's last request) failed and was skipped:
+    logged once per cache, and kept for `write_notice`. Any other failure is raised as it is."""
+    if getattr(e, "errno", None) not in UNWRITABLE | FULL:
+        raise e
+    root = str(cache_root())
+    if root not in _skipped:
+        _skipped[root] = (f"The cache at {root} cannot be written ({os.strerror(e.errno).lower()}): views are computed "
+                          f"and shown, but not kept (first skipped: {what}).")
+        log.warning(_skipped[root])
+
+
+def write_notice() -> str | None:
+    """The one notice about writes skipped in this process's cache, or None when every write went through."""
+    return _skipped.get(str(cache_root()))
+
+
+def read_json(path: Path) -> dict | None:
+    """A JSON object kept in the cache, or None when the file is absent, unreadable, or holds valid JSON of
+    another type (a list, a number): an ill-typed entry is as good as none, never an error."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _checksum(manifest_json: str, tensors: dict[str, np.ndarray]) -> str:
@@ -106,8 +194,10 @@ def write_file(path: Path, tensors: dict[str, np.ndarray], manifest: dict) -> No
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if _space_error(e):  # a full disk is the user's environment: one sentence, not a crash
+            raise write_failure(e, path.name, sum(t.nbytes for t in tensors.values()) + len(manifest_json)) from None
         raise
     st = path.stat()
     _verified[(str(path), st.st_size, st.st_mtime_ns)] = True
@@ -194,7 +284,7 @@ def read_layer(key: str, layer: int, identity: dict) -> tuple[dict[str, np.ndarr
             raise CorruptEntry("no activations tensor")
     except (CorruptEntry, OSError) as e:
         log.warning("cache file %s is invalid (%s); it will be recomputed", path, e)
-        with entry_lock(key):
+        with entry_lock(key), contextlib.suppress(OSError):  # a read-only cache keeps it, and reports it absent
             path.unlink(missing_ok=True)
         return None
     return tensors, manifest
@@ -257,7 +347,13 @@ def _read_manifest(path: Path) -> dict:
         n = int.from_bytes(f.read(8), "little")
         if n <= 0 or n > 100_000_000:
             raise CorruptEntry("bad header length")
-        return json.loads(json.loads(f.read(n))["__metadata__"]["manifest"])
+        try:
+            manifest = json.loads(json.loads(f.read(n))["__metadata__"]["manifest"])
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+            raise CorruptEntry(f"unreadable header ({type(e).__name__})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("layer"), int):
+        raise CorruptEntry("the manifest is not ours")
+    return manifest
 
 
 def delete_entry(key: str, kind: str = "activations") -> None:
@@ -286,45 +382,3 @@ def now_iso() -> str:
     from datetime import datetime
 
     return datetime.now().astimezone().isoformat(timespec="microseconds")
-
-
-class NotCached(LookupError):
-    """What `disk_memo(..., may_compute=False)` raises on a miss: the caller asks a person first."""
-
-
-def disk_memo(cache_id: dict, kind: str = "projections", name: str = "coords", *, may_compute: bool = True):
-    """A memo for an analysis whose result is one array, kept in this cache: `memo(what, compute)`
-    returns the array stored under `cache_id` plus `what` (the analysis's own settings), or runs
-    `compute()` and stores it. A corrupt or mismatched file is recomputed. Identical requests at once (two
-    sessions on one link) compute once: the first holds the entry's lock, the others wait and read its file.
-    With `may_compute=False` a miss raises `NotCached` instead (a view a link asks for waits for Compute).
-    The analysis itself never imports the cache: the caller (a page) hands it this memo."""
-
-    def memo(what: dict, compute):
-        identity = dict(cache_id, **what)
-        # as it will read back from JSON: tuples become lists, numpy scalars plain numbers
-        identity = json.loads(json.dumps(identity, default=json_default))
-        key = entry_key(identity)
-        path = entry_dir(key, kind) / f"{name}.safetensors"
-
-        def stored():
-            try:
-                tensors, manifest = read_file(path)
-                if all(manifest.get(k) == v for k, v in identity.items()):
-                    return np.array(tensors[name])  # a writable copy, like a fresh result
-            except (CorruptEntry, OSError, KeyError):
-                pass
-            return None
-
-        if (hit := stored()) is not None:
-            return hit
-        if not may_compute:
-            raise NotCached(key)
-        with entry_lock(key, kind):  # one computation per key; the others wait here, then read
-            if (hit := stored()) is not None:
-                return hit
-            result = compute()
-            write_file(path, {name: result}, identity)
-        return result
-
-    return memo

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from repmap_core.capture.store import _DTYPES, _verified
+from repmap_core.capture.store import _DTYPES, _verified, write_failure
 
 
 class LayerStreamWriter:
@@ -54,7 +54,11 @@ class LayerStreamWriter:
         for name, arr, size in (("activations", np.ascontiguousarray(activations, np.float32), 4 * self.d),
                                 ("pair_ids", np.ascontiguousarray(pair_ids, np.int64), 8),
                                 ("labels", np.ascontiguousarray(labels, np.int8), 1)):
-            os.pwrite(self.fd, memoryview(arr).cast("B"), base + self.table[name][2] + start * size)
+            try:
+                os.pwrite(self.fd, memoryview(arr).cast("B"), base + self.table[name][2] + start * size)
+            except OSError as e:  # a full disk mid-way: one sentence naming the cache and what is left to write
+                left = (self.n - start) * (4 * self.d + 9)
+                raise write_failure(e, self.path.name, left) or e from None
 
     def commit(self, manifest: dict) -> None:
         """Checksum (the same as `write_file`'s), final header, fsync, rename into place."""

@@ -684,42 +684,20 @@ def test_cache_root_follows_the_environment(cache_dir, monkeypatch, tmp_path):
     assert store.layer_path("a" * 32, 3) == tmp_path / "elsewhere" / "activations" / ("a" * 32) / "layer_3.safetensors"
 
 
-def test_identical_concurrent_memo_requests_compute_once(cache_dir):
-    """Issue 21, item 6: ten sessions on one uncached link each recomputed the same projection. The first
-    request holds the entry's lock while it computes; the others wait for it and read its file."""
-    import threading
-    import time
 
-    calls = []
-
-    def slow():
-        calls.append(threading.get_ident())
-        time.sleep(0.5)
-        return np.arange(10, dtype=np.float32).reshape(5, 2)
-
-    results, errors = [], []
-
-    def ask():
-        try:
-            results.append(store.disk_memo({"activations": "k", "layer": 1})({"method": "tsne", "seed": 3}, slow))
-        except Exception as e:  # surfaced below
-            errors.append(e)
-
-    threads = [threading.Thread(target=ask) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert errors == [] and len(calls) == 1 and len(results) == 8
-    assert all(np.array_equal(r, results[0]) for r in results)
-    other = store.disk_memo({"activations": "k", "layer": 1})({"method": "tsne", "seed": 4}, slow)  # another key computes
-    assert len(calls) == 2 and other.shape == (5, 2)
-
-
-def test_a_memo_that_may_not_compute_says_so_and_writes_nothing(cache_dir):
-    memo = store.disk_memo({"activations": "k", "layer": 0}, may_compute=False)
-    with pytest.raises(store.NotCached):
-        memo({"method": "umap"}, lambda: pytest.fail("computed"))
-    assert not (cache_dir / "projections").exists() or not any((cache_dir / "projections").rglob("*.safetensors"))
-    store.disk_memo({"activations": "k", "layer": 0})({"method": "umap"}, lambda: np.ones((3, 2), np.float32))
-    assert memo({"method": "umap"}, lambda: pytest.fail("computed")).sum() == 6  # cached: read, never computed
+@pytest.mark.parametrize("manifest", ['[1, 2]', '"text"', '{"layer": "one"}'])
+def test_a_cache_file_whose_manifest_is_of_another_type_is_not_listed(manifest, cache_dir):
+    """Issue 21, item 12: an entry holding valid JSON of the wrong type is skipped, not a crash of the listing."""
+    key = "ab" * 16
+    good = store.layer_path(key, 0)
+    store.write_file(good, {"activations": np.zeros((2, 3), np.float32)}, {"layer": 0, "model": "m"})
+    bad = store.layer_path(key, 1)
+    store.write_file(bad, {"activations": np.zeros((2, 3), np.float32)}, {"layer": 1})
+    raw = bad.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    header["__metadata__"]["manifest"] = manifest
+    text = json.dumps(header).encode()
+    bad.write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + n:])
+    [entry] = store.list_entries()
+    assert entry.layers == (0,)

@@ -1048,3 +1048,12 @@ def test_hf_spec_offline_is_one_sentence(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(RepmapError, match=r"is not available offline; download it once .* or save it as a file"):
         load_dataset("hf:amazon_polarity:test[:20]")
+
+
+@pytest.mark.parametrize("name", ["a" * 300 + ".csv", "b" * 256, "c" * 200 + "/" + "d" * 300 + ".jsonl"])
+def test_a_file_name_too_long_for_the_system_is_one_sentence(name, tmp_path):
+    """Issue 21, item 11: ENAMETOOLONG was an unhandled OSError (CLI exit 1, a page exception)."""
+    (tmp_path / ("c" * 200)).mkdir()
+    with pytest.raises(RepmapError, match="file name too long") as e:
+        load_dataset(f"file:{tmp_path / name}")
+    assert len(str(e.value)) < 300 and "\n" not in str(e.value)
