@@ -116,12 +116,16 @@ def write_failure(e: BaseException, what: str, needed: int) -> RepmapError | Non
     if _space_error(e):
         free = shutil.disk_usage(root).free
         return RepmapError(f"The cache folder {root} ran out of space while writing {what}: it needs about "
-                           f"{needed / 1e6:,.0f} MB more, and {free / 1e6:,.0f} MB are free; free some space (the Cache "
-                           "page deletes entries) or set REPMAP_CACHE to a folder on a larger disk.")
+                           f"{_size(needed)} more, and {_size(free)} are free; free some space (the Cache page deletes "
+                           "entries) or set REPMAP_CACHE to a folder on a larger disk.")
     if getattr(e, "errno", None) in UNWRITABLE:
         return RepmapError(f"The cache folder {root} cannot be written ({os.strerror(e.errno).lower()}), so {what} cannot "
                            "be kept; make it writable, or set REPMAP_CACHE to a folder this user can write.")
     return None
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB" if n >= 100_000 else f"{max(n, 0) / 1e3:,.0f} kB"
 
 
 def check_room(needed: int, what: str) -> None:
@@ -196,6 +200,8 @@ def write_file(path: Path, tensors: dict[str, np.ndarray], manifest: dict) -> No
         os.replace(tmp, path)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()  # the entry's folder, if this write made it and left it empty: nothing half-kept
         if _space_error(e):  # a full disk is the user's environment: one sentence, not a crash
             raise write_failure(e, path.name, sum(t.nbytes for t in tensors.values()) + len(manifest_json)) from None
         raise
