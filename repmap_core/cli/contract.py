@@ -151,12 +151,12 @@ def check_device(device: str) -> str:
     """A device this machine has: cpu, cuda or cuda:N (a GPU that is there), mps (where it is available)."""
     import re
 
-    import torch
-
     name = str(device).strip().lower()
-    m = re.fullmatch(r"cuda(?::(\d+))?", name)
     if name == "cpu":
         return name
+    import torch  # only for a device other than the CPU: is it there?
+
+    m = re.fullmatch(r"cuda(?::(\d+))?", name)
     if m:
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count and int(m.group(1) or 0) < count:
