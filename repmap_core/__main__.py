@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # libraries sometimes print; stdout is reserved for the result
         with contextlib.redirect_stdout(sys.stderr):
+            contract.check_args(args)  # every option, before anything is loaded, read or written
             result = RUNS[args.command](args, contract.stderr_progress())
             if result is not None:  # a NaN or inf in the result is a refusal too, not a traceback
                 result = contract.finite_result(result)

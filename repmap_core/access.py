@@ -24,8 +24,13 @@ from pathlib import Path
 
 from repmap_core.errors import RepmapError
 
-__all__ = ["Policy", "policy", "enforce", "active", "check_data_path", "check_model_path", "check_download", "cap_rows",
-           "cap"]
+__all__ = ["Policy", "Refused", "policy", "enforce", "active", "check_data_path", "check_model_path", "check_download",
+           "cap_rows", "cap"]
+
+
+class Refused(RepmapError):
+    """A request the operator's policy refuses (a path outside the roots, a download): never hidden behind a
+    softer answer such as "its cost is not known"."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,7 @@ class Policy:
     max_rows: int = 20_000  # rows per request (a limit of 0, "all", is cut to this)
     max_points: int = 20_000  # points drawn per projection
     max_embed_rows: int = 5_000  # rows for t-SNE / UMAP (the slow projections)
-    max_upload_bytes: int = 200 * 1024 * 1024  # an uploaded table once decompressed
+    max_table_bytes: int = 200 * 1024 * 1024  # a table (uploaded, or a file: under the roots) once decoded
     upload_quota_bytes: int = 2 * 1024 ** 3  # the whole upload store
     shared: bool = False
     # a background job (finetune, weak to strong) is cancelled once its visitor's session has been gone
@@ -80,7 +85,7 @@ def policy() -> Policy:
     base = Policy(data_roots, model_roots, allow_downloads=os.environ.get("REPMAP_ALLOW_DOWNLOADS") == "1", shared=shared)
     if shared:
         base = replace(base, max_rows=5_000, max_points=10_000, max_embed_rows=3_000,
-                       max_upload_bytes=50 * 1024 * 1024, upload_quota_bytes=500 * 1024 * 1024,
+                       max_table_bytes=50 * 1024 * 1024, upload_quota_bytes=500 * 1024 * 1024,
                        leave_grace_s=60.0, max_job_seconds=3600.0)
     if (rows := os.environ.get("REPMAP_MAX_ROWS", "").strip()).isdigit() and int(rows) > 0:
         base = replace(base, max_rows=int(rows))
@@ -114,7 +119,7 @@ def check_data_path(path: str | Path) -> None:
     says whether the file exists, and nothing of it is read."""
     p = active()
     if p is not None and not _inside(Path(path), p.data_roots):
-        raise RepmapError(f"This server reads data files only under {p.roots_text('data')}; that path is outside them, so "
+        raise Refused(f"This server reads data files only under {p.roots_text('data')}; that path is outside them, so "
                           "it was not opened. Upload the table instead, or ask the operator to add its folder to "
                           "REPMAP_DATA_ROOTS.")
 
@@ -123,7 +128,7 @@ def check_model_path(path: str | Path) -> None:
     """Refuse a model folder or GGUF file outside the allowed roots (when a policy is enforced)."""
     p = active()
     if p is not None and not _inside(Path(path), p.model_roots):
-        raise RepmapError(f"This server loads model folders only under {p.roots_text('model')}; that path is outside "
+        raise Refused(f"This server loads model folders only under {p.roots_text('model')}; that path is outside "
                           "them, so it was not opened. Ask the operator to add its folder to REPMAP_MODEL_ROOTS.")
 
 
@@ -131,7 +136,7 @@ def check_download(what: str) -> None:
     """Refuse fetching `what` (a hub model or data set) unless the operator allows downloads."""
     p = active()
     if p is not None and not p.allow_downloads:
-        raise RepmapError(f"{what} is not on this server, and it does not download from the hub (the operator can allow "
+        raise Refused(f"{what} is not on this server, and it does not download from the hub (the operator can allow "
                           "it with REPMAP_ALLOW_DOWNLOADS=1); pick a model or data set listed as available here.")
 
 

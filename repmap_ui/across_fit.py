@@ -13,6 +13,7 @@ from repmap_core.results.view_fits import AcrossFitResult, across_fit
 from repmap_core.results.view_results import AcrossResult
 from repmap_core.share.figures_across import fit_curve, per_dim_error, similarity_table, transfer_table
 from repmap_ui import exports
+from repmap_ui.text import md
 
 METHOD_HELP = {"lstsq": "least squares", "ridge": "ridge", "gd": "gradient descent (Gao et al.)",
                "procrustes": "Procrustes (orthogonal)", "lowrank": "low-rank",
@@ -59,7 +60,7 @@ def fit_form() -> dict | None:
 def show_fit(fit_: AcrossFitResult, sim) -> None:
     res, (ls, lt), m = fit_.result, fit_.layers, fit_.result.map
     iv = res.intervals
-    st.subheader(f"{METHOD_HELP[m['method']]}: source layer {ls} → target layer {lt}")
+    st.subheader(f"{METHOD_HELP.get(m['method'], md(m['method']))}: source layer {ls} → target layer {lt}")
     c = st.columns(5)
     c[0].metric("R² train", format_estimate(iv["map.r2_train"]))
     c[1].metric("R² test", format_estimate(iv["map.r2_test"]), help=f"{res.n_test} held-out rows; 0 = predicting the mean")

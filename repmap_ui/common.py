@@ -1,6 +1,7 @@
 """Shared UI pieces: cached model loading, the sidebar status, uploads, background warm-ups."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -60,6 +61,8 @@ def sidebar_status(where=None) -> None:
     box.caption(f"**Device** · {env['device']}")
     box.caption("**Hub** · offline: local and embedded models only" if env["offline"] else "**Hub** · online")
     box.caption(f"**Cache** · {store.cache_size_bytes() / 1e6:.1f} MB in `{root.name}/`", help=str(root))
+    if (note := store.write_notice()) is not None:  # a read-only cache: its one notice
+        box.caption(md(note))
 
 
 def apply_policy():
@@ -95,26 +98,14 @@ def table_uploader(label: str, key: str):
 
 
 def check_upload_limits(name: str, data: bytes, suffix: str) -> None:
-    """Refuse an upload that expands past the server's cap once decompressed (counted while
-    decompressing, which stops at the cap: a zip bomb never expands in memory) or that would take the
-    upload store past its quota."""
-    import gzip
-    import io
-
+    """Refuse an upload whose decoded size passes the server's cap (counted while decoding, which stops at the
+    cap: a gzip bomb or a parquet of one long string repeated never expands in memory; `data.table_size`) or
+    that would take the upload store past its quota."""
     from repmap_core import access
+    from repmap_core.data.table_size import check_decoded_size
 
     p = access.active() or access.policy()
-    if suffix.endswith(".gz"):
-        expanded = 0
-        try:
-            with gzip.GzipFile(fileobj=io.BytesIO(data)) as z:
-                while chunk := z.read(1 << 20):
-                    expanded += len(chunk)
-                    if expanded > p.max_upload_bytes:
-                        raise RepmapError(f"'{name}' expands to more than {p.max_upload_bytes / 2**20:.0f} MB once "
-                                          "decompressed, over this server's limit; upload a smaller table.")
-        except (OSError, EOFError):
-            raise RepmapError(f"'{name}' is not a valid gzip file; compress it again or upload it uncompressed.") from None
+    check_decoded_size(data, suffix, p.max_table_bytes, name)
     folder = store.cache_root() / "uploads"
     used = sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) if folder.exists() else 0
     if used + len(data) > p.upload_quota_bytes:
@@ -148,15 +139,21 @@ def save_upload(uploaded) -> str:
         except UnicodeDecodeError:
             raise RepmapError(f"'{uploaded.name}' is not valid UTF-8 text; save it as UTF-8 and try again.") from None
     folder = store.cache_root() / "uploads"
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise store.write_failure(e, f"the upload '{uploaded.name}'", len(data)) or e from None
     path = folder / (hashlib.sha256(data).hexdigest()[:32] + suffix)
     if not path.exists():
         tmp = path.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}-{path.name}")
         try:
             tmp.write_bytes(data)
             os.replace(tmp, path)
+        except OSError as e:  # a full or read-only cache: one sentence naming it
+            raise store.write_failure(e, f"the upload '{uploaded.name}'", len(data)) or e from None
         finally:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
     return f"file:{path}"
 
 

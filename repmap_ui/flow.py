@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import streamlit as st
 
-from repmap_core.access import cap_rows
+from repmap_core.access import Refused, cap_rows
 from repmap_core.capture.activations import cached_activations, estimate_seconds, plan_activations
+from repmap_core.capture.model_names import local_model_path
 from repmap_core.capture.models import needs_conversion
 from repmap_core.errors import RepmapError
 from repmap_core.results.recent import remember
 from repmap_ui.text import md
+
+
+def check_models(*models: str) -> None:
+    """Refuse, in one sentence, any model a link names that this server may not open (a path outside its
+    roots), before any of them is looked at: so a refusal is never hidden behind another model's gate."""
+    for model in models:
+        if model:
+            local_model_path(str(model).strip())
 
 
 def is_cached(model: str, data, layers, position: str, *, max_length: int = 512, limit: int | None = None) -> bool:
@@ -25,10 +34,14 @@ def is_cached(model: str, data, layers, position: str, *, max_length: int = 512,
 
 
 def seconds_for(model: str, data, layers, position: str, *, limit: int | None = None) -> float | None:
+    """About how long computing these activations takes here; None when it cannot be told ahead. A model the
+    server may not open (outside its roots, not downloaded) is refused here, never shown as a cost."""
     try:
         if needs_conversion(model):
             return None
         return estimate_seconds(plan_activations(model, data, layers, position, limit=limit))
+    except Refused:
+        raise
     except RepmapError:
         return None
 
@@ -41,7 +54,36 @@ def link_gate(key: str, asks: str, cached: bool, seconds: float | None) -> bool:
         st.markdown(f"**This link asks for** {md(asks)}.")
         cost = f"about {seconds:.0f} s of computing here" if seconds is not None else "computing (its size is not known ahead)"
         st.caption(f"It is not in this server's cache yet, so nothing has been computed: it would take {cost}.")
-        return st.button("Compute", key=f"{key}.link_compute", type="primary")
+        pressed = st.button("Compute", key=f"{key}.link_compute", type="primary")
+    if pressed:  # the person asked for the whole link: its view's projections too (`view_may_compute`)
+        st.session_state[f"{key}.link_consent"] = True
+    return pressed
+
+
+SLOW_PROJECTIONS = ("tsne", "umap")  # seconds to minutes each, per layer; PCA takes a fraction of a second
+
+
+def view_may_compute(key: str, view: dict, from_link: bool) -> bool:
+    """False while the view on screen is the one a link asked for (`view`: the page's choices of projection,
+    seed, points, ...) and nobody has pressed its Compute: a link's uncached t-SNE or UMAP waits as its
+    activations do, whatever seed it names. A person changing the view, or pressing Compute, lets it compute.
+    Call it on every run, so a change is seen."""
+    pending = f"{key}.view_from_link"
+    if from_link and not st.session_state.pop(f"{key}.link_consent", False):
+        st.session_state[pending] = dict(view)
+    if st.session_state.get(pending) not in (None, view):
+        st.session_state.pop(pending)  # the view on screen is a person's own choice now
+    return st.session_state.get(pending) is None or view.get("method") not in SLOW_PROJECTIONS
+
+
+def view_gate(key: str, asks: str) -> bool:
+    """The Compute card for a linked view whose projections are not cached; True (and the view a person's
+    from now on) once pressed."""
+    if link_gate(f"{key}.view", asks, False, None):
+        st.session_state.pop(f"{key}.view_from_link", None)
+        st.session_state.pop(f"{key}.view.link_consent", None)
+        return True
+    return False
 
 
 def run_request(view: str, req: dict, compute) -> dict:

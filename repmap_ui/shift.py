@@ -11,7 +11,7 @@ from repmap_core.results.recent import remember
 from repmap_core.results.view_results import ShiftResult, shift_result
 from repmap_ui import urlstate
 from repmap_ui.common import model_loader
-from repmap_ui.flow import is_cached, link_gate, seconds_for
+from repmap_ui.flow import check_models, is_cached, link_gate, seconds_for
 from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker, seed_data_picker, seed_model_picker
 from repmap_ui.rebuild import cached_separation
 from repmap_ui.text import md
@@ -93,6 +93,7 @@ def shift_selection(key: str) -> ShiftResult | None:
         linked = urlstate.not_shown(from_link(key), st.session_state.get(RESULT))
         req = shift_form(key)
         if req is None and linked:  # a link computes only what is cached, until Compute is pressed
+            check_models(linked["base"], linked["finetuned"])
             data = load_dataset(linked["data"], limit=cap_rows(linked["limit"] or None)[0])
             cached = all(is_cached(linked[k], data, linked["layers"], linked["position"]) for k in ("base", "finetuned"))
             seconds = sum(filter(None, (seconds_for(linked[k], data, linked["layers"], linked["position"])

@@ -66,7 +66,7 @@ def comparison(result: SteeringResult) -> None:
     st.header("The vectors compared")
     for side, vs in sets.items():
         if vs.balance is not None:
-            (st.caption if vs.balance.swapped or vs.balance.balanced else st.warning)(f"{md(labels[side])}: {vs.balance.sentence()}")
+            (st.caption if vs.balance.swapped or vs.balance.balanced else st.warning)(f"{md(labels[side])}: {md(vs.balance.sentence())}")
     vecs = {labels[s]: vs.vectors for s, vs in sets.items()}
     figs = rimsky_figures(vecs, {labels[s]: (models[s][1].d_model, models[s][1].n_layers) for s in sets})
     if figs.cosine_by_layer is not None:
@@ -176,7 +176,7 @@ def transfer(result: SteeringResult, req: dict) -> SteeringTransfer:
 
 def transfer_section(result: SteeringResult) -> None:
     sets, labels = result.sets, result.labels
-    st.header(f"Carry {labels['A']}'s vector to {labels['B']} (LRT)")
+    st.header(f"Carry {md(labels['A'])}'s vector to {md(labels['B'])} (LRT)")
     if off := bool(reason := encoder_reason(result, "B")):
         st.warning(reason, icon=":material/block:")
     with st.form("steer.transfer_form"):

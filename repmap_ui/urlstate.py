@@ -183,15 +183,16 @@ def layers_among(key: str, value: Any, allowed: Sequence[int], fallback: Any) ->
 
 
 def layers_in_range(key: str, layers: str, model: str, fallback: str = "all") -> tuple[str, str | None]:
-    """`layers` if every listed layer exists in `model` (read from its config, no weights), else `fallback`
-    and a notice. A model that cannot be resolved is left for the page's own request to report."""
-    from repmap_core.capture.models import model_info, resolve_layers, resolve_model
+    """`layers` if every listed layer exists in `model` (read from its config, or a GGUF file's header: nothing
+    is loaded or converted), else `fallback` and a notice. A model that cannot be resolved is left for the
+    page's own request to report."""
+    from repmap_core.capture.models import block_count, resolve_layers
     from repmap_core.errors import RepmapError
 
     if layers == "all":
         return layers, None
     try:
-        n = model_info(resolve_model(model)).n_layers
+        n = block_count(model)
     except (RepmapError, OSError, ValueError):
         return layers, None
     try:

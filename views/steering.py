@@ -14,7 +14,7 @@ from repmap_core.steering.compare import vectors_cached
 from repmap_core.steering.run import estimate_sweep_seconds
 from repmap_ui import urlstate
 from repmap_ui.common import default_causal_model, model_loader, show_error
-from repmap_ui.flow import link_gate
+from repmap_ui.flow import check_models, link_gate
 from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker, seed_data_picker, seed_model_picker
 from repmap_ui.steering_sections import (
     alphas_inputs,
@@ -183,6 +183,7 @@ linked = urlstate.not_shown(from_link(), st.session_state["steer.result"])
 try:
     req = request_form(expanded=st.session_state["steer.result"] is None and linked is None)
     if req is None and linked:  # a link computes only what is cached, until Compute is pressed
+        check_models(linked.get("A"), linked.get("B"))
         data = load_dataset(linked["data"], limit=cap_rows(linked["limit"] or None)[0])
         cached = all(vectors_cached(linked[k], data, linked["layers"]) for k in ("A", "B") if linked.get(k))
         models = " and ".join(linked[k] for k in ("A", "B") if linked.get(k))

@@ -28,7 +28,7 @@ from repmap_core.analysis.stats import (
     with_null,
 )
 from repmap_core.analysis.transfer import ProbeReadout, transfer_direction, transfer_intercept
-from repmap_core.analysis.within import _cos, labels01
+from repmap_core.analysis.within import _cos, aligned_pair_ids, labels01
 
 TRANSFER_EXPLAINED = {
     "functional": "Ridge readout: the source probe's scores w·s + c regressed on the target rows (alpha chosen on "
@@ -129,7 +129,7 @@ def between_models(source: np.ndarray, target: np.ndarray, labels: np.ndarray, *
 
     source, target = check_pair(source, target)
     y = labels01(labels, len(source))
-    pair_ids = np.full(len(y), -1) if pair_ids is None else np.asarray(pair_ids)
+    pair_ids = aligned_pair_ids(pair_ids, len(y))
     groups = groups_of(pair_ids) if (pair_ids >= 0).any() else None
     g = (lambda rows: None if groups is None else groups[rows])  # noqa: E731
     tr, te = train_test_split_groups(y, pair_ids, test_frac, seed)
@@ -209,7 +209,7 @@ def transferred_probe(source: np.ndarray, labels: np.ndarray, fitted, *, target:
     """
     source = np.asarray(source, dtype=np.float32)
     y = labels01(labels, len(source))
-    pair_ids = np.full(len(y), -1) if pair_ids is None else np.asarray(pair_ids)
+    pair_ids = aligned_pair_ids(pair_ids, len(y))
     groups = groups_of(pair_ids) if (pair_ids >= 0).any() else None
     tr, _ = train_test_split_groups(y, pair_ids, test_frac, seed)
     probe = LinearProbe().fit(source[tr], y[tr])  # as between_models' held_out_probe fits it

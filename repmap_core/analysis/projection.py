@@ -1,5 +1,5 @@
 """2-D projections (PCA, t-SNE, UMAP), seeded; a caller may hand in a memo that keeps them (the
-pages pass `store.disk_memo`, so a projection is computed once per array; this module never touches
+pages pass `memo.disk_memo`, so a projection is computed once per array; this module never touches
 the cache).
 
 t-SNE and UMAP run on the top 50 principal components (standard practice; it also makes them
@@ -130,7 +130,7 @@ def umap(X: np.ndarray, seed: int = 0, n_neighbors: int = 15) -> np.ndarray:
 def project(X: np.ndarray, method: str = "pca", seed: int = 0, memo: Memo | None = None) -> np.ndarray:
     """2-D coordinates `(n, 2)` of `X (n, d)` by `method` (pca, tsne or umap).
 
-    With `memo` (e.g. `store.disk_memo({"activations": key, "layer": L})`), the result is kept under
+    With `memo` (e.g. `memo.disk_memo({"activations": key, "layer": L})`), the result is kept under
     the array's name plus the method, seed and row count, and later calls return it without recomputing.
     """
     if method not in METHODS:

@@ -21,7 +21,7 @@ from repmap_core.errors import RepmapError
 from repmap_core.progress import Progress
 
 __all__ = ["LayerSeparation", "fisher_ratio", "fisher_ratio_streamed", "silhouette", "separation_at", "layer_separation",
-           "best_layer", "MAX_EXACT_ROWS"]
+           "best_layer", "check_separable", "MAX_EXACT_ROWS"]
 
 
 @dataclass(frozen=True)
@@ -204,6 +204,18 @@ def layer_separation(layers: dict[int, np.ndarray], labels: np.ndarray, pair_ids
         if progress:
             progress((i + 1) / len(layers), f"Scored layer {layer}")
     return out
+
+
+def check_separable(labels: np.ndarray, pair_ids: np.ndarray, *, test_frac: float = 0.2, seed: int = 0) -> None:
+    """Refuse, from the labels and pair ids alone, rows too few for `layer_separation`: both classes, a held-out
+    split with each class on each side, two rows (or pairs) of each class to cross-validate. Call it before
+    anything is extracted for those rows, so a refused request computes and caches nothing."""
+    y = np.asarray(labels).astype(np.int64)
+    check_two_classes(y)
+    train_test_split_groups(y, pair_ids, test_frac, seed)
+    groups = groups_of(np.asarray(pair_ids))
+    if min(len(np.unique(groups[y == c])) for c in (0, 1)) < 2:
+        raise RepmapError("Each class needs at least two rows (or pairs) for a cross-validated probe; add more data.")
 
 
 def best_layer(rows: list[LayerSeparation]) -> int:

@@ -53,10 +53,11 @@ def train_test_split_groups(y: np.ndarray, pair_ids: np.ndarray, test_frac: floa
             raise RepmapError(f"{n_groups} pair(s) are too few for a held-out split; add more data.")
         split = GroupShuffleSplit(n_splits=1, test_size=n_test, random_state=seed)
         return next(split.split(idx, y, groups))
-    n_classes = len(np.unique(y))
+    classes, counts = np.unique(y, return_counts=True)
+    n_classes = len(classes)
     # at least one row of each class on each side
     n_test = max(n_classes, int(np.ceil(test_frac * len(y))))
-    if len(y) - n_test < n_classes:
+    if len(y) - n_test < n_classes or counts.min() < 2:  # a class of one row cannot sit on both sides
         raise RepmapError(f"{len(y)} rows are too few for a held-out split with both classes on each side; add more data.")
     split = StratifiedShuffleSplit(n_splits=1, test_size=n_test, random_state=seed)
     return next(split.split(idx, y))

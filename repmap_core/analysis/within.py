@@ -57,6 +57,21 @@ def labels01(y: np.ndarray, n: int) -> np.ndarray:
     return ((signed_labels(y) + 1) / 2).astype(np.int64)
 
 
+def aligned_pair_ids(pair_ids: np.ndarray | None, n: int) -> np.ndarray:
+    """Pair ids (n,) as ints (-1: no pair) after checking they align with n rows; all -1 when None."""
+    if pair_ids is None:
+        return np.full(n, -1)
+    ids = np.asarray(pair_ids)
+    if ids.ndim == 2 and 1 in ids.shape:  # a column or row vector
+        ids = ids.reshape(-1)
+    if ids.ndim != 1 or len(ids) != n:
+        raise RepmapError(f"There are {ids.size} pair ids (shape {ids.shape}) for {n} rows; pair ids must give one "
+                          "whole number per row of the activations (-1 for a row without a pair).")
+    if ids.dtype.kind not in "iu" and not (ids.dtype.kind == "f" and np.isfinite(ids).all() and (ids == np.round(ids)).all()):
+        raise RepmapError(f"The pair ids are {ids.dtype} values, not whole numbers; give one whole number per row.")
+    return ids.astype(np.int64)
+
+
 class WithinModelFit(BaseEstimator):
     """`λ̃ ≈ A λ + b + y δ`: an affine map plus one task direction.
 
@@ -191,7 +206,7 @@ def within_model(before: np.ndarray, after: np.ndarray, labels: np.ndarray, *, p
     before, after = check_pair(before, after, ("base", "finetuned"))
     y = labels01(labels, len(before))
     y_fit = y if fit_labels is None else labels01(fit_labels, len(before))
-    pair_ids = np.full(len(y), -1) if pair_ids is None else np.asarray(pair_ids)
+    pair_ids = aligned_pair_ids(pair_ids, len(y))
     groups = groups_of(pair_ids) if (pair_ids >= 0).any() else None
     tr, te = train_test_split_groups(y, pair_ids, test_frac, seed)
     g_te = None if groups is None else groups[te]

@@ -29,6 +29,7 @@ from repmap_core.capture.models import (
     resolve_model,
     site_name,
 )
+from repmap_core.capture.stream_writer import LayerStreamWriter
 from repmap_core.data.load import StreamedDataset, TextDataset, load_dataset, open_stream
 from repmap_core.errors import RepmapError
 from repmap_core.progress import Progress, silent
@@ -200,6 +201,9 @@ def _fill_missing(plan: ActivationPlan, compute: Callable[[LoadedModel, list[int
         return found
     if check:
         _check_before_loading(plan, trust_remote_code, device_map)
+    # room in the cache for what will be written (float32 rows, labels, pair ids), before any model loads
+    store.check_room(len(missing) * len(plan.dataset) * (4 * plan.info.d_model + 9) + (64 << 10) * len(missing),
+                     f"the activations of {len(missing)} layer(s) of {plan.resolved.name}")
     with store.entry_lock(plan.key):
         found.update({layer: plan.read(layer) for layer in missing})
         missing = [layer for layer, hit in found.items() if hit is None]
@@ -286,7 +290,7 @@ def stream_activations(model: str | ResolvedModel, data: str | StreamedDataset, 
         created, n = store.now_iso(), len(stream)
         first = {layer: plan.manifest(layer, device=lm.device, tokens=0, seconds=0.0, created=created, streamed=True)
                  for layer in missing}
-        writers = {layer: store.LayerStreamWriter(store.layer_path(plan.key, layer), n, plan.info.d_model, m)
+        writers = {layer: LayerStreamWriter(store.layer_path(plan.key, layer), n, plan.info.d_model, m)
                    for layer, m in first.items()}
         try:
             offset, tokens, seconds, recomputed = 0, 0, 0.0, 0

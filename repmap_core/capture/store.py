@@ -10,16 +10,22 @@ manifest plus a sha256 over the manifest and every tensor's bytes.
 - A per-key lock file serialises writers, so two processes computing one key make one entry.
 - Reads memory-map the file. The first read of a file in a process checks its layout and
   checksum; a truncated, corrupted or mismatched file is deleted and reported as absent, so the
-  caller recomputes it. Never pickle.
+  caller recomputes it. A JSON entry of the wrong type is absent too (`read_json`). Never pickle.
+- A cache that cannot be written (read-only, not ours) still serves what it holds: locks fall back to
+  this process, and writes the cache can do without (memos, the last request of a view) are skipped
+  with one notice (`write_notice`). A full disk is one sentence naming the folder and the space needed.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from repmap_core import __version__
-from repmap_core.jsonable import json_default
+from repmap_core.errors import RepmapError
 
 log = logging.getLogger(__name__)
 FORMAT = "repmap.activations/2"  # /2: the checksum covers dtypes and shapes
@@ -67,18 +73,104 @@ def entry_dir(key: str, kind: str = "activations") -> Path:
     return cache_root() / kind / key
 
 
+UNWRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}  # a cache this process may read but not write
+FULL = {errno.ENOSPC, errno.EDQUOT}
+_process_locks: dict[str, threading.RLock] = {}
+_skipped: dict[str, str] = {}  # cache root -> the one notice about writes skipped there
+
+
 @contextmanager
 def entry_lock(key: str, kind: str = "activations") -> Iterator[None]:
-    """Exclusive lock for writing one entry (other processes wait)."""
+    """Exclusive lock for writing one entry (other processes wait). On a cache that cannot be written (no
+    lock file can be made), exclusion within this process is what is left, and reading still works."""
     from filelock import FileLock
 
     entry_dir(key, kind)  # validates the key before any path is built from it
     folder = cache_root() / kind
-    folder.mkdir(parents=True, exist_ok=True)
-    # one instance per path in this process, so a holder can re-enter (e.g. to delete a bad file);
-    # the lock state is per thread, so two app sessions (threads) still exclude each other
-    with FileLock(str(folder / f"{key}.lock"), is_singleton=True):
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # one instance per path in this process, so a holder can re-enter (e.g. to delete a bad file);
+        # the lock state is per thread, so two app sessions (threads) still exclude each other
+        lock = FileLock(str(folder / f"{key}.lock"), is_singleton=True)
+        lock.acquire()
+    except OSError as e:
+        if e.errno not in UNWRITABLE:
+            raise
+        lock = _process_locks.setdefault(f"{kind}/{key}", threading.RLock())
+        lock.acquire()
+    try:
         yield
+    finally:
+        lock.release()
+
+
+def _space_error(e: BaseException) -> bool:
+    text = str(e)  # safetensors reports a full disk as its own error, with the OS's words inside
+    return getattr(e, "errno", None) in FULL or "No space left" in text or "StorageFull" in text or "Disk quota" in text
+
+
+def write_failure(e: BaseException, what: str, needed: int) -> RepmapError | None:
+    """One sentence for a failed write to the cache (a full disk, a cache that cannot be written), naming the
+    folder and the space needed; None for any other error (a bug, reported as one)."""
+    root = cache_root()
+    if _space_error(e):
+        free = shutil.disk_usage(root).free
+        return RepmapError(f"The cache folder {root} ran out of space while writing {what}: it needs about "
+                           f"{_size(needed)} more, and {_size(free)} are free; free some space (the Cache page deletes "
+                           "entries) or set REPMAP_CACHE to a folder on a larger disk.")
+    if getattr(e, "errno", None) in UNWRITABLE:
+        return RepmapError(f"The cache folder {root} cannot be written ({os.strerror(e.errno).lower()}), so {what} cannot "
+                           "be kept; make it writable, or set REPMAP_CACHE to a folder this user can write.")
+    return None
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB" if n >= 100_000 else f"{max(n, 0) / 1e3:,.0f} kB"
+
+
+def check_room(needed: int, what: str) -> None:
+    """Refuse, before any work, a computation whose results the cache has no room for (or cannot write)."""
+    root = cache_root()
+    probe = None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".tmp-probe-", dir=root)
+        os.close(fd)
+    except OSError as e:
+        if (error := write_failure(e, what, needed)) is not None:
+            raise error from None
+        raise
+    finally:
+        if probe:
+            Path(probe).unlink(missing_ok=True)
+    if needed > shutil.disk_usage(root).free:
+        raise write_failure(OSError(errno.ENOSPC, "No space left on device"), what, needed)
+
+
+def skipped_write(e: OSError, what: str) -> None:
+    """Note that a write the cache can do without (a memo, a view's last request) failed and was skipped:
+    logged once per cache, and kept for `write_notice`. Any other failure is raised as it is."""
+    if getattr(e, "errno", None) not in UNWRITABLE | FULL:
+        raise e
+    root = str(cache_root())
+    if root not in _skipped:
+        _skipped[root] = (f"The cache at {root} cannot be written ({os.strerror(e.errno).lower()}): views are computed "
+                          f"and shown, but not kept (first skipped: {what}).")
+        log.warning(_skipped[root])
+
+
+def write_notice() -> str | None:
+    """The one notice about writes skipped in this process's cache, or None when every write went through."""
+    return _skipped.get(str(cache_root()))
+
+
+def read_json(path: Path) -> dict | None:
+    """A JSON object kept in the cache, or None when the file is absent, unreadable, or holds valid JSON of
+    another type (a list, a number): an ill-typed entry is as good as none, never an error."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _checksum(manifest_json: str, tensors: dict[str, np.ndarray]) -> str:
@@ -106,8 +198,12 @@ def write_file(path: Path, tensors: dict[str, np.ndarray], manifest: dict) -> No
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()  # the entry's folder, if this write made it and left it empty: nothing half-kept
+        if _space_error(e):  # a full disk is the user's environment: one sentence, not a crash
+            raise write_failure(e, path.name, sum(t.nbytes for t in tensors.values()) + len(manifest_json)) from None
         raise
     st = path.stat()
     _verified[(str(path), st.st_size, st.st_mtime_ns)] = True
@@ -194,7 +290,7 @@ def read_layer(key: str, layer: int, identity: dict) -> tuple[dict[str, np.ndarr
             raise CorruptEntry("no activations tensor")
     except (CorruptEntry, OSError) as e:
         log.warning("cache file %s is invalid (%s); it will be recomputed", path, e)
-        with entry_lock(key):
+        with entry_lock(key), contextlib.suppress(OSError):  # a read-only cache keeps it, and reports it absent
             path.unlink(missing_ok=True)
         return None
     return tensors, manifest
@@ -257,7 +353,13 @@ def _read_manifest(path: Path) -> dict:
         n = int.from_bytes(f.read(8), "little")
         if n <= 0 or n > 100_000_000:
             raise CorruptEntry("bad header length")
-        return json.loads(json.loads(f.read(n))["__metadata__"]["manifest"])
+        try:
+            manifest = json.loads(json.loads(f.read(n))["__metadata__"]["manifest"])
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+            raise CorruptEntry(f"unreadable header ({type(e).__name__})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("layer"), int):
+        raise CorruptEntry("the manifest is not ours")
+    return manifest
 
 
 def delete_entry(key: str, kind: str = "activations") -> None:
@@ -286,107 +388,3 @@ def now_iso() -> str:
     from datetime import datetime
 
     return datetime.now().astimezone().isoformat(timespec="microseconds")
-
-
-class LayerStreamWriter:
-    """Write one layer's cache file block by block, for data larger than memory.
-
-    The safetensors header goes first (with room reserved for the final manifest and checksum),
-    rows are written at their offsets with `os.pwrite` (no mapping, so resident memory stays
-    flat), and `commit` hashes the tensors back from disk, writes the final header in place,
-    fsyncs and `os.replace`s the temp file into place: the same atomic, checked file as
-    `write_file` makes. `abort` (or an exception in a `with` block) removes the temp file.
-    """
-
-    RESERVE = 16_384  # bytes kept free in the header for the manifest's final values
-
-    def __init__(self, path: Path, n: int, d: int, manifest: dict):
-        self.path, self.n, self.d = Path(path), int(n), int(d)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # data section: activations (n, d) f32, pair_ids (n,) i64, labels (n,) i8: contiguous, no gaps
-        a, p, y = self.n * self.d * 4, self.n * 8, self.n
-        self.table = {"activations": ("F32", [self.n, self.d], 0, a), "pair_ids": ("I64", [self.n], a, a + p),
-                      "labels": ("I8", [self.n], a + p, a + p + y)}
-        header = self._header(manifest, "0" * 64)
-        self.header_len = (len(header) + self.RESERVE + 7) // 8 * 8
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=self.path.parent)
-        self.tmp, self.fd = Path(tmp), fd
-        os.pwrite(fd, self.header_len.to_bytes(8, "little") + header.ljust(self.header_len), 0)
-        os.ftruncate(fd, 8 + self.header_len + a + p + y)
-
-    def _header(self, manifest: dict, checksum: str) -> bytes:
-        meta = {"manifest": json.dumps(manifest, sort_keys=True), "sha256": checksum}
-        body = {"__metadata__": meta, **{k: {"dtype": t, "shape": s, "data_offsets": [b, e]}
-                                         for k, (t, s, b, e) in self.table.items()}}
-        return json.dumps(body, separators=(",", ":")).encode()
-
-    def write_rows(self, start: int, activations: np.ndarray, labels: np.ndarray, pair_ids: np.ndarray) -> None:
-        """Rows `start .. start + k` of each tensor: activations (k, d), labels (k,), pair_ids (k,)."""
-        base = 8 + self.header_len
-        k = len(activations)
-        if start < 0 or start + k > self.n or np.shape(activations) != (k, self.d):
-            raise ValueError(f"rows {start}..{start + k} of shape {np.shape(activations)} do not fit ({self.n}, {self.d})")
-        for name, arr, size in (("activations", np.ascontiguousarray(activations, np.float32), 4 * self.d),
-                                ("pair_ids", np.ascontiguousarray(pair_ids, np.int64), 8),
-                                ("labels", np.ascontiguousarray(labels, np.int8), 1)):
-            os.pwrite(self.fd, memoryview(arr).cast("B"), base + self.table[name][2] + start * size)
-
-    def commit(self, manifest: dict) -> None:
-        """Checksum (the same as `write_file`'s), final header, fsync, rename into place."""
-        manifest_json = json.dumps(manifest, sort_keys=True)
-        h = hashlib.sha256(manifest_json.encode())
-        base = 8 + self.header_len
-        for name in sorted(self.table):  # the order and prefixes of _checksum
-            t, shape, b, e = self.table[name]
-            dtype = np.dtype(_DTYPES[t])
-            h.update(f"{name}\0{dtype.str}\0{tuple(shape)}\0".encode())
-            for off in range(b, e, 1 << 24):
-                h.update(os.pread(self.fd, min(1 << 24, e - off), base + off))
-        header = self._header(manifest, h.hexdigest())
-        if len(header) > self.header_len:
-            raise ValueError("the final manifest outgrew the space reserved in the header")
-        os.pwrite(self.fd, header.ljust(self.header_len), 8)
-        os.fsync(self.fd)
-        os.close(self.fd)
-        self.fd = -1
-        os.replace(self.tmp, self.path)
-        st = self.path.stat()
-        _verified[(str(self.path), st.st_size, st.st_mtime_ns)] = True
-
-    def abort(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-        self.tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> LayerStreamWriter:
-        return self
-
-    def __exit__(self, kind, value, tb) -> None:
-        if kind is not None or self.fd >= 0:
-            self.abort()
-
-
-def disk_memo(cache_id: dict, kind: str = "projections", name: str = "coords"):
-    """A memo for an analysis whose result is one array, kept in this cache: `memo(what, compute)`
-    returns the array stored under `cache_id` plus `what` (the analysis's own settings), or runs
-    `compute()` and stores it. A corrupt or mismatched file is recomputed. The analysis itself never
-    imports the cache: the caller (a page) hands it this memo."""
-
-    def memo(what: dict, compute):
-        identity = dict(cache_id, **what)
-        # as it will read back from JSON: tuples become lists, numpy scalars plain numbers
-        identity = json.loads(json.dumps(identity, default=json_default))
-        path = entry_dir(entry_key(identity), kind) / f"{name}.safetensors"
-        if path.exists():
-            try:
-                tensors, manifest = read_file(path)
-                if all(manifest.get(k) == v for k, v in identity.items()):
-                    return np.array(tensors[name])  # a writable copy, like a fresh result
-            except (CorruptEntry, OSError, KeyError):
-                pass
-        result = compute()
-        write_file(path, {name: result}, identity)
-        return result
-
-    return memo

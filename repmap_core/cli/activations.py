@@ -61,8 +61,11 @@ def load_activations(args: argparse.Namespace, progress: Progress):
     from repmap_core.data.load import load_dataset, require_both_classes
 
     dataset = load_dataset(args.data, text_col=args.text_col, label_col=args.label_col, limit=args.limit, seed=args.seed)
-    if args.command == "layers":
-        require_both_classes(dataset)  # refused before anything is extracted or cached
+    if args.command == "layers":  # refused before anything is extracted or cached: too few rows, one class
+        from repmap_core.analysis.probes import check_separable
+
+        require_both_classes(dataset)
+        check_separable(dataset.labels, dataset.pair_ids, test_frac=args.test_frac, seed=args.seed)
     aset = get_activations(args.model, dataset, args.layers, args.position, max_length=args.max_length,
                            device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
                            progress=progress, device_map=args.device_map, offload=args.offload)

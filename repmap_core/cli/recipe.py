@@ -5,6 +5,7 @@ import argparse
 
 from repmap_core.capture.embedded import EMBEDDED_MODEL_ID
 from repmap_core.capture.gguf import SMOLLM2_ID
+from repmap_core.cli import contract
 from repmap_core.errors import RepmapError
 from repmap_core.progress import Progress
 from repmap_core.steering.apply import SCALES
@@ -57,10 +58,7 @@ def run(args: argparse.Namespace, progress: Progress) -> dict:
     if args.name == "lrt":
         if not (args.source and args.target):
             raise RepmapError("recipe lrt needs --source (the small model) and --target (the large one).")
-        try:
-            multipliers = [float(x) for x in args.multipliers.split(",")]
-        except ValueError:
-            raise RepmapError(f"Multipliers must be numbers separated by commas, not '{args.multipliers}'.") from None
+        multipliers = contract.parse_multipliers(args.multipliers, "--multipliers")
         return lrt_recipe(args.source, args.target, args.data, source_layer=args.source_layer,
                           target_layer=args.target_layer, limit=args.limit, seed=args.seed, multipliers=multipliers,
                           with_bias=args.with_bias and not args.no_bias, scale=args.scale, progress=progress)

@@ -14,6 +14,7 @@ import argparse
 
 import numpy as np
 
+from repmap_core.cli import contract
 from repmap_core.errors import RepmapError
 from repmap_core.progress import Progress
 from repmap_core.steering.apply import SCALE_UNITS, SCALES
@@ -40,13 +41,7 @@ def add_parser(sub) -> None:
 
 
 def parse_alphas(text: str) -> list[float]:
-    try:
-        alphas = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise RepmapError(f"Multipliers must be numbers separated by commas, not '{text}'.") from None
-    if len(alphas) < 2 or not all(np.isfinite(alphas)):
-        raise RepmapError(f"Give at least two finite multipliers, not '{text}'.")
-    return alphas
+    return contract.parse_multipliers(text, "--alphas")
 
 
 def run(args: argparse.Namespace, progress: Progress) -> dict:

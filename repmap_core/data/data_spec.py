@@ -38,6 +38,24 @@ class DatasetSpec:
 
 
 _HF_RE = re.compile(r"^(?P<repo>[^:\[\]]+?)(?::(?P<config>[^:\[\]]+))?:(?P<split>[A-Za-z0-9_.+\-]+(?:\[[^\]]*\])?)$")
+# the hub's own rules for a repo id (huggingface_hub's validate_repo_id), in ASCII: `name` or `org/name`, each part
+# of letters, digits, `_`, `-` and `.`, starting and ending with a letter, digit or `_`, the name at most 96 long
+_HUB_PART = r"[A-Za-z0-9_](?:[A-Za-z0-9_.\-]*[A-Za-z0-9_])?"
+_HUB_ID_RE = re.compile(rf"^(?:{_HUB_PART}/)?{_HUB_PART}$")
+_CONFIG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+\-]{0,95}$")
+MAX_HUB_ID = 96 * 2 + 1
+
+
+def is_hub_id(text: str) -> bool:
+    """True when `text` is a hub repo id (`name` or `org/name` by the hub's rules), so it can never name a
+    local path: no `..`, no `--`, no separator but the one `/`, not `.` alone, at most 193 characters.
+
+    >>> is_hub_id("Anthropic/hh-rlhf"), is_hub_id(".."), is_hub_id("a/b/c")
+    (True, False, False)
+    """
+    text = str(text)
+    return (len(text) <= MAX_HUB_ID and bool(_HUB_ID_RE.match(text)) and ".." not in text and "--" not in text
+            and len(text.rsplit("/", 1)[-1]) <= 96 and not text.endswith(".git"))
 
 
 def parse_spec(spec: str | DatasetSpec) -> DatasetSpec:
@@ -67,6 +85,15 @@ def parse_spec(spec: str | DatasetSpec) -> DatasetSpec:
                 f"Data spec '{spec}' is not understood; write hf:REPO:SPLIT or hf:REPO:CONFIG:SPLIT, "
                 "for example hf:amazon_polarity:test[:2000]."
             )
+        if not is_hub_id(m["repo"]):  # never a path: a local folder is a file: spec, checked against the roots
+            shown = m["repo"] if len(m["repo"]) <= 80 else m["repo"][:77] + "..."
+            raise RepmapError(
+                f"'{shown}' is not a Hugging Face data set id (name or org/name: letters, digits, '_', '-' and '.'); "
+                "give a hub id such as hf:amazon_polarity:test, or a local file as file:PATH."
+            )
+        if m["config"] is not None and not _CONFIG_RE.match(m["config"]):
+            raise RepmapError(f"'{m['config'][:80]}' is not a data set configuration name (letters, digits, '_', '-', "
+                              "'.' and '+'); write hf:REPO:CONFIG:SPLIT, for example hf:glue:sst2:train.")
         return DatasetSpec("hf", m["repo"], m["config"], m["split"])
     raise RepmapError(f"Data spec '{spec}' has unknown kind '{kind}'; use builtin:, hf: or file:.")
 

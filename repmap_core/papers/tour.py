@@ -10,6 +10,7 @@ self-contained HTML report.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -245,17 +246,24 @@ def run_step(key: str, progress: Progress | None = None, *, reuse: bool = True) 
     report = progress or silent
     path = _memo_path(key)
     if reuse and path.exists():
+        kept = store.read_json(path) or {}
         try:
-            kept = json.loads(path.read_text(encoding="utf-8"))
+            if not (isinstance(kept.get("narrative"), str) and isinstance(kept.get("numbers"), dict)
+                    and isinstance(kept.get("seconds"), (int, float))):
+                raise ValueError("not a tour step")
             return TourStep(key, STEPS[key], kept["narrative"], pio.from_json(kept["figure"]), kept["numbers"],
                             kept["seconds"], True)
-        except (OSError, ValueError, KeyError):
-            path.unlink(missing_ok=True)  # unreadable: computed again below
+        except (OSError, ValueError, KeyError, TypeError):
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)  # unreadable or of another shape: computed again below
     t0 = time.perf_counter()
     text, fig, numbers = RUNNERS[key](report)
     step = TourStep(key, STEPS[key], text, fig, numbers, time.perf_counter() - t0)
-    store.write_text_atomic(path, json.dumps({"narrative": text, "figure": fig.to_json(), "numbers": numbers,
-                                              "seconds": step.seconds}))
+    try:
+        store.write_text_atomic(path, json.dumps({"narrative": text, "figure": fig.to_json(), "numbers": numbers,
+                                                  "seconds": step.seconds}))
+    except OSError as e:  # a cache that cannot be written: the step is shown, not kept
+        store.skipped_write(e, f"the tour's step {key}")
     return step
 
 

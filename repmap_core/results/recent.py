@@ -22,25 +22,28 @@ def _path(view: str) -> Path:
 
 
 def remember(view: str, request: dict) -> None:
-    """Keep `request` as `view`'s last computed one (atomic write; JSON values only)."""
+    """Keep `request` as `view`'s last computed one (atomic write; JSON values only). On a cache that cannot be
+    written the write is skipped, with the cache's one notice (`store.write_notice`): the view still shows."""
     path = _path(view)
     plain = {k: v for k, v in request.items() if isinstance(v, (str, int, float, bool)) or v is None}
     plain["trust"] = False
     if recall().get(view) == plain:
         return  # the same view again (a rerun, a link reopened): nothing to write
-    store.write_text_atomic(path, json.dumps({"view": view, "request": plain, "created": store.now_iso()}))
+    try:
+        store.write_text_atomic(path, json.dumps({"view": view, "request": plain, "created": store.now_iso()}))
+    except OSError as e:
+        store.skipped_write(e, f"the {view} view's last request")
 
 
 def recall() -> dict[str, dict]:
-    """view -> its last request, for every view that has one (unreadable files are skipped)."""
+    """view -> its last request, for every view that has one: a file that is unreadable, or holds JSON of
+    another shape (a list, a request that is not an object of plain values), counts as none."""
     out = {}
     for view in VIEWS:
-        try:
-            data = json.loads(_path(view).read_text(encoding="utf-8"))
-            if isinstance(data.get("request"), dict):
-                out[view] = data["request"]
-        except (OSError, ValueError):
-            continue
+        request = (store.read_json(_path(view)) or {}).get("request")
+        if isinstance(request, dict) and all(isinstance(k, str) and (v is None or isinstance(v, (str, int, float, bool)))
+                                             for k, v in request.items()):
+            out[view] = request
     return out
 
 

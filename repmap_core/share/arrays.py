@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from repmap_core.errors import RepmapError
+from repmap_core.errors import RepmapError, path_error, shown_path
 
 NPY_MAGIC = b"\x93NUMPY"
 SAFETENSORS_MAX_HEADER = 100_000_000  # the format's own limit on the JSON header
@@ -177,14 +177,17 @@ def load_array(path: str | Path) -> np.ndarray:
     `.safetensors` file. Headers are checked against the file size before any data is read, so a
     damaged, truncated or oversized file is refused in one sentence instead of exhausting memory."""
     path = Path(path)
-    if not path.is_file():
-        raise RepmapError(f"Array file '{path}' does not exist; check the path.")
+    try:
+        if not path.is_file():
+            raise RepmapError(f"Array file '{shown_path(path)}' does not exist; check the path.")
+    except OSError as e:  # a name too long for the system, say: the user's path, in one sentence
+        raise path_error(path, e, "an array file") from None
     suffix = path.suffix.lower()
     readers = {".npy": _load_npy, ".npz": _load_npz, ".safetensors": _load_safetensors}
     if suffix not in readers:
         raise RepmapError(f"'{path.name}' is not an array file repmap reads; use .npy, .npz or .safetensors (never .pt or .pkl).")
     try:
-        return readers[suffix](path)
+        array = readers[suffix](path)
     except ValueError as e:
         if "pickle" in str(e).lower() or "object" in str(e).lower():
             raise _pickled(path.name) from None
@@ -193,6 +196,12 @@ def load_array(path: str | Path) -> np.ndarray:
         raise RepmapError(f"'{path.name}' could not be read as an array: {str(e).splitlines()[0] if str(e) else 'truncated'}.") from None
     except MemoryError:
         raise RepmapError(f"'{path.name}' is too large to load into this machine's memory; use fewer rows.") from None
+    if array.dtype.kind not in "biuf":  # complex numbers would lose their imaginary part, text has no numbers
+        kind = {"c": "complex numbers", "U": "text", "S": "bytes", "M": "dates", "m": "time spans"}.get(
+            array.dtype.kind, f"values of type {array.dtype}")
+        raise RepmapError(f"'{path.name}' holds {kind} ({array.dtype}); repmap needs real numbers (float or int), so "
+                          "save the activations as real values.")
+    return array
 
 
 def load_activations(path: str | Path, role: str) -> np.ndarray:
@@ -243,9 +252,10 @@ def export_manifest(path: str | Path) -> dict | None:
 
     candidate = Path(path).parent / "manifest.json"
     try:
-        return json.loads(candidate.read_text(encoding="utf-8")) if candidate.is_file() else None
+        manifest = json.loads(candidate.read_text(encoding="utf-8")) if candidate.is_file() else None
     except (OSError, ValueError):
         return None
+    return manifest if isinstance(manifest, dict) else None  # any other JSON is no manifest of ours
 
 
 def check_same_data(first: str | Path, second: str | Path, names: tuple[str, str]) -> None:

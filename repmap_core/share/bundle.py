@@ -32,7 +32,8 @@ import pandas as pd
 
 from repmap_core import __version__
 from repmap_core.analysis.stats import wilson
-from repmap_core.errors import RepmapError
+from repmap_core.errors import RepmapError, path_error, shown_path
+from repmap_core.share import bundle_checks as checks
 
 FORMAT = "repmap.bundle/1"
 MAX_BUNDLE_BYTES = 4 * 1024**3  # refuse to inflate more than this
@@ -143,7 +144,11 @@ def _from_legacy(key: str, state: Any, classes: dict[str, type]) -> Any:
     if key == "finetune.weak" and isinstance(state.get("agreement"), float):  # stored as a bare share of rows
         low, high = wilson(state["agreement"] * state["rows"], state["rows"])
         state = dict(state, agreement=classes["Estimate"](state["agreement"], low, high, state["rows"], "wilson"))
-    return cls(**{k: v for k, v in state.items() if k in names})
+    fields = {k: v for k, v in state.items() if k in names}
+    checks.check_fields(cls, fields, key)
+    built = cls(**fields)
+    checks.check_shapes(built, key)
+    return built
 
 
 class _Encoder:
@@ -206,7 +211,7 @@ class _Decoder:
         if not isinstance(obj, dict) or len(obj) != 1 and "__class__" not in obj:
             raise ValueError("untagged value")
         if "__array__" in obj:
-            return self.arrays[obj["__array__"]]
+            return self.arrays[str(obj["__array__"])]
         if "__float__" in obj:
             if obj["__float__"] not in ("nan", "inf", "-inf"):
                 raise ValueError("bad float")
@@ -224,11 +229,15 @@ class _Decoder:
         if "__dict__" in obj:
             return {_key(self.decode(k)): self.decode(v) for k, v in obj["__dict__"]}
         if "__class__" in obj:
-            cls = self.classes.get(obj["__class__"])
+            cls = self.classes.get(obj["__class__"]) if isinstance(obj["__class__"], str) else None
             if cls is None:
-                raise RepmapError(f"This bundle names a class '{obj['__class__']}', which repmap does not load; "
+                raise RepmapError(f"This bundle names a class '{str(obj['__class__'])[:80]}', which repmap does not load; "
                                   "it was made by another version or altered.")
-            return cls(**{k: self.decode(v) for k, v in obj["fields"].items()})
+            fields = {str(k): self.decode(v) for k, v in obj["fields"].items()}
+            checks.check_fields(cls, fields, cls.__name__)  # types before the class is built
+            built = cls(**fields)
+            checks.check_shapes(built, cls.__name__)  # then its arrays against each other and its rows
+            return built
         raise ValueError("unknown tag")
 
 
@@ -334,11 +343,12 @@ def save_bundle(path: str | Path, states: dict[str, Any], settings: dict | None 
 
 
 def load_bundle(source: str | Path | bytes, *, max_bytes: int = MAX_BUNDLE_BYTES) -> Bundle:
-    """Read a bundle (a path or its bytes): only JSON and safetensors, sizes checked before inflating.
+    """Read a bundle (a path or its bytes): only JSON and safetensors, everything checked before it is used
+    (`bundle_checks`: sizes before inflating, JSON depth and counts before parsing, each value's type and shape).
 
-    Every problem is a RepmapError of one sentence: not a zip, other members (a pickle, say), a
-    member or a total over `max_bytes` unpacked, another format, a class outside the whitelist,
-    arrays that do not match their description.
+    Every problem is a RepmapError of one sentence: not a zip, other members (a pickle, say), a member or a
+    total over `max_bytes` unpacked, another format, a class outside the whitelist, ill-typed values, arrays
+    that do not match their description or each other.
     """
     from safetensors import SafetensorError
     from safetensors.numpy import load
@@ -347,50 +357,39 @@ def load_bundle(source: str | Path | bytes, *, max_bytes: int = MAX_BUNDLE_BYTES
         data = bytes(source)
     else:
         path = Path(source)
-        if not path.is_file():
-            raise RepmapError(f"There is no bundle file at {path}.")
-        data = path.read_bytes()
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as z:
-            infos = z.infolist()
-            names = [i.filename for i in infos]
-            if set(names) != MEMBERS or len(names) != len(MEMBERS):
-                extra = sorted(set(names) - MEMBERS)
-                raise RepmapError("This file is not a repmap bundle: it should hold only bundle.json and arrays.safetensors"
-                                  + (f", and it holds {extra[0]}." if extra else "."))
-            if sum(i.file_size for i in infos) > max_bytes:
-                raise RepmapError(f"This bundle would unpack to {sum(i.file_size for i in infos) / 1e6:.1f} MB, over "
-                                  f"the limit of {max_bytes / 1e6:.1f} MB; it is refused.")
-            doc = json.loads(z.read("bundle.json"))  # reads stop at the declared (checked) sizes
-            raw = z.read("arrays.safetensors")
-    except zipfile.BadZipFile:
-        raise RepmapError("This file is not a repmap bundle (not a zip file); export one from the Share page or the CLI.") from None
-    except (ValueError, UnicodeDecodeError, zipfile.LargeZipFile, NotImplementedError, OSError, EOFError):
-        raise RepmapError("This bundle is damaged (its contents could not be read); export it again.") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        found = doc.get("format") if isinstance(doc, dict) else None
-        raise RepmapError(f"This bundle's format is {found!r}, and this repmap reads {FORMAT!r}.")
+        try:
+            if not path.is_file():
+                raise RepmapError(f"There is no bundle file at {shown_path(path)}.")
+            data = path.read_bytes()
+        except OSError as e:  # a name too long, no permission: the user's path, in one sentence
+            raise path_error(path, e, "a bundle file") from None
+    members = checks.read_members(data, MEMBERS, max_bytes)  # sizes capped before and while reading
+    doc = checks.parse_doc(members["bundle.json"], FORMAT)  # depth and counts before parsing, then the format
+    raw = members["arrays.safetensors"]
+    meta = checks.check_meta(doc, VIEWS, FORMAT)
     try:
         arrays = load(raw) if raw else {}
     except (SafetensorError, ValueError, TypeError):
         raise RepmapError("This bundle's arrays.safetensors is damaged; export the bundle again.") from None
     declared = doc.get("arrays", {})
     if not isinstance(declared, dict) or set(declared) != set(arrays) or any(
-            list(arrays[k].shape) != declared[k].get("shape") for k in arrays):
+            not isinstance(declared[k], dict) or list(arrays[k].shape) != declared[k].get("shape") for k in arrays):
         raise RepmapError("This bundle's arrays do not match its description; it may be damaged.")
     dec = _Decoder(arrays)
     try:
+        if not isinstance(doc.get("states"), dict):
+            raise ValueError("states")
         states = {str(k): _from_legacy(str(k), dec.decode(v), dec.classes) for k, v in doc["states"].items()}
         settings = dec.decode(doc.get("settings", {"__dict__": []}))
         if not isinstance(settings, dict):
             raise ValueError("settings")
     except RepmapError:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError):
         raise RepmapError("This bundle holds values repmap does not understand; it may be damaged or altered.") from None
     allowed_states = {k for v in VIEWS.values() for k in v.states}
     allowed_settings = {k for v in VIEWS.values() for k in v.settings}
-    meta = {k: doc.get(k) for k in ("format", "repmap", "created", "views", "max_rows", "seed")}
-    meta["views"] = [v for v in (meta["views"] or []) if v in VIEWS]
-    return Bundle({k: v for k, v in states.items() if k in allowed_states},
-                  {k: v for k, v in settings.items() if k in allowed_settings and _plain(v)}, meta)
+    states = {k: v for k, v in states.items() if k in allowed_states}
+    checks.check_states(states)  # each view's state of its kind, and consistent with the others
+    settings = checks.check_settings({k: v for k, v in settings.items() if k in allowed_settings})
+    return Bundle(states, settings, meta)

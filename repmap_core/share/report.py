@@ -110,11 +110,14 @@ def render_html(sections: list[Section], meta: dict, title: str = "repmap report
             elif kind == "settings":
                 parts.append(_settings_html(*value))
         parts.append("</section>")
-    head_meta = (f"repmap {html.escape(str(meta.get('repmap', __version__)))} · report made "
-                 f"{html.escape(meta.get('report_created', ''))}"
-                 + (f" · from a session bundle made {html.escape(str(meta['created']))}" if meta.get("created") else "")
-                 + (f" · data sets subsampled to at most {int(meta['max_rows']):,} rows (seed {meta.get('seed', 0)})"
-                    if meta.get("max_rows") else ""))
+    def text(key: str, default: Any = "") -> str:  # every meta value escaped, whatever its type or origin
+        return html.escape(str(meta.get(key, default)))
+
+    rows = meta.get("max_rows")
+    head_meta = (f"repmap {text('repmap', __version__)} · report made {text('report_created')}"
+                 + (f" · from a session bundle made {text('created')}" if meta.get("created") else "")
+                 + (f" · data sets subsampled to at most {html.escape(f'{rows:,}' if isinstance(rows, int) else str(rows))} "
+                    f"rows (seed {text('seed', 0)})" if rows else ""))
     draw = ("window.addEventListener('load',function(){var figs=JSON.parse(document.getElementById('repmap-figures')"
             ".textContent);figs.forEach(function(f){Plotly.newPlot(f.id,f.data,f.layout,"
             "{responsive:true,displaylogo:false});});});")

@@ -11,7 +11,7 @@ import sklearn.decomposition
 
 from repmap_core.analysis import projection
 from repmap_core.analysis.projection import pca, project, sample_rows
-from repmap_core.capture.store import disk_memo
+from repmap_core.capture.memo import disk_memo
 from repmap_core.errors import RepmapError
 
 # ---------------------------------------------------------------------------------------------

@@ -75,3 +75,14 @@ def test_embedded_entries_name_their_licence_and_quantization():
     assert smol.licence == "Apache-2.0" and smol.quantization == "Q4_1" and not smol.optional
     gemma = gguf.EMBEDDED[gguf.GEMMA3_ID]
     assert gemma.optional and gemma.chunked and gemma.licence == "Gemma Terms of Use" and len(gemma.sha256) == 64
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '"x"', "null", "{not json"])
+def test_a_conversion_manifest_of_another_type_is_no_conversion(content, cache_dir):
+    """Issue 21, item 12: valid JSON of the wrong type in the cache counts as absent, never as an error."""
+    sha = "ab" * 32
+    folder = gguf.converted_dir(sha)
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / gguf.MANIFEST_NAME).write_text(content)
+    assert gguf.read_converted(sha) is None

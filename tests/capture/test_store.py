@@ -682,3 +682,22 @@ def test_cache_root_follows_the_environment(cache_dir, monkeypatch, tmp_path):
     assert store.cache_root() == cache_dir and cache_dir.is_dir()
     monkeypatch.setenv("REPMAP_CACHE", str(tmp_path / "elsewhere"))
     assert store.layer_path("a" * 32, 3) == tmp_path / "elsewhere" / "activations" / ("a" * 32) / "layer_3.safetensors"
+
+
+
+@pytest.mark.parametrize("manifest", ['[1, 2]', '"text"', '{"layer": "one"}'])
+def test_a_cache_file_whose_manifest_is_of_another_type_is_not_listed(manifest, cache_dir):
+    """Issue 21, item 12: an entry holding valid JSON of the wrong type is skipped, not a crash of the listing."""
+    key = "ab" * 16
+    good = store.layer_path(key, 0)
+    store.write_file(good, {"activations": np.zeros((2, 3), np.float32)}, {"layer": 0, "model": "m"})
+    bad = store.layer_path(key, 1)
+    store.write_file(bad, {"activations": np.zeros((2, 3), np.float32)}, {"layer": 1})
+    raw = bad.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    header["__metadata__"]["manifest"] = manifest
+    text = json.dumps(header).encode()
+    bad.write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + n:])
+    [entry] = store.list_entries()
+    assert entry.layers == (0,)

@@ -271,7 +271,7 @@ def overflow_model(tiny: Path, folder: Path) -> Path:
 
 def displayed(markdown: str) -> str:
     """What a person reads: user-supplied text is escaped for markdown (repmap_ui/text.py), shown without the backslashes."""
-    return re.sub(r"\\(.)", r"\1", markdown)
+    return re.sub(r"\\(.)", r"\1", markdown).replace("\u2060", "")  # the word joiner that defangs an address
 
 
 def fill(template: str, files: dict[str, Path]) -> str:

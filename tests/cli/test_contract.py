@@ -49,10 +49,132 @@ class Case:
     says: str | re.Pattern
     patch: str = ""
     env: dict = field(default_factory=dict)
+    after_progress: bool = False  # a failure only met while working: the sentence follows progress lines
 
 
 def err(sentence: str) -> str:
     return f"error: {sentence}"
+
+
+LAYERS = ["layers", "--model", "{tiny}", "--data", "builtin:sentiment", "--limit", "20", "--json"]
+TOO_LONG = "a" * 300
+COUNT = "{flag} must be a whole number from {least} to {most} ({what}), not {value}."
+NOT_WRITABLE = ("{flag} '{path}' cannot be written: no file can be created in '{folder}' ({reason}); give a path in a "
+                "folder you can write.")
+FRACTION = "--test-frac must be a number strictly between 0 and 1 (the share of rows held out), not {value}."
+
+
+def count_case(flag: str, value: str, least: str, most: str, what: str, args: list[str]) -> Case:
+    return Case(f"{flag} {value}", f"`{flag}={value}`", args + [f"{flag}={value}"],
+                err(COUNT.format(flag=flag, least=least, most=most, what=what, value=value)))
+
+
+# issue 21: every option checked before anything is loaded; nothing cached for a refused request
+ISSUE_21 = [
+    # item 15: exit 1 instead of 2
+    count_case("--seed", "-1", "0", "4,294,967,295", "a random seed", EXTRACT + ["{tiny}"]),
+    count_case("--seed", "4294967296", "0", "4,294,967,295", "a random seed", WITHIN + ["--after", "{files}/after.npy"]
+               + FIT_ARGS),
+    *[Case(f"device {d}", f"`--device {d}` on a CPU-only machine", EXTRACT + ["{tiny}", "--device", d],
+           err(f"--device {d} is not on this machine, which has no GPU torch can use; use --device cpu, or leave "
+               "--device out to use the GPU when there is one."), patch="no_gpu") for d in ("cuda", "cuda:0", "cuda:7")],
+    Case("device tpu", "`--device tpu`", EXTRACT + ["{tiny}", "--device", "tpu"],
+         err("--device tpu is not a device torch can use here; use cpu or cuda (cuda:0, ...), or leave --device out.")),
+    Case("export into /proc", "`--export /proc/x`", EXTRACT + ["{tiny}", "--export", "/proc/x"],
+         err(NOT_WRITABLE.format(flag="--export", path="/proc/x", folder="/proc", reason="no such file or directory"))),
+    Case("export into /sys", "`--export /sys/kernel/x`", EXTRACT + ["{tiny}", "--export", "/sys/kernel/x"],
+         re.compile(re.escape("error: --export '/sys/kernel/x' cannot be written: no file can be created in '/sys/kernel' (")
+                    + r"[a-z ]+" + re.escape("); give a path in a folder you can write."))),
+    Case("within save into /proc", "`within --save /proc/fit.npz`",
+         WITHIN + ["--after", "{files}/after.npy", "--save", "/proc/fit.npz"] + FIT_ARGS,
+         err(NOT_WRITABLE.format(flag="--save", path="/proc/fit.npz", folder="/proc", reason="no such file or directory"))),
+    Case("report out into /proc", "`report --out /proc/r.html`",
+         ["report", "--bundle", "{files}/a_file.txt", "--out", "/proc/r.html"],
+         err(NOT_WRITABLE.format(flag="--out", path="/proc/r.html", folder="/proc", reason="no such file or directory"))),
+    Case("report out an existing folder", "`report --out <existing folder>`",
+         ["report", "--bundle", "{files}/a_file.txt", "--out", "{files}"],
+         err("--out '{files}' is a folder; give the name of a file to write.")),
+    Case("report out a pipe", "`report --out <a FIFO>`", ["report", "--bundle", "{files}/a_file.txt", "--out", "{files}/fifo"],
+         err("--out '{files}/fifo' is not a regular file (a device, a pipe or a socket); give the name of a file to write.")),
+    Case("pair ids too few", "`within --pair-ids` of the wrong length",
+         WITHIN + ["--after", "{files}/after.npy", "--pair-ids", "{files}/pairs_60.npy"] + FIT_ARGS,
+         err("There are 60 pair ids (shape (60,)) for 120 rows; pair ids must give one whole number per row of the "
+             "activations (-1 for a row without a pair).")),
+    Case("pair ids two columns", "`between --pair-ids` of shape (120, 2)",
+         ["between", "--source", "{files}/before.npy", "--target", "{files}/after.npy", "--pair-ids",
+          "{files}/pairs_2d.npy"] + FIT_ARGS,
+         err("There are 240 pair ids (shape (120, 2)) for 120 rows; pair ids must give one whole number per row of the "
+             "activations (-1 for a row without a pair).")),
+    # item 16: refused only after ~20 s of loading, with 2-4 lines
+    *[count_case("--max-length", v, "2", "1,048,576", "tokens per text", EXTRACT + ["{tiny}"]) for v in ("0", "-5", "1")],
+    *[Case(f"test-frac {v}", f"`layers --test-frac {v}`", LAYERS + [f"--test-frac={v}"], err(FRACTION.format(value=v)))
+      for v in ("0.0", "1.5", "nan", "-0.1")],
+    Case("layers on 2 rows", "`layers` on a 2-row file",
+         ["layers", "--model", "{tiny}", "--data", "file:{files}/two_rows.csv", "--json"],
+         err("2 rows are too few for a held-out split with both classes on each side; add more data.")),
+    Case("layers on 5 rows", "`layers` on a 5-row file, 4 of one class",
+         ["layers", "--model", "{tiny}", "--data", "file:{files}/five_rows.csv", "--json"],
+         err("5 rows are too few for a held-out split with both classes on each side; add more data.")),
+    # items 9 and 17: every count capped; nonsense that exited 0
+    count_case("--null-permutations", "-1", "0", "1,000", "shuffled-label probes per layer", LAYERS),
+    count_case("--null-permutations", "1000000000", "0", "1,000", "shuffled-label probes per layer", LAYERS),
+    count_case("--folds", "1000", "2", "50", "cross-validation folds", LAYERS),
+    count_case("--limit", "0", "1", "100,000,000", "rows", ["extract", "--data", "builtin:sentiment", "--json", "--model",
+                                                            "{tiny}"]),
+    count_case("--chunk-rows", "0", "1", "10,000,000", "rows per chunk", EXTRACT + ["{tiny}", "--stream"]),
+    count_case("--epochs", "0", "1", "1,000", "passes over the data",
+               ["finetune", "--model", "{tiny}", "--data", "builtin:sentiment", "--json"]),
+    count_case("--batch-size", "100000", "1", "65,536", "rows per batch",
+               ["finetune", "--model", "{tiny}", "--data", "builtin:sentiment", "--json"]),
+    count_case("--rank", "0", "1", "100,000", "dimensions",
+               ["between", "--source", "{files}/before.npy", "--target", "{files}/after.npy"] + FIT_ARGS),
+    count_case("--max-rows", "1", "2", "100,000,000", "rows per data set", ["bundle", "--bundle", "{files}/a_file.txt"]),
+    Case("lr nan", "`finetune --lr nan`", ["finetune", "--model", "{tiny}", "--data", "builtin:sentiment", "--lr", "nan"],
+         err("--lr must be a positive number (a learning rate such as 5e-5), not nan.")),
+    Case("one multiplier", "`steer --alphas=1`",
+         ["steer", "--model", "{tiny}", "--data", "builtin:corrigible", "--layer", "1", "--alphas=1"],
+         err("--alphas must give from 2 to 101 finite multipliers, not '1'.")),
+    Case("complex activations", "`within --before complex64.npy` (exit 0: the imaginary part dropped)",
+         ["within", "--before", "{files}/complex.npy", "--after", "{files}/after.npy"] + FIT_ARGS,
+         err("'complex.npy' holds complex numbers (complex64); repmap needs real numbers (float or int), so save the "
+             "activations as real values.")),
+    Case("text activations", "`within --before` an array of text",
+         ["within", "--before", "{files}/text.npy", "--after", "{files}/after.npy"] + FIT_ARGS,
+         err("'text.npy' holds text (<U5); repmap needs real numbers (float or int), so save the activations as real "
+             "values.")),
+    # item 11: ENAMETOOLONG
+    Case("data path too long", "`--data file:<300 a's>.csv`",
+         ["extract", "--model", "{tiny}", "--data", f"file:{{files}}/{TOO_LONG}.csv", "--json"],
+         re.compile(r"error: '.+\.\.\.a+\.csv' cannot be used as a data file \(file name too long\); check the path "
+                    r"and give another\.")),
+    Case("array path too long", "`within --before <300 a's>.npy`",
+         ["within", "--before", f"{{files}}/{TOO_LONG}.npy", "--after", "{files}/after.npy"] + FIT_ARGS,
+         re.compile(r"error: '.+\.\.\.a+\.npy' cannot be used as an array file \(file name too long\); check the path "
+                    r"and give another\.")),
+    Case("export path too long", "`--export <300 a's>`", EXTRACT + ["{tiny}", "--export", f"{{files}}/{TOO_LONG}"],
+         re.compile(r"error: '.+\.\.\.a+' cannot be used as the path of --export \(file name too long\); check the path "
+                    r"and give another\.")),
+    Case("bundle path too long", "`report --bundle <300 a's>.zip`",
+         ["report", "--bundle", f"{{files}}/{TOO_LONG}.zip", "--out", "{files}/r.html"],
+         re.compile(r"error: '.+\.\.\.a+\.zip' cannot be used as a bundle file \(file name too long\); check the path "
+                    r"and give another\.")),
+    # item 14: a full disk is the user's environment
+    Case("disk full before extracting", "a cache with no room for the activations (1 kB free, simulated)",
+         EXTRACT + ["{tiny}"], re.compile(re.escape("error: The cache folder {cache} ran out of space while writing the "
+                                                    "activations of 3 layer(s) of {tiny}: it needs about ")
+                                          + r"[\d.,]+ (kB|MB)" + re.escape(" more, and 1 kB are free; free some space (the "
+                                                                          "Cache page deletes entries) or set REPMAP_CACHE "
+                                                                          "to a folder on a larger disk.")),
+         patch="disk_1kb"),
+    Case("disk full mid-extraction", "the disk filling up while a layer is written (ENOSPC, simulated)",
+         EXTRACT + ["{tiny}"], re.compile(re.escape("error: The cache folder {cache} ran out of space while writing "
+                                                    "layer_0.safetensors: it needs about ") + r"[\d.,]+ (kB|MB)"
+                                          + r" more, and [\d.,]+ (kB|MB)" + re.escape(" are free; free some space (the "
+                                                                                     "Cache page deletes entries) or set "
+                                                                                     "REPMAP_CACHE to a folder on a larger "
+                                                                                     "disk.")),
+         patch="enospc", after_progress=True),
+]
 
 
 CASES = [
@@ -113,7 +235,7 @@ CASES = [
          err("--export '{files}/a_file.txt' is an existing file, not a folder; give a folder (it is created if missing).")),
     Case("zero folds", "`--folds 0`",
          ["layers", "--model", "{tiny}", "--data", "builtin:sentiment", "--limit", "20", "--folds", "0", "--json"],
-         err("--folds must be at least 2 (cross-validation needs a fold to hold out), not 0.")),
+         err("--folds must be a whole number from 2 to 50 (cross-validation folds), not 0.")),
     # -- model folders
     Case("config is a list", "a model folder whose config is a list", EXTRACT + ["{models}/config-list"],
          err("The config.json of model '{models}/config-list' is a JSON list, not an object of settings; replace it "
@@ -174,6 +296,7 @@ CASES = [
          ["extract", "--model", "{tiny}", "--data", "file:{files}/list_text.jsonl", "--json"],
          err(NESTED.format(col="text", files="{files}", name="list_text.jsonl", kind="lists", shown="['good', 'film']",
                            fix=FLATTEN))),
+    *ISSUE_21,
 ]
 
 
@@ -224,6 +347,13 @@ def build_files(folder: Path) -> None:
     pq.write_table(pa.table({"text": [b"good film", b"bad plot"], "label": label}), folder / "binary_text.parquet")
     pq.write_table(pa.table({"text": ["good film", "bad plot"], "label": [[1], [0]]}), folder / "list_label.parquet")
     (folder / "list_text.jsonl").write_text('{"text": ["good", "film"], "label": 1}\n{"text": ["bad"], "label": 0}\n')
+    np.save(folder / "pairs_60.npy", np.arange(60) // 2)
+    np.save(folder / "pairs_2d.npy", np.zeros((120, 2), np.int64))
+    np.save(folder / "complex.npy", before.astype(np.complex64) * (1 + 1j))
+    np.save(folder / "text.npy", np.array(["a", "bcdef"] * 60))
+    (folder / "two_rows.csv").write_text("text,label\ngood film,1\nbad film,0\n")
+    (folder / "five_rows.csv").write_text("text,label\n" + "".join(f"film {i},{int(i == 0)}\n" for i in range(5)))
+    os.mkfifo(folder / "fifo")
 
 
 def build_models(tiny: Path, folder: Path) -> None:
@@ -276,7 +406,7 @@ def cache_state(root: Path) -> list[tuple[str, int]]:
 def fill(value: str, paths: dict) -> str:
     import transformers
 
-    for key in ("files", "models", "tiny"):
+    for key in ("files", "models", "tiny", "cache"):
         value = value.replace("{" + key + "}", str(paths[key]))
     return value.replace("{transformers}", transformers.__version__)
 
@@ -287,12 +417,16 @@ def fill(value: str, paths: dict) -> str:
 def drive(cases_json: str, results_json: str) -> None:
     """Run each case's `main(argv)` in this process as `python -m repmap_core` would: stdout and
     stderr file descriptors of its own, a fresh logging handler, fresh warning filters. Patches:
-    `ram_16gb` (16 GB of free RAM), `nan_r2` (the within fit's held-out R² forced to NaN)."""
+    `ram_16gb` (16 GB of free RAM), `nan_r2` (the within fit's held-out R² forced to NaN), `no_gpu` (torch sees no
+    GPU), `disk_1kb` (1 kB free on the cache's disk), `enospc` (the disk fills up as the first layer is written)."""
     import contextlib
+    import errno
     import logging
+    import shutil as shutil_module
     import tempfile
     import traceback
     import warnings
+    from unittest import mock
 
     from repmap_core.__main__ import main
     from repmap_core.papers import experiments
@@ -313,6 +447,16 @@ def drive(cases_json: str, results_json: str) -> None:
                 result.fit["r2_test"] = float("nan")
                 return result, fit
             experiments.within_model = within_model
+        patches = contextlib.ExitStack()
+        if case["patch"] == "no_gpu":
+            patches.enter_context(mock.patch("torch.cuda.is_available", return_value=False))
+            patches.enter_context(mock.patch("torch.cuda.device_count", return_value=0))
+        if case["patch"] == "disk_1kb":
+            patches.enter_context(mock.patch.object(shutil_module, "disk_usage",
+                                                    return_value=shutil_module._ntuple_diskusage(10**9, 10**9, 1000)))
+        if case["patch"] == "enospc":
+            patches.enter_context(mock.patch("safetensors.numpy.save_file",
+                                             side_effect=OSError(errno.ENOSPC, "No space left on device")))
         for handler in list(logging.root.handlers):
             logging.root.removeHandler(handler)
         warnings.resetwarnings()
@@ -337,6 +481,7 @@ def drive(cases_json: str, results_json: str) -> None:
                 os.environ.clear()
                 os.environ.update(old_env)
                 arrays.available_memory_bytes, experiments.within_model = saved["free"], saved["within"]
+                patches.close()
             out.seek(0), errf.seek(0)
             results.append({"id": case["id"], "code": code, "stdout": out.read().decode(errors="replace"),
                             "stderr": errf.read().decode(errors="replace"), "cache_unchanged": cache_state(cache) == before})
@@ -385,10 +530,13 @@ def test_a_bad_input_gets_exit_2_and_one_line(case: Case, answers, paths):
     assert "Traceback" not in got["stderr"], got["stderr"]
     assert got["code"] == 2, got["stderr"]
     assert got["stdout"] == ""
+    if case.after_progress:  # met only while working: progress lines, then the one sentence
+        assert all(line.startswith("[") for line in lines[:-1]), lines
+        lines = lines[-1:]
     assert len(lines) == 1, lines
     if isinstance(case.says, re.Pattern):
         pattern = case.says.pattern
-        for key in ("files", "models", "tiny"):
+        for key in ("files", "models", "tiny", "cache"):
             pattern = pattern.replace(re.escape("{" + key + "}"), re.escape(str(paths[key])))
         assert re.fullmatch(pattern, lines[0]), lines[0]
     else:
@@ -491,3 +639,30 @@ def note_table() -> str:
 
 if __name__ == "__main__":
     print(note_table())
+
+
+def test_every_count_option_of_every_command_is_capped():
+    """Item 9: `--null-permutations 1000000000` ran unbounded. Every whole-number option of every command is in
+    `contract.COUNTS` (a new one cannot slip past the cap), every fraction and rate is checked, and a value past
+    the cap is one sentence before anything runs."""
+    import argparse
+
+    from repmap_core.__main__ import build_parser
+    from repmap_core.cli.contract import COUNTS, FRACTIONS, RATES, check_args
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    seen = set()
+    for name, command in sub.choices.items():
+        for action in command._actions:
+            if action.type is int:
+                assert action.dest in COUNTS, (name, action.dest)
+                seen.add(action.dest)
+            if action.type is float:
+                assert action.dest in FRACTIONS + RATES, (name, action.dest)
+    assert {"null_permutations", "limit", "folds", "epochs", "max_length", "seed"} <= seen
+    for dest, (least, most, _) in COUNTS.items():
+        for bad in (least - 1, most + 1):
+            with pytest.raises(RepmapError, match=f"^--{dest.replace('_', '-')} must be a whole number from"):
+                check_args(argparse.Namespace(**{dest: bad}))
+        check_args(argparse.Namespace(**{dest: least}))

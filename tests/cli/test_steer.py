@@ -13,7 +13,9 @@ from tests.cli.test_cli import one_json_object, run_cli
 def test_multipliers_are_parsed_or_refused_in_one_sentence():
     assert parse_alphas("-1,-0.5,0,0.5,1") == [-1.0, -0.5, 0.0, 0.5, 1.0]
     assert parse_alphas("0,2,") == [0.0, 2.0]
-    for bad, why in (("1", "at least two"), ("0,nan", "finite"), ("a,b", "numbers separated by commas")):
+    too_many = ",".join(["0.1"] * 102)
+    for bad, why in (("1", "from 2 to 101 finite"), ("0,nan", "finite"), ("a,b", "numbers separated by commas"),
+                     (too_many, "from 2 to 101 finite")):
         with pytest.raises(RepmapError, match=why):
             parse_alphas(bad)
 
@@ -47,5 +49,5 @@ def test_bad_multipliers_are_refused_before_the_model_loads(tiny_gpt2, cache_dir
     r = run_cli("steer", "--model", str(tiny_gpt2), "--data", "builtin:corrigible", "--layer", "1", "--alphas=1",
                 "--json", cache=cache_dir)
     assert r.returncode == 2 and r.stdout == ""
-    assert r.stderr.strip() == "error: Give at least two finite multipliers, not '1'."
+    assert r.stderr.strip() == "error: --alphas must give from 2 to 101 finite multipliers, not '1'."
     assert not (cache_dir / "activations").exists()  # nothing was extracted

@@ -156,6 +156,49 @@ def test_parse_malformed_hf(text):
         parse_spec(text)
 
 
+NOT_HUB_IDS = ["..", "../..", "../secrets", "/etc", "./data", "~", ".", "a/b/c", "org/..", "a..b", "a--b", "-a", "a.",
+               ".hidden", "data\\x", "repo.git", "a" * 97, "org/" + "b" * 97, "a b", "ünï"]
+
+
+@pytest.mark.parametrize("repo", NOT_HUB_IDS)
+@pytest.mark.parametrize("tail", [":train", ":default:train", ":train[:10]"])
+def test_an_hf_repo_must_be_a_hub_id_never_a_path(repo, tail):
+    """Issue 21: `hf:..:train` loaded the folder above the server's working directory. A repo id is
+    checked against the hub's rules when the spec is parsed, so no later step can take it for a path."""
+    with pytest.raises(RepmapError, match="is not a Hugging Face data set id") as e:
+        parse_spec(f"hf:{repo}{tail}")
+    assert "\n" not in str(e.value) and len(str(e.value)) < 300
+
+
+@pytest.mark.parametrize("config", ["../x", "a/b", "~", ".x"])
+def test_an_hf_config_is_a_name_never_a_path(config):
+    with pytest.raises(RepmapError, match="is not a data set configuration name"):
+        parse_spec(f"hf:glue:{config}:train")
+
+
+@pytest.mark.parametrize("spec", ["hf:data:train", "hf:csv:train", "hf:json:default:train", "hf:sub/folder:train"])
+def test_a_hub_id_that_is_also_a_local_path_or_a_file_reader_is_never_loaded(spec, tmp_path, monkeypatch):
+    """`datasets.load_dataset(name)` reads a local folder of that name (or its csv/json readers) before the
+    hub: such ids are refused before the library is asked, with the policy on or off."""
+    import datasets
+
+    from repmap_core import access
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "sub" / "folder").mkdir(parents=True)
+    for folder in (tmp_path / "data", tmp_path / "sub" / "folder"):
+        (folder / "secret.csv").write_text("text,label\nssn-123,1\nssn-456,0\n")
+    monkeypatch.chdir(tmp_path)
+    asked = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: asked.append(a) or (_ for _ in ()).throw(AssertionError))
+    for enforced in (None, access.policy()):
+        access.enforce(enforced)
+        with pytest.raises(RepmapError, match="file:PATH" if enforced is None else "file:PATH|does not download") as e:
+            load_dataset(spec)
+        assert "ssn-" not in str(e.value)
+    assert asked == []
+
+
 def test_unknown_builtin_through_load_dataset():
     with pytest.raises(RepmapError, match="no built-in data set"):
         load_dataset("builtin:nope")
@@ -1005,3 +1048,12 @@ def test_hf_spec_offline_is_one_sentence(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(RepmapError, match=r"is not available offline; download it once .* or save it as a file"):
         load_dataset("hf:amazon_polarity:test[:20]")
+
+
+@pytest.mark.parametrize("name", ["a" * 300 + ".csv", "b" * 256, "c" * 200 + "/" + "d" * 300 + ".jsonl"])
+def test_a_file_name_too_long_for_the_system_is_one_sentence(name, tmp_path):
+    """Issue 21, item 11: ENAMETOOLONG was an unhandled OSError (CLI exit 1, a page exception)."""
+    (tmp_path / ("c" * 200)).mkdir()
+    with pytest.raises(RepmapError, match="file name too long") as e:
+        load_dataset(f"file:{tmp_path / name}")
+    assert len(str(e.value)) < 300 and "\n" not in str(e.value)

@@ -13,6 +13,7 @@ import pytest
 from repmap_core.analysis import separation
 from repmap_core.capture import store
 from repmap_core.capture.activations import get_activations, stream_activations
+from repmap_core.capture.stream_writer import LayerStreamWriter
 from repmap_core.data.load import load_dataset, open_stream
 from repmap_core.errors import RepmapError
 
@@ -103,7 +104,7 @@ def test_stream_writer_makes_a_checked_safetensors_file(cache_dir):
     rng = np.random.default_rng(1)
     A, y, p = rng.normal(size=(250, 8)).astype(np.float32), rng.integers(0, 2, 250), np.arange(250)
     path = store.cache_root() / "t" / "layer_0.safetensors"
-    with store.LayerStreamWriter(path, 250, 8, {"k": 1}) as w:
+    with LayerStreamWriter(path, 250, 8, {"k": 1}) as w:
         for s in (200, 0, 100):  # any order of blocks
             w.write_rows(s, A[s:s + 100], y[s:s + 100], p[s:s + 100])
         w.commit({"k": 1, "tokens": 99})
@@ -112,7 +113,7 @@ def test_stream_writer_makes_a_checked_safetensors_file(cache_dir):
     assert manifest == {"k": 1, "tokens": 99} and np.array_equal(tensors["activations"], A)
     assert np.array_equal(load_file(str(path))["labels"], y.astype(np.int8))  # the safetensors library reads it too
     with pytest.raises(ValueError, match="do not fit"):
-        with store.LayerStreamWriter(path.with_name("x.safetensors"), 10, 8, {}) as w:
+        with LayerStreamWriter(path.with_name("x.safetensors"), 10, 8, {}) as w:
             w.write_rows(5, A[:10], y[:10], p[:10])
     assert not list(path.parent.glob(".tmp*"))  # the aborted writer left nothing
 

@@ -308,3 +308,72 @@ def test_uploads_are_stored_under_their_content_hash(name, tmp_path, cache_dir):
     assert re.fullmatch(r"[0-9a-f]{32}\.csv", path.name)
     outside = [p for p in tmp_path.rglob("*") if cache_dir not in p.parents and p != cache_dir]
     assert outside == []
+
+
+@pytest.fixture
+def read_only():
+    """Make a folder read-only for this process: a read-only bind mount when run as root (root writes through any
+    mode bits), its mode bits otherwise. Undone after the test."""
+    import contextlib
+    import os
+    import stat
+
+    done = []
+
+    def make(folder: Path) -> None:
+        if os.geteuid() == 0:
+            mounted = subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True)
+            if mounted.returncode != 0:
+                pytest.skip("a read-only cache needs a bind mount here, and mount is not allowed")
+            done.append(("umount", folder))
+            subprocess.run(["mount", "-o", "remount,bind,ro", str(folder)], check=True, capture_output=True)
+        else:
+            for p in [folder, *folder.rglob("*")]:
+                p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+                done.append(("chmod", p))
+        with contextlib.suppress(OSError):
+            (folder / ".probe").write_text("x")
+            pytest.fail("the folder is still writable")
+
+    yield make
+    for how, path in reversed(done):
+        if how == "umount":
+            subprocess.run(["umount", "-l", str(path)], capture_output=True)  # lazily: the test still maps its files
+        else:
+            path.chmod(path.stat().st_mode | stat.S_IWUSR)
+
+
+def test_a_read_only_cache_serves_what_it_holds_and_skips_writes_with_one_notice(cache_dir, read_only, monkeypatch):
+    """Issue 21, item 13: a read-only cache holding every activation crashed the layer explorer (`remember()`
+    wrote even for a cached view). Reading works; a write the cache can do without is skipped, said once."""
+    from streamlit.testing.v1 import AppTest
+
+    from repmap_core.analysis import projection
+
+    def run(query: dict) -> AppTest:
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+        at.switch_page("views/layer_explorer.py")
+        for k, v in query.items():
+            at.query_params[k] = v
+        return at.run()
+
+    first = run({"limit": "40", "layers": "0,2"})
+    first.button(key="explorer.link_compute").click().run()
+    assert not first.exception and first.metric
+    before = sorted(str(p) for p in cache_dir.rglob("*"))
+    read_only(cache_dir)
+    monkeypatch.setattr(projection, "umap", lambda X, seed=0: np.zeros((len(X), 2), np.float32))
+    for query in ({"limit": "40", "layers": "0,2"}, {"limit": "40", "layers": "0,2", "max_length": "300"},
+                  {"limit": "40", "layers": "0,2", "method": "umap", "seed": "3"}):
+        at = run(query)
+        buttons = [b.key for b in at.button if b.key and b.key.endswith("link_compute")]
+        for key in buttons:  # a link's view: compute it (it cannot be kept)
+            at.button(key=key).click().run()
+        assert not at.exception, (query, [e.value for e in at.exception])
+        errors = [e.value for e in at.error]
+        assert all("cannot be written" in e for e in errors), errors  # only a new extraction is refused, in one sentence
+        notes = [c.value for c in at.caption if "cannot be written" in c.value]
+        assert len(notes) <= 1  # the sidebar's one notice
+    assert at.metric and at.get("plotly_chart")  # the cached activations, drawn with an uncached UMAP
+    assert any("cannot be written" in c.value for c in at.caption)
+    assert sorted(str(p) for p in cache_dir.rglob("*")) == before

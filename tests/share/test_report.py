@@ -104,6 +104,67 @@ def test_html_in_texts_is_escaped(states):
     assert "<script>alert" not in body and "&lt;script&gt;alert(1)" in body
 
 
+SCRIPTS = ["<img src=x onerror=alert(1)>", "</p><script>alert(2)</script>", "\"><svg onload=alert(3)>",
+           "<a href=\"javascript:alert(4)\">x</a>", "<iframe src=//evil.example>"]
+
+
+def live_markup(page: str) -> dict:
+    """What the page would run or fetch: its script elements (with their types), event-handler attributes,
+    and the elements that load or link anything."""
+    from html.parser import HTMLParser
+
+    found = {"scripts": [], "handlers": [], "loaders": []}
+
+    class Watch(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag == "script":
+                found["scripts"].append(dict(attrs).get("type"))
+            found["handlers"] += [k for k, _ in attrs if k.startswith("on")]
+            if tag in ("img", "iframe", "svg", "object", "embed", "link") or (tag == "a" and not dict(attrs).get(
+                    "href", "").startswith("#")):
+                found["loaders"].append(tag)
+
+    Watch().feed(page)
+    return found
+
+
+@pytest.mark.parametrize("payload", SCRIPTS)
+def test_every_meta_value_is_escaped_whatever_its_type(states, payload):
+    """Item 3: a bundle's `seed: "<img src=x onerror=...>"` ran in the report (render_html formatted it raw).
+    Every value is escaped now, whatever type it has: nothing in the page runs or loads but its own scripts."""
+    clean = live_markup(build_report(states, {}, ["explorer"], meta={"repmap": "0.1.0"}))
+    for meta in ({"seed": payload, "max_rows": 50}, {"created": payload}, {"repmap": payload},
+                 {"max_rows": payload, "seed": 1}, {"report_created": payload}, {"seed": [payload], "max_rows": 3}):
+        page = build_report(states, {"explorer.method": payload}, ["explorer"], meta=meta, title=payload)
+        assert live_markup(page) == clean, meta
+        assert payload not in page
+
+
+def test_a_bundle_cannot_put_markup_into_the_report_it_loads(states, tmp_path):
+    """The same through the CLI: a crafted bundle's meta is refused by type (a seed is a number) or escaped."""
+    import zipfile
+
+    from repmap_core.__main__ import main
+
+    good = save_bundle(tmp_path / "good.zip", {"explorer.result": states["explorer.result"]})
+    with zipfile.ZipFile(good) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    for key in ("seed", "created", "repmap"):
+        doc = json.loads(members["bundle.json"])
+        doc[key] = SCRIPTS[0]
+        path = tmp_path / f"{key}.zip"
+        with zipfile.ZipFile(path, "w") as z:
+            for name, data in members.items():
+                z.writestr(name, json.dumps(doc) if name == "bundle.json" else data)
+        out = tmp_path / f"{key}.html"
+        code = main(["report", "--bundle", str(path), "--out", str(out)])
+        if key == "seed":
+            assert code == 2 and not out.exists()
+        else:
+            assert code == 0 and SCRIPTS[0] not in out.read_text()
+            assert live_markup(out.read_text())["handlers"] == [] and "img" not in live_markup(out.read_text())["loaders"]
+
+
 def test_cli_report_from_a_saved_bundle(states, tmp_path):
     bundle = save_bundle(tmp_path / "session.zip", {k: states[k] for k in ("explorer.result", "across.result", "across.fit",
                                                                             "across.layer_s", "across.layer_t")},

@@ -1,0 +1,49 @@
+"""The cache's one-array memo (issue 21, item 6): identical concurrent requests compute once, and a memo that
+may not compute (a link's view, before Compute) says so and writes nothing."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from repmap_core.capture import memo
+
+
+def test_identical_concurrent_memo_requests_compute_once(cache_dir):
+    """Issue 21, item 6: ten sessions on one uncached link each recomputed the same projection. The first
+    request holds the entry's lock while it computes; the others wait for it and read its file."""
+    import threading
+    import time
+
+    calls = []
+
+    def slow():
+        calls.append(threading.get_ident())
+        time.sleep(0.5)
+        return np.arange(10, dtype=np.float32).reshape(5, 2)
+
+    results, errors = [], []
+
+    def ask():
+        try:
+            results.append(memo.disk_memo({"activations": "k", "layer": 1})({"method": "tsne", "seed": 3}, slow))
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == [] and len(calls) == 1 and len(results) == 8
+    assert all(np.array_equal(r, results[0]) for r in results)
+    other = memo.disk_memo({"activations": "k", "layer": 1})({"method": "tsne", "seed": 4}, slow)  # another key computes
+    assert len(calls) == 2 and other.shape == (5, 2)
+
+
+def test_a_memo_that_may_not_compute_says_so_and_writes_nothing(cache_dir):
+    reader = memo.disk_memo({"activations": "k", "layer": 0}, may_compute=False)
+    with pytest.raises(memo.NotCached):
+        reader({"method": "umap"}, lambda: pytest.fail("computed"))
+    assert not (cache_dir / "projections").exists() or not any((cache_dir / "projections").rglob("*.safetensors"))
+    memo.disk_memo({"activations": "k", "layer": 0})({"method": "umap"}, lambda: np.ones((3, 2), np.float32))
+    assert reader({"method": "umap"}, lambda: pytest.fail("computed")).sum() == 6  # cached: read, never computed
