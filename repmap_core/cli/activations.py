@@ -62,7 +62,7 @@ def load_activations(args: argparse.Namespace, progress: Progress):
 
     dataset = load_dataset(args.data, text_col=args.text_col, label_col=args.label_col, limit=args.limit, seed=args.seed)
     if args.command == "layers":  # refused before anything is extracted or cached: too few rows, one class
-        from repmap_core.analysis.probes import check_separable
+        from repmap_core.analysis.separation import check_separable
 
         require_both_classes(dataset)
         check_separable(dataset.labels, dataset.pair_ids, test_frac=args.test_frac, seed=args.seed)
