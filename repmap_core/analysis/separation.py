@@ -21,7 +21,7 @@ from repmap_core.errors import RepmapError
 from repmap_core.progress import Progress
 
 __all__ = ["LayerSeparation", "fisher_ratio", "fisher_ratio_streamed", "silhouette", "separation_at", "layer_separation",
-           "best_layer", "check_separable", "MAX_EXACT_ROWS"]
+           "best_layer", "check_separable", "split_plan", "SplitPlan", "MAX_EXACT_ROWS"]
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def fisher_ratio_streamed(X: np.ndarray, y: np.ndarray, chunk: int = 10_000) -> 
 
 def separation_at(X: np.ndarray, y: np.ndarray, pair_ids: np.ndarray, layer: int, *, folds: int = 5,
                   test_frac: float = 0.2, seed: int = 0, C: float = 0.1,
-                  null_permutations: int = NULL_PERMUTATIONS) -> LayerSeparation:
+                  null_permutations: int = NULL_PERMUTATIONS, plan: SplitPlan | None = None) -> LayerSeparation:
     """All separation scores for one layer's activations `X (n, d)` and labels `y (n,)`.
 
     The cross-validated accuracy is the share of rows classified right when held out (pooled over
@@ -116,9 +116,8 @@ def separation_at(X: np.ndarray, y: np.ndarray, pair_ids: np.ndarray, layer: int
     the same folds; above `NULL_MAX_ROWS` rows, on a seeded sample of that many rows (its own folds).
     Above `MAX_EXACT_ROWS` rows, the held-out probe is an SGD probe trained over streamed chunks,
     the Fisher ratio uses every row (chunk by chunk), and the cross-validation, silhouette and null
-    use a seeded sample of `MAX_EXACT_ROWS` rows; `scored_on` says so."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
+    use a seeded sample of `MAX_EXACT_ROWS` rows; `scored_on` says so. `plan` (from `split_plan`, the
+    same for every layer of one data set) saves making the splits again."""
     if folds < 2:  # once silently raised to 2
         raise RepmapError(f"Cross-validation needs at least 2 folds, not {folds}.")
     y = np.asarray(y).astype(np.int64)
@@ -139,27 +138,25 @@ def separation_at(X: np.ndarray, y: np.ndarray, pair_ids: np.ndarray, layer: int
                                silhouette=small.silhouette, fisher=fisher_ratio_streamed(X, y),
                                scored_on=f"{len(y)} rows: streamed SGD probe, Fisher on all rows; "
                                          f"cross-validation and silhouette on a seeded sample of {MAX_EXACT_ROWS}")
-    check_two_classes(y)
-    groups = groups_of(pair_ids)
-    n_groups_min = min(len(np.unique(groups[y == c])) for c in (0, 1))
-    folds = max(2, min(folds, n_groups_min))
-    if n_groups_min < 2:
-        raise RepmapError("Each class needs at least two rows (or pairs) for a cross-validated probe; add more data.")
-    cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    splits = [(tr, te) for tr, te in cv.split(X, y, groups) if len(np.unique(y[tr])) == 2]
+    plan = plan or split_plan(y, pair_ids, folds=folds, test_frac=test_frac, seed=seed)
     accs = []
     correct = np.full(len(y), np.nan)  # each row's out-of-fold verdict
-    for tr, te in splits:
+    for tr, te in plan.folds:
         hit = LinearProbe(C=C).fit(X[tr], y[tr]).predict(X[te]) == y[te]
         correct[te] = hit
         accs.append(float(hit.mean()))
     seen = ~np.isnan(correct)
-    cv_est = accuracy_estimate(correct[seen], groups[seen] if (np.asarray(pair_ids) >= 0).any() else None, seed=seed)
-    tr, te = train_test_split_groups(y, pair_ids, test_frac, seed)
+    paired = (np.asarray(pair_ids) >= 0).any()
+    cv_est = accuracy_estimate(correct[seen], plan.groups[seen] if paired else None, seed=seed)
+    tr, te = plan.held_out
     probe = LinearProbe(C=C).fit(X[tr], y[tr])
-    test_est = accuracy_estimate(probe.predict(X[te]) == y[te], groups[te] if (np.asarray(pair_ids) >= 0).any() else None,
-                                 seed=seed)
-    null, null_high, null_rows = _cv_null(X, y, pair_ids, groups, splits, folds, null_permutations, seed, C)
+    test_est = accuracy_estimate(probe.predict(X[te]) == y[te], plan.groups[te] if paired else None, seed=seed)
+    null, null_high = float("nan"), float("nan")
+    if null_permutations > 0:
+        rows = plan.null_rows
+        null, null_high = null_summary(permutation_accuracies(
+            np.asarray(X)[rows], y[rows], np.asarray(pair_ids)[rows], plan.null_folds, n_permutations=null_permutations,
+            C=C, seed=seed))
     return LayerSeparation(
         layer=int(layer),
         probe_train_acc=float(probe.score(X[tr], y[tr])),
@@ -171,26 +168,46 @@ def separation_at(X: np.ndarray, y: np.ndarray, pair_ids: np.ndarray, layer: int
         probe_cv_low=cv_est.low, probe_cv_high=cv_est.high,  # plain floats: Estimate makes them so
         probe_test_low=test_est.low, probe_test_high=test_est.high,
         null_acc=float(null), null_high=float(null_high), null_permutations=int(null_permutations),
-        null_rows=int(null_rows),
+        null_rows=len(plan.null_rows) if null_permutations > 0 else 0,
     )
 
 
-def _cv_null(X: np.ndarray, y: np.ndarray, pair_ids: np.ndarray, groups: np.ndarray, splits: list, folds: int,
-             n_permutations: int, seed: int, C: float) -> tuple[float, float, int]:
-    """(mean, 95th percentile, rows) of the cross-validated accuracy on shuffled labels: on the real
-    folds, or above `NULL_MAX_ROWS` rows on a seeded sample's own folds of the same kind."""
+@dataclass(frozen=True, eq=False)
+class SplitPlan:
+    """Which rows each score uses, from the labels and pairs alone (the same at every layer, so made once)."""
+
+    groups: np.ndarray  # (n,) each row's pair (or its own group)
+    folds: list  # [(train, test)] the cross-validation folds, pairs whole, stratified
+    held_out: tuple  # (train, test) the held-out split
+    null_rows: np.ndarray  # rows the null is computed on (all, or a seeded sample above NULL_MAX_ROWS)
+    null_folds: list  # the folds on those rows (the cross-validation folds when they are all rows)
+
+
+def split_plan(y: np.ndarray, pair_ids: np.ndarray, *, folds: int = 5, test_frac: float = 0.2, seed: int = 0) -> SplitPlan:
+    """The folds, held-out split and null rows `separation_at` uses for labels `y` (n,) and `pair_ids` (n,)."""
     from sklearn.model_selection import StratifiedGroupKFold
 
-    if n_permutations <= 0:
-        return float("nan"), float("nan"), 0
-    rows = np.arange(len(y))
+    y = np.asarray(y).astype(np.int64)
+    check_two_classes(y)
+    groups = groups_of(pair_ids)
+    n_groups_min = min(len(np.unique(groups[y == c])) for c in (0, 1))
+    if n_groups_min < 2:
+        raise RepmapError("Each class needs at least two rows (or pairs) for a cross-validated probe; add more data.")
+    k = max(2, min(folds, n_groups_min))
+
+    def cv_folds(rows: np.ndarray) -> list:
+        cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        return [(rows[tr], rows[te]) for tr, te in cv.split(rows, y[rows], groups[rows]) if len(np.unique(y[rows][tr])) == 2]
+
+    everything = np.arange(len(y))
+    cv = cv_folds(everything)
+    null_rows = everything
     if len(y) > NULL_MAX_ROWS:
-        rows = np.sort(np.random.default_rng(seed + 7919).choice(len(y), NULL_MAX_ROWS, replace=False))
-        cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-        splits = [(tr, te) for tr, te in cv.split(rows, y[rows], groups[rows]) if len(np.unique(y[rows][tr])) == 2]
-    accs = permutation_accuracies(np.asarray(X)[rows], y[rows], np.asarray(pair_ids)[rows], splits,
-                                  n_permutations=n_permutations, C=C, seed=seed)
-    return (*null_summary(accs), len(rows))
+        null_rows = np.sort(np.random.default_rng(seed + 7919).choice(len(y), NULL_MAX_ROWS, replace=False))
+    # the null's folds index its own rows (0..len(null_rows)-1), as permutation_accuracies reads them
+    null_folds = cv if len(null_rows) == len(y) else [
+        (np.searchsorted(null_rows, tr), np.searchsorted(null_rows, te)) for tr, te in cv_folds(null_rows)]
+    return SplitPlan(groups, cv, train_test_split_groups(y, pair_ids, test_frac, seed), null_rows, null_folds)
 
 
 def layer_separation(layers: dict[int, np.ndarray], labels: np.ndarray, pair_ids: np.ndarray, *,
@@ -198,9 +215,12 @@ def layer_separation(layers: dict[int, np.ndarray], labels: np.ndarray, pair_ids
                      progress: Progress | None = None) -> list[LayerSeparation]:
     """`separation_at` for every layer in `layers` (layer -> (n, d)), in layer order."""
     out = []
+    y = np.asarray(labels).astype(np.int64)
+    plan = None if len(y) > MAX_EXACT_ROWS or folds < 2 else split_plan(y, pair_ids, folds=folds, test_frac=test_frac,
+                                                                       seed=seed)
     for i, layer in enumerate(sorted(layers)):
         out.append(separation_at(layers[layer], labels, pair_ids, layer, folds=folds, test_frac=test_frac, seed=seed,
-                                 null_permutations=null_permutations))
+                                 null_permutations=null_permutations, plan=plan))
         if progress:
             progress((i + 1) / len(layers), f"Scored layer {layer}")
     return out
@@ -210,12 +230,7 @@ def check_separable(labels: np.ndarray, pair_ids: np.ndarray, *, test_frac: floa
     """Refuse, from the labels and pair ids alone, rows too few for `layer_separation`: both classes, a held-out
     split with each class on each side, two rows (or pairs) of each class to cross-validate. Call it before
     anything is extracted for those rows, so a refused request computes and caches nothing."""
-    y = np.asarray(labels).astype(np.int64)
-    check_two_classes(y)
-    train_test_split_groups(y, pair_ids, test_frac, seed)
-    groups = groups_of(np.asarray(pair_ids))
-    if min(len(np.unique(groups[y == c])) for c in (0, 1)) < 2:
-        raise RepmapError("Each class needs at least two rows (or pairs) for a cross-validated probe; add more data.")
+    split_plan(labels, pair_ids, test_frac=test_frac, seed=seed)
 
 
 def best_layer(rows: list[LayerSeparation]) -> int:

@@ -47,7 +47,7 @@ def add_parser(sub) -> None:
     p.add_argument("--folds", type=int, default=5, help="cross-validation folds")
     p.add_argument("--null-permutations", type=int, default=None,
                    help="label shuffles per layer for the null of the cross-validated accuracy, fitted together on the "
-                        "same folds (default 200; 0 skips it; a 95th percentile needs ~100 or more)")
+                        "same folds (default 100; 0 skips it; a 95th percentile needs ~100 or more)")
     p.add_argument("--test-frac", type=float, default=0.2)
 
 

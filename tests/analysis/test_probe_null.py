@@ -80,14 +80,14 @@ def test_separation_reports_the_cross_validated_null_with_enough_shuffles():
 
 
 def test_a_95th_percentile_from_five_shuffles_is_low_and_from_the_default_is_not():
-    """Why the default is 200: the 95th percentile of 5 draws falls below the true one most of the time."""
+    """Why the default is 100: the 95th percentile of 5 draws falls below the true one most of the time."""
     rng = np.random.default_rng(0)
     draws = rng.normal(0.5, 0.02, size=(2000, NULL_PERMUTATIONS))  # stand-in null accuracies
     true = 0.5 + 1.645 * 0.02
     five = np.percentile(draws[:, :5], 95, axis=1)
     many = np.percentile(draws, 95, axis=1)
     assert np.mean(five < true) > 0.6
-    assert np.abs(many - true).max() < 0.012
+    assert np.percentile(np.abs(many - true), 95) < 0.01  # half a null sd, 19 times in 20
     assert null_summary(np.array([])) != null_summary(np.array([0.5]))  # (nan, nan) without draws
 
 
