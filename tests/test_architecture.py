@@ -159,7 +159,6 @@ TESTED_IN = {
     "repmap_core.analysis.similarity_null": ("analysis/test_similarity.py", "layer_cka_null"),
     "repmap_core.analysis.transfer": ("analysis/test_maps.py", "transfer_direction"),
     "repmap_core.analysis.within": ("papers/test_experiments.py", "within_model(before, after, y)"),
-    "repmap_core.capture.embedded": ("capture/test_models.py", "EMBEDDED_MODEL_ID"),
     "repmap_core.capture.model_checks": ("cli/test_bad_inputs.py", "NaN or inf"),
     "repmap_core.capture.model_config": ("capture/test_models.py", "model_info("),
     "repmap_core.capture.model_layout": ("capture/test_models.py", "find_blocks("),

@@ -11,8 +11,8 @@ import pytest
 
 from repmap_core import catalog
 from repmap_core.capture import gguf
-from repmap_core.capture.embedded import EMBEDDED_MODEL_ID
 from repmap_core.finetune.checkpoints import FORMAT, HEAD_NAME, MANIFEST_NAME
+from repmap_core.locations import EMBEDDED_MODEL_ID
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from repmap_core.capture.models import LoadedModel, load_model, quiet_transforme
 from repmap_core.data.load import TextDataset
 from repmap_core.errors import RepmapError
 from repmap_core.finetune.classifier import encode, forward_kwargs, head_logits, pooling
+from repmap_core.locations import cache_root
 
 FORMAT = "repmap.finetune/1"
 MANIFEST_NAME = "repmap_finetune.json"
@@ -118,7 +119,7 @@ def check_base(path: str | Path, base_model: str) -> dict:
 def list_finetuned() -> list[FinetunedModel]:
     """Every complete finetuned model in the cache, newest first (temp folders and folders
     without a valid manifest are skipped)."""
-    folder = store.cache_root() / "models"
+    folder = cache_root() / "models"
     out = []
     for d in sorted(folder.iterdir()) if folder.exists() else []:
         if d.name.startswith(".") or not d.is_dir() or (manifest := read_manifest(d)) is None:
@@ -179,7 +180,7 @@ def save_dataset(dataset: TextDataset, name_hint: str) -> str:
     pair ids: the loaded rows are unpaired (and so carry a different fingerprint when the
     original was paired).
     """
-    folder = store.cache_root() / "datasets"
+    folder = cache_root() / "datasets"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{dataset.fingerprint}.jsonl"
     lines = (json.dumps({"text": t, "label": int(y), "pair_id": int(p)}, ensure_ascii=False)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from repmap_core.capture.embedded import EMBEDDED_MODEL_ID
 from repmap_core.capture.gguf import SMOLLM2_ID
 from repmap_core.errors import RepmapError
+from repmap_core.locations import EMBEDDED_MODEL_ID
 from repmap_core.papers.experiments import (
     GAO_BETWEEN_VECTOR_ACCURACY,
     GAO_DELTA_ACCURACY,

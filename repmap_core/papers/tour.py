@@ -17,8 +17,8 @@ import numpy as np
 
 from repmap_core.analysis.stats import Estimate, format_estimate, wilson
 from repmap_core.capture import store
-from repmap_core.capture.embedded import EMBEDDED_MODEL_ID
 from repmap_core.capture.gguf import SMOLLM2_ID
+from repmap_core.locations import EMBEDDED_MODEL_ID, cache_root
 from repmap_core.progress import Progress, silent
 
 __all__ = ["TourStep", "STEPS", "run_step", "run_tour", "tour_report"]
@@ -228,7 +228,7 @@ def _memo_path(key: str):
 
     identity = {"tour": key, "format": MEMO_FORMAT, "repmap": __version__, "data": DATA,
                 "models": [resolve_model(m).revision for m in (SMOLLM2, MINILM)]}
-    return store.cache_root() / "results" / f"tour-{store.entry_key(identity)}.json"
+    return cache_root() / "results" / f"tour-{store.entry_key(identity)}.json"
 
 
 def run_step(key: str, progress: Progress | None = None, *, reuse: bool = True) -> TourStep:

@@ -678,7 +678,7 @@ def test_clean_temp_files_removes_only_temps():
     assert store.clean_temp_files(store.entry_key({"absent": 1})) == 0
 
 
-def test_cache_root_follows_the_environment(cache_dir, monkeypatch, tmp_path):
-    assert store.cache_root() == cache_dir and cache_dir.is_dir()
+def test_entries_follow_the_cache_root_of_the_environment(cache_dir, monkeypatch, tmp_path):
+    assert store.entry_dir("a" * 32) == cache_dir / "activations" / ("a" * 32)
     monkeypatch.setenv("REPMAP_CACHE", str(tmp_path / "elsewhere"))
     assert store.layer_path("a" * 32, 3) == tmp_path / "elsewhere" / "activations" / ("a" * 32) / "layer_3.safetensors"

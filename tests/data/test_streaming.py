@@ -15,6 +15,7 @@ from repmap_core.capture import store
 from repmap_core.capture.activations import get_activations, stream_activations
 from repmap_core.data.load import load_dataset, open_stream
 from repmap_core.errors import RepmapError
+from repmap_core.locations import cache_root
 
 
 def write_rows(path, n=700, paired=False):
@@ -102,7 +103,7 @@ def test_stream_writer_makes_a_checked_safetensors_file(cache_dir):
 
     rng = np.random.default_rng(1)
     A, y, p = rng.normal(size=(250, 8)).astype(np.float32), rng.integers(0, 2, 250), np.arange(250)
-    path = store.cache_root() / "t" / "layer_0.safetensors"
+    path = cache_root() / "t" / "layer_0.safetensors"
     with store.LayerStreamWriter(path, 250, 8, {"k": 1}) as w:
         for s in (200, 0, 100):  # any order of blocks
             w.write_rows(s, A[s:s + 100], y[s:s + 100], p[s:s + 100])
