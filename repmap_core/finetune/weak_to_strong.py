@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from repmap_core.analysis.splits import groups_of
 from repmap_core.analysis.stats import Estimate, accuracy_estimate, bootstrap
 from repmap_core.capture.gguf import SMOLLM2_ID
 from repmap_core.data.load import TextDataset, load_dataset
@@ -25,6 +24,7 @@ from repmap_core.errors import RepmapError
 from repmap_core.finetune.checkpoints import predict
 from repmap_core.finetune.train import FinetuneConfig, finetune, validation_split
 from repmap_core.locations import EMBEDDED_MODEL_ID
+from repmap_core.pairs import groups_of
 from repmap_core.progress import Progress, silent
 
 __all__ = ["W2SResult", "split_three", "pgr", "weak_to_strong", "estimate_seconds"]

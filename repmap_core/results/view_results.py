@@ -232,8 +232,8 @@ class WeakLabelResult:
 
 def weak_label_result(model_path: str, model_name: str, dataset: TextDataset) -> WeakLabelResult:
     """Relabel `dataset` with the finetuned model at `model_path` and save it as a data set."""
-    from repmap_core.analysis.splits import groups_of
     from repmap_core.finetune.checkpoints import read_finetune_manifest, save_dataset, weak_labels
+    from repmap_core.pairs import groups_of
 
     relabelled = weak_labels(model_path, dataset)
     spec = save_dataset(relabelled, relabelled.name)
