@@ -295,8 +295,8 @@ def drive(cases_json: str, results_json: str) -> None:
     import warnings
 
     from repmap_core.__main__ import main
+    from repmap_core.capture import model_memory
     from repmap_core.papers import experiments
-    from repmap_core.share import arrays
 
     results = []
     for case in json.loads(Path(cases_json).read_text()):
@@ -304,9 +304,9 @@ def drive(cases_json: str, results_json: str) -> None:
         before = cache_state(cache)
         old_env = dict(os.environ)
         os.environ.update(case["env"])
-        saved = {"free": arrays.available_memory_bytes, "within": experiments.within_model}
+        saved = {"free": model_memory.available_memory_bytes, "within": experiments.within_model}
         if case["patch"] == "ram_16gb":
-            arrays.available_memory_bytes = lambda: 16 * 10**9
+            model_memory.available_memory_bytes = lambda: 16 * 10**9
         if case["patch"] == "nan_r2":
             def within_model(*args, real=saved["within"], **kwargs):
                 result, fit = real(*args, **kwargs)
@@ -336,7 +336,7 @@ def drive(cases_json: str, results_json: str) -> None:
                 os.close(keep[0]), os.close(keep[1])
                 os.environ.clear()
                 os.environ.update(old_env)
-                arrays.available_memory_bytes, experiments.within_model = saved["free"], saved["within"]
+                model_memory.available_memory_bytes, experiments.within_model = saved["free"], saved["within"]
             out.seek(0), errf.seek(0)
             results.append({"id": case["id"], "code": code, "stdout": out.read().decode(errors="replace"),
                             "stderr": errf.read().decode(errors="replace"), "cache_unchanged": cache_state(cache) == before})
