@@ -14,8 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from repmap_core.capture import gguf, store
-from repmap_core.capture.model_config import short_name
-from repmap_core.finetune.checkpoints import MANIFEST_NAME as FINETUNE_MANIFEST
+from repmap_core.capture.model_config import FINETUNE_MANIFEST, short_name
 from repmap_core.locations import cache_root
 
 __all__ = ["CacheItem", "inventory", "delete_item", "KIND_NAMES"]
