@@ -18,12 +18,12 @@ from streamlit.testing.v1 import AppTest
 
 from repmap_core import __version__
 from repmap_core.errors import RepmapError
+from repmap_core.results.manifests import export_manifest
 from repmap_core.results.view_results import ExplorerResult
 from repmap_core.share.exports import (
     PNG_SIGNATURE,
     arrays_bundle,
     arrays_safetensors,
-    export_manifest,
     figure_html,
     figure_png,
     png_available,
