@@ -142,8 +142,8 @@ def estimate_seconds(data: str | TextDataset = "builtin:sentiment", *, weak_mode
 
 def _within_weak(base: str, student: str, rows: TextDataset, weak_path: str, layer: int, seed: int) -> dict:
     """Gao's Table 2 on the held-out rows: base vs weak-label student, δ fitted with the teacher's labels."""
+    from repmap_core.analysis.within import within_model, within_table
     from repmap_core.capture.activations import get_activations
-    from repmap_core.papers.experiments import within_model, within_table
 
     before = get_activations(base, rows, [layer], "auto")
     after = get_activations(student, rows, [layer], "auto")

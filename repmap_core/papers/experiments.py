@@ -1,28 +1,24 @@
-"""The papers' protocols as functions returning result dataclasses (shared by the CLI and pages),
-the published numbers to show beside a run, and the recipes that run a paper end to end.
+"""The recipes that run a paper end to end (finetune or load, extract, fit), for the CLI, the presets
+and users' GPU machines, and the published numbers to show beside a run.
 
-- `within_model` (in `within`; Gao, Sun, Jiao §3): `λ̃ ≈ A λ + b + y δ`, Table 1 / 2.
-- `between_models` (in `between`; Gao et al. §2, LRT, stitching): a map source -> target and the
-  source probe carried across.
-- `within_recipe`, `between_recipe`, `rimsky_recipe`, `lrt_recipe`: finetune or load, extract, fit.
+- `within_recipe` (Gao, Sun, Jiao §3): `λ̃ ≈ A λ + b + y δ`, Table 1 / 2, by `analysis.within.within_model`.
+- `between_recipe` (Gao et al. §2): a map source -> target and the source probe carried across, by
+  `analysis.between.between_models`.
+- `rimsky_recipe`, `lrt_recipe`: CAA vectors of two models compared; a vector carried by a map (LRT).
+
+The protocols and their result dataclasses live beside the analyses they run (`analysis/within.py`,
+`analysis/between.py`); import them from there.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from repmap_core.analysis.between import (
-    TRANSFER_EXPLAINED,
-    BetweenResult,
-    PCASubspaceMap,
-    between_models,
-    transferred_probe,
-)
-from repmap_core.analysis.within import WithinResult, within_model, within_table
+from repmap_core.analysis.between import between_models
+from repmap_core.analysis.within import within_model, within_table
 from repmap_core.progress import silent
 
-__all__ = ["BetweenResult", "GAO_BETWEEN_VECTOR_ACCURACY", "GAO_DELTA_ACCURACY", "GAO_TABLE1", "GAO_TABLE2_HH_WEAK",
-           "LRT_PUBLISHED", "PCASubspaceMap", "TRANSFER_EXPLAINED", "WithinResult", "between_models", "between_recipe",
-           "lrt_recipe", "rimsky_recipe", "transferred_probe", "within_model", "within_recipe", "within_table"]
+__all__ = ["GAO_BETWEEN_VECTOR_ACCURACY", "GAO_DELTA_ACCURACY", "GAO_TABLE1", "GAO_TABLE2_HH_WEAK", "LRT_PUBLISHED",
+           "between_recipe", "lrt_recipe", "rimsky_recipe", "within_recipe"]
 
 # ---------------------------------------------------------------------------------------------
 # published numbers, shown beside a run (DESIGN.md)

@@ -151,7 +151,7 @@ def _shift(report: Progress) -> tuple[str, object, dict]:
 def _within(report: Progress) -> tuple[str, object, dict]:
     import plotly.graph_objects as go
 
-    from repmap_core.papers.experiments import within_model, within_table
+    from repmap_core.analysis.within import within_model, within_table
 
     _, before, after = _activations_before_after(report)
     L = before.layer_list[0]
@@ -174,8 +174,8 @@ def _within(report: Progress) -> tuple[str, object, dict]:
 
 
 def _across(report: Progress) -> tuple[str, object, dict]:
+    from repmap_core.analysis.between import between_models
     from repmap_core.capture.activations import get_activations
-    from repmap_core.papers.experiments import between_models
     from repmap_core.share.figures_across import transfer_table
 
     src = get_activations(MINILM, DATA, [-1], "auto", progress=report)

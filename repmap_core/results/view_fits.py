@@ -46,7 +46,7 @@ def within_fit(shift: ShiftResult, options: dict, *, live: Callable[[dict], None
     fraction, labels: GROUND_TRUTH or a finetuned weak model whose predictions label the rows).
     `live(metrics)` is called as gradient descent goes."""
     from repmap_core.analysis.affine import parse_alpha
-    from repmap_core.papers.experiments import within_model
+    from repmap_core.analysis.within import within_model
 
     base, ft, layer = shift.base, shift.finetuned, options["layer"]
     fit_labels = None
@@ -109,7 +109,7 @@ def across_fit(across: AcrossResult, layers: tuple[int, int], req: dict, *,
     """Fit `req["method"]` from source layer `layers[0]` to target layer `layers[1]` on a training split,
     score it and the source probe carried across on the held-out rows. Gradient descent calls
     `on_step(history)` after each recorded step (the history so far)."""
-    from repmap_core.papers.experiments import between_models, transferred_probe
+    from repmap_core.analysis.between import between_models, transferred_probe
 
     src, tgt = across.source, across.target
     S, T = np.asarray(src[layers[0]]), np.asarray(tgt[layers[1]])

@@ -211,7 +211,7 @@ def transfer_table(result, explained: dict[str, str] | None = None) -> pd.DataFr
     `BetweenResult`): held-out accuracy scored uncentred (the paper's), centred and with the
     carried intercept (with its 95% interval), the cosine with the target's own probe, and one line
     on what it is; the last row is the null (random directions, their 95th percentile)."""
-    from repmap_core.papers.experiments import TRANSFER_EXPLAINED
+    from repmap_core.analysis.between import TRANSFER_EXPLAINED
 
     explained = explained or TRANSFER_EXPLAINED
     rows = [{"mode": mode, "uncentred": d["uncentered"], "centred": d["centered"], "with intercept": d["with_intercept"],

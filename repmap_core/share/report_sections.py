@@ -19,10 +19,11 @@ from repmap_core.analysis.projection import joint_project, project, sample_rows
 from repmap_core.analysis.similarity import layer_similarity
 from repmap_core.analysis.similarity_null import NULL_PERMUTATIONS
 from repmap_core.analysis.stats import format_estimate, format_null
+from repmap_core.analysis.within import within_table
 from repmap_core.capture.model_config import short_name
 from repmap_core.capture.model_layout import site_name
 from repmap_core.data.class_names import class_names
-from repmap_core.papers.experiments import GAO_BETWEEN_VECTOR_ACCURACY, within_table
+from repmap_core.papers.experiments import GAO_BETWEEN_VECTOR_ACCURACY
 from repmap_core.share.bundle import VIEWS
 from repmap_core.share.figures import layer_grid, separation_curve
 from repmap_core.share.figures_across import (

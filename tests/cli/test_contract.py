@@ -295,8 +295,8 @@ def drive(cases_json: str, results_json: str) -> None:
     import warnings
 
     from repmap_core.__main__ import main
+    from repmap_core.analysis import within
     from repmap_core.capture import model_memory
-    from repmap_core.papers import experiments
 
     results = []
     for case in json.loads(Path(cases_json).read_text()):
@@ -304,7 +304,7 @@ def drive(cases_json: str, results_json: str) -> None:
         before = cache_state(cache)
         old_env = dict(os.environ)
         os.environ.update(case["env"])
-        saved = {"free": model_memory.available_memory_bytes, "within": experiments.within_model}
+        saved = {"free": model_memory.available_memory_bytes, "within": within.within_model}
         if case["patch"] == "ram_16gb":
             model_memory.available_memory_bytes = lambda: 16 * 10**9
         if case["patch"] == "nan_r2":
@@ -312,7 +312,7 @@ def drive(cases_json: str, results_json: str) -> None:
                 result, fit = real(*args, **kwargs)
                 result.fit["r2_test"] = float("nan")
                 return result, fit
-            experiments.within_model = within_model
+            within.within_model = within_model
         for handler in list(logging.root.handlers):
             logging.root.removeHandler(handler)
         warnings.resetwarnings()
@@ -336,7 +336,7 @@ def drive(cases_json: str, results_json: str) -> None:
                 os.close(keep[0]), os.close(keep[1])
                 os.environ.clear()
                 os.environ.update(old_env)
-                model_memory.available_memory_bytes, experiments.within_model = saved["free"], saved["within"]
+                model_memory.available_memory_bytes, within.within_model = saved["free"], saved["within"]
             out.seek(0), errf.seek(0)
             results.append({"id": case["id"], "code": code, "stdout": out.read().decode(errors="replace"),
                             "stderr": errf.read().decode(errors="replace"), "cache_unchanged": cache_state(cache) == before})
@@ -462,7 +462,7 @@ def test_undefined_statistics_become_null_and_other_nan_is_refused():
 
 def test_the_core_functions_refuse_what_the_cli_refuses():
     from repmap_core.analysis.probes import separation_at
-    from repmap_core.papers.experiments import within_model
+    from repmap_core.analysis.within import within_model
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(60, 4))

@@ -258,7 +258,7 @@ def safetensors_download(found: dict, key: str) -> tuple[dict, dict[str, np.ndar
 
 @pytest.mark.slow
 def test_across_page_map_download_decodes_to_the_fitted_map(tiny_gpt2, tmp_path_factory, media):
-    from repmap_core.papers.experiments import transferred_probe
+    from repmap_core.analysis.between import transferred_probe
     from tests.tiny_models import build_tiny_model
 
     wide = str(build_tiny_model("gpt2", tmp_path_factory.mktemp("exports_models") / "gpt2_w48", width=48, seed=48))
@@ -306,7 +306,7 @@ class _Affine:
 
 @pytest.mark.slow
 def test_within_page_delta_download_decodes_to_the_fit(tiny_gpt2, tmp_path_factory, media):
-    from repmap_core.papers.experiments import within_model
+    from repmap_core.analysis.within import within_model
     from tests.tiny_models import build_tiny_model
 
     other = str(build_tiny_model("gpt2", tmp_path_factory.mktemp("exports_within") / "gpt2_other", seed=7))

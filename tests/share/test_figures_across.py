@@ -6,8 +6,8 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
+from repmap_core.analysis.between import TRANSFER_EXPLAINED, between_models
 from repmap_core.analysis.similarity import SimilarityMatrix
-from repmap_core.papers.experiments import TRANSFER_EXPLAINED, between_models
 from repmap_core.share.figures import LABEL_COLORS
 from repmap_core.share.figures_across import (
     TRANSFER_COLUMNS,
