@@ -376,6 +376,7 @@ WRITER = textwrap.dedent("""
 MIN_KILLS = 20  # the issue's acceptance: at least 20 kills, zero invalid reads
 
 
+@pytest.mark.slow
 def test_writer_killed_midway_leaves_no_bad_entry(monkeypatch, record_property):
     key = store.entry_key({"killed": "writer"})
     folder = store.entry_dir(key)
@@ -517,6 +518,7 @@ COMPUTER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_two_processes_computing_one_key_make_one_entry(tiny_gpt2, tmp_path, cache_dir):
     work = tmp_path / "work"
     work.mkdir()

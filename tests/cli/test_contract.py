@@ -378,6 +378,7 @@ def answers(paths) -> dict[str, dict]:
     return {a["id"]: a for a in json.loads(out.read_text())}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_a_bad_input_gets_exit_2_and_one_line(case: Case, answers, paths):
     got = answers[case.id]
@@ -402,6 +403,7 @@ def run_cli(args: list[str], cache: Path) -> subprocess.CompletedProcess:
                           env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_the_driver_agrees_with_a_real_process(paths):
     """Two rows, in real `python -m repmap_core` processes: the same exit code and the same one line."""
     for case in (CASES[0], next(c for c in CASES if c.id == "NaN weights")):
@@ -411,6 +413,7 @@ def test_the_driver_agrees_with_a_real_process(paths):
         assert cache_state(paths["cache"]) == before
 
 
+@pytest.mark.slow
 def test_activations_that_overflow_even_float32_are_refused_and_never_cached(paths):
     """Finite weights can still give inf: the check after each batch refuses them (after the
     "Loading" progress line, the one case where the sentence is not alone) and nothing is cached."""

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from repmap_core.capture.model_config import FINETUNE_MANIFEST
 from tests.cli.test_cli import one_json_object, run_cli
 
 
+@pytest.mark.slow
 def test_finetune_writes_a_checkpoint_once_and_reuses_it(tiny_gpt2, tmp_path, cache_dir):
     data = tmp_path / "reviews.csv"
     rows = [f"The film was {w},1" for w in ("great", "good", "lovely", "fine")] * 4 + \

@@ -61,6 +61,7 @@ def test_limit_takes_the_first_rows_and_keeps_pairs_whole(tmp_path):
     assert ids.tolist() == [i // 2 for i in range(30)]
 
 
+@pytest.mark.slow
 def test_streamed_activations_equal_the_in_memory_ones_in_one_entry(tiny_gpt2, tmp_path, cache_dir, monkeypatch):
     path = write_rows(tmp_path / "ab.jsonl", n=300, paired=True)
     streamed = stream_activations(str(tiny_gpt2), f"file:{path}", [0, 2], "answer", chunk_rows=97)

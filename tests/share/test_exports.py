@@ -67,6 +67,7 @@ def test_png_available_is_cached_and_matches_chromium():
     assert png_available() == (find_chromium() is not None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["auto", "playwright"])
 def test_png_has_the_signature_and_the_requested_size(engine):
     if find_chromium() is None:
@@ -77,6 +78,7 @@ def test_png_has_the_signature_and_the_requested_size(engine):
     assert abs(width - 800) <= 8 and abs(height - 600) <= 8, (width, height)
 
 
+@pytest.mark.slow
 def test_png_uses_a_default_size_when_the_figure_sets_none():
     if find_chromium() is None:
         require_or_skip("Chromium not found; PNG export needs it")

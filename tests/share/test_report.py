@@ -107,6 +107,7 @@ def test_html_in_texts_is_escaped(states):
     assert "<script>alert" not in body and "&lt;script&gt;alert(1)" in body
 
 
+@pytest.mark.slow
 def test_cli_report_from_a_saved_bundle(states, tmp_path):
     bundle = save_bundle(tmp_path / "session.zip", {k: states[k] for k in ("explorer.result", "across.result", "across.fit",
                                                                             "across.layer_s", "across.layer_t")},
