@@ -7,10 +7,10 @@ import streamlit as st
 
 from repmap_core.capture.models import LoadedModel, load_model
 from repmap_core.errors import RepmapError
+from repmap_core.papers.published import LRT_PUBLISHED_TEXT
+from repmap_core.results.manifests import steering_export
 from repmap_core.results.view_results import SteeringResult, SteeringTransfer, steering_transfer
-from repmap_core.share.exports import steering_export
 from repmap_core.share.figures_steering import (
-    LRT_PUBLISHED_TEXT,
     curves_table,
     propensity_plot,
     rimsky_figures,

@@ -18,7 +18,6 @@ from repmap_core.analysis.affine import AffineMap, check_pair, r2_score, rows_no
 from repmap_core.analysis.maps import RidgeMap, make_map, map_metrics
 from repmap_core.analysis.probes import (
     LinearProbe,
-    groups_of,
     held_out_probe,
     shuffled_label_accuracy,
     train_test_split_groups,
@@ -33,6 +32,7 @@ from repmap_core.analysis.stats import (
 )
 from repmap_core.analysis.transfer import ProbeReadout, transfer_direction, transfer_intercept
 from repmap_core.analysis.within import _cos, aligned_pair_ids, labels01
+from repmap_core.pairs import groups_of
 
 TRANSFER_EXPLAINED = {
     "functional": "Ridge readout: the source probe's scores w·s + c regressed on the target rows (alpha chosen on "

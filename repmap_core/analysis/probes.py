@@ -18,9 +18,10 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from threadpoolctl import threadpool_limits
 
-from repmap_core.analysis.splits import groups_of, train_test_split_groups
+from repmap_core.analysis.splits import train_test_split_groups
 from repmap_core.analysis.stats import Estimate, accuracy_estimate, wilson
 from repmap_core.errors import RepmapError
+from repmap_core.pairs import groups_of
 from repmap_core.progress import Progress
 
 ONE_THREAD_ELEMENTS = 4_000_000  # rows x width up to which a probe fits on one BLAS thread

@@ -24,7 +24,7 @@ from sklearn.base import BaseEstimator
 
 from repmap_core.analysis.affine import check_pair, choose_ridge_alpha, r2_score, rows_note, solve_affine
 from repmap_core.analysis.gd_maps import GDMap, ParamsMonitor, StepCallback, _gd_affine
-from repmap_core.analysis.probes import groups_of, held_out_probe, shuffled_label_accuracy, train_test_split_groups
+from repmap_core.analysis.probes import held_out_probe, shuffled_label_accuracy, train_test_split_groups
 from repmap_core.analysis.stats import (
     Estimate,
     accuracy_estimate,
@@ -34,6 +34,7 @@ from repmap_core.analysis.stats import (
     with_null,
 )
 from repmap_core.errors import RepmapError
+from repmap_core.pairs import groups_of
 
 
 def signed_labels(y: np.ndarray) -> np.ndarray:

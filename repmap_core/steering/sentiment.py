@@ -66,7 +66,7 @@ def sentiment_judge(layer: int = 4) -> SentimentJudge:
     """The judge, fitted once per process on the built-in reviews (MiniLM activations come from the cache)."""
     from repmap_core.analysis.probes import LinearProbe, train_test_split_groups
     from repmap_core.capture.activations import get_activations
-    from repmap_core.capture.embedded import EMBEDDED_MODEL_ID
+    from repmap_core.locations import EMBEDDED_MODEL_ID
 
     aset = get_activations(EMBEDDED_MODEL_ID, "builtin:sentiment", [layer], "mean", loader=lambda r, d, t: _judge_model())
     X, y = np.asarray(aset[layer]), aset.labels.astype(np.int64)

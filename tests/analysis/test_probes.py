@@ -15,13 +15,13 @@ from repmap_core.analysis.probes import (
     LinearProbe,
     best_layer,
     fisher_ratio,
-    groups_of,
     layer_separation,
     separation_at,
     silhouette,
     train_test_split_groups,
 )
 from repmap_core.errors import RepmapError
+from repmap_core.pairs import groups_of
 
 # ---------------------------------------------------------------------------------------------
 # helpers
@@ -297,13 +297,6 @@ def test_silhouette_far_blobs_and_identical_distributions():
 # grouped splits
 
 
-def test_groups_of_gives_unpaired_rows_their_own_group():
-    g = groups_of(np.array([0, 0, -1, 1, 1, -1]))
-    assert g[0] == g[1] and g[3] == g[4]
-    assert len(set(g.tolist())) == 4
-    assert g[2] != g[5] and g[2] < 0 and g[5] < 0
-
-
 @pytest.mark.parametrize("seed", range(8))
 def test_split_never_separates_a_pair(seed):
     n_pairs = 50
@@ -413,7 +406,7 @@ def test_cv_accuracy_is_the_pooled_out_of_fold_share_as_sklearn_computes_it():
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from repmap_core.analysis.probes import groups_of, separation_at
+    from repmap_core.analysis.probes import separation_at
     from repmap_core.analysis.stats import wilson
 
     X, y, _ = planted(n=500, d=12, strength=1.2, seed=21)
@@ -460,7 +453,7 @@ def test_real_minilm_separation_has_intervals_and_clears_its_null(tmp_path):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from repmap_core.analysis.probes import groups_of, layer_separation
+    from repmap_core.analysis.probes import layer_separation
     from repmap_core.capture.activations import get_activations
     from repmap_core.capture.models import EMBEDDED_MODEL_ID
     from repmap_core.data.load import load_dataset
