@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from repmap_core.errors import RepmapError
+from repmap_core.locations import cache_root, embedded_model_path
 
 __all__ = ["Policy", "Refused", "policy", "enforce", "active", "check_data_path", "check_model_path", "check_download",
            "cap_rows", "cap"]
@@ -73,10 +74,7 @@ def _resolved(paths) -> tuple[Path, ...]:
 def policy() -> Policy:
     """The policy from the environment (REPMAP_MODE, REPMAP_DATA_ROOTS, REPMAP_MODEL_ROOTS,
     REPMAP_ALLOW_DOWNLOADS, REPMAP_MAX_ROWS)."""
-    from repmap_core.capture import store
-    from repmap_core.capture.embedded import embedded_model_path
-
-    cache = store.cache_root()
+    cache = cache_root()
     hf_home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
     embedded = [p for p in (embedded_model_path(),) if p is not None]
     data_roots = _resolved([Path.cwd() / "data", cache / "uploads", cache / "datasets", *_paths("REPMAP_DATA_ROOTS")])

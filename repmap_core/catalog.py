@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from repmap_core.capture import gguf
-from repmap_core.capture.embedded import EMBEDDED_MODEL_ID, embedded_model_path
 from repmap_core.capture.model_config import short_name
 from repmap_core.finetune.checkpoints import list_finetuned
+from repmap_core.locations import EMBEDDED_MODEL_ID, embedded_model_path
 
 __all__ = ["LocalModel", "list_local_models", "short_name"]
 

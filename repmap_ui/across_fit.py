@@ -8,7 +8,7 @@ import streamlit as st
 
 from repmap_core.analysis.maps import MAP_METHODS
 from repmap_core.analysis.stats import format_estimate, format_null
-from repmap_core.papers.experiments import GAO_BETWEEN_VECTOR_ACCURACY
+from repmap_core.papers.published import GAO_BETWEEN_VECTOR_ACCURACY
 from repmap_core.results.view_fits import AcrossFitResult, across_fit
 from repmap_core.results.view_results import AcrossResult
 from repmap_core.share.figures_across import fit_curve, per_dim_error, similarity_table, transfer_table

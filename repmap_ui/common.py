@@ -13,6 +13,7 @@ from repmap_core.capture.models import LoadedModel, ResolvedModel, is_offline, l
 from repmap_core.catalog import list_local_models
 from repmap_core.data.load import PICKLE_SUFFIXES
 from repmap_core.errors import RepmapError
+from repmap_core.locations import cache_root
 from repmap_ui.text import md
 from repmap_ui.urlstate import copy_link_box
 
@@ -55,7 +56,7 @@ def environment() -> dict:
 def sidebar_status(where=None) -> None:
     """Device, hub and cache status and the copy-link box, in `where` (the sidebar by default)."""
     env = environment()
-    root = store.cache_root()
+    root = cache_root()
     box = where or st.sidebar
     copy_link_box(box)
     box.caption(f"**Device** · {env['device']}")
@@ -106,7 +107,7 @@ def check_upload_limits(name: str, data: bytes, suffix: str) -> None:
 
     p = access.active() or access.policy()
     check_decoded_size(data, suffix, p.max_table_bytes, name)
-    folder = store.cache_root() / "uploads"
+    folder = cache_root() / "uploads"
     used = sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) if folder.exists() else 0
     if used + len(data) > p.upload_quota_bytes:
         raise RepmapError(f"The upload store holds {used / 2**20:.0f} MB and this file would take it past this server's "
@@ -138,7 +139,7 @@ def save_upload(uploaded) -> str:
             data.decode("utf-8")
         except UnicodeDecodeError:
             raise RepmapError(f"'{uploaded.name}' is not valid UTF-8 text; save it as UTF-8 and try again.") from None
-    folder = store.cache_root() / "uploads"
+    folder = cache_root() / "uploads"
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:

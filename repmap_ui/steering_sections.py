@@ -8,10 +8,10 @@ import streamlit as st
 from repmap_core.analysis.stats import format_estimate
 from repmap_core.capture.models import LoadedModel, load_model
 from repmap_core.errors import RepmapError
+from repmap_core.papers.published import LRT_PUBLISHED_TEXT
+from repmap_core.results.manifests import steering_export
 from repmap_core.results.view_results import SteeringResult, SteeringSweep, SteeringTransfer, steering_transfer
-from repmap_core.share.exports import steering_export
 from repmap_core.share.figures_steering import (
-    LRT_PUBLISHED_TEXT,
     agreement_table,
     curves_table,
     preview_table,

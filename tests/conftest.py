@@ -43,6 +43,27 @@ def no_policy_after_the_test():
 
 
 @pytest.fixture(autouse=True)
+def one_torch_thread_unless_slow(request, monkeypatch):
+    """A test not marked slow works on tiny models and small arrays: microseconds an op, where torch's
+    threads spin-waiting on each other cost more than they share, and far more when other processes hold
+    the cores (test_extract and test_train's fast tests: 61 s with torch's default threads, 8 s with one,
+    at a load of 3.5 on this 2-core machine). Such a test, and the processes it starts, run on one thread;
+    a slow test (real weights) keeps torch's default."""
+    if request.node.get_closest_marker("slow") is not None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
 def cache_dir(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "cache"
     monkeypatch.setenv("REPMAP_CACHE", str(path))

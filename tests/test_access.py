@@ -143,6 +143,7 @@ def test_markdown_in_every_url_parameter_renders_as_text(page, cache_dir):
                 assert "**[" not in text and "](https://" not in text, (page, key, kind, text)
 
 
+@pytest.mark.slow
 def test_caps_cut_a_greedy_link_with_one_sentence(cache_dir, monkeypatch):
     monkeypatch.setenv("REPMAP_MODE", "shared")
     at = open_page("views/layer_explorer.py", {"limit": "0", "points": "100000000", "method": "tsne", "layers": "0"})

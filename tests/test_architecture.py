@@ -1,5 +1,6 @@
-"""The shape of repmap_core: short modules of one concept, no import cycles (function-level
-imports included), and no streamlit. Read from the source with `ast`; nothing is imported."""
+"""The shape of repmap_core: layers that import only downwards (LAYERS), short modules of one concept,
+no import cycles (function-level imports included), and no streamlit. Read from the source with `ast`;
+nothing is imported."""
 from __future__ import annotations
 
 import ast
@@ -10,6 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "repmap_core"
 MAX_LINES = 400
+APP = ("repmap_ui", "views", "app")  # above every layer of repmap_core: the pages and their helpers
 
 
 def module_name(path: Path) -> str:
@@ -29,14 +31,15 @@ def _is_type_checking(node: ast.If) -> bool:
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def imported_names(tree: ast.AST, this: str, is_package: bool) -> set[str]:
+def imported_names(tree: ast.AST, this: str, is_package: bool, type_checking: bool = False) -> set[str]:
     """Every dotted module name an import statement anywhere in `tree` may load, at module level or
-    inside a function (those run too, only later), except under `if TYPE_CHECKING:`. For
-    `from a.b import c` both `a.b` and `a.b.c` are given: the caller keeps those that are modules."""
+    inside a function (those run too, only later); under `if TYPE_CHECKING:` only with `type_checking`
+    (such an import never runs, so it makes no cycle, but it still says which layer a module leans on).
+    For `from a.b import c` both `a.b` and `a.b.c` are given: the caller keeps those that are modules."""
     out: set[str] = set()
     skipped: set[int] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.If) and _is_type_checking(node):
+        if isinstance(node, ast.If) and _is_type_checking(node) and not type_checking:
             skipped.update(id(n) for n in ast.walk(node))
     for node in ast.walk(tree):
         if id(node) in skipped:
@@ -54,16 +57,17 @@ def imported_names(tree: ast.AST, this: str, is_package: bool) -> set[str]:
     return out
 
 
-def import_graph() -> dict[str, set[str]]:
-    """`module -> the repmap_core modules it imports`. A submodule import is an edge to the
-    submodule only: its parent package runs first, but counting that edge would make every
-    package that re-exports its submodules a cycle of its own."""
+def import_graph(type_checking: bool = False) -> dict[str, set[str]]:
+    """`module -> the repmap_core modules it imports` (with those under `if TYPE_CHECKING:` when
+    `type_checking`). A submodule import is an edge to the submodule only: its parent package runs
+    first, but counting that edge would make every package that re-exports its submodules a cycle
+    of its own. An import of the app (`repmap_ui`, `views`) is kept as an edge too."""
     modules = core_modules()
     graph = {}
     for name, path in modules.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        names = imported_names(tree, name, path.name == "__init__.py")
-        graph[name] = {n for n in names if n in modules and n != name}
+        names = imported_names(tree, name, path.name == "__init__.py", type_checking)
+        graph[name] = {n for n in names if (n in modules and n != name) or n.split(".")[0] in APP}
     return graph
 
 
@@ -127,6 +131,86 @@ def test_repmap_core_has_no_import_cycle():
         "; ".join(" <-> ".join(c) for c in cycles)
 
 
+# The layers of repmap_core, low to high. A unit is a top-level module or a subpackage (`__init__` is the
+# package's own __init__.py: __version__, RepmapError). A module may import its own unit and any unit on a
+# lower layer, never one above it, nor a sibling on its own layer: capture | analysis, steering | finetune
+# and results | catalog stay independent of each other, so each can be read, tested and changed alone.
+# Every import counts: module-level, inside a function, and under `if TYPE_CHECKING:`. Code that needs a
+# higher floor belongs on that floor (or what it needs belongs lower); a layer is never widened for it.
+LAYERS: list[tuple[str, ...]] = [
+    ("errors", "jsonable", "progress", "pairs"),  # base: no repmap imports but each other's layer below
+    ("__init__", "locations"),  # the package's face; where files are (cache root, embedded model)
+    ("access",),  # what a served app may read and compute
+    ("data",),  # rows: DATA SPEC -> TextDataset
+    ("capture", "analysis"),  # models -> activations (cached); arrays in, numbers out
+    ("steering", "finetune"),  # what runs a model with a purpose: steer it, train it
+    ("results", "catalog"),  # each view's result, built by one function; what is usable offline
+    ("share",),  # what leaves the app: figures, exports, bundles, reports
+    ("papers",),  # what reproduces a paper: recipes, published numbers, presets, the tour
+    ("cli",),  # the CLI's command groups
+    ("__main__",),  # the CLI's entry point
+]  # and above them all the app: app.py, views/, repmap_ui/ (APP)
+
+
+def unit_of(module: str) -> str:
+    """`repmap_core.capture.store` -> `capture`; `repmap_core` -> `__init__`; `views.home` -> `views`."""
+    parts = module.split(".")
+    if parts[0] != "repmap_core":
+        return parts[0]
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def layer_of(unit: str) -> int:
+    if unit in APP:
+        return len(LAYERS)
+    return next(i for i, layer in enumerate(LAYERS) if unit in layer)
+
+
+def wrong_way_imports(graph: dict[str, set[str]]) -> list[str]:
+    """Each import that runs up a layer or across to a sibling, as `module -> imported (unit L -> unit L')`."""
+    out = []
+    for module, imported in sorted(graph.items()):
+        unit = unit_of(module)
+        for other in sorted(imported):
+            to = unit_of(other)
+            if to != unit and layer_of(to) >= layer_of(unit):
+                out.append(f"{module} -> {other} ({unit} on layer {layer_of(unit)} -> {to} on layer {layer_of(to)})")
+    return out
+
+
+def test_every_module_sits_on_one_layer():
+    units = [u for layer in LAYERS for u in layer]
+    assert len(units) == len(set(units))
+    unplaced = sorted({unit_of(m) for m in core_modules()} - set(units))
+    assert unplaced == [], f"place {unplaced} in LAYERS (by what it imports and what imports it)"
+
+
+def test_the_layer_check_finds_planted_wrong_way_imports_and_passes_downward_ones():
+    planted = {
+        "repmap_core.data.text_dataset": {"repmap_core.analysis.splits", "repmap_core.errors"},  # up a layer
+        "repmap_core.capture.model_memory": {"repmap_core.analysis.stats"},  # across to a sibling
+        "repmap_core.share.bundle": {"repmap_core.share.exports", "repmap_core.results.view_fits", "repmap_core"},
+        "repmap_core.access": {"repmap_core.locations"},
+        "repmap_core.results.recent": {"repmap_ui.common"},  # the app is above every layer
+    }
+    assert wrong_way_imports(planted) == [
+        "repmap_core.capture.model_memory -> repmap_core.analysis.stats (capture on layer 4 -> analysis on layer 4)",
+        "repmap_core.data.text_dataset -> repmap_core.analysis.splits (data on layer 3 -> analysis on layer 4)",
+        "repmap_core.results.recent -> repmap_ui.common (results on layer 6 -> repmap_ui on layer 11)",
+    ]
+    tree = ast.parse("from typing import TYPE_CHECKING\n"
+                     "if TYPE_CHECKING:\n    from repmap_core.data.load import TextDataset\n")
+    assert "repmap_core.data.load" in imported_names(tree, "repmap_core.analysis.splits", False, type_checking=True)
+
+
+def test_no_import_runs_up_a_layer_or_across_to_a_sibling():
+    """LAYERS above, checked on every import in repmap_core, TYPE_CHECKING ones included."""
+    graph = import_graph(type_checking=True)
+    assert len(graph) > 40
+    wrong = wrong_way_imports(graph)
+    assert wrong == [], "imports against the layer order (move the code to the layer it belongs on):\n" + "\n".join(wrong)
+
+
 @pytest.mark.parametrize("name", sorted(core_modules()))
 def test_no_core_module_is_over_the_line_budget(name):
     lines = core_modules()[name].read_text(encoding="utf-8").count("\n")
@@ -152,14 +236,11 @@ def test_the_progress_callback_type_is_written_once():
 TESTED_IN = {
     "repmap_core.__main__": ("cli/test_contract.py", "from repmap_core.__main__ import main"),
     "repmap_core.analysis.affine": ("analysis/test_maps.py", "held_out_rows"),
-    "repmap_core.analysis.between": ("papers/test_experiments.py", "between_models(S, T, y)"),
     "repmap_core.analysis.cka": ("analysis/test_similarity.py", "cka._cka_features"),
     "repmap_core.analysis.gd_maps": ("analysis/test_maps.py", "GDMap"),
     "repmap_core.analysis.similarity_inputs": ("analysis/test_similarity.py", "similarity needs the same rows"),
     "repmap_core.analysis.similarity_null": ("analysis/test_similarity.py", "layer_cka_null"),
     "repmap_core.analysis.transfer": ("analysis/test_maps.py", "transfer_direction"),
-    "repmap_core.analysis.within": ("papers/test_experiments.py", "within_model(before, after, y)"),
-    "repmap_core.capture.embedded": ("capture/test_models.py", "EMBEDDED_MODEL_ID"),
     "repmap_core.capture.model_checks": ("cli/test_bad_inputs.py", "NaN or inf"),
     "repmap_core.capture.model_config": ("capture/test_models.py", "model_info("),
     "repmap_core.capture.model_layout": ("capture/test_models.py", "find_blocks("),
@@ -180,11 +261,12 @@ TESTED_IN = {
     "repmap_core.errors": ("cli/test_contract.py", "RepmapError"),
     "repmap_core.finetune.checkpoints": ("finetune/test_train.py", "weak_labels("),
     "repmap_core.finetune.classifier": ("finetune/test_train.py", "predict("),
+    "repmap_core.papers.experiments": ("cli/test_cli.py", 'run_cli("recipe", "within"'),
     "repmap_core.papers.preset_needs": ("papers/test_presets.py", "memory_bytes("),
     "repmap_core.papers.preset_runs": ("papers/test_presets.py", "run("),
     "repmap_core.papers.preset_table": ("papers/test_presets.py", "PRESETS"),
     "repmap_core.progress": ("test_architecture.py", "test_the_progress_callback_type_is_written_once"),
-    "repmap_core.share.arrays": ("cli/test_contract.py", "arrays.available_memory_bytes"),
+    "repmap_core.share.arrays": ("cli/test_bad_inputs.py", "holds Python objects (pickle), which repmap never loads"),
     "repmap_core.share.figures_shift": ("share/test_figures.py", "figures_shift"),
     "repmap_core.share.report_sections": ("share/test_report.py", "build_sections(states, {}, ALL)"),
     "repmap_core.steering.apply": ("steering/test_steering.py", "propensity_sweep"),
@@ -296,9 +378,10 @@ def test_the_page_check_sees_fits_sweeps_and_splits():
 def test_analysis_reads_arrays_and_never_models_data_or_the_cache():
     """analysis/ is arrays in, numbers out: whatever caches, loads or extracts sits above it (a page
     hands a projection its memo), so an analysis runs the same on any arrays, in any process."""
-    graph = import_graph()
+    graph = import_graph(type_checking=True)
     analysis = {m for m in graph if m.startswith("repmap_core.analysis.")}
     assert len(analysis) >= 10
-    below = ("repmap_core.analysis", "repmap_core.errors", "repmap_core.progress", "repmap_core.jsonable")
+    below = ("repmap_core.analysis", "repmap_core.errors", "repmap_core.progress", "repmap_core.jsonable",
+             "repmap_core.pairs")
     reaching = {m: sorted(n for n in graph[m] if not n.startswith(below)) for m in analysis}
     assert {m: n for m, n in reaching.items() if n} == {}

@@ -11,8 +11,9 @@ import pytest
 
 from repmap_core import catalog
 from repmap_core.capture import gguf
-from repmap_core.capture.embedded import EMBEDDED_MODEL_ID
-from repmap_core.finetune.checkpoints import FORMAT, HEAD_NAME, MANIFEST_NAME
+from repmap_core.capture.model_config import FINETUNE_MANIFEST
+from repmap_core.finetune.checkpoints import FORMAT, HEAD_NAME
+from repmap_core.locations import EMBEDDED_MODEL_ID
 
 
 @pytest.fixture
@@ -24,7 +25,7 @@ def planted(tmp_path, monkeypatch):
     done.mkdir(parents=True)
     (done / "config.json").write_text("{}")
     (done / HEAD_NAME).write_bytes(b"\0" * 1000)
-    (done / MANIFEST_NAME).write_text(json.dumps({
+    (done / FINETUNE_MANIFEST).write_text(json.dumps({
         "format": FORMAT, "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct", "dataset": {"name": "file:/data/x/reviews.csv"},
         "config": {}, "metrics": {"val_acc": 0.914}, "pooling": "last", "created": "2026-01-02T03:04:05"}))
     partial = tmp_path / "cache" / "models" / ".tmp-cd-1"  # a killed writer's folder: never listed

@@ -38,6 +38,7 @@ def dry_run(tmp_path_factory) -> tuple[dict, Path, Path, float]:
     return json.loads((out / "gpu_check.json").read_text()), out, outside, seconds
 
 
+@pytest.mark.slow
 def test_the_dry_run_writes_one_summary_with_every_part_ok(dry_run):
     summary, out, outside, seconds = dry_run
     assert summary["dry_run"] is True and summary["ok"] is True
@@ -56,6 +57,7 @@ def test_the_dry_run_writes_one_summary_with_every_part_ok(dry_run):
         assert f"| {name} | ok |" in md and f"## {name}:" in md
 
 
+@pytest.mark.slow
 def test_the_dry_run_numbers_mean_what_they_say(dry_run):
     parts = {p["name"]: p["numbers"] for p in dry_run[0]["parts"]}
     assert parts["extract_bench"]["dtype"] == "bfloat16" and parts["extract_bench"]["mfu"] < 1
@@ -70,6 +72,7 @@ def test_the_dry_run_numbers_mean_what_they_say(dry_run):
     assert oom["largest_batch_that_ran"] == 8 and oom["ooms"] == 7 and oom["relative_diff_vs_normal_run"] < 1e-4
 
 
+@pytest.mark.slow
 def test_the_dry_run_keeps_to_its_private_cache(dry_run):
     _, out, outside, _ = dry_run
     assert (out / "cache" / "activations").is_dir() and (out / "cache" / "models").is_dir()

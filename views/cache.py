@@ -4,12 +4,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from repmap_core.capture import store
 from repmap_core.capture.inventory import KIND_NAMES, delete_item, inventory
+from repmap_core.locations import cache_root
 from repmap_ui.common import local_models
 
 st.title("Cache")
-root = store.cache_root()
+root = cache_root()
 items = inventory()
 total = sum(i.bytes for i in items)
 st.caption(f"Everything repmap computes or stores lives in `{root.name}/` (set `REPMAP_CACHE` to move it): "

@@ -6,6 +6,7 @@ from pathlib import Path
 import streamlit as st
 
 from repmap_core.capture import store
+from repmap_core.locations import cache_root
 from repmap_ui.common import environment
 from repmap_ui.pages import PAGES
 
@@ -33,7 +34,7 @@ env = environment()
 c1, c2, c3 = st.columns(3)
 c1.markdown(f"**Device** · {env['device']}")
 c2.markdown("**Hub** · offline: local and embedded models only" if env["offline"] else "**Hub** · online")
-c3.markdown(f"**Cache** · {store.cache_size_bytes() / 1e6:.1f} MB in `{store.cache_root()}`")
+c3.markdown(f"**Cache** · {store.cache_size_bytes() / 1e6:.1f} MB in `{cache_root()}`")
 
 views = [v for v in VIEWS if (ROOT / v[0]).exists()]
 for start in range(0, len(views), 3):

@@ -6,6 +6,7 @@ import streamlit as st
 
 from repmap_core import __version__
 from repmap_core.errors import RepmapError
+from repmap_core.papers.published import BESIDE_A_RUN
 from repmap_core.share.bundle import VIEWS, available_views, bundle_bytes, collect, estimate_bytes, load_bundle
 from repmap_core.share.report import build_report
 from repmap_ui.common import show_error
@@ -70,7 +71,7 @@ def export_section() -> None:
             st.session_state["share.prepared"] = {"data": data, "signature": sig}
         if b2.button("Make the report", key="share.report"):
             with st.spinner("Drawing the figures"):
-                page = build_report(states, settings, views, meta={"repmap": __version__})
+                page = build_report(states, settings, views, meta={"repmap": __version__}, beside=BESIDE_A_RUN)
             st.session_state["share.report_html"] = {"data": page.encode("utf-8"), "signature": sig}
     except RepmapError as e:
         show_error(e)

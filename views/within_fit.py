@@ -8,9 +8,10 @@ import streamlit as st
 
 from repmap_core.analysis.affine import parse_alpha
 from repmap_core.analysis.stats import format_estimate, format_null
+from repmap_core.analysis.within import within_table
 from repmap_core.errors import RepmapError
 from repmap_core.finetune.checkpoints import list_finetuned
-from repmap_core.papers.experiments import GAO_DELTA_ACCURACY, GAO_TABLE1, within_table
+from repmap_core.papers.published import GAO_DELTA_ACCURACY, GAO_TABLE1
 from repmap_core.results.view_fits import GROUND_TRUTH, within_fit
 from repmap_core.share.figures_shift import live_fit
 from repmap_ui import exports, urlstate

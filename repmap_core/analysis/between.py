@@ -18,7 +18,7 @@ from repmap_core.analysis.affine import AffineMap, check_pair, r2_score, rows_no
 from repmap_core.analysis.maps import RidgeMap, make_map, map_metrics
 from repmap_core.analysis.probe_null import NULL_PERMUTATIONS, shuffled_label_accuracy
 from repmap_core.analysis.probes import LinearProbe, held_out_probe
-from repmap_core.analysis.splits import groups_of, train_test_split_groups
+from repmap_core.analysis.splits import train_test_split_groups
 from repmap_core.analysis.stats import (
     Estimate,
     accuracy_estimate,
@@ -29,6 +29,7 @@ from repmap_core.analysis.stats import (
 )
 from repmap_core.analysis.transfer import ProbeReadout, transfer_direction, transfer_intercept
 from repmap_core.analysis.within import _cos, aligned_pair_ids, labels01
+from repmap_core.pairs import groups_of
 
 TRANSFER_EXPLAINED = {
     "functional": "Ridge readout: the source probe's scores w·s + c regressed on the target rows (alpha chosen on "

@@ -15,9 +15,10 @@ import numpy as np
 
 from repmap_core.analysis.probe_null import NULL_MAX_ROWS, NULL_PERMUTATIONS, null_summary, permutation_accuracies
 from repmap_core.analysis.probes import LinearProbe, check_two_classes, feature_scale, streamed_probe_scores
-from repmap_core.analysis.splits import groups_of, train_test_split_groups
+from repmap_core.analysis.splits import train_test_split_groups
 from repmap_core.analysis.stats import Estimate, accuracy_estimate, wilson
 from repmap_core.errors import RepmapError
+from repmap_core.pairs import groups_of
 from repmap_core.progress import Progress
 
 __all__ = ["LayerSeparation", "fisher_ratio", "fisher_ratio_streamed", "silhouette", "separation_at", "layer_separation",

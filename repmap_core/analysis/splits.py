@@ -2,7 +2,7 @@
 held-out questions for steering vectors.
 
 A group is a pair (rows sharing a `pair_id`, or an A/B question with its letter-swapped twin) or a
-single unpaired row (`groups_of`). All three splits put whole groups on one side and are seeded,
+single unpaired row (`pairs.groups_of`). All three splits put whole groups on one side and are seeded,
 but they are three functions on purpose: each draws differently, and changing any of them would
 change the rows of every existing seed (the tests pin exact rows, and a cached finetune is keyed by
 its seed and fraction, not by its rows, so a new draw would silently give an old key new rows).
@@ -20,20 +20,22 @@ its seed and fraction, not by its rows, so a new draw would silently give an old
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from repmap_core.errors import RepmapError
-
-if TYPE_CHECKING:
-    from repmap_core.data.load import TextDataset
+from repmap_core.pairs import groups_of
 
 
-def groups_of(pair_ids: np.ndarray) -> np.ndarray:
-    """Group id per row: the pair id, or a unique id for an unpaired row."""
-    pair_ids = np.asarray(pair_ids)
-    return np.where(pair_ids >= 0, pair_ids, -1 - np.arange(len(pair_ids)))
+class Rows(Protocol):
+    """What `validation_split` reads of a `TextDataset` (data/ sits beside analysis, never under it)."""
+
+    name: str
+    labels: np.ndarray  # (n,)
+    pair_ids: np.ndarray  # (n,)
+
+    def __len__(self) -> int: ...
 
 
 def train_test_split_groups(y: np.ndarray, pair_ids: np.ndarray, test_frac: float = 0.2, seed: int = 0
@@ -63,7 +65,7 @@ def train_test_split_groups(y: np.ndarray, pair_ids: np.ndarray, test_frac: floa
     return next(split.split(idx, y))
 
 
-def validation_split(dataset: TextDataset, val_frac: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def validation_split(dataset: Rows, val_frac: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Row indices `(train, validation)`, each sorted, from a seeded split that keeps pairs whole.
 
     Groups are pairs (rows sharing a `pair_id`) or single unpaired rows. Groups are drawn in a

@@ -26,7 +26,7 @@ from repmap_core.analysis.affine import check_pair, choose_ridge_alpha, r2_score
 from repmap_core.analysis.gd_maps import GDMap, ParamsMonitor, StepCallback, _gd_affine
 from repmap_core.analysis.probe_null import NULL_PERMUTATIONS, shuffled_label_accuracy
 from repmap_core.analysis.probes import held_out_probe
-from repmap_core.analysis.splits import groups_of, train_test_split_groups
+from repmap_core.analysis.splits import train_test_split_groups
 from repmap_core.analysis.stats import (
     Estimate,
     accuracy_estimate,
@@ -36,6 +36,7 @@ from repmap_core.analysis.stats import (
     with_null,
 )
 from repmap_core.errors import RepmapError
+from repmap_core.pairs import groups_of
 
 
 def signed_labels(y: np.ndarray) -> np.ndarray:

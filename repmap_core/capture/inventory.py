@@ -14,8 +14,8 @@ from datetime import datetime
 from pathlib import Path
 
 from repmap_core.capture import gguf, store
-from repmap_core.capture.model_config import short_name
-from repmap_core.finetune.checkpoints import MANIFEST_NAME as FINETUNE_MANIFEST
+from repmap_core.capture.model_config import FINETUNE_MANIFEST, short_name
+from repmap_core.locations import cache_root
 
 __all__ = ["CacheItem", "inventory", "delete_item", "KIND_NAMES"]
 
@@ -71,7 +71,7 @@ def _model_name(model: str) -> str:
 
 def inventory() -> list[CacheItem]:
     """Every item in the cache, newest first; their bytes add up to `store.cache_size_bytes()`."""
-    root = store.cache_root()
+    root = cache_root()
     items: list[CacheItem] = []
     by_key = {e.key: e for e in store.list_entries()}
     for path in sorted(root.iterdir()):
@@ -111,7 +111,7 @@ def _describe(kind: str, sub: Path, by_key: dict) -> CacheItem:
 
 def delete_item(item: CacheItem) -> None:
     """Delete one item (under its entry's lock for the kinds that have one)."""
-    root = store.cache_root()
+    root = cache_root()
     path = root / item.id if item.kind == "other" else root / item.kind / item.id
     if path.resolve().parent not in (root.resolve(), (root / item.kind).resolve()):
         raise ValueError(f"not a cache item: {item.id!r}")

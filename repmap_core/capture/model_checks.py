@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from repmap_core.capture import model_memory
 from repmap_core.capture.model_config import ResolvedModel, check_trust, config_count, model_info, read_config
 from repmap_core.capture.model_layout import find_blocks
-from repmap_core.capture.model_memory import DTYPE_BYTES
+from repmap_core.capture.model_memory import DTYPE_BYTES, safetensors_header
 from repmap_core.capture.quiet import quiet_transformers
 from repmap_core.errors import RepmapError
 
@@ -50,11 +51,9 @@ def estimated_parameters(resolved: ResolvedModel) -> int:
 def check_memory(resolved: ResolvedModel, device: str, dtype: str) -> None:
     """Refuse (one sentence) a model whose config alone says it cannot fit in the memory free on
     `device` (and in RAM, where the weights are read first), before minutes go into loading it."""
-    from repmap_core.share.arrays import available_memory_bytes
-
     params = estimated_parameters(resolved)
     need = params * DTYPE_BYTES.get(dtype, 4)
-    free = {"RAM": available_memory_bytes()}
+    free = {"RAM": model_memory.available_memory_bytes()}  # looked up here, so a test can set it
     if device.startswith("cuda"):
         import torch
 
@@ -102,8 +101,6 @@ def check_model_files(resolved: ResolvedModel, trust_remote_code: bool = False, 
 
 @lru_cache(maxsize=32)
 def _check_weights(path: str, revision: str, name: str, head: bool) -> None:
-    from repmap_core.share.arrays import safetensors_header
-
     files = sorted(Path(path).glob("*.safetensors"))
     if not files:
         raise RepmapError(f"Model '{name}' has no safetensors weights; repmap does not load pickled .bin files, "
@@ -186,8 +183,6 @@ _EXPONENT_MASKS = {"F64": (np.uint64, 0x7FF0000000000000), "F32": (np.uint32, 0x
 def _check_finite(name: str, files: list[Path]) -> None:
     """Refuse weights holding NaN or inf, read straight from the memory-mapped files (a bit test on
     each value's exponent, ~0.1 s per 500 MB, no copies through torch)."""
-    from repmap_core.share.arrays import safetensors_header
-
     chunk = 1 << 24  # values per test, so the temporaries stay small
     for file in files:
         header, data = safetensors_header(file)

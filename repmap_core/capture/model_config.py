@@ -8,6 +8,7 @@ from pathlib import Path
 
 from repmap_core.errors import RepmapError
 
+FINETUNE_MANIFEST = "repmap_finetune.json"  # a finetuned model folder's record (finetune/checkpoints.py writes it)
 ENCODER_TYPES = {"bert", "roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2",
                  "xlm-roberta", "mpnet", "camembert", "modernbert", "nomic_bert", "ernie"}
 

@@ -16,7 +16,6 @@ from typing import Any
 
 from repmap_core import access
 from repmap_core.capture import gguf, store
-from repmap_core.capture.embedded import EMBEDDED_MODEL_ID, embedded_model_path
 from repmap_core.capture.model_checks import check_loading, check_memory, check_model_files
 from repmap_core.capture.model_config import (
     ENCODER_TYPES,
@@ -44,6 +43,7 @@ from repmap_core.capture.model_names import (
 )
 from repmap_core.capture.quiet import quiet_transformers
 from repmap_core.errors import RepmapError
+from repmap_core.locations import EMBEDDED_MODEL_ID, cache_root, embedded_model_path
 from repmap_core.progress import Progress
 
 __all__ = ["BLOCK_SUFFIXES", "DTYPE_BYTES", "EMBEDDED_MODEL_ID", "ENCODER_TYPES", "FINAL_NORM_NAMES", "HUB_PATTERNS",
@@ -105,7 +105,7 @@ def link_name(name: str) -> str:
         path = Path(name).expanduser().resolve()
     except (OSError, ValueError):
         return name
-    models = (store.cache_root() / "models").resolve()
+    models = (cache_root() / "models").resolve()
     if path.parent == models and store.is_key(path.name):
         return FINETUNED_PREFIX + path.name
     return name

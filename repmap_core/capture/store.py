@@ -1,9 +1,9 @@
 """The on-disk cache: content-addressed, atomic, checked, memory-mapped.
 
 Layout: `<root>/activations/<key>/layer_<L>.safetensors`, where `key` hashes the identity of
-the computation (model + revision, data fingerprint, position, max length, dtype). Each file
-holds `activations (n, d)`, `labels (n,)`, `pair_ids (n,)` and, in its safetensors header, the
-manifest plus a sha256 over the manifest and every tensor's bytes.
+the computation (model + revision, data fingerprint, position, max length, dtype) and `<root>` is
+`locations.cache_root()`. Each file holds `activations (n, d)`, `labels (n,)`, `pair_ids (n,)` and,
+in its safetensors header, the manifest plus a sha256 over the manifest and every tensor's bytes.
 
 - Writes go to a temp file in the same folder, are fsynced, then `os.replace`d into place, so a
   reader sees a whole file or none; a killed writer leaves only a temp file, which is never read.
@@ -35,6 +35,7 @@ import numpy as np
 
 from repmap_core import __version__
 from repmap_core.errors import RepmapError
+from repmap_core.locations import cache_root
 
 log = logging.getLogger(__name__)
 FORMAT = "repmap.activations/2"  # /2: the checksum covers dtypes and shapes
@@ -45,14 +46,6 @@ _verified: dict[tuple[str, int, int], bool] = {}  # (path, size, mtime_ns) -> ch
 
 class CorruptEntry(Exception):
     """A cache file whose layout, manifest or checksum is wrong."""
-
-
-def cache_root() -> Path:
-    """`$REPMAP_CACHE`, or `cache/` at the project root."""
-    env = os.environ.get("REPMAP_CACHE")
-    root = Path(env).expanduser() if env else Path(__file__).resolve().parents[2] / "cache"
-    root.mkdir(parents=True, exist_ok=True)
-    return root
 
 
 def entry_key(identity: dict) -> str:

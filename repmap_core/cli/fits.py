@@ -3,7 +3,7 @@ no model loaded: finetuned ≈ A·base + b + y·δ (Gao et al. §3), and a map s
 carries the source probe across (Gao et al. §2, LRT).
 
 The fitting functions are imported when a command runs, not with this module: a test replaces
-`experiments.within_model` to check how a NaN in its result is refused.
+`analysis.within.within_model` to check how a NaN in its result is refused.
 """
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def _alpha_arg(text: str) -> float | None:
 
 
 def within(args: argparse.Namespace, progress: Progress) -> dict:
-    from repmap_core.papers.experiments import within_model
+    from repmap_core.analysis.within import within_model
     from repmap_core.share.arrays import check_same_data, load_activations, load_array, load_labels, save_arrays
 
     alpha = _alpha_arg(args.alpha)
@@ -86,7 +86,7 @@ def within(args: argparse.Namespace, progress: Progress) -> dict:
 
 
 def between(args: argparse.Namespace, progress: Progress) -> dict:
-    from repmap_core.papers.experiments import between_models
+    from repmap_core.analysis.between import between_models
     from repmap_core.share.arrays import check_same_data, load_activations, load_array, load_labels, save_arrays
 
     if args.save:

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import argparse
 
-from repmap_core.capture.embedded import EMBEDDED_MODEL_ID
 from repmap_core.capture.gguf import SMOLLM2_ID
 from repmap_core.cli import contract
 from repmap_core.errors import RepmapError
+from repmap_core.locations import EMBEDDED_MODEL_ID
 from repmap_core.progress import Progress
 from repmap_core.steering.apply import SCALES
 from repmap_core.steering.run import DEFAULT_ALPHAS

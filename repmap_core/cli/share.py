@@ -37,6 +37,7 @@ def _views_arg(value: str | None) -> list[str] | None:
 
 
 def write_report(args: argparse.Namespace, progress: Progress) -> dict:
+    from repmap_core.papers.published import BESIDE_A_RUN
     from repmap_core.share.bundle import load_bundle
     from repmap_core.share.report import report_from_bundle
 
@@ -45,7 +46,7 @@ def write_report(args: argparse.Namespace, progress: Progress) -> dict:
     missing = [v for v in views or [] if v not in bundle.views]
     if missing:
         raise RepmapError(f"The bundle holds no '{missing[0]}' view; it holds {', '.join(bundle.views) or 'none'}.")
-    page = report_from_bundle(bundle, views, title=args.title)
+    page = report_from_bundle(bundle, views, title=args.title, beside=BESIDE_A_RUN)
     out = store.write_text_atomic(Path(args.out), page)  # never a half-written report
     return {"report": str(out), "views": views or bundle.views, "figures": page.count('class="figure plot"'),
             "bytes": out.stat().st_size}

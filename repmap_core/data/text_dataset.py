@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from repmap_core.analysis.splits import groups_of
 from repmap_core.errors import RepmapError
+from repmap_core.pairs import groups_of
 
 
 @dataclass(frozen=True, eq=False)

@@ -23,13 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from repmap_core.capture import store
+from repmap_core.capture.model_config import FINETUNE_MANIFEST
 from repmap_core.capture.models import LoadedModel, load_model, quiet_transformers
 from repmap_core.data.load import TextDataset
 from repmap_core.errors import RepmapError
 from repmap_core.finetune.classifier import encode, forward_kwargs, head_logits, pooling
+from repmap_core.locations import cache_root
 
 FORMAT = "repmap.finetune/1"
-MANIFEST_NAME = "repmap_finetune.json"
 HEAD_NAME = "classifier.safetensors"
 
 
@@ -63,7 +64,7 @@ def save_checkpoint(lm: LoadedModel, head, manifest: dict, final: Path,
                    "bias": head.bias.detach().float().cpu().numpy()}  # (2,)
         store.write_file(tmp / HEAD_NAME, tensors, {"format": FORMAT, "key": key, "pooling": manifest["pooling"],
                                                    "base_model": manifest["base_model"]})
-        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+        (tmp / FINETUNE_MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
         if before_commit is not None:
             before_commit()
         if final.exists():  # force, or a broken folder: move it aside, then delete it once the new one is in place
@@ -83,7 +84,7 @@ def read_manifest(folder: Path) -> dict | None:
     """The manifest of a complete finetuned folder, or None if it is absent, partial or not ours."""
     folder = Path(folder)
     try:
-        manifest = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
+        manifest = json.loads((folder / FINETUNE_MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     needed = ("base_model", "dataset", "config", "metrics", "pooling", "created")
@@ -98,7 +99,7 @@ def read_finetune_manifest(path: str | Path) -> dict:
     """The `repmap_finetune.json` of a finetuned model folder; `RepmapError` if it is not one."""
     manifest = read_manifest(Path(path).expanduser())
     if manifest is None:
-        raise RepmapError(f"'{path}' is not a finetuned model folder (it has no valid {MANIFEST_NAME}); finetune a model first.")
+        raise RepmapError(f"'{path}' is not a finetuned model folder (it has no valid {FINETUNE_MANIFEST}); finetune a model first.")
     return manifest
 
 
@@ -118,7 +119,7 @@ def check_base(path: str | Path, base_model: str) -> dict:
 def list_finetuned() -> list[FinetunedModel]:
     """Every complete finetuned model in the cache, newest first (temp folders and folders
     without a valid manifest are skipped)."""
-    folder = store.cache_root() / "models"
+    folder = cache_root() / "models"
     out = []
     for d in sorted(folder.iterdir()) if folder.exists() else []:
         if d.name.startswith(".") or not d.is_dir() or (manifest := read_manifest(d)) is None:
@@ -179,7 +180,7 @@ def save_dataset(dataset: TextDataset, name_hint: str) -> str:
     pair ids: the loaded rows are unpaired (and so carry a different fingerprint when the
     original was paired).
     """
-    folder = store.cache_root() / "datasets"
+    folder = cache_root() / "datasets"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{dataset.fingerprint}.jsonl"
     lines = (json.dumps({"text": t, "label": int(y), "pair_id": int(p)}, ensure_ascii=False)

@@ -17,14 +17,14 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from repmap_core.analysis.splits import groups_of
 from repmap_core.analysis.stats import Estimate, accuracy_estimate, bootstrap
-from repmap_core.capture.embedded import EMBEDDED_MODEL_ID
 from repmap_core.capture.gguf import SMOLLM2_ID
 from repmap_core.data.load import TextDataset, load_dataset
 from repmap_core.errors import RepmapError
 from repmap_core.finetune.checkpoints import predict
 from repmap_core.finetune.train import FinetuneConfig, finetune, validation_split
+from repmap_core.locations import EMBEDDED_MODEL_ID
+from repmap_core.pairs import groups_of
 from repmap_core.progress import Progress, silent
 
 __all__ = ["W2SResult", "split_three", "pgr", "weak_to_strong", "estimate_seconds"]
@@ -142,8 +142,8 @@ def estimate_seconds(data: str | TextDataset = "builtin:sentiment", *, weak_mode
 
 def _within_weak(base: str, student: str, rows: TextDataset, weak_path: str, layer: int, seed: int) -> dict:
     """Gao's Table 2 on the held-out rows: base vs weak-label student, δ fitted with the teacher's labels."""
+    from repmap_core.analysis.within import within_model, within_table
     from repmap_core.capture.activations import get_activations
-    from repmap_core.papers.experiments import within_model, within_table
 
     before = get_activations(base, rows, [layer], "auto")
     after = get_activations(student, rows, [layer], "auto")

@@ -1,43 +1,30 @@
-"""The papers' protocols as functions returning result dataclasses (shared by the CLI and pages),
-the published numbers to show beside a run, and the recipes that run a paper end to end.
+"""The recipes that run a paper end to end (finetune or load, extract, fit), for the CLI, the presets
+and users' GPU machines; each result carries the paper's numbers (`published.py`) beside its own.
 
-- `within_model` (in `within`; Gao, Sun, Jiao §3): `λ̃ ≈ A λ + b + y δ`, Table 1 / 2.
-- `between_models` (in `between`; Gao et al. §2, LRT, stitching): a map source -> target and the
-  source probe carried across.
-- `within_recipe`, `between_recipe`, `rimsky_recipe`, `lrt_recipe`: finetune or load, extract, fit.
+- `within_recipe` (Gao, Sun, Jiao §3): `λ̃ ≈ A λ + b + y δ`, Table 1 / 2, by `analysis.within.within_model`.
+- `between_recipe` (Gao et al. §2): a map source -> target and the source probe carried across, by
+  `analysis.between.between_models`.
+- `rimsky_recipe`, `lrt_recipe`: CAA vectors of two models compared; a vector carried by a map (LRT).
+
+The protocols and their result dataclasses live beside the analyses they run (`analysis/within.py`,
+`analysis/between.py`); import them from there.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from repmap_core.analysis.between import (
-    TRANSFER_EXPLAINED,
-    BetweenResult,
-    PCASubspaceMap,
-    between_models,
-    transferred_probe,
+from repmap_core.analysis.between import between_models
+from repmap_core.analysis.within import within_model, within_table
+from repmap_core.papers.published import (
+    GAO_BETWEEN_VECTOR_ACCURACY,
+    GAO_DELTA_ACCURACY,
+    GAO_TABLE1,
+    GAO_TABLE2_HH_WEAK,
+    LRT_PUBLISHED,
 )
-from repmap_core.analysis.within import WithinResult, within_model, within_table
 from repmap_core.progress import silent
 
-__all__ = ["BetweenResult", "GAO_BETWEEN_VECTOR_ACCURACY", "GAO_DELTA_ACCURACY", "GAO_TABLE1", "GAO_TABLE2_HH_WEAK",
-           "LRT_PUBLISHED", "PCASubspaceMap", "TRANSFER_EXPLAINED", "WithinResult", "between_models", "between_recipe",
-           "lrt_recipe", "rimsky_recipe", "transferred_probe", "within_model", "within_recipe", "within_table"]
-
-# ---------------------------------------------------------------------------------------------
-# published numbers, shown beside a run (DESIGN.md)
-
-GAO_TABLE1 = {  # data set -> (base, finetuned, modelled) as (train, test)
-    "SciQ": ((0.64, 0.53), (0.69, 0.58), (0.85, 0.79)),
-    "Amazon Polarity": ((0.92, 0.88), (0.96, 0.91), (1.00, 1.00)),
-    "Anthropic HH": ((0.65, 0.54), (0.65, 0.55), (0.78, 0.69)),
-}
-GAO_TABLE2_HH_WEAK = ((0.66, 0.53), (0.68, 0.55), (0.69, 0.55))
-GAO_DELTA_ACCURACY = {"gpt2": 0.8994, "gpt2-xl": 0.4904, "gpt2 probe direction": 0.8790}
-GAO_BETWEEN_VECTOR_ACCURACY = 0.5025  # GPT-2 -> GPT-2-XL, probe carried as A w
-# LRT (Bello et al. 2025), gemma-2-2b L20 -> gemma-2-9b L20, across 13 behaviours
-LRT_PUBLISHED = {"lrt_pearson_r_range": [0.73, 0.98], "lrt_mse_range": [5e-3, 9.6e-2]}
-
+__all__ = ["between_recipe", "lrt_recipe", "rimsky_recipe", "within_recipe"]
 
 # ---------------------------------------------------------------------------------------------
 # recipes: the papers' protocols end to end, for the CLI and for users' GPU machines

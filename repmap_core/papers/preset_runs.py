@@ -15,9 +15,10 @@ from repmap_core.capture.models import model_info, resolve_model
 from repmap_core.errors import RepmapError
 from repmap_core.finetune.train import FinetuneConfig
 from repmap_core.jsonable import to_json_values
-from repmap_core.papers.experiments import LRT_PUBLISHED, between_recipe, lrt_recipe, rimsky_recipe, within_recipe
+from repmap_core.papers.experiments import between_recipe, lrt_recipe, rimsky_recipe, within_recipe
 from repmap_core.papers.preset_needs import check
 from repmap_core.papers.preset_table import SCALED_LABEL, SMOLLM2, Preset, Setup, get_preset
+from repmap_core.papers.published import LRT_PUBLISHED
 from repmap_core.progress import Progress, silent
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from repmap_core.capture.embedded import EMBEDDED_MODEL_ID
 from repmap_core.capture.gguf import SMOLLM2_ID
 from repmap_core.errors import RepmapError
-from repmap_core.papers.experiments import (
+from repmap_core.locations import EMBEDDED_MODEL_ID
+from repmap_core.papers.published import (
     GAO_BETWEEN_VECTOR_ACCURACY,
     GAO_DELTA_ACCURACY,
     GAO_TABLE1,

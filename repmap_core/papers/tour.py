@@ -18,8 +18,8 @@ import numpy as np
 
 from repmap_core.analysis.stats import Estimate, format_estimate, wilson
 from repmap_core.capture import store
-from repmap_core.capture.embedded import EMBEDDED_MODEL_ID
 from repmap_core.capture.gguf import SMOLLM2_ID
+from repmap_core.locations import EMBEDDED_MODEL_ID, cache_root
 from repmap_core.progress import Progress, silent
 
 __all__ = ["TourStep", "STEPS", "run_step", "run_tour", "tour_report"]
@@ -152,7 +152,7 @@ def _shift(report: Progress) -> tuple[str, object, dict]:
 def _within(report: Progress) -> tuple[str, object, dict]:
     import plotly.graph_objects as go
 
-    from repmap_core.papers.experiments import within_model, within_table
+    from repmap_core.analysis.within import within_model, within_table
 
     _, before, after = _activations_before_after(report)
     L = before.layer_list[0]
@@ -175,8 +175,8 @@ def _within(report: Progress) -> tuple[str, object, dict]:
 
 
 def _across(report: Progress) -> tuple[str, object, dict]:
+    from repmap_core.analysis.between import between_models
     from repmap_core.capture.activations import get_activations
-    from repmap_core.papers.experiments import between_models
     from repmap_core.share.figures_across import transfer_table
 
     src = get_activations(MINILM, DATA, [-1], "auto", progress=report)
@@ -234,7 +234,7 @@ def _memo_path(key: str):
 
     identity = {"tour": key, "format": MEMO_FORMAT, "repmap": __version__, "data": DATA,
                 "models": [resolve_model(m).revision for m in (SMOLLM2, MINILM)]}
-    return store.cache_root() / "results" / f"tour-{store.entry_key(identity)}.json"
+    return cache_root() / "results" / f"tour-{store.entry_key(identity)}.json"
 
 
 def run_step(key: str, progress: Progress | None = None, *, reuse: bool = True) -> TourStep:

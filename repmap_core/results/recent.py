@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from repmap_core.capture import store
+from repmap_core.locations import cache_root
 
 __all__ = ["remember", "recall", "forget"]
 VIEWS = ("explorer", "shift", "across")  # views rebuilt from cached activations alone
@@ -18,7 +19,7 @@ VIEWS = ("explorer", "shift", "across")  # views rebuilt from cached activations
 def _path(view: str) -> Path:
     if view not in VIEWS:
         raise ValueError(f"not a view with a remembered request: {view!r}")
-    return store.cache_root() / "views" / f"{view}.json"
+    return cache_root() / "views" / f"{view}.json"
 
 
 def remember(view: str, request: dict) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from repmap_core.errors import RepmapError
+from repmap_core.results.manifests import map_export, map_manifest, within_export
 from repmap_core.results.view_results import AcrossResult, ShiftResult
 
 GROUND_TRUTH = "ground truth"  # the within fit's `labels` option when δ is fitted with the true labels
@@ -22,7 +23,7 @@ class WithinFitResult:
     result: object  # a `within.WithinResult`
     layer: int
     points: list = field(default_factory=list)  # gradient descent's live metrics, one dict per reported step
-    arrays: tuple | None = None  # (tensors, manifest) of `exports.within_export`: A, b and δ
+    arrays: tuple | None = None  # (tensors, manifest) of `manifests.within_export`: A, b and δ
     options: dict | None = None  # layer, method, alpha, steps, test, labels (GROUND_TRUTH or a weak model's folder)
 
 
@@ -36,8 +37,8 @@ class AcrossFitResult:
     history: list = field(default_factory=list)  # gradient descent: (step, loss, held-out R², best step)
     A: np.ndarray | None = None  # (d_t, d_s); None for a non-linear map
     b: np.ndarray | None = None  # (d_t,)
-    manifest: dict = field(default_factory=dict)  # `figures_across.map_manifest`
-    arrays: tuple | None = None  # (tensors, manifest) of `exports.map_export`: A, b and the carried probe
+    manifest: dict = field(default_factory=dict)  # `manifests.map_manifest`
+    arrays: tuple | None = None  # (tensors, manifest) of `manifests.map_export`: A, b and the carried probe
 
 
 def within_fit(shift: ShiftResult, options: dict, *, live: Callable[[dict], None] | None = None) -> WithinFitResult:
@@ -45,8 +46,7 @@ def within_fit(shift: ShiftResult, options: dict, *, live: Callable[[dict], None
     fraction, labels: GROUND_TRUTH or a finetuned weak model whose predictions label the rows).
     `live(metrics)` is called as gradient descent goes."""
     from repmap_core.analysis.affine import parse_alpha
-    from repmap_core.papers.experiments import within_model
-    from repmap_core.share.exports import within_export
+    from repmap_core.analysis.within import within_model
 
     base, ft, layer = shift.base, shift.finetuned, options["layer"]
     fit_labels = None
@@ -109,9 +109,7 @@ def across_fit(across: AcrossResult, layers: tuple[int, int], req: dict, *,
     """Fit `req["method"]` from source layer `layers[0]` to target layer `layers[1]` on a training split,
     score it and the source probe carried across on the held-out rows. Gradient descent calls
     `on_step(history)` after each recorded step (the history so far)."""
-    from repmap_core.papers.experiments import between_models, transferred_probe
-    from repmap_core.share.exports import map_export
-    from repmap_core.share.figures_across import map_manifest
+    from repmap_core.analysis.between import between_models, transferred_probe
 
     src, tgt = across.source, across.target
     S, T = np.asarray(src[layers[0]]), np.asarray(tgt[layers[1]])

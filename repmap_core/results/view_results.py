@@ -19,6 +19,7 @@ from pathlib import Path
 from repmap_core.analysis.separation import LayerSeparation, layer_separation
 from repmap_core.analysis.stats import Estimate, accuracy_estimate
 from repmap_core.capture.activations import ActivationSet, cached_activations, get_activations
+from repmap_core.capture.model_config import FINETUNE_MANIFEST
 from repmap_core.data.load import TextDataset, load_dataset, require_both_classes
 from repmap_core.errors import RepmapError
 from repmap_core.progress import Progress, silent
@@ -107,20 +108,20 @@ def explorer_result(req: dict, *, cached_only: bool = False, loader=None, progre
 
 
 def _trained_on(finetuned: str) -> dict | None:
-    from repmap_core.finetune.checkpoints import MANIFEST_NAME, read_finetune_manifest
+    from repmap_core.finetune.checkpoints import read_finetune_manifest
 
-    return read_finetune_manifest(finetuned)["dataset"] if (Path(finetuned) / MANIFEST_NAME).exists() else None
+    return read_finetune_manifest(finetuned)["dataset"] if (Path(finetuned) / FINETUNE_MANIFEST).exists() else None
 
 
 def shift_result(req: dict, *, cached_only: bool = False, loader=None, progress: Progress | None = None,
                  separation: Separation = separation_of) -> ShiftResult | None:
     """Both models' activations on the same rows, checked to belong together, with separation before and after."""
-    from repmap_core.finetune.checkpoints import MANIFEST_NAME, check_base
+    from repmap_core.finetune.checkpoints import check_base
 
     progress = progress or silent
     if req["base"] == req["finetuned"]:
         raise RepmapError("The base and finetuned models are the same; pick a finetuned checkpoint to compare.")
-    if (Path(req["finetuned"]) / MANIFEST_NAME).exists():
+    if (Path(req["finetuned"]) / FINETUNE_MANIFEST).exists():
         check_base(req["finetuned"], req["base"])
     dataset = load_dataset(req["data"], limit=req.get("limit") or None)
     sets = {}
@@ -232,8 +233,8 @@ class WeakLabelResult:
 
 def weak_label_result(model_path: str, model_name: str, dataset: TextDataset) -> WeakLabelResult:
     """Relabel `dataset` with the finetuned model at `model_path` and save it as a data set."""
-    from repmap_core.analysis.splits import groups_of
     from repmap_core.finetune.checkpoints import read_finetune_manifest, save_dataset, weak_labels
+    from repmap_core.pairs import groups_of
 
     relabelled = weak_labels(model_path, dataset)
     spec = save_dataset(relabelled, relabelled.name)

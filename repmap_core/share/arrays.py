@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
+from repmap_core.capture.model_memory import available_memory_bytes, safetensors_header
 from repmap_core.errors import RepmapError, path_error, shown_path
 
 NPY_MAGIC = b"\x93NUMPY"
-SAFETENSORS_MAX_HEADER = 100_000_000  # the format's own limit on the JSON header
 
 
 def _size(n_bytes: float) -> str:
@@ -68,62 +68,6 @@ def _check_fits_memory(name: str, n_bytes: int) -> None:
     if available and n_bytes > available:
         raise RepmapError(f"'{name}' holds {_size(n_bytes)} of data, more than the {_size(available)} of memory free "
                           "here; use fewer rows or a machine with more memory.")
-
-
-def available_memory_bytes() -> int | None:
-    """RAM that can be allocated now without swapping (Linux MemAvailable), or None if unknown."""
-    import os
-
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def safetensors_header(path: str | Path) -> tuple[dict, int]:
-    """The JSON header of a safetensors file (tensor name -> dtype, shape, data_offsets; without
-    `__metadata__`) and the size of its data section, checked without reading the data: the header
-    length fits in the file, the header is a JSON object, and every tensor lies inside the file.
-    Raises `ValueError(reason)` with a short reason otherwise."""
-    path = Path(path)
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise ValueError(f"it is {size} bytes, shorter than the 8-byte header length")
-        n = int.from_bytes(head, "little")
-        if n > min(size - 8, SAFETENSORS_MAX_HEADER):
-            raise ValueError(f"its header claims {n:,} bytes but the file holds {size:,}")
-        try:
-            header = json.loads(f.read(n))
-        except (ValueError, UnicodeDecodeError):
-            raise ValueError("its header is not valid JSON") from None
-    if not isinstance(header, dict):
-        raise ValueError("its header is not a JSON object")
-    header.pop("__metadata__", None)
-    data = size - 8 - n
-    for key, info in header.items():
-        try:
-            start, end = (int(x) for x in info["data_offsets"])
-            count = int(np.prod([int(d) for d in info["shape"]], dtype=object))
-            str(info["dtype"])
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(f"the entry of tensor '{key}' in its header is malformed") from None
-        if not 0 <= start <= end:
-            raise ValueError(f"tensor '{key}' has impossible data offsets {start}..{end}")
-        if end > data:
-            raise ValueError(f"tensor '{key}' ends at byte {end:,} of the data but only {data:,} bytes follow the "
-                             "header, so the file was cut short")
-        if count and end - start < count:
-            raise ValueError(f"tensor '{key}' of shape {info['shape']} has only {end - start} bytes of data")
-    return header, data
 
 
 def _load_npy(path: Path) -> np.ndarray:
@@ -248,8 +192,6 @@ def save_arrays(path: str | Path, **arrays: np.ndarray) -> Path:
 
 def export_manifest(path: str | Path) -> dict | None:
     """The `manifest.json` that `extract --export` wrote beside an array file, if there is one."""
-    import json
-
     candidate = Path(path).parent / "manifest.json"
     try:
         manifest = json.loads(candidate.read_text(encoding="utf-8")) if candidate.is_file() else None

@@ -100,13 +100,14 @@ def _plain(value: Any) -> bool:
 
 def _registry() -> dict[str, type]:
     """The only classes a bundle may name (resolved here, never imported by name from a file)."""
+    from repmap_core.analysis.between import BetweenResult
     from repmap_core.analysis.separation import LayerSeparation
     from repmap_core.analysis.similarity import SimilarityMatrix
     from repmap_core.analysis.stats import Estimate
+    from repmap_core.analysis.within import WithinResult
     from repmap_core.capture.activations import ActivationSet
     from repmap_core.capture.models import ModelInfo, ResolvedModel
     from repmap_core.data.load import TextDataset
-    from repmap_core.papers.experiments import BetweenResult, WithinResult
     from repmap_core.results.view_fits import AcrossFitResult, WithinFitResult
     from repmap_core.results.view_results import (
         AcrossResult,

@@ -7,7 +7,8 @@
 - `table_csv(df)`: UTF-8 CSV; the index is written when it carries meaning.
 - `arrays_safetensors(tensors, manifest)` / `read_arrays(data)`: arrays at their own dtype, the
   manifest (what the arrays are, where they came from) as JSON in the header under "manifest".
-  `arrays_bundle` adds the manifest as a readable `.json` beside it in a zip. Never pickle.
+  `arrays_bundle` adds the manifest as a readable `.json` beside it in a zip. Never pickle. What each
+  export's arrays and manifest hold (a within fit, a map, steering vectors) is `results/manifests.py`'s.
 """
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ import shutil
 import struct
 import threading
 import zipfile
-from datetime import UTC, datetime
 
 import numpy as np
 
@@ -31,7 +31,6 @@ from repmap_core.errors import RepmapError
 from repmap_core.jsonable import json_default
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-ARRAYS_FORMAT = "repmap.arrays/1"
 PNG_NEEDS_CHROMIUM = "PNG export needs Chromium (apt-get install chromium); the HTML export works without it."
 PNG_NEEDS_DRIVER = ("PNG export needs the playwright (or kaleido) Python package to drive Chromium: pip install playwright; "
                     "the HTML export works without it.")
@@ -207,15 +206,6 @@ def manifest_json(manifest: dict) -> str:
     return json.dumps(manifest, sort_keys=True, default=json_default, ensure_ascii=False)
 
 
-def export_manifest(kind: str, tensors: dict[str, np.ndarray], **fields) -> dict:
-    """The fields every array export carries: format, kind, shapes and dtypes of its arrays, the
-    repmap version and the time it was made; then `fields` (models, layers, data, metrics...)."""
-    return {"format": ARRAYS_FORMAT, "kind": kind, "repmap_version": __version__,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "arrays": {k: {"shape": list(np.shape(v)), "dtype": str(np.asarray(v).dtype)} for k, v in tensors.items()},
-            **json.loads(manifest_json(fields))}
-
-
 def _check_tensors(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     out = {}
     for name, value in tensors.items():
@@ -283,64 +273,3 @@ def read_arrays(data: bytes) -> tuple[dict[str, np.ndarray], dict]:
 def safe_filename(text: str) -> str:
     """`text` with anything but letters, digits, '.', '_' and '-' replaced by '_' (for download names)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "export"
-
-
-# ---------------------------------------------------------------------------------------------
-# what each array export holds: (tensors, manifest)
-
-
-def _source(m: dict) -> dict:
-    """The identifying part of an `ActivationSet.manifest`."""
-    return {k: m.get(k) for k in ("model", "revision", "position", "d_model", "dtype", "key")}
-
-
-def _data(m: dict) -> dict:
-    return {"spec": m.get("dataset_spec"), "fingerprint": m.get("dataset_fingerprint"), "n_rows": m.get("n_rows")}
-
-
-def map_export(A: np.ndarray, b: np.ndarray, map_manifest: dict, probe: dict[str, np.ndarray] | None = None
-               ) -> tuple[dict[str, np.ndarray], dict]:
-    """A fitted source → target map `t ≈ A s + b` (A (d_t, d_s), b (d_t,)) and, when given, the
-    source probe and its carried forms (`experiments.transferred_probe`). `map_manifest`: the
-    Across page's manifest (models, revisions, layers, data, method, metrics, transfer)."""
-    tensors = {"A": A, "b": b, **(probe or {})}
-    return tensors, export_manifest("map", tensors, **map_manifest)
-
-
-def within_export(A: np.ndarray, b: np.ndarray, delta: np.ndarray, result, base_manifest: dict, finetuned_manifest: dict,
-                  layer: int, settings: dict) -> tuple[dict[str, np.ndarray], dict]:
-    """The within-model fit λ̃ ≈ Aλ + b + y·δ (A (d, d), b (d,), δ (d,)) with its metrics: δ's
-    projection accuracies, the Table 1 probes, R², δ's cosines. `result`: a `WithinResult`."""
-    from repmap_core.capture.models import site_name
-
-    tensors = {"A": A, "b": b, "delta": delta}
-    return tensors, export_manifest(
-        "within_fit", tensors, convention="λ̃ ≈ A λ + b + y δ, y = ±1; A (d, d), b (d,), delta (d,)",
-        base=_source(base_manifest), finetuned=_source(finetuned_manifest), layer=int(layer), site=site_name(layer),
-        data=_data(base_manifest), settings=settings,
-        metrics={"delta_projection_accuracy": result.delta_projection_accuracy,
-                 "delta_projection_accuracy_centered": result.delta_projection_accuracy_centered,
-                 "fit": result.fit, "probe": result.probe, "delta_cosine": result.delta_cosine,
-                 "intervals": {k: e.as_dict() for k, e in getattr(result, "intervals", {}).items()}},
-        n_train=result.n_train, n_test=result.n_test, fit_labels=result.fit_labels)
-
-
-def steering_export(vectors: dict, activations_manifest: dict, settings: dict
-                    ) -> tuple[dict[str, np.ndarray], dict, dict[str, str]]:
-    """CAA steering vectors (layer -> `SteeringVector`, each (d,)) as `layer_<L>` arrays, a manifest
-    (model, revision, layers, data, method, norms, pairs) and the header entry `steering.load_vectors`
-    reads back, so the file opens in repmap again."""
-    from repmap_core.capture.models import site_name
-
-    layers = sorted(vectors)
-    tensors = {f"layer_{L}": vectors[L].vector for L in layers}
-    first = vectors[layers[0]]
-    manifest = export_manifest(
-        "steering_vectors", tensors, method=f"CAA ({first.method})", model=first.model or activations_manifest.get("model"),
-        revision=first.revision or activations_manifest.get("revision"), position=first.position,
-        layers=layers, sites=[site_name(L) for L in layers], data=_data(activations_manifest),
-        norms={str(L): vectors[L].norm for L in layers}, pairs={str(L): int(vectors[L].count) for L in layers},
-        settings=settings)
-    from repmap_core.steering import vectors_metadata
-
-    return tensors, manifest, vectors_metadata({L: vectors[L] for L in layers})

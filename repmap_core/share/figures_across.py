@@ -211,7 +211,7 @@ def transfer_table(result, explained: dict[str, str] | None = None) -> pd.DataFr
     `BetweenResult`): held-out accuracy scored uncentred (the paper's), centred and with the
     carried intercept (with its 95% interval), the cosine with the target's own probe, and one line
     on what it is; the last row is the null (random directions, their 95th percentile)."""
-    from repmap_core.papers.experiments import TRANSFER_EXPLAINED
+    from repmap_core.analysis.between import TRANSFER_EXPLAINED
 
     explained = explained or TRANSFER_EXPLAINED
     rows = [{"mode": mode, "uncentred": d["uncentered"], "centred": d["centered"], "with intercept": d["with_intercept"],
@@ -226,25 +226,3 @@ def similarity_table(sim: SimilarityMatrix) -> pd.DataFrame:
     """The matrix as a table: rows `source L`, columns `target L` (for CSV export)."""
     return pd.DataFrame(sim.values, index=[f"source {a}" for a in sim.layers_a],
                         columns=[f"target {b}" for b in sim.layers_b]).rename_axis(sim.metric)
-
-
-def map_manifest(source: dict, target: dict, layers: tuple[int, int], method: str, params: dict, result,
-                 test_frac: float, seed: int) -> dict:
-    """What a saved map needs to be reused and trusted: both models and revisions, the layers, the
-    data fingerprint, the position, the method and its parameters, and the held-out metrics.
-    `source`, `target`: `ActivationSet.manifest`s; `result`: a `BetweenResult`."""
-    from repmap_core.capture.models import site_name
-
-    def side(m: dict, layer: int) -> dict:
-        return {"model": m["model"], "revision": m["revision"], "layer": int(layer), "site": site_name(layer),
-                "d_model": int(m["d_model"]), "position": m["position"], "cache_key": m["key"]}
-
-    return {"format": "repmap.map/1", "convention": "t ≈ A s + b; A (d_t, d_s), b (d_t,)",
-            "source": side(source, layers[0]), "target": side(target, layers[1]),
-            "data": {"spec": source["dataset_spec"], "fingerprint": source["dataset_fingerprint"],
-                     "n_rows": int(source["n_rows"])},
-            "method": method, "params": params, "test_frac": float(test_frac), "seed": int(seed),
-            "metrics": result.map, "probe": result.probe,
-            "transfer": {k: v for k, v in result.transfer.items() if k != "details"},
-            "intervals": {k: e.as_dict() for k, e in getattr(result, "intervals", {}).items()},
-            "n_train": result.n_train, "n_test": result.n_test}

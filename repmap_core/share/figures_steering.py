@@ -19,16 +19,12 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from repmap_core.papers.experiments import LRT_PUBLISHED
 from repmap_core.steering import PropensityCurve, SteeringVector, cosine_per_layer, layer_cosines, vector_pca
 from repmap_core.steering.apply import SCALE_UNITS
 
 MODEL_COLORS = ("#00798c", "#d1495b", "#edae49", "#30638e", "#66a182", "#8d96a3")
 CURVE_COLORS = {"native": "#00798c", "transferred": "#d1495b", "vector": "#00798c", "random direction": "#8d96a3"}
 CELL_TEXT_MAX_LAYERS = 24  # above this many layers the values are in the hover only: cells get too small to read
-LRT_PUBLISHED_TEXT = (f"LRT (Bello et al. 2025), Gemma-2-2b L20 → Gemma-2-9b L20: Pearson r "
-                      f"{LRT_PUBLISHED['lrt_pearson_r_range'][0]}–{LRT_PUBLISHED['lrt_pearson_r_range'][1]}, MSE "
-                      f"{LRT_PUBLISHED['lrt_mse_range'][0]:g}–{LRT_PUBLISHED['lrt_mse_range'][1]:g} across 13 behaviours")
 
 
 def _color(i: int) -> str:

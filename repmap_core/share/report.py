@@ -136,9 +136,11 @@ def render_html(sections: list[Section], meta: dict, title: str = "repmap report
             + f"<script type=\"text/javascript\">{draw}</script></body></html>")
 
 
-def build_sections(states: dict, settings: dict | None = None, views: list[str] | None = None) -> list[Section]:
-    """One `Section` per chosen view that has its state (all such views when `views` is None)."""
-    settings = settings or {}
+def build_sections(states: dict, settings: dict | None = None, views: list[str] | None = None, *,
+                   beside: dict[str, str] | None = None) -> list[Section]:
+    """One `Section` per chosen view that has its state (all such views when `views` is None). `beside`:
+    view -> a paper's published number, as a sentence, to print beside this run's (none when None)."""
+    settings, beside = settings or {}, beside or {}
     views = views if views is not None else list(VIEWS)
     unknown = [v for v in views if v not in SECTIONS]
     if unknown:
@@ -146,17 +148,19 @@ def build_sections(states: dict, settings: dict | None = None, views: list[str] 
     chosen = [v for v in views if states.get(VIEWS[v].required) is not None]
     if not chosen:
         raise RepmapError("None of the chosen views has a result to report; run a view first (or pick others).")
-    return [SECTIONS[v](states, settings) for v in chosen]
+    return [SECTIONS[v](states, settings, beside) for v in chosen]
 
 
 def build_report(states: dict, settings: dict | None = None, views: list[str] | None = None, *,
-                 meta: dict | None = None, title: str = "repmap report") -> str:
-    """The HTML page (a str) for the chosen `views` of `states` (session key -> state)."""
+                 meta: dict | None = None, title: str = "repmap report", beside: dict[str, str] | None = None) -> str:
+    """The HTML page (a str) for the chosen `views` of `states` (session key -> state); `beside` as in
+    `build_sections` (the callers hand `papers.published.BESIDE_A_RUN`)."""
     meta = dict(meta or {}, report_created=datetime.now(UTC).isoformat(timespec="seconds"))
-    return render_html(build_sections(states, settings, views), meta, title)
+    return render_html(build_sections(states, settings, views, beside=beside), meta, title)
 
 
-def report_from_bundle(bundle: Bundle, views: list[str] | None = None, title: str = "repmap report") -> str:
+def report_from_bundle(bundle: Bundle, views: list[str] | None = None, title: str = "repmap report", *,
+                       beside: dict[str, str] | None = None) -> str:
     """The report of a loaded bundle's views (all of them when `views` is None)."""
     return build_report(bundle.states, bundle.settings, views if views is not None else bundle.views,
-                        meta=bundle.meta, title=title)
+                        meta=bundle.meta, title=title, beside=beside)

@@ -2,7 +2,9 @@
 view's result dataclass, `view_results` and `view_fits`: figures, tables, metrics with their
 intervals and nulls, and the manifests behind them).
 
-`SECTIONS[view](states, settings) -> Section`; `report.render_html` turns sections into the page.
+`SECTIONS[view](states, settings, beside) -> Section`; `report.render_html` turns sections into the page.
+`beside` maps a view to the sentence of a paper's published number the caller wants printed beside this
+run's (the CLI and the Share page hand `papers.published.BESIDE_A_RUN`); share/ holds no paper's numbers.
 """
 from __future__ import annotations
 
@@ -19,10 +21,10 @@ from repmap_core.analysis.separation import best_layer
 from repmap_core.analysis.similarity import layer_similarity
 from repmap_core.analysis.similarity_null import NULL_PERMUTATIONS
 from repmap_core.analysis.stats import format_estimate, format_null
+from repmap_core.analysis.within import within_table
 from repmap_core.capture.model_config import short_name
 from repmap_core.capture.model_layout import site_name
 from repmap_core.data.class_names import class_names
-from repmap_core.papers.experiments import GAO_BETWEEN_VECTOR_ACCURACY, within_table
 from repmap_core.share.bundle import VIEWS
 from repmap_core.share.figures import layer_grid, separation_curve
 from repmap_core.share.figures_across import (
@@ -36,7 +38,6 @@ from repmap_core.share.figures_across import (
 )
 from repmap_core.share.figures_shift import live_fit, separation_compare, shift_scatter
 from repmap_core.share.figures_steering import (
-    LRT_PUBLISHED_TEXT,
     agreement_table,
     preview_table,
     propensity_plot,
@@ -96,7 +97,7 @@ def _fmt(x: Any) -> str:
 
 # ------------------------------------------------------------------------------- one section per view
 
-def _explorer(states: dict, settings: dict) -> Section:
+def _explorer(states: dict, settings: dict, beside: dict[str, str]) -> Section:
     res = states["explorer.result"]
     aset, rows, dataset = res.aset, res.rows, res.dataset
     s = Section("explorer", VIEWS["explorer"].title)
@@ -130,7 +131,7 @@ def _shift_manifests(s: Section, res) -> None:
     s.settings("Finetuned activations", activation_manifest(res.finetuned.manifest, res.finetuned.layer_list))
 
 
-def _shift(states: dict, settings: dict) -> Section:
+def _shift(states: dict, settings: dict, beside: dict[str, str]) -> Section:
     res = states["shift.result"]
     base, ft, ds = res.base, res.finetuned, res.dataset
     before, after = res.rows["base"], res.rows["finetuned"]
@@ -157,7 +158,7 @@ def _shift(states: dict, settings: dict) -> Section:
     return s
 
 
-def _within(states: dict, settings: dict) -> Section:
+def _within(states: dict, settings: dict, beside: dict[str, str]) -> Section:
     done = states["within.result"]
     res = done.result
     s = Section("within", VIEWS["within"].title)
@@ -188,7 +189,7 @@ def _within(states: dict, settings: dict) -> Section:
     return s
 
 
-def _across(states: dict, settings: dict) -> Section:
+def _across(states: dict, settings: dict, beside: dict[str, str]) -> Section:
     res = states["across.result"]
     src, tgt, dataset = res.source, res.target, res.dataset
     s = Section("across", VIEWS["across"].title)
@@ -234,8 +235,7 @@ def _across(states: dict, settings: dict) -> Section:
         if "transfer.functional" in iv:
             s.text(f"Nulls: random directions of the target space {format_null(iv['transfer.functional'])} (with intercept), "
                    f"{format_null(iv['transfer.vector'])} (uncentred, as A w is scored); shuffled labels for the probes "
-                   f"{format_null(iv['probe.target'])}. Paper, beside this run's A w: {GAO_BETWEEN_VECTOR_ACCURACY:.4f} "
-                   "(GPT-2 → GPT-2-XL, last layer).")
+                   f"{format_null(iv['probe.target'])}." + (f" {beside['across']}" if "across" in beside else ""))
         if m.get("note"):
             s.text(m["note"])
         if fit.history:
@@ -247,7 +247,7 @@ def _across(states: dict, settings: dict) -> Section:
     return s
 
 
-def _steering(states: dict, settings: dict) -> Section:
+def _steering(states: dict, settings: dict, beside: dict[str, str]) -> Section:
     res = states["steer.result"]
     sets, labels, models = res.sets, res.labels, res.models
     s = Section("steering", VIEWS["steering"].title)
@@ -295,7 +295,8 @@ def _steering(states: dict, settings: dict) -> Section:
                    "Pearson r, native vs random direction": f"{cmp.get('null_pearson_r', float('nan')):.2f}",
                    "Cosine native vs carried": f"{tr.cosine:.2f}",
                    "Map R² (held-out rows)": "–" if tr.r2 is None else f"{tr.r2:.2f}"})
-        s.text(f"Paper, beside this run (not comparable in value): {LRT_PUBLISHED_TEXT}.")
+        if "steering" in beside:
+            s.text(beside["steering"])
         s.settings("Transfer", {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in req.items()})
     s.settings("Request", res.request)
     for k, vs in sets.items():
@@ -304,7 +305,7 @@ def _steering(states: dict, settings: dict) -> Section:
     return s
 
 
-def _finetune(states: dict, settings: dict) -> Section:
+def _finetune(states: dict, settings: dict, beside: dict[str, str]) -> Section:
     made = states["finetune.weak"]
     s = Section("finetune", VIEWS["finetune"].title)
     s.metrics({"Agreement with the true labels": format_estimate(made.agreement), "Rows": f"{made.rows:,}",
@@ -314,7 +315,7 @@ def _finetune(states: dict, settings: dict) -> Section:
     return s
 
 
-SECTIONS: dict[str, Callable[[dict, dict], Section]] = {
+SECTIONS: dict[str, Callable[[dict, dict, dict[str, str]], Section]] = {
     "explorer": _explorer, "shift": _shift, "within": _within, "across": _across, "steering": _steering,
     "finetune": _finetune}
 

@@ -68,7 +68,7 @@ def sentiment_judge(layer: int = 4) -> SentimentJudge:
     from repmap_core.analysis.probes import LinearProbe
     from repmap_core.analysis.splits import train_test_split_groups
     from repmap_core.capture.activations import get_activations
-    from repmap_core.capture.embedded import EMBEDDED_MODEL_ID
+    from repmap_core.locations import EMBEDDED_MODEL_ID
 
     aset = get_activations(EMBEDDED_MODEL_ID, "builtin:sentiment", [layer], "mean", loader=lambda r, d, t: _judge_model())
     X, y = np.asarray(aset[layer]), aset.labels.astype(np.int64)

@@ -16,7 +16,7 @@ from repmap_core.analysis.probe_null import (
 )
 from repmap_core.analysis.probes import LinearProbe
 from repmap_core.analysis.separation import separation_at
-from repmap_core.analysis.splits import groups_of
+from repmap_core.pairs import groups_of
 from tests.analysis.test_probes import planted, unpaired
 
 

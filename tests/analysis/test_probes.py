@@ -16,7 +16,7 @@ from repmap_core.analysis.separation import (
     layer_separation,
     separation_at,
 )
-from repmap_core.analysis.splits import groups_of, train_test_split_groups
+from repmap_core.analysis.splits import train_test_split_groups
 from repmap_core.errors import RepmapError
 
 # ---------------------------------------------------------------------------------------------
@@ -168,13 +168,6 @@ def test_probe_predict_returns_labels_from_classes():
 
 # ---------------------------------------------------------------------------------------------
 # grouped splits
-
-
-def test_groups_of_gives_unpaired_rows_their_own_group():
-    g = groups_of(np.array([0, 0, -1, 1, 1, -1]))
-    assert g[0] == g[1] and g[3] == g[4]
-    assert len(set(g.tolist())) == 4
-    assert g[2] != g[5] and g[2] < 0 and g[5] < 0
 
 
 @pytest.mark.parametrize("seed", range(8))

@@ -153,6 +153,7 @@ def test_tsne_separates_clusters_and_is_deterministic(clusters, tsne_runs):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_umap_separates_clusters_and_is_deterministic(clusters, umap_runs):
     _, y = clusters
     a, b, other_seed = umap_runs

@@ -176,8 +176,8 @@ def test_cv_accuracy_is_the_pooled_out_of_fold_share_as_sklearn_computes_it():
     from sklearn.preprocessing import StandardScaler
 
     from repmap_core.analysis.separation import separation_at
-    from repmap_core.analysis.splits import groups_of
     from repmap_core.analysis.stats import wilson
+    from repmap_core.pairs import groups_of
 
     X, y, _ = planted(n=500, d=12, strength=1.2, seed=21)
     r = separation_at(X, y, unpaired(500), 0, null_permutations=0)
@@ -201,10 +201,10 @@ def test_real_minilm_separation_has_intervals_and_clears_its_null(tmp_path):
     from sklearn.preprocessing import StandardScaler
 
     from repmap_core.analysis.separation import layer_separation
-    from repmap_core.analysis.splits import groups_of
     from repmap_core.capture.activations import get_activations
     from repmap_core.capture.models import EMBEDDED_MODEL_ID
     from repmap_core.data.load import load_dataset
+    from repmap_core.pairs import groups_of
 
     aset = get_activations(EMBEDDED_MODEL_ID, load_dataset("builtin:sentiment", limit=300, seed=0), [0, 3, 5], "auto")
     rows = layer_separation(aset.layers, aset.labels, aset.pair_ids)

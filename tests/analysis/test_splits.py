@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from repmap_core.analysis.splits import groups_of, split_pairs, train_test_split_groups, validation_split
+from repmap_core.analysis.splits import split_pairs, train_test_split_groups, validation_split
 from repmap_core.data.load import TextDataset
 from repmap_core.errors import RepmapError
 
@@ -23,12 +23,6 @@ def dataset(labels: np.ndarray, pair_ids: np.ndarray) -> TextDataset:
 
 def sides_share_a_group(groups: np.ndarray, a: np.ndarray, b: np.ndarray) -> bool:
     return bool(set(groups[a]) & set(groups[b]))
-
-
-def test_groups_are_pairs_and_each_unpaired_row_its_own():
-    g = groups_of(np.array([3, 3, -1, -1, 7, 7]))
-    assert g[0] == g[1] == 3 and g[4] == g[5] == 7
-    assert len({g[2], g[3], 3, 7}) == 4  # the two unpaired rows are groups of one, apart from the pairs
 
 
 @pytest.mark.parametrize("split", ["probe", "validation", "steering"])

@@ -10,8 +10,10 @@ import pytest
 
 from repmap_core.capture import gguf, store
 from repmap_core.capture.inventory import CacheItem, delete_item, inventory
+from repmap_core.capture.model_config import FINETUNE_MANIFEST
 from repmap_core.data.load import TextDataset
-from repmap_core.finetune.checkpoints import FORMAT, HEAD_NAME, MANIFEST_NAME, save_dataset
+from repmap_core.finetune.checkpoints import FORMAT, HEAD_NAME, save_dataset
+from repmap_core.locations import cache_root
 
 KEY = "0123456789abcdef" * 2
 
@@ -19,7 +21,7 @@ KEY = "0123456789abcdef" * 2
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("REPMAP_CACHE", str(tmp_path))
-    root = store.cache_root()
+    root = cache_root()
     for layer in (0, 3):  # one activation set of two layers, 5 rows of width 4
         manifest = {"model": "HuggingFaceTB/SmolLM2-135M-Instruct", "dataset_spec": "builtin:sentiment",
                     "position": "last", "layer": layer, "n_rows": 5, "d_model": 4, "created": "2026-03-04T05:06:07"}
@@ -28,7 +30,7 @@ def cache(tmp_path, monkeypatch):
     model.mkdir(parents=True)
     (model / "config.json").write_text("{}")
     (model / HEAD_NAME).write_bytes(b"\0" * 100)
-    (model / MANIFEST_NAME).write_text(json.dumps({"format": FORMAT, "base_model": "gpt2", "dataset": {"name": "builtin:sentiment"},
+    (model / FINETUNE_MANIFEST).write_text(json.dumps({"format": FORMAT, "base_model": "gpt2", "dataset": {"name": "builtin:sentiment"},
                                                    "metrics": {"val_acc": 0.875}, "created": "2026-03-05T00:00:00"}))
     conv = root / "gguf" / ("cd" * 16)
     conv.mkdir(parents=True)

@@ -36,6 +36,7 @@ def ab_file(tmp_path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_extract_json_and_export(tiny_gpt2, ab_file, tmp_path, cache_dir):
     out_dir = tmp_path / "export"
     r = run_cli("extract", "--model", str(tiny_gpt2), "--data", f"file:{ab_file}", "--layers", "0,-1",
@@ -62,6 +63,7 @@ def test_extract_json_and_export(tiny_gpt2, ab_file, tmp_path, cache_dir):
     assert np.array_equal(np.load(tmp_path / "again" / "layer_2.npy"), layer2)
 
 
+@pytest.mark.slow
 def test_layers_json(tiny_bert, tmp_path, cache_dir):
     path = tmp_path / "s.csv"
     rng = np.random.default_rng(0)
@@ -205,6 +207,7 @@ def test_between_prints_the_documented_json_and_saves_the_map(planted_arrays, tm
         assert z["A"].shape == (24, 16) and z["b"].shape == (24,)
 
 
+@pytest.mark.slow
 def test_within_alpha_is_auto_a_number_or_refused(planted_arrays, tmp_path, cache_dir):
     paths, _, _ = planted_arrays
     rows = np.random.default_rng(5).choice(1500, 20, replace=False)  # 16 training rows for 17 features: n <= d
@@ -251,6 +254,7 @@ def test_within_bad_input(planted_arrays, tmp_path, cache_dir, case, phrase):
     assert phrase in r.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_recipe_within_end_to_end_on_a_tiny_model(tiny_gpt2, cache_dir):
     r = run_cli("recipe", "within", "--model", str(tiny_gpt2), "--data", "builtin:sentiment", "--limit", "100",
                 "--epochs", "1", "--json", cache=cache_dir)
@@ -265,6 +269,7 @@ def test_recipe_within_end_to_end_on_a_tiny_model(tiny_gpt2, cache_dir):
     assert out["published"]["table1"]["Amazon Polarity"][2] == [1.0, 1.0]
 
 
+@pytest.mark.slow
 def test_recipe_between_end_to_end_on_two_tiny_models(tiny_gpt2, tiny_models, cache_dir):
     r = run_cli("recipe", "between", "--source", str(tiny_gpt2), "--target", str(tiny_models["llama"]), "--data",
                 "builtin:sentiment", "--limit", "120", "--method", "lstsq", "--source-layer", "1", "--json", cache=cache_dir)
@@ -277,6 +282,7 @@ def test_recipe_between_end_to_end_on_two_tiny_models(tiny_gpt2, tiny_models, ca
     assert r.returncode == 2 and "needs --source (the weak model) and --target" in r.stderr
 
 
+@pytest.mark.slow
 def test_between_refuses_exports_from_different_data(tiny_gpt2, tiny_models, tmp_path, cache_dir):
     """Two `extract --export` folders made from different rows: their fingerprints differ."""
     for name, data in (("a", "builtin:sentiment"), ("b", "builtin:science_qa")):
@@ -289,6 +295,7 @@ def test_between_refuses_exports_from_different_data(tiny_gpt2, tiny_models, tmp
     assert "come from different data (builtin:sentiment" in r.stderr and "extract both on the same rows" in r.stderr
 
 
+@pytest.mark.slow
 def test_steering_vectors_json_and_export(tiny_gpt2, tmp_path, cache_dir):
     r = run_cli("steering-vectors", "--model", str(tiny_gpt2), "--data", "builtin:survival_instinct", "--layers", "all",
                 "--limit", "60", "--export", str(tmp_path / "sv"), "--json", cache=cache_dir)
@@ -308,6 +315,7 @@ def test_steering_vectors_json_and_export(tiny_gpt2, tmp_path, cache_dir):
     assert r.returncode == 2 and "has no A/B pairs" in r.stderr
 
 
+@pytest.mark.slow
 def test_recipes_rimsky_and_lrt_on_tiny_causal_models(tiny_gpt2, tiny_models, cache_dir):
     r = run_cli("recipe", "rimsky", "--model", str(tiny_gpt2), "--chat", str(tiny_models["llama"]), "--data",
                 "builtin:survival_instinct", "--limit", "40", "--json", cache=cache_dir)
@@ -326,6 +334,7 @@ def test_recipes_rimsky_and_lrt_on_tiny_causal_models(tiny_gpt2, tiny_models, ca
     assert out["published"]["lrt_pearson_r_range"] == [0.73, 0.98]
 
 
+@pytest.mark.slow
 def test_between_updown_reports_the_round_trip_and_saves_both_maps(tmp_path, cache_dir):
     """`--method updown`: the round-trip error and down map's R² in the JSON, A, b, D, d in the file."""
     from safetensors.numpy import load_file

@@ -429,8 +429,8 @@ def drive(cases_json: str, results_json: str) -> None:
     from unittest import mock
 
     from repmap_core.__main__ import main
-    from repmap_core.papers import experiments
-    from repmap_core.share import arrays
+    from repmap_core.analysis import within
+    from repmap_core.capture import model_memory
 
     results = []
     for case in json.loads(Path(cases_json).read_text()):
@@ -438,15 +438,15 @@ def drive(cases_json: str, results_json: str) -> None:
         before = cache_state(cache)
         old_env = dict(os.environ)
         os.environ.update(case["env"])
-        saved = {"free": arrays.available_memory_bytes, "within": experiments.within_model}
+        saved = {"free": model_memory.available_memory_bytes, "within": within.within_model}
         if case["patch"] == "ram_16gb":
-            arrays.available_memory_bytes = lambda: 16 * 10**9
+            model_memory.available_memory_bytes = lambda: 16 * 10**9
         if case["patch"] == "nan_r2":
             def within_model(*args, real=saved["within"], **kwargs):
                 result, fit = real(*args, **kwargs)
                 result.fit["r2_test"] = float("nan")
                 return result, fit
-            experiments.within_model = within_model
+            within.within_model = within_model
         patches = contextlib.ExitStack()
         if case["patch"] == "no_gpu":
             patches.enter_context(mock.patch("torch.cuda.is_available", return_value=False))
@@ -480,7 +480,7 @@ def drive(cases_json: str, results_json: str) -> None:
                 os.close(keep[0]), os.close(keep[1])
                 os.environ.clear()
                 os.environ.update(old_env)
-                arrays.available_memory_bytes, experiments.within_model = saved["free"], saved["within"]
+                model_memory.available_memory_bytes, within.within_model = saved["free"], saved["within"]
                 patches.close()
             out.seek(0), errf.seek(0)
             results.append({"id": case["id"], "code": code, "stdout": out.read().decode(errors="replace"),
@@ -523,6 +523,7 @@ def answers(paths) -> dict[str, dict]:
     return {a["id"]: a for a in json.loads(out.read_text())}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_a_bad_input_gets_exit_2_and_one_line(case: Case, answers, paths):
     got = answers[case.id]
@@ -550,6 +551,7 @@ def run_cli(args: list[str], cache: Path) -> subprocess.CompletedProcess:
                           env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_the_driver_agrees_with_a_real_process(paths):
     """Two rows, in real `python -m repmap_core` processes: the same exit code and the same one line."""
     for case in (CASES[0], next(c for c in CASES if c.id == "NaN weights")):
@@ -559,6 +561,7 @@ def test_the_driver_agrees_with_a_real_process(paths):
         assert cache_state(paths["cache"]) == before
 
 
+@pytest.mark.slow
 def test_activations_that_overflow_even_float32_are_refused_and_never_cached(paths):
     """Finite weights can still give inf: the check after each batch refuses them (after the
     "Loading" progress line, the one case where the sentence is not alone) and nothing is cached."""
@@ -610,7 +613,7 @@ def test_undefined_statistics_become_null_and_other_nan_is_refused():
 
 def test_the_core_functions_refuse_what_the_cli_refuses():
     from repmap_core.analysis.separation import separation_at
-    from repmap_core.papers.experiments import within_model
+    from repmap_core.analysis.within import within_model
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(60, 4))

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
-from repmap_core.finetune.checkpoints import MANIFEST_NAME
+import pytest
+
+from repmap_core.capture.model_config import FINETUNE_MANIFEST
 from tests.cli.test_cli import one_json_object, run_cli
 
 
+@pytest.mark.slow
 def test_finetune_writes_a_checkpoint_once_and_reuses_it(tiny_gpt2, tmp_path, cache_dir):
     data = tmp_path / "reviews.csv"
     rows = [f"The film was {w},1" for w in ("great", "good", "lovely", "fine")] * 4 + \
@@ -20,7 +23,7 @@ def test_finetune_writes_a_checkpoint_once_and_reuses_it(tiny_gpt2, tmp_path, ca
     out = one_json_object(r.stdout)
     assert not out["reused"] and out["base_model"] == str(tiny_gpt2) and out["dataset"]["rows"] == 32
     assert out["dataset"]["train_rows"] + out["dataset"]["val_rows"] == 32 and out["metrics"]["steps"] >= 1
-    manifest = json.loads((cache_dir / "models" / out["path"].split("/")[-1] / MANIFEST_NAME).read_text())
+    manifest = json.loads((cache_dir / "models" / out["path"].split("/")[-1] / FINETUNE_MANIFEST).read_text())
     assert manifest["config"]["epochs"] == 1 and manifest["config"]["max_length"] == 16
     again = one_json_object(run_cli(*args, cache=cache_dir).stdout)
     assert again["reused"] and again["path"] == out["path"] and again["metrics"] == out["metrics"]

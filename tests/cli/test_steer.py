@@ -20,6 +20,7 @@ def test_multipliers_are_parsed_or_refused_in_one_sentence():
             parse_alphas(bad)
 
 
+@pytest.mark.slow
 def test_steer_sweeps_held_out_questions_beside_a_random_direction(tiny_gpt2, cache_dir):
     r = run_cli("steer", "--model", str(tiny_gpt2), "--data", "builtin:corrigible", "--layer", "-1", "--alphas=-2,0,2",
                 "--limit", "40", "--json", cache=cache_dir)

@@ -16,6 +16,7 @@ from repmap_core.capture.activations import get_activations, stream_activations
 from repmap_core.capture.stream_writer import LayerStreamWriter
 from repmap_core.data.load import load_dataset, open_stream
 from repmap_core.errors import RepmapError
+from repmap_core.locations import cache_root
 
 
 def write_rows(path, n=700, paired=False):
@@ -61,6 +62,7 @@ def test_limit_takes_the_first_rows_and_keeps_pairs_whole(tmp_path):
     assert ids.tolist() == [i // 2 for i in range(30)]
 
 
+@pytest.mark.slow
 def test_streamed_activations_equal_the_in_memory_ones_in_one_entry(tiny_gpt2, tmp_path, cache_dir, monkeypatch):
     path = write_rows(tmp_path / "ab.jsonl", n=300, paired=True)
     streamed = stream_activations(str(tiny_gpt2), f"file:{path}", [0, 2], "answer", chunk_rows=97)
@@ -103,7 +105,7 @@ def test_stream_writer_makes_a_checked_safetensors_file(cache_dir):
 
     rng = np.random.default_rng(1)
     A, y, p = rng.normal(size=(250, 8)).astype(np.float32), rng.integers(0, 2, 250), np.arange(250)
-    path = store.cache_root() / "t" / "layer_0.safetensors"
+    path = cache_root() / "t" / "layer_0.safetensors"
     with LayerStreamWriter(path, 250, 8, {"k": 1}) as w:
         for s in (200, 0, 100):  # any order of blocks
             w.write_rows(s, A[s:s + 100], y[s:s + 100], p[s:s + 100])

@@ -80,6 +80,7 @@ def model_folders(cache_dir: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.exists() else []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind, pooling", [("gpt2", "last"), ("bert", "mean")])
 def test_finetuning_learns_separable_data(trained, kind, pooling):
     run = trained(kind)
@@ -98,6 +99,7 @@ def test_finetuning_learns_separable_data(trained, kind, pooling):
     assert all(0 <= a <= b <= 1 for a, b in zip(run.fractions, run.fractions[1:]))
 
 
+@pytest.mark.slow
 def test_folder_holds_a_complete_model_head_and_manifest(trained, tiny_gpt2):
     run = trained("gpt2")
     folder = Path(run.result.path)
@@ -120,6 +122,7 @@ def test_folder_holds_a_complete_model_head_and_manifest(trained, tiny_gpt2):
     assert head["weight"].shape == (2, 32) and head["bias"].shape == (2,)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind, position", [("gpt2", "last"), ("bert", "mean")])
 def test_finetuned_folder_loads_and_extracts_like_any_model(trained, tiny_models, kind, position):
     ds = separable()
@@ -132,6 +135,7 @@ def test_finetuned_folder_loads_and_extracts_like_any_model(trained, tiny_models
     assert np.abs(after - before).mean() > 0.05 * np.abs(before).mean()
 
 
+@pytest.mark.slow
 def test_same_request_is_reused_and_force_retrains(tiny_gpt2, cache_dir):
     ds = separable()
     first = finetune(str(tiny_gpt2), ds, QUICK)
@@ -148,6 +152,7 @@ def test_same_request_is_reused_and_force_retrains(tiny_gpt2, cache_dir):
     assert len(list_finetuned()) == 2
 
 
+@pytest.mark.slow
 def test_same_seed_gives_the_same_weights(tiny_gpt2):
     ds = separable()
     a = head_weights(finetune(str(tiny_gpt2), ds, QUICK).path)
@@ -219,6 +224,7 @@ def test_early_stopping_on_random_labels_keeps_the_best_weights(tiny_gpt2):
     assert saved_loss == pytest.approx(metrics["val_loss"], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_predict_and_weak_labels_round_trip_through_a_saved_data_set(trained):
     path = trained("gpt2").result.path
     ds = separable()
@@ -245,6 +251,7 @@ def test_predict_and_weak_labels_round_trip_through_a_saved_data_set(trained):
     assert save_dataset(weak, "again") == spec  # content-addressed
 
 
+@pytest.mark.slow
 def test_check_base_names_the_real_base(trained, tiny_gpt2, tiny_bert):
     path = trained("gpt2").result.path
     assert check_base(path, str(tiny_gpt2))["base_model"] == str(tiny_gpt2)
@@ -295,6 +302,7 @@ def test_validation_split_keeps_pairs_whole_and_balances_labels():
     assert len(validation_split(unpaired, 0.0)[1]) == 0
 
 
+@pytest.mark.slow
 def test_list_finetuned_skips_partial_and_broken_folders(trained, cache_dir):
     source = Path(trained("gpt2").result.path)
     models = cache_dir / "models"

@@ -29,6 +29,7 @@ def test_split_three_is_disjoint_covers_every_row_and_keeps_pairs_whole():
     assert abs(len(a) / len(ds) - 0.3) < 0.05 and abs(len(b) / len(ds) - 0.4) < 0.05
 
 
+@pytest.mark.slow
 def test_the_protocol_on_tiny_models(tiny_models):
     data = load_dataset("builtin:sentiment", limit=120)
     cfg = FinetuneConfig(epochs=1, batch_size=8, max_length=32)

@@ -11,11 +11,12 @@ import plotly.graph_objects as go
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from repmap_core.analysis.between import TRANSFER_EXPLAINED, between_models
 from repmap_core.analysis.similarity import layer_similarity
 from repmap_core.analysis.similarity_null import NULL_PERMUTATIONS
 from repmap_core.analysis.stats import format_estimate
 from repmap_core.capture.activations import get_activations
-from repmap_core.papers.experiments import GAO_BETWEEN_VECTOR_ACCURACY, TRANSFER_EXPLAINED, between_models
+from repmap_core.papers.published import GAO_BETWEEN_VECTOR_ACCURACY
 from repmap_core.share.figures_across import best_match_cells
 from tests.conftest import ROOT
 from tests.tiny_models import build_tiny_model

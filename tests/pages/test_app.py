@@ -10,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from repmap_core.capture import store
+from repmap_core.locations import cache_root
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -109,7 +110,7 @@ def test_uploaded_table_is_used(app, tiny_bert):
     submit(app)
     assert metrics(app)["Rows"] == "40" and metrics(app)["Width"] == "32"
     # stored by content hash, never by the name the user gave it
-    uploads = list((store.cache_root() / "uploads").iterdir())
+    uploads = list((cache_root() / "uploads").iterdir())
     assert uploads and all("mine" not in p.name for p in uploads)
 
 
@@ -165,4 +166,4 @@ def test_cache_page_lists_and_deletes_entries(app):
     app.button(key="cache.delete").click().run()
     assert not app.exception
     assert key.id not in {e.key for e in store.list_entries()}
-    assert not (store.cache_root() / "activations" / key.id).exists()
+    assert not (cache_root() / "activations" / key.id).exists()

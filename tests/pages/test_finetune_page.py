@@ -233,6 +233,7 @@ def test_cancel_stops_the_finetune_and_saves_nothing(page, tiny_gpt2, cache_dir,
     assert not models.exists() or not [p for p in models.iterdir() if p.is_dir()]
 
 
+@pytest.mark.slow
 def test_weak_labels_make_a_data_set_that_loads(page, tiny_gpt2, tmp_path):
     data = tmp_path / "reviews.csv"
     data.write_bytes(table_csv())

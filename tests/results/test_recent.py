@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from repmap_core.capture import store
+from repmap_core.locations import cache_root
 from repmap_core.results import recent
 
 
@@ -38,7 +38,7 @@ def test_the_same_request_again_is_not_rewritten_and_a_new_one_replaces_it(cache
 
 def test_unreadable_files_are_skipped_forget_removes_and_unknown_views_are_refused(cache):
     recent.remember("explorer", {"model": "gpt2"})
-    (store.cache_root() / "views" / "across.json").write_text("{not json")
+    (cache_root() / "views" / "across.json").write_text("{not json")
     assert list(recent.recall()) == ["explorer"]
     recent.forget("explorer")
     assert recent.recall() == {}

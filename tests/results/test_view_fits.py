@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from repmap_core.analysis.between import between_models
+from repmap_core.analysis.within import within_model
 from repmap_core.errors import RepmapError
-from repmap_core.papers.experiments import between_models, within_model
 from repmap_core.results.view_fits import (
     GROUND_TRUTH,
     AcrossFitResult,

@@ -17,14 +17,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from repmap_core.analysis.between import BetweenResult, between_models
 from repmap_core.analysis.separation import LayerSeparation, layer_separation
 from repmap_core.analysis.similarity import SimilarityMatrix, layer_similarity
 from repmap_core.analysis.stats import Estimate, format_estimate
+from repmap_core.analysis.within import WithinResult, within_model
 from repmap_core.capture.activations import ActivationSet
 from repmap_core.capture.models import ModelInfo, ResolvedModel
 from repmap_core.data.load import TextDataset, load_dataset
 from repmap_core.errors import RepmapError
-from repmap_core.papers.experiments import BetweenResult, WithinResult, between_models, within_model
 from repmap_core.results.view_fits import AcrossFitResult, WithinFitResult
 from repmap_core.results.view_results import (
     AcrossResult,

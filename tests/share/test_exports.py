@@ -18,12 +18,12 @@ from streamlit.testing.v1 import AppTest
 
 from repmap_core import __version__
 from repmap_core.errors import RepmapError
+from repmap_core.results.manifests import export_manifest
 from repmap_core.results.view_results import ExplorerResult
 from repmap_core.share.exports import (
     PNG_SIGNATURE,
     arrays_bundle,
     arrays_safetensors,
-    export_manifest,
     figure_html,
     figure_png,
     png_available,
@@ -67,6 +67,7 @@ def test_png_available_is_cached_and_matches_chromium():
     assert png_available() == (find_chromium() is not None)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("engine", ["auto", "playwright"])
 def test_png_has_the_signature_and_the_requested_size(engine):
     if find_chromium() is None:
@@ -77,6 +78,7 @@ def test_png_has_the_signature_and_the_requested_size(engine):
     assert abs(width - 800) <= 8 and abs(height - 600) <= 8, (width, height)
 
 
+@pytest.mark.slow
 def test_png_uses_a_default_size_when_the_figure_sets_none():
     if find_chromium() is None:
         require_or_skip("Chromium not found; PNG export needs it")
@@ -258,7 +260,7 @@ def safetensors_download(found: dict, key: str) -> tuple[dict, dict[str, np.ndar
 
 @pytest.mark.slow
 def test_across_page_map_download_decodes_to_the_fitted_map(tiny_gpt2, tmp_path_factory, media):
-    from repmap_core.papers.experiments import transferred_probe
+    from repmap_core.analysis.between import transferred_probe
     from tests.tiny_models import build_tiny_model
 
     wide = str(build_tiny_model("gpt2", tmp_path_factory.mktemp("exports_models") / "gpt2_w48", width=48, seed=48))
@@ -306,7 +308,7 @@ class _Affine:
 
 @pytest.mark.slow
 def test_within_page_delta_download_decodes_to_the_fit(tiny_gpt2, tmp_path_factory, media):
-    from repmap_core.papers.experiments import within_model
+    from repmap_core.analysis.within import within_model
     from tests.tiny_models import build_tiny_model
 
     other = str(build_tiny_model("gpt2", tmp_path_factory.mktemp("exports_within") / "gpt2_other", seed=7))

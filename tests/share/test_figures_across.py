@@ -2,21 +2,18 @@
 side-by-side scatters, the fit curve, the per-dimension error, the transfer table and the exports."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import plotly.graph_objects as go
 import pytest
 
+from repmap_core.analysis.between import TRANSFER_EXPLAINED, between_models
 from repmap_core.analysis.similarity import SimilarityMatrix
-from repmap_core.papers.experiments import TRANSFER_EXPLAINED, between_models
 from repmap_core.share.figures import LABEL_COLORS
 from repmap_core.share.figures_across import (
     TRANSFER_COLUMNS,
     best_match_cells,
     best_matches,
     fit_curve,
-    map_manifest,
     per_dim_error,
     selected_rows,
     side_by_side,
@@ -195,31 +192,6 @@ def test_similarity_table_labels_rows_and_columns():
     assert list(table.columns) == ["target 1", "target 3", "target 5", "target 7"]
     assert table.loc["source 2", "target 7"] == 0.95 and table.index.name == "linear_cka"
     assert table.to_csv().splitlines()[0] == "linear_cka,target 1,target 3,target 5,target 7"
-
-
-def test_map_safetensors_round_trips_the_map_and_its_manifest(tmp_path):
-    from safetensors import safe_open
-    from safetensors.numpy import load
-
-    S, T, y = planted_between()
-    result, fitted = between_models(S, T, y, method="ridge")
-    side = {"model": "gpt2", "revision": "abc", "d_model": 12, "position": "last", "key": "k1",
-            "dataset_spec": "builtin:sentiment", "dataset_fingerprint": "fp", "n_rows": 300}
-    manifest = map_manifest(side, dict(side, model="gpt2-xl", d_model=16, key="k2"), (6, -1), "ridge", {"alpha": None},
-                            result, 0.2, 0)
-    assert manifest["source"]["site"] == "blocks.6.hook_resid_post" and manifest["target"]["model"] == "gpt2-xl"
-    assert manifest["data"]["fingerprint"] == "fp" and manifest["metrics"]["r2_test"] == result.map["r2_test"]
-    from repmap_core.share.exports import arrays_safetensors
-
-    data = arrays_safetensors({"A": fitted.A_, "b": fitted.b_}, manifest)
-    arrays = load(data)
-    assert arrays["A"].shape == (16, 12) and np.array_equal(arrays["A"], fitted.A_)
-    assert np.array_equal(arrays["b"], fitted.b_)
-    path = tmp_path / "map.safetensors"
-    path.write_bytes(data)
-    with safe_open(str(path), "np") as f:
-        back = json.loads(f.metadata()["manifest"])
-    assert back["method"] == "ridge" and back["source"]["revision"] == "abc" and back["params"] == {"alpha": None}
 
 
 @pytest.mark.parametrize("metric", ["linear_cka", "cka_debiased", "svcca"])

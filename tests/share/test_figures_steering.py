@@ -6,7 +6,6 @@ import pytest
 
 from repmap_core.share.figures_steering import (
     CELL_TEXT_MAX_LAYERS,
-    LRT_PUBLISHED_TEXT,
     agreement_table,
     cosine_by_layer,
     cosines_table,
@@ -115,7 +114,6 @@ def test_exported_tables():
     prev = preview_table(["x" * 200, "short"], ["p1", "p2"], ["s1", "s2"], 4.0)
     assert list(prev.columns) == ["question (its end)", "without steering", "with α = +4"]
     assert prev.iloc[0, 0] == "…" + "x" * 160 and prev.iloc[1, 0] == "short"
-    assert "0.73–0.98" in LRT_PUBLISHED_TEXT and "13 behaviours" in LRT_PUBLISHED_TEXT
 
 
 def test_vectors_safetensors_round_trips(tmp_path):

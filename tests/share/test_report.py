@@ -2,6 +2,7 @@
 the settings and manifests, nothing fetched from the network; and the CLI that writes it."""
 from __future__ import annotations
 
+import html
 import json
 import re
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import pytest
 
 from repmap_core.errors import RepmapError
+from repmap_core.papers.published import BESIDE_A_RUN
 from repmap_core.share.bundle import load_bundle, save_bundle
 from repmap_core.share.report import build_report, build_sections, plotly_js, report_from_bundle
 from tests.conftest import ROOT
@@ -26,7 +28,8 @@ def states() -> dict:
 @pytest.fixture(scope="module")
 def page(states) -> str:
     settings = {"explorer.shown": [0, 2], "explorer.max_points": 500, "shift.layer": 1}
-    return build_report(states, settings, ALL, meta={"repmap": "0.1.0", "created": "2025-01-01T00:00:00+00:00"})
+    return build_report(states, settings, ALL, meta={"repmap": "0.1.0", "created": "2025-01-01T00:00:00+00:00"},
+                        beside=BESIDE_A_RUN)
 
 
 def figure_specs(page: str) -> list[dict]:
@@ -165,6 +168,7 @@ def test_a_bundle_cannot_put_markup_into_the_report_it_loads(states, tmp_path):
             assert live_markup(out.read_text())["handlers"] == [] and "img" not in live_markup(out.read_text())["loaders"]
 
 
+@pytest.mark.slow
 def test_cli_report_from_a_saved_bundle(states, tmp_path):
     bundle = save_bundle(tmp_path / "session.zip", {k: states[k] for k in ("explorer.result", "across.result", "across.fit",
                                                                             "across.layer_s", "across.layer_t")},
@@ -180,6 +184,7 @@ def test_cli_report_from_a_saved_bundle(states, tmp_path):
     same = report_from_bundle(load_bundle(bundle), ["explorer", "across"])  # the CLI draws what the library draws
     assert figure_specs(page) == figure_specs(same)
     assert "<h2>Across models</h2>" in page and "<h2>Steering</h2>" not in page
+    assert BESIDE_A_RUN["across"] in html.unescape(page)  # the CLI hands the papers' numbers to the report
     # a view the bundle lacks, and a file that is not a bundle: exit 2 and one line
     bad = subprocess.run([sys.executable, "-m", "repmap_core", "report", "--bundle", str(bundle), "--out", str(out),
                           "--views", "steering"], cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -222,4 +227,14 @@ def test_the_report_shows_the_same_intervals_and_nulls_as_the_pages(page, states
     for key in ("map.r2_test", "probe.source", "transfer.functional", "transfer.vector"):
         assert format_estimate(across[key]) in text, key
     assert "Paper, beside this run's A w: 0.5025" in text and "Gao et al.: vector" not in text
+
+
+def test_the_report_prints_a_papers_number_only_where_its_caller_hands_it(states):
+    """share/ holds no paper's numbers: without `beside` the report has this run's numbers alone."""
+    import html
+
+    text = html.unescape(build_report(states, {}, ["across", "steering"]))
+    assert "Nulls: random directions of the target space" in text and "Paper, beside" not in text and "0.5025" not in text
+    text = html.unescape(build_report(states, {}, ["across"], beside={"across": "Planted: 0.123."}))
+    assert "(uncentred, as A w is scored); shuffled labels for the probes" in text and "Planted: 0.123." in text
     assert "debiased linear CKA of every layer pair" in text and "rows shuffled, 5 times" in text
