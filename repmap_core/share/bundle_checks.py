@@ -269,7 +269,8 @@ def check_shapes(obj: Any, path: str) -> None:
 def check_states(states: dict) -> None:
     """Each view's state of its kind, and the states of one view consistent with each other (a selection's
     rows and a chosen layer among those of the result they belong to)."""
-    from repmap_core.papers.experiments import BetweenResult, WithinResult
+    from repmap_core.analysis.between import BetweenResult
+    from repmap_core.analysis.within import WithinResult
     from repmap_core.results.view_fits import AcrossFitResult, WithinFitResult
     from repmap_core.results.view_results import (
         AcrossResult,
