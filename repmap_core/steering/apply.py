@@ -199,8 +199,9 @@ def propensity_curve(alphas: np.ndarray, gaps: np.ndarray, layer: int, *, scale:
                      groups: np.ndarray | None = None, seed: int = 0) -> PropensityCurve:
     """Summarise per-prompt propensities `gaps` (k, n) into a curve with 95% intervals over `groups`
     (n,), the question of each prompt (None: every prompt its own question). The band and the
-    agreement's interval are percentile bootstraps over questions; an agreement of exactly 0 or 1,
-    where every resample agrees, gets the Wilson interval over the questions instead."""
+    agreement's interval are percentile bootstraps over questions; where every resample gives the same
+    agreement (all questions win, or a letter-biased model wins each question in exactly one of its
+    two orders), the Wilson interval with the questions as its n instead."""
     gaps = np.asarray(gaps, np.float64)
     n = gaps.shape[1]
     groups = np.arange(n) if groups is None else np.asarray(groups)
@@ -213,7 +214,7 @@ def propensity_curve(alphas: np.ndarray, gaps: np.ndarray, layer: int, *, scale:
     agreement = wins.mean(1)
     n_q = len(np.unique(groups))
     for i, share in enumerate(agreement):
-        if share in (0.0, 1.0):
+        if not a_high[i] > a_low[i]:  # every resample agrees (all questions win, or each wins in one letter order only)
             a_low[i], a_high[i] = wilson(share * n_q, n_q)
     return PropensityCurve(np.asarray(alphas, np.float64), gaps.mean(1), low, high, agreement, int(layer), int(n),
                            a_low, a_high, gaps, scale, float(factor), groups)
