@@ -13,7 +13,6 @@ from repmap_ui import urlstate
 from repmap_ui.common import model_loader
 from repmap_ui.flow import check_models, is_cached, link_gate, seconds_for
 from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker, seed_data_picker, seed_model_picker
-from repmap_ui.rebuild import cached_separation
 from repmap_ui.text import md
 from repmap_ui.urlstate import Choice, Int, Layers, Text
 
@@ -61,7 +60,7 @@ def compute_shift(req: dict) -> ShiftResult:
     """Activations of both models on the same rows, checked to belong together, with separation."""
     with st.status(f"Activations of both models on {md(req['data'])}", expanded=True) as status:
         bar = st.progress(0.0)
-        result = shift_result(req, loader=model_loader(False), separation=cached_separation,
+        result = shift_result(req, loader=model_loader(False),
                               progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m))
         status.update(label=f"{len(result.dataset)} rows × {len(result.base.layer_list)} layers, before and after",
                       state="complete", expanded=False)

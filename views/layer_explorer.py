@@ -20,7 +20,6 @@ from repmap_ui import exports, urlstate
 from repmap_ui.common import default_causal_model, model_loader, show_error, table_uploader, warm_umap_in_background
 from repmap_ui.flow import is_cached, link_gate, run_request, seconds_for, view_gate, view_may_compute
 from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker, seed_data_picker, seed_model_picker
-from repmap_ui.rebuild import cached_separation
 from repmap_ui.text import md
 from repmap_ui.urlstate import Choice, Int, IntList, Layers, Text
 
@@ -96,7 +95,7 @@ def quick_switch(current: str) -> dict | None:
 def compute(req: dict) -> ExplorerResult:
     with st.status(f"Activations of {md(req['model'])} on {md(req['data'])}", expanded=True) as status:
         bar = st.progress(0.0, text="Checking the cache")
-        result = explorer_result(req, loader=model_loader(req["trust"]), separation=cached_separation,
+        result = explorer_result(req, loader=model_loader(req["trust"]),
                                  progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m))
         aset = result.aset
         status.update(label=f"{md(req['model'])} on {md(result.dataset.name)}: {aset.n} rows × {len(aset.layer_list)} layers",

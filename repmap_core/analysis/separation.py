@@ -22,7 +22,7 @@ from repmap_core.pairs import groups_of
 from repmap_core.progress import Progress
 
 __all__ = ["LayerSeparation", "fisher_ratio", "fisher_ratio_streamed", "silhouette", "separation_at", "layer_separation",
-           "best_layer", "check_separable", "split_plan", "SplitPlan", "MAX_EXACT_ROWS"]
+           "best_layer", "check_separable", "split_plan", "SplitPlan", "MAX_EXACT_ROWS", "scoring_settings"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,7 @@ def silhouette(X: np.ndarray, y: np.ndarray, max_rows: int = 2000, seed: int = 0
     return float(silhouette_score(Z, y, sample_size=min(max_rows, len(y)), random_state=seed))
 
 
+PROBE_C = 0.1  # the probe's inverse L2 strength on standardised features
 MAX_EXACT_ROWS = 20_000  # above this, a streamed SGD probe and a seeded sample keep time and memory bounded
 
 
@@ -107,7 +108,7 @@ def fisher_ratio_streamed(X: np.ndarray, y: np.ndarray, chunk: int = 10_000) -> 
 
 
 def separation_at(X: np.ndarray, y: np.ndarray, pair_ids: np.ndarray, layer: int, *, folds: int = 5,
-                  test_frac: float = 0.2, seed: int = 0, C: float = 0.1,
+                  test_frac: float = 0.2, seed: int = 0, C: float = PROBE_C,
                   null_permutations: int = NULL_PERMUTATIONS, plan: SplitPlan | None = None) -> LayerSeparation:
     """All separation scores for one layer's activations `X (n, d)` and labels `y (n,)`.
 
@@ -209,6 +210,18 @@ def split_plan(y: np.ndarray, pair_ids: np.ndarray, *, folds: int = 5, test_frac
     null_folds = cv if len(null_rows) == len(y) else [
         (np.searchsorted(null_rows, tr), np.searchsorted(null_rows, te)) for tr, te in cv_folds(null_rows)]
     return SplitPlan(groups, cv, train_test_split_groups(y, pair_ids, test_frac, seed), null_rows, null_folds)
+
+
+SCORING_VERSION = 1  # raised whenever a score's computation changes, so scores kept with the old one are not read
+
+
+def scoring_settings(*, folds: int = 5, test_frac: float = 0.2, seed: int = 0,
+                     null_permutations: int = NULL_PERMUTATIONS) -> dict:
+    """Everything besides the activations that decides `layer_separation`'s numbers (its arguments, the probe's
+    penalty, the null's shuffles and row cap, the exact-rows cap, the version of the computation): what a kept
+    score is named by, so a change to any of them computes it again."""
+    return {"scoring": SCORING_VERSION, "folds": int(folds), "test_frac": float(test_frac), "seed": int(seed), "C": PROBE_C,
+            "null_permutations": int(null_permutations), "null_max_rows": NULL_MAX_ROWS, "max_exact_rows": MAX_EXACT_ROWS}
 
 
 def layer_separation(layers: dict[int, np.ndarray], labels: np.ndarray, pair_ids: np.ndarray, *,

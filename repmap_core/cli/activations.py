@@ -129,14 +129,16 @@ def extract(args: argparse.Namespace, progress: Progress) -> dict | None:
 
 def layers(args: argparse.Namespace, progress: Progress) -> dict:
     from repmap_core.analysis.probe_null import NULL_PERMUTATIONS
-    from repmap_core.analysis.separation import best_layer, layer_separation
+    from repmap_core.analysis.separation import best_layer
     from repmap_core.capture.models import site_name
+    from repmap_core.results.scores import layer_scores
 
     contract.check_folds(args.folds)  # before anything is extracted or cached
     _, aset = load_activations(args, progress)
     shuffles = NULL_PERMUTATIONS if args.null_permutations is None else args.null_permutations
-    rows = layer_separation(aset.layers, aset.labels, aset.pair_ids, folds=args.folds, test_frac=args.test_frac,
-                            seed=args.seed, null_permutations=shuffles, progress=progress)
+    # kept in the cache by the activations' key and these settings: the app's views read the same scores
+    rows = layer_scores(aset, folds=args.folds, test_frac=args.test_frac, seed=args.seed, null_permutations=shuffles,
+                        progress=progress)
     out = _describe(aset)
     out["layers"] = [dict(r.as_dict(), site=site_name(r.layer)) for r in rows]
     out["best_layer"] = best_layer(rows)

@@ -69,12 +69,13 @@ def _split():
 
 
 def _layers(report: Progress) -> tuple[str, object, dict]:
-    from repmap_core.analysis.separation import best_layer, layer_separation
+    from repmap_core.analysis.separation import best_layer
     from repmap_core.capture.activations import get_activations
+    from repmap_core.results.scores import layer_scores
     from repmap_core.share.figures import separation_curve
 
     aset = get_activations(SMOLLM2, DATA, "all", "last", progress=report)
-    rows = layer_separation(aset.layers, aset.labels, aset.pair_ids)
+    rows = layer_scores(aset, progress=report)  # the same kept scores the Layer explorer shows for this set
     best = best_layer(rows)
     at = {r.layer: r for r in rows}
     n = aset.n

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from repmap_core.analysis.separation import LayerSeparation, layer_separation
+from repmap_core.analysis.separation import LayerSeparation
 from repmap_core.analysis.stats import Estimate, accuracy_estimate
 from repmap_core.capture.activations import ActivationSet, cached_activations, get_activations
 from repmap_core.capture.model_config import FINETUNE_MANIFEST
@@ -24,12 +24,15 @@ from repmap_core.data.load import TextDataset, load_dataset, require_both_classe
 from repmap_core.errors import RepmapError
 from repmap_core.progress import Progress, silent
 
-Separation = Callable[[ActivationSet], list[LayerSeparation]]
+Separation = Callable[..., list[LayerSeparation]]  # (aset, progress=...) -> one row per layer of aset
 
 
-def separation_of(aset: ActivationSet) -> list[LayerSeparation]:
-    """Per-layer separation of the label in `aset` (the default; the app passes a cached one)."""
-    return layer_separation({L: aset[L] for L in aset.layer_list}, aset.labels, aset.pair_ids)
+def separation_of(aset: ActivationSet, progress: Progress | None = None) -> list[LayerSeparation]:
+    """Per-layer separation of the label in `aset`, kept in the cache by the set's key and the scoring settings
+    (`scores.layer_scores`): a view of cached activations opens without scoring again."""
+    from repmap_core.results.scores import layer_scores
+
+    return layer_scores(aset, progress=progress)
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,8 +106,7 @@ def explorer_result(req: dict, *, cached_only: bool = False, loader=None, progre
                         progress=progress)
     if aset is None:
         return None
-    progress(1.0, "Scoring each layer")
-    return ExplorerResult(req, dataset, aset, separation(aset))
+    return ExplorerResult(req, dataset, aset, separation(aset, progress=progress))
 
 
 def _trained_on(finetuned: str) -> dict | None:
@@ -135,9 +137,9 @@ def shift_result(req: dict, *, cached_only: bool = False, loader=None, progress:
         raise RepmapError(
             f"The finetuned model (width {ft.d}, {ft.manifest['n_layers']} blocks) does not match the base (width "
             f"{base.d}, {base.manifest['n_layers']} blocks); pick the finetuned version of the base model.")
-    progress(1.0, "Scoring each layer before and after")
     trained_on = _trained_on(req["finetuned"])
-    return ShiftResult(req, dataset, base, ft, {k: separation(v) for k, v in sets.items()},
+    rows = {k: separation(v, progress=_part(progress, i, 2)) for i, (k, v) in enumerate(sets.items())}
+    return ShiftResult(req, dataset, base, ft, rows,
                        bool(trained_on) and trained_on.get("fingerprint") == dataset.fingerprint)
 
 

@@ -47,3 +47,24 @@ def test_a_memo_that_may_not_compute_says_so_and_writes_nothing(cache_dir):
     assert not (cache_dir / "projections").exists() or not any((cache_dir / "projections").rglob("*.safetensors"))
     memo.disk_memo({"activations": "k", "layer": 0})({"method": "umap"}, lambda: np.ones((3, 2), np.float32))
     assert reader({"method": "umap"}, lambda: pytest.fail("computed")).sum() == 6  # cached: read, never computed
+
+
+def test_records_memo_keeps_records_of_numbers_and_text_and_computes_only_missing_items(cache_dir):
+    """Per-item records (per-layer scores) in one checksummed safetensors file: types come back as stored,
+    None as NaN in a float column, and only the items not kept are computed."""
+    calls = []
+
+    def compute(items):
+        calls.append(list(items))
+        return {i: {"layer": i, "acc": 0.5 + i / 10, "low": None if i == 2 else 0.4, "ok": i % 2 == 0,
+                    "note": f"all {i} rows"} for i in items}
+
+    got = memo.records_memo({"activations": "k", "rows": 10})([0, 2], compute)
+    assert calls == [[0, 2]] and got[0] == {"layer": 0, "acc": 0.5, "low": 0.4, "ok": True, "note": "all 0 rows"}
+    assert np.isnan(got[2]["low"]) and type(got[2]["layer"]) is int and type(got[2]["ok"]) is bool
+    more = memo.records_memo({"activations": "k", "rows": 10})([0, 1, 2], compute)
+    assert calls == [[0, 2], [1]] and sorted(more) == [0, 1, 2] and more[1]["note"] == "all 1 rows"
+    with pytest.raises(memo.NotCached):
+        memo.records_memo({"activations": "k", "rows": 10}, may_compute=False)([3], compute)
+    assert memo.records_memo({"activations": "k", "rows": 10}, may_compute=False)([1], compute)[1]["acc"] == 0.6
+    assert len(list((cache_dir / "scores").rglob("*.safetensors"))) == 1

@@ -54,16 +54,16 @@ def test_explorer_result_holds_the_activations_and_their_separation(tiny_gpt2):
     want = layer_separation({L: res.aset[L] for L in res.aset.layer_list}, res.aset.labels, res.aset.pair_ids)
     assert [r.layer for r in res.rows] == [0, 1, 2]
     assert [r.probe_cv_acc for r in res.rows] == [r.probe_cv_acc for r in want]
-    assert seen[-1] == (1.0, "Scoring each layer")
+    assert seen[-1] == (1.0, "Scored layer 2")  # the bar follows the layers scored
     # the cache alone gives the same view (a refresh, a new session); another request is not cached
     again = explorer_result(explorer_req(tiny_gpt2), cached_only=True)
     assert again.aset.manifest["key"] == res.aset.manifest["key"] and [r.probe_cv_acc for r in again.rows] == \
         [r.probe_cv_acc for r in res.rows]
     assert explorer_result(explorer_req(tiny_gpt2, layers="0"), cached_only=True) is not None  # a subset is cached
     assert explorer_result(explorer_req(tiny_gpt2, position="mean"), cached_only=True) is None
-    # the separation function is the caller's (the app passes its per-process cache)
+    # the separation function is the caller's (by default the scores kept in the cache, results.scores)
     calls = []
-    explorer_result(explorer_req(tiny_gpt2), separation=lambda a: calls.append(a.n) or separation_of(a))
+    explorer_result(explorer_req(tiny_gpt2), separation=lambda a, progress: calls.append(a.n) or separation_of(a))
     assert calls == [40]
     back = round_trip("explorer.result", res)
     assert isinstance(back, ExplorerResult)
