@@ -5,9 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from repmap_core.errors import RepmapError
-from repmap_core.papers.tour import STEPS, run_step, tour_report
+from repmap_core.papers.tour import STEPS, kept_step, run_step, tour_report
 from repmap_ui import exports
-from repmap_ui.common import show_error
+from repmap_ui.text import md
 
 st.title("Demo tour")
 st.caption("Six steps on the embedded SmolLM2-135M (and MiniLM) and 800 real reviews: where sentiment becomes readable, "
@@ -15,32 +15,53 @@ st.caption("Six steps on the embedded SmolLM2-135M (and MiniLM) and 800 real rev
            "computes and caches everything (a few minutes on a 2-core CPU, each step's time shown); later runs read the "
            "cache. Each step can also run on its own.")
 done: dict = st.session_state.setdefault("tour.steps", {})
+for key in STEPS:  # steps run before (another session, or before a refresh) are kept in the cache: shown as they are
+    if key not in done and (kept := kept_step(key)) is not None:
+        done[key] = kept
 
 c1, c2 = st.columns([1, 3])
 run_all = c1.button("Run the whole tour", type="primary", key="tour.run_all")
-if done:
-    c2.download_button("Download the tour as an HTML report", tour_report([done[k] for k in STEPS if k in done]),
-                       "repmap_tour.html", mime="text/html", key="tour.report")
+report_slot = c2.empty()  # filled after the steps below have run, so a run's report is offered at once
 
-
-def compute(key: str) -> None:
-    bar = st.progress(0.0, text=f"{STEPS[key]}: starting")
-    try:
-        done[key] = run_step(key, progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=f"{STEPS[key]}: {m}"))
-    except RepmapError as e:
-        show_error(e)
-    bar.empty()
-
-
+cards = {}
 for key, title in STEPS.items():
-    with st.container(border=True, key=f"tour.card.{key}"):
-        st.subheader(title)
-        if run_all or st.button("Run this step", key=f"tour.run.{key}"):
-            compute(key)
-        step = done.get(key)
-        if step is None:
-            st.caption("Not run yet in this session.")
-            continue
-        st.markdown(step.narrative)
-        exports.plot(step.figure, f"tour.fig.{key}", f"tour_{key}")
-        st.caption(f"Computed in {step.seconds:.1f} s here" + ("; read back from the cache now." if step.reused else "."))
+    card = st.container(border=True, key=f"tour.card.{key}")
+    card.subheader(title)
+    pressed = card.button("Run this step", key=f"tour.run.{key}")
+    cards[key] = (pressed, card.empty(), card.container())  # (pressed, its state line or bar, its result)
+queue = [key for key in STEPS if run_all or cards[key][0]]
+
+
+def draw(key: str) -> None:
+    step, body = done[key], cards[key][2]
+    body.markdown(step.narrative)
+    exports.plot(step.figure, f"tour.fig.{key}", f"tour_{key}", where=body)
+    body.caption(f"Computed in {step.seconds:.1f} s here" + ("; read back from the cache now." if step.reused else "."))
+
+
+for key in STEPS:  # what each card says before anything runs: a step about to run never reads "Not run yet"
+    status = cards[key][1]
+    if key in queue:
+        status.caption("Running…" if key == queue[0] else f"Waiting: runs after step {STEPS[queue[queue.index(key) - 1]][0]}.")
+    elif key in done:
+        draw(key)
+    else:
+        status.caption("Not run yet: press Run this step, or Run the whole tour.")
+
+for key in queue:
+    status = cards[key][1]
+    status.progress(0.0, text=f"{STEPS[key]}: starting")
+    try:
+        done[key] = run_step(key, progress=lambda f, m, key=key, status=status: status.progress(min(max(f, 0.0), 1.0),
+                                                                               text=f"{STEPS[key]}: {m}"))
+    except RepmapError as e:
+        status.error(md(e), icon=":material/error:")
+        continue
+    status.empty()
+    draw(key)
+
+if done:
+    steps = [done[k] for k in STEPS if k in done]
+    report_slot.download_button(f"Download the tour as an HTML report ({len(steps)} of {len(STEPS)} steps)",
+                                lambda: tour_report(steps), "repmap_tour.html", mime="text/html", key="tour.report",
+                                on_click="ignore")

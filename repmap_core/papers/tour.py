@@ -22,7 +22,7 @@ from repmap_core.capture.gguf import SMOLLM2_ID
 from repmap_core.locations import EMBEDDED_MODEL_ID, cache_root
 from repmap_core.progress import Progress, silent
 
-__all__ = ["TourStep", "STEPS", "run_step", "run_tour", "tour_report"]
+__all__ = ["TourStep", "STEPS", "kept_step", "run_step", "run_tour", "tour_report"]
 
 SMOLLM2 = SMOLLM2_ID
 MINILM = EMBEDDED_MODEL_ID
@@ -238,25 +238,39 @@ def _memo_path(key: str):
     return cache_root() / "results" / f"tour-{store.entry_key(identity)}.json"
 
 
+def kept_step(key: str) -> TourStep | None:
+    """The step as computed here before (read from the cache, nothing computed), or None: so a refreshed page
+    or a new session shows every step already run."""
+    import plotly.io as pio
+
+    from repmap_core.capture.models import needs_conversion
+
+    if any(needs_conversion(m) for m in (SMOLLM2, MINILM)):
+        return None  # never run here (its model was never converted), and looking must not convert it
+    path = _memo_path(key)
+    if not path.exists():
+        return None
+    kept = store.read_json(path) or {}
+    try:
+        if not (isinstance(kept.get("narrative"), str) and isinstance(kept.get("numbers"), dict)
+                and isinstance(kept.get("seconds"), (int, float))):
+            raise ValueError("not a tour step")
+        return TourStep(key, STEPS[key], kept["narrative"], pio.from_json(kept["figure"]), kept["numbers"],
+                        kept["seconds"], True)
+    except (OSError, ValueError, KeyError, TypeError):
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)  # unreadable or of another shape: counts as not run, and is made again
+        return None
+
+
 def run_step(key: str, progress: Progress | None = None, *, reuse: bool = True) -> TourStep:
     """Compute one step, or read it back when this exact step has been computed here before."""
     import json
 
-    import plotly.io as pio
-
     report = progress or silent
+    if reuse and (kept := kept_step(key)) is not None:
+        return kept
     path = _memo_path(key)
-    if reuse and path.exists():
-        kept = store.read_json(path) or {}
-        try:
-            if not (isinstance(kept.get("narrative"), str) and isinstance(kept.get("numbers"), dict)
-                    and isinstance(kept.get("seconds"), (int, float))):
-                raise ValueError("not a tour step")
-            return TourStep(key, STEPS[key], kept["narrative"], pio.from_json(kept["figure"]), kept["numbers"],
-                            kept["seconds"], True)
-        except (OSError, ValueError, KeyError, TypeError):
-            with contextlib.suppress(OSError):
-                path.unlink(missing_ok=True)  # unreadable or of another shape: computed again below
     t0 = time.perf_counter()
     text, fig, numbers = RUNNERS[key](report)
     step = TourStep(key, STEPS[key], text, fig, numbers, time.perf_counter() - t0)

@@ -21,6 +21,7 @@ def tiny_tour(tiny_models, monkeypatch):
 
 
 def test_every_step_tells_its_own_numbers_and_draws_its_figure(tiny_tour):
+    assert tiny_tour.kept_step("layers") is None  # nothing run here yet, and looking computes nothing
     steps = tiny_tour.run_tour()
     assert [s.key for s in steps] == list(tiny_tour.STEPS)
     for s in steps:
@@ -40,5 +41,7 @@ def test_every_step_tells_its_own_numbers_and_draws_its_figure(tiny_tour):
 
     again = tiny_tour.run_step("within")  # the second showing reads what the first kept
     assert again.reused and again.narrative == steps[3].narrative and again.seconds == steps[3].seconds
+    kept = tiny_tour.kept_step("layers")  # what a refreshed page reads: the step as it was, nothing recomputed
+    assert kept.reused and kept.narrative == steps[0].narrative and kept.numbers == steps[0].numbers
     page = tiny_tour.tour_report(steps)
     assert page.count('class="figure plot"') == 6 and all(html.escape(s.title) in page for s in steps)
