@@ -4,8 +4,17 @@ A page's own default view may compute on open, and a request made in its form co
 submitted. A request that comes from a link computes only when everything it needs is in the cache
 already; otherwise the page says what the link asks for, what computing it would take here, and
 waits for a press of Compute. So a link can make a shared server read only what is cached, until a
-person decides."""
+person decides.
+
+One request on screen: the view, its URL, its header and every widget of its form are the same request. A
+new result redraws the page from it (`run_request` ends with `st.rerun`), and before a form is drawn its
+widgets are set from the view shown whenever they may disagree (`sync_request`: a new view, or widgets that
+Streamlit dropped on a visit to another page). The view's own choices (projection, layers shown, a layer
+pair) are kept through such a visit (`keep`)."""
 from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
 
 import streamlit as st
 
@@ -14,6 +23,7 @@ from repmap_core.capture.activations import cached_activations, estimate_seconds
 from repmap_core.capture.model_names import local_model_path
 from repmap_core.capture.models import needs_conversion
 from repmap_core.errors import RepmapError
+from repmap_core.results.recent import VIEWS as RECALLED
 from repmap_core.results.recent import remember
 from repmap_ui.text import md
 
@@ -86,13 +96,66 @@ def view_gate(key: str, asks: str) -> bool:
     return False
 
 
-def run_request(view: str, req: dict, compute) -> dict:
-    """Compute `req` for `view` within the server's row cap (said on screen when it bites), keep the
-    result in the session and remember the request in the cache; returns the result."""
+def run_request(view: str, req: dict, compute, *, page: str | None = None, state: str | None = None,
+                reset: tuple[str, ...] = ()) -> None:
+    """Compute `req` for `view` within the server's row cap, keep the result as the view's (`state`, by default
+    "<view>.result"), remember the request in the cache, and draw the page again from it (`st.rerun`): what this
+    run drew above the computation (the form's header, a switch button, the pickers) was the previous view's, and
+    the next run sets every widget of the request from the new one (`sync_request`). `reset`: the page's view
+    choices that belong to the old result (layers shown), dropped so the new one opens on its own defaults. On a
+    refused request the previous result stays, and the form is set back to it on the next run."""
+    page = page or view
     limit, note = cap_rows(req["limit"] or None)
     req["limit"] = int(limit or 0)
     if note:
         st.info(note, icon=":material/speed:")
-    result = st.session_state[f"{view}.result"] = compute(req)
-    remember(view, req)
-    return result
+    try:
+        result = compute(req)
+    except RepmapError:
+        st.session_state.pop(f"{page}.widgets_of", None)  # the form holds the refused request: set it back
+        raise
+    st.session_state[state or f"{view}.result"] = result
+    st.session_state[f"{view}.note"] = note  # said beside the view for as long as it is shown (`cap_note`)
+    drop_kept(page, reset)
+    if view in RECALLED:
+        remember(view, req)
+    st.rerun()
+
+
+def cap_note(view: str) -> None:
+    """The row cap's sentence for the view on screen, when the server's cap cut its rows."""
+    if note := st.session_state.get(f"{view}.note"):
+        st.info(note, icon=":material/speed:")
+
+
+def sync_request(page: str, request: dict | None, seed: Callable[[dict], None], probe: str) -> None:
+    """Set every widget of the page's request form from `request`, the request of the view on screen, whenever
+    the two may disagree: the view is new to the widgets (computed, switched to, opened from a link, rebuilt after
+    a refresh, imported) or the widgets were dropped (Streamlit forgets a widget that a run does not draw: a visit
+    to another page). `seed(request)` sets them; `probe` is one of their keys. Call before the form is drawn."""
+    if request is None:
+        return
+    signature = json.dumps(request, sort_keys=True, default=str)
+    if st.session_state.get(f"{page}.widgets_of") != signature or probe not in st.session_state:
+        seed(request)
+        st.session_state[f"{page}.widgets_of"] = signature
+
+
+def keep(page: str, keys: Sequence[str]) -> None:
+    """Keep the choices of these widgets (a view's projection, the layers shown, a layer pair) through a visit to
+    another page, where Streamlit would drop them: noted on every run, put back when they are missing. Call on
+    every run, before they are drawn."""
+    kept = st.session_state.setdefault(f"{page}.kept", {})
+    for key in keys:
+        if key in st.session_state:
+            kept[key] = st.session_state[key]
+        elif key in kept:
+            st.session_state[key] = kept[key]
+
+
+def drop_kept(page: str, keys: Sequence[str]) -> None:
+    """Forget these widgets' choices (on screen and kept), so they open on their defaults."""
+    kept = st.session_state.get(f"{page}.kept", {})
+    for key in keys:
+        st.session_state.pop(key, None)
+        kept.pop(key, None)

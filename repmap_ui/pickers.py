@@ -60,7 +60,6 @@ def seed_data_picker(key: str, data: str) -> None:
         st.session_state[f"{key}.data_other"] = ""
 
 
-
 def two_models_and_data(key: str, models: tuple[tuple[str, str], tuple[str, str]], with_upload: bool = True):
     """Two model pickers and a data picker side by side (source and target, teacher and student);
     `models` is ((name, label), (name, label)). Returns the two pickers' and the data picker's values
@@ -73,3 +72,11 @@ def two_models_and_data(key: str, models: tuple[tuple[str, str], tuple[str, str]
     with columns[2]:
         data = data_picker(key, with_upload=with_upload)
     return picked[0], picked[1], data
+
+
+def seed_fields(prefix: str, request: dict, fields: dict[str, str]) -> None:
+    """Show a request's plain values in its form's other widgets on their next draw: `fields` maps a request
+    key to its widget's key under `prefix` (`{"limit": "limit"}` sets `<prefix>.limit`)."""
+    for name, widget in fields.items():
+        if name in request:
+            st.session_state[f"{prefix}.{widget}"] = request[name]

@@ -6,90 +6,59 @@ import streamlit as st
 
 from repmap_core.access import cap, cap_rows
 from repmap_core.analysis.axes import AXES, AXIS_NAMES, custom_axes
-from repmap_core.analysis.projection import METHODS, project, sample_rows
-from repmap_core.analysis.separation import best_layer
+from repmap_core.analysis.projection import MASSIVE_RATIO, STANDARDISED, massive_activations, project, sample_rows
+from repmap_core.analysis.separation import best_layer, spread_layers
 from repmap_core.analysis.stats import format_estimate, format_null
 from repmap_core.capture import memo
-from repmap_core.capture.models import EMBEDDED_MODEL_ID, site_name
+from repmap_core.capture.models import site_name
 from repmap_core.data.class_names import class_names
 from repmap_core.data.load import load_dataset
 from repmap_core.errors import RepmapError
 from repmap_core.results.view_results import ExplorerResult, explorer_result
 from repmap_core.share.figures import METHOD_NAMES, layer_grid, separation_curve
 from repmap_ui import exports, urlstate
-from repmap_ui.common import default_causal_model, model_loader, show_error, table_uploader, warm_umap_in_background
-from repmap_ui.flow import is_cached, link_gate, run_request, seconds_for, view_gate, view_may_compute
-from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker, seed_data_picker, seed_model_picker
+from repmap_ui.common import model_loader, show_error, warm_umap_in_background
+from repmap_ui.explorer_form import (
+    DEFAULTS,
+    URL_REQUEST,
+    URL_VIEW,
+    VIEW_KEYS,
+    VIEWS_2D,
+    from_link,
+    quick_switch,
+    request_form,
+    seed_form,
+)
+from repmap_ui.flow import (
+    cap_note,
+    drop_kept,
+    is_cached,
+    keep,
+    link_gate,
+    run_request,
+    seconds_for,
+    sync_request,
+    view_gate,
+    view_may_compute,
+)
 from repmap_ui.text import md
-from repmap_ui.urlstate import Choice, Int, IntList, Layers, Text
 
 st.title("Layer explorer")
 st.caption("Each layer's activations projected to 2-D and coloured by label, and how separable the label is "
            "at each depth: a linear probe's cross-validated accuracy (with its 95% interval, beside the same probe "
            "trained on shuffled labels), the silhouette, and a Fisher ratio.")
 
-DEFAULTS = {"model": EMBEDDED_MODEL_ID, "data": "builtin:sentiment", "layers": "all", "position": "auto",
-            "limit": 2000, "max_length": 512, "text_col": "", "label_col": "", "trust": False}
-# the page's choices in the URL (never `trust`: a link must not run a model's own code)
-URL_REQUEST = [Text("model", DEFAULTS["model"]), Text("data", DEFAULTS["data"]), Layers("layers", "all"),
-               Choice("position", "auto", ("auto", "last", "mean", "answer")), Int("limit", DEFAULTS["limit"], lo=0),
-               Int("max_length", DEFAULTS["max_length"], lo=2, hi=32768), Text("text_col", ""), Text("label_col", "")]
-VIEWS_2D = (*METHODS, "axes")  # the projections, and custom axes (directions named by the user)
-URL_VIEW = [Choice("method", "pca", VIEWS_2D), IntList("shown", ()), Int("seed", 0, lo=0, hi=2**32 - 1), Int("points", 3000, lo=100)]
-URL_WIDGETS = {**{k: f"explorer.{k}" for k in ("layers", "position", "limit", "max_length", "text_col", "label_col",
-                                               "method", "seed")}, "points": "explorer.max_points"}
 
-
-def from_link() -> tuple[dict | None, dict]:
-    """The request and view choices of a link this page did not write itself ((None, {}) without one),
-    seeded into the widgets; a bad value falls back to its default with one sentence."""
-    if not urlstate.is_link("explorer", URL_REQUEST + URL_VIEW):
-        return None, {}
-    url, notices = urlstate.read(URL_REQUEST + URL_VIEW)
-    url["layers"], note = urlstate.layers_in_range("layers", url["layers"], url["model"])
-    urlstate.show_notices(notices + ([note] if note else []))
-    seed_model_picker("explorer", url["model"])
-    seed_data_picker("explorer", url["data"])
-    urlstate.seed(url, URL_WIDGETS)
-    return {k: url[k] for k in DEFAULTS if k in url} | {"trust": False}, url
-
-
-def request_form(current: dict) -> dict | None:
-    label = f"Model, data and layers · {current['model'].split('/')[-1]} on {current['data'].split('/')[-1]}"
-    with st.expander(label, expanded=False), st.form("explorer.form"):
-        c1, c2 = st.columns(2)
-        with c1:
-            model = model_picker("explorer")
-        with c2:
-            data = data_picker("explorer", with_upload=False)
-        upload = table_uploader("…or upload a table (CSV, TSV, JSONL, JSON, parquet)", key="explorer.upload")
-        c3, c4, c5, c6 = st.columns(4)
-        layers = c3.text_input("Layers", value=DEFAULTS["layers"], key="explorer.layers", help="all, or e.g. 0,3,-1")
-        position = c4.selectbox("Token position", ["auto", "last", "mean", "answer"], key="explorer.position",
-                                help="auto: mean for encoders, last for causal LMs; answer: the answer letter of A/B rows")
-        limit = c5.number_input("Max rows (0 = all)", min_value=0, value=DEFAULTS["limit"], step=500, key="explorer.limit")
-        max_length = c6.number_input("Max tokens per text", min_value=2, max_value=32768, value=DEFAULTS["max_length"],
-                                     key="explorer.max_length")
-        with st.expander("Columns and trust"):
-            text_col = st.text_input("Text column (tables of another schema)", key="explorer.text_col")
-            label_col = st.text_input("Label column (0/1 or -1/+1)", key="explorer.label_col")
-            trust = st.checkbox("Trust remote code (runs the model's own Python code)", key="explorer.trust")
-        submitted = st.form_submit_button("Compute", type="primary")
-    if not submitted:
-        return None
-    return {"model": chosen_model(*model), "data": chosen_data(data[0], data[1], upload), "layers": layers,
-            "position": position, "limit": int(limit), "max_length": int(max_length), "text_col": text_col.strip(),
-            "label_col": label_col.strip(), "trust": bool(trust)}
-
-
-def quick_switch(current: str) -> dict | None:
-    """One click between the embedded encoder and the embedded causal LM (SmolLM2), on the built-in reviews."""
-    other = default_causal_model() if current == EMBEDDED_MODEL_ID else EMBEDDED_MODEL_ID
-    if other is None or other == current:
-        return None
-    label = (f"Show {other.split('/')[-1]} instead (causal LM, 30 blocks; the first time converts it and extracts "
-             "for about a minute here)" if other != EMBEDDED_MODEL_ID else f"Show {other.split('/')[-1]} instead (encoder)")
-    return dict(DEFAULTS, model=other) if st.button(label, key="explorer.quick", icon=":material/swap_horiz:") else None
+def massive_note(aset, method: str) -> str | None:
+    """A sentence on massive activations beside a PCA: where the largest feature is how many times the median's."""
+    layer, (feature, ratio) = max(((L, massive_activations(aset[L])) for L in aset.layer_list), key=lambda t: t[1][1])
+    name = aset.manifest["model"].rstrip("/").split("/")[-1]
+    found = (f"{md(name)} has massive activations: at layer {layer}, feature {feature} is {ratio:.0f}× the median "
+             "feature's magnitude") if ratio >= MASSIVE_RATIO else None
+    if method == STANDARDISED:
+        return "Every feature is scaled to unit variance before the PCA" + (f" ({found})." if found else ".")
+    return (f"{found}, so a few features can decide PCA's axes; *PCA (standardised)* scales every feature to unit "
+            "variance first.") if found and method == "pca" else None
 
 
 def compute(req: dict) -> ExplorerResult:
@@ -103,12 +72,15 @@ def compute(req: dict) -> ExplorerResult:
     return result
 
 
+keep("explorer", VIEW_KEYS)
 linked, view_url = from_link()
 try:
     previous = st.session_state.get("explorer.result")
     linked = urlstate.not_shown(linked, previous)
-    req = request_form(previous.request if previous else DEFAULTS) or quick_switch(
-        previous.request["model"] if previous else DEFAULTS["model"])
+    # one request on screen: the view's, or (none shown yet) the link's waiting for Compute, or the default
+    sync_request("explorer", previous.request if previous else None, seed_form, "explorer.model_choice")
+    current = previous.request if previous else (linked or DEFAULTS)
+    req = request_form(current) or quick_switch(current["model"])
     if req is None and linked:  # a link computes only what is cached, until Compute is pressed
         data = load_dataset(linked["data"], text_col=linked["text_col"] or None, label_col=linked["label_col"] or None,
                             limit=cap_rows(linked["limit"] or None)[0])
@@ -120,12 +92,13 @@ try:
     elif req is None and st.session_state.get("explorer.result") is None:
         req = dict(DEFAULTS)  # on first open: the embedded model on the built-in data
     if req is not None:
-        run_request("explorer", req, compute)
+        run_request("explorer", req, compute, reset=("explorer.shown",))
 except RepmapError as e:
     show_error(e)  # the last good result below stays on screen
 
 result = st.session_state.get("explorer.result")
 if result is not None:
+    cap_note("explorer")
     urlstate.write("explorer", URL_REQUEST, result.request)  # what is shown, not a request that failed
     aset, rows, dataset = result.aset, result.rows, result.dataset
     m = aset.manifest
@@ -153,25 +126,30 @@ if result is not None:
                f"At layer {best}: {format_estimate(cv)} against {format_null(cv, 3) or 'no null'}. The dotted line, one "
                "held-out 20% split, is noisier than the cross-validated one and has no null drawn.")
 
+    first_shown = spread_layers(aset.layer_list, best)  # a spread over the depth that holds the best layer
     if view_url.get("shown"):
-        shown_url, note = urlstate.layers_among("shown", view_url["shown"], aset.layer_list, aset.layer_list[:12])
+        shown_url, note = urlstate.layers_among("shown", view_url["shown"], aset.layer_list, first_shown)
         st.session_state["explorer.shown"] = list(shown_url)
         urlstate.show_notices([note] if note else [])
+    if not set(st.session_state.get("explorer.shown") or []) <= set(aset.layer_list):  # another view's layers
+        drop_kept("explorer", ("explorer.shown",))
     v1, v2, v3, v4 = st.columns([2, 4, 1, 1])
     method = v1.segmented_control("Projection", VIEWS_2D, default="pca", key="explorer.method",
                                   format_func=lambda k: METHOD_NAMES.get(k, "Custom axes"),
                                   help="Custom axes: each row's coordinate along two directions you pick, such as the "
                                        "class-mean difference against the largest variation it leaves") or "pca"
+    if note := massive_note(aset, method):
+        st.caption(note)
     if method == "axes":
         a1, a2, _ = st.columns([1, 1, 2])
         x_axis = a1.selectbox("x axis", AXES, format_func=AXIS_NAMES.get, key="explorer.x_axis")
         y_axis = a2.selectbox("y axis", AXES, index=AXES.index("pc1_rest"), format_func=AXIS_NAMES.get,
                               key="explorer.y_axis")
-    shown = v2.multiselect("Layers shown", aset.layer_list, default=aset.layer_list[:12], key="explorer.shown")
+    shown = v2.multiselect("Layers shown", aset.layer_list, default=first_shown, key="explorer.shown")
     seed = v3.number_input("Seed", min_value=0, max_value=2**32 - 1, value=0, key="explorer.seed")
     max_points = v4.number_input("Max points", min_value=100, value=3000, step=500, key="explorer.max_points")
     urlstate.write("explorer", URL_VIEW, {"method": method, "seed": int(seed), "points": int(max_points),
-                                          "shown": () if shown == aset.layer_list[:12] else tuple(shown)})
+                                          "shown": () if shown == first_shown else tuple(shown)})
     max_points, note = cap(int(max_points), "max_points", "points per projection")
     if method in ("tsne", "umap"):
         max_points, note = cap(int(max_points), "max_embed_rows", f"points with {METHOD_NAMES[method]}")

@@ -22,7 +22,7 @@ from repmap_core.pairs import groups_of
 from repmap_core.progress import Progress
 
 __all__ = ["LayerSeparation", "fisher_ratio", "fisher_ratio_streamed", "silhouette", "separation_at", "layer_separation",
-           "best_layer", "check_separable", "split_plan", "SplitPlan", "MAX_EXACT_ROWS", "scoring_settings"]
+           "best_layer", "spread_layers", "check_separable", "split_plan", "SplitPlan", "MAX_EXACT_ROWS", "scoring_settings"]
 
 
 @dataclass(frozen=True)
@@ -245,6 +245,17 @@ def check_separable(labels: np.ndarray, pair_ids: np.ndarray, *, test_frac: floa
     split with each class on each side, two rows (or pairs) of each class to cross-validate. Call it before
     anything is extracted for those rows, so a refused request computes and caches nothing."""
     split_plan(labels, pair_ids, test_frac=test_frac, seed=seed)
+
+
+def spread_layers(layers: list[int], best: int, most: int = 6) -> list[int]:
+    """The layers a view shows first: all of them when there are at most `most`, else a spread over the depth
+    that holds the best layer: the first, a quarter, half and three quarters of the way, the best and the last
+    (SmolLM2's 30 blocks: 0, 7, 14, 22 or the best, 29), so no view opens on the shallow blocks alone."""
+    layers = sorted(layers)
+    if len(layers) <= most:
+        return layers
+    picks = {layers[round(q * (len(layers) - 1))] for q in (0, 0.25, 0.5, 0.75, 1)}
+    return sorted(picks | ({best} if best in layers else set()))
 
 
 def best_layer(rows: list[LayerSeparation]) -> int:

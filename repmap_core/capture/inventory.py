@@ -1,8 +1,8 @@
 """What the cache holds, every byte of it, under readable names: for the Cache page and its deletes.
 
 Kinds: activation sets (`activations/`), finetuned models (`models/`), GGUF conversions (`gguf/`),
-projection results (`projections/`), uploaded tables (`uploads/`), saved data sets such as weak
-labels (`datasets/`). Anything else under the cache root (lock files, temp folders left by a killed
+projection results (`projections/`), per-layer scores (`scores/`), uploaded tables (`uploads/`), saved
+data sets such as weak labels (`datasets/`). Anything else under the cache root (lock files, temp folders left by a killed
 writer) is counted as "other", so the items always add up to the total on disk.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from repmap_core.locations import cache_root
 __all__ = ["CacheItem", "inventory", "delete_item", "KIND_NAMES"]
 
 KIND_NAMES = {"activations": "activations", "models": "finetuned model", "gguf": "converted GGUF model",
-              "projections": "projection", "uploads": "uploaded table", "datasets": "saved data set",
+              "projections": "projection", "scores": "per-layer scores", "uploads": "uploaded table", "datasets": "saved data set",
               "results": "finished result (demo tour)", "other": "other"}
 
 
@@ -104,9 +104,20 @@ def _describe(kind: str, sub: Path, by_key: dict) -> CacheItem:
         name = f"upload {sub.name[:12]}… ({sub.suffix.lstrip('.') or 'file'})"
     elif kind == "projections":
         name = f"projection {sub.name[:12]}…"
+    elif kind == "scores" and (e := by_key.get(_scored(sub))) is not None:
+        name = f"scores of {_model_name(e.model)} · {e.dataset} · {e.position} · {e.n_rows:,} rows"
     if sub.name.startswith((".tmp-", ".")) or sub.suffix == ".lock":
         name = f"{sub.name} (temp or lock file)"
     return CacheItem(kind, sub.name, name, size, _when(created, sub))
+
+
+def _scored(sub: Path) -> str | None:
+    """The activations' key a scores entry was computed from (its manifest says), or None."""
+    try:
+        _, manifest = store.read_file(sub / "separation.safetensors")
+    except (store.CorruptEntry, OSError):
+        return None
+    return manifest.get("activations")
 
 
 def delete_item(item: CacheItem) -> None:
@@ -115,7 +126,7 @@ def delete_item(item: CacheItem) -> None:
     path = root / item.id if item.kind == "other" else root / item.kind / item.id
     if path.resolve().parent not in (root.resolve(), (root / item.kind).resolve()):
         raise ValueError(f"not a cache item: {item.id!r}")
-    if item.kind in ("activations", "models", "gguf", "projections") and store.is_key(item.id):
+    if item.kind in ("activations", "models", "gguf", "projections", "scores") and store.is_key(item.id):
         store.delete_entry(item.id, item.kind)
     elif path.is_dir():
         shutil.rmtree(path, ignore_errors=True)

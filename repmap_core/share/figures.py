@@ -17,7 +17,7 @@ from plotly.subplots import make_subplots
 from repmap_core.analysis.separation import LayerSeparation, best_layer
 
 LABEL_COLORS = {0: "#d1495b", 1: "#00798c"}
-METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
+METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP", "pca_std": "PCA (standardised)"}
 WEBGL_ABOVE = 1000
 
 
@@ -56,10 +56,11 @@ def layer_grid(coords: dict[int, np.ndarray], labels: np.ndarray, texts: Sequenc
                 text=[hover[j] for j in sel], customdata=sel,
                 hovertemplate="%{text}<br><i>row %{customdata}</i><extra>" + names.get(cls, str(cls)) + "</extra>",
             ), row=i // cols + 1, col=i % cols + 1)
-    axis = {"pca": "PC", "tsne": "t-SNE", "umap": "UMAP", "axes": ""}.get(method, "")
+    # standardised: every feature scaled to unit variance before the PCA (massive activations no longer decide it)
+    axis = {"pca": "PC", "pca_std": "standardised PC", "tsne": "t-SNE", "umap": "UMAP", "axes": ""}.get(method, "")
     fig.update_xaxes(showticklabels=False, zeroline=False, title=dict(text=f"{axis} 1" if axis else "", font=dict(size=10)))
     fig.update_yaxes(showticklabels=False, zeroline=False, title=dict(text=f"{axis} 2" if axis else "", font=dict(size=10)))
-    if method in ("pca", "axes"):  # distances mean something on these axes: one unit is as long across as up
+    if method in ("pca", "pca_std", "axes"):  # distances mean something on these axes: one unit is as long across as up
         for i in range(len(layers)):
             fig.layout[f"yaxis{i + 1 if i else ''}"].update(scaleanchor=f"x{i + 1 if i else ''}", scaleratio=1)
     fig.update_layout(height=max(340, 300 * rows + 40), margin=dict(l=10, r=10, t=60, b=40),

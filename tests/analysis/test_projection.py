@@ -337,3 +337,24 @@ def test_sample_rows_never_exceeds_max_rows(sizes, max_rows):
     labels = np.array([0] * sizes[0] + [1] * sizes[1])
     idx = sample_rows(labels, max_rows, seed=0)
     assert len(idx) <= max_rows
+
+
+def test_standardised_pca_is_not_decided_by_a_massive_feature():
+    """Issue 25, item 4: a feature hundreds of times the others' size (massive activations) decides plain PCA's first
+    axis; standardised PCA scales every feature to unit variance first and finds the planted class direction."""
+    from repmap_core.analysis.projection import MASSIVE_RATIO, massive_activations, project
+
+    rng = np.random.default_rng(0)
+    y = np.arange(400) % 2
+    X = rng.normal(size=(400, 20))
+    X[:, :6] += 1.5 * (2 * y - 1)[:, None]  # the classes differ along features 0-5 together
+    X[:, 7] = 500.0 + 200.0 * rng.normal(size=400)  # a massive, uninformative feature
+    feature, ratio = massive_activations(X)
+    assert feature == 7 and ratio > MASSIVE_RATIO
+    assert massive_activations(rng.normal(size=(400, 20)))[1] < MASSIVE_RATIO
+
+    def separation(xy):  # class means apart along the first axis, in units of its spread
+        return abs(xy[y == 1, 0].mean() - xy[y == 0, 0].mean()) / xy[:, 0].std()
+
+    assert separation(project(X, "pca")) < 0.3  # the first PC is the massive feature
+    assert separation(project(X, "pca_std")) > 1.5

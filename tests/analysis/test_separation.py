@@ -215,3 +215,14 @@ def test_real_minilm_separation_has_intervals_and_clears_its_null(tmp_path):
     pred = cross_val_predict(make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=1000)), X, y, cv=cv,
                              groups=groups_of(aset.pair_ids))
     assert rows[-1].probe_cv_acc == pytest.approx(float((pred == y).mean()), abs=0.01)
+
+
+def test_the_layers_shown_first_spread_over_the_depth_and_hold_the_best():
+    """Issue 25, item 4: SmolLM2 opened on blocks 0-5, where outlier dimensions dominate; a spread that holds the
+    best layer shows the whole depth."""
+    from repmap_core.analysis.separation import spread_layers
+
+    assert spread_layers(list(range(30)), 19) == [0, 7, 14, 19, 22, 29]
+    assert spread_layers(list(range(30)), 22) == [0, 7, 14, 22, 29]
+    assert spread_layers(list(range(6)), 3) == [0, 1, 2, 3, 4, 5]  # few layers: all of them
+    assert spread_layers([2, 5, 9, 11, 14, 20, 23], 23) == [2, 9, 11, 14, 23]

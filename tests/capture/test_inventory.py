@@ -76,3 +76,17 @@ def test_an_item_naming_a_path_outside_its_folder_is_refused(cache, tmp_path):
     with pytest.raises(ValueError, match="not a cache item"):
         delete_item(CacheItem("uploads", "../../keep-me.txt", "x", 1, ""))
     assert outside.exists()
+
+
+def test_per_layer_scores_are_listed_by_the_activations_they_score_and_deleted(cache):
+    """Issue 25: per-layer scores are kept in the cache (results.scores), so the Cache page names and deletes them."""
+    from repmap_core.capture.memo import records_memo
+
+    records_memo({"activations": KEY, "rows": 5}, "scores", "separation")([0], lambda items: {0: {"layer": 0, "acc": 0.9}})
+    items = inventory()
+    assert sum(i.bytes for i in items) == store.cache_size_bytes()
+    (scores,) = [i for i in items if i.kind == "scores"]
+    assert scores.name == "scores of SmolLM2-135M-Instruct · builtin:sentiment · last · 5 rows"
+    assert scores.kind_name == "per-layer scores"
+    delete_item(scores)
+    assert not [i for i in inventory() if i.kind == "scores"]

@@ -167,3 +167,46 @@ def test_cache_page_lists_and_deletes_entries(app):
     assert not app.exception
     assert key.id not in {e.key for e in store.list_entries()}
     assert not (cache_root() / "activations" / key.id).exists()
+
+
+def test_the_switch_sets_header_button_pickers_and_url_to_the_model_shown(app, tiny_gpt2, monkeypatch):
+    """Issue 25, item 1: after the one-click switch the header, the switch button, the model picker and the URL
+    all name the model on screen, and pressing Compute unchanged shows the same view."""
+    import repmap_ui.explorer_form as form
+
+    other = str(tiny_gpt2)
+    monkeypatch.setattr(form, "default_causal_model", lambda: other)  # the causal LM the switch offers
+    app.run()
+    assert [b.label for b in app.button if b.key == "explorer.quick"] == [f"Show {tiny_gpt2.name} instead (causal LM, "
+                                                                           "30 blocks; the first time converts it and "
+                                                                           "extracts for about a minute here)"]
+    app.button(key="explorer.quick").click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    shown = app.session_state["explorer.result"].request
+    assert shown["model"] == other and metrics(app)["Width"] == "32"
+    assert app.expander[0].label.endswith(f"· {tiny_gpt2.name} on builtin:sentiment")  # the header: the model shown
+    assert [b.label for b in app.button if b.key == "explorer.quick"] == ["Show all-MiniLM-L6-v2 instead (encoder)"]
+    assert app.text_input(key="explorer.model_other").value == other  # the picker: the model shown
+    assert app.text_input(key="explorer.layers").value == "all" and app.number_input(key="explorer.limit").value == 2000
+    assert app.query_params.get("model") == other
+    before = metrics(app)
+    submit(app)  # Compute, nothing changed: the same request, the same view
+    assert app.session_state["explorer.result"].request == shown and metrics(app) == before
+    assert not app.error
+
+
+def test_the_view_choices_survive_a_visit_to_another_page(app):
+    """Issue 25, item 2: the projection and the layers shown are kept when the person goes to another page and back."""
+    app.segmented_control(key="explorer.method").set_value("pca_std").run()
+    app.multiselect(key="explorer.shown").set_value([1, 4]).run()
+    assert not app.exception
+    app.switch_page("views/home.py").run()
+    app.switch_page("views/layer_explorer.py").run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert app.segmented_control(key="explorer.method").value == "pca_std"
+    assert app.multiselect(key="explorer.shown").value == [1, 4]
+    grid = charts(app)[1]
+    assert [a["text"] for a in grid["layout"]["annotations"]] == ["layer 1", "layer 4"]
+    assert grid["layout"]["xaxis"]["title"]["text"] == "standardised PC 1"  # labelled as standardised
+    assert app.text_input(key="explorer.model_other").value == ""  # the request form: the view's (MiniLM, listed)
+    assert app.selectbox(key="explorer.model_choice").value == "sentence-transformers/all-MiniLM-L6-v2"
