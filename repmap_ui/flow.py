@@ -96,27 +96,22 @@ def view_gate(key: str, asks: str) -> bool:
     return False
 
 
-def run_request(view: str, req: dict, compute, *, page: str | None = None, state: str | None = None,
-                reset: tuple[str, ...] = ()) -> None:
+def run_request(view: str, req: dict, compute, *, state: str | None = None, reset: tuple[str, ...] = ()) -> None:
     """Compute `req` for `view` within the server's row cap, keep the result as the view's (`state`, by default
     "<view>.result"), remember the request in the cache, and draw the page again from it (`st.rerun`): what this
     run drew above the computation (the form's header, a switch button, the pickers) was the previous view's, and
     the next run sets every widget of the request from the new one (`sync_request`). `reset`: the page's view
-    choices that belong to the old result (layers shown), dropped so the new one opens on its own defaults. On a
-    refused request the previous result stays, and the form is set back to it on the next run."""
-    page = page or view
+    choices that belong to the old result (layers shown), dropped so the new one opens on its own defaults. A
+    refused request raises its one sentence: the previous result stays, and the form keeps what was typed so it
+    can be corrected (set back from the view when the person leaves the page and comes back)."""
     limit, note = cap_rows(req["limit"] or None)
     req["limit"] = int(limit or 0)
     if note:
         st.info(note, icon=":material/speed:")
-    try:
-        result = compute(req)
-    except RepmapError:
-        st.session_state.pop(f"{page}.widgets_of", None)  # the form holds the refused request: set it back
-        raise
+    result = compute(req)
     st.session_state[state or f"{view}.result"] = result
     st.session_state[f"{view}.note"] = note  # said beside the view for as long as it is shown (`cap_note`)
-    drop_kept(page, reset)
+    drop_kept(reset)
     if view in RECALLED:
         remember(view, req)
     st.rerun()
@@ -141,21 +136,24 @@ def sync_request(page: str, request: dict | None, seed: Callable[[dict], None], 
         st.session_state[f"{page}.widgets_of"] = signature
 
 
-def keep(page: str, keys: Sequence[str]) -> None:
+def _kept(key: str) -> dict:
+    """Where `key`'s choice is kept: one store per page, named by the key's prefix ("explorer.shown" -> explorer)."""
+    return st.session_state.setdefault(f"{key.split('.')[0]}.kept", {})
+
+
+def keep(keys: Sequence[str]) -> None:
     """Keep the choices of these widgets (a view's projection, the layers shown, a layer pair) through a visit to
     another page, where Streamlit would drop them: noted on every run, put back when they are missing. Call on
     every run, before they are drawn."""
-    kept = st.session_state.setdefault(f"{page}.kept", {})
     for key in keys:
         if key in st.session_state:
-            kept[key] = st.session_state[key]
-        elif key in kept:
-            st.session_state[key] = kept[key]
+            _kept(key)[key] = st.session_state[key]
+        elif key in _kept(key):
+            st.session_state[key] = _kept(key)[key]
 
 
-def drop_kept(page: str, keys: Sequence[str]) -> None:
-    """Forget these widgets' choices (on screen and kept), so they open on their defaults."""
-    kept = st.session_state.get(f"{page}.kept", {})
+def drop_kept(keys: Sequence[str]) -> None:
+    """Forget these choices (on screen and kept), so their widgets open on their defaults."""
     for key in keys:
         st.session_state.pop(key, None)
-        kept.pop(key, None)
+        _kept(key).pop(key, None)

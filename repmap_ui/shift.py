@@ -7,12 +7,19 @@ from repmap_core.access import cap_rows
 from repmap_core.data.load import load_dataset
 from repmap_core.errors import RepmapError
 from repmap_core.finetune.checkpoints import list_finetuned
-from repmap_core.results.recent import remember
 from repmap_core.results.view_results import ShiftResult, shift_result
 from repmap_ui import urlstate
 from repmap_ui.common import model_loader
-from repmap_ui.flow import check_models, is_cached, link_gate, seconds_for
-from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker, seed_data_picker, seed_model_picker
+from repmap_ui.flow import cap_note, check_models, is_cached, link_gate, run_request, seconds_for, sync_request
+from repmap_ui.pickers import (
+    chosen_data,
+    chosen_model,
+    data_picker,
+    model_picker,
+    seed_data_picker,
+    seed_fields,
+    seed_model_picker,
+)
 from repmap_ui.text import md
 from repmap_ui.urlstate import Choice, Int, Layers, Text
 
@@ -56,6 +63,20 @@ def shift_form(key: str = "shift") -> dict | None:
             "layers": layers, "position": position, "limit": int(limit)}
 
 
+def seeder(key: str):
+    """Sets every widget of the page `key`'s form from a request (the view's on screen)."""
+    def seed(req: dict) -> None:
+        seed_model_picker(f"{key}.base", req["base"])
+        seed_model_picker(f"{key}.ft", req["finetuned"], extra=[m.path for m in list_finetuned()])
+        seed_data_picker(key, req["data"])
+        seed_fields(key, req, {"layers": "layers", "position": "position", "limit": "limit"})
+    return seed
+
+
+# what belongs to the shown pair of models, dropped when another pair is shown: the layers picked, the within fit
+RESET = ("shift.layer", "shift.grid_layers", "within.layer", "within.result")
+
+
 def compute_shift(req: dict) -> ShiftResult:
     """Activations of both models on the same rows, checked to belong together, with separation."""
     with st.status(f"Activations of both models on {md(req['data'])}", expanded=True) as status:
@@ -89,7 +110,9 @@ def shift_selection(key: str) -> ShiftResult | None:
     """Draw the form; compute on submit, on a link, or on first open when a finetuned model exists;
     return the current result, keeping the last good one on error."""
     try:
-        linked = urlstate.not_shown(from_link(key), st.session_state.get(RESULT))
+        shown = st.session_state.get(RESULT)
+        linked = urlstate.not_shown(from_link(key), shown)
+        sync_request(key, shown.request if shown else None, seeder(key), f"{key}.base.model_choice")
         req = shift_form(key)
         if req is None and linked:  # a link computes only what is cached, until Compute is pressed
             check_models(linked["base"], linked["finetuned"])
@@ -108,14 +131,10 @@ def shift_selection(key: str) -> ShiftResult | None:
             if newest.dataset.startswith(("builtin:", "file:", "hf:")):
                 req["data"] = newest.dataset
         if req is not None:
-            limit, note = cap_rows(req["limit"] or None)
-            req["limit"] = int(limit or 0)
-            if note:
-                st.info(note, icon=":material/speed:")
-            st.session_state[RESULT] = compute_shift(req)
-            remember("shift", req)
+            run_request("shift", req, compute_shift, state=RESULT, reset=RESET)
     except RepmapError as e:
         st.error(str(e), icon=":material/error:")
     if (result := st.session_state.get(RESULT)) is not None:
+        cap_note("shift")
         urlstate.write(key, URL_REQUEST, result.request)  # what is shown, not a request that failed
     return result

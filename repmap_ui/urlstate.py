@@ -210,8 +210,26 @@ def current(specs: Sequence[Param]) -> dict[str, str]:
 
 
 def read(specs: Sequence[Param]) -> tuple[dict[str, Any], list[str]]:
-    """Values for `specs` from the URL (defaults where absent or refused) and one notice per refused value."""
-    return parse(specs, current(specs))
+    """Values for `specs` from the URL (defaults where absent or refused) and one notice per refused value. A
+    finetuned model the link names as `finetuned:<key>` (never the server's path, `write`) is read back as its
+    folder, as the page's own request names it: so the link is the view's request and its picker lists it."""
+    values, notices = parse(specs, current(specs))
+    for spec in specs:
+        if isinstance(spec, Text) and str(values[spec.key]).startswith("finetuned:"):
+            values[spec.key] = local_name(values[spec.key])
+    return values, notices
+
+
+def local_name(name: str) -> str:
+    """`finetuned:<key>` as the folder it names in this cache, when there is one; any other name as it is."""
+    from repmap_core.capture.models import finetuned_folder
+    from repmap_core.errors import RepmapError
+
+    try:
+        folder = finetuned_folder(name)
+    except (RepmapError, ValueError):
+        return name  # the page's request reports a bad name in one sentence
+    return str(folder) if folder.is_dir() else name
 
 
 def is_link(page: str, specs: Sequence[Param]) -> bool:

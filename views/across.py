@@ -20,8 +20,15 @@ from repmap_core.share.figures_across import METRIC_NAMES, best_matches, selecte
 from repmap_ui import exports, urlstate
 from repmap_ui.across_fit import fit, fit_form, short, show_fit
 from repmap_ui.common import default_causal_model, model_loader, show_error
-from repmap_ui.flow import check_models, is_cached, link_gate, run_request, seconds_for
-from repmap_ui.pickers import chosen_data, chosen_model, seed_data_picker, seed_model_picker, two_models_and_data
+from repmap_ui.flow import cap_note, check_models, is_cached, keep, link_gate, run_request, seconds_for, sync_request
+from repmap_ui.pickers import (
+    chosen_data,
+    chosen_model,
+    seed_data_picker,
+    seed_fields,
+    seed_model_picker,
+    two_models_and_data,
+)
 from repmap_ui.text import md
 from repmap_ui.urlstate import Choice, Float, Int, Text
 
@@ -41,6 +48,16 @@ URL_FIT = [Choice("map", "ridge", tuple(MAP_METHODS)), Text("alpha", "auto"), In
            Int("steps", 500, lo=10), Float("test", 0.2, lo=0.05, hi=0.9), Int("seed", 0, lo=0, hi=2**32 - 1)]
 FIT_WIDGETS = {"map": "across.method", "alpha": "across.alpha", "rank": "across.rank", "steps": "across.steps",
                "test": "across.test_frac", "seed": "across.seed"}
+# the view's choices (the layer pair above all), kept through a visit to another page
+keep(("across.layer_s", "across.layer_t", "across.metric", "across.projection", *FIT_WIDGETS.values()))
+
+
+def seed_form(req: dict) -> None:
+    """Every widget of the request form shows the request of the view on screen."""
+    for side in ("source", "target"):
+        seed_model_picker(f"across.{side}", req[side])
+    seed_data_picker("across", req["data"])
+    seed_fields("across", req, {"position": "position", "limit": "limit"})
 
 
 def from_link() -> tuple[dict | None, dict]:
@@ -129,7 +146,9 @@ def small_to_large() -> dict | None:
 
 
 try:
-    req = request_form(expanded=st.session_state["across.result"] is None and linked is None)
+    shown = st.session_state["across.result"]
+    sync_request("across", shown.request if shown else None, seed_form, "across.source.model_choice")
+    req = request_form(expanded=shown is None and linked is None)
     if req is None and linked:  # a link computes only what is cached, until Compute is pressed
         check_models(linked["source"], linked["target"])
         data = load_dataset(linked["data"], limit=cap_rows(linked["limit"] or None)[0])
@@ -150,6 +169,7 @@ if result is None:
     st.info("Pick a source and a target model (the same one twice compares its layers) and a data set, then Compute.")
     st.stop()
 
+cap_note("across")
 src, tgt, dataset = result.source, result.target, result.dataset
 urlstate.write("across", URL_REQUEST, result.request)
 for side, aset in (("s", src), ("t", tgt)):  # a link's layer pair, when the computed models have it

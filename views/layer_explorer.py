@@ -72,7 +72,7 @@ def compute(req: dict) -> ExplorerResult:
     return result
 
 
-keep("explorer", VIEW_KEYS)
+keep(VIEW_KEYS)
 linked, view_url = from_link()
 try:
     previous = st.session_state.get("explorer.result")
@@ -132,7 +132,7 @@ if result is not None:
         st.session_state["explorer.shown"] = list(shown_url)
         urlstate.show_notices([note] if note else [])
     if not set(st.session_state.get("explorer.shown") or []) <= set(aset.layer_list):  # another view's layers
-        drop_kept("explorer", ("explorer.shown",))
+        drop_kept(("explorer.shown",))
     v1, v2, v3, v4 = st.columns([2, 4, 1, 1])
     method = v1.segmented_control("Projection", VIEWS_2D, default="pca", key="explorer.method",
                                   format_func=lambda k: METHOD_NAMES.get(k, "Custom axes"),

@@ -11,7 +11,7 @@ from repmap_core.errors import RepmapError
 from repmap_core.share.figures import METHOD_NAMES
 from repmap_core.share.figures_shift import separation_compare, shift_grid, shift_scatter
 from repmap_ui import exports, urlstate
-from repmap_ui.flow import view_gate, view_may_compute
+from repmap_ui.flow import keep, view_gate, view_may_compute
 from repmap_ui.shift import shift_selection
 from repmap_ui.urlstate import Choice, Int, IntList
 
@@ -48,6 +48,7 @@ def from_link(layers: list[int]) -> bool:
     return True
 
 
+keep(tuple(URL_WIDGETS.values()))  # the view's choices, through a visit to another page
 result = shift_selection("shift")
 if result is None:
     st.info("Pick a base model and its finetuned version above (finetune one on the Finetune page).")

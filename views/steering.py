@@ -14,8 +14,16 @@ from repmap_core.steering.compare import vectors_cached
 from repmap_core.steering.run import estimate_sweep_seconds
 from repmap_ui import urlstate
 from repmap_ui.common import default_causal_model, model_loader, show_error
-from repmap_ui.flow import check_models, link_gate
-from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker, seed_data_picker, seed_model_picker
+from repmap_ui.flow import cap_note, check_models, link_gate, run_request, sync_request
+from repmap_ui.pickers import (
+    chosen_data,
+    chosen_model,
+    data_picker,
+    model_picker,
+    seed_data_picker,
+    seed_fields,
+    seed_model_picker,
+)
 from repmap_ui.steering_sections import (
     alphas_inputs,
     comparison,
@@ -65,6 +73,14 @@ def from_link() -> dict | None:
     urlstate.seed({URL_NAMES[k]: v for k, v in url.items()},
                   {k: f"steer.{k}" for k in ("layers", "method", "test_frac", "limit")})
     return {URL_NAMES[k]: v for k, v in url.items()} | {"B": url["b"] or None} if url["a"] else None
+
+
+def seed_form(req: dict) -> None:
+    """Every widget of the vectors' form shows the request of the vectors on screen."""
+    seed_model_picker("steer.a", req["A"])
+    seed_model_picker("steer.b", req.get("B") or NONE, extra=[NONE])
+    seed_data_picker("steer", req["data"])
+    seed_fields("steer", req, {k: k for k in ("layers", "method", "test_frac", "limit")})
 
 
 def middle(vs) -> int:
@@ -181,7 +197,9 @@ def steering(result: SteeringResult) -> None:
 
 linked = urlstate.not_shown(from_link(), st.session_state["steer.result"])
 try:
-    req = request_form(expanded=st.session_state["steer.result"] is None and linked is None)
+    shown = st.session_state["steer.result"]
+    sync_request("steer", shown.request if shown else None, seed_form, "steer.a.model_choice")
+    req = request_form(expanded=shown is None and linked is None)
     if req is None and linked:  # a link computes only what is cached, until Compute is pressed
         check_models(linked.get("A"), linked.get("B"))
         data = load_dataset(linked["data"], limit=cap_rows(linked["limit"] or None)[0])
@@ -190,11 +208,7 @@ try:
         if link_gate("steer", f"steering vectors of {models} on {data.name} ({len(data) // 2:,} questions)", cached, None):
             req = linked
     if req is not None:
-        limit, note = cap_rows(req["limit"] or None)
-        req["limit"] = int(limit or 0)
-        if note:
-            st.info(note, icon=":material/speed:")
-        st.session_state["steer.result"] = compute(req)
+        run_request("steering", req, compute, state="steer.result")
 except RepmapError as e:
     show_error(e)  # the last good result below stays on screen
 
@@ -203,6 +217,7 @@ if result is None:
     st.info("Pick model A (e.g. a base model), optionally model B (its chat version, or a larger model) and a data set "
             "of A/B questions, then Compute vectors.")
     st.stop()
+cap_note("steering")
 urlstate.write("steer", URL_REQUEST, {k: result.request[name] or "" for k, name in URL_NAMES.items()})
 layers_from_link(result)
 comparison(result)

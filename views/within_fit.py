@@ -15,6 +15,7 @@ from repmap_core.papers.published import GAO_DELTA_ACCURACY, GAO_TABLE1
 from repmap_core.results.view_fits import GROUND_TRUTH, within_fit
 from repmap_core.share.figures_shift import live_fit
 from repmap_ui import exports, urlstate
+from repmap_ui.flow import keep
 from repmap_ui.shift import shift_selection
 from repmap_ui.urlstate import Choice, Float, Int, Text
 
@@ -55,6 +56,7 @@ def from_link(layers: list[int], labels: list[str]) -> dict | None:
     return url
 
 
+keep(tuple(URL_WIDGETS.values()))  # the fit form's choices, through a visit to another page
 result = shift_selection("within")
 if result is None:
     st.info("Pick a base model and its finetuned version above (finetune one on the Finetune page).")

@@ -288,3 +288,30 @@ def test_svcca_is_selectable_and_warned_about(page, models):
     expected = layer_similarity(activations(models[32]).layers, activations(models[48]).layers, "svcca")
     heat = next(t for t in fig["data"] if t["type"] == "heatmap")
     assert np.allclose(values(heat["z"]), expected.values, atol=1e-9)
+
+
+def test_the_quick_pair_sets_both_pickers_to_the_models_shown(page, models, monkeypatch):
+    """Issue 25, item 1: after the one-click MiniLM -> causal LM pair the Target picker read MiniLM; every widget of
+    the request now holds the pair shown, and Compute unchanged shows it again."""
+    import repmap_ui.common as common
+    from repmap_core.capture.models import EMBEDDED_MODEL_ID
+
+    monkeypatch.setattr(common, "default_causal_model", lambda: models[48])  # the causal LM the button offers
+    ok(page.run())
+    page.button(key="across.quick").click().run()
+    ok(page)
+    shown = page.session_state["across.result"].request
+    assert (shown["source"], shown["target"]) == (EMBEDDED_MODEL_ID, models[48])
+
+    def chosen(side: str) -> str:
+        typed = page.text_input(key=f"across.{side}.model_other").value.strip()
+        return typed or page.selectbox(key=f"across.{side}.model_choice").value
+
+    assert (chosen("source"), chosen("target")) == (EMBEDDED_MODEL_ID, models[48])
+    assert page.selectbox(key="across.data_choice").value == DATA and page.number_input(key="across.limit").value == 2000
+    assert (page.query_params["source"], page.query_params["target"]) == (EMBEDDED_MODEL_ID, models[48])
+    pair = (page.selectbox(key="across.layer_s").value, page.selectbox(key="across.layer_t").value)
+    page.button(key="FormSubmitter:across.form-Compute").click().run()  # Compute, nothing changed
+    ok(page)
+    assert not page.error and page.session_state["across.result"].request == shown
+    assert (page.selectbox(key="across.layer_s").value, page.selectbox(key="across.layer_t").value) == pair

@@ -129,3 +129,26 @@ def test_comparing_on_the_finetuning_rows_warns(app, shared):
     app.number_input(key="shift.limit").set_value(120)
     ok(app.button(key="FormSubmitter:shift.form-Compare").click().run())
     assert len(app.warning) == 1 and "rows the model was finetuned on" in app.warning[0].value
+
+
+def chosen(at: AppTest, prefix: str) -> str:
+    """The model a picker names: its typed text when filled, else its choice (what Compare would send)."""
+    return at.text_input(key=f"{prefix}.model_other").value.strip() or at.selectbox(key=f"{prefix}.model_choice").value
+
+
+def test_the_form_holds_the_pair_shown_and_compare_unchanged_shows_it_again(app, shared):
+    """Issue 25, item 1: the page opened on the newest checkpoint and its base while the Base picker read the first
+    model listed; Compare unchanged then failed ("finetuned from X, not Y"). Every widget now holds the pair shown."""
+    ok(app.switch_page("views/shift.py").run())
+    shown = app.session_state["shift.result"].request
+    assert (shown["base"], shown["finetuned"]) == (shared["gpt2"], shared["ft"])
+    assert chosen(app, "shift.base") == shared["gpt2"] and chosen(app, "shift.ft") == shared["ft"]
+    assert app.text_input(key="shift.layers").value == shown["layers"]
+    assert app.query_params["base"] == shared["gpt2"]
+    ok(app.button(key="FormSubmitter:shift.form-Compare").click().run())
+    assert not app.error, [e.value for e in app.error]
+    assert app.session_state["shift.result"].request == shown
+    ok(app.switch_page("views/within_fit.py").run())  # the other page on the same pair: its form holds it too
+    assert chosen(app, "within.base") == shared["gpt2"] and chosen(app, "within.ft") == shared["ft"]
+    ok(app.switch_page("views/shift.py").run())  # and back: the widgets Streamlit dropped are set again
+    assert chosen(app, "shift.base") == shared["gpt2"] and chosen(app, "shift.ft") == shared["ft"]
