@@ -261,7 +261,7 @@ def run_step(key: str, progress: Progress | None = None, *, reuse: bool = True) 
     step = TourStep(key, STEPS[key], text, fig, numbers, time.perf_counter() - t0)
     try:
         store.write_text_atomic(path, json.dumps({"narrative": text, "figure": fig.to_json(), "numbers": numbers,
-                                                  "seconds": step.seconds}))
+                                                  "seconds": step.seconds, "title": STEPS[key]}))  # title: the Cache page's name
     except OSError as e:  # a cache that cannot be written: the step is shown, not kept
         store.skipped_write(e, f"the tour's step {key}")
     return step
