@@ -22,7 +22,7 @@ import streamlit as st
 
 from repmap_core.errors import RepmapError
 from repmap_core.finetune.train import Cancelled
-from repmap_core.progress import seconds_left, time_text
+from repmap_core.progress import is_jump, seconds_left, time_text
 
 # how often a page redraws a running job's panel: on a 2-core CPU each redraw (the rerun and the browser
 # re-rendering the loss chart) takes cores from the training itself; measured with bench_app_finetune
@@ -52,6 +52,8 @@ class Job:
     error: str | None = None  # one sentence for the user when failed or cancelled
     reason: str | None = None  # why the server cancelled it (its session ended, its time ran out)
     estimate: float | None = None  # seconds, as estimated before the start: the time left until there is a pace
+    since: tuple[float, float] = (0.0, 0.0)  # (seconds, fraction) the pace is measured from (after a cached part)
+    reported: tuple[float, float] = (0.0, 0.0)  # (seconds, fraction) of the last report
     started: float = field(default_factory=time.time)
     finished: float | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -77,11 +79,11 @@ class Job:
         before the start (`progress.seconds_left`); None without either, or once the job has ended."""
         if self.state != "running":
             return None
-        return seconds_left(self.seconds, self.fraction, self.estimate)
+        return seconds_left(self.seconds, self.fraction, self.estimate, self.since)
 
     def progress_text(self) -> str:
         """One line for a progress bar: what runs, its current step, time so far and left."""
-        return f"{self.title} · {self.message} · {time_text(self.seconds, self.fraction, self.estimate)}"
+        return f"{self.title} · {self.message} · {time_text(self.seconds, self.fraction, self.estimate, self.since)}"
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,11 @@ class JobContext:
     job: Job
 
     def progress(self, fraction: float, message: str) -> None:
-        self.job.update(fraction=min(max(float(fraction), 0.0), 1.0), message=str(message))
+        fraction, now = min(max(float(fraction), 0.0), 1.0), self.job.seconds
+        changes = {"fraction": fraction, "message": str(message), "reported": (now, fraction)}
+        if is_jump(self.job.reported, (now, fraction)):  # a part read from the cache: the pace is the rest's
+            changes["since"] = (now, fraction)
+        self.job.update(**changes)
 
     def on_step(self, step: int, loss: float) -> None:
         with self.job._lock:

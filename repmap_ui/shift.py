@@ -10,6 +10,7 @@ from repmap_core.finetune.checkpoints import list_finetuned
 from repmap_core.results.recent import remember
 from repmap_core.results.view_results import ShiftResult, shift_result
 from repmap_ui import urlstate
+from repmap_ui.bars import timed_bar
 from repmap_ui.common import model_loader
 from repmap_ui.flow import check_models, is_cached, link_gate, seconds_for
 from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker, seed_data_picker, seed_model_picker
@@ -60,9 +61,8 @@ def shift_form(key: str = "shift") -> dict | None:
 def compute_shift(req: dict) -> ShiftResult:
     """Activations of both models on the same rows, checked to belong together, with separation."""
     with st.status(f"Activations of both models on {md(req['data'])}", expanded=True) as status:
-        bar = st.progress(0.0)
-        result = shift_result(req, loader=model_loader(False), separation=cached_separation,
-                              progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m))
+        with timed_bar("Checking the cache") as progress:
+            result = shift_result(req, loader=model_loader(False), separation=cached_separation, progress=progress)
         status.update(label=f"{len(result.dataset)} rows × {len(result.base.layer_list)} layers, before and after",
                       state="complete", expanded=False)
     return result

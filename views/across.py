@@ -19,6 +19,7 @@ from repmap_core.share.figures import METHOD_NAMES
 from repmap_core.share.figures_across import METRIC_NAMES, best_matches, selected_rows, side_by_side, similarity_heatmap
 from repmap_ui import exports, urlstate
 from repmap_ui.across_fit import fit, fit_form, short, show_fit
+from repmap_ui.bars import timed_bar
 from repmap_ui.common import default_causal_model, model_loader, show_error
 from repmap_ui.flow import check_models, is_cached, link_gate, run_request, seconds_for
 from repmap_ui.pickers import chosen_data, chosen_model, seed_data_picker, seed_model_picker, two_models_and_data
@@ -82,9 +83,8 @@ def request_form(expanded: bool) -> dict | None:
 
 def compute(req: dict) -> AcrossResult:
     with st.status(f"Activations of both models on {md(req['data'])}", expanded=True) as status:
-        bar = st.progress(0.0, text="source: checking the cache")
-        result = across_result(req, loader=model_loader(False),
-                               progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m))
+        with timed_bar("source: checking the cache") as progress:
+            result = across_result(req, loader=model_loader(False), progress=progress)
         src, tgt = result.source, result.target
         status.update(label=f"{md(result.dataset.name)}: {len(result.dataset)} rows · source {src.d} wide × "
                             f"{len(src.layers)} layers, target {tgt.d} × {len(tgt.layers)}",

@@ -7,18 +7,21 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from repmap_core.analysis.stats import format_estimate
 from repmap_core.capture import store
+from repmap_core.capture.model_config import short_name
 from repmap_core.capture.models import resolve_model
+from repmap_core.capture.speed import calibrated, timed
 from repmap_core.data.load import load_dataset
 from repmap_core.errors import RepmapError
 from repmap_core.finetune.checkpoints import list_finetuned
 from repmap_core.finetune.train import FinetuneConfig, auto_train_last, check_finetune_data, estimate_seconds, finetune
+from repmap_core.progress import duration
 from repmap_core.results.view_results import weak_label_result
 from repmap_ui.common import local_models, show_error
 from repmap_ui.jobs import LIVE_REFRESH_S, Job, latest_job, start_job
 from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker
 from repmap_ui.text import md
+from repmap_ui.tiles import estimate_tile
 
 st.title("Finetune")
 st.caption("Train a model with a 2-way linear head on a data set's 0/1 labels (AdamW, early stopping on a validation "
@@ -56,15 +59,10 @@ def config_form(running: bool) -> dict | None:
                                                  "last 4 blocks of a larger one on a CPU"),
         )
         trust = st.checkbox("Trust remote code (runs the model's own Python code)", key="finetune.trust")
-        b1, b2 = st.columns([1, 4])
-        estimate = b1.form_submit_button("Estimate time", disabled=running,
-                                         help="measures two training steps on this data here, then multiplies")
-        submitted = b2.form_submit_button("Start finetuning", type="primary", disabled=running,
+        submitted = st.form_submit_button("Start finetuning", type="primary", disabled=running,
                                           help="one finetune at a time per session" if running else None)
-    if not (submitted or estimate):
-        return None
     return {"model": chosen_model(*model), "data": chosen_data(*data), "config": config, "trust": bool(trust),
-            "estimate_only": bool(estimate and not submitted)}
+            "submitted": bool(submitted)}
 
 
 def prepare(req: dict):
@@ -81,22 +79,42 @@ def trained_part(config: FinetuneConfig) -> str:
     return "every weight" if k is None else "the last block" if k == 1 else f"the last {k} blocks"
 
 
-def show_estimate(req: dict) -> None:
-    resolved, dataset, config = prepare(req)
-    with st.spinner("Measuring two training steps on this data"):
-        est = estimate_seconds(resolved, dataset, config, trust_remote_code=req["trust"])
-    st.info(f"About {est['seconds']:.0f} s here, training {trained_part(config)}: {est['steps']} optimiser steps at "
-            f"{est['step_seconds']:.2f} s each (measured just now), plus {est['eval_batches']} evaluation batches.",
-            icon=":material/timer:")
+@st.cache_data(show_spinner=False, ttl=600, max_entries=32)
+def measured_estimate(model: str, data: str, config: dict, trust: bool) -> dict:
+    """The request's time from two training steps measured here (`estimate_seconds`), kept for ten minutes."""
+    resolved, dataset, cfg = prepare({"model": model, "data": data, "config": config})
+    return dict(estimate_seconds(resolved, dataset, cfg, trust_remote_code=trust), part=trained_part(cfg))
 
 
-def start(req: dict) -> None:
+def show_estimate(req: dict) -> dict | None:
+    """Under the form: how long the form's request will take here, before Start (the estimate, calibrated by the
+    last finetune here); returns the estimate, or None when it cannot be made (said in one line)."""
+    try:
+        with st.spinner("Estimating the time: two training steps on this data"):
+            est = measured_estimate(req["model"], req["data"], req["config"], req["trust"])
+    except RepmapError as e:
+        st.caption(f"No time estimate for {md(req['model'])} on {md(req['data'])}: {md(e)}")
+        return None
+    what = f"{md(short_name(req['model']))} on {md(req['data'])}, {req['config']['epochs']} epochs"
+    if est["cached"]:
+        st.caption(f":material/timer: {what}: finetuned here before with these settings, so Start reads it back at once.")
+        return dict(est, calibrated=0.0)
+    seconds, basis = calibrated("finetune", est["seconds"])
+    st.caption(f":material/timer: {what}: about {duration(seconds)} here, training {est['part']}: {est['steps']} optimiser "
+               f"steps at {est['step_seconds']:.2f} s each (measured now) and {est['eval_batches']} evaluation batches"
+               + (f", {basis}" if basis else "") + ".")
+    return dict(est, calibrated=seconds)
+
+
+def start(req: dict, est: dict | None) -> None:
     """Everything that can be wrong with the request fails here, before a thread starts."""
     resolved, dataset, config = prepare(req)
     check_finetune_data(dataset, config)  # rows, labels, and a split it can make
-    start_job(JOB, lambda ctx: finetune(resolved, dataset, config, trust_remote_code=req["trust"],
-                                        progress=ctx.progress, on_step=ctx.on_step, cancel=ctx.cancel),
-              title=f"{req['model']} on {dataset.name}, {trained_part(config)}")
+    raw = est["seconds"] if est else None
+    start_job(JOB, lambda ctx: timed("finetune", raw, lambda: finetune(
+        resolved, dataset, config, trust_remote_code=req["trust"], progress=ctx.progress, on_step=ctx.on_step,
+        cancel=ctx.cancel), measured=lambda r: not r.reused),
+              title=f"{req['model']} on {dataset.name}, {trained_part(config)}", estimate=est and est["calibrated"])
 
 
 def loss_chart(points: list[tuple[int, float]]) -> None:
@@ -193,9 +211,9 @@ def weak_label_section(models: list) -> None:
     made = st.session_state.get("finetune.weak")
     if made:
         c1, c2, c3 = st.columns(3)
-        c1.metric("Agreement with the true labels", format_estimate(made.agreement),
-                  help="95% interval. " + ("Mostly in-sample: the weak model was trained on these rows."
-                                           if made.in_sample else "The weak model was not trained on these rows."))
+        estimate_tile("Agreement with the true labels", made.agreement, where=c1,
+                      help="95% interval. " + ("Mostly in-sample: the weak model was trained on these rows."
+                                               if made.in_sample else "The weak model was not trained on these rows."))
         c2.metric("Rows", f"{made.rows:,}")
         c3.metric("Labelled 1 by the weak model", f"{made.ones:,}")
         st.caption(f"{md(made.source)} relabelled by {md(made.model)}. Type this data spec into any data picker's "
@@ -213,10 +231,9 @@ if snap is not None and snap.state == "done" and snap.id not in announced:
 
 try:
     req = config_form(running)
-    if req is not None and req["estimate_only"]:
-        show_estimate(req)
-    elif req is not None:
-        start(req)
+    est = None if running else show_estimate(req)
+    if req["submitted"]:
+        start(req, est)
         st.rerun()
 except RepmapError as e:
     show_error(e)  # nothing was started

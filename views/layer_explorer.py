@@ -17,11 +17,13 @@ from repmap_core.errors import RepmapError
 from repmap_core.results.view_results import ExplorerResult, explorer_result
 from repmap_core.share.figures import METHOD_NAMES, layer_grid, separation_curve
 from repmap_ui import exports, urlstate
+from repmap_ui.bars import timed_bar
 from repmap_ui.common import default_causal_model, model_loader, show_error, table_uploader, warm_umap_in_background
 from repmap_ui.flow import is_cached, link_gate, run_request, seconds_for, view_gate, view_may_compute
 from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker, seed_data_picker, seed_model_picker
 from repmap_ui.rebuild import cached_separation
 from repmap_ui.text import md
+from repmap_ui.tiles import estimate_tile
 from repmap_ui.urlstate import Choice, Int, IntList, Layers, Text
 
 st.title("Layer explorer")
@@ -95,9 +97,9 @@ def quick_switch(current: str) -> dict | None:
 
 def compute(req: dict) -> ExplorerResult:
     with st.status(f"Activations of {md(req['model'])} on {md(req['data'])}", expanded=True) as status:
-        bar = st.progress(0.0, text="Checking the cache")
-        result = explorer_result(req, loader=model_loader(req["trust"]), separation=cached_separation,
-                                 progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m))
+        with timed_bar("Checking the cache") as progress:
+            result = explorer_result(req, loader=model_loader(req["trust"]), separation=cached_separation,
+                                     progress=progress)
         aset = result.aset
         status.update(label=f"{md(req['model'])} on {md(result.dataset.name)}: {aset.n} rows × {len(aset.layer_list)} layers",
                       state="complete", expanded=False)
@@ -135,8 +137,8 @@ if result is not None:
     cv = best_row.cv_estimate()
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Best layer", f"{best}", help=site_name(best))
-    c2.metric("Probe accuracy there (cv)", format_estimate(cv),
-              help=f"share of rows classified right when held out, 95% interval; shuffled labels: {format_null(cv, 3)}")
+    estimate_tile("Probe accuracy there (cv)", cv, where=c2,
+                  help=f"share of rows classified right when held out, 95% interval; shuffled labels: {format_null(cv, 3)}")
     c3.metric("Rows", f"{aset.n:,}", help=f"{int(aset.labels.sum())} labelled 1")
     c4.metric("Width", f"{aset.d}", help=f"{m['n_layers']} blocks")
     quant = f" ({m['quantization']} GGUF, dequantized)" if m.get("quantization") else ""

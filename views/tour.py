@@ -7,6 +7,7 @@ import streamlit as st
 from repmap_core.errors import RepmapError
 from repmap_core.papers.tour import STEPS, run_step, tour_report
 from repmap_ui import exports
+from repmap_ui.bars import timed_bar
 from repmap_ui.common import show_error
 
 st.title("Demo tour")
@@ -24,12 +25,11 @@ if done:
 
 
 def compute(key: str) -> None:
-    bar = st.progress(0.0, text=f"{STEPS[key]}: starting")
     try:
-        done[key] = run_step(key, progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=f"{STEPS[key]}: {m}"))
+        with timed_bar(f"{STEPS[key]}: starting", prefix=f"{STEPS[key]}: ") as progress:
+            done[key] = run_step(key, progress=progress)
     except RepmapError as e:
         show_error(e)
-    bar.empty()
 
 
 for key, title in STEPS.items():

@@ -4,12 +4,16 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from repmap_core.analysis.stats import format_estimate
+from repmap_core.capture.model_config import short_name
+from repmap_core.capture.speed import calibrated, timed
 from repmap_core.errors import RepmapError
 from repmap_core.finetune.weak_to_strong import STRONG_DEFAULT, WEAK_DEFAULT, estimate_seconds, weak_to_strong
+from repmap_core.progress import duration
 from repmap_ui.common import show_error
 from repmap_ui.jobs import LIVE_REFRESH_S, latest_job, start_job
 from repmap_ui.pickers import chosen_data, chosen_model, two_models_and_data
+from repmap_ui.text import md
+from repmap_ui.tiles import estimate_tile
 
 JOB = "w2s"
 st.title("Weak to strong")
@@ -24,27 +28,46 @@ st.session_state.setdefault("w2s.strong.model_choice", STRONG_DEFAULT)
 with st.form("w2s.form"):
     weak, strong, data = two_models_and_data("w2s", (("weak", "Weak teacher"), ("strong", "Strong student")),
                                              with_upload=False)
-    b1, b2 = st.columns([1, 4])
-    estimate = b1.form_submit_button("Estimate time", help="measures two training steps of each model on this data here")
-    go = b2.form_submit_button("Run weak to strong", type="primary")
+    go = st.form_submit_button("Run weak to strong", type="primary")
+
+
+@st.cache_data(show_spinner=False, ttl=600, max_entries=16)
+def measured(spec: str, weak_model: str, strong_model: str) -> dict:
+    """Each finetune's time from two training steps measured here (0 for one cached), kept for ten minutes."""
+    return estimate_seconds(spec, weak_model=weak_model, strong_model=strong_model)
+
+
+def estimate_line(spec: str, req: dict) -> dict | None:
+    """Before the run, under the form: how long the form's run will take here, calibrated by the last one."""
+    try:
+        with st.spinner("Estimating the time: two training steps of each model on this data"):
+            est = measured(spec, **req)
+    except RepmapError as e:
+        st.caption(f"No time estimate: {md(e)}")
+        return None
+    seconds, basis = calibrated("w2s", est["total"])
+    part = {r: "cached" if est[r] == 0 else duration(est[r] * seconds / max(est["total"], 1e-9))
+            for r in ("weak", "strong_on_weak", "ceiling")}
+    st.caption(f":material/timer: {md(short_name(req['weak_model']))} → {md(short_name(req['strong_model']))} on "
+               f"{md(spec)}: about {duration(seconds)} here (teacher {part['weak']}, student {part['strong_on_weak']}, "
+               f"ceiling {part['ceiling']}; two training steps of each model measured now"
+               + (f", {basis}" if basis else "") + ").")
+    return dict(est, calibrated=seconds)
+
 
 job = latest_job(JOB)
 running = job is not None and job.snapshot().state == "running"
 try:
-    if estimate or go:
-        req = {"weak_model": chosen_model(*weak), "strong_model": chosen_model(*strong)}
-        spec = chosen_data(*data)
-        if estimate:
-            with st.spinner("Measuring training steps"):
-                est = estimate_seconds(spec, **req)
-            st.info(f"About {est['total']:.0f} s here: the teacher {est['weak']:.0f} s, the student and its ceiling "
-                    f"{est['strong_on_weak']:.0f} s each (finetunes already cached take a second).", icon=":material/timer:")
-        elif running:
-            st.warning("A weak-to-strong run is already going in this session; wait for it or cancel it.")
-        else:
-            start_job(JOB, lambda ctx: weak_to_strong(spec, progress=ctx.progress, cancel=ctx.cancel, **req),
-                      title=f"{req['weak_model']} → {req['strong_model']} on {spec}")
-            st.rerun()
+    req = {"weak_model": chosen_model(*weak), "strong_model": chosen_model(*strong)}
+    spec = chosen_data(*data)
+    est = None if running else estimate_line(spec, req)
+    if go and running:
+        st.warning("A weak-to-strong run is already going in this session; wait for it or cancel it.")
+    elif go:
+        start_job(JOB, lambda ctx: timed("w2s", est and est["total"], lambda: weak_to_strong(
+            spec, progress=ctx.progress, cancel=ctx.cancel, estimate=est, **req)),
+                  title=f"{req['weak_model']} → {req['strong_model']} on {spec}", estimate=est and est["calibrated"])
+        st.rerun()
 except RepmapError as e:
     show_error(e)
 
@@ -71,12 +94,9 @@ if job is not None:
         st.session_state["w2s.result"] = r
 if (r := st.session_state.get("w2s.result")) is not None:
     c = st.columns(4)
-    c[0].metric("Weak teacher", f"{r.weak.value:.3f}", help="held-out accuracy, 95% Wilson interval below")
-    c[0].caption(format_estimate(r.weak))
-    c[1].metric("Student on weak labels", f"{r.strong_on_weak.value:.3f}")
-    c[1].caption(format_estimate(r.strong_on_weak))
-    c[2].metric("Student's ceiling (ground truth)", f"{r.ceiling.value:.3f}")
-    c[2].caption(format_estimate(r.ceiling))
+    estimate_tile("Weak teacher", r.weak, where=c[0], help="held-out accuracy, its 95% interval below")
+    estimate_tile("Student on weak labels", r.strong_on_weak, where=c[1], help="held-out accuracy")
+    estimate_tile("Student's ceiling (ground truth)", r.ceiling, where=c[2], help="held-out accuracy")
     pgr_text = "–" if r.pgr.value != r.pgr.value else f"{r.pgr.value:.2f}"
     c[3].metric("PGR", pgr_text, help="(student − teacher) / (ceiling − teacher)")
     c[3].caption("undefined: the ceiling does not beat the teacher" if pgr_text == "–" else

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from repmap_core.analysis.affine import parse_alpha
-from repmap_core.analysis.stats import format_estimate, format_null
+from repmap_core.analysis.stats import format_null
 from repmap_core.analysis.within import within_table
 from repmap_core.errors import RepmapError
 from repmap_core.finetune.checkpoints import list_finetuned
@@ -16,6 +16,7 @@ from repmap_core.results.view_fits import GROUND_TRUTH, within_fit
 from repmap_core.share.figures_shift import live_fit
 from repmap_ui import exports, urlstate
 from repmap_ui.shift import shift_selection
+from repmap_ui.tiles import estimate_tile
 from repmap_ui.urlstate import Choice, Float, Int, Text
 
 st.title("Within-model fit")
@@ -116,18 +117,18 @@ if done:
         exports.plot(live_fit(done.points), "within.curve", f"within_fit_curve_layer{done.layer}")
     iv = res.intervals
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric("sign(λ̃·δ) accuracy", format_estimate(iv["delta_projection_accuracy"]),
-              help=f"the paper's, on held-out rows; random directions: {format_null(iv['delta_projection_accuracy'])}")
-    c2.metric("sign((λ̃−μ)·δ) accuracy", format_estimate(iv["delta_projection_accuracy_centered"]),
-              help=f"centred on the training mean; random directions: "
-                   f"{format_null(iv['delta_projection_accuracy_centered'])}")
-    c3.metric("Held-out R²", format_estimate(iv["r2_test"]),
-              help=f"train {res.fit['r2_train']:.3f}; 0 = predicting the mean; ridge α {res.fit['alpha']:.3g}"
-                   + (" (chosen on held-out training rows)" if res.fit["alpha_chosen"] else ""))
-    c4.metric("cos(δ, class-mean difference)", format_estimate(iv["delta_cosine"]),
-              help=f"δ against the held-out rows' class-mean difference of λ̃ (both displacements); random directions: "
-                   f"{format_null(iv['delta_cosine'])}. Against the finetuned probe's weights (a functional) it is "
-                   f"{res.delta_cosine['finetuned_probe']:.3f}")
+    estimate_tile("sign(λ̃·δ) accuracy", iv["delta_projection_accuracy"], where=c1,
+                  help=f"the paper's, on held-out rows; random directions: {format_null(iv['delta_projection_accuracy'])}")
+    estimate_tile("sign((λ̃−μ)·δ) accuracy", iv["delta_projection_accuracy_centered"], where=c2,
+                  help=f"centred on the training mean; random directions: "
+                       f"{format_null(iv['delta_projection_accuracy_centered'])}")
+    estimate_tile("Held-out R²", iv["r2_test"], where=c3,
+                  help=f"train {res.fit['r2_train']:.3f}; 0 = predicting the mean; ridge α {res.fit['alpha']:.3g}"
+                       + (" (chosen on held-out training rows)" if res.fit["alpha_chosen"] else ""))
+    estimate_tile("cos(δ, class-mean difference)", iv["delta_cosine"], where=c4,
+                  help=f"δ against the held-out rows' class-mean difference of λ̃ (both displacements); random directions: "
+                       f"{format_null(iv['delta_cosine'])}. Against the finetuned probe's weights (a functional) it is "
+                       f"{res.delta_cosine['finetuned_probe']:.3f}")
     if res.fit.get("note"):
         st.caption(res.fit["note"])
     st.subheader(f"Table {'2' if res.fit_labels == 'weak' else '1'}: linear probe accuracy, layer {done.layer}")
