@@ -1,6 +1,8 @@
 """Layer explorer: where in the model does the label become linearly separable?"""
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 import streamlit as st
 
@@ -9,7 +11,7 @@ from repmap_core.analysis.axes import AXES, AXIS_NAMES, custom_axes
 from repmap_core.analysis.projection import METHODS, project, sample_rows
 from repmap_core.analysis.separation import best_layer
 from repmap_core.analysis.stats import format_estimate, format_null
-from repmap_core.capture import memo
+from repmap_core.capture import memo, speed
 from repmap_core.capture.models import EMBEDDED_MODEL_ID, site_name
 from repmap_core.data.class_names import class_names
 from repmap_core.data.load import load_dataset
@@ -141,6 +143,7 @@ if result is not None:
                   help=f"share of rows classified right when held out, 95% interval; shuffled labels: {format_null(cv, 3)}")
     c3.metric("Rows", f"{aset.n:,}", help=f"{int(aset.labels.sum())} labelled 1")
     c4.metric("Width", f"{aset.d}", help=f"{m['n_layers']} blocks")
+    exports.source(f"{m['model'].rstrip('/').split('/')[-1]} · {m['dataset_spec']}")
     quant = f" ({m['quantization']} GGUF, dequantized)" if m.get("quantization") else ""
     st.caption(f"{md(m['model'])}{md(quant)} @ {md(m['revision'])} · {md(m['dataset_spec'])} · position "
                f"**{md(m['position'])}** · {md(m['dtype'])} · cache {md(str(m['key'])[:12])}")
@@ -187,11 +190,22 @@ if result is not None:
                                                  "shown": tuple(shown)}, from_link=bool(view_url))
 
     def coords_of(may: bool) -> dict:  # a link's uncached t-SNE or UMAP waits for Compute (NotCached)
-        with st.spinner(f"{METHOD_NAMES.get(method, 'Custom axes')} of {len(shown)} layers (cached after the first time)"):
-            return {layer: custom_axes(aset[layer][rows_idx], aset.labels[rows_idx], x_axis, y_axis) if method == "axes"
-                    else project(aset[layer][rows_idx], method, int(seed), memo=memo.disk_memo(
-                        {"activations": m["key"], "layer": layer, "rows": len(rows_idx)}, may_compute=may))
-                    for layer in shown}
+        name, out = METHOD_NAMES.get(method, "Custom axes"), {}
+        with timed_bar(f"{name} of {len(shown)} layers (cached after the first time)",
+                       speed.predicted(method, len(rows_idx) * len(shown))) as progress:
+            computed = [0, 0.0]  # points and seconds of the layers computed now (not read back), for the next estimate
+            for i, layer in enumerate(shown):
+                part = lambda f, msg, i=i: progress((i + f) / len(shown), f"layer {shown[i]} ({i + 1} of {len(shown)}): {msg}")  # noqa: E731
+                part(0.0, name)
+                t0 = time.perf_counter()
+                out[layer] = (custom_axes(aset[layer][rows_idx], aset.labels[rows_idx], x_axis, y_axis) if method == "axes"
+                              else project(aset[layer][rows_idx], method, int(seed), progress=part, memo=memo.disk_memo(
+                                  {"activations": m["key"], "layer": layer, "rows": len(rows_idx)}, may_compute=may)))
+                if (took := time.perf_counter() - t0) > 1.0:
+                    computed[0], computed[1] = computed[0] + len(rows_idx), computed[1] + took
+        if method in ("tsne", "umap"):
+            speed.record_run(method, *computed)
+        return out
 
     try:
         try:
