@@ -152,8 +152,8 @@ def _shift(states: dict, settings: dict, beside: dict[str, str]) -> Section:
                            "gain": f.probe_cv_acc - r.probe_cv_acc}
                           for r, f in zip(before, after)]).set_index("layer"),
             "Probe accuracy (cross-validated) before and after finetuning")
-    if res.in_sample:
-        s.text("These are the rows the model was finetuned on: part of the separation is memorisation.")
+    if note := res.in_sample_note():
+        s.text(note)
     _shift_manifests(s, res)
     return s
 
