@@ -15,6 +15,7 @@ from repmap_core.catalog import list_local_models
 from repmap_core.data.load import PICKLE_SUFFIXES
 from repmap_core.errors import RepmapError
 from repmap_core.locations import cache_root
+from repmap_ui import exports
 from repmap_ui.text import md
 from repmap_ui.urlstate import copy_link_box
 
@@ -103,6 +104,7 @@ def run_with_sidebar(page) -> None:
     includes the page's work and the link its choices)."""
     slot = st.sidebar.empty()
     sidebar_status(slot.container())
+    exports.source(None)  # each page names what its figures were made from
     page.run()
     sidebar_status(slot.container())
 

@@ -24,6 +24,13 @@ URL_REQUEST = [Text("base", ""), Text("finetuned", ""), Text("data", "builtin:se
                Choice("position", "auto", ("auto", "last", "mean", "answer")), Int("limit", 2000, lo=0)]
 
 
+def shift_source(result: ShiftResult) -> str:
+    """What a shift's figures were made from, for their exports: the base model, its finetune and the data."""
+    ft = result.request["finetuned"]
+    return f"{result.request['base'].split('/')[-1]} before and after finetuning ({ft.rstrip('/').split('/')[-1][:8]}) · " \
+           f"{result.dataset.name}"
+
+
 def default_pair() -> tuple[str, str] | None:
     """The newest finetuned checkpoint and its base, to show something on first open."""
     done = list_finetuned()

@@ -160,6 +160,7 @@ for side, aset in (("s", src), ("t", tgt)):  # a link's layer pair, when the com
         urlstate.show_notices([note] if note else [])
 same = result.same_model
 names = (short(src.manifest["model"]), short(tgt.manifest["model"]))
+exports.source(f"{names[0]} → {names[1]} · {dataset.name}")
 left, right = st.columns([3, 2])
 metric = right.selectbox("Similarity", list(METRIC_NAMES), format_func=METRIC_NAMES.get, key="across.metric",
                          help="debiased linear CKA is ~0 for unrelated layers at any width, and comes with a shuffled-row "

@@ -14,7 +14,7 @@ from repmap_core.results.view_results import SteeringResult, SteeringSweep, stee
 from repmap_core.steering.apply import SCALES
 from repmap_core.steering.compare import vectors_cached
 from repmap_core.steering.run import estimate_sweep_seconds
-from repmap_ui import urlstate
+from repmap_ui import exports, urlstate
 from repmap_ui.bars import timed_bar
 from repmap_ui.common import default_causal_model, model_loader, show_error
 from repmap_ui.flow import check_models, link_gate
@@ -212,6 +212,7 @@ except RepmapError as e:
     show_error(e)  # the last good result below stays on screen
 
 result = st.session_state["steer.result"]
+exports.source(None if result is None else f"{', '.join(result.labels.values())} · {result.request['data']}")
 if result is None:
     st.info("Pick model A (e.g. a base model), optionally model B (its chat version, or a larger model) and a data set "
             "of A/B questions, then Compute vectors.")

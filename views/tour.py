@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from repmap_core.errors import RepmapError
-from repmap_core.papers.tour import STEPS, run_step, tour_report
+from repmap_core.papers.tour import STEPS, TOUR_SOURCE, run_step, tour_report
 from repmap_ui import exports
 from repmap_ui.bars import timed_bar
 from repmap_ui.common import show_error
@@ -16,6 +16,7 @@ st.caption("Six steps on the embedded SmolLM2-135M (and MiniLM) and 800 real rev
            "computes and caches everything (a few minutes on a 2-core CPU, each step's time shown); later runs read the "
            "cache. Each step can also run on its own.")
 done: dict = st.session_state.setdefault("tour.steps", {})
+exports.source(TOUR_SOURCE)
 
 c1, c2 = st.columns([1, 3])
 run_all = c1.button("Run the whole tour", type="primary", key="tour.run_all")

@@ -15,7 +15,7 @@ from repmap_core.papers.published import GAO_DELTA_ACCURACY, GAO_TABLE1
 from repmap_core.results.view_fits import GROUND_TRUTH, within_fit
 from repmap_core.share.figures_shift import live_fit
 from repmap_ui import exports, urlstate
-from repmap_ui.shift import shift_selection
+from repmap_ui.shift import shift_selection, shift_source
 from repmap_ui.tiles import estimate_tile
 from repmap_ui.urlstate import Choice, Float, Int, Text
 
@@ -61,6 +61,7 @@ if result is None:
     st.info("Pick a base model and its finetuned version above (finetune one on the Finetune page).")
     st.stop()
 base = result.base
+exports.source(shift_source(result))
 
 weak_options = [GROUND_TRUTH] + [m.path for m in list_finetuned() if m.path != result.request["finetuned"]]
 linked = from_link(base.layer_list, weak_options)

@@ -22,11 +22,12 @@ from repmap_core.capture.gguf import SMOLLM2_ID
 from repmap_core.locations import EMBEDDED_MODEL_ID, cache_root
 from repmap_core.progress import Progress, silent
 
-__all__ = ["TourStep", "STEPS", "run_step", "run_tour", "tour_report"]
+__all__ = ["TourStep", "STEPS", "TOUR_SOURCE", "run_step", "run_tour", "tour_report"]
 
 SMOLLM2 = SMOLLM2_ID
 MINILM = EMBEDDED_MODEL_ID
 DATA = "builtin:sentiment"
+TOUR_SOURCE = f"{SMOLLM2.split('/')[-1]} and {MINILM.split('/')[-1]} · {DATA}"  # what every step's figure is made from
 
 
 @dataclass(frozen=True, eq=False)
@@ -105,7 +106,7 @@ def _finetune(report: Progress) -> tuple[str, object, dict]:
     est = Estimate(val, *wilson(val * n_val, n_val), n_val, "wilson")
     text = (f"SmolLM2's last 4 blocks and a linear head were finetuned on {len(tune)} reviews "
             f"({m['metrics']['steps']} steps, {m['metrics']['seconds']:.0f} s here); it classifies held-out validation "
-            f"reviews at {format_estimate(est)}. The other {800 - len(tune)} reviews were never trained on: the next "
+            f"reviews at {format_estimate(est)}. The other {len(_split()[1])} reviews were never trained on: the next "
             "steps study the representations on them.")
     return text, fig, {"val_acc": val, "path": result.path, "seconds": m["metrics"]["seconds"]}
 
@@ -154,7 +155,8 @@ def _within(report: Progress) -> tuple[str, object, dict]:
 
     from repmap_core.analysis.within import within_model, within_table
 
-    _, before, after = _activations_before_after(report)
+    analyse, before, after = _activations_before_after(report)
+    tuned = len(_split()[0])
     L = before.layer_list[0]
     result, _ = within_model(before[L], after[L], before.labels, pair_ids=before.pair_ids)
     rows = within_table(result)
@@ -167,10 +169,13 @@ def _within(report: Progress) -> tuple[str, object, dict]:
     fig.update_layout(height=40 + 30 * (len(rows) + 1), margin=dict(l=10, r=10, t=40, b=10),
                       title="Gao et al.'s Table 1, this run")
     fit = result.fit
-    text = (f"λ̃ ≈ Aλ + b + yδ, fitted on {result.n_train} rows, explains {fit['r2_test']:.2f} of the finetuned "
-            f"representations' variance on {result.n_test} held-out rows (R²), and the task direction δ alone sorts "
-            f"them at {result.delta_projection_accuracy_centered:.3f} (centred). The modelled λ̂ contains the true label "
-            "by construction, so the table also shows it without the label and with a predicted one.")
+    text = (f"At block {L}, λ̃ ≈ Aλ + b + yδ, fitted on {result.n_train} of the {len(analyse)} reviews the model never "
+            f"saw in training, explains {fit['r2_test']:.2f} of the finetuned representations' variance on the other "
+            f"{result.n_test} (held-out R²), and the task direction δ alone sorts them at "
+            f"{result.delta_projection_accuracy_centered:.3f} (centred). The modelled λ̂ contains the true label by "
+            "construction, so the table also shows it without the label and with a predicted one. (The Within-model fit "
+            f"page fits the rows it is given, by default all {tuned + len(analyse)} reviews, the {tuned} the model was "
+            "finetuned on included, so its numbers differ.)")
     return text, fig, {"r2_test": fit["r2_test"], "delta_accuracy": result.delta_projection_accuracy_centered}
 
 
@@ -223,7 +228,7 @@ RUNNERS = {"layers": _layers, "finetune": _finetune, "shift": _shift, "within": 
            "steering": _steering}
 
 
-MEMO_FORMAT = 3  # raised when a step's narrative or figure changes, so kept steps are made again
+MEMO_FORMAT = 4  # raised when a step's narrative or figure changes, so kept steps are made again
 
 
 def _memo_path(key: str):
