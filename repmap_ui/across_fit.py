@@ -75,7 +75,9 @@ def show_fit(fit_: AcrossFitResult, sim) -> None:
         st.caption(m["note"])
     if "step_reported" in m:
         st.caption(f"Gradient descent ran {m['steps']} steps; the map reported is step {m['step_reported']}'s, the lowest "
-                   "loss on a held-out tenth of the training rows.")
+                   "loss on a held-out tenth of the training rows."
+                   + (" It had not converged: it was still improving when it reached its step limit, so the numbers above "
+                      "understate the map; raise the steps, or fit the closed form." if m.get("converged") is False else ""))
     if fit_.history:
         exports.plot(fit_curve(fit_.history, m.get("step_reported")), "across.fit_curve", f"map_fit_curve_L{ls}_L{lt}")
     exports.plot(per_dim_error(res.per_dim_mse), "across.per_dim", f"map_error_per_dim_L{ls}_L{lt}")
