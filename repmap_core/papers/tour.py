@@ -151,23 +151,20 @@ def _shift(report: Progress) -> tuple[str, object, dict]:
 
 
 def _within(report: Progress) -> tuple[str, object, dict]:
-    import plotly.graph_objects as go
+    import pandas as pd
 
     from repmap_core.analysis.within import within_model, within_table
+    from repmap_core.share.figures import table_figure
 
     analyse, before, after = _activations_before_after(report)
     tuned = len(_split()[0])
     L = before.layer_list[0]
     result, _ = within_model(before[L], after[L], before.labels, pair_ids=before.pair_ids)
     rows = within_table(result)
-    columns = ["representation", "probe train", "probe test", "test 95% interval", "null (shuffled labels)"]
-    fig = go.Figure(go.Table(columnwidth=[3, 1, 1, 1.4, 1.4], header=dict(values=columns),
-                             cells=dict(values=[[r["representation"] for r in rows], [f"{r['train']:.3f}" for r in rows],
-                                                [f"{r['test']:.3f}" for r in rows],
-                                                [r["test 95% interval"] for r in rows],
-                                                [r["null (shuffled labels)"] for r in rows]])))
-    fig.update_layout(height=40 + 30 * (len(rows) + 1), margin=dict(l=10, r=10, t=40, b=10),
-                      title="Gao et al.'s Table 1, this run")
+    frame = pd.DataFrame([{"representation": r["representation"], "probe train": r["train"], "probe test": r["test"],
+                           "test 95% interval": r["test 95% interval"], "null (shuffled labels)": r["null (shuffled labels)"]}
+                          for r in rows])
+    fig = table_figure(frame, f"Gao et al.'s Table 1, this run: block {L}, {result.n_test} held-out reviews")
     fit = result.fit
     text = (f"At block {L}, λ̃ ≈ Aλ + b + yδ, fitted on {result.n_train} of the {len(analyse)} reviews the model never "
             f"saw in training, explains {fit['r2_test']:.2f} of the finetuned representations' variance on the other "
@@ -182,19 +179,13 @@ def _within(report: Progress) -> tuple[str, object, dict]:
 def _across(report: Progress) -> tuple[str, object, dict]:
     from repmap_core.analysis.between import between_models
     from repmap_core.capture.activations import get_activations
+    from repmap_core.share.figures import table_figure
     from repmap_core.share.figures_across import transfer_table
 
     src = get_activations(MINILM, DATA, [-1], "auto", progress=report)
     tgt = get_activations(SMOLLM2, DATA, [-1], "last", progress=report)
     result, _ = between_models(src[src.layer_list[0]], tgt[tgt.layer_list[0]], src.labels, method="ridge")
-    frame = transfer_table(result)
-    import plotly.graph_objects as go
-
-    fig = go.Figure(go.Table(header=dict(values=list(frame.columns)),
-                             cells=dict(values=[frame[c].map(lambda v: f"{v:.3f}" if isinstance(v, float) else str(v))
-                                                for c in frame.columns])))
-    fig.update_layout(height=320, margin=dict(l=10, r=10, t=40, b=10),
-                      title="MiniLM's probe carried into SmolLM2 through a ridge map (held-out accuracy)")
+    fig = table_figure(transfer_table(result), "MiniLM's probe carried into SmolLM2 through a ridge map (held-out accuracy)")
     t = result.transfer
     text = (f"A ridge map from MiniLM (22M, width 384) to SmolLM2 (135M, width 576), fitted on the same reviews, explains "
             f"{result.map['r2_test']:.2f} of SmolLM2's last-block variance on held-out rows. MiniLM's sentiment probe "
@@ -281,6 +272,25 @@ def run_tour(progress: Progress | None = None) -> list[TourStep]:
     return out
 
 
+NUMBER_NAMES = {  # a step's headline numbers as the report names them
+    "best_layer": "Best block", "probe_best": "Probe accuracy there (cv)", "probe_block0": "Probe accuracy at block 0 (cv)",
+    "val_acc": "Validation accuracy", "seconds": "Finetuning (s)", "moved": "Mean move (share of the norm)",
+    "probe_before": "Probe accuracy before (cv)", "probe_after": "Probe accuracy after (cv)", "r2_test": "Held-out R²",
+    "delta_accuracy": "δ accuracy, centred (held out)", "functional": "Transfer as a readout (held out)",
+    "vector": "Transfer as A w (held out)", "positive_low": f"Judged positive at α = {SENTIMENT_ALPHAS[0]:+g}",
+    "positive_high": f"Judged positive at α = {SENTIMENT_ALPHAS[-1]:+g}", "steers": "Steers beyond a random direction"}
+
+
+def _number_text(key: str, value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if key in ("moved", "positive_low", "positive_high"):
+        return f"{value:.0%}"
+    if key == "seconds":
+        return f"{value:.0f}"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
 def tour_report(steps: list[TourStep]) -> str:
     """The tour as one self-contained HTML report (figures drawn offline)."""
     from repmap_core.share.report import Section, render_html
@@ -290,7 +300,7 @@ def tour_report(steps: list[TourStep]) -> str:
         sec = Section(s.key, s.title)
         sec.text(s.narrative)
         sec.figure(s.figure, s.key)
-        sec.metrics({k: (f"{v:.3f}" if isinstance(v, float) else str(v)) for k, v in s.numbers.items() if k != "path"})
+        sec.metrics({NUMBER_NAMES.get(k, k.replace("_", " ")): _number_text(k, v) for k, v in s.numbers.items() if k != "path"})
         sec.text(f"Computing this step took {s.seconds:.1f} s here.")
         sections.append(sec)
     return render_html(sections, {"views": [s.key for s in steps]}, title="repmap demo tour")

@@ -68,6 +68,36 @@ def set_title(fig: go.Figure, text: str, chars: int = 70) -> go.Figure:
     return fig
 
 
+TABLE_LINE_PX, TABLE_PAD_PX = 19, 12  # a table cell's line of 12-px text, and its padding
+
+
+def table_figure(frame, title: str, width_chars: int = 140) -> go.Figure:
+    """A table as a figure that shows every row: each cell's text wrapped to its column (widths by content,
+    `width_chars` characters across in all) and the figure as tall as its wrapped rows. A fixed height showed
+    2 of the tour's 7 transfer rows, the rest scrolled out of sight inside the figure."""
+    def cell(v) -> str:
+        return f"{v:.3f}" if isinstance(v, (float, np.floating)) else "" if v is None else str(v)
+
+    columns = [str(c) for c in frame.columns]
+    texts = [[cell(v) for v in frame[c]] for c in frame.columns]
+    weights = [min(max([len(h)] + [len(t) for t in col]), 48) for h, col in zip(columns, texts)]
+    widths = [max(8, int(width_chars * w / sum(weights))) for w in weights]
+
+    def wrap(text: str, width: int) -> str:
+        return "<br>".join(html.escape(line) for part in text.split("\n") for line in textwrap.wrap(part, width) or [""])
+
+    header = [wrap(h, w) for h, w in zip(columns, widths)]
+    cells = [[wrap(t, w) for t in col] for col, w in zip(texts, widths)]
+    lines = [max(col[i].count("<br>") + 1 for col in cells) for i in range(len(frame))]
+    head_lines = max(h.count("<br>") + 1 for h in header)
+    fig = go.Figure(go.Table(columnwidth=widths, header=dict(values=header, align="left", fill_color="#f3f6f7",
+                                                             height=head_lines * TABLE_LINE_PX + TABLE_PAD_PX),
+                             cells=dict(values=cells, align="left", height=TABLE_LINE_PX + TABLE_PAD_PX)))
+    body = head_lines * TABLE_LINE_PX + TABLE_PAD_PX + sum(n * TABLE_LINE_PX + TABLE_PAD_PX for n in lines)
+    fig.update_layout(height=body + 90, margin=dict(l=10, r=10, t=50, b=20), title=title)
+    return fig
+
+
 def layer_grid(coords: dict[int, np.ndarray], labels: np.ndarray, texts: Sequence[str] | None = None, *,
                method: str = "pca", label_names: dict[int, str] | None = None, columns: int = 3,
                title: str | None = None) -> go.Figure:
