@@ -8,16 +8,14 @@ import pandas as pd
 import streamlit as st
 
 from repmap_core.capture import store
-from repmap_core.capture.model_config import short_name
-from repmap_core.capture.models import resolve_model
-from repmap_core.capture.speed import calibrated, timed
+from repmap_core.capture.speed import timed
 from repmap_core.data.load import load_dataset
 from repmap_core.errors import RepmapError
 from repmap_core.finetune.checkpoints import list_finetuned
-from repmap_core.finetune.train import FinetuneConfig, auto_train_last, check_finetune_data, estimate_seconds, finetune
-from repmap_core.progress import duration
+from repmap_core.finetune.train import FinetuneConfig, check_finetune_data, finetune
 from repmap_core.results.view_results import weak_label_result
 from repmap_ui.common import local_models, show_error
+from repmap_ui.estimates import finetune_estimate, prepare, trained_part
 from repmap_ui.jobs import LIVE_REFRESH_S, Job, latest_job, start_job
 from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker
 from repmap_ui.text import md
@@ -33,8 +31,9 @@ DEFAULTS = FinetuneConfig()
 JOB = "finetune"
 
 
-def config_form(running: bool) -> dict | None:
-    with st.form("finetune.form"):
+def config_form() -> dict:
+    """The request as set now (no st.form: the estimate under it follows each change)."""
+    with st.container(border=True, key="finetune.form"):
         c1, c2 = st.columns(2)
         with c1:
             model = model_picker("finetune", "Base model")
@@ -59,51 +58,7 @@ def config_form(running: bool) -> dict | None:
                                                  "last 4 blocks of a larger one on a CPU"),
         )
         trust = st.checkbox("Trust remote code (runs the model's own Python code)", key="finetune.trust")
-        submitted = st.form_submit_button("Start finetuning", type="primary", disabled=running,
-                                          help="one finetune at a time per session" if running else None)
-    return {"model": chosen_model(*model), "data": chosen_data(*data), "config": config, "trust": bool(trust),
-            "submitted": bool(submitted)}
-
-
-def prepare(req: dict):
-    """The request's model (resolved), data set and config, with "auto" decided for that model."""
-    resolved, dataset = resolve_model(req["model"]), load_dataset(req["data"])
-    values = {k: (float(v) if k in ("lr", "val_frac") else v if v is None else int(v)) for k, v in req["config"].items()}
-    last = values.get("train_last")
-    values["train_last"] = auto_train_last(resolved) if last is None else (last or None)
-    return resolved, dataset, FinetuneConfig(**values)
-
-
-def trained_part(config: FinetuneConfig) -> str:
-    k = config.train_last
-    return "every weight" if k is None else "the last block" if k == 1 else f"the last {k} blocks"
-
-
-@st.cache_data(show_spinner=False, ttl=600, max_entries=32)
-def measured_estimate(model: str, data: str, config: dict, trust: bool) -> dict:
-    """The request's time from two training steps measured here (`estimate_seconds`), kept for ten minutes."""
-    resolved, dataset, cfg = prepare({"model": model, "data": data, "config": config})
-    return dict(estimate_seconds(resolved, dataset, cfg, trust_remote_code=trust), part=trained_part(cfg))
-
-
-def show_estimate(req: dict) -> dict | None:
-    """Under the form: how long the form's request will take here, before Start (the estimate, calibrated by the
-    last finetune here); returns the estimate, or None when it cannot be made (said in one line)."""
-    try:
-        with st.spinner("Estimating the time: two training steps on this data"):
-            est = measured_estimate(req["model"], req["data"], req["config"], req["trust"])
-    except RepmapError as e:
-        st.caption(f"No time estimate for {md(req['model'])} on {md(req['data'])}: {md(e)}")
-        return None
-    what = f"{md(short_name(req['model']))} on {md(req['data'])}, {req['config']['epochs']} epochs"
-    if est["cached"]:
-        st.caption(f":material/timer: {what}: finetuned here before with these settings, so Start reads it back at once.")
-        return dict(est, calibrated=0.0)
-    seconds, basis = calibrated("finetune", est["seconds"])
-    st.caption(f":material/timer: {what}: about {duration(seconds)} here, training {est['part']}: {est['steps']} optimiser "
-               f"steps at {est['step_seconds']:.2f} s each (measured now) and {est['eval_batches']} evaluation batches"
-               + (f", {basis}" if basis else "") + ".")
-    return dict(est, calibrated=seconds)
+    return {"model": chosen_model(*model), "data": chosen_data(*data), "config": config, "trust": bool(trust)}
 
 
 def start(req: dict, est: dict | None) -> None:
@@ -230,9 +185,10 @@ if snap is not None and snap.state == "done" and snap.id not in announced:
     announced.add(snap.id)
 
 try:
-    req = config_form(running)
-    est = None if running else show_estimate(req)
-    if req["submitted"]:
+    req = config_form()
+    est = None if running else finetune_estimate(req)
+    if st.button("Start finetuning", type="primary", disabled=running, key="finetune.start",
+                 help="one finetune at a time per session" if running else None):
         start(req, est)
         st.rerun()
 except RepmapError as e:

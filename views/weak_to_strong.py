@@ -4,15 +4,13 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from repmap_core.capture.model_config import short_name
-from repmap_core.capture.speed import calibrated, timed
+from repmap_core.capture.speed import timed
 from repmap_core.errors import RepmapError
-from repmap_core.finetune.weak_to_strong import STRONG_DEFAULT, WEAK_DEFAULT, estimate_seconds, weak_to_strong
-from repmap_core.progress import duration
+from repmap_core.finetune.weak_to_strong import STRONG_DEFAULT, WEAK_DEFAULT, weak_to_strong
 from repmap_ui.common import show_error
+from repmap_ui.estimates import w2s_estimate
 from repmap_ui.jobs import LIVE_REFRESH_S, latest_job, start_job
 from repmap_ui.pickers import chosen_data, chosen_model, two_models_and_data
-from repmap_ui.text import md
 from repmap_ui.tiles import estimate_tile
 
 JOB = "w2s"
@@ -25,42 +23,17 @@ st.caption("Burns et al.'s weak-to-strong generalisation, the motivation of Gao 
 st.session_state.setdefault("w2s.weak.model_choice", WEAK_DEFAULT)
 st.session_state.setdefault("w2s.strong.model_choice", STRONG_DEFAULT)
 
-with st.form("w2s.form"):
+with st.container(border=True, key="w2s.form"):  # no st.form: the estimate above Run follows each change
     weak, strong, data = two_models_and_data("w2s", (("weak", "Weak teacher"), ("strong", "Strong student")),
                                              with_upload=False)
-    go = st.form_submit_button("Run weak to strong", type="primary")
-
-
-@st.cache_data(show_spinner=False, ttl=600, max_entries=16)
-def measured(spec: str, weak_model: str, strong_model: str) -> dict:
-    """Each finetune's time from two training steps measured here (0 for one cached), kept for ten minutes."""
-    return estimate_seconds(spec, weak_model=weak_model, strong_model=strong_model)
-
-
-def estimate_line(spec: str, req: dict) -> dict | None:
-    """Before the run, under the form: how long the form's run will take here, calibrated by the last one."""
-    try:
-        with st.spinner("Estimating the time: two training steps of each model on this data"):
-            est = measured(spec, **req)
-    except RepmapError as e:
-        st.caption(f"No time estimate: {md(e)}")
-        return None
-    seconds, basis = calibrated("w2s", est["total"])
-    part = {r: "cached" if est[r] == 0 else duration(est[r] * seconds / max(est["total"], 1e-9))
-            for r in ("weak", "strong_on_weak", "ceiling")}
-    st.caption(f":material/timer: {md(short_name(req['weak_model']))} → {md(short_name(req['strong_model']))} on "
-               f"{md(spec)}: about {duration(seconds)} here (teacher {part['weak']}, student {part['strong_on_weak']}, "
-               f"ceiling {part['ceiling']}; two training steps of each model measured now"
-               + (f", {basis}" if basis else "") + ").")
-    return dict(est, calibrated=seconds)
-
 
 job = latest_job(JOB)
 running = job is not None and job.snapshot().state == "running"
 try:
     req = {"weak_model": chosen_model(*weak), "strong_model": chosen_model(*strong)}
     spec = chosen_data(*data)
-    est = None if running else estimate_line(spec, req)
+    est = None if running else w2s_estimate(spec, req)
+    go = st.button("Run weak to strong", type="primary", key="w2s.run")
     if go and running:
         st.warning("A weak-to-strong run is already going in this session; wait for it or cancel it.")
     elif go:

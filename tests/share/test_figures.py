@@ -265,7 +265,7 @@ def test_live_fit_marks_the_step_it_reports():
 
 def test_a_layer_axis_ticks_a_readable_step_and_stops_at_its_layers():
     """SmolLM2's 30 layers ticked every integer from -1 to 31."""
-    from repmap_core.share.figures import layer_tickvals, layer_ticks
+    from repmap_core.share.figures import layer_ticks, layer_tickvals
 
     assert layer_ticks(range(30)) == dict(tickmode="linear", tick0=0, dtick=2, range=[-0.5, 29.5])
     assert layer_ticks([0, 1, 2, 3, 4, 5])["dtick"] == 1 and layer_ticks(range(80))["dtick"] == 5
