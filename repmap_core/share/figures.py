@@ -71,17 +71,18 @@ def set_title(fig: go.Figure, text: str, chars: int = 70) -> go.Figure:
 TABLE_LINE_PX, TABLE_PAD_PX = 19, 12  # a table cell's line of 12-px text, and its padding
 
 
-def table_figure(frame, title: str, width_chars: int = 140) -> go.Figure:
+def table_figure(frame, title: str, width_chars: int = 120) -> go.Figure:
     """A table as a figure that shows every row: each cell's text wrapped to its column (widths by content,
-    `width_chars` characters across in all) and the figure as tall as its wrapped rows. A fixed height showed
-    2 of the tour's 7 transfer rows, the rest scrolled out of sight inside the figure."""
+    `width_chars` characters across in all: a 900-px figure, narrower than the app's and the report's) and the
+    figure as tall as its wrapped rows, with room to spare. A fixed height showed 2 of the tour's 7 transfer rows,
+    the rest scrolled out of sight inside the figure."""
     def cell(v) -> str:
         return f"{v:.3f}" if isinstance(v, (float, np.floating)) else "" if v is None else str(v)
 
     columns = [str(c) for c in frame.columns]
     texts = [[cell(v) for v in frame[c]] for c in frame.columns]
-    weights = [min(max([len(h)] + [len(t) for t in col]), 48) for h, col in zip(columns, texts)]
-    widths = [max(8, int(width_chars * w / sum(weights))) for w in weights]
+    weights = [min(max([len(h)] + [len(t) for t in col]), 48) + 3 for h, col in zip(columns, texts)]  # + the padding
+    widths = [max(8, int(width_chars * w / sum(weights)) - 3) for w in weights]
 
     def wrap(text: str, width: int) -> str:
         return "<br>".join(html.escape(line) for part in text.split("\n") for line in textwrap.wrap(part, width) or [""])
@@ -94,7 +95,7 @@ def table_figure(frame, title: str, width_chars: int = 140) -> go.Figure:
                                                              height=head_lines * TABLE_LINE_PX + TABLE_PAD_PX),
                              cells=dict(values=cells, align="left", height=TABLE_LINE_PX + TABLE_PAD_PX)))
     body = head_lines * TABLE_LINE_PX + TABLE_PAD_PX + sum(n * TABLE_LINE_PX + TABLE_PAD_PX for n in lines)
-    fig.update_layout(height=body + 90, margin=dict(l=10, r=10, t=50, b=20), title=title)
+    fig.update_layout(height=int(body * 1.1) + 90, margin=dict(l=10, r=10, t=50, b=20), title=title)
     return fig
 
 
@@ -132,9 +133,9 @@ def layer_grid(coords: dict[int, np.ndarray], labels: np.ndarray, texts: Sequenc
     if method in ("pca", "axes"):  # distances mean something on these axes: one unit is as long across as up
         for i in range(len(layers)):
             fig.layout[f"yaxis{i + 1 if i else ''}"].update(scaleanchor=f"x{i + 1 if i else ''}", scaleratio=1)
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=60, b=40),
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=60, b=70),  # the legend under the bottom row's "PC 1"
                       title=title or f"{METHOD_NAMES.get(method, method)} of each layer, coloured by label",
-                      legend=dict(orientation="h", y=0, yanchor="top", x=0.5, xanchor="center"))
+                      legend=dict(orientation="h", y=-30 / height, yanchor="top", x=0.5, xanchor="center"))
     return fig
 
 
