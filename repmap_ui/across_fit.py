@@ -14,6 +14,7 @@ from repmap_core.results.view_results import AcrossResult
 from repmap_core.share.figures_across import fit_curve, per_dim_error, similarity_table, transfer_table
 from repmap_ui import exports
 from repmap_ui.text import md
+from repmap_ui.tiles import estimate_tile
 
 METHOD_HELP = {"lstsq": "least squares", "ridge": "ridge", "gd": "gradient descent (Gao et al.)",
                "procrustes": "Procrustes (orthogonal)", "lowrank": "low-rank",
@@ -62,12 +63,10 @@ def show_fit(fit_: AcrossFitResult, sim) -> None:
     iv = res.intervals
     st.subheader(f"{METHOD_HELP.get(m['method'], md(m['method']))}: source layer {ls} → target layer {lt}")
     c = st.columns(5)
-    c[0].metric("R² train", format_estimate(iv["map.r2_train"]))
-    c[1].metric("R² test", format_estimate(iv["map.r2_test"]), help=f"{res.n_test} held-out rows; 0 = predicting the mean")
-    c[2].metric("Mean cosine (test)", format_estimate(iv["map.mean_cosine"]),
-                help="mapped vs true rows, centred on the true mean")
-    c[3].metric("Retrieval top-1 (test)", format_estimate(iv["map.retrieval_top1"]),
-                help="mapped row's nearest true row is its own")
+    estimate_tile("R² train", iv["map.r2_train"], where=c[0])
+    estimate_tile("R² test", iv["map.r2_test"], where=c[1], help=f"{res.n_test} held-out rows; 0 = predicting the mean")
+    estimate_tile("Mean cosine (test)", iv["map.mean_cosine"], where=c[2], help="mapped vs true rows, centred on the true mean")
+    estimate_tile("Retrieval top-1 (test)", iv["map.retrieval_top1"], where=c[3], help="mapped row's nearest true row is its own")
     c[4].metric("Seconds", f"{m['seconds']:.2f}")
     if "round_trip_error_test" in m:
         st.caption(f"Down map target → source: R² test {m['down_r2_test']:.3f}. Round trip down(up(s)) vs s on held-out "
@@ -76,24 +75,26 @@ def show_fit(fit_: AcrossFitResult, sim) -> None:
         st.caption(m["note"])
     if "step_reported" in m:
         st.caption(f"Gradient descent ran {m['steps']} steps; the map reported is step {m['step_reported']}'s, the lowest "
-                   "loss on a held-out tenth of the training rows.")
+                   "loss on a held-out tenth of the training rows."
+                   + (" It had not converged: it was still improving when it reached its step limit, so the numbers above "
+                      "understate the map; raise the steps, or fit the closed form." if m.get("converged") is False else ""))
     if fit_.history:
         exports.plot(fit_curve(fit_.history, m.get("step_reported")), "across.fit_curve", f"map_fit_curve_L{ls}_L{lt}")
     exports.plot(per_dim_error(res.per_dim_mse), "across.per_dim", f"map_error_per_dim_L{ls}_L{lt}")
     p, t = res.probe, res.transfer
     c = st.columns(4)
-    c[0].metric("Probe on source (test)", format_estimate(iv["probe.source"]),
-                help=f"train {p['source']['train']:.3f}; shuffled labels: {format_null(iv['probe.source'])}")
-    c[1].metric("Probe on target (test)", format_estimate(iv["probe.target"]),
-                help=f"train {p['target']['train']:.3f}; shuffled labels: {format_null(iv['probe.target'])}")
+    estimate_tile("Probe on source (test)", iv["probe.source"], where=c[0],
+                  help=f"train {p['source']['train']:.3f}; shuffled labels: {format_null(iv['probe.source'])}")
+    estimate_tile("Probe on target (test)", iv["probe.target"], where=c[1],
+                  help=f"train {p['target']['train']:.3f}; shuffled labels: {format_null(iv['probe.target'])}")
     if t["vector"] is None:
         st.info("A non-linear map has no matrix to carry a probe through; fit an affine map to see transfer.")
         return
-    c[2].metric("Transfer: functional (readout)", format_estimate(iv["transfer.functional"]),
-                help=f"ridge regression of the source probe's scores on target rows; random directions: "
-                     f"{format_null(iv['transfer.functional'])}")
-    c[3].metric("Transfer: vector A w", format_estimate(iv["transfer.vector"]),
-                help=f"uncentred sign(t·Aw), the paper's score; random directions: {format_null(iv['transfer.vector'])}")
+    estimate_tile("Transfer: functional (readout)", iv["transfer.functional"], where=c[2],
+                  help=f"ridge regression of the source probe's scores on target rows; random directions: "
+                       f"{format_null(iv['transfer.functional'])}")
+    estimate_tile("Transfer: vector A w", iv["transfer.vector"], where=c[3],
+                  help=f"uncentred sign(t·Aw), the paper's score; random directions: {format_null(iv['transfer.vector'])}")
     centred = iv.get("transfer.vector_centered")
     st.caption(f"Paper, beside this run's A w ({format_estimate(iv['transfer.vector'])}): "
                f"{GAO_BETWEEN_VECTOR_ACCURACY:.4f} for GPT-2 → GPT-2-XL, last layer (Gao et al.); other models and data."

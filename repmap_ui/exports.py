@@ -6,6 +6,7 @@ with ten figures does not build ten 5 MB HTML files on each rerun.
 from __future__ import annotations
 
 import json
+import threading
 
 import streamlit as st
 
@@ -14,6 +15,7 @@ from repmap_core.share.exports import (
     arrays_safetensors,
     figure_html,
     figure_png,
+    labelled,
     manifest_json,
     png_available,
     png_unavailable_reason,
@@ -32,23 +34,42 @@ def _png_or_explain(fig):
     return make
 
 
+_source = threading.local()  # what this run's figures were made from (models, data): set by the page
+
+
+def source(text: str | None) -> None:
+    """Name what the figures this page draws from now on were made from (models and data, one line): each
+    export's file name and the exported figure then carry it. Reset before every page runs."""
+    _source.text = text
+
+
 def plot(fig, key: str, name: str, *, where=None, **kwargs):
     """`st.plotly_chart(fig)` with an "Export" popover under it: the figure as standalone HTML
     (works offline) and as PNG when Chromium is here. Returns what `st.plotly_chart` returns
-    (the selection event when `on_select` is given). `where`: a column or container."""
+    (the selection event when `on_select` is given). `where`: a column or container. The exports name
+    the page's `source` (models and data) in their file name and under the figure's title."""
     where = where or st
     event = where.plotly_chart(fig, key=key, **kwargs)
-    stem = safe_filename(name)
+    about = getattr(_source, "text", None)
+    exported = labelled(fig, about) if about else fig
+    stem = export_stem(name, about)
     with where.popover("Export", icon=":material/download:", type="tertiary"):
-        st.download_button("Interactive HTML", lambda: figure_html(fig, name), f"{stem}.html", "text/html",
+        st.download_button("Interactive HTML", lambda: figure_html(exported, name), f"{stem}.html", "text/html",
                            key=f"{key}.export_html", on_click="ignore", icon=":material/code:",
                            help="one file with plotly.js inside: opens offline, zoom and hover work")
         if png_available():
-            st.download_button("PNG image", _png_or_explain(fig), f"{stem}.png", "image/png", key=f"{key}.export_png",
+            st.download_button("PNG image", _png_or_explain(exported), f"{stem}.png", "image/png", key=f"{key}.export_png",
                                on_click="ignore", icon=":material/image:", help="rendered by Chromium at 2× size")
         else:
             st.caption(png_unavailable_reason())
     return event
+
+
+def export_stem(name: str, about: str | None) -> str:
+    """The file name (without suffix): `name`, then what it was made from unless `name` already says it."""
+    stem = safe_filename(name)
+    extra = safe_filename(about) if about else ""
+    return stem if not extra or extra.lower() in stem.lower() else f"{stem}__{extra}"[:180]
 
 
 def table(data, key: str, name: str, *, where=None, static: bool = False, **kwargs):

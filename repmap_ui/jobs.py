@@ -22,6 +22,7 @@ import streamlit as st
 
 from repmap_core.errors import RepmapError
 from repmap_core.finetune.train import Cancelled
+from repmap_core.progress import is_jump, seconds_left, time_text
 
 # how often a page redraws a running job's panel: on a 2-core CPU each redraw (the rerun and the browser
 # re-rendering the loss chart) takes cores from the training itself; measured with bench_app_finetune
@@ -50,6 +51,9 @@ class Job:
     result: object = None
     error: str | None = None  # one sentence for the user when failed or cancelled
     reason: str | None = None  # why the server cancelled it (its session ended, its time ran out)
+    estimate: float | None = None  # seconds, as estimated before the start: the time left until there is a pace
+    since: tuple[float, float] = (0.0, 0.0)  # (seconds, fraction) the pace is measured from (after a cached part)
+    reported: tuple[float, float] = (0.0, 0.0)  # (seconds, fraction) of the last report
     started: float = field(default_factory=time.time)
     finished: float | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -71,21 +75,15 @@ class Job:
 
     @property
     def seconds_left(self) -> float | None:
-        """Time left at the pace so far (elapsed × the fraction still to do / the fraction done);
-        None until there is a pace to go by (5% done and 5 s in) or once the job has ended."""
-        if self.state != "running" or self.fraction < 0.05 or self.seconds < 5:
+        """Time left: at the pace so far once 5% is done and 5 s have passed, before that from the estimate made
+        before the start (`progress.seconds_left`); None without either, or once the job has ended."""
+        if self.state != "running":
             return None
-        return self.seconds * (1 - self.fraction) / self.fraction
+        return seconds_left(self.seconds, self.fraction, self.estimate, self.since)
 
     def progress_text(self) -> str:
         """One line for a progress bar: what runs, its current step, time so far and left."""
-        left = self.seconds_left
-        eta = "" if left is None else f", about {_duration(left)} left at this pace"
-        return f"{self.title} · {self.message} · {self.seconds:.0f} s{eta}"
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+        return f"{self.title} · {self.message} · {time_text(self.seconds, self.fraction, self.estimate, self.since)}"
 
 
 @dataclass(frozen=True)
@@ -95,7 +93,11 @@ class JobContext:
     job: Job
 
     def progress(self, fraction: float, message: str) -> None:
-        self.job.update(fraction=min(max(float(fraction), 0.0), 1.0), message=str(message))
+        fraction, now = min(max(float(fraction), 0.0), 1.0), self.job.seconds
+        changes = {"fraction": fraction, "message": str(message), "reported": (now, fraction)}
+        if is_jump(self.job.reported, (now, fraction)):  # a part read from the cache: the pace is the rest's
+            changes["since"] = (now, fraction)
+        self.job.update(**changes)
 
     def on_step(self, step: int, loss: float) -> None:
         with self.job._lock:
@@ -156,12 +158,13 @@ def _session_alive_check() -> Callable[[], bool]:
     return lambda: runtime.is_active_session(session_id)
 
 
-def start_job(key: str, fn: Callable[[JobContext], object], title: str = "") -> Job:
-    """Run `fn(context)` in a daemon thread as a job of kind `key`; remember it in this session. On a
+def start_job(key: str, fn: Callable[[JobContext], object], title: str = "", estimate: float | None = None) -> Job:
+    """Run `fn(context)` in a daemon thread as a job of kind `key`; remember it in this session. `estimate`:
+    the seconds it was estimated to take before the start (the time left until it has a pace). On a
     shared server (access policy), a watcher cancels it when its visitor leaves or it runs too long."""
     from repmap_core import access
 
-    job = Job(id=uuid.uuid4().hex[:12], key=key, title=title)
+    job = Job(id=uuid.uuid4().hex[:12], key=key, title=title, estimate=estimate)
     jobs, lock = _registry()
     with lock:
         finished = [j for j in jobs.values() if j.state != "running"]

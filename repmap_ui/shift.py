@@ -9,6 +9,7 @@ from repmap_core.errors import RepmapError
 from repmap_core.finetune.checkpoints import list_finetuned
 from repmap_core.results.view_results import ShiftResult, shift_result
 from repmap_ui import urlstate
+from repmap_ui.bars import timed_bar
 from repmap_ui.common import model_loader
 from repmap_ui.flow import cap_note, check_models, is_cached, link_gate, run_request, seconds_for, sync_request
 from repmap_ui.pickers import (
@@ -27,6 +28,13 @@ RESULT = "shift.result"
 # the base/finetuned/data choice in the URL of both pages that share it
 URL_REQUEST = [Text("base", ""), Text("finetuned", ""), Text("data", "builtin:sentiment"), Layers("layers", "all"),
                Choice("position", "auto", ("auto", "last", "mean", "answer")), Int("limit", 2000, lo=0)]
+
+
+def shift_source(result: ShiftResult) -> str:
+    """What a shift's figures were made from, for their exports: the base model, its finetune and the data."""
+    ft = result.request["finetuned"]
+    return f"{result.request['base'].split('/')[-1]} before and after finetuning ({ft.rstrip('/').split('/')[-1][:8]}) · " \
+           f"{result.dataset.name}"
 
 
 def default_pair() -> tuple[str, str] | None:
@@ -80,9 +88,8 @@ RESET = ("shift.layer", "shift.grid_layers", "within.layer", "within.result")
 def compute_shift(req: dict) -> ShiftResult:
     """Activations of both models on the same rows, checked to belong together, with separation."""
     with st.status(f"Activations of both models on {md(req['data'])}", expanded=True) as status:
-        bar = st.progress(0.0)
-        result = shift_result(req, loader=model_loader(False),
-                              progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m))
+        with timed_bar("Checking the cache") as progress:
+            result = shift_result(req, loader=model_loader(False), progress=progress)
         status.update(label=f"{len(result.dataset)} rows × {len(result.base.layer_list)} layers, before and after",
                       state="complete", expanded=False)
     return result

@@ -27,6 +27,7 @@ from repmap_core.steering.apply import SCALE_UNITS
 from repmap_core.steering.run import sentiment_layer
 from repmap_core.steering.sentiment import OPENINGS
 from repmap_ui import exports
+from repmap_ui.bars import timed_bar
 from repmap_ui.common import model_loader, show_error
 from repmap_ui.text import md
 
@@ -153,14 +154,12 @@ def sentiment_section(result: SteeringResult) -> None:
         alphas = alphas_inputs("steer.sent", off, c[1:4])
         submitted = st.form_submit_button("Steer sentiment", type="primary", disabled=off)
     if submitted:
-        bar = st.progress(0.0, text="Steering the continuations")
         try:
-            st.session_state["steer.sentiment"] = sentiment_layer(
-                result.request["A"], lm_for(result, side), layer, alphas, loader=model_loader(False),
-                progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m))
+            with timed_bar("Steering the continuations") as progress:
+                st.session_state["steer.sentiment"] = sentiment_layer(
+                    result.request["A"], lm_for(result, side), layer, alphas, loader=model_loader(False), progress=progress)
         except RepmapError as e:
             show_error(e)
-        bar.empty()
     if (sw := st.session_state["steer.sentiment"]) is None:
         return
     (st.success if sw.steers else st.info)(sw.verdict, icon=":material/insights:")

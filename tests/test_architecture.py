@@ -265,7 +265,6 @@ TESTED_IN = {
     "repmap_core.papers.preset_needs": ("papers/test_presets.py", "memory_bytes("),
     "repmap_core.papers.preset_runs": ("papers/test_presets.py", "run("),
     "repmap_core.papers.preset_table": ("papers/test_presets.py", "PRESETS"),
-    "repmap_core.progress": ("test_architecture.py", "test_the_progress_callback_type_is_written_once"),
     "repmap_core.share.arrays": ("cli/test_bad_inputs.py", "holds Python objects (pickle), which repmap never loads"),
     "repmap_core.share.figures_shift": ("share/test_figures.py", "figures_shift"),
     "repmap_core.share.report_sections": ("share/test_report.py", "build_sections(states, {}, ALL)"),

@@ -19,6 +19,7 @@ from repmap_core.share.figures import METHOD_NAMES
 from repmap_core.share.figures_across import METRIC_NAMES, best_matches, selected_rows, side_by_side, similarity_heatmap
 from repmap_ui import exports, urlstate
 from repmap_ui.across_fit import fit, fit_form, short, show_fit
+from repmap_ui.bars import timed_bar
 from repmap_ui.common import default_causal_model, model_loader, show_error
 from repmap_ui.flow import cap_note, check_models, is_cached, keep, link_gate, run_request, seconds_for, sync_request
 from repmap_ui.pickers import (
@@ -99,9 +100,8 @@ def request_form(expanded: bool) -> dict | None:
 
 def compute(req: dict) -> AcrossResult:
     with st.status(f"Activations of both models on {md(req['data'])}", expanded=True) as status:
-        bar = st.progress(0.0, text="source: checking the cache")
-        result = across_result(req, loader=model_loader(False),
-                               progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m))
+        with timed_bar("source: checking the cache") as progress:
+            result = across_result(req, loader=model_loader(False), progress=progress)
         src, tgt = result.source, result.target
         status.update(label=f"{md(result.dataset.name)}: {len(result.dataset)} rows · source {src.d} wide × "
                             f"{len(src.layers)} layers, target {tgt.d} × {len(tgt.layers)}",
@@ -180,6 +180,7 @@ for side, aset in (("s", src), ("t", tgt)):  # a link's layer pair, when the com
         urlstate.show_notices([note] if note else [])
 same = result.same_model
 names = (short(src.manifest["model"]), short(tgt.manifest["model"]))
+exports.source(f"{names[0]} → {names[1]} · {dataset.name}")
 left, right = st.columns([3, 2])
 metric = right.selectbox("Similarity", list(METRIC_NAMES), format_func=METRIC_NAMES.get, key="across.metric",
                          help="debiased linear CKA is ~0 for unrelated layers at any width, and comes with a shuffled-row "

@@ -7,18 +7,19 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from repmap_core.analysis.stats import format_estimate
 from repmap_core.capture import store
-from repmap_core.capture.models import resolve_model
+from repmap_core.capture.speed import timed
 from repmap_core.data.load import load_dataset
 from repmap_core.errors import RepmapError
 from repmap_core.finetune.checkpoints import list_finetuned
-from repmap_core.finetune.train import FinetuneConfig, auto_train_last, check_finetune_data, estimate_seconds, finetune
+from repmap_core.finetune.train import FinetuneConfig, check_finetune_data, finetune
 from repmap_core.results.view_results import weak_label_result
 from repmap_ui.common import local_models, show_error
+from repmap_ui.estimates import finetune_estimate, prepare, trained_part
 from repmap_ui.jobs import LIVE_REFRESH_S, Job, latest_job, start_job
 from repmap_ui.pickers import chosen_data, chosen_model, data_picker, model_picker
 from repmap_ui.text import md
+from repmap_ui.tiles import estimate_tile
 
 st.title("Finetune")
 st.caption("Train a model with a 2-way linear head on a data set's 0/1 labels (AdamW, early stopping on a validation "
@@ -30,8 +31,9 @@ DEFAULTS = FinetuneConfig()
 JOB = "finetune"
 
 
-def config_form(running: bool) -> dict | None:
-    with st.form("finetune.form"):
+def config_form() -> dict:
+    """The request as set now (no st.form: the estimate under it follows each change)."""
+    with st.container(border=True, key="finetune.form"):
         c1, c2 = st.columns(2)
         with c1:
             model = model_picker("finetune", "Base model")
@@ -56,47 +58,18 @@ def config_form(running: bool) -> dict | None:
                                                  "last 4 blocks of a larger one on a CPU"),
         )
         trust = st.checkbox("Trust remote code (runs the model's own Python code)", key="finetune.trust")
-        b1, b2 = st.columns([1, 4])
-        estimate = b1.form_submit_button("Estimate time", disabled=running,
-                                         help="measures two training steps on this data here, then multiplies")
-        submitted = b2.form_submit_button("Start finetuning", type="primary", disabled=running,
-                                          help="one finetune at a time per session" if running else None)
-    if not (submitted or estimate):
-        return None
-    return {"model": chosen_model(*model), "data": chosen_data(*data), "config": config, "trust": bool(trust),
-            "estimate_only": bool(estimate and not submitted)}
+    return {"model": chosen_model(*model), "data": chosen_data(*data), "config": config, "trust": bool(trust)}
 
 
-def prepare(req: dict):
-    """The request's model (resolved), data set and config, with "auto" decided for that model."""
-    resolved, dataset = resolve_model(req["model"]), load_dataset(req["data"])
-    values = {k: (float(v) if k in ("lr", "val_frac") else v if v is None else int(v)) for k, v in req["config"].items()}
-    last = values.get("train_last")
-    values["train_last"] = auto_train_last(resolved) if last is None else (last or None)
-    return resolved, dataset, FinetuneConfig(**values)
-
-
-def trained_part(config: FinetuneConfig) -> str:
-    k = config.train_last
-    return "every weight" if k is None else "the last block" if k == 1 else f"the last {k} blocks"
-
-
-def show_estimate(req: dict) -> None:
-    resolved, dataset, config = prepare(req)
-    with st.spinner("Measuring two training steps on this data"):
-        est = estimate_seconds(resolved, dataset, config, trust_remote_code=req["trust"])
-    st.info(f"About {est['seconds']:.0f} s here, training {trained_part(config)}: {est['steps']} optimiser steps at "
-            f"{est['step_seconds']:.2f} s each (measured just now), plus {est['eval_batches']} evaluation batches.",
-            icon=":material/timer:")
-
-
-def start(req: dict) -> None:
+def start(req: dict, est: dict | None) -> None:
     """Everything that can be wrong with the request fails here, before a thread starts."""
     resolved, dataset, config = prepare(req)
     check_finetune_data(dataset, config)  # rows, labels, and a split it can make
-    start_job(JOB, lambda ctx: finetune(resolved, dataset, config, trust_remote_code=req["trust"],
-                                        progress=ctx.progress, on_step=ctx.on_step, cancel=ctx.cancel),
-              title=f"{req['model']} on {dataset.name}, {trained_part(config)}")
+    raw = est["seconds"] if est else None
+    start_job(JOB, lambda ctx: timed("finetune", raw, lambda: finetune(
+        resolved, dataset, config, trust_remote_code=req["trust"], progress=ctx.progress, on_step=ctx.on_step,
+        cancel=ctx.cancel), measured=lambda r: not r.reused),
+              title=f"{req['model']} on {dataset.name}, {trained_part(config)}", estimate=est and est["calibrated"])
 
 
 def loss_chart(points: list[tuple[int, float]]) -> None:
@@ -193,9 +166,9 @@ def weak_label_section(models: list) -> None:
     made = st.session_state.get("finetune.weak")
     if made:
         c1, c2, c3 = st.columns(3)
-        c1.metric("Agreement with the true labels", format_estimate(made.agreement),
-                  help="95% interval. " + ("Mostly in-sample: the weak model was trained on these rows."
-                                           if made.in_sample else "The weak model was not trained on these rows."))
+        estimate_tile("Agreement with the true labels", made.agreement, where=c1,
+                      help="95% interval. " + ("Mostly in-sample: the weak model was trained on these rows."
+                                               if made.in_sample else "The weak model was not trained on these rows."))
         c2.metric("Rows", f"{made.rows:,}")
         c3.metric("Labelled 1 by the weak model", f"{made.ones:,}")
         st.caption(f"{md(made.source)} relabelled by {md(made.model)}. Type this data spec into any data picker's "
@@ -212,11 +185,11 @@ if snap is not None and snap.state == "done" and snap.id not in announced:
     announced.add(snap.id)
 
 try:
-    req = config_form(running)
-    if req is not None and req["estimate_only"]:
-        show_estimate(req)
-    elif req is not None:
-        start(req)
+    req = config_form()
+    est = None if running else finetune_estimate(req)
+    if st.button("Start finetuning", type="primary", disabled=running, key="finetune.start",
+                 help="one finetune at a time per session" if running else None):
+        start(req, est)
         st.rerun()
 except RepmapError as e:
     show_error(e)  # nothing was started

@@ -1,6 +1,8 @@
 """Layer explorer: where in the model does the label become linearly separable?"""
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 import streamlit as st
 
@@ -9,7 +11,7 @@ from repmap_core.analysis.axes import AXES, AXIS_NAMES, custom_axes
 from repmap_core.analysis.projection import MASSIVE_RATIO, STANDARDISED, massive_activations, project, sample_rows
 from repmap_core.analysis.separation import best_layer, spread_layers
 from repmap_core.analysis.stats import format_estimate, format_null
-from repmap_core.capture import memo
+from repmap_core.capture import memo, speed
 from repmap_core.capture.models import site_name
 from repmap_core.data.class_names import class_names
 from repmap_core.data.load import load_dataset
@@ -17,6 +19,7 @@ from repmap_core.errors import RepmapError
 from repmap_core.results.view_results import ExplorerResult, explorer_result
 from repmap_core.share.figures import METHOD_NAMES, layer_grid, separation_curve
 from repmap_ui import exports, urlstate
+from repmap_ui.bars import timed_bar
 from repmap_ui.common import model_loader, show_error, warm_umap_in_background
 from repmap_ui.explorer_form import (
     DEFAULTS,
@@ -42,6 +45,7 @@ from repmap_ui.flow import (
     view_may_compute,
 )
 from repmap_ui.text import md
+from repmap_ui.tiles import estimate_tile
 
 st.title("Layer explorer")
 st.caption("Each layer's activations projected to 2-D and coloured by label, and how separable the label is "
@@ -63,9 +67,8 @@ def massive_note(aset, method: str) -> str | None:
 
 def compute(req: dict) -> ExplorerResult:
     with st.status(f"Activations of {md(req['model'])} on {md(req['data'])}", expanded=True) as status:
-        bar = st.progress(0.0, text="Checking the cache")
-        result = explorer_result(req, loader=model_loader(req["trust"]),
-                                 progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m))
+        with timed_bar("Checking the cache") as progress:
+            result = explorer_result(req, loader=model_loader(req["trust"]), progress=progress)
         aset = result.aset
         status.update(label=f"{md(req['model'])} on {md(result.dataset.name)}: {aset.n} rows × {len(aset.layer_list)} layers",
                       state="complete", expanded=False)
@@ -107,10 +110,11 @@ if result is not None:
     cv = best_row.cv_estimate()
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Best layer", f"{best}", help=site_name(best))
-    c2.metric("Probe accuracy there (cv)", format_estimate(cv),
-              help=f"share of rows classified right when held out, 95% interval; shuffled labels: {format_null(cv, 3)}")
+    estimate_tile("Probe accuracy there (cv)", cv, where=c2,
+                  help=f"share of rows classified right when held out, 95% interval; shuffled labels: {format_null(cv, 3)}")
     c3.metric("Rows", f"{aset.n:,}", help=f"{int(aset.labels.sum())} labelled 1")
     c4.metric("Width", f"{aset.d}", help=f"{m['n_layers']} blocks")
+    exports.source(f"{m['model'].rstrip('/').split('/')[-1]} · {m['dataset_spec']}")
     quant = f" ({m['quantization']} GGUF, dequantized)" if m.get("quantization") else ""
     st.caption(f"{md(m['model'])}{md(quant)} @ {md(m['revision'])} · {md(m['dataset_spec'])} · position "
                f"**{md(m['position'])}** · {md(m['dtype'])} · cache {md(str(m['key'])[:12])}")
@@ -162,11 +166,22 @@ if result is not None:
                                                  "shown": tuple(shown)}, from_link=bool(view_url))
 
     def coords_of(may: bool) -> dict:  # a link's uncached t-SNE or UMAP waits for Compute (NotCached)
-        with st.spinner(f"{METHOD_NAMES.get(method, 'Custom axes')} of {len(shown)} layers (cached after the first time)"):
-            return {layer: custom_axes(aset[layer][rows_idx], aset.labels[rows_idx], x_axis, y_axis) if method == "axes"
-                    else project(aset[layer][rows_idx], method, int(seed), memo=memo.disk_memo(
-                        {"activations": m["key"], "layer": layer, "rows": len(rows_idx)}, may_compute=may))
-                    for layer in shown}
+        name, out = METHOD_NAMES.get(method, "Custom axes"), {}
+        with timed_bar(f"{name} of {len(shown)} layers (cached after the first time)",
+                       speed.predicted(method, len(rows_idx) * len(shown))) as progress:
+            computed = [0, 0.0]  # points and seconds of the layers computed now (not read back), for the next estimate
+            for i, layer in enumerate(shown):
+                part = lambda f, msg, i=i: progress((i + f) / len(shown), f"layer {shown[i]} ({i + 1} of {len(shown)}): {msg}")  # noqa: E731
+                part(0.0, name)
+                t0 = time.perf_counter()
+                out[layer] = (custom_axes(aset[layer][rows_idx], aset.labels[rows_idx], x_axis, y_axis) if method == "axes"
+                              else project(aset[layer][rows_idx], method, int(seed), progress=part, memo=memo.disk_memo(
+                                  {"activations": m["key"], "layer": layer, "rows": len(rows_idx)}, may_compute=may)))
+                if (took := time.perf_counter() - t0) > 1.0:
+                    computed[0], computed[1] = computed[0] + len(rows_idx), computed[1] + took
+        if method in ("tsne", "umap"):
+            speed.record_run(method, *computed)
+        return out
 
     try:
         try:

@@ -5,16 +5,21 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from repmap_core.capture.speed import timed
 from repmap_core.errors import RepmapError
-from repmap_core.papers.presets import PRESETS, SCALED_LABEL, check, needs, run
+from repmap_core.papers.presets import PRESETS, SCALED_LABEL, check, format_seconds, needs, run
+from repmap_ui.bars import timed_bar
 from repmap_ui.common import show_error
 
 st.title("Reproduce the papers")
+scaled_times = [needs(p, scaled=True)["seconds"] for p in PRESETS.values()]
 st.caption("Each card is one published experiment. The full version needs the paper's models and data (checked here "
            "before anything starts); the scaled-down version follows the same protocol on the embedded SmolLM2-135M (a "
            "causal LM, as the papers' models are; MiniLM where a smaller model sits beside a larger one) and built-in "
-           "real data, in a minute or two: its numbers are **not comparable in value** with the paper's, and the table "
-           "says \"paper\" beside each number of this run. Times are estimated from this CPU's speed measured now.")
+           f"real data, in {format_seconds(min(scaled_times))} to {format_seconds(max(scaled_times))} here by the cards' "
+           "estimates: its numbers are **not comparable in value** with the paper's, and the table says \"paper\" beside "
+           "each number of this run. Times are estimated from this CPU's speed measured now, scaled by how long the last "
+           "run of a preset here took against its estimate.")
 
 
 @st.cache_data(show_spinner=False, ttl=60)
@@ -63,13 +68,13 @@ for name, preset in PRESETS.items():
         go_scaled = b2.button("Run scaled-down here", key=f"presets.run_scaled.{name}", disabled=bool(scaled_problems),
                               type="primary", help=SCALED_LABEL)
         if go_full or go_scaled:
-            bar = st.progress(0.0, text="Starting")
+            chosen = small if go_scaled else full
             try:
-                result = run(preset, scaled=go_scaled, progress=lambda f, m, bar=bar: bar.progress(min(max(f, 0.0), 1.0), text=m))
+                with timed_bar("Starting", chosen["seconds"]) as progress:
+                    result = timed("preset", chosen["raw_seconds"], lambda p=preset, s=go_scaled, f=progress: run(p, scaled=s, progress=f))
                 st.session_state[f"presets.result.{name}"] = result.as_dict()
             except RepmapError as e:
                 show_error(e)
-            bar.empty()
         done = st.session_state.get(f"presets.result.{name}")
         if done:
             st.caption(f"**{done['label']}** · {done['seconds']:.0f} s")

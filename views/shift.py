@@ -6,13 +6,14 @@ import streamlit as st
 
 from repmap_core.analysis.axes import SHIFT_AXES, SHIFT_AXIS_NAMES, shift_axes
 from repmap_core.analysis.projection import joint_project, sample_rows
-from repmap_core.capture import memo
+from repmap_core.capture import memo, speed
 from repmap_core.errors import RepmapError
 from repmap_core.share.figures import METHOD_NAMES
 from repmap_core.share.figures_shift import separation_compare, shift_grid, shift_scatter
 from repmap_ui import exports, urlstate
+from repmap_ui.bars import timed_bar
 from repmap_ui.flow import keep, view_gate, view_may_compute
-from repmap_ui.shift import shift_selection
+from repmap_ui.shift import shift_selection, shift_source
 from repmap_ui.urlstate import Choice, Int, IntList
 
 st.title("Finetuning shift")
@@ -56,11 +57,10 @@ if result is None:
     st.stop()
 
 base, ft, ds = result.base, result.finetuned, result.dataset
+exports.source(shift_source(result))
 layers = base.layer_list
-if result.in_sample:
-    st.warning("These are the rows the model was finetuned on, so how far the classes pulled apart is partly "
-               "memorisation; compare on other rows (another data set or split) for what generalises.",
-               icon=":material/warning:")
+if note := result.in_sample_note():
+    st.warning(note, icon=":material/warning:")
 exports.plot(separation_compare(result.rows["base"], result.rows["finetuned"]), "shift.separation",
              "shift_separation_before_after")
 gain = {r.layer: f.probe_cv_acc - r.probe_cv_acc for r, f in zip(result.rows["base"], result.rows["finetuned"])}
@@ -92,19 +92,20 @@ rows = sample_rows(base.labels, int(max_points), 0)
 texts = [ds.texts[i] for i in rows]
 may_compute = view_may_compute("shift", {"method": method, "layer": layer, "points": int(max_points)}, linked)
 try:
-    with st.spinner("Projecting before and after onto shared axes"):
+    with timed_bar("Projecting before and after onto shared axes",
+                   speed.predicted(method, 2 * len(rows)) if method in ("tsne", "umap") else None) as progress:
         proj = "pca" if method.startswith("pca") else method
         fit_on = "first" if method == "pca_base" else "union"
 
         custom: dict[int, tuple] = {}  # layer -> (before_xy, after_xy, cosine): once per layer in this run
 
-        def coords_for(L: int):
+        def coords_for(L: int, progress=progress):
             if method == "custom":
                 if L not in custom:
                     custom[L] = shift_axes(base[L][rows], ft[L][rows], base.labels[rows], x_axis, y_axis)
                 return custom[L][:2]
             cache = {"before": base.manifest["key"], "after": ft.manifest["key"], "layer": L, "rows": len(rows)}
-            return joint_project([base[L][rows], ft[L][rows]], proj, 0, fit_on=fit_on,
+            return joint_project([base[L][rows], ft[L][rows]], proj, 0, fit_on=fit_on, progress=progress,
                                  memo=memo.disk_memo(cache, may_compute=may_compute))
 
         try:
@@ -130,8 +131,9 @@ try:
     grid_layers = st.multiselect("Layers", layers, default=default, key="shift.grid_layers")
     urlstate.write("shift", URL_VIEW, {"grid": () if grid_layers == default else tuple(grid_layers)})
     if grid_layers:
-        with st.spinner(f"{len(grid_layers)} layers"):
-            grid = {L: coords_for(L) for L in grid_layers}
+        with timed_bar(f"{len(grid_layers)} layers") as progress:
+            grid = {L: coords_for(L, lambda f, msg, i=i, L=L: progress((i + f) / len(grid_layers), f"layer {L}: {msg}"))
+                    for i, L in enumerate(grid_layers)}
         grid_method = "custom" if method == "custom" else proj
         exports.plot(shift_grid(grid, base.labels[rows], texts, method=grid_method), "shift.grid",
                      f"shift_layers_{grid_method}")

@@ -6,13 +6,16 @@ import numpy as np
 import streamlit as st
 
 from repmap_core.access import cap_rows
+from repmap_core.capture.speed import calibrated, timed
 from repmap_core.data.load import load_dataset
 from repmap_core.errors import RepmapError
+from repmap_core.progress import duration
 from repmap_core.results.view_results import SteeringResult, SteeringSweep, steering_result, steering_sweep
 from repmap_core.steering.apply import SCALES
 from repmap_core.steering.compare import vectors_cached
 from repmap_core.steering.run import estimate_sweep_seconds
-from repmap_ui import urlstate
+from repmap_ui import exports, urlstate
+from repmap_ui.bars import timed_bar
 from repmap_ui.common import default_causal_model, model_loader, show_error
 from repmap_ui.flow import cap_note, check_models, link_gate, run_request, sync_request
 from repmap_ui.pickers import (
@@ -138,9 +141,8 @@ def request_form(expanded: bool) -> dict | None:
 
 def compute(req: dict) -> SteeringResult:
     with st.status(f"Steering vectors on {md(req['data'])}", expanded=True) as status:
-        bar = st.progress(0.0, text="Checking the cache")
-        result = steering_result(req, loader=model_loader(False),
-                                 progress=lambda f, m: bar.progress(min(max(f, 0.0), 1.0), text=m))
+        with timed_bar("Checking the cache") as progress:
+            result = steering_result(req, loader=model_loader(False), progress=progress)
         vs = result.sets["A"]
         asked = len(np.unique(vs.question_ids)) if vs.question_ids is not None else len(vs.dataset) // 2
         status.update(label=f"{md(vs.dataset.name)}: {asked} questions, {len(np.unique(vs.held_out_groups()))} held out",
@@ -159,17 +161,24 @@ SCALE_HELP = ("spread: α × the layer's residual spread (the RMS distance of it
               "SmolLM2's block 14); raw: α × the vector as computed; unit: α × a unit vector")
 
 
+def sweep_estimate(result: SteeringResult, side: str, n_alphas: int) -> tuple[float, float, str] | None:
+    """(raw seconds, calibrated seconds, basis) of a sweep: its tokens at the rate the vectors' extraction measured,
+    scaled by what the last sweep here took against its estimate; None without a measured rate."""
+    vs = result.sets[side]
+    rate = vs.manifest.get("tokens", 0) / max(vs.manifest.get("seconds", 0) or 1e9, 1e-9)
+    if not rate:
+        return None
+    raw = estimate_sweep_seconds(lm_for(result, side), vs, n_alphas, rate)
+    return (raw, *calibrated("sweep", raw))
+
+
 def sweep(result: SteeringResult, side: str, layer: int, alphas: np.ndarray, scale: str, preview_alpha: float
           ) -> SteeringSweep:
-    vs, lm = result.sets[side], lm_for(result, side)
-    rate = vs.manifest.get("tokens", 0) / max(vs.manifest.get("seconds", 0) or 1e9, 1e-9)
-    eta = estimate_sweep_seconds(lm, vs, len(alphas), rate) if rate else None
-    bar = st.progress(0.0, text=f"Sweeping {len(alphas)} multipliers with the vector and a random direction"
-                      + (f" (about {eta:.0f} s here)" if eta else ""))
-    out = steering_sweep(result, side, layer, alphas, lm, scale=scale, preview_alpha=preview_alpha,
-                         progress=lambda f, m: bar.progress(min(f, 1.0), text=m))
-    bar.empty()
-    return out
+    lm, eta = lm_for(result, side), sweep_estimate(result, side, len(alphas))
+    with timed_bar(f"Sweeping {len(alphas)} multipliers with the vector and a random direction",
+                   eta and eta[1]) as progress:
+        return timed("sweep", eta and eta[0], lambda: steering_sweep(
+            result, side, layer, alphas, lm, scale=scale, preview_alpha=preview_alpha, progress=progress))
 
 
 def steering(result: SteeringResult) -> None:
@@ -186,6 +195,10 @@ def steering(result: SteeringResult) -> None:
         scale = c[4].selectbox("Scale", SCALES, key="steer.scale", disabled=off, help=SCALE_HELP)
         preview_alpha = c[5].number_input("Preview multiplier", value=1.0, step=0.25, key="steer.preview_alpha", disabled=off)
         submitted = st.form_submit_button("Sweep", type="primary", disabled=off)
+    if not off and (eta := sweep_estimate(result, side, len(alphas))):
+        st.caption(f":material/timer: A sweep of {len(alphas)} multipliers (the vector and a random direction on "
+                   f"{md(result.labels[side])}'s held-out questions, both letter orders): about {duration(eta[1])} here, from "
+                   "the rate its vectors were extracted at" + (f", {eta[2]}" if eta[2] else "") + ".")
     if submitted:
         try:
             st.session_state["steer.sweep"] = sweep(result, side, layer, alphas, scale, float(preview_alpha))
@@ -213,6 +226,7 @@ except RepmapError as e:
     show_error(e)  # the last good result below stays on screen
 
 result = st.session_state["steer.result"]
+exports.source(None if result is None else f"{', '.join(result.labels.values())} · {result.request['data']}")
 if result is None:
     st.info("Pick model A (e.g. a base model), optionally model B (its chat version, or a larger model) and a data set "
             "of A/B questions, then Compute vectors.")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from repmap_core.errors import RepmapError
-from repmap_core.papers.tour import STEPS, kept_step, run_step, tour_report
+from repmap_core.papers.tour import STEPS, TOUR_SOURCE, kept_step, run_step, tour_report
 from repmap_ui import exports
+from repmap_ui.bars import timed_bar
 from repmap_ui.text import md
 
 st.title("Demo tour")
@@ -18,6 +19,8 @@ done: dict = st.session_state.setdefault("tour.steps", {})
 for key in STEPS:  # steps run before (another session, or before a refresh) are kept in the cache: shown as they are
     if key not in done and (kept := kept_step(key)) is not None:
         done[key] = kept
+
+exports.source(TOUR_SOURCE)
 
 c1, c2 = st.columns([1, 3])
 run_all = c1.button("Run the whole tour", type="primary", key="tour.run_all")
@@ -50,10 +53,9 @@ for key in STEPS:  # what each card says before anything runs: a step about to r
 
 for key in queue:
     status = cards[key][1]
-    status.progress(0.0, text=f"{STEPS[key]}: starting")
     try:
-        done[key] = run_step(key, progress=lambda f, m, key=key, status=status: status.progress(min(max(f, 0.0), 1.0),
-                                                                               text=f"{STEPS[key]}: {m}"))
+        with timed_bar(f"{STEPS[key]}: starting", where=status, prefix=f"{STEPS[key]}: ") as progress:
+            done[key] = run_step(key, progress=progress)
     except RepmapError as e:
         status.error(md(e), icon=":material/error:")
         continue

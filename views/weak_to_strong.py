@@ -4,12 +4,14 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from repmap_core.analysis.stats import format_estimate
+from repmap_core.capture.speed import timed
 from repmap_core.errors import RepmapError
-from repmap_core.finetune.weak_to_strong import STRONG_DEFAULT, WEAK_DEFAULT, estimate_seconds, weak_to_strong
+from repmap_core.finetune.weak_to_strong import STRONG_DEFAULT, WEAK_DEFAULT, weak_to_strong
 from repmap_ui.common import show_error
+from repmap_ui.estimates import w2s_estimate
 from repmap_ui.jobs import LIVE_REFRESH_S, latest_job, start_job
 from repmap_ui.pickers import chosen_data, chosen_model, two_models_and_data
+from repmap_ui.tiles import estimate_tile
 
 JOB = "w2s"
 st.title("Weak to strong")
@@ -21,30 +23,24 @@ st.caption("Burns et al.'s weak-to-strong generalisation, the motivation of Gao 
 st.session_state.setdefault("w2s.weak.model_choice", WEAK_DEFAULT)
 st.session_state.setdefault("w2s.strong.model_choice", STRONG_DEFAULT)
 
-with st.form("w2s.form"):
+with st.container(border=True, key="w2s.form"):  # no st.form: the estimate above Run follows each change
     weak, strong, data = two_models_and_data("w2s", (("weak", "Weak teacher"), ("strong", "Strong student")),
                                              with_upload=False)
-    b1, b2 = st.columns([1, 4])
-    estimate = b1.form_submit_button("Estimate time", help="measures two training steps of each model on this data here")
-    go = b2.form_submit_button("Run weak to strong", type="primary")
 
 job = latest_job(JOB)
 running = job is not None and job.snapshot().state == "running"
 try:
-    if estimate or go:
-        req = {"weak_model": chosen_model(*weak), "strong_model": chosen_model(*strong)}
-        spec = chosen_data(*data)
-        if estimate:
-            with st.spinner("Measuring training steps"):
-                est = estimate_seconds(spec, **req)
-            st.info(f"About {est['total']:.0f} s here: the teacher {est['weak']:.0f} s, the student and its ceiling "
-                    f"{est['strong_on_weak']:.0f} s each (finetunes already cached take a second).", icon=":material/timer:")
-        elif running:
-            st.warning("A weak-to-strong run is already going in this session; wait for it or cancel it.")
-        else:
-            start_job(JOB, lambda ctx: weak_to_strong(spec, progress=ctx.progress, cancel=ctx.cancel, **req),
-                      title=f"{req['weak_model']} → {req['strong_model']} on {spec}")
-            st.rerun()
+    req = {"weak_model": chosen_model(*weak), "strong_model": chosen_model(*strong)}
+    spec = chosen_data(*data)
+    est = None if running else w2s_estimate(spec, req)
+    go = st.button("Run weak to strong", type="primary", key="w2s.run")
+    if go and running:
+        st.warning("A weak-to-strong run is already going in this session; wait for it or cancel it.")
+    elif go:
+        start_job(JOB, lambda ctx: timed("w2s", est and est["total"], lambda: weak_to_strong(
+            spec, progress=ctx.progress, cancel=ctx.cancel, estimate=est, **req)),
+                  title=f"{req['weak_model']} → {req['strong_model']} on {spec}", estimate=est and est["calibrated"])
+        st.rerun()
 except RepmapError as e:
     show_error(e)
 
@@ -71,12 +67,9 @@ if job is not None:
         st.session_state["w2s.result"] = r
 if (r := st.session_state.get("w2s.result")) is not None:
     c = st.columns(4)
-    c[0].metric("Weak teacher", f"{r.weak.value:.3f}", help="held-out accuracy, 95% Wilson interval below")
-    c[0].caption(format_estimate(r.weak))
-    c[1].metric("Student on weak labels", f"{r.strong_on_weak.value:.3f}")
-    c[1].caption(format_estimate(r.strong_on_weak))
-    c[2].metric("Student's ceiling (ground truth)", f"{r.ceiling.value:.3f}")
-    c[2].caption(format_estimate(r.ceiling))
+    estimate_tile("Weak teacher", r.weak, where=c[0], help="held-out accuracy, its 95% interval below")
+    estimate_tile("Student on weak labels", r.strong_on_weak, where=c[1], help="held-out accuracy")
+    estimate_tile("Student's ceiling (ground truth)", r.ceiling, where=c[2], help="held-out accuracy")
     pgr_text = "–" if r.pgr.value != r.pgr.value else f"{r.pgr.value:.2f}"
     c[3].metric("PGR", pgr_text, help="(student − teacher) / (ceiling − teacher)")
     c[3].caption("undefined: the ceiling does not beat the teacher" if pgr_text == "–" else

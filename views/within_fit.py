@@ -1,22 +1,27 @@
 """Within-model fit: does an affine map plus one task direction δ explain finetuning?"""
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pandas as pd
 import streamlit as st
 
 from repmap_core.analysis.affine import parse_alpha
-from repmap_core.analysis.stats import format_estimate, format_null
+from repmap_core.analysis.stats import format_null
 from repmap_core.analysis.within import within_table
 from repmap_core.errors import RepmapError
 from repmap_core.finetune.checkpoints import list_finetuned
 from repmap_core.papers.published import GAO_DELTA_ACCURACY, GAO_TABLE1
+from repmap_core.progress import silent
 from repmap_core.results.view_fits import GROUND_TRUTH, within_fit
 from repmap_core.share.figures_shift import live_fit
 from repmap_ui import exports, urlstate
+from repmap_ui.bars import timed_bar
 from repmap_ui.flow import keep
-from repmap_ui.shift import shift_selection
+from repmap_ui.shift import shift_selection, shift_source
+from repmap_ui.text import md
+from repmap_ui.tiles import estimate_tile
 from repmap_ui.urlstate import Choice, Float, Int, Text
 
 st.title("Within-model fit")
@@ -24,6 +29,7 @@ st.caption("Fit λ̃ ≈ Aλ + b + y·δ (Gao, Sun, Jiao §3) on training rows; 
            "Ridge α 'auto' chooses the penalty on held-out training rows (least squares interpolates when rows ≤ width); "
            "each number carries its 95% interval over held-out rows and, in its help, a null.")
 
+LIVE_REDRAW_S = 2.0  # the live chart's redraws: at 0.4 s they competed with the fit for this CPU's two cores
 # the fit form's options in the URL; layer -1 stands for the last layer
 URL_FIT = [Int("layer", -1, lo=0), Choice("method", "lstsq", ("lstsq", "gd")), Text("alpha", "auto"),
            Int("steps", 2000, lo=10), Float("test", 0.2, lo=0.1, hi=0.5), Text("labels", GROUND_TRUTH)]
@@ -62,6 +68,7 @@ if result is None:
     st.info("Pick a base model and its finetuned version above (finetune one on the Finetune page).")
     st.stop()
 base = result.base
+exports.source(shift_source(result))
 
 weak_options = [GROUND_TRUTH] + [m.path for m in list_finetuned() if m.path != result.request["finetuned"]]
 linked = from_link(base.layer_list, weak_options)
@@ -92,19 +99,21 @@ if linked is not None and not go:
 
 if go:
     try:
-        chart, table = st.empty(), st.empty()
+        bar, chart, table = st.empty(), st.empty(), st.empty()
         points, latest, last_draw = [], {}, [0.0]
 
         def live(m: dict) -> None:
             points.append(m)
             latest.update({k: m[k] for k in ("base", "finetuned", "modeled") if k in m})  # Table 1 filling in
-            if time.monotonic() - last_draw[0] > 0.4:  # redraw a few times a second, not every step
+            progress(m["step"] / int(steps), f"step {m['step']} of at most {int(steps)}, held-out R² {m['r2_test']:.3f}")
+            if time.monotonic() - last_draw[0] > LIVE_REDRAW_S:  # redrawing takes the cores the fit runs on
                 last_draw[0] = time.monotonic()
                 chart.plotly_chart(live_fit(points), key=f"within.live.{len(points)}")
                 table.dataframe(pd.DataFrame(latest).T.style.format(precision=3), key=f"within.live_table.{len(points)}")
 
         weak = "; labelling the rows with the weak model first" if labels_from != GROUND_TRUTH else ""
-        with st.spinner(f"Fitting{weak}"):
+        gd_bar = timed_bar("Gradient descent", where=bar) if method == "gd" else contextlib.nullcontext(silent)
+        with st.spinner(f"Fitting{weak}"), gd_bar as progress:
             st.session_state["within.result"] = within_fit(result, options, live=live)
         chart.empty()
         table.empty()
@@ -118,20 +127,24 @@ if done:
         exports.plot(live_fit(done.points), "within.curve", f"within_fit_curve_layer{done.layer}")
     iv = res.intervals
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric("sign(λ̃·δ) accuracy", format_estimate(iv["delta_projection_accuracy"]),
-              help=f"the paper's, on held-out rows; random directions: {format_null(iv['delta_projection_accuracy'])}")
-    c2.metric("sign((λ̃−μ)·δ) accuracy", format_estimate(iv["delta_projection_accuracy_centered"]),
-              help=f"centred on the training mean; random directions: "
-                   f"{format_null(iv['delta_projection_accuracy_centered'])}")
-    c3.metric("Held-out R²", format_estimate(iv["r2_test"]),
-              help=f"train {res.fit['r2_train']:.3f}; 0 = predicting the mean; ridge α {res.fit['alpha']:.3g}"
-                   + (" (chosen on held-out training rows)" if res.fit["alpha_chosen"] else ""))
-    c4.metric("cos(δ, class-mean difference)", format_estimate(iv["delta_cosine"]),
-              help=f"δ against the held-out rows' class-mean difference of λ̃ (both displacements); random directions: "
-                   f"{format_null(iv['delta_cosine'])}. Against the finetuned probe's weights (a functional) it is "
-                   f"{res.delta_cosine['finetuned_probe']:.3f}")
+    estimate_tile("sign(λ̃·δ) accuracy", iv["delta_projection_accuracy"], where=c1,
+                  help=f"the paper's, on held-out rows; random directions: {format_null(iv['delta_projection_accuracy'])}")
+    estimate_tile("sign((λ̃−μ)·δ) accuracy", iv["delta_projection_accuracy_centered"], where=c2,
+                  help=f"centred on the training mean; random directions: "
+                       f"{format_null(iv['delta_projection_accuracy_centered'])}")
+    estimate_tile("Held-out R²", iv["r2_test"], where=c3,
+                  help=f"train {res.fit['r2_train']:.3f}; 0 = predicting the mean; ridge α {res.fit['alpha']:.3g}"
+                       + (" (chosen on held-out training rows)" if res.fit["alpha_chosen"] else ""))
+    estimate_tile("cos(δ, class-mean difference)", iv["delta_cosine"], where=c4,
+                  help=f"δ against the held-out rows' class-mean difference of λ̃ (both displacements); random directions: "
+                       f"{format_null(iv['delta_cosine'])}. Against the finetuned probe's weights (a functional) it is "
+                       f"{res.delta_cosine['finetuned_probe']:.3f}")
     if res.fit.get("note"):
         st.caption(res.fit["note"])
+    if res.n_train + res.n_test == len(result.dataset):  # the rows: which ones a reader compares with another run's
+        st.caption(f"Rows: A, b and δ are fitted on {res.n_train:,} of the {len(result.dataset):,} rows of "
+                   f"{md(result.dataset.name)}, and every number above is scored on the other {res.n_test:,} (a seeded "
+                   "split that keeps pairs whole). " + md(result.in_sample_note() or ""))
     st.subheader(f"Table {'2' if res.fit_labels == 'weak' else '1'}: linear probe accuracy, layer {done.layer}")
     frame = pd.DataFrame(within_table(res)).set_index("representation")
     exports.table(frame.style.format(precision=3), "within.table", f"within_table_layer{done.layer}")

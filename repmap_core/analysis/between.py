@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from repmap_core.analysis.affine import AffineMap, check_pair, r2_score, rows_note, solve_affine
+from repmap_core.analysis.gd_maps import still_improving
 from repmap_core.analysis.maps import RidgeMap, make_map, map_metrics
 from repmap_core.analysis.probe_null import NULL_PERMUTATIONS, shuffled_label_accuracy
 from repmap_core.analysis.probes import LinearProbe, held_out_probe
@@ -184,8 +185,9 @@ def between_models(source: np.ndarray, target: np.ndarray, labels: np.ndarray, *
                 "n_le_d": bool(n_tr <= width), "note": rows_note(n_tr, width, "map") if n_tr <= width else ""}
     if hasattr(fitted, "alpha_"):
         map_info["alpha"] = float(fitted.alpha_)
-    if hasattr(fitted, "best_step_"):  # GD: which step's parameters are reported
-        map_info.update(steps=int(fitted.n_steps_), step_reported=int(fitted.best_step_))
+    if hasattr(fitted, "best_step_"):  # GD: which step's parameters are reported, and whether it was still improving
+        map_info.update(steps=int(fitted.n_steps_), step_reported=int(fitted.best_step_), converged=not still_improving(
+            fitted.best_step_, fitted.n_steps_, fitted.max_steps, fitted.callback_every))
     if hasattr(fitted, "round_trip_error"):
         map_info.update(round_trip_error_test=fitted.round_trip_error(source[te]),
                         down_r2_test=r2_score(source[te], fitted.inverse_transform(target[te])))

@@ -65,6 +65,16 @@ class GDMap(AffineMap):
         return self
 
 
+UNCONVERGED_CHECKS = 5  # a best held-out step among the last 5 checks of a run that hit its limit: still improving
+
+
+def still_improving(best_step: int, n_steps: int, max_steps: int, check_every: int = 10) -> bool:
+    """Whether gradient descent stopped at its step limit while still improving: it ran all `max_steps` and its
+    best held-out step is among its last checks (the within fit's ended at step 1990 of 2000 with R² 0.888
+    where the closed form reached 0.984). Its result then understates the map, and says so."""
+    return n_steps >= max_steps and best_step > n_steps - UNCONVERGED_CHECKS * check_every
+
+
 @contextmanager
 def _torch_threads_for(macs_per_step: float) -> Iterator[None]:
     """One torch thread for small steps: there, intra-op threads only wait on each other, and on a

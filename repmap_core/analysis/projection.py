@@ -17,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 from repmap_core.errors import RepmapError
+from repmap_core.progress import Progress
 
 METHODS = ("pca", "tsne", "umap")
 STANDARDISED = "pca_std"  # PCA after scaling every feature to unit variance (`pca_standardised`)
@@ -106,7 +107,12 @@ def nearest_neighbors(Z: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return indices, np.sqrt(dists, out=dists)
 
 
-def tsne(X: np.ndarray, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
+TSNE_EARLY_ITERATIONS = 250  # openTSNE's early-exaggeration phase, before the TSNE_ITERATIONS
+TSNE_REPORT_EVERY = 50  # iterations between progress reports (each computes the KL divergence: keep them few)
+
+
+def tsne(X: np.ndarray, seed: int = 0, perplexity: float = 30.0, progress: Progress | None = None) -> np.ndarray:
+    """2-D t-SNE of `X`'s top 50 principal components; `progress(fraction, message)` every 50 iterations."""
     Z = _reduce(X, seed)
     perplexity = float(min(perplexity, max(2.0, (len(Z) - 1) / 3)))
     try:
@@ -129,8 +135,18 @@ def tsne(X: np.ndarray, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
                                          knn_index=PrecomputedNeighbors(idx[:, 1:], dist[:, 1:].astype(np.float64)))
     else:
         aff = affinity.MultiscaleMixture(Z64, perplexities=[perplexity], n_jobs=n_jobs, random_state=seed)
+    watch = {}
+    if progress is not None:
+        total, done = TSNE_EARLY_ITERATIONS + TSNE_ITERATIONS, [0]
+
+        def report(iteration: int, error: float, embedding) -> bool:  # openTSNE's callback: False keeps going
+            done[0] += TSNE_REPORT_EVERY
+            progress(min(done[0] / total, 1.0), f"t-SNE iteration {min(done[0], total)} of {total}")
+            return False
+
+        watch = {"callbacks": report, "callbacks_every_iters": TSNE_REPORT_EVERY}
     tsne_ = TSNE(perplexity=perplexity, random_state=seed, n_jobs=n_jobs, n_iter=TSNE_ITERATIONS,
-                 negative_gradient_method="bh" if small else "fft")
+                 early_exaggeration_iter=TSNE_EARLY_ITERATIONS, negative_gradient_method="bh" if small else "fft", **watch)
     return np.asarray(tsne_.fit(Z64, affinities=aff), dtype=np.float32)  # PCA initialisation from Z64
 
 
@@ -152,11 +168,13 @@ def umap(X: np.ndarray, seed: int = 0, n_neighbors: int = 15) -> np.ndarray:
         return model.fit_transform(Z).astype(np.float32)
 
 
-def project(X: np.ndarray, method: str = "pca", seed: int = 0, memo: Memo | None = None) -> np.ndarray:
+def project(X: np.ndarray, method: str = "pca", seed: int = 0, memo: Memo | None = None,
+            progress: Progress | None = None) -> np.ndarray:
     """2-D coordinates `(n, 2)` of `X (n, d)` by `method` (pca, tsne or umap).
 
     With `memo` (e.g. `memo.disk_memo({"activations": key, "layer": L})`), the result is kept under
     the array's name plus the method, seed and row count, and later calls return it without recomputing.
+    `progress` hears t-SNE's iterations as they go (PCA and UMAP report nothing until they end).
     """
     if method not in (*METHODS, STANDARDISED):
         raise RepmapError(f"Projection '{method}' is not one of {', '.join((*METHODS, STANDARDISED))}.")
@@ -164,7 +182,8 @@ def project(X: np.ndarray, method: str = "pca", seed: int = 0, memo: Memo | None
         raise RepmapError(f"A projection needs at least 3 rows, and this set has {len(X)}.")
 
     def compute() -> np.ndarray:  # looked up at call time, so a patched module attribute is what runs
-        return {"pca": pca, "tsne": tsne, "umap": umap, STANDARDISED: pca_standardised}[method](X, seed=seed)
+        watch = {"progress": progress} if progress is not None and method == "tsne" else {}
+        return {"pca": pca, "tsne": tsne, "umap": umap, STANDARDISED: pca_standardised}[method](X, seed=seed, **watch)
 
     if memo is None:
         return compute()
@@ -198,7 +217,7 @@ def sample_rows(labels: np.ndarray, max_rows: int, seed: int = 0) -> np.ndarray:
 
 
 def joint_project(blocks: list[np.ndarray], method: str = "pca", seed: int = 0, fit_on: str = "union",
-                  memo: Memo | None = None) -> list[np.ndarray]:
+                  memo: Memo | None = None, progress: Progress | None = None) -> list[np.ndarray]:
     """2-D coordinates for several sets of the same width on shared axes, e.g. the same rows
     before and after finetuning: returns one `(n_i, 2)` array per block.
 
@@ -219,5 +238,5 @@ def joint_project(blocks: list[np.ndarray], method: str = "pca", seed: int = 0, 
         coords = PCA(2, random_state=seed).fit(base).transform(stacked).astype(np.float32)
     else:
         joint = None if memo is None else (lambda what, compute: memo(dict(what, sizes=sizes), compute))
-        coords = project(stacked, method, seed, memo=joint)
+        coords = project(stacked, method, seed, memo=joint, progress=progress)
     return np.split(coords, np.cumsum(sizes)[:-1])

@@ -23,7 +23,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from repmap_core.analysis.affine import check_pair, choose_ridge_alpha, r2_score, rows_note, solve_affine
-from repmap_core.analysis.gd_maps import GDMap, ParamsMonitor, StepCallback, _gd_affine
+from repmap_core.analysis.gd_maps import GDMap, ParamsMonitor, StepCallback, _gd_affine, still_improving
 from repmap_core.analysis.probe_null import NULL_PERMUTATIONS, shuffled_label_accuracy
 from repmap_core.analysis.probes import held_out_probe
 from repmap_core.analysis.splits import train_test_split_groups
@@ -278,6 +278,13 @@ def within_model(before: np.ndarray, after: np.ndarray, labels: np.ndarray, *, p
     if method == "gd":
         notes.append(f"Gradient descent ran {fit.n_steps_} steps; the parameters reported are those of step "
                      f"{fit.best_step_}, the lowest loss on a held-out tenth of the training rows.")
+        fit_info["converged"] = not still_improving(fit.best_step_, fit.n_steps_, max_steps, fit.callback_every)
+        if not fit_info["converged"]:
+            closed = WithinModelFit(method="lstsq", seed=seed).fit(before[tr], after[tr], y_fit[tr])
+            fit_info["r2_test_closed_form"] = r2_score(after[te], closed.transform(before[te], y_fit[te]))
+            notes.append(f"It had not converged: it was still improving when it reached its limit of {max_steps} steps, "
+                         f"so its R² and δ understate the map (the closed form on the same rows reaches held-out R² "
+                         f"{fit_info['r2_test_closed_form']:.3f}); raise the step limit, or use the closed form.")
     fit_info["note"] = " ".join(notes)
     result = WithinResult(
         delta_projection_accuracy=est["delta_projection_accuracy"].value,

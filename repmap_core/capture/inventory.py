@@ -1,8 +1,9 @@
 """What the cache holds, every byte of it, under readable names: for the Cache page and its deletes.
 
 Kinds: activation sets (`activations/`), finetuned models (`models/`), GGUF conversions (`gguf/`),
-projection results (`projections/`), per-layer scores (`scores/`), uploaded tables (`uploads/`), saved
-data sets such as weak labels (`datasets/`). Anything else under the cache root (lock files, temp folders left by a killed
+projection results (`projections/`), per-layer scores (`scores/`), uploaded tables (`uploads/`), saved data sets
+such as weak labels (`datasets/`), the demo tour's finished steps (`results/`), and the job speeds measured here
+(`speed/`). Anything else under the cache root (lock files, temp folders left by a killed
 writer) is counted as "other", so the items always add up to the total on disk.
 """
 from __future__ import annotations
@@ -21,7 +22,8 @@ __all__ = ["CacheItem", "inventory", "delete_item", "KIND_NAMES"]
 
 KIND_NAMES = {"activations": "activations", "models": "finetuned model", "gguf": "converted GGUF model",
               "projections": "projection", "scores": "per-layer scores", "uploads": "uploaded table", "datasets": "saved data set",
-              "results": "finished result (demo tour)", "other": "other"}
+              "results": "finished result (demo tour)", "speed": "measured job speeds", "other": "other"}
+PROJECTION_NAMES = {"pca": "PCA", "pca_std": "standardised PCA", "tsne": "t-SNE", "umap": "UMAP"}
 
 
 @dataclass(frozen=True)
@@ -103,9 +105,13 @@ def _describe(kind: str, sub: Path, by_key: dict) -> CacheItem:
     elif kind == "uploads":
         name = f"upload {sub.name[:12]}… ({sub.suffix.lstrip('.') or 'file'})"
     elif kind == "projections":
-        name = f"projection {sub.name[:12]}…"
+        name, created = _projection_name(sub, by_key), None
     elif kind == "scores" and (e := by_key.get(_scored(sub))) is not None:
         name = f"scores of {_model_name(e.model)} · {e.dataset} · {e.position} · {e.n_rows:,} rows"
+    elif kind == "results" and (m := _json(sub)) and isinstance(m.get("title"), str):
+        name = f"demo tour, step {m['title']}"
+    elif kind == "speed":
+        name = "how long the last job of each kind took here (calibrates the next estimate)"
     if sub.name.startswith((".tmp-", ".")) or sub.suffix == ".lock":
         name = f"{sub.name} (temp or lock file)"
     return CacheItem(kind, sub.name, name, size, _when(created, sub))
@@ -118,6 +124,30 @@ def _scored(sub: Path) -> str | None:
     except (store.CorruptEntry, OSError):
         return None
     return manifest.get("activations")
+
+
+def _projection_name(folder: Path, by_key: dict) -> str:
+    """'t-SNE of SmolLM2-135M-Instruct · builtin:sentiment · layer 14 · 800 points · seed 0', read from the memo's
+    own manifest (what it was computed from); 'projection 1a2b3c…' when that cannot be read."""
+    def source(key) -> str:
+        e = by_key.get(key)
+        return f"{_model_name(e.model)} · {e.dataset}" if e is not None else f"activations {str(key)[:8]}… (deleted)"
+
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            m = store._read_manifest(path)  # the memo's identity: what it projected, and how
+        except (store.CorruptEntry, OSError):
+            continue
+        method = PROJECTION_NAMES.get(m.get("method"), str(m.get("method", "projection")))
+        if "before" in m:  # the same rows before and after finetuning, on shared axes
+            what = f"{source(m['before'])} before and after finetuning ({_model_name(by_key[m['after']].model)})" \
+                if m.get("after") in by_key else f"{source(m['before'])} before and after finetuning"
+        else:
+            what = source(m.get("activations"))
+        points = m.get("rows", m.get("n"))
+        return (f"{method} of {what} · layer {m['layer']}" + (f" · {points:,} points" if isinstance(points, int) else "")
+                + (f" · seed {m['seed']}" if isinstance(m.get("seed"), int) else ""))
+    return f"projection {folder.name[:12]}…"
 
 
 def delete_item(item: CacheItem) -> None:

@@ -1,12 +1,15 @@
 """How fast this machine computes, measured now, so every time promised to a user is computed here
 (DESIGN.md: fp32 GEMM ~100 GFLOP/s on these 2-core CPUs; small batches of short texts reach about a
-third of it), and estimates of extraction time from a model's size and the text to read."""
+third of it), estimates of extraction time from a model's size and the text to read, and what each kind
+of long job measured the last time it ran here (`record_run`), which calibrates the next estimate of that
+kind (`calibrated`): the finetune, weak-to-strong and the steering sweep came in at 0.6-0.77× of their
+actual times from their models of the work alone."""
 from __future__ import annotations
 
 import time
 from functools import lru_cache
 
-__all__ = ["measured_cpu_flops", "forward_seconds", "GPU_FLOPS"]
+__all__ = ["measured_cpu_flops", "forward_seconds", "GPU_FLOPS", "last_run", "record_run", "calibrated", "predicted", "timed"]
 
 GPU_FLOPS = 50e12  # an assumed effective bf16 rate for small batches on an H100-class GPU (said so wherever used)
 
@@ -29,3 +32,79 @@ def forward_seconds(params: float, tokens: float, device: str = "cpu") -> float:
     """Seconds for a forward pass of a `params`-parameter model over `tokens` tokens (2·P FLOPs a token)."""
     rate = GPU_FLOPS if device.startswith("cuda") else measured_cpu_flops() / 3
     return 2.0 * params * tokens / rate
+
+
+# ------------------------------------------------------------------------- what jobs measured here
+# Each estimate rests on a model of the work (steps measured now, FLOPs, tokens); what the model leaves out
+# (evaluation, saving, a page redrawing beside a job, a loaded machine) is the same from one run of a kind of
+# job to the next on one machine. So the last run of each kind is kept in the cache, as seconds per unit of
+# its estimate's own measure, and the next estimate of that kind is scaled by it.
+SPEED_FILE = ("speed", "measured.json")  # under the cache root
+KINDS = {"finetune": "finetune", "w2s": "weak-to-strong run", "sweep": "steering sweep", "tsne": "t-SNE",
+         "umap": "UMAP", "gd": "gradient-descent fit", "extract": "extraction"}
+
+
+def _speed_path():
+    from repmap_core.locations import cache_root
+
+    return cache_root().joinpath(*SPEED_FILE)
+
+
+def last_run(kind: str) -> dict | None:
+    """What the last measured job of `kind` took here: {"units", "seconds", "rate" (seconds a unit), "load",
+    "when"}, or None when none was measured (or the file is unreadable)."""
+    from repmap_core.capture.store import read_json
+
+    got = (read_json(_speed_path()) or {}).get(kind)
+    ok = isinstance(got, dict) and all(isinstance(got.get(k), (int, float)) and got[k] > 0 for k in ("units", "seconds", "rate"))
+    return got if ok else None
+
+
+def record_run(kind: str, units: float, seconds: float) -> None:
+    """Keep that a job of `kind` took `seconds` for `units` of its measure (for an estimate calibrated here,
+    the units are the seconds it was estimated at before the start). Runs too short to tell (under 2 s: a
+    cached result) are not kept; a cache that cannot be written keeps nothing, with its one notice."""
+    import json
+    import os
+
+    from repmap_core.capture.store import now_iso, read_json, skipped_write, write_text_atomic
+
+    if not (units > 0 and seconds >= 2.0):
+        return
+    path = _speed_path()
+    kept = read_json(path) or {}
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    kept[kind] = {"units": float(units), "seconds": float(seconds), "rate": float(seconds) / float(units),
+                  "load": None if load is None else round(load, 2), "when": now_iso()}
+    try:
+        write_text_atomic(path, json.dumps(kept, indent=1, sort_keys=True))
+    except OSError as e:
+        skipped_write(e, "the measured job speeds")
+
+
+def calibrated(kind: str, estimate: float) -> tuple[float, str]:
+    """`estimate` (seconds, from the work's own model) scaled by what the last job of `kind` took against its
+    estimate here, and a clause saying so ('' when no job of that kind was measured here yet)."""
+    got = last_run(kind)
+    if got is None:
+        return float(estimate), ""
+    factor = got["rate"]
+    load = f", load average {got['load']:.1f}" if isinstance(got.get("load"), (int, float)) else ""
+    return float(estimate) * factor, (f"× {factor:.2f}: the last {KINDS.get(kind, kind)} here took {factor:.2f}× its "
+                                      f"estimate ({got['seconds']:.0f} s{load})")
+
+
+def predicted(kind: str, units: float) -> float | None:
+    """Seconds for `units` of a job of `kind` at the rate its last run measured here; None when none was."""
+    got = last_run(kind)
+    return None if got is None else float(units) * got["rate"]
+
+
+def timed(kind: str, estimate: float | None, work, measured=lambda result: True):
+    """Run `work()`; when it was estimated (`estimate` seconds, uncalibrated) and `measured(result)` (not a
+    cached result), keep how long it took against that estimate. Returns what `work()` returns."""
+    t0 = time.perf_counter()
+    result = work()
+    if estimate and measured(result):
+        record_run(kind, estimate, time.perf_counter() - t0)
+    return result

@@ -43,6 +43,13 @@ class TextDataset:
     def has_answers(self) -> bool:
         return bool(len(self.answer_spans)) and bool((self.answer_spans[:, 0] >= 0).all())
 
+    def row_keys(self, rows: np.ndarray | None = None) -> list[str]:
+        """A short hash of each row's text and label (of `rows`, default all): what a finetune records of the rows
+        it trained on, so a later view of other rows can count how many of them the model has seen."""
+        picked = range(len(self)) if rows is None else np.asarray(rows, dtype=np.int64)
+        return [hashlib.blake2b(f"{int(self.labels[i])}\0{self.texts[i]}".encode(), digest_size=6).hexdigest()
+                for i in picked]
+
     def take(self, rows: np.ndarray) -> TextDataset:
         """The sub-data set of the given row indices (in that order)."""
         rows = np.asarray(rows, dtype=np.int64)

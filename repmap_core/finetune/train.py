@@ -44,7 +44,7 @@ from repmap_core.finetune.classifier import collate, encode, evaluate, forward_k
 from repmap_core.progress import Progress, silent
 
 __all__ = ["Cancelled", "FinetuneConfig", "FinetuneResult", "auto_train_last", "check_finetune_data", "estimate_seconds",
-           "finetune", "validation_split"]
+           "is_finetuned", "finetune", "validation_split"]
 
 MIN_ROWS = 8  # below this a validation split and a training split cannot both hold something useful
 # a validation loss must fall by more than this share of the best so far to count as an improvement
@@ -151,9 +151,7 @@ def finetune(
     check_finetune_data(dataset)
     resolved = model if isinstance(model, ResolvedModel) else resolve_model(model)
     model_info(resolved)  # a config without layers or width fails here, before any weights load
-    identity = {"format": FORMAT, "base_model": resolved.name, "base_revision": resolved.revision,
-                "dataset_fingerprint": dataset.fingerprint, "config": asdict(config)}
-    key = store.entry_key(identity)
+    key = _key(resolved, dataset, config)
     final = store.entry_dir(key, "models")
     report = progress or silent
     if not force and (manifest := read_manifest(final)) is not None:
@@ -179,8 +177,8 @@ def finetune(
             "base_model": resolved.name, "base_revision": resolved.revision, "base_source": resolved.source,
             "base_path": resolved.path, "model_type": lm.info.model_type, "n_layers": lm.info.n_layers,
             "d_model": lm.info.d_model, "pooling": pooling(lm), "pooled_site": "last_hidden_state",
-            "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint, "rows": len(dataset),
-                        "train_rows": len(train_rows), "val_rows": len(val_rows), "paired": dataset.is_paired},
+            "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint, "rows": len(dataset), "train_rows": len(train_rows),
+                        "val_rows": len(val_rows), "paired": dataset.is_paired, "trained_row_keys": dataset.row_keys(train_rows)},
             "config": asdict(config),
             "metrics": dict(run["metrics"], seconds=round(time.perf_counter() - started, 3)),
             "history": run["history"], "evaluations": run["evaluations"],
@@ -191,6 +189,18 @@ def finetune(
         save_checkpoint(lm, run["head"], manifest, final, before_commit=lambda: _check_cancel(cancel))
     report(1.0, f"Finetuned: validation accuracy {_fmt(manifest['metrics']['val_acc'])}")
     return FinetuneResult(str(final), manifest, False)
+
+
+def _key(resolved: ResolvedModel, dataset: TextDataset, config: FinetuneConfig) -> str:
+    """The cache key of a finetune: its base model and revision, the data's fingerprint and the config."""
+    return store.entry_key({"format": FORMAT, "base_model": resolved.name, "base_revision": resolved.revision,
+                            "dataset_fingerprint": dataset.fingerprint, "config": asdict(config)})
+
+
+def is_finetuned(model: str | ResolvedModel, dataset: TextDataset, config: FinetuneConfig = FinetuneConfig()) -> bool:
+    """Whether `finetune(model, dataset, config)` would reuse a cached result (and take a moment)."""
+    resolved = model if isinstance(model, ResolvedModel) else resolve_model(model)
+    return read_manifest(store.entry_dir(_key(resolved, dataset, config), "models")) is not None
 
 
 def check_finetune_data(dataset: TextDataset, config: FinetuneConfig | None = None) -> None:
@@ -314,15 +324,18 @@ def _training_setup(lm: LoadedModel, config: FinetuneConfig):
 
 
 def estimate_seconds(model: str | ResolvedModel, dataset: TextDataset, config: FinetuneConfig = FinetuneConfig(), *,
-                     device: str | None = None, trust_remote_code: bool = False) -> dict:
+                     device: str | None = None, trust_remote_code: bool = False, reuse: bool = True) -> dict:
     """How long `finetune(model, dataset, config)` will take here, from two optimiser steps measured
     now on a batch of this data's median length (the first warms up, the second is timed) and one
-    evaluation batch. Returns {"seconds", "step_seconds", "steps", "eval_batches"}. Nothing is saved."""
+    evaluation batch. Returns {"seconds", "step_seconds", "steps", "eval_batches", "cached"}; with `reuse`, a request
+    finetuned before (`is_finetuned`) is read back at once: {"seconds": 0.0, "cached": True}. Nothing is saved."""
     import torch
     import torch.nn.functional as F
 
     check_finetune_data(dataset)
     resolved = model if isinstance(model, ResolvedModel) else resolve_model(model)
+    if reuse and is_finetuned(resolved, dataset, config):
+        return {"seconds": 0.0, "step_seconds": 0.0, "steps": 0, "eval_batches": 0, "cached": True}
     with quiet_transformers():
         lm = load_model(resolved, device=device, dtype="float32", trust_remote_code=trust_remote_code)
     train_rows, val_rows = validation_split(dataset, config.val_frac, config.seed)
@@ -351,7 +364,8 @@ def estimate_seconds(model: str | ResolvedModel, dataset: TextDataset, config: F
     evals_per_run = config.epochs if config.eval_every is None else max(1, steps // config.eval_every)
     eval_batches = evals_per_run * math.ceil(len(val_rows) / (2 * config.batch_size)) + math.ceil(len(train_rows) / (2 * config.batch_size))
     seconds = steps * times[-1] + eval_batches * eval_batch
-    return {"seconds": float(seconds), "step_seconds": float(times[-1]), "steps": int(steps), "eval_batches": int(eval_batches)}
+    return {"seconds": float(seconds), "step_seconds": float(times[-1]), "steps": int(steps), "eval_batches": int(eval_batches),
+            "cached": False}
 
 
 def _length_grouped_batches(rows: np.ndarray, lengths: np.ndarray, batch_size: int,

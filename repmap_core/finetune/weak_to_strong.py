@@ -22,7 +22,7 @@ from repmap_core.capture.gguf import SMOLLM2_ID
 from repmap_core.data.load import TextDataset, load_dataset
 from repmap_core.errors import RepmapError
 from repmap_core.finetune.checkpoints import predict
-from repmap_core.finetune.train import FinetuneConfig, finetune, validation_split
+from repmap_core.finetune.train import FinetuneConfig, finetune, is_finetuned, validation_split
 from repmap_core.locations import EMBEDDED_MODEL_ID
 from repmap_core.pairs import groups_of
 from repmap_core.progress import Progress, silent
@@ -83,10 +83,14 @@ def pgr(weak: float, strong: float, ceiling: float) -> float:
 def weak_to_strong(data: str | TextDataset = "builtin:sentiment", *, weak_model: str = WEAK_DEFAULT,
                    strong_model: str = STRONG_DEFAULT, weak_config: FinetuneConfig | None = None,
                    strong_config: FinetuneConfig | None = None, seed: int = 0, limit: int | None = None,
-                   within_layer: int | None = -1, progress: Progress | None = None, cancel=None) -> W2SResult:
+                   within_layer: int | None = -1, progress: Progress | None = None, cancel=None,
+                   estimate: dict | None = None) -> W2SResult:
     """Run the weak-to-strong protocol on `data`; every finetune is cached (a rerun reuses them).
-    `cancel` (a threading.Event) stops it before the next training step."""
+    `cancel` (a threading.Event) stops it before the next training step. `estimate` (`estimate_seconds`'s)
+    shares the progress bar among the three finetunes by their estimated times, so its pace holds across them;
+    each finetune's messages say which of the three it is."""
     report = progress or silent
+    parts = _parts(estimate)
     dataset = data if isinstance(data, TextDataset) else load_dataset(data, limit=limit, seed=seed)
     weak_rows, strong_rows, test_rows = split_three(dataset, seed)
     if min(len(weak_rows), len(strong_rows), len(test_rows)) < 8:
@@ -94,21 +98,17 @@ def weak_to_strong(data: str | TextDataset = "builtin:sentiment", *, weak_model:
     weak_config = weak_config or FinetuneConfig(epochs=3, seed=seed)
     strong_config = strong_config or replace(STRONG_CONFIG, seed=seed)
     test = dataset.take(test_rows)
-    report(0.0, f"Finetuning the weak teacher {weak_model} on {len(weak_rows)} rows (ground truth)")
-    weak = finetune(weak_model, dataset.take(weak_rows), weak_config, progress=lambda f, m: report(0.25 * f, m), cancel=cancel)
+    step = lambda role: lambda f, m: report(parts[role][0] + parts[role][1] * f, f"{ROLES[role]}: {m}")  # noqa: E731
+    step("weak")(0.0, f"finetuning {weak_model} on {len(weak_rows)} rows (ground truth)")
+    weak = finetune(weak_model, dataset.take(weak_rows), weak_config, progress=step("weak"), cancel=cancel)
     student_rows = dataset.take(strong_rows)
-    report(0.25, "Labelling the student's rows with the weak teacher")
-    p_weak = predict(weak.path, student_rows)
-    if len(np.unique(p_weak >= 0.5)) < 2:
-        raise RepmapError(f"The weak teacher {weak_model} labels all {len(p_weak)} of the student's rows "
-                          f"{int(p_weak[0] >= 0.5)}, so there is nothing to learn from it; give it more rows or epochs.")
-    weak_labelled = TextDataset(f"{dataset.name} (weak labels from {weak_model})", list(student_rows.texts),
-                                (p_weak >= 0.5).astype(np.int8), student_rows.pair_ids.copy(), student_rows.answer_spans.copy())
-    report(0.3, f"Finetuning the student {strong_model} on {len(strong_rows)} weak labels")
-    student = finetune(strong_model, weak_labelled, strong_config, progress=lambda f, m: report(0.3 + 0.3 * f, m), cancel=cancel)
-    report(0.6, f"Finetuning the ceiling {strong_model} on the same rows with ground truth")
-    ceiling = finetune(strong_model, student_rows, strong_config, progress=lambda f, m: report(0.6 + 0.3 * f, m), cancel=cancel)
-    report(0.9, f"Scoring the three models on {len(test_rows)} held-out rows")
+    report(sum(parts["weak"]), "Labelling the student's rows with the weak teacher")
+    weak_labelled = _weak_labelled(dataset, student_rows, weak, weak_model)
+    step("strong_on_weak")(0.0, f"finetuning {strong_model} on {len(strong_rows)} weak labels")
+    student = finetune(strong_model, weak_labelled, strong_config, progress=step("strong_on_weak"), cancel=cancel)
+    step("ceiling")(0.0, f"finetuning {strong_model} on the same rows with ground truth")
+    ceiling = finetune(strong_model, student_rows, strong_config, progress=step("ceiling"), cancel=cancel)
+    report(sum(parts["ceiling"]), f"Scoring the three models on {len(test_rows)} held-out rows")
     y = test.labels.astype(np.int64)
     correct = {role: (predict(m.path, test) >= 0.5).astype(np.int64) == y
                for role, m in (("weak", weak), ("strong_on_weak", student), ("ceiling", ceiling))}
@@ -121,23 +121,60 @@ def weak_to_strong(data: str | TextDataset = "builtin:sentiment", *, weak_model:
     report(1.0, f"PGR {value:.2f} [{low:.2f}, {high:.2f}]")
     return W2SResult(accs["weak"], accs["strong_on_weak"], accs["ceiling"],
                      Estimate(value, low, high, len(y), "bootstrap (rows)"),
-                     float(((p_weak >= 0.5).astype(np.int64) == student_rows.labels).mean()),
+                     float((weak_labelled.labels.astype(np.int64) == student_rows.labels).mean()),
                      {"weak_train": len(weak_rows), "strong_train": len(strong_rows), "test": len(test_rows)},
                      {"weak": weak.path, "strong_on_weak": student.path, "ceiling": ceiling.path},
                      {"weak": weak.manifest["metrics"]["seconds"], "strong_on_weak": student.manifest["metrics"]["seconds"],
                       "ceiling": ceiling.manifest["metrics"]["seconds"]}, within)
 
 
+ROLES = {"weak": "Teacher (finetune 1 of 3)", "strong_on_weak": "Student (finetune 2 of 3)",
+         "ceiling": "Ceiling (finetune 3 of 3)"}
+OVERHEAD = 0.1  # of the bar: labelling the student's rows and scoring the three models on the held-out rows
+
+
+def _parts(estimate: dict | None) -> dict[str, tuple[float, float]]:
+    """role -> (where its finetune starts on the bar, its share): by the estimated seconds (a cached finetune
+    gets a sliver), else 0.25, 0.3 and 0.3; the labelling and scoring share the rest."""
+    weights = {"weak": 0.25, "strong_on_weak": 0.3, "ceiling": 0.3}
+    if estimate and sum(estimate.get(r, 0.0) for r in weights) > 0:
+        total = sum(estimate.get(r, 0.0) for r in weights)
+        weights = {r: (1 - OVERHEAD) * max(estimate.get(r, 0.0) / total, 0.005) for r in weights}
+    labelling = OVERHEAD / 2
+    start_student = weights["weak"] + labelling
+    return {"weak": (0.0, weights["weak"]), "strong_on_weak": (start_student, weights["strong_on_weak"]),
+            "ceiling": (start_student + weights["strong_on_weak"], weights["ceiling"])}
+
+
+def _weak_labelled(dataset: TextDataset, student_rows: TextDataset, weak, weak_model: str) -> TextDataset:
+    """The student's rows labelled by the weak teacher (label 1 where it gives P(1) ≥ 0.5)."""
+    p_weak = predict(weak.path, student_rows)
+    if len(np.unique(p_weak >= 0.5)) < 2:
+        raise RepmapError(f"The weak teacher {weak_model} labels all {len(p_weak)} of the student's rows "
+                          f"{int(p_weak[0] >= 0.5)}, so there is nothing to learn from it; give it more rows or epochs.")
+    return TextDataset(f"{dataset.name} (weak labels from {weak_model})", list(student_rows.texts),
+                       (p_weak >= 0.5).astype(np.int8), student_rows.pair_ids.copy(), student_rows.answer_spans.copy())
+
+
 def estimate_seconds(data: str | TextDataset = "builtin:sentiment", *, weak_model: str = WEAK_DEFAULT,
                      strong_model: str = STRONG_DEFAULT, seed: int = 0, limit: int | None = None) -> dict:
-    """Seconds the three finetunes will take here (each from two steps measured now), by role."""
+    """Seconds each finetune will take here (from two steps measured now; 0 for one cached before: the student's
+    is known to be cached only once the teacher is, whose labels it learns from), by role, and their total."""
     from repmap_core.finetune.train import estimate_seconds as finetune_seconds
 
     dataset = data if isinstance(data, TextDataset) else load_dataset(data, limit=limit, seed=seed)
     weak_rows, strong_rows, _ = split_three(dataset, seed)
-    weak = finetune_seconds(weak_model, dataset.take(weak_rows), FinetuneConfig(epochs=3, seed=seed))["seconds"]
-    strong = finetune_seconds(strong_model, dataset.take(strong_rows), replace(STRONG_CONFIG, seed=seed))["seconds"]
-    return {"weak": weak, "strong_on_weak": strong, "ceiling": strong, "total": weak + 2 * strong}
+    weak_config, strong_config = FinetuneConfig(epochs=3, seed=seed), replace(STRONG_CONFIG, seed=seed)
+    teacher_rows, student_rows = dataset.take(weak_rows), dataset.take(strong_rows)
+    out = {"weak": finetune_seconds(weak_model, teacher_rows, weak_config)["seconds"]}
+    cached = {"ceiling": is_finetuned(strong_model, student_rows, strong_config), "strong_on_weak": False}
+    if out["weak"] == 0.0:  # the teacher is cached: its labels, and so whether the student is, can be had now
+        teacher = finetune(weak_model, teacher_rows, weak_config)
+        cached["strong_on_weak"] = is_finetuned(strong_model, _weak_labelled(dataset, student_rows, teacher, weak_model),
+                                                strong_config)
+    strong = 0.0 if all(cached.values()) else finetune_seconds(strong_model, student_rows, strong_config, reuse=False)["seconds"]
+    out.update({role: 0.0 if cached[role] else strong for role in ("strong_on_weak", "ceiling")})
+    return dict(out, total=sum(out.values()))
 
 
 def _within_weak(base: str, student: str, rows: TextDataset, weak_path: str, layer: int, seed: int) -> dict:

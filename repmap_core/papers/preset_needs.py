@@ -8,7 +8,7 @@ from pathlib import Path
 
 from repmap_core.capture.model_memory import DTYPE_BYTES
 from repmap_core.capture.models import default_device, default_dtype, free_memory_bytes, is_offline, resolve_model
-from repmap_core.capture.speed import GPU_FLOPS, measured_cpu_flops
+from repmap_core.capture.speed import GPU_FLOPS, calibrated, measured_cpu_flops
 from repmap_core.data.load import hf_dataset_cached, parse_spec
 from repmap_core.errors import RepmapError
 from repmap_core.papers.preset_table import PARAMS, Preset
@@ -117,15 +117,19 @@ def check(preset: Preset, scaled: bool = False) -> list[str]:
 
 
 def needs(preset: Preset, scaled: bool = False) -> dict:
-    """What the preset needs, for a card or `preset list`: models, data, memory, time and its basis."""
+    """What the preset needs, for a card or `preset list`: models, data, memory, time and its basis (`seconds`:
+    the estimate scaled by what the last preset run here took against its own, `raw_seconds`: before that)."""
     setup = preset.setup(scaled)
     device, dtype = _device()
-    seconds, basis = estimate_seconds(preset, scaled, device)
+    raw, basis = estimate_seconds(preset, scaled, device)
+    seconds, measured = calibrated("preset", raw)
+    basis += f"; {measured}" if measured else ""
     return {"models": [f"{m.name}" + (f" (layer {m.layer})" if m.layer is not None else "") + f", {m.role}"
                        for m in setup.models],
             "data": setup.data, "memory_gb": round(memory_bytes(preset, scaled, dtype) / 1e9, 2),
             "memory_basis": "parameter count × bytes per parameter "
                             f"({FINETUNE_BYTES_PER_PARAM} when finetuning with AdamW in fp32, else {dtype}), +15%",
-            "time": format_seconds(seconds), "time_basis": basis, "device": device,
+            "time": format_seconds(seconds), "time_basis": basis, "device": device, "seconds": seconds,
+            "raw_seconds": raw,
             **({"stands_in": preset.scaled_note} if scaled and preset.scaled_note else {})}
 

@@ -55,6 +55,25 @@ class ShiftResult:
     finetuned: ActivationSet  # same rows, layers and width as `base`
     rows: dict[str, list[LayerSeparation]]  # "base" / "finetuned" -> per-layer separation
     in_sample: bool = False  # the rows are those the model was finetuned on
+    # how many of these rows the finetuned model trained on (its checkpoint records which); None when it was
+    # finetuned on a data set of the same name without that record, so some may be
+    trained_rows: int | None = 0
+
+    def in_sample_note(self) -> str | None:
+        """One sentence when some of these rows are ones the model was finetuned on (or may be); None otherwise."""
+        n = len(self.dataset)
+        if self.in_sample:
+            return ("These are the rows the model was finetuned on, so how far the classes pulled apart is partly "
+                    "memorisation; compare on other rows (another data set or split) for what generalises.")
+        if self.trained_rows is None:
+            return (f"The model was finetuned on {self.dataset.name} too, and its checkpoint does not record which rows: "
+                    f"some of these {n:,} rows may be ones it trained on, where how far the classes pulled apart is "
+                    "partly memorisation.")
+        if self.trained_rows:
+            return (f"{self.trained_rows:,} of these {n:,} rows are rows the model was finetuned on (in-sample): there, "
+                    "how far the classes pulled apart is partly memorisation. The other "
+                    f"{n - self.trained_rows:,} it never saw.")
+        return None
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,7 +159,20 @@ def shift_result(req: dict, *, cached_only: bool = False, loader=None, progress:
     trained_on = _trained_on(req["finetuned"])
     rows = {k: separation(v, progress=_part(progress, i, 2)) for i, (k, v) in enumerate(sets.items())}
     return ShiftResult(req, dataset, base, ft, rows,
-                       bool(trained_on) and trained_on.get("fingerprint") == dataset.fingerprint)
+                       bool(trained_on) and trained_on.get("fingerprint") == dataset.fingerprint,
+                       rows_trained_on(trained_on, dataset))
+
+
+def rows_trained_on(trained_on: dict | None, dataset: TextDataset) -> int | None:
+    """How many of `dataset`'s rows a finetune trained on (`trained_on`: its manifest's data record): counted
+    from the row keys it records; None when it records none but trained on a data set of the same name."""
+    if not trained_on:
+        return 0
+    keys = trained_on.get("trained_row_keys")
+    if isinstance(keys, list):
+        seen = set(keys)
+        return sum(k in seen for k in dataset.row_keys())
+    return None if trained_on.get("name") == dataset.name else 0
 
 
 def across_result(req: dict, *, cached_only: bool = False, loader=None, progress: Progress | None = None

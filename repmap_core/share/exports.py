@@ -69,6 +69,19 @@ def portable(fig):
     return out
 
 
+def labelled(fig, source: str):
+    """A copy of `fig` that says what it was made from (`source`: models and data, one line) under its title, so
+    an exported PNG or HTML file still names them once it is away from the app."""
+    import plotly.graph_objects as go
+
+    out = go.Figure(fig)
+    title = out.layout.title.text or ""
+    line = f"<span style='font-size:11px;color:#6b7080'>{html.escape(source)} · repmap {__version__}</span>"
+    top = out.layout.margin.t
+    out.update_layout(title_text=f"{title}<br>{line}" if title else line, margin_t=(80 if top is None else top) + 20)
+    return out
+
+
 def figure_html(fig, title: str = "repmap figure") -> bytes:
     """The figure as one self-contained HTML page (plotly.js embedded, no MathJax, no CDN).
 

@@ -17,11 +17,13 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from repmap_core.analysis.similarity import SimilarityMatrix
-from repmap_core.share.figures import LABEL_COLORS, WEBGL_ABOVE, hover_texts
+from repmap_core.share.figures import LABEL_COLORS, WEBGL_ABOVE, hover_texts, layer_tickvals
 
 METRIC_NAMES = {"cka_debiased": "debiased linear CKA", "linear_cka": "linear CKA (biased)", "svcca": "SVCCA",
                 "procrustes": "Procrustes distance"}
 METRIC_RANGES = {"cka_debiased": (0.0, 1.0), "linear_cka": (0.0, 1.0), "svcca": (0.0, 1.0), "procrustes": (0.0, 2.0)}
+CELL_TEXT_MAX_COLUMNS = 12  # target layers up to which each cell's value is written in it
+CELL_TEXT_MAX_ROWS = 24
 TRANSFER_COLUMNS = ["mode", "uncentred", "centred", "with intercept", "with intercept, 95% interval",
                     "cosine with target probe", "what it is"]
 
@@ -64,6 +66,9 @@ def similarity_heatmap(sim: SimilarityMatrix, source_name: str, target_name: str
     best = best_matches(sim, exclude_same_layer)
     null = sim.null_high if sim.null_high is not None else np.full(sim.values.shape, np.nan)
     above = ~(sim.values <= null)  # NaN null: nothing to be below
+    # a value fits its cell up to 12 target layers (~70 px a cell); past that (MiniLM's 6 against SmolLM2's 30 drew
+    # "★ 0.83" in 30 px cells) the values go to the hover and the best matches are drawn as star markers
+    written = len(sim.layers_b) <= CELL_TEXT_MAX_COLUMNS and len(sim.layers_a) <= CELL_TEXT_MAX_ROWS
     text = [[("★ " if best[a] == b else "") + (f"{v:.2f}" if ok else f"({v:.2f})")
              for b, v, ok in zip(sim.layers_b, row, oks)] for a, row, oks in zip(sim.layers_a, sim.values, above)]
     hover = f"source layer %{{y}} · target layer %{{x}}<br>{name} %{{z:.3f}}"
@@ -71,7 +76,8 @@ def similarity_heatmap(sim: SimilarityMatrix, source_name: str, target_name: str
         hover += "<br>shuffled-row null: 95% ≤ %{customdata:.3f}"
     fig = go.Figure(go.Heatmap(
         z=sim.values, x=list(sim.layers_b), y=list(sim.layers_a), zmin=lo, zmax=hi, colorscale="Blues",
-        reversescale=not sim.higher_is_closer, text=text, texttemplate="%{text}", colorbar=dict(title=dict(text=name)),
+        reversescale=not sim.higher_is_closer, text=text if written else None, texttemplate="%{text}" if written else None,
+        textfont=dict(size=13), colorbar=dict(title=dict(text=name)),
         customdata=null, hovertemplate=hover + "<extra></extra>", name=name,
     ))
     xe, ye = _cell_edges(sim.layers_b), _cell_edges(sim.layers_a)
@@ -79,14 +85,20 @@ def similarity_heatmap(sim: SimilarityMatrix, source_name: str, target_name: str
         j = sim.layers_b.index(best[a])
         fig.add_shape(type="rect", x0=xe[j], x1=xe[j + 1], y0=ye[i], y1=ye[i + 1], name="best match",
                       line=dict(color="#edae49", width=3), layer="above")
-    fig.update_xaxes(title_text=f"{target_name} (target) layer", tickmode="array", tickvals=list(sim.layers_b))
-    fig.update_yaxes(title_text=f"{source_name} (source) layer", tickmode="array", tickvals=list(sim.layers_a),
+    if not written:
+        fig.add_trace(go.Scatter(x=[best[a] for a in sim.layers_a], y=list(sim.layers_a), mode="markers", name="best match",
+                                 marker=dict(symbol="star", size=13, color="#edae49", line=dict(color="#31333F", width=1)),
+                                 hoverinfo="skip", showlegend=False))
+    fig.update_xaxes(title_text=f"{target_name} (target) layer", tickmode="array", tickvals=layer_tickvals(sim.layers_b))
+    fig.update_yaxes(title_text=f"{source_name} (source) layer", tickmode="array", tickvals=layer_tickvals(sim.layers_a),
                      autorange="reversed")
-    title = f"{name} of every layer pair; ★ best match"
+    title = f"{name} of every layer pair; ★ best match" + ("" if written else " (values in the hover)")
     if sim.null_high is not None:
         title += (f"<br><sup>null: B's rows shuffled, {sim.null_permutations} times on {sim.null_rows} rows; "
-                  f"(value) = not above its cell's 95th percentile (largest: {np.nanmax(null):.3f})</sup>")
-    fig.update_layout(title=title, margin=dict(l=10, r=10, t=70, b=10), height=max(360, 48 * len(sim.layers_a) + 160))
+                  + ("(value) = not above its cell's 95th percentile" if written else "each cell's 95th percentile in the hover")
+                  + f" (largest: {np.nanmax(null):.3f})</sup>")
+    fig.update_layout(title=title, margin=dict(l=10, r=10, t=70, b=10),
+                      height=min(900, max(360, (48 if written else 28) * len(sim.layers_a) + 160)))
     return fig
 
 

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from repmap_core.analysis.separation import LayerSeparation
-from repmap_core.share.figures import LABEL_COLORS, METHOD_NAMES, WEBGL_ABOVE, hover_texts
+from repmap_core.share.figures import LABEL_COLORS, METHOD_NAMES, WEBGL_ABOVE, hover_texts, layer_ticks
 
 PHASES = {"before": dict(symbol="circle-open", opacity=0.55), "after": dict(symbol="circle", opacity=0.85)}
 
@@ -94,7 +94,7 @@ def separation_compare(base: list[LayerSeparation], finetuned: list[LayerSeparat
                                  error_y=dict(type="data", array=[r.probe_cv_std for r in rows], thickness=1)), row=1, col=1)
         fig.add_trace(go.Scatter(x=layers, y=[r.fisher for r in rows], mode="lines+markers", name=name, legendgroup=name,
                                  showlegend=False, line=dict(color="#66a182", dash=dash)), row=1, col=2)
-    fig.update_xaxes(title_text="layer", dtick=1)
+    fig.update_xaxes(title_text="layer", **layer_ticks([r.layer for r in base]))
     fig.update_yaxes(title_text="accuracy", row=1, col=1)
     fig.update_layout(height=360, margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=-0.25))
     return fig

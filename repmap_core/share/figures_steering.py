@@ -19,6 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from repmap_core.share.figures import layer_ticks, layer_tickvals, set_title
 from repmap_core.steering import PropensityCurve, SteeringVector, cosine_per_layer, layer_cosines, vector_pca
 from repmap_core.steering.apply import SCALE_UNITS
 
@@ -44,7 +45,7 @@ def cosine_by_layer(per_layer: dict[int, float], names: tuple[str, str] = ("base
     fig = go.Figure(go.Scatter(x=layers, y=values, mode="lines+markers", name="cosine", line=dict(color=_color(0)),
                                hovertemplate="layer %{x}: cosine %{y:.3f}<extra></extra>"))
     fig.add_hline(y=0, line=dict(color="#8d96a3", width=1, dash="dot"))
-    fig.update_xaxes(title_text="layer", dtick=1 if len(layers) <= 16 else None)
+    fig.update_xaxes(title_text="layer", **layer_ticks(layers))
     fig.update_yaxes(title_text="cosine", range=[-1.05, 1.05])
     fig.update_layout(height=340, margin=dict(l=10, r=10, t=60, b=10), showlegend=False,
                       title=f"Cosine of {names[0]}'s and {names[1]}'s vectors at each layer")
@@ -70,9 +71,10 @@ def layer_cosine_heatmaps(groups: dict[str, tuple[list[int], np.ndarray]]) -> go
             hovertemplate=f"{name}<br>layer %{{y}} · layer %{{x}}<br>cosine %{{z:.3f}}<extra></extra>",
         ), row=1, col=i + 1)
         axis = "" if i == 0 else str(i + 1)
-        fig.update_xaxes(title_text="layer", tickmode="array", tickvals=list(layers), constrain="domain", row=1, col=i + 1)
+        fig.update_xaxes(title_text="layer", tickmode="array", tickvals=layer_tickvals(layers), constrain="domain",
+                         row=1, col=i + 1)
         # square cells, layer 0 at the top (a matrix, read like the table it exports to)
-        fig.update_yaxes(title_text="layer" if i == 0 else None, tickmode="array", tickvals=list(layers),
+        fig.update_yaxes(title_text="layer" if i == 0 else None, tickmode="array", tickvals=layer_tickvals(layers),
                          autorange="reversed", scaleanchor=f"x{axis}", constrain="domain", row=1, col=i + 1)
     fig.update_layout(coloraxis=dict(colorscale="RdBu", cmin=-1, cmax=1, colorbar=dict(title=dict(text="cosine"))),
                       height=min(760, max(460, 34 * biggest + 220)), margin=dict(l=10, r=10, t=70, b=10),
@@ -110,7 +112,8 @@ def alpha_title(scale: str) -> str:
     return f"multiplier α ({SCALE_UNITS[scale]})" if scale in SCALE_UNITS and scale != "raw" else "multiplier α"
 
 
-def propensity_plot(curves: dict[str, PropensityCurve], title: str = "Propensity against the multiplier") -> go.Figure:
+def propensity_plot(curves: dict[str, PropensityCurve], title: str = "Propensity against the multiplier",
+                    chars: int = 60) -> go.Figure:
     """Mean propensity (logit of the matching letter minus the other's, on held-out questions)
     against the multiplier α, one line per curve (e.g. "native", "transferred") with its 95%
     band (a bootstrap over questions: both letter orders of a question resample together) as a
@@ -130,9 +133,8 @@ def propensity_plot(curves: dict[str, PropensityCurve], title: str = "Propensity
     fig.add_hline(y=0, line=dict(color="#8d96a3", width=1, dash="dot"))
     fig.update_xaxes(title_text=alpha_title(next(iter(curves.values())).scale if curves else "raw"))
     fig.update_yaxes(title_text="logit(matching) − logit(other)")
-    fig.update_layout(height=380, margin=dict(l=10, r=10, t=60, b=10), title=title,
-                      legend=dict(orientation="h", y=-0.22, x=0.5, xanchor="center"))
-    return fig
+    fig.update_layout(height=380, margin=dict(l=10, r=10, b=10), legend=dict(orientation="h", y=-0.22, x=0.5, xanchor="center"))
+    return set_title(fig, title, chars)
 
 
 def vector_norms(vectors: dict[str, dict[int, SteeringVector]]) -> go.Figure:
@@ -143,7 +145,7 @@ def vector_norms(vectors: dict[str, dict[int, SteeringVector]]) -> go.Figure:
         layers = sorted(vecs)
         fig.add_trace(go.Scatter(x=layers, y=[vecs[L].norm for L in layers], mode="lines+markers", name=name,
                                  line=dict(color=_color(i)), hovertemplate=f"{name}<br>layer %{{x}}: norm %{{y:.3g}}<extra></extra>"))
-    fig.update_xaxes(title_text="layer", dtick=1 if len(set().union(*vectors.values())) <= 16 else None)
+    fig.update_xaxes(title_text="layer", **layer_ticks(set().union(*vectors.values())))
     fig.update_yaxes(title_text="‖v‖", rangemode="tozero")
     fig.update_layout(height=300, margin=dict(l=10, r=10, t=50, b=10), title="Vector norm per layer",
                       legend=dict(orientation="h", y=-0.3, x=0.5, xanchor="center"))
@@ -196,7 +198,7 @@ def agreement_table(curve: PropensityCurve, random: PropensityCurve | None = Non
 
 
 def side_effect_plot(side: dict, title: str = "Side effect: next-token loss on neutral text", scale: str = "raw",
-                     delta: dict | None = None) -> go.Figure:
+                     delta: dict | None = None, chars: int = 40) -> go.Figure:
     """The change in mean next-token loss (nats per token) on neutral sentences at each multiplier,
     against the unsteered loss (`side["base"]`), with its 95% interval over texts when `delta`
     (α -> Estimate) is given: how much steering costs the model's ordinary language."""
@@ -212,9 +214,9 @@ def side_effect_plot(side: dict, title: str = "Side effect: next-token loss on n
     fig.add_hline(y=0, line=dict(color="#8d96a3", width=1, dash="dot"))
     fig.update_xaxes(title_text=alpha_title(scale))
     fig.update_yaxes(title_text="Δ loss (nats/token)", tickformat=".2f")
-    fig.update_layout(height=300, margin=dict(l=10, r=10, t=60, b=10), showlegend=False,
-                      title=dict(text=f"{title}<br><sup>unsteered: {side['base']:.2f} nats per token; 95% over texts</sup>"))
-    return fig
+    fig.update_layout(height=320, margin=dict(l=10, r=10, b=10), showlegend=False)
+    # in a narrow column (two fifths of the page): wrapped, the unsteered loss on a line of its own
+    return set_title(fig, f"{title}<br><sup>unsteered: {side['base']:.2f} nats per token; 95% over texts</sup>", chars)
 
 
 def preview_table(prompts: list[str], plain: list[str], steered: list[str], alpha: float, tail: int = 160) -> pd.DataFrame:

@@ -35,17 +35,27 @@ from repmap_core.share.report_sections import (  # noqa: F401
     activation_manifest,
 )
 
+COLUMN_NAMES = {"r2_test": "held-out R²", "r2_train": "training R²", "probe_train_acc": "probe training acc",
+                "probe_test_acc": "probe held-out acc", "probe_cv_acc": "probe cv acc", "probe_cv_std": "cv sd",
+                "fisher": "Fisher ratio", "null_acc": "null (shuffled labels)", "null_high": "null, 95th percentile"}
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2rem auto;max-width:1200px;padding:0 1rem;color:#222}
 h1{margin-bottom:.2rem} h2{border-bottom:2px solid #00798c;padding-bottom:.2rem;margin-top:2.5rem}
 .meta{color:#555} .metrics{display:flex;flex-wrap:wrap;gap:1.5rem;margin:1rem 0}
 .metric{min-width:9rem} .metric .label{font-size:.85rem;color:#555} .metric .value{font-size:1.5rem}
 .figure{width:100%;min-height:320px;margin:1rem 0}
+div.table{max-width:100%;overflow-x:auto}
 table.dataframe{border-collapse:collapse;font-size:.85rem;margin:.5rem 0 1rem}
-table.dataframe th,table.dataframe td{border:1px solid #ddd;padding:.25rem .5rem;text-align:right}
+table.dataframe th,table.dataframe td{border:1px solid #ddd;padding:.25rem .5rem;text-align:right;vertical-align:top;
+max-width:24rem;overflow-wrap:anywhere}
 table.dataframe th{background:#f3f6f7} caption{caption-side:top;text-align:left;font-weight:600;padding:.3rem 0}
 details{margin:.4rem 0} pre{background:#f6f8fa;padding:.6rem;overflow-x:auto;font-size:.8rem}
 """
+
+
+def report_time() -> str:
+    """Now, as a report's header gives it: '2026-12-07 17:45 UTC' (the machine's own time zone)."""
+    return datetime.now(UTC).astimezone().strftime("%Y-%m-%d %H:%M %Z")
 
 
 def _figure_json(fig: go.Figure) -> dict:
@@ -64,15 +74,32 @@ def _json_for_script(value: Any) -> str:
         "&", "\\u0026")
 
 
+def readable(name: object) -> str:
+    """A column's name for people: 'r2_test' -> 'r2 test' ('held-out R²' where a known key has a name)."""
+    text = str(name)
+    return COLUMN_NAMES.get(text, text.replace("_", " "))
+
+
+def _cell_html(value: object) -> object:
+    """A cell as HTML: text escaped with its line breaks kept (pandas wrote them as a literal backslash-n)."""
+    return html.escape(value).replace("\n", "<br>") if isinstance(value, str) else value
+
+
 def _table_html(frame: pd.DataFrame, caption: str) -> str:
     frame = frame.copy()
     for col in frame.columns:
         if pd.api.types.is_float_dtype(frame[col]):
             frame[col] = frame[col].map(lambda x: "" if pd.isna(x) else f"{x:.3f}")
-    body = frame.to_html(escape=True, border=0, index=frame.index.name is not None or not isinstance(frame.index, pd.RangeIndex))
+        else:
+            frame[col] = frame[col].map(_cell_html)
+    frame.columns = [html.escape(readable(c)) for c in frame.columns]
+    frame.index = frame.index.map(_cell_html)
+    if frame.index.name is not None:
+        frame.index.name = html.escape(readable(frame.index.name))
+    body = frame.to_html(escape=False, border=0, index=frame.index.name is not None or not isinstance(frame.index, pd.RangeIndex))
     if caption:
         body = body.replace(">", f"><caption>{html.escape(caption)}</caption>", 1) if body.startswith("<table") else body
-    return body
+    return f'<div class="table">{body}</div>'  # scrolls sideways inside the page when it must, never widens it
 
 
 def _settings_html(name: str, values: dict) -> str:
@@ -114,6 +141,7 @@ def render_html(sections: list[Section], meta: dict, title: str = "repmap report
         return html.escape(str(meta.get(key, default)))
 
     rows = meta.get("max_rows")
+    meta = dict(meta, report_created=meta.get("report_created") or report_time())  # every report says when it was made
     head_meta = (f"repmap {text('repmap', __version__)} · report made {text('report_created')}"
                  + (f" · from a session bundle made {text('created')}" if meta.get("created") else "")
                  + (f" · data sets subsampled to at most {html.escape(f'{rows:,}' if isinstance(rows, int) else str(rows))} "
@@ -155,7 +183,7 @@ def build_report(states: dict, settings: dict | None = None, views: list[str] | 
                  meta: dict | None = None, title: str = "repmap report", beside: dict[str, str] | None = None) -> str:
     """The HTML page (a str) for the chosen `views` of `states` (session key -> state); `beside` as in
     `build_sections` (the callers hand `papers.published.BESIDE_A_RUN`)."""
-    meta = dict(meta or {}, report_created=datetime.now(UTC).isoformat(timespec="seconds"))
+    meta = dict(meta or {}, report_created=report_time())
     return render_html(build_sections(states, settings, views, beside=beside), meta, title)
 
 

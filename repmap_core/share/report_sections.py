@@ -110,19 +110,41 @@ def _explorer(states: dict, settings: dict, beside: dict[str, str]) -> Section:
     s.text("Band: the cross-validated accuracy's 95% interval. Grey: the same probe trained and scored on shuffled "
            "labels, its mean up to its 95th percentile.")
     seed = int(settings.get("explorer.seed", 0))
-    shown = [L for L in settings.get("explorer.shown", aset.layer_list[:REPORT_GRID_LAYERS]) if L in aset.layers]
-    shown = shown[:REPORT_GRID_LAYERS] or aset.layer_list[:REPORT_GRID_LAYERS]
+    chosen = [L for L in settings.get("explorer.shown", ()) if L in aset.layers][:REPORT_GRID_LAYERS]
+    shown = chosen or spread_layers(aset.layer_list, best)
     idx = sample_rows(aset.labels, min(int(settings.get("explorer.max_points", REPORT_POINTS)), REPORT_POINTS), seed)
     coords = {L: project(np.asarray(aset[L])[idx], "pca", seed) for L in shown}
     s.figure(layer_grid(coords, aset.labels[idx], [dataset.texts[i] for i in idx], method="pca",
                         label_names=class_names(dataset)), "PCA of each layer")
     if len(idx) < aset.n:
         s.text(f"The projections show a seeded sample of {len(idx):,} of {aset.n:,} rows (both classes in proportion).")
-    s.table(pd.DataFrame([dict(r.as_dict(), site=site_name(r.layer)) for r in rows]).set_index("layer"),
-            "Separation of the label at each layer")
+    if not chosen:
+        s.text(f"Layers {', '.join(map(str, shown))}: the first, a quarter, half way, the best and the last (no layers "
+               "were chosen on the page).")
+    s.table(separation_table(rows), "Separation of the label at each layer")
     s.settings("Request", res.request)
     s.settings("Activations", activation_manifest(aset.manifest, aset.layer_list))
     return s
+
+
+def spread_layers(layers: list[int], best: int) -> list[int]:
+    """A spread of `layers` that includes the best one: the first, a quarter, half way, the best and the last."""
+    picks = {layers[0], layers[len(layers) // 4], layers[len(layers) // 2], best, layers[-1]}
+    return sorted(L for L in picks if L in layers)
+
+
+def separation_table(rows) -> pd.DataFrame:
+    """The per-layer separation as a reader wants it (seven columns, intervals written out), not the 17 fields of
+    `LayerSeparation` (its table was 1,959 px wide in the report; the page's CSV keeps every field)."""
+    def iv(value, low, high) -> str:
+        return f"{value:.3f}" + (f" [{low:.3f}, {high:.3f}]" if np.isfinite(low) and np.isfinite(high) else "")
+
+    return pd.DataFrame([{"layer": r.layer, "site": site_name(r.layer),
+                          "probe accuracy, cross-validated [95%]": iv(r.probe_cv_acc, r.probe_cv_low, r.probe_cv_high),
+                          "held-out 20% [95%]": iv(r.probe_test_acc, r.probe_test_low, r.probe_test_high),
+                          "shuffled-label null (95th percentile)": iv(r.null_acc, float("nan"), float("nan"))
+                          + (f" ({r.null_high:.3f})" if np.isfinite(r.null_high) else "") if np.isfinite(r.null_acc) else "–",
+                          "silhouette": r.silhouette, "Fisher ratio": r.fisher} for r in rows]).set_index("layer")
 
 
 def _shift_manifests(s: Section, res) -> None:
@@ -152,8 +174,8 @@ def _shift(states: dict, settings: dict, beside: dict[str, str]) -> Section:
                            "gain": f.probe_cv_acc - r.probe_cv_acc}
                           for r, f in zip(before, after)]).set_index("layer"),
             "Probe accuracy (cross-validated) before and after finetuning")
-    if res.in_sample:
-        s.text("These are the rows the model was finetuned on: part of the separation is memorisation.")
+    if note := res.in_sample_note():
+        s.text(note)
     _shift_manifests(s, res)
     return s
 

@@ -358,3 +358,14 @@ def test_standardised_pca_is_not_decided_by_a_massive_feature():
 
     assert separation(project(X, "pca")) < 0.3  # the first PC is the massive feature
     assert separation(project(X, "pca_std")) > 1.5
+
+
+def test_tsne_reports_its_iterations_as_it_goes_and_gives_the_same_embedding():
+    """t-SNE took 51 s of the explorer behind a spinner: it now says which iteration it is on."""
+    pytest.importorskip("openTSNE")
+    X = np.random.default_rng(0).normal(size=(120, 8)).astype(np.float32)
+    seen = []
+    with_progress = project(X, "tsne", seed=0, progress=lambda f, m: seen.append((f, m)))
+    np.testing.assert_allclose(with_progress, project(X, "tsne", seed=0), rtol=1e-5, atol=1e-5)
+    assert [f for f, _ in seen] == sorted(f for f, _ in seen) and seen[-1] == (1.0, "t-SNE iteration 600 of 600")
+    assert len(seen) == 12

@@ -134,3 +134,20 @@ def test_within_model_gd_reports_the_best_held_out_step():
     assert 0 < f["step_reported"] <= f["steps"] and f["step_reported"] == fit.best_step_
     assert f"the parameters reported are those of step {f['step_reported']}" in f["note"]
     assert seen and seen[-1]["best_step"] == f["step_reported"]
+
+
+def test_gd_that_stops_at_its_limit_while_improving_says_it_has_not_converged():
+    """The app's GD fit ended at step 1990 of 2000 with R² 0.888 where the closed form reached 0.984: a run cut off
+    while still improving says so, with the closed form's R² on the same rows beside it."""
+    from repmap_core.analysis.gd_maps import still_improving
+
+    assert still_improving(1990, 2000, 2000) and not still_improving(1400, 2000, 2000)
+    assert not still_improving(990, 1000, 2000)  # stopped on its held-out plateau before the limit: converged
+    before, after, y, _ = planted_finetune(n=400, d=32, shift=2.0)
+    cut, _ = within_model(before, after, y, method="gd", lr=1e-3, max_steps=60)
+    assert cut.fit["converged"] is False and "It had not converged" in cut.fit["note"]
+    closed, _ = within_model(before, after, y)
+    assert cut.fit["r2_test_closed_form"] == pytest.approx(closed.fit["r2_test"], abs=1e-6)  # the same split and fit
+    assert f"{closed.fit['r2_test']:.3f}" in cut.fit["note"] and cut.fit["r2_test"] < closed.fit["r2_test"]
+    done, _ = within_model(before, after, y, method="gd", lr=3e-2, max_steps=3000)
+    assert done.fit["converged"] is True and "not converged" not in done.fit["note"]

@@ -90,3 +90,24 @@ def test_per_layer_scores_are_listed_by_the_activations_they_score_and_deleted(c
     assert scores.kind_name == "per-layer scores"
     delete_item(scores)
     assert not [i for i in inventory() if i.kind == "scores"]
+
+
+def test_projections_tour_steps_and_speeds_are_named_for_what_they_hold(cache):
+    """The Cache page listed projections as hashes: each is named by its method, the model and data it
+    projected (or the before and after of a finetune), its layer, points and seed."""
+    from repmap_core.capture import memo, speed
+
+    xy = lambda: np.zeros((5, 2), np.float32)  # noqa: E731
+    memo.disk_memo({"activations": KEY, "layer": 3, "rows": 5})({"method": "tsne", "seed": 2, "n": 5}, xy)
+    memo.disk_memo({"before": KEY, "after": "ef" * 16, "layer": 0, "rows": 5})({"method": "umap", "seed": 0, "n": 10}, xy)
+    (cache / "results").mkdir()
+    (cache / "results" / "tour-0a1b.json").write_text(json.dumps({"title": "3. How finetuning moved the representations",
+                                                                  "narrative": "…"}))
+    speed.record_run("finetune", 10.0, 20.0)
+    items = inventory()
+    names = sorted(i.name for i in items if i.kind == "projections")
+    assert names == ["UMAP of SmolLM2-135M-Instruct · builtin:sentiment before and after finetuning · layer 0 · 5 points · seed 0",
+                     "t-SNE of SmolLM2-135M-Instruct · builtin:sentiment · layer 3 · 5 points · seed 2"]
+    assert next(i.name for i in items if i.kind == "results") == "demo tour, step 3. How finetuning moved the representations"
+    assert next(i.kind_name for i in items if i.kind == "speed") == "measured job speeds"
+    assert sum(i.bytes for i in items) == store.cache_size_bytes()

@@ -48,3 +48,39 @@ def test_the_protocol_on_tiny_models(tiny_models):
     assert r.within_weak is not None and len(r.within_weak["table"]) == 5
     d = r.as_dict()
     assert all(v is None or isinstance(v, float) for v in d["pgr"].values() if not isinstance(v, (int, str)))
+
+
+def test_each_finetunes_steps_say_which_of_the_three_it_is_and_the_bar_never_runs_back(monkeypatch):
+    """The step counter restarts with each finetune: every message names the run (teacher, student, ceiling), and
+    the bar is shared by the estimated times, so it rises once through all three."""
+    from types import SimpleNamespace
+
+    from repmap_core.finetune import weak_to_strong as w2s
+
+    def fake_finetune(model, dataset, config, progress=None, cancel=None):
+        for k in (1, 5, 10):
+            progress(k / 10, f"step {k}/10")
+        return SimpleNamespace(path=f"{model}:{dataset.name}", manifest={"metrics": {"seconds": 1.0}})
+
+    def fake_predict(path, rows):
+        return np.where(np.arange(len(rows)) % 3 == 0, 0.2, 0.8) if "(weak" not in path else rows.labels.astype(float)
+
+    monkeypatch.setattr(w2s, "finetune", fake_finetune)
+    monkeypatch.setattr(w2s, "predict", fake_predict)
+    seen = []
+    w2s.weak_to_strong(load_dataset("builtin:sentiment", limit=120), weak_model="small", strong_model="big",
+                       within_layer=None, progress=lambda f, m: seen.append((f, m)),
+                       estimate={"weak": 10.0, "strong_on_weak": 60.0, "ceiling": 30.0})
+    steps = [m for _, m in seen if "step " in m]
+    assert len(steps) == 9 and all(m.startswith(("Teacher (finetune 1 of 3): ", "Student (finetune 2 of 3): ",
+                                                 "Ceiling (finetune 3 of 3): ")) for m in steps)
+    assert [m.split(":")[0] for m in steps[::3]] == ["Teacher (finetune 1 of 3)", "Student (finetune 2 of 3)",
+                                                     "Ceiling (finetune 3 of 3)"]
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    at = {m.split(":")[0]: f for f, m in seen if m.endswith("step 10/10")}
+    # shares by estimated time: the student (60 s) gets twice the ceiling's (30 s) part of the bar, six times the teacher's
+    assert at["Teacher (finetune 1 of 3)"] == pytest.approx(0.9 * 0.1)
+    parts = w2s._parts({"weak": 10.0, "strong_on_weak": 60.0, "ceiling": 30.0})
+    assert parts["strong_on_weak"][1] == pytest.approx(2 * parts["ceiling"][1]) == pytest.approx(6 * parts["weak"][1])
+    assert w2s._parts(None)["weak"] == (0.0, 0.25)

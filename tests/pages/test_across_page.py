@@ -19,6 +19,7 @@ from repmap_core.capture.activations import get_activations
 from repmap_core.papers.published import GAO_BETWEEN_VECTOR_ACCURACY
 from repmap_core.share.figures_across import best_match_cells
 from tests.conftest import ROOT
+from tests.pages import tiles
 from tests.tiny_models import build_tiny_model
 
 pytestmark = pytest.mark.slow
@@ -91,7 +92,9 @@ def values(v) -> np.ndarray:
 
 
 def metrics(at: AppTest) -> dict[str, str]:
-    return {m.label: m.value for m in at.metric}
+    """Each tile's value with its interval from the line under it ("0.912 [0.870, 0.941]")."""
+    assert not any("[" in m.value for m in at.metric)  # the interval sits under the tile, not in it
+    return tiles(at)
 
 
 def activations(path: str):

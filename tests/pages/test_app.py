@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 from repmap_core.capture import store
 from repmap_core.locations import cache_root
 from tests.conftest import ROOT
+from tests.pages import tiles
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +34,8 @@ def app(shared_cache, monkeypatch) -> AppTest:
 
 
 def metrics(at: AppTest) -> dict[str, str]:
-    return {m.label: m.value for m in at.metric}
+    """Each tile's value, with its interval from the line under it where it has one ("0.873 [0.850, 0.894]")."""
+    return tiles(at)
 
 
 def charts(at: AppTest) -> list[dict]:

@@ -18,9 +18,9 @@ from repmap_core.finetune.checkpoints import list_finetuned
 from repmap_core.finetune.train import Cancelled, FinetuneConfig, finetune
 from repmap_ui.jobs import get_job, start_job
 from tests.conftest import ROOT
+from tests.pages import tiles
 
-START = "FormSubmitter:finetune.form-Start finetuning"
-ESTIMATE = "FormSubmitter:finetune.form-Estimate time"
+START = "finetune.start"
 WEAK = "FormSubmitter:finetune.weak_form-Make weak-label data set"
 GOOD = ["great", "good", "lovely", "excellent", "wonderful"]
 BAD = ["awful", "bad", "terrible", "horrible", "boring"]
@@ -249,7 +249,7 @@ def test_weak_labels_make_a_data_set_that_loads(page, tiny_gpt2, tmp_path):
     assert made.texts == original.texts
     agree = made.labels == original.labels  # 40 unpaired rows: a Wilson interval over rows
     low, high = wilson(agree.sum(), len(agree))
-    metrics = {m.label: m.value for m in page.metric}
+    metrics = tiles(page)
     assert metrics["Agreement with the true labels"] == f"{agree.mean():.3f} [{low:.3f}, {high:.3f}]"
     assert page.session_state["finetune.weak"].agreement.n == 40
     assert "in-sample" in page.metric[0].proto.help  # the weak model was trained on these very rows
@@ -265,15 +265,26 @@ def test_one_class_data_shows_one_sentence_and_starts_nothing(page, tiny_gpt2):
     assert page.button(key=START).disabled is False
 
 
-def test_the_estimate_names_what_auto_trains_and_starts_nothing(page, tiny_gpt2):
-    """"Train last blocks" starts empty (auto): a tiny model trains every weight; 1 trains the last block."""
-    fill(page, tiny_gpt2, table_csv(), epochs=1, batch_size=8)
+def test_the_estimate_is_on_screen_before_start_names_what_auto_trains_and_starts_nothing(page, tiny_gpt2):
+    """No 'Estimate time' button: the form's estimate stands under it before Start, calibrated by the last finetune.
+    "Train last blocks" starts empty (auto): a tiny model trains every weight; 1 trains the last block."""
+    from repmap_core.capture import speed
+
+    assert not any(b.label == "Estimate time" for b in page.button)
+    fill(page, tiny_gpt2, table_csv(), epochs=1, batch_size=8).run()
     assert page.number_input(key="finetune.train_last").value is None
-    page.button(key=ESTIMATE).click().run()
     assert not page.exception and not page.error
-    info = [i.value for i in page.info if i.value.startswith("About")]
-    assert len(info) == 1 and "training every weight" in info[0] and "measured just now" in info[0], info
-    page.number_input(key="finetune.train_last").set_value(1)
-    page.button(key=ESTIMATE).click().run()
-    assert any("training the last block:" in i.value for i in page.info)
+
+    def estimate() -> str:
+        found = [c.value for c in page.caption if c.value.startswith(":material/timer:")]
+        assert len(found) == 1, found
+        return found[0]
+
+    assert tiny_gpt2.name in estimate() and "training every weight" in estimate() and "(measured now)" in estimate()
+    assert "the last finetune here" not in estimate()  # nothing measured here yet: the estimate as made
+    page.number_input(key="finetune.train_last").set_value(1).run()
+    assert "training the last block:" in estimate()
+    speed.record_run("finetune", 10.0, 25.0)  # the last finetune here took 2.5 times its estimate
+    page.run()
+    assert "× 2.50: the last finetune here took 2.50× its estimate (25 s" in estimate()
     assert "jobs.finetune" not in page.session_state and not list_finetuned()

@@ -9,6 +9,7 @@ from streamlit.testing.v1 import AppTest
 from repmap_core.data.load import load_dataset
 from repmap_core.finetune.train import FinetuneConfig, finetune
 from tests.conftest import ROOT
+from tests.pages import tiles
 
 pytestmark = pytest.mark.slow
 
@@ -75,9 +76,12 @@ def test_within_page_closed_form_then_gd_then_weak_labels(app, shared):
     ok(app.button(key="FormSubmitter:within.fit-Fit").click().run())
     labels = [m.label for m in app.metric]
     assert labels == ["sign(λ̃·δ) accuracy", "sign((λ̃−μ)·δ) accuracy", "Held-out R²", "cos(δ, class-mean difference)"]
-    # every headline with its 95% interval ("0.912 [0.870, 0.941]"), and its null in the help
+    # every headline with its 95% interval ("0.912 [0.870, 0.941]": the value in the tile, the interval under it),
+    # and its null in the help
+    shown = tiles(app)
     for m in app.metric:
-        value, interval = m.value.split(" ", 1)
+        assert "[" not in m.value, m.value  # a tile holds its value alone: the interval cut it ("0.880 [0.856, …")
+        value, interval = shown[m.label].split(" ", 1)
         low, high = (float(x) for x in interval.strip("[]").split(", "))
         assert low <= float(value) <= high, (m.label, m.value)
         if m.label != "Held-out R²":

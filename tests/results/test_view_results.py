@@ -167,3 +167,27 @@ def test_the_share_page_rebuild_makes_the_same_dataclasses_from_the_cache(tiny_g
     assert [r.probe_cv_acc for r in got.rows] == [r.probe_cv_acc for r in shown.rows]
     across_result(across_req)
     assert rebuild_missing(session) == ["across"] and isinstance(session["across.result"], AcrossResult)
+
+
+def test_the_shift_says_how_many_of_its_rows_the_model_was_finetuned_on():
+    """The tour finetunes on 400 of the 800 reviews; the shift page's 800 rows held those 400 without a word."""
+    from repmap_core.data.load import load_dataset
+    from repmap_core.results.view_results import rows_trained_on
+
+    data = load_dataset(SENTIMENT)
+    tune = data.take(np.arange(0, len(data), 2))  # every other review: the finetune's rows
+    trained = {"name": data.name, "fingerprint": tune.fingerprint, "trained_row_keys": tune.row_keys(np.arange(360))}
+    assert rows_trained_on(trained, data) == 360  # of all 800, the 360 it trained on (its validation rows excluded)
+    assert rows_trained_on(trained, data.take(np.arange(1, len(data), 2))) == 0  # the other half: never seen
+    assert rows_trained_on({"name": data.name, "fingerprint": "x"}, data) is None  # an older checkpoint: unknown
+    assert rows_trained_on({"name": "builtin:hh_harmless", "fingerprint": "x"}, data) == 0
+    assert rows_trained_on(None, data) == 0
+
+    def note(**kw):
+        return ShiftResult({}, data, None, None, {}, **kw).in_sample_note()
+
+    assert note(trained_rows=360).startswith(f"360 of these {len(data):,} rows are rows the model was finetuned on")
+    assert "440 it never saw" in note(trained_rows=360)
+    assert "does not record which rows" in note(trained_rows=None)
+    assert note(in_sample=True).startswith("These are the rows the model was finetuned on")
+    assert note(trained_rows=0) is None

@@ -366,7 +366,9 @@ def test_steering_page_vector_download_decodes_to_the_vectors(tiny_gpt2, media, 
     path.write_bytes(as_bytes(item["data"]()))
     reloaded = load_vectors(path)
     assert {L: r.vector.tolist() for L, r in reloaded.items()} == {L: v.vector.tolist() for L, v in vs.vectors.items()}
-    assert found["steer.heatmaps.export_html"]["file_name"] == "steering_layer_cosines.html"
+    heatmap = found["steer.heatmaps.export_html"]  # the export names the model and data it was made from
+    assert heatmap["file_name"] == safe_filename(f"steering_layer_cosines__A: {tiny_gpt2.name} · builtin:survival_instinct") + ".html"
+    assert f"A: {tiny_gpt2.name} · builtin:survival_instinct".encode() in as_bytes(heatmap["data"]())
 
 
 def test_exports_never_carry_streamlits_placeholder_colours(monkeypatch):
@@ -384,3 +386,21 @@ def test_exports_never_carry_streamlits_placeholder_colours(monkeypatch):
     assert "#000011" in fig.to_json()  # what the app's figures carry
     assert "#000011" not in figure_html(fig).decode() and "#000011" not in json.dumps(_figure_json(fig))
     assert "#0d0887" in json.dumps(_figure_json(fig))  # plotly's own colour scale instead
+
+
+def test_an_exported_figure_names_its_model_and_data_in_its_file_name_and_under_its_title():
+    """PNG exports carried no model or data name: the page's source goes into both."""
+    from repmap_core.share.exports import labelled
+    from repmap_ui.exports import export_stem
+
+    fig = go.Figure(go.Scatter(x=[0, 1], y=[0, 1]), layout=dict(title="Probe accuracy per layer", margin=dict(t=50)))
+    out = labelled(fig, "SmolLM2-135M-Instruct · builtin:<sentiment>")
+    assert out.layout.title.text.startswith("Probe accuracy per layer<br>")
+    assert "SmolLM2-135M-Instruct · builtin:&lt;sentiment&gt; · repmap" in out.layout.title.text  # escaped, as text
+    assert out.layout.margin.t == 70 and fig.layout.title.text == "Probe accuracy per layer"  # a copy: the app's unchanged
+    assert labelled(go.Figure(), "MiniLM · x").layout.title.text.startswith("<span")
+    assert export_stem("shift_layer29_pca", "SmolLM2-135M-Instruct before and after finetuning (1a2b3c4d) · builtin:sentiment") \
+        == "shift_layer29_pca__SmolLM2-135M-Instruct_before_and_after_finetuning_1a2b3c4d_builtin_sentiment"
+    assert export_stem("layer_separation_SmolLM2-135M-Instruct_builtin_sentiment", "SmolLM2-135M-Instruct · builtin:sentiment") \
+        == "layer_separation_SmolLM2-135M-Instruct_builtin_sentiment"  # already named: not twice
+    assert export_stem("tour_layers", None) == "tour_layers"

@@ -166,7 +166,7 @@ def test_layer_grid_layout_and_title():
     fifth = [t for t in fig.data if np.asarray(t.x)[0] >= 4000]
     assert {t.xaxis for t in fifth} == {"x5"}
     assert fig.layout.xaxis5.domain == fig.layout.xaxis.domain
-    assert fig.layout.height == 300 * 3 + 40
+    assert fig.layout.height == 320 * 3 + 60
     assert layer_grid(coords, labels, title="custom").layout.title.text == "custom"
 
 
@@ -257,3 +257,37 @@ def test_live_fit_marks_the_step_it_reports():
     fig = live_fit(points)
     assert "reported: step 20" in fig.layout.title.text and "held-out R² 0.450 there, 0.100 now" in fig.layout.title.text
     assert sorted({s.x0 for s in fig.layout.shapes if s.type == "line"}) == [20]
+
+
+# ---------------------------------------------------------------------------------------------
+# what fits on screen (issue 25): layer ticks, subplot spacing, titles
+
+
+def test_a_layer_axis_ticks_a_readable_step_and_stops_at_its_layers():
+    """SmolLM2's 30 layers ticked every integer from -1 to 31."""
+    from repmap_core.share.figures import layer_ticks, layer_tickvals
+
+    assert layer_ticks(range(30)) == dict(tickmode="linear", tick0=0, dtick=2, range=[-0.5, 29.5])
+    assert layer_ticks([0, 1, 2, 3, 4, 5])["dtick"] == 1 and layer_ticks(range(80))["dtick"] == 5
+    assert layer_tickvals(range(30)) == list(range(0, 30, 2)) and layer_tickvals([3, 5, 7]) == [3, 5, 7]
+    rows = [sep_row(L, 0.6 + L / 100, 0.6, 0.1, 1.0) for L in range(30)]
+    axis = separation_curve(rows).layout.xaxis
+    assert (axis.dtick, tuple(axis.range)) == (2, (-0.5, 29.5))
+
+
+def test_a_grid_leaves_room_between_rows_for_axis_titles_and_the_next_rows_titles():
+    """'PC 1' under one row collided with the 'layer k' titles of the next (0.08 of the height: 24 px at 300 a row)."""
+    coords, labels, texts = grid_inputs(layers=(0, 1, 2, 3, 4, 5))
+    fig = layer_grid(coords, labels, texts, method="pca", columns=3)
+    gap = (fig.layout.yaxis.domain[0] - fig.layout.yaxis4.domain[1]) * fig.layout.height
+    assert gap >= 69 and fig.layout.xaxis.title.text == "PC 1"
+
+
+def test_a_long_title_wraps_instead_of_being_cut():
+    from repmap_core.share.figures import set_title, wrap_title
+
+    text, lines = wrap_title("A: SmolLM2-135M-Instruct, layer 15: propensity on 40 held-out questions (both letter orders)", 60)
+    assert lines == 2 and all(len(line) <= 60 for line in text.split("<br>"))
+    assert wrap_title("short<br><sup>a subtitle that is long but kept on its own line as it is</sup>", 20)[1] == 2
+    fig = set_title(go.Figure(), "word " * 30, 40)
+    assert fig.layout.title.text.count("<br>") == 3 and fig.layout.margin.t == 30 + 24 * 4

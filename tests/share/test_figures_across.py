@@ -227,3 +227,17 @@ def test_transfer_table_rows_carry_intervals_and_the_random_direction_null():
     assert table.index[-1] == "random_direction" and "pinv" in table.index
     assert table.loc["functional", "with intercept, 95% interval"].startswith("[")
     assert table.loc["random_direction", "with intercept"] < table.loc["functional", "with intercept"] - 0.2
+
+
+def test_a_heatmap_too_wide_for_its_values_puts_them_in_the_hover_and_draws_stars():
+    """MiniLM's 6 layers against SmolLM2's 30: '★ 0.83' in 30-px cells was unreadable."""
+    rng = np.random.default_rng(0)
+    wide = SimilarityMatrix("cka_debiased", tuple(range(6)), tuple(range(30)), rng.uniform(0, 1, (6, 30)))
+    fig = similarity_heatmap(wide, "MiniLM", "SmolLM2")
+    heat = next(t for t in fig.data if t.type == "heatmap")
+    assert heat.texttemplate is None and heat.text is None and "values in the hover" in fig.layout.title.text
+    stars = next(t for t in fig.data if t.type == "scatter")
+    assert stars.marker.symbol == "star" and dict(zip(stars.y, stars.x)) == wide.best_match() == best_match_cells(fig)
+    assert list(fig.layout.xaxis.tickvals) == list(range(0, 30, 2))
+    small = similarity_heatmap(CKA, "small", "large")  # 3 x 4: the values fit, written in the cells
+    assert next(t for t in small.data if t.type == "heatmap").texttemplate == "%{text}" and len(small.data) == 1

@@ -238,3 +238,50 @@ def test_the_report_prints_a_papers_number_only_where_its_caller_hands_it(states
     text = html.unescape(build_report(states, {}, ["across"], beside={"across": "Planted: 0.123."}))
     assert "(uncentred, as A w is scored); shuffled labels for the probes" in text and "Planted: 0.123." in text
     assert "debiased linear CKA of every layer pair" in text and "rows shuffled, 5 times" in text
+
+
+def test_tables_wrap_their_text_keep_line_breaks_and_name_columns_for_people(states):
+    """The report's tables were 1,959 px wide, with literal backslash-n in generations and raw keys (r2_test)."""
+    import pandas as pd
+
+    from repmap_core.share.report import _table_html
+
+    table = _table_html(pd.DataFrame({"without steering": ["Yes.\nI would <not>"], "r2_test": [0.5]}), "Generations")
+    assert "Yes.<br>I would &lt;not&gt;" in table and "\\n" not in table and "held-out R²" in table
+    assert table.startswith('<div class="table"><table class="dataframe"><caption>Generations</caption>')
+    page = build_report(states, {}, ["explorer"])
+    explorer = page[page.index('id="view-explorer"'):]
+    assert "probe_cv_low" not in explorer and "probe accuracy, cross-validated [95%]" in explorer
+    assert re.search(r"report made \d{4}-\d\d-\d\d \d\d:\d\d", page)  # the time, not only the date
+
+
+def test_the_explorer_section_draws_the_chosen_layers_or_says_which_it_drew(states):
+    """It drew layers 0-11 whatever was chosen on the page; without a choice, a spread that includes the best."""
+    from repmap_core.analysis.separation import best_layer
+    from repmap_core.share.report_sections import spread_layers
+
+    res = states["explorer.result"]
+    chosen = build_sections(states, {"explorer.shown": [2]}, ["explorer"])[0]
+    grid = [f for kind, f in chosen.blocks if kind == "figure"][1][0]
+    assert [a.text for a in grid.layout.annotations if a.text.startswith("layer")] == ["layer 2"]
+    best = best_layer(res.rows)
+    default = build_sections(states, {}, ["explorer"])[0]
+    grid = [f for kind, f in default.blocks if kind == "figure"][1][0]
+    drawn = [int(a.text.split()[1]) for a in grid.layout.annotations if a.text.startswith("layer")]
+    assert drawn == spread_layers(res.aset.layer_list, best) and best in drawn
+    assert any(kind == "text" and "the best and the last" in v for kind, v in default.blocks)
+    assert spread_layers(list(range(30)), 17) == [0, 7, 15, 17, 29]
+
+
+def test_the_tours_report_names_its_numbers_and_says_when_it_was_made():
+    import plotly.graph_objects as go
+
+    from repmap_core.papers.tour import TourStep, tour_report
+
+    steps = [TourStep("within", "4. Within", "text", go.Figure(), {"r2_test": 0.9123, "delta_accuracy": 0.8}),
+             TourStep("steering", "6. Steering", "text", go.Figure(), {"positive_low": 0.1, "steers": True})]
+    page = tour_report(steps)
+    assert "Held-out R²" in page and "0.912" in page and "r2_test" not in page
+    assert "Steers beyond a random direction" in page and ">yes<" in page and "steers True" not in page
+    assert "Judged positive at α = -1" in page and ">10%<" in page
+    assert re.search(r"report made \d{4}-\d\d-\d\d \d\d:\d\d", page)
