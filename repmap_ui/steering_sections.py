@@ -65,6 +65,8 @@ def alphas_inputs(prefix: str, disabled: bool, columns) -> np.ndarray:
 def comparison(result: SteeringResult) -> None:
     sets, labels, models = result.sets, result.labels, result.models
     st.header("The vectors compared")
+    if result.relation:
+        st.caption(md(result.relation))
     for side, vs in sets.items():
         if vs.balance is not None:
             (st.caption if vs.balance.swapped or vs.balance.balanced else st.warning)(f"{md(labels[side])}: {md(vs.balance.sentence())}")

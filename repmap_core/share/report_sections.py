@@ -258,6 +258,8 @@ def _steering(states: dict, settings: dict, beside: dict[str, str]) -> Section:
                "Questions": len(set(next(iter(sets.values())).question_ids.tolist()))
                if next(iter(sets.values())).question_ids is not None else len(next(iter(sets.values())).dataset) // 2,
                "Held out": len(set(next(iter(sets.values())).held_out_groups().tolist()))})
+    if getattr(res, "relation", ""):
+        s.text(res.relation)
     if figs.cosine_by_layer is not None:
         s.figure(figs.cosine_by_layer, "cosine per layer")
     elif figs.cosine_note:
