@@ -14,6 +14,7 @@ from repmap_core.results.view_results import SteeringResult, SteeringSweep, Stee
 from repmap_core.share.figures_steering import (
     agreement_table,
     curves_table,
+    lrt_numbers,
     preview_table,
     propensity_plot,
     rimsky_figures,
@@ -65,6 +66,8 @@ def alphas_inputs(prefix: str, disabled: bool, columns) -> np.ndarray:
 def comparison(result: SteeringResult) -> None:
     sets, labels, models = result.sets, result.labels, result.models
     st.header("The vectors compared")
+    if result.relation:
+        st.caption(md(result.relation))
     for side, vs in sets.items():
         if vs.balance is not None:
             (st.caption if vs.balance.swapped or vs.balance.balanced else st.warning)(f"{md(labels[side])}: {md(vs.balance.sentence())}")
@@ -206,12 +209,19 @@ def transfer_section(result: SteeringResult) -> None:
     exports.plot(propensity_plot(out.curves, f"{labels['B']} layer {req['target']}: its own vector (native) vs "
                                  f"{labels['A']} layer {req['source']}'s, carried ({how})"), "steer.transfer_curve",
                  f"steering_transfer_L{req['source']}_L{req['target']}")
+    numbers = lrt_numbers(cmp)
+    if cmp.get("pearson_r") is None:
+        st.info(numbers.pop("why r is undefined"), icon=":material/block:")
+    else:
+        st.success(f"{labels['B']}'s own vector steers here ({cmp.get('native_verdict', '')}), so r compares two curves "
+                   "that move.", icon=":material/insights:")
     c = st.columns(4)
-    lo, hi = cmp.get("pearson_r_interval", [float("nan")] * 2)
-    c[0].metric("Pearson r, native vs carried", f"{cmp['pearson_r']:.2f}", help=LRT_PUBLISHED_TEXT)
-    c[0].caption(f"95% [{lo:.2f}, {hi:.2f}] over held-out questions; native vs a random direction: "
-                 f"{cmp.get('null_pearson_r', float('nan')):.2f}")
-    c[1].metric("MSE", f"{cmp['mse']:.3g}", help=LRT_PUBLISHED_TEXT)
+    c[0].metric("Pearson r, native vs carried", numbers["Pearson r, native vs carried"].split(" [")[0], help=LRT_PUBLISHED_TEXT)
+    c[0].caption(" · ".join(f"{k.strip()}: {v}" for k, v in numbers.items() if k.startswith(("Pearson", "  null"))))
+    c[1].metric("Slope ratio, carried / native", numbers.get("Slope ratio, carried / native", "–").split(" [")[0],
+                help="the carried vector's slope as a share of the native one's, per question; 95% over questions")
+    c[1].caption(f"carried {numbers['Carried slope (per unit α)']}, native {numbers['Native slope (per unit α)']}; "
+                 f"carried minus random {numbers['Carried minus random direction']}")
     c[2].metric("Cosine native vs carried", f"{out.cosine:.2f}")
     c[3].metric("Map R² (held-out rows)", "–" if out.r2 is None else f"{out.r2:.2f}")
     st.caption(f"Paper, beside this run (not comparable in value: other models, layers and behaviours): {LRT_PUBLISHED_TEXT}.")

@@ -20,6 +20,7 @@ from repmap_core.papers.preset_needs import check
 from repmap_core.papers.preset_table import SCALED_LABEL, SMOLLM2, Preset, Setup, get_preset
 from repmap_core.papers.published import LRT_PUBLISHED
 from repmap_core.progress import Progress, silent
+from repmap_core.share.figures_steering import lrt_numbers
 
 
 @dataclass(frozen=True)
@@ -151,15 +152,11 @@ def _lrt(preset: Preset, setup: Setup, report: Progress) -> tuple[dict, list]:
     lo, hi = LRT_PUBLISHED["lrt_pearson_r_range"]
     mlo, mhi = LRT_PUBLISHED["lrt_mse_range"]
     cmp = out["comparison"]
-    interval = cmp.get("pearson_r_interval") or [None, None]
-    table = [_row("Pearson r native vs transferred propensity", f"{lo}–{hi}", cmp["pearson_r"]),
-             _row("  its 95% interval (bootstrap over held-out questions)", None,
-                  None if interval[0] is None else f"[{interval[0]:.2f}, {interval[1]:.2f}]"),
-             _row("  null: r of native vs a random direction", None, cmp.get("null_pearson_r")),
-             _row("MSE native vs transferred propensity", f"{mlo}–{mhi}", cmp["mse"]),
-             _row("native vector's slope (propensity per unit α)", None, out.get("native_slope")),
-             _row("cosine native vs carried vector", None, out["cosine_native_vs_carried"]),
-             _row("map R² (held out)", None, out["map"]["r2_test"])]
+    numbers = lrt_numbers(cmp)
+    published = {"Pearson r, native vs carried": f"{lo}–{hi}", "MSE, native vs carried": f"{mlo}–{mhi}"}
+    table = [_row(name, published.get(name), value) for name, value in numbers.items()]
+    table += [_row("cosine native vs carried vector", None, out["cosine_native_vs_carried"]),
+              _row("map R² (held out)", None, out["map"]["r2_test"])]
     return out, table
 
 

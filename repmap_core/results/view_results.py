@@ -100,6 +100,7 @@ class SteeringResult:
     sets: dict  # "A" / "B" -> VectorSet
     models: dict  # "A" / "B" -> (ResolvedModel, ModelInfo)
     labels: dict  # "A" / "B" -> "A: <short name>", for legends
+    relation: str = ""  # how A and B are related, and what a base-vs-chat reading of them can show
 
 
 def _activations(model: str, dataset: TextDataset, layers, position: str, cached_only: bool, **kw) -> ActivationSet | None:
@@ -203,7 +204,43 @@ def steering_result(req: dict, *, loader=None, progress: Progress | None = None)
         models[side] = (resolved := resolve_model(req[side]), model_info(resolved))
         sets[side] = compute_vectors(req[side], dataset, req["layers"], method=req["method"], test_frac=req["test_frac"],
                                      loader=loader, progress=_part(progress, i, len(sides)))
-    return SteeringResult(req, sets, models, {s: f"{s}: {short_name(req[s])}" for s in sets})
+    relation = pair_relation(req["A"], models["A"], req["B"], models["B"]) if "B" in models else ""
+    return SteeringResult(req, sets, models, {s: f"{s}: {short_name(req[s])}" for s in sets}, relation)
+
+
+RIMSKY = ("Rimsky compares Llama-2-7b with Llama-2-7b-chat, made from it by instruction tuning and RLHF, so there the "
+          "cosines show what that tuning changed.")
+
+
+def pair_relation(name_a: str, model_a: tuple, name_b: str, model_b: tuple) -> str:
+    """One paragraph on how model B relates to model A (`(ResolvedModel, ModelInfo)` each) and what comparing
+    their steering vectors can and cannot show about chat tuning: the same weights, B finetuned from A in
+    repmap (and on what), two families, or two models whose relation repmap cannot check."""
+    from repmap_core.capture.model_config import FINETUNE_MANIFEST, short_name
+    from repmap_core.finetune.checkpoints import read_manifest
+
+    (res_a, info_a), (res_b, info_b) = model_a, model_b
+    a, b = short_name(name_a), short_name(name_b)
+    if res_a.path == res_b.path and res_a.revision == res_b.revision:
+        return (f"A and B are the same weights ({a}): every cosine between them is 1 by construction, whatever the "
+                "data. For a base-vs-chat reading, B must be another model. " + RIMSKY)
+    for x, res_x, y, name_y, res_y in ((a, res_a, b, name_b, res_b), (b, res_b, a, name_a, res_a)):
+        if (Path(res_x.path) / FINETUNE_MANIFEST).exists() and (m := read_manifest(Path(res_x.path))) is not None:
+            if m.get("base_model") in (name_y, res_y.name):
+                data = m.get("dataset", {})
+                return (f"{x} was finetuned from {y} in repmap, with a classification head, on {data.get('rows', '?')} "
+                        f"rows of {data.get('name', 'its data')}: the cosines show what that finetune moved at each "
+                        "layer. It is not chat tuning or RLHF, so it stands in for Rimsky's base-vs-chat question only "
+                        "in form. " + RIMSKY)
+    if info_a.model_type != info_b.model_type or info_a.d_model != info_b.d_model:
+        return (f"A ({a}, {info_a.model_type}, width {info_a.d_model}) and B ({b}, {info_b.model_type}, width "
+                f"{info_b.d_model}) are different families, trained apart: their vectors live in different spaces, so "
+                "the per-layer cosine is not drawn, and nothing here isolates what chat tuning does. " + RIMSKY +
+                " No base/chat pair of one family ships offline here (SmolLM2-135M-Instruct's base model is not "
+                "installed).")
+    return (f"A ({a}) and B ({b}) are one family ({info_a.model_type}, width {info_a.d_model}); repmap cannot check "
+            "whether B was made from A, so read the cosines as two models' vectors. If B is A's chat version, they "
+            "show what chat tuning changed. " + RIMSKY)
 
 
 @dataclass(frozen=True, eq=False)

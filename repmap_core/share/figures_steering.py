@@ -226,6 +226,34 @@ def preview_table(prompts: list[str], plain: list[str], steered: list[str], alph
                          "without steering": list(plain), f"with α = {alpha:+g}": list(steered)})
 
 
+def lrt_numbers(cmp: dict) -> dict[str, str]:
+    """LRT's numbers as the page, the report and the presets show them (`cmp`: `steering.lrt_comparison`): r with
+    its interval and null only where the target's own vector steers, else the sentence saying why not; the
+    carried vector's slope as a share of the native one's; each slope beyond a random direction."""
+    def est(e: dict | None, digits: int = 2) -> str:
+        if not e or e.get("value") is None:
+            return "–"
+        lo, hi = e.get("low"), e.get("high")
+        bounds = "" if lo is None or hi is None else f" [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+        return f"{e['value']:+.{digits}f}{bounds}"
+
+    out = {}
+    if cmp.get("pearson_r") is None:
+        out["Pearson r, native vs carried"] = "undefined"
+        out["why r is undefined"] = cmp.get("r_undefined", "r is undefined here: one of the curves is flat.")
+    else:
+        lo, hi = cmp.get("pearson_r_interval") or (float("nan"), float("nan"))
+        null = cmp.get("null_pearson_r")
+        out["Pearson r, native vs carried"] = f"{cmp['pearson_r']:.2f} [{lo:.2f}, {hi:.2f}]"
+        out["  null: native vs a random direction"] = "–" if null is None or not math.isfinite(null) else f"{null:.2f}"
+        out["Slope ratio, carried / native"] = est(cmp.get("slope_ratio"))
+    out["Native slope (per unit α)"] = est(cmp.get("native_slope"))
+    out["Carried slope (per unit α)"] = est(cmp.get("transferred_slope"))
+    out["Carried minus random direction"] = est(cmp.get("transferred_minus_random"))
+    out["MSE, native vs carried"] = f"{cmp['mse']:.3g}"
+    return out
+
+
 def curves_table(curves: dict[str, PropensityCurve]) -> pd.DataFrame:
     """Propensity curves, one row per (curve, multiplier), for CSV export."""
     rows = [{"curve": name, "layer": c.layer, "multiplier": float(a), "scale": c.scale, "mean": float(m), "low_95": float(lo),

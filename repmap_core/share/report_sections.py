@@ -39,6 +39,7 @@ from repmap_core.share.figures_across import (
 from repmap_core.share.figures_shift import live_fit, separation_compare, shift_scatter
 from repmap_core.share.figures_steering import (
     agreement_table,
+    lrt_numbers,
     preview_table,
     propensity_plot,
     rimsky_figures,
@@ -279,6 +280,8 @@ def _steering(states: dict, settings: dict, beside: dict[str, str]) -> Section:
                "Questions": len(set(next(iter(sets.values())).question_ids.tolist()))
                if next(iter(sets.values())).question_ids is not None else len(next(iter(sets.values())).dataset) // 2,
                "Held out": len(set(next(iter(sets.values())).held_out_groups().tolist()))})
+    if getattr(res, "relation", ""):
+        s.text(res.relation)
     if figs.cosine_by_layer is not None:
         s.figure(figs.cosine_by_layer, "cosine per layer")
     elif figs.cosine_note:
@@ -312,10 +315,10 @@ def _steering(states: dict, settings: dict, beside: dict[str, str]) -> Section:
         req, cmp = tr.request, tr.comparison
         s.figure(propensity_plot(tr.curves, f"B layer {req['target']}: native vs A layer {req['source']}'s vector, "
                                                f"carried ({req['method']})"), "transferred vector")
-        lo, hi = cmp.get("pearson_r_interval", [float("nan")] * 2)
-        s.metrics({"Pearson r, native vs carried": f"{cmp['pearson_r']:.2f} [{lo:.2f}, {hi:.2f}]", "MSE": f"{cmp['mse']:.3g}",
-                   "Pearson r, native vs random direction": f"{cmp.get('null_pearson_r', float('nan')):.2f}",
-                   "Cosine native vs carried": f"{tr.cosine:.2f}",
+        numbers = lrt_numbers(cmp)
+        if "why r is undefined" in numbers:
+            s.text(numbers.pop("why r is undefined"))
+        s.metrics({**{k.strip(): v for k, v in numbers.items()}, "Cosine native vs carried": f"{tr.cosine:.2f}",
                    "Map R² (held-out rows)": "–" if tr.r2 is None else f"{tr.r2:.2f}"})
         if "steering" in beside:
             s.text(beside["steering"])

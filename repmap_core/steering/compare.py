@@ -18,17 +18,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from repmap_core.analysis.splits import split_pairs
-from repmap_core.analysis.stats import bootstrap
+from repmap_core.analysis.stats import Estimate, bootstrap
 from repmap_core.capture.models import LoadedModel
 from repmap_core.data.load import TextDataset
 from repmap_core.errors import RepmapError
 from repmap_core.progress import Progress
 from repmap_core.steering.apply import PropensityCurve, SweepResult, propensity_sweep
 from repmap_core.steering.choices import LetterBalance, ab_prompts, apply_chat_template, balanced_rows, letter_balanced
+from repmap_core.steering.effect import slope_estimates, slopes
 from repmap_core.steering.vectors import SteeringVector, vectors_from_activations
 
 __all__ = ["VectorSet", "residual_scales", "compute_vectors", "prepared", "vectors_cached", "split_pairs", "transfer_vector",
-           "compare_curves", "TransferResult", "transfer_and_compare"]
+           "compare_curves", "lrt_comparison", "TransferResult", "transfer_and_compare"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -177,7 +178,7 @@ class TransferResult:
 
     native: PropensityCurve
     transferred: PropensityCurve
-    comparison: dict  # pearson_r (+ interval), mse; "null_pearson_r": native vs the random direction
+    comparison: dict  # `lrt_comparison`: r (None where the native vector does not steer), slope ratio, ...
     cosine: float  # native vs carried vector
     carried: SteeringVector
     map_r2_test: float | None  # the map on held-out rows (None: no map, the vector carried as is)
@@ -220,7 +221,39 @@ def transfer_and_compare(source: VectorSet, target: VectorSet, target_lm: Loaded
     kw = dict(scale=scale, groups=groups, seed=seed, **target.scales(target_layer))
     native = propensity_sweep(target_lm, prompts, target_layer, target.vectors[target_layer], multipliers, baseline=True, **kw)
     moved = propensity_sweep(target_lm, prompts, target_layer, carried, multipliers, **kw)  # width checked here
-    comparison = compare_curves(native.curve, moved, seed)
-    comparison["null_pearson_r"] = compare_curves(native.curve, native.random, seed)["pearson_r"]
-    return TransferResult(native.curve, moved, comparison, target.vectors[target_layer].cosine(carried), carried, r2,
-                          native.random, native)
+    return TransferResult(native.curve, moved, lrt_comparison(native, moved, seed), target.vectors[target_layer].cosine(carried),
+                          carried, r2, native.random, native)
+
+
+def lrt_comparison(native: SweepResult, transferred: PropensityCurve, seed: int = 0) -> dict:
+    """LRT's numbers where they can mean something. Pearson r between the native and the transferred
+    curve (their Table 1) says the carried vector steers like the target's own only if the target's own
+    vector steers at all: over two flat curves r is a correlation of noise. So r, its interval and its
+    null (r of the native curve with the random direction's) are given only when the native vector
+    steers beyond a random direction of the same norm (paired by question); otherwise `pearson_r` is
+    None and `r_undefined` says why. Beside r, what the paper's figure shows: the carried vector's slope
+    as a share of the native one's (per question, bootstrap over questions), and the carried vector's
+    own slope beyond the random direction."""
+    alphas, curve, rand = native.curve.alphas, native.curve, native.random
+    out = compare_curves(curve, transferred, seed)
+    out["null_pearson_r"] = compare_curves(curve, rand, seed)["pearson_r"] if rand is not None else None
+    per_native = slopes(alphas, curve.gaps)
+    per_moved = slopes(alphas, transferred.gaps)
+    moved_slope, _, moved_beyond = slope_estimates(alphas, transferred.gaps, None if rand is None else rand.gaps,
+                                                   curve.groups, seed)
+    out.update(native_effect=native.effect, native_verdict=native.verdict, native_slope=native.slope.as_dict(),
+               transferred_slope=moved_slope.as_dict(),
+               transferred_minus_random=None if moved_beyond is None else moved_beyond.as_dict())
+    if native.effect == 0:
+        out.update(pearson_r=None, pearson_r_interval=None, null_pearson_r=None, slope_ratio=None,
+                   r_undefined="r is undefined here: the target's own vector does not steer beyond a random direction "
+                               f"of the same norm ({native.slope.value:+.2f} [{native.slope.low:+.2f}, "
+                               f"{native.slope.high:+.2f}] per unit α, the random direction's subtracted: "
+                               f"{native.difference.value:+.2f} [{native.difference.low:+.2f}, "
+                               f"{native.difference.high:+.2f}]), so there is no steering for the carried vector to match.")
+        return out
+    ratio = lambda idx: float(per_moved[idx].mean() / per_native[idx].mean())  # noqa: E731
+    low, high = bootstrap(ratio, len(per_native), groups=curve.groups, seed=seed)
+    out["slope_ratio"] = Estimate(ratio(np.arange(len(per_native))), low, high, len(per_native),
+                                  "bootstrap (questions)").as_dict()
+    return out

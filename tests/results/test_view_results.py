@@ -191,3 +191,41 @@ def test_the_shift_says_how_many_of_its_rows_the_model_was_finetuned_on():
     assert "does not record which rows" in note(trained_rows=None)
     assert note(in_sample=True).startswith("These are the rows the model was finetuned on")
     assert note(trained_rows=0) is None
+
+
+def test_the_steering_pair_says_how_its_models_are_related(tiny_models, tmp_path):
+    """Rimsky's comparison reads as base vs chat only for a base and its chat version: the pair's relation is named
+    (the same weights; different families; one family, unchecked) with what it can and cannot show."""
+    from repmap_core.capture.models import model_info, resolve_model
+    from repmap_core.results.view_results import pair_relation
+
+    def info(path):
+        r = resolve_model(str(path))
+        return r, model_info(r)
+
+    gpt2, llama = tiny_models["gpt2"], tiny_models["llama"]
+    same = pair_relation(str(gpt2), info(gpt2), str(gpt2), info(gpt2))
+    assert same.startswith("A and B are the same weights") and "1 by construction" in same
+    apart = pair_relation(str(gpt2), info(gpt2), str(llama), info(llama))
+    assert "different families" in apart and "gpt2" in apart and "llama" in apart and "RLHF" in apart
+
+
+def test_a_pair_finetuned_here_is_named_as_such(tiny_models, tmp_path):
+    import json
+    import shutil
+
+    from repmap_core.capture.model_config import FINETUNE_MANIFEST
+    from repmap_core.capture.models import model_info, resolve_model
+    from repmap_core.finetune.checkpoints import FORMAT, HEAD_NAME
+    from repmap_core.results.view_results import pair_relation
+
+    base = tiny_models["gpt2"]
+    tuned = tmp_path / "tuned"
+    shutil.copytree(base, tuned)
+    (tuned / HEAD_NAME).write_bytes(b"")
+    (tuned / FINETUNE_MANIFEST).write_text(json.dumps({
+        "format": FORMAT, "base_model": resolve_model(str(base)).name, "dataset": {"name": "builtin:sentiment", "rows": 400},
+        "config": {}, "metrics": {}, "pooling": "last", "created": "2026-12-07T00:00:00"}))
+    pair = [(str(p), (r := resolve_model(str(p)), model_info(r))) for p in (base, tuned)]
+    text = pair_relation(pair[0][0], pair[0][1], pair[1][0], pair[1][1])
+    assert "was finetuned from" in text and "400 rows of builtin:sentiment" in text and "not chat tuning or RLHF" in text

@@ -279,3 +279,66 @@ def test_sentiment_vector_is_the_class_mean_difference():
     np.testing.assert_allclose(v.vector, delta + base[y == 1].mean(0) - base[y == 0].mean(0), atol=1e-5)
     assert float(v.vector @ delta / (np.linalg.norm(v.vector) * np.linalg.norm(delta))) > 0.95
     assert (v.layer, v.model, v.method, v.position, v.count) == (3, "m", "mean_diff", "last", 200)
+
+
+def _planted_sweep(native_slope: float, random_slope: float, seed: int = 0):
+    """A native sweep (with its random direction) of planted slopes, on 30 questions in both letter orders."""
+    from repmap_core.analysis.stats import Estimate
+    from repmap_core.steering.apply import SweepResult, propensity_curve
+    from repmap_core.steering.effect import slope_estimates, verdict
+
+    rng = np.random.default_rng(seed)
+    alphas = np.array([-1.0, 0.0, 1.0])
+    groups = np.repeat(np.arange(30), 2)
+    base = rng.normal(size=60)
+    gaps = lambda s: base + s * alphas[:, None] + 0.05 * rng.normal(size=(3, 60))  # noqa: E731
+    curve, rand = (propensity_curve(alphas, gaps(s), 5, groups=groups) for s in (native_slope, random_slope))
+    slope, rslope, diff = slope_estimates(alphas, curve.gaps, rand.gaps, groups)
+    sweep = SweepResult(curve, rand, slope, rslope, diff, {}, None, verdict(5, slope, rslope, diff, "× spread"))
+    assert isinstance(slope, Estimate)
+    return sweep, gaps, alphas, groups
+
+
+def test_lrt_r_is_given_only_where_the_native_vector_steers():
+    """Planted: a native vector that steers (0.5 per unit α) and a carried one at 0.3 -> r defined and the slope
+    ratio ~0.6; a flat native vector -> r withheld with the reason, whatever the two flat curves correlate."""
+    from repmap_core.steering.apply import propensity_curve
+    from repmap_core.steering.compare import lrt_comparison
+
+    sweep, gaps, alphas, groups = _planted_sweep(0.5, 0.0)
+    carried = propensity_curve(alphas, gaps(0.3), 5, groups=groups)
+    cmp = lrt_comparison(sweep, carried)
+    assert cmp["native_effect"] == 1
+    assert cmp["pearson_r"] > 0.99 and "r_undefined" not in cmp and cmp["null_pearson_r"] is not None
+    assert cmp["slope_ratio"]["value"] == pytest.approx(0.6, abs=0.05)
+    assert cmp["slope_ratio"]["low"] < 0.6 < cmp["slope_ratio"]["high"]
+    assert cmp["transferred_minus_random"]["low"] > 0  # the carried vector steers beyond the random direction too
+
+    flat, gaps, alphas, groups = _planted_sweep(0.0, 0.0, seed=3)
+    cmp = lrt_comparison(flat, propensity_curve(alphas, gaps(0.0), 5, groups=groups))
+    assert flat.effect == 0 and cmp["pearson_r"] is None and cmp["slope_ratio"] is None
+    assert cmp["r_undefined"].startswith("r is undefined here: the target's own vector does not steer")
+
+    from repmap_core.share.figures_steering import lrt_numbers
+    shown = lrt_numbers(cmp)
+    assert shown["Pearson r, native vs carried"] == "undefined" and "does not steer" in shown["why r is undefined"]
+
+
+@pytest.mark.slow
+def test_real_smollm2_lrt_withholds_r_when_the_target_does_not_steer(smollm2):
+    """Real weights: SmolLM2's survival-instinct vector at block 8 carried (ridge map) to its block 14, where its own
+    vector does not steer beyond a random direction (measured: docs/steering_behaviours.md). r of two flat curves
+    would read as a result; it is withheld, with the reason, and the slopes are still reported."""
+    from repmap_core.steering import transfer_and_compare
+
+    lm = load_model(smollm2, head=True)
+    loader = lambda r, d, t: lm  # noqa: E731
+    data = load_dataset("builtin:survival_instinct", limit=120)
+    a = compute_vectors(smollm2, data, [8, 14], loader=loader)
+    out = transfer_and_compare(a, a, lm, 8, 14, [-1.0, 0.0, 1.0], loader=loader)
+    cmp = out.comparison
+    assert out.native_sweep.effect == 0, out.native_sweep.verdict
+    assert cmp["pearson_r"] is None and cmp["pearson_r_interval"] is None and cmp["slope_ratio"] is None
+    assert cmp["r_undefined"].startswith("r is undefined here: the target's own vector does not steer")
+    assert np.isfinite(cmp["native_slope"]["value"]) and np.isfinite(cmp["transferred_slope"]["value"])
+    assert out.map_r2_test is not None and -1 <= out.cosine <= 1
