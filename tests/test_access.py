@@ -267,7 +267,7 @@ def test_a_linked_projection_that_is_not_cached_waits_for_compute(view, cached_e
 
     calls = []
     for name in ("tsne", "umap"):
-        monkeypatch.setattr(projection, name, lambda X, seed=0, _n=name: calls.append(_n) or np.zeros((len(X), 2), np.float32))
+        monkeypatch.setattr(projection, name, lambda X, seed=0, _n=name, **kw: calls.append(_n) or np.zeros((len(X), 2), np.float32))
     projections = cache_dir / "projections"
     before = sorted(projections.rglob("*.safetensors")) if projections.exists() else []
     at = open_page("views/layer_explorer.py", cached_explorer | view)
@@ -286,7 +286,7 @@ def test_a_person_changing_the_linked_view_computes_it(cached_explorer, monkeypa
     from repmap_core.analysis import projection
 
     calls = []
-    monkeypatch.setattr(projection, "tsne", lambda X, seed=0: calls.append(seed) or np.zeros((len(X), 2), np.float32))
+    monkeypatch.setattr(projection, "tsne", lambda X, seed=0, **kw: calls.append(seed) or np.zeros((len(X), 2), np.float32))
     at = open_page("views/layer_explorer.py", cached_explorer | {"method": "tsne", "seed": "5"})
     assert calls == []
     at.number_input(key="explorer.seed").set_value(6).run()  # a person's own choice: no card, computed

@@ -362,7 +362,7 @@ def test_a_read_only_cache_serves_what_it_holds_and_skips_writes_with_one_notice
     assert not first.exception and first.metric
     before = sorted(str(p) for p in cache_dir.rglob("*"))
     read_only(cache_dir)
-    monkeypatch.setattr(projection, "umap", lambda X, seed=0: np.zeros((len(X), 2), np.float32))
+    monkeypatch.setattr(projection, "umap", lambda X, seed=0, **kw: np.zeros((len(X), 2), np.float32))
     for query in ({"limit": "40", "layers": "0,2"}, {"limit": "40", "layers": "0,2", "max_length": "300"},
                   {"limit": "40", "layers": "0,2", "method": "umap", "seed": "3"}):
         at = run(query)
