@@ -25,6 +25,7 @@ from repmap_core.share.figures_steering import (
     vector_table,
 )
 from repmap_core.steering.apply import SCALE_UNITS
+from repmap_core.steering.measured import steers_at
 from repmap_core.steering.run import sentiment_layer
 from repmap_core.steering.sentiment import OPENINGS
 from repmap_ui import exports
@@ -176,6 +177,14 @@ def transfer(result: SteeringResult, req: dict) -> SteeringTransfer:
         return steering_transfer(result, req, lm_for(result, "B"), loader=model_loader(False))
 
 
+def default_layer(result: SteeringResult, side: str) -> int:
+    """A side's default layer: where its model and data set's vector was measured to steer (steering/measured.py),
+    else the middle layer."""
+    layers = sorted(result.sets[side].vectors)
+    measured = steers_at(result.request[side], result.request["data"])
+    return measured if measured in layers else layers[len(layers) // 2]
+
+
 def transfer_section(result: SteeringResult) -> None:
     sets, labels = result.sets, result.labels
     st.header(f"Carry {md(labels['A'])}'s vector to {md(labels['B'])} (LRT)")
@@ -183,9 +192,9 @@ def transfer_section(result: SteeringResult) -> None:
         st.warning(reason, icon=":material/block:")
     with st.form("steer.transfer_form"):
         c = st.columns(3)
-        ls = c[0].selectbox("Source layer (A)", sorted(sets["A"].vectors), index=len(sets["A"].vectors) // 2,
+        ls = c[0].selectbox("Source layer (A)", sorted(sets["A"].vectors), index=sorted(sets["A"].vectors).index(default_layer(result, "A")),
                             key="steer.layer_s", disabled=off)
-        lt = c[1].selectbox("Target layer (B)", sorted(sets["B"].vectors), index=len(sets["B"].vectors) // 2,
+        lt = c[1].selectbox("Target layer (B)", sorted(sets["B"].vectors), index=sorted(sets["B"].vectors).index(default_layer(result, "B")),
                             key="steer.layer_t", disabled=off)
         method = c[2].selectbox("Map", list(MAPS), format_func=MAPS.get, key="steer.map", disabled=off,
                                 help="fitted on both models' answer-token activations of the training questions")

@@ -13,6 +13,7 @@ from repmap_core.progress import duration
 from repmap_core.results.view_results import SteeringResult, SteeringSweep, steering_result, steering_sweep
 from repmap_core.steering.apply import SCALES
 from repmap_core.steering.compare import vectors_cached
+from repmap_core.steering.measured import measured_note
 from repmap_core.steering.run import estimate_sweep_seconds
 from repmap_ui import exports, urlstate
 from repmap_ui.bars import timed_bar
@@ -30,6 +31,7 @@ from repmap_ui.pickers import (
 from repmap_ui.steering_sections import (
     alphas_inputs,
     comparison,
+    default_layer,
     encoder_reason,
     lm_for,
     sentiment_section,
@@ -40,6 +42,7 @@ from repmap_ui.text import md
 from repmap_ui.urlstate import Choice, Float, Int, Layers, Text
 
 NONE = "(none)"
+DEFAULT_DATA = "builtin:myopic_reward"  # measured to steer SmolLM2 at block 14 (steering/measured.py), unlike survival_instinct
 
 st.title("Steering")
 st.caption("Contrastive activation addition: per layer, the mean difference between a model's activations at the "
@@ -47,15 +50,15 @@ st.caption("Contrastive activation addition: per layer, the mean difference betw
            "and measure its propensity on held-out questions, and carry a vector to another model across a map (LRT).")
 for k in ("steer.result", "steer.sweep", "steer.transfer", "steer.sentiment"):
     st.session_state.setdefault(k, None)
-st.session_state.setdefault("steer.data_choice", "builtin:survival_instinct")
+st.session_state.setdefault("steer.data_choice", DEFAULT_DATA)
 if (causal := default_causal_model()) is not None:
     st.session_state.setdefault("steer.a.model_choice", causal)  # a real causal LM by default: it can be steered
 
 
 # the vectors' request in the URL (URL key -> request key); the sweeps are run by hand, not by a link
-URL_REQUEST = [Text("a", ""), Text("b", ""), Text("data", "builtin:survival_instinct"), Layers("layers", "all"),
+URL_REQUEST = [Text("a", ""), Text("b", ""), Text("data", DEFAULT_DATA), Layers("layers", "all"),
                Choice("vector", "mean_diff", ("mean_diff", "pca_diff")), Float("test", 0.3, lo=0.05, hi=0.9),
-               Int("limit", 160, lo=0)]
+               Int("limit", 0, lo=0)]
 URL_NAMES = {"a": "A", "b": "B", "data": "data", "layers": "layers", "vector": "method", "test": "test_frac", "limit": "limit"}
 # the sweep's layer per model and the transfer's layer pair; -1 stands for the page's default, the middle layer
 URL_LAYERS = [Int("la", -1, lo=0), Int("lb", -1, lo=0), Int("ls", -1, lo=0), Int("lt", -1, lo=0)]
@@ -86,10 +89,6 @@ def seed_form(req: dict) -> None:
     seed_fields("steer", req, {k: k for k in ("layers", "method", "test_frac", "limit")})
 
 
-def middle(vs) -> int:
-    return sorted(vs.vectors)[len(vs.vectors) // 2]
-
-
 def layers_from_link(result: SteeringResult) -> None:
     """Seed the sweep and transfer layers from a link this page did not write itself (once the vectors exist);
     a layer without a vector falls back to the middle layer with one sentence."""
@@ -99,7 +98,7 @@ def layers_from_link(result: SteeringResult) -> None:
     for key, (side, widget) in LAYER_WIDGETS.items():
         if url[key] >= 0 and side in result.sets:
             vs = result.sets[side]
-            st.session_state[widget], note = urlstate.layers_among(key, url[key], sorted(vs.vectors), middle(vs))
+            st.session_state[widget], note = urlstate.layers_among(key, url[key], sorted(vs.vectors), default_layer(result, side))
             notices += [note] if note else []
     urlstate.show_notices(notices)
 
@@ -110,7 +109,7 @@ def write_layers(result: SteeringResult) -> None:
     for key, (side, widget) in LAYER_WIDGETS.items():
         layer = st.session_state.get(widget)
         shown = side in result.sets and layer is not None
-        values[key] = layer if shown and layer != middle(result.sets[side]) else -1
+        values[key] = layer if shown and layer != default_layer(result, side) else -1
     urlstate.write("steer", URL_LAYERS, values)
 
 
@@ -129,7 +128,7 @@ def request_form(expanded: bool) -> dict | None:
                                 help="mean of the pair differences (CAA), or their first principal component")
         test_frac = c[2].number_input("Held-out fraction", min_value=0.05, max_value=0.9, value=0.3, step=0.05,
                                       key="steer.test_frac", help="questions kept aside to score the steering")
-        limit = c[3].number_input("Max rows (0 = all)", min_value=0, value=160, step=40, key="steer.limit",
+        limit = c[3].number_input("Max rows (0 = all)", min_value=0, value=0, step=40, key="steer.limit",
                                   help="two rows per question; each two-choice question is also asked with its options "
                                        "swapped, so the model sees twice as many")
         if not st.form_submit_button("Compute vectors", type="primary"):
@@ -147,8 +146,8 @@ def compute(req: dict) -> SteeringResult:
         asked = len(np.unique(vs.question_ids)) if vs.question_ids is not None else len(vs.dataset) // 2
         status.update(label=f"{md(vs.dataset.name)}: {asked} questions, {len(np.unique(vs.held_out_groups()))} held out",
                       state="complete", expanded=False)
-    for side, vs in result.sets.items():  # fresh defaults: a middle layer, where CAA steers best
-        st.session_state[f"steer.layer.{side}"] = sorted(vs.vectors)[len(vs.vectors) // 2]
+    for side in result.sets:  # fresh defaults: where it was measured to steer, else a middle layer
+        st.session_state[f"steer.layer.{side}"] = default_layer(result, side)
     for key in ("steer.layer_s", "steer.layer_t"):
         st.session_state.pop(key, None)
     st.session_state.update({"steer.sweep": None, "steer.transfer": None, "steer.sentiment": None})
@@ -199,6 +198,8 @@ def steering(result: SteeringResult) -> None:
         st.caption(f":material/timer: A sweep of {len(alphas)} multipliers (the vector and a random direction on "
                    f"{md(result.labels[side])}'s held-out questions, both letter orders): about {duration(eta[1])} here, from "
                    "the rate its vectors were extracted at" + (f", {eta[2]}" if eta[2] else "") + ".")
+    if not off and (note := measured_note(result.request[side], result.request["data"], layer)):
+        st.caption(f":material/lab_research: {md(note)}")
     if submitted:
         try:
             st.session_state["steer.sweep"] = sweep(result, side, layer, alphas, scale, float(preview_alpha))

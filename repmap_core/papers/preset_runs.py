@@ -146,7 +146,9 @@ def _rimsky(preset: Preset, setup: Setup, report: Progress) -> tuple[dict, list]
 def _lrt(preset: Preset, setup: Setup, report: Progress) -> tuple[dict, list]:
     p = setup.params
     target = setup.models[1].name
-    layer = p["target_layer"] if p["target_layer"] is not None else model_info(resolve_model(target)).n_layers // 2
+    # the target block was measured on SmolLM2; a stand-in (or no block given) takes its own middle block
+    measured_here = p["target_layer"] is not None and target == SMOLLM2
+    layer = p["target_layer"] if measured_here else model_info(resolve_model(target)).n_layers // 2
     out = lrt_recipe(setup.models[0].name, target, setup.data, source_layer=p["source_layer"], target_layer=layer,
                      multipliers=p["multipliers"], limit=p.get("limit"), progress=report)
     lo, hi = LRT_PUBLISHED["lrt_pearson_r_range"]

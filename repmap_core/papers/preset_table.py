@@ -163,14 +163,18 @@ for _p in (
         full=Setup((ModelNeed("google/gemma-2-2b", "steer", 20), ModelNeed("google/gemma-2-9b", "steer", 20)),
                    "file:datasets/caa/corrigible-neutral-HHH.jsonl", 1000, 150,
                    params={"source_layer": 20, "target_layer": 20, "multipliers": (-2.0, -1.0, 0.0, 1.0, 2.0)}),
-        # a small model's vector carried to a larger one, as 2b -> 9b: MiniLM block 4 -> SmolLM2 block 14
-        # (target_layer None: the target's middle block, 15 of SmolLM2's 30)
-        scaled=Setup((ModelNeed(_EMB, "extract", 4), ModelNeed(SMOLLM2, "steer")), "builtin:corrigible", 240, 110,
-                     params={"source_layer": 4, "target_layer": None, "limit": 160,
-                             "multipliers": (-0.5, -0.25, 0.0, 0.25, 0.5)}),
+        # a small model's vector carried to a larger one, as 2b -> 9b: MiniLM block 4 -> SmolLM2 block 14, on the
+        # behaviour and block where SmolLM2's own vector was measured to steer (steering/measured.py), so r is defined
+        scaled=Setup((ModelNeed(_EMB, "extract", 4), ModelNeed(SMOLLM2, "steer", 14)), "builtin:myopic_reward", 420, 110,
+                     params={"source_layer": 4, "target_layer": 14, "limit": None,
+                             "multipliers": (-1.0, -0.5, 0.0, 0.5, 1.0)}),
         published=LRT_PUBLISHED,
-        scaled_note="MiniLM (22M) block 4 → SmolLM2 (135M) block 15 for Gemma-2-2b → 9b, 80 built-in corrigibility "
-                    "questions (each in both letter orders) for 13 behaviours."),
+        scaled_note="MiniLM (22M) block 4 → SmolLM2 (135M) block 14 for Gemma-2-2b → 9b, 90 held-out myopic-reward "
+                    "questions (each in both letter orders) for 13 behaviours; block 14 is where SmolLM2's own vector "
+                    "was measured to steer beyond a random direction, so r compares curves that move. The paper asks both "
+                    "native vectors to steer: MiniLM is an encoder with no next-token head, so its own vector cannot be "
+                    "steered, and no second causal model ships offline (with Gemma-3 installed, SmolLM2 → Gemma-3 can be "
+                    "run on the Steering page, where r is given only if the target's own vector steers)."),
 ):
     PRESETS[_p.name] = _p
 

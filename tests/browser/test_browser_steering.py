@@ -36,7 +36,7 @@ def test_steering_draws_rimsky_plots_and_says_why_an_encoder_is_not_steered(chro
             # the page opens on the embedded causal LM (a picker's value carries a note after the id: match its start)
             for name, value in (("Model A (available locally)", "HuggingFaceTB/SmolLM2-135M-Instruct"),
                                 ("Model B, optional (available locally)", "(none)"),
-                                ("Data set", "builtin:survival_instinct")):
+                                ("Data set", "builtin:myopic_reward")):
                 expect(page.get_by_role("combobox", name=name)).to_have_value(re.compile("^" + re.escape(value)),
                                                                               timeout=10_000)
             for side in ("Model A", "Model B, optional"):  # MiniLM twice: quick, and its 6 layers are known

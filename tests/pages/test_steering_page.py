@@ -260,3 +260,21 @@ def test_answers_of_several_tokens_give_the_sentence_from_ab_prompts(page, model
     assert "differ by 'Absolutely agreeable', which is" in error.value
     assert error.value.endswith("rewrite the choices as ' (A)' and ' (B)'.")
     assert charts(page).keys() == before.keys() and page.session_state["steer.sweep"] is None
+
+
+def test_the_sweep_opens_where_the_behaviour_was_measured_to_steer(page, models, monkeypatch):
+    """Issue 25, item 4: the default sweep sat at the middle layer, where the default behaviour does not steer
+    SmolLM2 ('No steering beyond a random direction'). The page now opens on a behaviour and a layer measured to
+    steer (steering/measured.py) and says where that layer came from; elsewhere it keeps the middle layer, silent."""
+    from repmap_core.steering import measured
+
+    assert page.selectbox(key="steer.data_choice").value == "builtin:myopic_reward"
+    compute(page, models["gpt2"], data=AB)
+    layers = sorted(page.session_state["steer.result"].sets["A"].vectors)
+    assert page.selectbox(key="steer.layer.A").value == layers[len(layers) // 2]
+    assert not any("was measured to steer" in c.value for c in page.caption)
+    monkeypatch.setitem(measured.STEERS_AT, (models["gpt2"], AB), layers[0])
+    compute(page, models["gpt2"], data=AB, limit=42)
+    assert page.selectbox(key="steer.layer.A").value == layers[0]
+    (note,) = [c.value for c in page.caption if "was measured to steer" in c.value]
+    assert f"Opens at layer {layers[0]}" in note and AB in note and "this run's" in note
