@@ -292,7 +292,7 @@ def test_the_default_bundle_is_accepted_by_the_same_app_and_its_views_come_back(
     expect(note).to_be_visible()
     rows = int(re.search(r"at most ([\d,]+) rows", note.inner_text()).group(1).replace(",", ""))
     assert 2 <= rows < 40, rows
-    expect(page.get_by_label("Max rows per data set (0 = all)")).to_have_value(str(rows))
+    expect(page.get_by_role("spinbutton", name="Max rows per data set (0 = all)")).to_have_value(str(rows))
     expect(page.get_by_role("checkbox", name="Activations as float16")).to_be_checked()
     expect(page.get_by_text(re.compile(r"^This server takes files up to 1 MB"))).to_be_visible()
 
