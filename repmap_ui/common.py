@@ -119,6 +119,26 @@ def table_uploader(label: str, key: str):
     return st.file_uploader(label, key=key)
 
 
+def upload_cap_mb() -> int:
+    """The largest file this server takes in any uploader, in Streamlit's MB (2**20 bytes): its
+    `server.maxUploadSize` (`.streamlit/config.toml`). The one number behind every upload cap: data tables,
+    Share's Import, and the size Share's Export aims for so its bundle is accepted here."""
+    return int(st.get_option("server.maxUploadSize"))
+
+
+def upload_cap_bytes() -> int:
+    return upload_cap_mb() * 1024 * 1024  # Streamlit's own check counts MB the same way
+
+
+def check_upload_size(uploaded, advice: str) -> None:
+    """Refuse, in one sentence ending with `advice`, an upload over `upload_cap_mb` (Streamlit refuses one in the
+    browser already; this catches a client that skips that check)."""
+    size = uploaded.size if isinstance(getattr(uploaded, "size", None), int) else len(uploaded.getvalue())
+    if size > upload_cap_bytes():
+        raise RepmapError(f"'{uploaded.name}' is {size / 2**20:.1f} MB, over this server's upload limit of "
+                          f"{upload_cap_mb()} MB; {advice}.")
+
+
 def check_upload_limits(name: str, data: bytes, suffix: str) -> None:
     """Refuse an upload whose decoded size passes the server's cap (counted while decoding, which stops at the
     cap: a gzip bomb or a parquet of one long string repeated never expands in memory; `data.table_size`) or
@@ -146,11 +166,7 @@ def save_upload(uploaded) -> str:
                           "upload a table: .csv, .tsv, .jsonl, .json or .parquet.")
     if suffix is None:
         raise RepmapError(f"'{uploaded.name}' is not a table repmap reads; upload .csv, .tsv, .jsonl, .json or .parquet.")
-    limit_mb = int(st.get_option("server.maxUploadSize"))
-    size = uploaded.size if isinstance(getattr(uploaded, "size", None), int) else len(uploaded.getvalue())
-    if size > limit_mb * 1024 * 1024:  # Streamlit's own check counts MB the same way
-        raise RepmapError(f"'{uploaded.name}' is {size / 1024 / 1024:.1f} MB, over this server's upload limit of {limit_mb} MB; "
-                          "upload a smaller file or give its path as file:PATH.")
+    check_upload_size(uploaded, "upload a smaller file or give its path as file:PATH")
     data = uploaded.getvalue()
     if not data.strip():
         raise RepmapError(f"'{uploaded.name}' is empty; it needs at least one data row.")

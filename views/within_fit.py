@@ -19,6 +19,7 @@ from repmap_core.share.figures_shift import live_fit
 from repmap_ui import exports, urlstate
 from repmap_ui.bars import timed_bar
 from repmap_ui.flow import keep
+from repmap_ui.rebuild import remember_within
 from repmap_ui.shift import shift_selection, shift_source
 from repmap_ui.text import md
 from repmap_ui.tiles import estimate_tile
@@ -115,6 +116,7 @@ if go:
         gd_bar = timed_bar("Gradient descent", where=bar) if method == "gd" else contextlib.nullcontext(silent)
         with st.spinner(f"Fitting{weak}"), gd_bar as progress:
             st.session_state["within.result"] = within_fit(result, options, live=live)
+        remember_within(result, options)  # Share, in a later session, refits it from the cache
         chart.empty()
         table.empty()
     except RepmapError as e:

@@ -13,7 +13,8 @@ from repmap_core.capture import store
 from repmap_core.locations import cache_root
 
 __all__ = ["remember", "recall", "forget"]
-VIEWS = ("explorer", "shift", "across")  # views rebuilt from cached activations alone
+# views rebuilt from cached activations alone (the within fit from the shift it was made on, by its closed form)
+VIEWS = ("explorer", "shift", "within", "across", "steering")
 
 
 def _path(view: str) -> Path:

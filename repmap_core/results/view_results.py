@@ -190,15 +190,20 @@ def across_result(req: dict, *, cached_only: bool = False, loader=None, progress
     return AcrossResult(req, dataset, sets["source"], sets["target"], {})
 
 
-def steering_result(req: dict, *, loader=None, progress: Progress | None = None) -> SteeringResult:
-    """CAA vectors of model A (and B when given) on the same rows and held-out split."""
+def steering_result(req: dict, *, cached_only: bool = False, loader=None, progress: Progress | None = None
+                    ) -> SteeringResult | None:
+    """CAA vectors of model A (and B when given) on the same rows and held-out split (None with `cached_only`
+    when some of their activations are not in the cache)."""
     from repmap_core.capture.model_config import short_name
     from repmap_core.capture.models import model_info, resolve_model
     from repmap_core.steering import compute_vectors
+    from repmap_core.steering.compare import vectors_cached
 
     progress = progress or silent
     dataset = load_dataset(req["data"], limit=req.get("limit") or None)
     sides = [s for s in ("A", "B") if req.get(s)]
+    if cached_only and not all(vectors_cached(req[s], dataset, req["layers"]) for s in sides):
+        return None
     sets, models = {}, {}
     for i, side in enumerate(sides):
         models[side] = (resolved := resolve_model(req[side]), model_info(resolved))

@@ -34,6 +34,7 @@ from repmap_core import __version__
 from repmap_core.analysis.stats import wilson
 from repmap_core.errors import RepmapError, path_error, shown_path
 from repmap_core.share import bundle_checks as checks
+from repmap_core.share.bundle_size import most_rows, prepare, rows_that_fit
 
 FORMAT = "repmap.bundle/1"
 MAX_BUNDLE_BYTES = 4 * 1024**3  # refuse to inflate more than this
@@ -246,49 +247,6 @@ def _key(k: Any) -> Any:
     return k if not isinstance(k, list) else tuple(k)
 
 
-def _subsample(state: Any, max_rows: int, seed: int) -> Any:
-    """A copy of `state` in which each data set of more than `max_rows` rows, and the activation
-    sets of the same rows beside it, keep a seeded sample of rows (both classes in proportion)."""
-    from repmap_core.analysis.projection import sample_rows
-    from repmap_core.capture.activations import ActivationSet
-    from repmap_core.data.load import TextDataset
-
-    if isinstance(state, dict):
-        items = state
-    elif dataclasses.is_dataclass(state) and not isinstance(state, type):
-        items = {f.name: getattr(state, f.name) for f in dataclasses.fields(state) if f.init}
-    else:
-        return state
-    ds = next((v for v in items.values() if isinstance(v, TextDataset)), None)
-    if ds is None or len(ds) <= max_rows:
-        return state
-    rows = sample_rows(ds.labels, max_rows, seed)
-    note = {"kept": int(len(rows)), "of": int(len(ds)), "seed": int(seed)}
-    out = {}
-    for k, v in items.items():
-        if isinstance(v, TextDataset):
-            v = v.take(rows)
-        elif isinstance(v, ActivationSet) and v.n == len(ds):
-            # a new key: projections cached under the full set's key must not be reused for these rows
-            key = f"{v.manifest.get('key', '')}~rows{len(rows)}of{len(ds)}s{seed}"
-            v = ActivationSet({L: np.asarray(a)[rows] for L, a in v.layers.items()}, v.labels[rows], v.pair_ids[rows],
-                              dict(v.manifest, key=key, bundle_rows=note))
-        out[k] = v
-    return out if isinstance(state, dict) else dataclasses.replace(state, **out)
-
-
-def _prepare(states: dict[str, Any], max_rows: int | None, seed: int) -> dict[str, Any]:
-    states = {k: v for k, v in states.items() if v is not None}
-    if max_rows is None:
-        return states
-    if max_rows < 2:
-        raise RepmapError(f"A bundle needs at least 2 rows per data set, not {max_rows}.")
-    out = {k: _subsample(v, max_rows, seed) for k, v in states.items()}
-    if out.get("across.result") is not states.get("across.result"):
-        out.pop("across.selected", None)  # its row numbers were those of the full data set
-    return out
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class Bundle:
     """What a bundle file holds: each view's state (by session key), the widget settings, and
@@ -305,18 +263,19 @@ class Bundle:
 
 
 def bundle_bytes(states: dict[str, Any], settings: dict | None = None, *, views: list[str] | None = None,
-                 max_rows: int | None = None, seed: int = 0) -> bytes:
+                 max_rows: int | None = None, seed: int = 0, float16: bool = False) -> bytes:
     """The bundle file for `states` (session key -> state) and `settings` (widget key -> value), as bytes.
 
     views: the names (keys of `VIEWS`) the states are for, recorded for the importer and the report.
     max_rows: keep at most this many rows of each data set (seeded, classes in proportion).
+    float16: store activations as float16 where their values fit (half the bytes; `bundle_size`).
     """
-    states = _prepare(states, max_rows, seed)
+    states = prepare(states, max_rows, seed, float16)
     enc = _Encoder()
     encoded = {k: enc.encode(v) for k, v in states.items()}
     meta = {"format": FORMAT, "repmap": __version__, "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "views": list(views) if views is not None else [v for v in VIEWS if VIEWS[v].required in states],
-            "max_rows": max_rows, "seed": seed}
+            "max_rows": max_rows, "seed": seed, "float16": bool(float16)}
     doc = dict(meta, settings=enc.encode(settings or {}), states=encoded,
                arrays={k: {"dtype": str(a.dtype), "shape": list(a.shape)} for k, a in enc.arrays.items()})
     from safetensors.numpy import save
@@ -328,12 +287,21 @@ def bundle_bytes(states: dict[str, Any], settings: dict | None = None, *, views:
     return buf.getvalue()
 
 
-def estimate_bytes(states: dict[str, Any], *, max_rows: int | None = None, seed: int = 0) -> int:
-    """About how large a bundle of `states` is before compression: its arrays plus its texts, to show first."""
-    states = _prepare(states, max_rows, seed)
+def estimate_bytes(states: dict[str, Any], *, max_rows: int | None = None, seed: int = 0, float16: bool = False) -> int:
+    """About how large a bundle of `states` is before compression: its arrays plus its texts, to show first.
+    The zip is no larger (float16 activations compress little, the texts much), so a bundle whose estimate is
+    within an importer's cap is accepted there."""
+    states = prepare(states, max_rows, seed, float16)
     enc = _Encoder()
     encoded = [enc.encode(v) for v in states.values()]
     return int(sum(a.nbytes for a in enc.arrays.values()) + len(json.dumps(encoded, allow_nan=False)))
+
+
+def fit_rows(states: dict[str, Any], cap_bytes: int, *, seed: int = 0, float16: bool = False) -> int | None:
+    """The row cap per data set (a round number) that makes the bundle of `states` fit within `cap_bytes`
+    before compression, or None when it fits with every row: the Share page's default."""
+    return rows_that_fit(lambda rows: estimate_bytes(states, max_rows=rows, seed=seed, float16=float16),
+                         most_rows(states), cap_bytes)
 
 
 def save_bundle(path: str | Path, states: dict[str, Any], settings: dict | None = None, **kw) -> Path:
@@ -376,6 +344,8 @@ def load_bundle(source: str | Path | bytes, *, max_bytes: int = MAX_BUNDLE_BYTES
     if not isinstance(declared, dict) or set(declared) != set(arrays) or any(
             not isinstance(declared[k], dict) or list(arrays[k].shape) != declared[k].get("shape") for k in arrays):
         raise RepmapError("This bundle's arrays do not match its description; it may be damaged.")
+    # activations stored as float16 (`bundle_size`) are computed on as float32, as every page expects
+    arrays = {k: a.astype(np.float32) if a.dtype == np.float16 else a for k, a in arrays.items()}
     dec = _Decoder(arrays)
     try:
         if not isinstance(doc.get("states"), dict):

@@ -137,6 +137,7 @@ def check_meta(doc: dict, views: typing.Collection[str], fmt: str) -> dict:
             raise RepmapError(f"This bundle's {key} is {shown}, not a whole number of at least {least}; it may be "
                               "damaged or altered.")
     meta["views"] = [v for v in meta["views"] if v in views]
+    meta["float16"] = doc.get("float16") is True  # activations stored as float16 (read back as float32)
     meta["format"] = fmt
     return meta
 

@@ -43,7 +43,7 @@ def test_unreadable_files_are_skipped_forget_removes_and_unknown_views_are_refus
     recent.forget("explorer")
     assert recent.recall() == {}
     with pytest.raises(ValueError, match="not a view"):
-        recent.remember("steering", {"model": "gpt2"})
+        recent.remember("tour", {"model": "gpt2"})
 
 
 ILL_TYPED = [b"[1, 2]", b'"a string"', b"42", b"null", b'{"request": [1, 2]}', b'{"request": "x"}',

@@ -169,6 +169,54 @@ def test_the_share_page_rebuild_makes_the_same_dataclasses_from_the_cache(tiny_g
     assert rebuild_missing(session) == ["across"] and isinstance(session["across.result"], AcrossResult)
 
 
+def test_share_finds_the_within_fit_and_the_steering_vectors_of_an_earlier_session(tiny_gpt2, tmp_path):
+    """Issue 25, item 3: a fresh session's Share offered 3 of 5 views; the within fit (closed form, on the shift it
+    was made on) and the steering vectors are rebuilt from the cache too, with nothing extracted."""
+    from repmap_core.results.recent import remember
+    from repmap_core.results.view_fits import GROUND_TRUTH, WithinFitResult, within_fit
+    from repmap_ui.rebuild import rebuild_missing, remember_within
+
+    other = shutil.copytree(tiny_gpt2, tmp_path / "also-gpt2")
+    shift_req = {"base": str(tiny_gpt2), "finetuned": str(other), "data": SENTIMENT, "layers": "all",
+                 "position": "mean", "limit": 40}
+    shown = shift_result(shift_req)
+    options = {"layer": 2, "method": "lstsq", "alpha": "auto", "steps": 2000, "test": 0.2, "labels": GROUND_TRUTH}
+    fit = within_fit(shown, options)
+    remember("shift", shift_req)
+    remember_within(shown, options)
+    steer_req = {"A": str(tiny_gpt2), "B": None, "data": "builtin:survival_instinct", "layers": "all",
+                 "method": "mean_diff", "test_frac": 0.3, "limit": 40}
+    remember("steering", steer_req)  # not computed yet: nothing to rebuild it from
+    import repmap_core.capture.models as models
+    from repmap_core.locations import cache_root
+
+    session = {}
+    assert rebuild_missing(session) == ["shift", "within"]
+    got = session["within.result"]
+    assert isinstance(got, WithinFitResult) and got.layer == 2 and got.options == options
+    assert got.result.fit["r2_test"] == pytest.approx(fit.result.fit["r2_test"])
+    assert np.allclose(got.arrays[0]["delta"], fit.arrays[0]["delta"])
+    vectors = steering_result(steer_req)
+    before = sorted(p for p in cache_root().rglob("*") if "activations" in p.parts)
+    real = models.load_model
+    try:  # the rebuild reads the cache only: no model is loaded, no activations are written
+        models.load_model = lambda *a, **k: pytest.fail("a model was loaded in a rebuild")
+        del session["within.result"]
+        assert rebuild_missing(session) == ["within", "steering"]
+    finally:
+        models.load_model = real
+    assert sorted(p for p in cache_root().rglob("*") if "activations" in p.parts) == before
+    again = session["steer.result"]
+    assert isinstance(again, SteeringResult) and again.request == dict(steer_req, trust=False)
+    assert all(np.allclose(again.sets["A"].vectors[L].vector, vectors.sets["A"].vectors[L].vector) for L in (0, 1, 2))
+    # a gradient-descent fit, or one on another shift, is not refitted behind the page's back
+    remember_within(shown, dict(options, method="gd"))
+    del session["within.result"]
+    assert rebuild_missing(session) == []
+    remember_within(shift_result(dict(shift_req, limit=20)), options)
+    assert rebuild_missing(session) == []
+
+
 def test_the_shift_says_how_many_of_its_rows_the_model_was_finetuned_on():
     """The tour finetunes on 400 of the 800 reviews; the shift page's 800 rows held those 400 without a word."""
     from repmap_core.data.load import load_dataset
