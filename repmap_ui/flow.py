@@ -152,6 +152,13 @@ def keep(keys: Sequence[str]) -> None:
             st.session_state[key] = _kept(key)[key]
 
 
+def keep_values(values: dict) -> None:
+    """Note these choices as kept (an imported bundle's layer pair, say), so the page that draws their widgets
+    finds them after a visit elsewhere, where Streamlit drops widget values it did not draw."""
+    for key, value in values.items():
+        _kept(key)[key] = value
+
+
 def drop_kept(keys: Sequence[str]) -> None:
     """Forget these choices (on screen and kept), so their widgets open on their defaults."""
     for key in keys:

@@ -18,6 +18,7 @@ from repmap_core.share.bundle import (
 )
 from repmap_core.share.report import build_report
 from repmap_ui.common import check_upload_size, show_error, upload_cap_bytes, upload_cap_mb
+from repmap_ui.flow import drop_kept, keep_values
 from repmap_ui.pages import PAGE_OF_VIEW
 from repmap_ui.rebuild import rebuild_missing
 from repmap_ui.text import md
@@ -142,10 +143,10 @@ def apply_bundle(bundle) -> list[str]:
     """Put the bundle's states and settings into this session; return the views that now show them."""
     touched = [name for name, v in VIEWS.items() if any(k in bundle.states for k in v.states)]
     for name in touched:  # a view is replaced whole: no stale fit beside new activations
-        for key in VIEWS[name].states + VIEWS[name].settings:
-            st.session_state.pop(key, None)
+        drop_kept(VIEWS[name].states + VIEWS[name].settings)
     st.session_state.update(bundle.states)
     st.session_state.update(bundle.settings)
+    keep_values(bundle.states | bundle.settings)  # the pages' widgets (a layer pair) find them after this page's run
     for key in ("share.prepared", "share.report_html"):
         st.session_state.pop(key, None)
     return [v for v in VIEWS if bundle.states.get(VIEWS[v].required) is not None]

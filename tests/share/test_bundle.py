@@ -47,6 +47,7 @@ from repmap_core.steering import (
 )
 from repmap_core.steering.run import LayerSweep
 from tests.conftest import ROOT
+from tests.pages import tiles
 
 
 def curve_gaps(states) -> np.ndarray:
@@ -533,14 +534,14 @@ def test_share_page_exports_imports_and_every_view_renders_without_a_model(state
         if metric:
             assert metric in [m.label for m in fresh.metric] or page == "views/across.py", page
     goto(fresh, "views/layer_explorer.py")
-    shown = {m.label: m.value for m in fresh.metric}
+    shown = tiles(fresh)
     best = max(want, key=lambda r: r.probe_cv_acc)
     assert shown["Rows"] == "120" and shown["Probe accuracy there (cv)"] == format_estimate(best.cv_estimate())
     # the widget choices came along: the layers shown and the point budget
     assert fresh.multiselect(key="explorer.shown").value == [0, 2] and fresh.number_input(key="explorer.max_points").value == 500
     goto(fresh, "views/within_fit.py")
     res = states["within.result"].result
-    assert {m.label: m.value for m in fresh.metric}["Held-out R²"] == format_estimate(res.intervals["r2_test"])
+    assert tiles(fresh)["Held-out R²"] == format_estimate(res.intervals["r2_test"])
     # the weak-label view, on a machine with no finetuned model at all
     goto(fresh, "views/share.py")
     weak = bundle_bytes({"finetune.weak": states["finetune.weak"]}, views=["finetune"])
@@ -548,9 +549,9 @@ def test_share_page_exports_imports_and_every_view_renders_without_a_model(state
     assert [p.proto.label for p in fresh.get("page_link")] == ["Finetune (weak labels)"]
     goto(fresh, "views/finetune.py")
     assert not fresh.exception and not fresh.error
-    assert {m.label: m.value for m in fresh.metric}["Agreement with the true labels"] == "0.900 [0.833, 0.942]"
+    assert tiles(fresh)["Agreement with the true labels"] == "0.900 [0.833, 0.942]"
     goto(fresh, "views/within_fit.py")  # the earlier import is still there
-    assert {m.label: m.value for m in fresh.metric}["Held-out R²"] == format_estimate(res.intervals["r2_test"])
+    assert tiles(fresh)["Held-out R²"] == format_estimate(res.intervals["r2_test"])
 
 
 def test_a_bundle_of_the_older_dict_states_loads_as_the_dataclasses(states):
