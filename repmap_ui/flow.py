@@ -159,6 +159,14 @@ def keep_values(values: dict) -> None:
         _kept(key)[key] = value
 
 
+def with_kept(session) -> dict:
+    """The session's values with every kept choice its pages' widgets hold when drawn (Streamlit drops a widget's
+    value on a run that does not draw it: on the Share page, the Across layer pair is only kept)."""
+    kept = {k: v for store in [v for k, v in session.items() if str(k).endswith(".kept") and isinstance(v, dict)]
+            for k, v in store.items()}
+    return kept | dict(session)
+
+
 def drop_kept(keys: Sequence[str]) -> None:
     """Forget these choices (on screen and kept), so their widgets open on their defaults."""
     for key in keys:

@@ -18,7 +18,7 @@ from repmap_core.share.bundle import (
 )
 from repmap_core.share.report import build_report
 from repmap_ui.common import check_upload_size, show_error, upload_cap_bytes, upload_cap_mb
-from repmap_ui.flow import drop_kept, keep_values
+from repmap_ui.flow import drop_kept, keep_values, with_kept
 from repmap_ui.pages import PAGE_OF_VIEW
 from repmap_ui.rebuild import rebuild_missing
 from repmap_ui.text import md
@@ -83,7 +83,7 @@ def export_section() -> None:
     if not views:
         st.info("Pick at least one view to include.")
         return
-    states, settings = collect(st.session_state, views)
+    states, settings = collect(with_kept(st.session_state), views)
     cap = upload_cap_bytes()
     try:
         fit = memo("share.fit", signature(views, cap, seed, states, float16),

@@ -473,6 +473,12 @@ def no_models(monkeypatch):
                          (common, "load_model"), (finetune, "load_model"), (finetune, "resolve_model"),
                          (checkpoints, "load_model"), (steering_sections, "load_model")):
         monkeypatch.setattr(module, name, _refuse)
+    # the Finetune page's time estimate for its form's request (two training steps, measured on open) is not the
+    # imported view; it stands in here so the rest of the page is checked to draw without any model
+    import repmap_ui.estimates as estimates
+
+    monkeypatch.setattr(estimates, "finetune_estimate", lambda req: None)
+    monkeypatch.setattr(estimates, "w2s_estimate", lambda spec, req: None)
 
 
 def _share_page(session: dict):
