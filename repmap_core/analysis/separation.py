@@ -194,7 +194,9 @@ def split_plan(y: np.ndarray, pair_ids: np.ndarray, *, folds: int = 5, test_frac
     groups = groups_of(pair_ids)
     n_groups_min = min(len(np.unique(groups[y == c])) for c in (0, 1))
     if n_groups_min < 2:
-        raise RepmapError("Each class needs at least two rows (or pairs) for a cross-validated probe; add more data.")
+        counts = ", ".join(f"{int((y == c).sum())} of class {c}" for c in (1, 0))
+        raise RepmapError(f"{len(y)} rows ({counts}) are too few for a cross-validated probe: each class needs at least "
+                          "two rows (or pairs); add more data.")
     k = max(2, min(folds, n_groups_min))
 
     def cv_folds(rows: np.ndarray) -> list:

@@ -329,7 +329,11 @@ def test_recipes_rimsky_and_lrt_on_tiny_causal_models(tiny_gpt2, tiny_models, ca
     assert r.returncode == 0, r.stderr
     out = one_json_object(r.stdout)
     assert out["native"]["alphas"] == [-4.0, 0.0, 4.0] and len(out["transferred"]["mean"]) == 3
-    assert out["map"]["with_bias"] is False and {"pearson_r", "mse", "pearson_r_interval", "null_pearson_r"} == set(out["comparison"])
+    cmp = out["comparison"]
+    assert out["map"]["with_bias"] is False and {"pearson_r", "mse", "pearson_r_interval", "null_pearson_r", "slope_ratio",
+                                                 "native_slope", "transferred_slope", "transferred_minus_random"} <= set(cmp)
+    # random tiny models: the target's own vector does not steer, so r is withheld with the sentence saying why
+    assert cmp["pearson_r"] is None and cmp["r_undefined"].startswith("r is undefined here") or -1 <= cmp["pearson_r"] <= 1
     assert out["native"]["mean"][1] == out["transferred"]["mean"][1]  # no steering at 0: the same model, the same gaps
     assert out["published"]["lrt_pearson_r_range"] == [0.73, 0.98]
 

@@ -111,10 +111,12 @@ ISSUE_21 = [
       for v in ("0.0", "1.5", "nan", "-0.1")],
     Case("layers on 2 rows", "`layers` on a 2-row file",
          ["layers", "--model", "{tiny}", "--data", "file:{files}/two_rows.csv", "--json"],
-         err("2 rows are too few for a held-out split with both classes on each side; add more data.")),
+         err("2 rows (1 of class 1, 1 of class 0) are too few for a cross-validated probe: each class needs at least "
+             "two rows (or pairs); add more data.")),
     Case("layers on 5 rows", "`layers` on a 5-row file, 4 of one class",
          ["layers", "--model", "{tiny}", "--data", "file:{files}/five_rows.csv", "--json"],
-         err("5 rows are too few for a held-out split with both classes on each side; add more data.")),
+         err("5 rows (1 of class 1, 4 of class 0) are too few for a cross-validated probe: each class needs at least "
+             "two rows (or pairs); add more data.")),
     # items 9 and 17: every count capped; nonsense that exited 0
     count_case("--null-permutations", "-1", "0", "1,000", "shuffled-label probes per layer", LAYERS),
     count_case("--null-permutations", "1000000000", "0", "1,000", "shuffled-label probes per layer", LAYERS),
