@@ -76,3 +76,18 @@ def grow_viewport_to_content(page, max_height: int = 12_000) -> None:
     if height > size["height"]:
         page.set_viewport_size({"width": size["width"], "height": height})
         page.wait_for_timeout(1500)  # let plotly re-lay out at the new size
+
+
+def tile(page, label: str):
+    """A metric tile with the caption under it (`repmap_ui.tiles`: the value in the tile, its 95% interval on the line
+    below), as the innermost column holding the tile labelled `label`."""
+    metric = page.locator('[data-testid="stMetric"]').filter(has_text=label)
+    return page.locator('[data-testid="stColumn"]').filter(has=metric).last
+
+
+def interval_pattern(signed: bool = False):
+    """A tile's value and the '95% [low, high]' line under it, as drawn."""
+    import re
+
+    n = r"-?\d\.\d{3}" if signed else r"\d\.\d{3}"
+    return re.compile(rf"{n}\s*95% \[{n}, {n}\]")

@@ -7,12 +7,18 @@ the full-page screenshot (layer_explorer.png); otherwise it goes into the test's
 """
 from __future__ import annotations
 
-import re
 import time
 
 import pytest
 
-from tests.browser import CHARTS_TIMEOUT_S, CHROMIUM_ARGS, grow_viewport_to_content, screenshot_path
+from tests.browser import (
+    CHARTS_TIMEOUT_S,
+    CHROMIUM_ARGS,
+    grow_viewport_to_content,
+    interval_pattern,
+    screenshot_path,
+    tile,
+)
 
 
 @pytest.mark.slow
@@ -50,8 +56,8 @@ def test_layer_explorer_draws_charts(chromium_path, app_url, tmp_path):
             metric = page.locator('[data-testid="stMetric"]').filter(has_text="Best layer")
             expect(metric).to_have_count(1, timeout=10_000)
             expect(metric).to_be_visible()
-            accuracy = page.locator('[data-testid="stMetric"]').filter(has_text="Probe accuracy there (cv)")
-            expect(accuracy).to_contain_text(re.compile(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]"))  # with its interval
+            # the tile's value with its 95% interval on the line under it
+            expect(tile(page, "Probe accuracy there (cv)")).to_contain_text(interval_pattern())
             expect(curve.locator(".legendtext").filter(has_text="shuffled-label null")).to_have_count(1)
 
             assert page.locator('[data-testid="stException"]').count() == 0, \

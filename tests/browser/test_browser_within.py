@@ -8,7 +8,7 @@ import pytest
 
 from repmap_core.data.load import load_dataset
 from repmap_core.finetune.train import FinetuneConfig, finetune
-from tests.browser import CHROMIUM_ARGS, grow_viewport_to_content, screenshot_path
+from tests.browser import CHROMIUM_ARGS, grow_viewport_to_content, interval_pattern, screenshot_path, tile
 
 
 @pytest.fixture
@@ -62,8 +62,7 @@ def test_within_fit_shows_the_live_table(finetuned, chromium_path, app_url, tmp_
             # and when it is done, the final Table 1 with the paper's five representations
             expect(page.get_by_role("heading", name="Table 1")).to_be_visible(timeout=180_000)
             expect(page.locator('[data-testid="stMetric"]').filter(has_text="Held-out R²")).to_have_count(1)
-            expect(page.locator('[data-testid="stMetric"]').filter(has_text="Held-out R²")).to_contain_text(
-                re.compile(r"-?\d\.\d{3} \[-?\d\.\d{3}, -?\d\.\d{3}\]"))  # with its 95% interval
+            expect(tile(page, "Held-out R²")).to_contain_text(interval_pattern(signed=True))  # with its 95% interval
             # gradient descent says which step it reports, on the curve and in a sentence
             expect(page.get_by_text(re.compile(r"the parameters reported are those of step \d+"))).to_have_count(1)
             assert page.evaluate("window.sawLiveTable"), "the table appeared only after the fit, not while it ran"
