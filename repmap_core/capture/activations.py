@@ -215,7 +215,12 @@ def _fill_missing(plan: ActivationPlan, compute: Callable[[LoadedModel, list[int
         if missing:
             store.clean_temp_files(plan.key)
             report(0.0, f"Loading {plan.resolved.display}")
-            compute(loader(plan.resolved, plan.device, plan.dtype), missing)
+            lm = loader(plan.resolved, plan.device, plan.dtype)
+            if getattr(lm, "dtype", plan.dtype) != plan.dtype:  # rows keyed bf16 must be bf16 rows, and so on
+                raise RepmapError(f"Model '{plan.resolved.name}' was loaded in {lm.dtype}, but these activations are "
+                                  f"asked for in {plan.dtype}; ask for dtype={lm.dtype!r} (a loader must load the "
+                                  "precision it is given).")
+            compute(lm, missing)
             found.update({layer: plan.read(layer) for layer in missing})
     return found
 

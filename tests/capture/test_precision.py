@@ -129,6 +129,20 @@ def test_the_precision_is_in_the_cache_key_and_the_manifest(auto, tiny_gpt2):
     assert cos.min() > 0.99 and not np.array_equal(a[1], b[1])  # bf16 really ran
 
 
+def test_a_loader_that_loads_another_precision_is_refused_before_anything_is_written(tiny_gpt2, cache_dir):
+    """Rows keyed bf16 are bf16 rows: a shared model loaded in fp32 cannot fill a bf16 entry."""
+    from repmap_core.capture.activations import get_activations, plan_activations
+    from repmap_core.capture.models import load_model
+
+    fp32 = load_model(str(tiny_gpt2))
+    with pytest.raises(RepmapError, match="was loaded in float32, but these activations are asked for in bfloat16"):
+        get_activations(str(tiny_gpt2), "builtin:sentiment", [1], limit=20, dtype="bfloat16", loader=lambda r, d, t: fp32)
+    plan = plan_activations(str(tiny_gpt2), "builtin:sentiment", [1], limit=20, dtype="bfloat16")
+    assert plan.read(1) is None
+    got = get_activations(str(tiny_gpt2), "builtin:sentiment", [1], limit=20, dtype="float32", loader=lambda r, d, t: fp32)
+    assert got.manifest["dtype"] == "float32"
+
+
 # --------------------------------------------------------------------------- fidelity on real weights
 FIDELITY_ROWS = 256
 
