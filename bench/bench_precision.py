@@ -10,7 +10,8 @@ For each model (the embedded SmolLM2-135M-Instruct, from its GGUF wheel, and Min
   best round of each kept (`capture/precision.py`'s `measure_gemm`), and the tokens/s each allows: the rate
   over the FLOPs per token of every block (2 per weight, plus 4·T·d for attention's two products);
 - **extraction**: `extract_activations` over the built-in real reviews, every block, the app's default
-  position, the model loaded in fp32 and in bf16 (`load_model(dtype=...)`), rounds interleaved;
+  position, the model loaded in fp32 and in bf16 (`load_model(dtype=...)`), after a 16-review warm-up of
+  each, rounds interleaved;
   tokens/s (real, unpadded), bf16 over fp32, and each against its own limit and against the bf16 limit;
 - **agreement**: per block, the cosine of each row's bf16 and fp32 activations (mean and min over rows).
 
@@ -76,6 +77,9 @@ def bench_model(key: str, rows: int, repeats: int, gemm_seconds: float) -> dict:
     lms = {dt: load_model(resolved, device="cpu", dtype=dt) for dt in ("float32", "bfloat16")}
     layers = list(range(lms["float32"].info.n_layers))
     position = resolve_position("auto", lms["float32"].info.is_encoder)
+    warm = dataset.take(np.arange(min(16, len(dataset))))
+    for lm in lms.values():  # first calls pick and pack kernels (oneDNN's bf16 ones above all): not timed
+        extract_activations(lm, warm, layers, position)
     load_before = load1()
     limits = gemm_limits(d, d_ff, gemm_seconds)
     best: dict[str, float] = {}
