@@ -48,10 +48,12 @@ def default_causal_model() -> str | None:
 def environment() -> dict:
     import torch
 
+    from repmap_core.capture.precision import SHORT, choose_precision
+
     if torch.cuda.is_available():
-        device = f"GPU: {torch.cuda.get_device_name(0)} (bf16)"
-    else:
-        device = f"CPU: {torch.get_num_threads()} threads (fp32)"
+        device = f"GPU: {torch.cuda.get_device_name(0)} ({SHORT[choose_precision('cuda').dtype]})"
+    else:  # measured once per machine (~0.2 s) and kept in the cache; per model at its own shapes when it runs
+        device = f"CPU: {torch.get_num_threads()} threads, {choose_precision('cpu').describe()}"
     return {"device": device, "offline": is_offline()}
 
 

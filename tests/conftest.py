@@ -8,6 +8,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ["REPMAP_NO_WARMUP"] = "1"
+# tiny random models stay deterministic in fp32, and no test pays for measuring bf16 (capture/precision.py);
+# the tests of the choice itself, and the bf16 fidelity test on real weights, set their own
+os.environ["REPMAP_DTYPE"] = "float32"
 # the app enforces its allowed roots; the tests' data and tiny models live under the temp folder and ../shared
 import tempfile as _tempfile  # noqa: E402
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +22,14 @@ from repmap_core.capture.models import (
     ResolvedModel,
     check_trust,
     default_device,
-    default_dtype,
     load_model,
     model_info,
+    model_precision,
     resolve_layers,
     resolve_model,
     site_name,
 )
+from repmap_core.capture.precision import Precision, normalise_dtype
 from repmap_core.capture.stream_writer import LayerStreamWriter
 from repmap_core.data.load import StreamedDataset, TextDataset, load_dataset, open_stream
 from repmap_core.errors import RepmapError
@@ -110,6 +111,7 @@ class ActivationPlan:
     dtype: str
     identity: dict
     key: str
+    precision: dict = field(default_factory=dict)  # how dtype was chosen and the rates measured for it
 
     def read(self, layer: int):
         return store.read_layer(self.key, layer, self.identity)
@@ -122,7 +124,8 @@ class ActivationPlan:
                     d_model=self.info.d_model, model_type=self.info.model_type, dataset_spec=self.dataset.name,
                     n_rows=len(self.dataset), device=device, versions=store.library_versions(), created=created,
                     tokens=tokens, seconds=round(seconds, 3), fp32_recomputed_rows=fp32_recomputed_rows,
-                    layer=layer, site=site_name(layer), **extra)
+                    layer=layer, site=site_name(layer), **({"precision": self.precision} if self.precision else {}),
+                    **extra)
 
     def write(self, layer: int, activations: np.ndarray, manifest: dict) -> None:
         store.write_file(store.layer_path(self.key, layer), {"activations": activations, "labels": self.dataset.labels,
@@ -148,7 +151,9 @@ def plan_activations(model: str | ResolvedModel, data: str | TextDataset, layers
     dataset = data if isinstance(data, (TextDataset, StreamedDataset)) else load_dataset(data, limit=limit, seed=seed)
     check_position(dataset, position)  # before any model is loaded
     device = device or default_device()
-    dtype = dtype or default_dtype(device)
+    asked = normalise_dtype(dtype)
+    chosen = Precision(asked, "asked for") if asked else model_precision(device, resolved)
+    dtype = chosen.dtype
     if info.max_positions:
         max_length = min(max_length, int(info.max_positions))
     identity = {
@@ -157,7 +162,7 @@ def plan_activations(model: str | ResolvedModel, data: str | TextDataset, layers
         "dtype": dtype,
     }
     return ActivationPlan(resolved, info, dataset, wanted, position, int(max_length), device, dtype, identity,
-                          store.entry_key(identity))
+                          store.entry_key(identity), chosen.as_json())
 
 
 def _check_before_loading(plan: ActivationPlan, trust_remote_code: bool, device_map: str | None) -> None:
@@ -210,7 +215,12 @@ def _fill_missing(plan: ActivationPlan, compute: Callable[[LoadedModel, list[int
         if missing:
             store.clean_temp_files(plan.key)
             report(0.0, f"Loading {plan.resolved.display}")
-            compute(loader(plan.resolved, plan.device, plan.dtype), missing)
+            lm = loader(plan.resolved, plan.device, plan.dtype)
+            if getattr(lm, "dtype", plan.dtype) != plan.dtype:  # rows keyed bf16 must be bf16 rows, and so on
+                raise RepmapError(f"Model '{plan.resolved.name}' was loaded in {lm.dtype}, but these activations are "
+                                  f"asked for in {plan.dtype}; ask for dtype={lm.dtype!r} (a loader must load the "
+                                  "precision it is given).")
+            compute(lm, missing)
             found.update({layer: plan.read(layer) for layer in missing})
     return found
 

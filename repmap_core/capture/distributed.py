@@ -95,8 +95,15 @@ def distributed_extract(model: str, data, layers="all", position: str = "auto", 
         import torch
 
         device = f"cuda:{w.local_rank}" if torch.cuda.is_available() else "cpu"
+    # a CPU's precision is measured (capture/precision.py): rank 0 measures and keeps it, the others read its
+    # record, so every rank derives the same dtype and so the same key
+    measure_once = w.world > 1 and dtype is None and not str(device).startswith("cuda")
+    if measure_once and w.rank != 0:
+        _barrier(w.world)
     plan = plan_activations(model, data, layers, position, max_length=max_length, limit=limit, seed=seed,
                             device=device, dtype=dtype)
+    if measure_once and w.rank == 0:
+        _barrier(w.world)
     report = progress or silent
     # every rank derives the same identity and key: it holds the dtype, never the rank's device
     missing = [L for L in plan.layers if plan.read(L) is None]

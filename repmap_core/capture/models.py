@@ -41,6 +41,7 @@ from repmap_core.capture.model_names import (
     needs_conversion,
     unconverted_gguf,
 )
+from repmap_core.capture.precision import Precision, choose_precision, forced_dtype, normalise_dtype
 from repmap_core.capture.quiet import quiet_transformers
 from repmap_core.errors import RepmapError
 from repmap_core.locations import EMBEDDED_MODEL_ID, cache_root, embedded_model_path
@@ -49,7 +50,7 @@ from repmap_core.progress import Progress
 __all__ = ["BLOCK_SUFFIXES", "DTYPE_BYTES", "EMBEDDED_MODEL_ID", "ENCODER_TYPES", "FINAL_NORM_NAMES", "HUB_PATTERNS",
            "LoadedModel", "ModelInfo", "ResolvedModel", "block_count", "check_fits", "check_trust", "default_device",
            "default_dtype", "embedded_model_path", "find_blocks", "folder_revision", "free_memory_bytes", "is_offline",
-           "load_model", "load_tokenizer", "model_info", "needs_conversion", "quiet_transformers", "read_config",
+           "load_model", "load_tokenizer", "model_info", "model_precision", "model_widths", "needs_conversion", "quiet_transformers", "read_config",
            "resolve_layers", "resolve_model", "site_name", "weights_bytes"]
 
 
@@ -205,13 +206,32 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def default_dtype(device: str) -> str:
-    """bf16 on a GPU that supports it (fp16 otherwise); fp32 on CPU, where bf16 is ~100x slower."""
-    import torch
+def default_dtype(device: str, resolved: ResolvedModel | None = None) -> str:
+    """The float type a model runs in on `device` here (`precision.choose_precision`): bf16 on a GPU (fp16
+    where it lacks bf16); on a CPU, bf16 where the CPU has bf16 units and a bf16 multiply at `resolved`'s
+    shapes measured >= 1.5x fp32, else fp32. `REPMAP_DTYPE` forces it."""
+    return model_precision(device, resolved).dtype
 
-    if device.startswith("cuda"):
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-    return "float32"
+
+def model_precision(device: str, resolved: ResolvedModel | None = None) -> Precision:
+    """`choose_precision` at `resolved`'s width and MLP width (from its config; a generic shape without one)."""
+    d_model = d_ff = None
+    if resolved is not None and device == "cpu" and forced_dtype() is None:
+        try:
+            d_model, d_ff = model_widths(resolved)
+        except RepmapError:
+            pass
+    return choose_precision(device, d_model, d_ff)
+
+
+def model_widths(resolved: ResolvedModel) -> tuple[int, int]:
+    """(d_model, d_ff) from config.json: the residual width and the MLP's (4·d_model when not said)."""
+    cfg = read_config(resolved)
+    text_cfg = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg
+    d_model = model_info(resolved).d_model
+    d_ff = next((text_cfg[k] for k in ("intermediate_size", "n_inner", "ffn_dim", "d_ff")
+                 if isinstance(text_cfg.get(k), int) and text_cfg[k] > 0), None)
+    return d_model, int(d_ff or 4 * d_model)
 
 
 @dataclass(eq=False)
@@ -273,7 +293,7 @@ def load_model(
             "score; use a causal language model (GPT-2, Llama, Gemma, Qwen, Pythia)."
         )
     device = device or default_device()
-    dtype = dtype or default_dtype(device)
+    dtype = normalise_dtype(dtype) or default_dtype(device, resolved)
     if device_map:
         check_fits(resolved, dtype, offload=offload)
     else:

@@ -24,8 +24,9 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-col", default=None, help="text column, for tables of another schema")
     p.add_argument("--label-col", default=None, help="label column (0/1 or -1/+1)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
-                   help="default: bfloat16 on GPU, float32 on CPU")
+    p.add_argument("--dtype", default=None, choices=["auto", "float32", "bfloat16", "float16"],
+                   help="auto (default): bfloat16 on GPU; on CPU bfloat16 where this CPU has bf16 units and a bf16 "
+                        "matmul measured >= 1.5x fp32 here, else float32 (REPMAP_DTYPE sets the default)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow a model's own code to run")
     p.add_argument("--device-map", default=None, choices=["auto", "balanced", "sequential"],
                    help="spread a model too big for one GPU over the node's GPUs (accelerate)")
@@ -78,7 +79,8 @@ def _describe(aset) -> dict:
             "dataset": {"spec": m["dataset_spec"], "fingerprint": m["dataset_fingerprint"], "rows": m["n_rows"],
                         "positives": int(aset.labels.sum()), "pairs": int((aset.pair_ids >= 0).sum() // 2)},
             "position": m["position"], "max_length": m["max_length"], "dtype": m["dtype"], "d_model": m["d_model"],
-            "n_layers": m["n_layers"], "cache_key": m["key"], "fp32_recomputed_rows": int(m.get("fp32_recomputed_rows", 0))}
+            "n_layers": m["n_layers"], "cache_key": m["key"], "fp32_recomputed_rows": int(m.get("fp32_recomputed_rows", 0)),
+            "precision": m.get("precision") or {"dtype": m["dtype"]}}
 
 
 def _report_recomputed(aset) -> None:

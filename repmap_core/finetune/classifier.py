@@ -41,6 +41,28 @@ def collate(ids: list[list[int]], rows: np.ndarray, pad_id: int, device: str):
     return input_ids.to(device), mask.to(device)
 
 
+def cpu_bf16(resolved) -> bool:
+    """Whether `resolved` trains and predicts under bf16 autocast on this CPU: where its precision here is
+    bf16 (`capture/precision.py`: bf16 units, and a bf16 matmul at its shapes measured >= 1.5x fp32)."""
+    from repmap_core.capture.models import model_precision
+
+    return model_precision("cpu", resolved).dtype == "bfloat16"
+
+
+def bf16_autocast(lm: LoadedModel) -> bool:
+    """Whether the forward runs under bf16 autocast (fp32 master weights stay what AdamW updates): on a GPU,
+    and on a CPU where `cpu_bf16` says so. Else fp32."""
+    return lm.device.startswith("cuda") or (lm.device == "cpu" and cpu_bf16(lm.resolved))
+
+
+def autocast(lm: LoadedModel):
+    """The autocast context of `bf16_autocast(lm)` (a no-op context when it says no)."""
+    import torch
+
+    return torch.autocast("cuda" if lm.device.startswith("cuda") else "cpu", dtype=torch.bfloat16,
+                          enabled=bf16_autocast(lm))
+
+
 def forward_kwargs(model) -> dict:
     """`use_cache=False` where the model takes it: nothing here generates, so no key/value cache is kept."""
     return {"use_cache": False} if "use_cache" in inspect.signature(model.forward).parameters else {}
@@ -67,11 +89,10 @@ def head_logits(lm: LoadedModel, head, ids: list[list[int]], rows: np.ndarray, b
     import torch
 
     lm.model.eval()
-    cuda = lm.device.startswith("cuda")
     rows = np.asarray(rows, np.int64)
     order = np.argsort(-np.array([len(ids[r]) for r in rows]), kind="stable")
     out = torch.empty((len(rows), 2), dtype=torch.float32)
-    with torch.inference_mode(), torch.autocast("cuda" if cuda else "cpu", dtype=torch.bfloat16, enabled=cuda):
+    with torch.inference_mode(), autocast(lm):
         for start in range(0, len(rows), batch_size):
             pick = order[start:start + batch_size]
             input_ids, mask = collate(ids, rows[pick], lm.tokenizer.pad_token_id, lm.device)
@@ -88,3 +109,22 @@ def evaluate(lm: LoadedModel, head, ids: list[list[int]], labels, rows: np.ndarr
     logits = head_logits(lm, head, ids, rows, batch_size, forward)  # (n, 2) on CPU
     target = labels[rows]
     return float(F.cross_entropy(logits, target)), float((logits.argmax(1) == target).float().mean())
+
+
+# training batches come from length-sorted chunks of this many batches (like transformers'
+# group_by_length): on the built-in sentiment data padding then costs ~20% extra compute, not ~90%
+LENGTH_GROUP_BATCHES = 8
+
+
+def length_grouped_batches(rows: np.ndarray, lengths: np.ndarray, batch_size: int,
+                           rng: np.random.Generator) -> list[np.ndarray]:
+    """One epoch of batches, `ceil(len(rows) / batch_size)` of them: shuffle, sort each chunk of
+    `LENGTH_GROUP_BATCHES` batches by length so a batch pads little, then shuffle the batches."""
+    order = rows[rng.permutation(len(rows))]
+    chunk = batch_size * LENGTH_GROUP_BATCHES
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = order[start:start + chunk]
+        part = part[np.argsort(-lengths[part], kind="stable")]
+        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]

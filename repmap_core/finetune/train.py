@@ -40,7 +40,19 @@ from repmap_core.capture.models import (
 from repmap_core.data.load import TextDataset
 from repmap_core.errors import RepmapError
 from repmap_core.finetune.checkpoints import FORMAT, read_manifest, save_checkpoint
-from repmap_core.finetune.classifier import collate, encode, evaluate, forward_kwargs, head_logits, pool, pooling
+from repmap_core.finetune.classifier import (
+    autocast,
+    bf16_autocast,
+    collate,
+    cpu_bf16,
+    encode,
+    evaluate,
+    forward_kwargs,
+    head_logits,
+    length_grouped_batches,
+    pool,
+    pooling,
+)
 from repmap_core.progress import Progress, silent
 
 __all__ = ["Cancelled", "FinetuneConfig", "FinetuneResult", "auto_train_last", "check_finetune_data", "estimate_seconds",
@@ -50,9 +62,6 @@ MIN_ROWS = 8  # below this a validation split and a training split cannot both h
 # a validation loss must fall by more than this share of the best so far to count as an improvement
 # (float noise and negligible gains do not reset the patience counter)
 MIN_IMPROVEMENT = 1e-3
-# training batches come from length-sorted chunks of this many batches (like transformers'
-# group_by_length): on the built-in sentiment data padding then costs ~20% extra compute, not ~90%
-LENGTH_GROUP_BATCHES = 8
 OnStep = Callable[[int, float], None]
 
 
@@ -143,7 +152,8 @@ def finetune(
     `config`; an existing one is returned with `reused=True` unless `force`. `progress(fraction,
     message)` and `on_step(step, loss)` are called after every optimiser step. When `cancel` is
     set, training stops before the next step and `Cancelled` is raised; nothing is left under a
-    model's name. On CUDA the forward runs under bf16 autocast (weights stay fp32); on CPU in fp32.
+    model's name. The forward runs under bf16 autocast (weights stay fp32) on CUDA and on a CPU where bf16
+    measured fast (`classifier.bf16_autocast`); otherwise in fp32.
 
     >>> result = finetune("gpt2", load_dataset("builtin:sentiment"))  # doctest: +SKIP
     >>> result.manifest["metrics"]["val_acc"]  # doctest: +SKIP
@@ -151,7 +161,7 @@ def finetune(
     check_finetune_data(dataset)
     resolved = model if isinstance(model, ResolvedModel) else resolve_model(model)
     model_info(resolved)  # a config without layers or width fails here, before any weights load
-    key = _key(resolved, dataset, config)
+    key = _key(resolved, dataset, config, device)
     final = store.entry_dir(key, "models")
     report = progress or silent
     if not force and (manifest := read_manifest(final)) is not None:
@@ -166,7 +176,7 @@ def finetune(
             shutil.rmtree(stale, ignore_errors=True)
         train_rows, val_rows = validation_split(dataset, config.val_frac, config.seed)
         report(0.0, f"Loading {resolved.name}")
-        # fp32 weights everywhere: they are the master copy AdamW updates (CUDA adds bf16 autocast)
+        # fp32 weights everywhere: they are the master copy AdamW updates (bf16 autocast where it is fast)
         with quiet_transformers():
             lm = load_model(resolved, device=device, dtype="float32", trust_remote_code=trust_remote_code)
         started = time.perf_counter()
@@ -182,7 +192,7 @@ def finetune(
             "config": asdict(config),
             "metrics": dict(run["metrics"], seconds=round(time.perf_counter() - started, 3)),
             "history": run["history"], "evaluations": run["evaluations"],
-            "device": lm.device, "precision": "bf16-autocast" if lm.device.startswith("cuda") else "float32",
+            "device": lm.device, "precision": "bf16-autocast" if bf16_autocast(lm) else "float32",
             "created": store.now_iso(), "versions": store.library_versions(),
         }
         report(1.0, "Saving the finetuned model")
@@ -191,10 +201,12 @@ def finetune(
     return FinetuneResult(str(final), manifest, False)
 
 
-def _key(resolved: ResolvedModel, dataset: TextDataset, config: FinetuneConfig) -> str:
-    """The cache key of a finetune: its base model and revision, the data's fingerprint and the config."""
+def _key(resolved: ResolvedModel, dataset: TextDataset, config: FinetuneConfig, device: str | None = None) -> str:
+    """The cache key of a finetune: its base model and revision, the data's fingerprint and the config (and
+    bf16 autocast on a CPU, so a cached fp32 finetune is not taken for one)."""
+    amp = {"precision": "bf16-autocast"} if (device or default_device()) == "cpu" and cpu_bf16(resolved) else {}
     return store.entry_key({"format": FORMAT, "base_model": resolved.name, "base_revision": resolved.revision,
-                            "dataset_fingerprint": dataset.fingerprint, "config": asdict(config)})
+                            "dataset_fingerprint": dataset.fingerprint, "config": asdict(config), **amp})
 
 
 def is_finetuned(model: str | ResolvedModel, dataset: TextDataset, config: FinetuneConfig = FinetuneConfig()) -> bool:
@@ -251,10 +263,10 @@ def _train(lm: LoadedModel, dataset: TextDataset, train_rows: np.ndarray, val_ro
         best = {"val_loss": math.inf, "val_acc": None, "step": 0, "state": None}
         step, bad_evals, stopped_early = 0, 0, False
         for _epoch in range(config.epochs):
-            for rows in _length_grouped_batches(train_rows, lengths, config.batch_size, shuffle):
+            for rows in length_grouped_batches(train_rows, lengths, config.batch_size, shuffle):
                 _check_cancel(cancel)
                 input_ids, mask = collate(ids, rows, lm.tokenizer.pad_token_id, lm.device)
-                with torch.autocast("cuda" if cuda else "cpu", dtype=torch.bfloat16, enabled=cuda):
+                with autocast(lm):
                     logits = head(pool(model, input_ids, mask, lm.info.is_encoder, forward))  # (B, 2)
                 loss = F.cross_entropy(logits.float(), labels[rows].to(lm.device))
                 optimiser.zero_grad(set_to_none=True)
@@ -351,8 +363,9 @@ def estimate_seconds(model: str | ResolvedModel, dataset: TextDataset, config: F
         for _ in range(2):
             t0 = time.perf_counter()
             input_ids, mask = collate(ids, typical, lm.tokenizer.pad_token_id, lm.device)
-            loss = F.cross_entropy(head(pool(model, input_ids, mask, lm.info.is_encoder, forward)).float(),
-                                   labels[typical].to(lm.device))
+            with autocast(lm):  # the precision training will run in
+                logits = head(pool(model, input_ids, mask, lm.info.is_encoder, forward))
+            loss = F.cross_entropy(logits.float(), labels[typical].to(lm.device))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -366,20 +379,6 @@ def estimate_seconds(model: str | ResolvedModel, dataset: TextDataset, config: F
     seconds = steps * times[-1] + eval_batches * eval_batch
     return {"seconds": float(seconds), "step_seconds": float(times[-1]), "steps": int(steps), "eval_batches": int(eval_batches),
             "cached": False}
-
-
-def _length_grouped_batches(rows: np.ndarray, lengths: np.ndarray, batch_size: int,
-                            rng: np.random.Generator) -> list[np.ndarray]:
-    """One epoch of batches, `ceil(len(rows) / batch_size)` of them: shuffle, sort each chunk of
-    `LENGTH_GROUP_BATCHES` batches by length so a batch pads little, then shuffle the batches."""
-    order = rows[rng.permutation(len(rows))]
-    chunk = batch_size * LENGTH_GROUP_BATCHES
-    batches = []
-    for start in range(0, len(order), chunk):
-        part = order[start:start + chunk]
-        part = part[np.argsort(-lengths[part], kind="stable")]
-        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
-    return [batches[i] for i in rng.permutation(len(batches))]
 
 
 def _adamw(groups: list[dict], lr: float):

@@ -59,15 +59,17 @@ def steer(lm: LoadedModel, layer: int, vector: SteeringVector | np.ndarray, alph
         v = v / max(float(np.linalg.norm(v)), 1e-30)
     block = lm.blocks[layer]
     param = next(lm.model.parameters())
-    add = torch.as_tensor(alpha * v, dtype=param.dtype, device=param.device)  # (d,)
+    # the sum is taken in fp32 and rounded once to the model's dtype (bf16 on a CPU with bf16 units): a small
+    # α·v is not rounded to bf16 before it meets a residual 10-100x its size
+    add = torch.as_tensor(alpha * v, dtype=torch.float32, device=param.device)  # (d,)
 
     def hook(module, inputs, output):
         hidden = block_hidden(output)  # (B, T, d)
         if from_position is None or hidden.shape[1] == 1:
-            return with_hidden(output, hidden + add)
-        mask = torch.zeros(hidden.shape[1], 1, dtype=hidden.dtype, device=hidden.device)
+            return with_hidden(output, (hidden.float() + add).to(hidden.dtype))
+        mask = torch.zeros(hidden.shape[1], 1, dtype=torch.float32, device=hidden.device)
         mask[from_position:] = 1
-        return with_hidden(output, hidden + mask * add)
+        return with_hidden(output, (hidden.float() + mask * add).to(hidden.dtype))
 
     handle = block.register_forward_hook(hook)
     try:

@@ -70,7 +70,8 @@ def sentiment_judge(layer: int = 4) -> SentimentJudge:
     from repmap_core.capture.activations import get_activations
     from repmap_core.locations import EMBEDDED_MODEL_ID
 
-    aset = get_activations(EMBEDDED_MODEL_ID, "builtin:sentiment", [layer], "mean", loader=lambda r, d, t: _judge_model())
+    aset = get_activations(EMBEDDED_MODEL_ID, "builtin:sentiment", [layer], "mean", dtype=_judge_model().dtype,
+                           loader=lambda r, d, t: _judge_model())
     X, y = np.asarray(aset[layer]), aset.labels.astype(np.int64)
     tr, te = train_test_split_groups(y, aset.pair_ids, 0.2, 0)
     held_out = float(LinearProbe().fit(X[tr], y[tr]).score(X[te], y[te]))

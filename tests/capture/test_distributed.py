@@ -131,3 +131,17 @@ def test_commit_refuses_a_missing_shard(tiny_gpt2, cache_dir):
         commit_shards(plan, [0], 2)
     assert plan.read(0) is None  # nothing half-committed
 
+
+
+def test_two_cpu_workers_measure_the_precision_once_and_agree_on_the_key(tiny_gpt2, cache_dir):
+    """With the precision measured (no REPMAP_DTYPE), rank 0 measures and keeps it, rank 1 reads its record:
+    two measurements near the 1.5x threshold could pick two dtypes, and so two keys, for one entry."""
+    proc = torchrun("--model", str(tiny_gpt2), "--data", "builtin:sentiment", "--layers", "1", "--limit", "64", "--json",
+                    cache=cache_dir, env_extra={"REPMAP_DTYPE": "auto"})
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["precision"]["reason"] != "forced by REPMAP_DTYPE" and "fp32_gflops" in result["precision"]
+    assert [p.name for p in store.entry_dir(result["cache_key"]).iterdir()] == ["layer_1.safetensors"]
+    kept = json.loads((cache_dir / "speed" / "precision.json").read_text())
+    assert len(kept) == 1 and len(next(iter(kept.values()))) == 1  # one machine, one shape: measured once

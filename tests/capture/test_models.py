@@ -165,9 +165,12 @@ def test_resolve_layers_and_site_names():
         resolve_layers("0,six", 12)
 
 
-def test_device_and_dtype_defaults():
+def test_device_and_dtype_defaults(monkeypatch):
+    """The tests run in fp32 (conftest sets REPMAP_DTYPE); the measured choice is tested in test_precision."""
     assert models.default_device() == "cpu"
     assert models.default_dtype("cpu") == "float32"
+    monkeypatch.setenv("REPMAP_DTYPE", "bfloat16")
+    assert models.default_dtype("cpu") == "bfloat16"
 
 
 def test_fused_gelu_matches_the_original_model(tiny_gpt2):

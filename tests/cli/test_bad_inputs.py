@@ -404,11 +404,9 @@ def test_app_answers_a_string_where_the_url_wants_a_number(ui_cache, monkeypatch
 
 
 def test_fp16_overflow_is_recomputed_in_fp32_and_reported_in_the_app(files, ui_cache, monkeypatch):
-    """The app's default dtype is bf16/fp16 on a GPU; here fp16 is forced on the CPU."""
-    import repmap_core.capture.activations as activations
-
+    """The app's default dtype is bf16/fp16 on a GPU; here fp16 is forced on the CPU (REPMAP_DTYPE)."""
     at = open_app(ui_cache, monkeypatch)
-    monkeypatch.setattr(activations, "default_dtype", lambda device: "float16")
+    monkeypatch.setenv("REPMAP_DTYPE", "float16")
     at.text_input(key="explorer.model_other").set_value(str(files["overflow"]))
     at.number_input(key="explorer.limit").set_value(40)
     submit(at)

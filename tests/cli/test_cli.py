@@ -60,6 +60,13 @@ def test_extract_json_and_export(tiny_gpt2, ab_file, tmp_path, cache_dir):
                  "--position", "answer", "--export", str(tmp_path / "again"), "--json", cache=cache_dir)
     assert one_json_object(r2.stdout)["cache_key"] == result["cache_key"]
     assert "Loading" not in r2.stderr  # the model was not loaded
+    # the precision, and why: forced by the tests' REPMAP_DTYPE; --dtype bfloat16 is another entry
+    assert result["dtype"] == "float32" and result["precision"] == manifest["precision"] == {
+        "dtype": "float32", "reason": "forced by REPMAP_DTYPE", "native_bf16": None}
+    r3 = run_cli("extract", "--model", str(tiny_gpt2), "--data", f"file:{ab_file}", "--layers", "2",
+                 "--position", "answer", "--dtype", "bfloat16", "--json", cache=cache_dir)
+    bf16 = one_json_object(r3.stdout)
+    assert bf16["cache_key"] != result["cache_key"] and bf16["precision"]["reason"] == "asked for"
     assert np.array_equal(np.load(tmp_path / "again" / "layer_2.npy"), layer2)
 
 

@@ -355,3 +355,27 @@ def test_auto_trains_every_weight_of_a_small_model_and_the_last_blocks_of_a_larg
     large = resolve_model(str(big))
     assert auto_train_last(large, "cpu") == AUTO_LAST_BLOCKS
     assert auto_train_last(large, "cuda") is None  # a GPU trains every weight
+
+
+def test_a_cpu_where_bf16_measured_fast_trains_under_bf16_autocast_in_an_entry_of_its_own(tiny_gpt2, monkeypatch):
+    """fp32 master weights, bf16 autocast forward: named in the manifest and the key, so a cached fp32
+    finetune is never returned for a bf16 request (the tests otherwise force fp32 via REPMAP_DTYPE)."""
+    from repmap_core.finetune import classifier, train
+
+    fp32 = finetune(str(tiny_gpt2), separable(), QUICK)
+    seen = []
+    real = torch.autocast
+
+    def spy(device_type, dtype=None, enabled=True, **kw):
+        seen.append((device_type, dtype, enabled))
+        return real(device_type, dtype=dtype, enabled=enabled, **kw)
+
+    for module in (classifier, train):  # the key (train) and the forward (classifier) ask the same question
+        monkeypatch.setattr(module, "cpu_bf16", lambda resolved: True)
+    monkeypatch.setattr(torch, "autocast", spy)
+    bf16 = finetune(str(tiny_gpt2), separable(), QUICK)
+    assert fp32.manifest["precision"] == "float32" and bf16.manifest["precision"] == "bf16-autocast"
+    assert bf16.manifest["key"] != fp32.manifest["key"] and not bf16.reused
+    assert seen and all(s == ("cpu", torch.bfloat16, True) for s in seen)
+    weights = load_file(str(Path(bf16.path) / "model.safetensors"))
+    assert all(w.dtype == np.float32 for w in weights.values())  # the master copy stays fp32

@@ -18,6 +18,8 @@ def test_home_is_the_default_page_with_status_and_a_link_per_view(cache_dir):
     assert intro.startswith("repmap shows how a language model lays out a concept") and intro.count(". ") == 2
     assert intro.endswith(".")  # three sentences
     assert any(t.startswith("**Device** · CPU") or t.startswith("**Device** · GPU") for t in text)
+    # the precision models run in, and why (the tests force fp32: conftest sets REPMAP_DTYPE)
+    assert any(t.startswith("**Device** ·") and t.endswith("fp32 (forced by REPMAP_DTYPE)") for t in text), text
     assert "**Hub** · offline: local and embedded models only" in text  # HF_HUB_OFFLINE=1 in the tests
     assert any(t.startswith("**Cache** ·") and str(cache_dir) in t for t in text)
 

@@ -113,6 +113,27 @@ def test_steering_through_the_real_hook_moves_the_logits_monotonically(lm):
     assert gap() == pytest.approx(plain, abs=1e-6) and not lm.blocks[last]._forward_hooks  # the hook is gone
 
 
+def test_a_bf16_model_is_steered_with_the_sum_taken_in_fp32(tiny_models):
+    """In bf16 (the CPU default where bf16 is fast) the vector is added to the residual in fp32 and the sum
+    rounded once: the next block receives exactly (h.float() + α·v).bfloat16(), not h + bf16(α·v)."""
+    lm16 = load_model(str(tiny_models["gpt2"]), head=True, dtype="bfloat16")
+    ids = torch.tensor([lm16.tokenizer("The film was really")["input_ids"]])
+    v = np.random.default_rng(0).normal(size=lm16.info.d_model).astype(np.float32) * 1e-2
+    seen = []
+    handle = lm16.blocks[1].register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+    try:
+        with torch.inference_mode():
+            lm16.model(input_ids=ids)
+            with steer(lm16, 0, v, 3.0):
+                lm16.model(input_ids=ids)
+    finally:
+        handle.remove()
+    plain, steered = seen
+    assert plain.dtype == steered.dtype == torch.bfloat16
+    assert torch.equal(steered, (plain.float() + torch.as_tensor(3.0 * v)).bfloat16())
+    assert not torch.equal(steered, plain)  # it moved
+
+
 def ab_frame(n=16):
     rows = []
     for i in range(n):
