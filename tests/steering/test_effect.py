@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from repmap_core.analysis.stats import Estimate
+from repmap_core.analysis.stats import Estimate, wilson
 from repmap_core.steering.effect import slope_estimates, slopes, steering_effect, verdict
 
 UNIT = "× the layer's residual spread"
@@ -109,7 +109,13 @@ def test_real_smollm2_sweep_intervals_are_over_questions_and_the_verdict_follows
     assert np.all(ours <= 1.5 * ref) and np.all(ref <= 1.5 * ours)
     a_lo, a_hi = np.percentile(wins, [2.5, 97.5], axis=0)
     inner = (curve.agreement > 0) & (curve.agreement < 1)
-    assert np.all(np.abs((curve.agreement_high - curve.agreement_low) - (a_hi - a_lo))[inner] <= 0.5 * (a_hi - a_lo)[inner] + 0.02)
+    moves = a_hi > a_lo  # where every resample agrees (each question wins in one letter order: 50% in each), the
+    width = curve.agreement_high - curve.agreement_low  # bootstrap has no width and the Wilson interval over questions
+    assert np.all(np.abs(width - (a_hi - a_lo))[inner & moves] <= 0.5 * (a_hi - a_lo)[inner & moves] + 0.02)
+    n_q = len(members)
+    for i in np.flatnonzero(~moves):
+        assert (curve.agreement_low[i], curve.agreement_high[i]) == pytest.approx(wilson(curve.agreement[i] * n_q, n_q))
+        assert width[i] > 0
     rowwise = 1.96 * curve.gaps.std(1, ddof=1) / np.sqrt(curve.n_questions)  # the old band: prompts as independent rows
     assert np.max(rowwise / ref) > 1.5  # the letter orders are anti-correlated: that band was too wide
 
