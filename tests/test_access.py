@@ -90,7 +90,7 @@ def everything_shown(at: AppTest) -> str:
 
 
 def open_page(page: str, query: dict[str, str]) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)  # a link's Compute may project 800 rows
     at.switch_page(page)
     for k, v in query.items():
         at.query_params[k] = v

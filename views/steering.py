@@ -167,7 +167,10 @@ def sweep_estimate(result: SteeringResult, side: str, n_alphas: int) -> tuple[fl
     rate = vs.manifest.get("tokens", 0) / max(vs.manifest.get("seconds", 0) or 1e9, 1e-9)
     if not rate:
         return None
-    raw = estimate_sweep_seconds(lm_for(result, side), vs, n_alphas, rate)
+    try:
+        raw = estimate_sweep_seconds(lm_for(result, side), vs, n_alphas, rate)
+    except RepmapError:
+        return None  # prompts the sweep cannot use (answers of several tokens): Sweep says why, in one sentence
     return (raw, *calibrated("sweep", raw))
 
 

@@ -127,7 +127,8 @@ def test_mismatched_base_is_refused_and_the_last_view_stays(app, shared):
 
 def test_comparing_on_the_finetuning_rows_warns(app, shared):
     ok(app.switch_page("views/shift.py").run())
-    assert not app.warning  # 800 rows: not the 120 the models were finetuned on
+    # 800 rows, among them the rows the model was finetuned on: counted by the keys its finetune records
+    assert len(app.warning) == 1 and "of these 800 rows are rows the model was finetuned on" in app.warning[0].value
     app.text_input(key="shift.base.model_other").set_value(shared["gpt2"])
     app.text_input(key="shift.ft.model_other").set_value(shared["ft"])
     app.number_input(key="shift.limit").set_value(120)

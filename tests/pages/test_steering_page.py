@@ -96,7 +96,7 @@ def charts(at: AppTest) -> dict[str, dict]:
 
 
 def chart(at: AppTest, starts: str) -> dict:
-    found = [c for t, c in charts(at).items() if t.startswith(starts)]
+    found = [c for t, c in charts(at).items() if t.replace("<br>", " ").startswith(starts)]  # long titles wrap
     assert len(found) == 1, list(charts(at))
     return found[0]
 
@@ -198,10 +198,14 @@ def test_a_vector_carried_to_a_wider_model(page, models, files):
     assert rand["name"].startswith("random direction") and len(fig["data"]) == 6  # each with its band
     metrics = {m.label: m.value for m in page.metric}
     curve = lambda t: type("C", (), {"mean": values(t["y"]), "gaps": np.zeros(0), "groups": np.zeros(0)})()  # noqa: E731
-    comparison = compare_curves(curve(native), curve(moved))
-    assert metrics["Pearson r, native vs carried"] == f"{comparison['pearson_r']:.2f}"
-    assert metrics["MSE"] == f"{comparison['mse']:.3g}"
-    assert any(c.value.startswith("95% [") and "native vs a random direction" in c.value for c in page.caption)
+    if page.session_state["steer.transfer"].comparison["pearson_r"] is None:
+        # issue 26: a random tiny model's own vector does not steer, so r is withheld with the sentence saying why
+        assert metrics["Pearson r, native vs carried"] == "undefined"
+        assert any(i.value.startswith("r is undefined here: the target's own vector does not steer") for i in page.info)
+    else:
+        comparison = compare_curves(curve(native), curve(moved))
+        assert metrics["Pearson r, native vs carried"] == f"{comparison['pearson_r']:.2f}"
+        assert any("null: native vs a random direction" in c.value for c in page.caption)
     # the carried vector, straight from the core: ridge fitted on the training rows' answer activations
     vs_a, vs_b = (compute_vectors(m, load_dataset(files["short"])) for m in (models["gpt2"], models["gpt2_48"]))
     S = np.asarray(get_activations(models["gpt2"], vs_a.dataset, [1], "answer")[1])

@@ -368,7 +368,8 @@ def test_steering_page_vector_download_decodes_to_the_vectors(tiny_gpt2, media, 
     assert {L: r.vector.tolist() for L, r in reloaded.items()} == {L: v.vector.tolist() for L, v in vs.vectors.items()}
     heatmap = found["steer.heatmaps.export_html"]  # the export names the model and data it was made from
     assert heatmap["file_name"] == safe_filename(f"steering_layer_cosines__A: {tiny_gpt2.name} · builtin:survival_instinct") + ".html"
-    assert f"A: {tiny_gpt2.name} · builtin:survival_instinct".encode() in as_bytes(heatmap["data"]())
+    named, page = f"A: {tiny_gpt2.name} · builtin:survival_instinct", as_bytes(heatmap["data"]())
+    assert named.encode() in page or json.dumps(named)[1:-1].encode() in page  # plotly's JSON writes · as \u00b7
 
 
 def test_exports_never_carry_streamlits_placeholder_colours(monkeypatch):
