@@ -25,7 +25,7 @@ from repmap_core.capture.models import LoadedModel
 from repmap_core.errors import RepmapError
 from repmap_core.progress import Progress
 from repmap_core.steering.choices import ABPrompt
-from repmap_core.steering.effect import slope_estimates, steering_effect, verdict
+from repmap_core.steering.effect import Verdicted, slope_estimates, verdict
 from repmap_core.steering.vectors import SteeringVector
 
 __all__ = ["steer", "letter_logit_gaps", "PropensityCurve", "propensity_curve", "SweepResult", "propensity_sweep",
@@ -223,7 +223,7 @@ def propensity_curve(alphas: np.ndarray, gaps: np.ndarray, layer: int, *, scale:
 
 
 @dataclass(frozen=True, eq=False)
-class SweepResult:
+class SweepResult(Verdicted):
     """A sweep of one vector, the random direction of the same norm beside it, and the side effect."""
 
     curve: PropensityCurve
@@ -238,14 +238,6 @@ class SweepResult:
     residual_spread: float | None = None  # the layer's residual spread (what α multiplies under scale "spread")
     vector_norm: float | None = None  # the stored vector's norm (one unit of α adds curve.factor × this)
 
-    @property
-    def effect(self) -> int:
-        """+1 / -1: steers toward / against the behaviour beyond the random direction; 0: no steering shown."""
-        return steering_effect(self.slope, self.random_slope, self.difference)
-
-    @property
-    def steers(self) -> bool:
-        return self.effect != 0
 
 
 def next_token_losses(lm: LoadedModel, texts: Sequence[str], batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ import numpy as np
 
 from repmap_core.analysis.stats import Estimate, bootstrap
 
-__all__ = ["slopes", "slope_estimates", "steering_effect", "verdict"]
+__all__ = ["Verdicted", "slopes", "slope_estimates", "steering_effect", "verdict"]
 
 
 def slopes(alphas: np.ndarray, gaps: np.ndarray) -> np.ndarray:
@@ -58,6 +58,19 @@ def steering_effect(slope: Estimate, random_slope: Estimate | None, difference: 
         return own
     beyond = _excludes_zero(difference)
     return beyond if beyond != 0 and beyond == own else 0
+
+
+class Verdicted:
+    """What a sweep with `slope`, `random_slope` and `difference` fields shows: `effect` and `steers`."""
+
+    @property
+    def effect(self) -> int:
+        """+1 / -1: steers toward / against beyond the random direction; 0: no steering shown."""
+        return steering_effect(self.slope, self.random_slope, self.difference)
+
+    @property
+    def steers(self) -> bool:
+        return self.effect != 0
 
 
 def verdict(layer: int, slope: Estimate, random_slope: Estimate | None, difference: Estimate | None, scale_unit: str,

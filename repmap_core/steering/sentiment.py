@@ -20,7 +20,7 @@ from repmap_core.analysis.stats import Estimate, bootstrap
 from repmap_core.capture.models import LoadedModel
 from repmap_core.progress import Progress
 from repmap_core.steering.apply import SCALE_UNITS, generate, scale_factor
-from repmap_core.steering.effect import slope_estimates, steering_effect, verdict
+from repmap_core.steering.effect import Verdicted, slope_estimates, verdict
 from repmap_core.steering.vectors import SteeringVector
 
 __all__ = ["OPENINGS", "SentimentJudge", "sentiment_judge", "sentiment_vector", "SentimentSweep", "sentiment_sweep"]
@@ -89,7 +89,7 @@ def sentiment_vector(aset, layer: int) -> SteeringVector:
 
 
 @dataclass(frozen=True, eq=False)
-class SentimentSweep:
+class SentimentSweep(Verdicted):
     """Judged sentiment of continuations per multiplier, for the vector and a random direction."""
 
     alphas: np.ndarray  # (k,)
@@ -104,14 +104,6 @@ class SentimentSweep:
     verdict: str
     judge_accuracy: float
 
-    @property
-    def effect(self) -> int:
-        """+1 / -1: steers toward positive / negative beyond the random direction; 0: no steering shown."""
-        return steering_effect(self.slope, self.random_slope, self.difference)
-
-    @property
-    def steers(self) -> bool:
-        return self.effect != 0
 
     def mean_interval(self, which: str = "vector") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Mean P(positive) per α with a 95% bootstrap interval over openings."""
