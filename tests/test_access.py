@@ -306,4 +306,6 @@ def test_a_path_too_long_for_the_system_is_one_sentence(query, cache_dir):
     assert not at.exception, [e.value for e in at.exception]
     errors = [e.value for e in at.error]
     assert len(errors) == 1 and "\n" not in errors[0] and len(errors[0]) < 1000, errors
-    assert "file name too long" in errors[0] or "outside them" in errors[0] or "does not exist" in errors[0], errors
+    # which sentence depends on where the clone sits: under the test's temp root the path is allowed and simply absent
+    assert any(s in errors[0] for s in ("file name too long", "outside them", "does not exist",
+                                        "is not a model folder or a Hugging Face model id")), errors
