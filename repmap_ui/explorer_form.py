@@ -67,11 +67,13 @@ def request_form(current: dict) -> dict | None:
             data = data_picker("explorer", with_upload=False)
         upload = table_uploader("…or upload a table (CSV, TSV, JSONL, JSON, parquet)", key="explorer.upload")
         c3, c4, c5, c6 = st.columns(4)
-        layers = c3.text_input("Layers", value=DEFAULTS["layers"], key="explorer.layers", help="all, or e.g. 0,3,-1")
+        for key in ("layers", "limit", "max_length"):  # defaults through the session state, where links and views set them
+            st.session_state.setdefault(f"explorer.{key}", DEFAULTS[key])
+        layers = c3.text_input("Layers", key="explorer.layers", help="all, or e.g. 0,3,-1")
         position = c4.selectbox("Token position", ["auto", "last", "mean", "answer"], key="explorer.position",
                                 help="auto: mean for encoders, last for causal LMs; answer: the answer letter of A/B rows")
-        limit = c5.number_input("Max rows (0 = all)", min_value=0, value=DEFAULTS["limit"], step=500, key="explorer.limit")
-        max_length = c6.number_input("Max tokens per text", min_value=2, max_value=32768, value=DEFAULTS["max_length"],
+        limit = c5.number_input("Max rows (0 = all)", min_value=0, step=500, key="explorer.limit")
+        max_length = c6.number_input("Max tokens per text", min_value=2, max_value=32768,
                                      key="explorer.max_length")
         with st.expander("Columns and trust"):
             text_col = st.text_input("Text column (tables of another schema)", key="explorer.text_col")

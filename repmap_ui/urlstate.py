@@ -245,7 +245,9 @@ def is_link(page: str, specs: Sequence[Param]) -> bool:
 
 def not_shown(linked: dict | None, result: Any) -> dict | None:
     """`linked` unless the result on screen was made by the same request (an imported bundle, a
-    reload of the page's own link): then None, so nothing is recomputed and no model is needed."""
+    reload of the page's own link): then None, so nothing is recomputed and no model is needed. A row limit
+    compares as the server runs it: a link's "all rows" on a capped server is the cap its result was made with
+    (compared as written, the link never matched its own result, and the page recomputed it on every run)."""
     if linked is None or not result:
         return linked
     shown = getattr(result, "request", None) or {}
@@ -253,7 +255,14 @@ def not_shown(linked: dict | None, result: Any) -> dict | None:
     def norm(v: Any) -> str:
         return "" if v is None else str(v)
 
-    same = all(norm(shown.get(k)) == norm(v) for k, v in linked.items() if k != "trust")
+    def as_run(k: str, v: Any) -> str:  # a link's row limit as the server runs it (0, "all", cut to its cap)
+        if k == "limit" and str(v or 0).isdigit():
+            from repmap_core.access import cap_rows
+
+            return norm(cap_rows(int(v or 0) or None)[0] or 0)
+        return norm(v)
+
+    same = all(as_run(k, shown.get(k)) == as_run(k, v) for k, v in linked.items() if k != "trust")
     return None if same else linked
 
 

@@ -138,7 +138,9 @@ if result is not None:
     if not set(st.session_state.get("explorer.shown") or []) <= set(aset.layer_list):  # another view's layers
         drop_kept(("explorer.shown",))
     v1, v2, v3, v4 = st.columns([2, 4, 1, 1])
-    method = v1.segmented_control("Projection", VIEWS_2D, default="pca", key="explorer.method",
+    for key, default in (("method", "pca"), ("shown", first_shown), ("seed", 0), ("max_points", 3000)):
+        st.session_state.setdefault(f"explorer.{key}", default)  # a link, a kept choice or the default: one way in
+    method = v1.segmented_control("Projection", VIEWS_2D, key="explorer.method",
                                   format_func=lambda k: METHOD_NAMES.get(k, "Custom axes"),
                                   help="Custom axes: each row's coordinate along two directions you pick, such as the "
                                        "class-mean difference against the largest variation it leaves") or "pca"
@@ -149,9 +151,9 @@ if result is not None:
         x_axis = a1.selectbox("x axis", AXES, format_func=AXIS_NAMES.get, key="explorer.x_axis")
         y_axis = a2.selectbox("y axis", AXES, index=AXES.index("pc1_rest"), format_func=AXIS_NAMES.get,
                               key="explorer.y_axis")
-    shown = v2.multiselect("Layers shown", aset.layer_list, default=first_shown, key="explorer.shown")
-    seed = v3.number_input("Seed", min_value=0, max_value=2**32 - 1, value=0, key="explorer.seed")
-    max_points = v4.number_input("Max points", min_value=100, value=3000, step=500, key="explorer.max_points")
+    shown = v2.multiselect("Layers shown", aset.layer_list, key="explorer.shown")
+    seed = v3.number_input("Seed", min_value=0, max_value=2**32 - 1, key="explorer.seed")
+    max_points = v4.number_input("Max points", min_value=100, step=500, key="explorer.max_points")
     urlstate.write("explorer", URL_VIEW, {"method": method, "seed": int(seed), "points": int(max_points),
                                           "shown": () if shown == first_shown else tuple(shown)})
     max_points, note = cap(int(max_points), "max_points", "points per projection")
