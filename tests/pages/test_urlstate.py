@@ -261,6 +261,27 @@ def test_a_link_to_what_is_already_shown_is_not_recomputed():
     assert not_shown(same, None) == same and not_shown(None, shown) is None
 
 
+def test_a_link_for_all_rows_matches_its_result_on_a_capped_server(monkeypatch):
+    """On a shared server a link's limit=0 ("all") runs as the server's cap; its result's request holds the cap.
+    Compared as written, the link never matched its own result and the explorer recomputed it on every run."""
+    from types import SimpleNamespace
+
+    from repmap_core import access
+    from repmap_ui.urlstate import not_shown
+
+    monkeypatch.setenv("REPMAP_MODE", "shared")
+    access.enforce(access.policy())
+    try:
+        cap = access.active().max_rows
+        shown = SimpleNamespace(request={"model": "m", "data": "builtin:sentiment", "limit": cap, "trust": False})
+        assert not_shown({"model": "m", "data": "builtin:sentiment", "limit": "0", "trust": False}, shown) is None
+        assert not_shown({"model": "m", "data": "builtin:sentiment", "limit": str(cap + 1), "trust": False}, shown) is None
+        fewer = {"model": "m", "data": "builtin:sentiment", "limit": "40", "trust": False}
+        assert not_shown(fewer, shown) == fewer
+    finally:
+        access.enforce(None)
+
+
 # --------------------------------------------------------------------------- view and fit options of the other pages
 
 
