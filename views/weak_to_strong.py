@@ -6,7 +6,7 @@ import streamlit as st
 
 from repmap_core.capture.speed import timed
 from repmap_core.errors import RepmapError
-from repmap_core.finetune.weak_to_strong import STRONG_DEFAULT, WEAK_DEFAULT, weak_to_strong
+from repmap_core.finetune.weak_to_strong import STRONG_DEFAULT, WEAK_DEFAULT, pgr_reading, weak_to_strong
 from repmap_ui.common import show_error
 from repmap_ui.estimates import w2s_estimate
 from repmap_ui.jobs import LIVE_REFRESH_S, latest_job, start_job
@@ -19,7 +19,9 @@ st.caption("Burns et al.'s weak-to-strong generalisation, the motivation of Gao 
            "the weak teacher is finetuned on ground truth; its predictions label the strong student's training rows; the "
            "student is finetuned on those weak labels; its ceiling is the same model finetuned on ground truth. All three "
            "are scored on held-out rows. PGR = (student − teacher) / (ceiling − teacher): 1 means the student reaches its "
-           "ceiling, 0 that it only imitates its teacher. Each finetune is cached, so a second run is quick.")
+           "ceiling, 0 that it only imitates its teacher. The teacher trains its last block and head, the student and "
+           "its ceiling their last 4 blocks and head (fully finetuned, MiniLM reaches SmolLM2's ceiling on these reviews, "
+           "which leaves no gap to recover). Each finetune is cached, so a second run is quick.")
 st.session_state.setdefault("w2s.weak.model_choice", WEAK_DEFAULT)
 st.session_state.setdefault("w2s.strong.model_choice", STRONG_DEFAULT)
 
@@ -74,6 +76,7 @@ if (r := st.session_state.get("w2s.result")) is not None:
     c[3].metric("PGR", pgr_text, help="(student − teacher) / (ceiling − teacher)")
     c[3].caption("undefined: the ceiling does not beat the teacher" if pgr_text == "–" else
                  f"95% [{r.pgr.low:.2f}, {r.pgr.high:.2f}], bootstrap over held-out rows")
+    st.markdown(pgr_reading(r))
     st.caption(f"Rows: teacher {r.rows['weak_train']}, student {r.rows['strong_train']}, held out {r.rows['test']}. "
                f"The teacher's labels on the student's rows are right {r.weak_label_accuracy:.0%} of the time. "
                f"Finetuning took {r.seconds['weak']:.0f} s, {r.seconds['strong_on_weak']:.0f} s and {r.seconds['ceiling']:.0f} s.")

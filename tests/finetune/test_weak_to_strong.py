@@ -84,3 +84,27 @@ def test_each_finetunes_steps_say_which_of_the_three_it_is_and_the_bar_never_run
     parts = w2s._parts({"weak": 10.0, "strong_on_weak": 60.0, "ceiling": 30.0})
     assert parts["strong_on_weak"][1] == pytest.approx(2 * parts["ceiling"][1]) == pytest.approx(6 * parts["weak"][1])
     assert w2s._parts(None)["weak"] == (0.0, 0.25)
+
+
+def test_the_pgr_sentence_says_what_its_intervals_say():
+    """Issue 25: the page reads the PGR beside the ceilings; each case from planted estimates, never a sentence
+    that its own numbers contradict."""
+    from dataclasses import replace
+
+    from repmap_core.analysis.stats import Estimate
+    from repmap_core.finetune.weak_to_strong import W2SResult, pgr_reading
+
+    est = lambda v, lo, hi: Estimate(v, lo, hi, 240, "wilson")  # noqa: E731
+    base = W2SResult(est(0.771, 0.714, 0.819), est(0.775, 0.718, 0.823), est(0.883, 0.837, 0.918),
+                     est(0.04, -1.12, 0.46), 0.769, {}, {}, {}, None)
+    imitates = pgr_reading(base)
+    assert "clearly beats the teacher (teacher 0.771 [0.714, 0.819], ceiling 0.883 [0.837, 0.918])" in imitates
+    assert "no better than imitating its teacher: PGR 0.04" in imitates and "[-1.12, 0.46] holds 0" in imitates
+    part = pgr_reading(replace(base, pgr=est(0.55, 0.2, 0.8)))
+    assert "recovers part of the gap, PGR 0.55 [0.20, 0.80]" in part
+    assert "does worse than its teacher" in pgr_reading(replace(base, pgr=est(-0.4, -0.7, -0.1)))
+    overlapping = pgr_reading(replace(base, ceiling=est(0.80, 0.75, 0.85), pgr=est(0.1, -2, 1.5)))
+    assert "The ceiling beats the teacher" in overlapping and "clearly" not in overlapping
+    none = pgr_reading(replace(base, ceiling=est(0.771, 0.714, 0.819), pgr=est(float("nan"), -9, 1)))
+    assert none.startswith("**No gap to recover:**") and "PGR is undefined" in none
+    assert "reading" in replace(base).as_dict() and base.as_dict()["reading"] == imitates
