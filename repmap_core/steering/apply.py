@@ -150,19 +150,48 @@ def _forward_last_logits(lm: LoadedModel, input_ids, mask):
         return lm.model(**_left_padded_inputs(lm, input_ids, mask, last_only=True)).logits[:, -1].float()
 
 
+def _letter_logits_fp32(lm: LoadedModel, input_ids, mask, token_ids):
+    """Logits of `token_ids` (B, k) at the last position `(B, k)`, the head applied in fp32 to the final hidden
+    state, or None where the model's head is not a plain linear layer on its base model's output.
+
+    A bf16 model writes its logits in bf16, whose spacing at a logit of 16 is 0.125: the gap between two letters
+    (a few logits, moved by hundredths per unit α) would be read through that rounding. Only the two rows of
+    the head are needed, so this is also cheaper than the full vocabulary."""
+    import torch
+
+    head, base = lm.model.get_output_embeddings(), getattr(lm.model, "base_model", None)
+    if not isinstance(head, torch.nn.Linear) or base is None or base is lm.model:
+        return None
+    kwargs = _left_padded_inputs(lm, input_ids, mask)
+    with torch.inference_mode():
+        hidden = base(**kwargs).last_hidden_state[:, -1].float()  # (B, d), after the final norm
+        rows = head.weight[token_ids].float()  # (B, k, d)
+        logits = torch.einsum("bd,bkd->bk", hidden, rows)
+        if head.bias is not None:
+            logits = logits + head.bias[token_ids].float()
+        cap = getattr(lm.model.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
 def letter_logit_gaps(lm: LoadedModel, prompts: Sequence[ABPrompt], batch_size: int = 16) -> np.ndarray:
     """`logit(matching) − logit(other)` at each prompt's last position (n,), under whatever
-    steering hooks are active."""
+    steering hooks are active; the two logits computed in fp32 from the final hidden state whatever
+    precision the model runs in (`_letter_logits_fp32`)."""
     import torch
 
     _require_lm(lm)
     out = []
     for s in range(0, len(prompts), batch_size):
         chunk = prompts[s:s + batch_size]
-        logits = _forward_last_logits(lm, *_encode_left(lm, [p.prompt for p in chunk]))
-        m = torch.as_tensor([p.matching_id for p in chunk], device=logits.device)
-        o = torch.as_tensor([p.other_id for p in chunk], device=logits.device)
-        out.append((logits.gather(1, m[:, None]) - logits.gather(1, o[:, None]))[:, 0].cpu().numpy())
+        input_ids, mask = _encode_left(lm, [p.prompt for p in chunk])
+        pair = torch.as_tensor([[p.matching_id, p.other_id] for p in chunk], device=input_ids.device)
+        two = _letter_logits_fp32(lm, input_ids, mask, pair)
+        if two is None:
+            logits = _forward_last_logits(lm, input_ids, mask)
+            two = logits.gather(1, pair.to(logits.device))
+        out.append((two[:, 0] - two[:, 1]).cpu().numpy())
     return np.concatenate(out)
 
 
