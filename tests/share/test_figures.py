@@ -271,8 +271,10 @@ def test_a_layer_axis_ticks_a_readable_step_and_stops_at_its_layers():
     assert layer_ticks([0, 1, 2, 3, 4, 5])["dtick"] == 1 and layer_ticks(range(80))["dtick"] == 5
     assert layer_tickvals(range(30)) == list(range(0, 30, 2)) and layer_tickvals([3, 5, 7]) == [3, 5, 7]
     rows = [sep_row(L, 0.6 + L / 100, 0.6, 0.1, 1.0) for L in range(30)]
-    axis = separation_curve(rows).layout.xaxis
-    assert (axis.dtick, tuple(axis.range)) == (2, (-0.5, 29.5))
+    fig = separation_curve(rows)
+    assert (fig.layout.xaxis.dtick, tuple(fig.layout.xaxis.range)) == (2, (-0.5, 29.5))
+    # the silhouette and Fisher panels are a quarter of the width each: every 2nd of 30 labels ran together there
+    assert fig.layout.xaxis2.dtick == fig.layout.xaxis3.dtick == 5 and layer_ticks(range(30), max_ticks=7)["dtick"] == 5
 
 
 def test_a_grid_leaves_room_between_rows_for_axis_titles_and_the_next_rows_titles():
