@@ -31,7 +31,7 @@ MAX_HEIGHT = 4200  # px of the stored screen; a longer page is cut at its bottom
 CLICKS: dict[str, list[str]] = {
     "home": [],
     "layer_explorer": ["Show SmolLM2-135M-Instruct instead"],
-    "across": ["MiniLM (22M) →"],
+    "across": ["MiniLM (22M) →", "Fit"],
     "steering": ["Compute vectors", "Sweep"],
     "shift": ["Compare"],
     "within_fit": ["Fit"],
@@ -56,15 +56,20 @@ def shrink(png: bytes) -> bytes:
 
 
 def idle(page, timeout_ms: int = 600_000) -> None:
-    time.sleep(1.0)  # the status widget appears a moment after a rerun starts
-    page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached", timeout=timeout_ms)
-    page.wait_for_timeout(2500)  # plotly lays out after the script ends
+    """Wait until the app has shown no running-status widget for 3 s in a row (a rerun starts a moment after a
+    press, and a page may rerun itself once its result is in)."""
+    quiet, t0 = 0.0, time.time()
+    while quiet < 3.0 and time.time() - t0 < timeout_ms / 1000:
+        time.sleep(0.5)
+        quiet = 0.0 if page.locator('[data-testid="stStatusWidget"]').count() else quiet + 0.5
+    page.wait_for_timeout(2000)  # plotly lays out after the script ends
 
 
 def press(page, text: str) -> bool:
     """Press the first visible button whose text starts with `text` (opening a collapsed expander that holds it)."""
     button = page.locator("button", has_text=text).first
-    if button.count() == 0:
+    print(f"  pressing '{text}'", flush=True)
+    if page.locator("button", has_text=text).count() == 0:
         print(f"  no button '{text}'")
         return False
     if not button.is_visible():
@@ -111,7 +116,19 @@ def main(only: list[str]) -> None:
                 idle(page)
                 for text in CLICKS[name]:
                     press(page, text)
-                data = shrink(page.screenshot(full_page=True))
+                cancel = page.locator("button", has_text="Cancel")  # a job in the background: its result, not its bar
+                for _ in range(600):
+                    if cancel.count() == 0:
+                        break
+                    page.wait_for_timeout(1000)
+                idle(page)
+                # Streamlit scrolls its main area inside the window: grow the window to the page's height instead
+                height = page.evaluate("Math.max(...[...document.querySelectorAll('[data-testid=stMain], "
+                                       "[data-testid=stAppViewContainer], section')].map(e => e.scrollHeight))")
+                page.set_viewport_size({"width": VIEWPORT["width"], "height": int(min(max(height, 900), 8000))})
+                page.wait_for_timeout(2500)
+                data = shrink(page.screenshot())
+                page.set_viewport_size(VIEWPORT)
                 (OUT / f"{name}.png").write_bytes(data)
                 print(f"{name}.png: {len(data) / 1000:.0f} KB, {time.time() - t0:.0f} s", flush=True)
             browser.close()

@@ -143,8 +143,10 @@ def cap_rows(limit: int | None) -> tuple[int | None, str | None]:
     p = active()
     if p is None or (limit and 0 < limit <= p.max_rows):
         return limit, None
-    asked = "all rows" if not limit else f"{limit:,} rows"
-    return p.max_rows, f"This server computes at most {p.max_rows:,} rows per request, so {asked} became {p.max_rows:,}."
+    if not limit:  # "all rows": only a data set longer than the cap is cut, which the page cannot know yet
+        return p.max_rows, (f"This server computes at most {p.max_rows:,} rows per request, so a data set with more "
+                            f"is cut to its first {p.max_rows:,}.")
+    return p.max_rows, f"This server computes at most {p.max_rows:,} rows per request, so {limit:,} rows became {p.max_rows:,}."
 
 
 def cap(value: int, limit_name: str, what: str) -> tuple[int, str | None]:

@@ -97,6 +97,8 @@ def time_text(elapsed: float, fraction: float, estimate: float | None = None,
         return duration(elapsed)
     paced = fraction - since[1] >= PACE_AFTER_FRACTION and elapsed - since[0] >= PACE_AFTER_SECONDS
     if not paced and left <= 0:
+        if not estimate or duration(elapsed) == duration(estimate):  # "0 s, longer than estimated (0 s)" says nothing
+            return duration(elapsed)
         return f"{duration(elapsed)}, longer than estimated ({duration(estimate)})"
     return f"{duration(elapsed)}, about {duration(left)} left" + ("" if paced else " (estimated)")
 

@@ -137,7 +137,7 @@ if result is not None:
         urlstate.show_notices([note] if note else [])
     if not set(st.session_state.get("explorer.shown") or []) <= set(aset.layer_list):  # another view's layers
         drop_kept(("explorer.shown",))
-    v1, v2, v3, v4 = st.columns([2, 4, 1, 1])
+    v1, v2, v3, v4 = st.columns([3, 3, 1, 1])  # the projection's five choices fit on one line
     for key, default in (("method", "pca"), ("shown", first_shown), ("seed", 0), ("max_points", 3000)):
         st.session_state.setdefault(f"explorer.{key}", default)  # a link, a kept choice or the default: one way in
     method = v1.segmented_control("Projection", VIEWS_2D, key="explorer.method",
