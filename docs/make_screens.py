@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.browser import CHROMIUM_ARGS, find_chromium, free_port, stop_server  # noqa: E402
+from tests.browser import CHROMIUM_ARGS, find_chromium, grow_viewport_to_content, serving_app  # noqa: E402
 
 OUT = ROOT / "docs" / "screens"
 WIDTH, VIEWPORT = 1000, {"width": 1400, "height": 900}
@@ -92,49 +90,28 @@ def main(only: list[str]) -> None:
     if chromium is None:
         sys.exit("Chromium not found; install it with `apt-get install chromium`.")
     OUT.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    env = dict(os.environ, REPMAP_NO_WARMUP="1", HF_HUB_OFFLINE="1")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "127.0.0.1",
-                             "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(120):
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+    with serving_app(dict(os.environ, REPMAP_NO_WARMUP="1", HF_HUB_OFFLINE="1")) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport=VIEWPORT)  # one session: a page may show what an earlier one made
+        for name in pages:
+            t0 = time.time()
+            page.goto(url if name == "home" else f"{url}/{name}", wait_until="domcontentloaded", timeout=60_000)
+            page.wait_for_selector('[data-testid="stMain"] h1', timeout=240_000)
+            idle(page)
+            for text in CLICKS[name]:
+                press(page, text)
+            cancel = page.locator("button", has_text="Cancel")  # a job in the background: its result, not its bar
+            for _ in range(600):
+                if cancel.count() == 0:
                     break
-            except OSError:
-                time.sleep(0.5)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport=VIEWPORT)  # one session: a page may show what an earlier one made
-            for name in pages:
-                t0 = time.time()
-                page.goto(url if name == "home" else f"{url}/{name}", wait_until="domcontentloaded", timeout=60_000)
-                page.wait_for_selector('[data-testid="stMain"] h1', timeout=240_000)
-                idle(page)
-                for text in CLICKS[name]:
-                    press(page, text)
-                cancel = page.locator("button", has_text="Cancel")  # a job in the background: its result, not its bar
-                for _ in range(600):
-                    if cancel.count() == 0:
-                        break
-                    page.wait_for_timeout(1000)
-                idle(page)
-                # Streamlit scrolls its main area inside the window: grow the window to the page's height instead
-                height = page.evaluate("Math.max(...[...document.querySelectorAll('[data-testid=stMain], "
-                                       "[data-testid=stAppViewContainer], section')].map(e => e.scrollHeight))")
-                page.set_viewport_size({"width": VIEWPORT["width"], "height": int(min(max(height, 900), 8000))})
-                page.wait_for_timeout(2500)
-                data = shrink(page.screenshot())
-                page.set_viewport_size(VIEWPORT)
-                (OUT / f"{name}.png").write_bytes(data)
-                print(f"{name}.png: {len(data) / 1000:.0f} KB, {time.time() - t0:.0f} s", flush=True)
-            browser.close()
-    finally:
-        stop_server(proc)
-
+                page.wait_for_timeout(1000)
+            idle(page)
+            grow_viewport_to_content(page, max_height=8000)  # Streamlit scrolls its main area inside the window
+            data = shrink(page.screenshot())
+            page.set_viewport_size(VIEWPORT)
+            (OUT / f"{name}.png").write_bytes(data)
+            print(f"{name}.png: {len(data) / 1000:.0f} KB, {time.time() - t0:.0f} s", flush=True)
+        browser.close()
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.browser import CHROMIUM_ARGS, find_chromium, free_port, stop_server  # noqa: E402
+from tests.browser import CHROMIUM_ARGS, find_chromium, serving_app  # noqa: E402
 
 OUT = ROOT / "docs" / "thumbnails"
 WIDTH, VIEWPORT = 480, {"width": 1280, "height": 820}
@@ -51,37 +49,21 @@ def main(only: list[str]) -> None:
     if chromium is None:
         sys.exit("Chromium not found; install it with `apt-get install chromium`.")
     OUT.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    with tempfile.TemporaryDirectory() as cache:
-        env = dict(os.environ, REPMAP_CACHE=cache, REPMAP_NO_WARMUP="1", HF_HUB_OFFLINE="1")
-        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                                 "--server.port", str(port), "--server.address", "127.0.0.1",
-                                 "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            for _ in range(120):
-                try:
-                    if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                        break
-                except OSError:
-                    time.sleep(0.5)
-            with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
-                page = browser.new_page(viewport=VIEWPORT)
-                for name in pages:
-                    page.goto(f"{url}/{name}", wait_until="domcontentloaded", timeout=60_000)
-                    page.wait_for_selector('[data-testid="stMain"] h1', timeout=240_000)
-                    time.sleep(1.0)  # the status widget appears a moment after the first paint
-                    page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached", timeout=300_000)
-                    page.wait_for_timeout(2500)  # plotly lays out after the script ends
-                    data = shrink(page.screenshot())
-                    (OUT / f"{name}.png").write_bytes(data)
-                    print(f"{name}.png: {len(data) / 1000:.1f} KB")
-                browser.close()
-        finally:
-            stop_server(proc)
-
+    with tempfile.TemporaryDirectory() as cache, serving_app(
+            dict(os.environ, REPMAP_CACHE=cache, REPMAP_NO_WARMUP="1", HF_HUB_OFFLINE="1"), timeout_s=60) as url, \
+            sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport=VIEWPORT)
+        for name in pages:
+            page.goto(f"{url}/{name}", wait_until="domcontentloaded", timeout=60_000)
+            page.wait_for_selector('[data-testid="stMain"] h1', timeout=240_000)
+            time.sleep(1.0)  # the status widget appears a moment after the first paint
+            page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached", timeout=300_000)
+            page.wait_for_timeout(2500)  # plotly lays out after the script ends
+            data = shrink(page.screenshot())
+            (OUT / f"{name}.png").write_bytes(data)
+            print(f"{name}.png: {len(data) / 1000:.1f} KB")
+        browser.close()
 
 if __name__ == "__main__":
     main(sys.argv[1:])

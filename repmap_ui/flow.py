@@ -110,28 +110,13 @@ def run_request(view: str, req: dict, compute, *, state: str | None = None, rese
         st.info(note, icon=":material/speed:")
     result = compute(req)
     st.session_state[state or f"{view}.result"] = result
-    if note and (n := _rows_of(result)) is not None and n < req["limit"]:
+    if note and getattr(result, "n_rows", req["limit"]) < req["limit"]:
         note = None  # "all rows" of a data set under the cap: nothing was cut
     st.session_state[f"{view}.note"] = note  # said beside the view for as long as it is shown (`cap_note`)
     drop_kept(reset)
     if view in RECALLED:
         remember(view, req)
     st.rerun()
-
-
-def _rows_of(result) -> int | None:
-    """How many rows a view's result was computed on, where it says (its activations' or its data set's)."""
-    aset = getattr(result, "aset", None)
-    if aset is not None and isinstance(getattr(aset, "n", None), int):
-        return aset.n
-    data = getattr(result, "dataset", None)
-    sets = getattr(result, "sets", None)  # steering: the vector sets' data (both letter orders: an upper bound)
-    if data is None and isinstance(sets, dict) and sets:
-        data = max((getattr(v, "dataset", ()) for v in sets.values()), key=len)
-    try:
-        return len(data) if data is not None else None
-    except TypeError:
-        return None
 
 
 def cap_note(view: str) -> None:

@@ -44,6 +44,11 @@ class ExplorerResult:
     aset: ActivationSet
     rows: list[LayerSeparation]  # one per layer of `aset`, in order
 
+    @property
+    def n_rows(self) -> int:
+        """The rows this view was computed on (what a row cap counts)."""
+        return len(self.dataset)
+
 
 @dataclass(frozen=True, eq=False)
 class ShiftResult:
@@ -58,6 +63,11 @@ class ShiftResult:
     # how many of these rows the finetuned model trained on (its checkpoint records which); None when it was
     # finetuned on a data set of the same name without that record, so some may be
     trained_rows: int | None = 0
+
+    @property
+    def n_rows(self) -> int:
+        """The rows this view was computed on (what a row cap counts)."""
+        return len(self.dataset)
 
     def in_sample_note(self) -> str | None:
         """One sentence when some of these rows are ones the model was finetuned on (or may be); None otherwise."""
@@ -87,6 +97,11 @@ class AcrossResult:
     sims: dict = field(default_factory=dict)  # metric -> SimilarityMatrix, filled as the page asks for them
 
     @property
+    def n_rows(self) -> int:
+        """The rows this view was computed on (what a row cap counts)."""
+        return len(self.dataset)
+
+    @property
     def same_model(self) -> bool:
         """Source and target are the same activations (a model against itself)."""
         return self.source.manifest["key"] == self.target.manifest["key"]
@@ -101,6 +116,11 @@ class SteeringResult:
     models: dict  # "A" / "B" -> (ResolvedModel, ModelInfo)
     labels: dict  # "A" / "B" -> "A: <short name>", for legends
     relation: str = ""  # how A and B are related, and what a base-vs-chat reading of them can show
+
+    @property
+    def n_rows(self) -> int:
+        """The rows the vectors were computed on (each question in both letter orders: an upper bound of the cap's count)."""
+        return max(len(v.dataset) for v in self.sets.values())
 
 
 def _activations(model: str, dataset: TextDataset, layers, position: str, cached_only: bool, **kw) -> ActivationSet | None:

@@ -268,7 +268,6 @@ class SweepResult(Verdicted):
     vector_norm: float | None = None  # the stored vector's norm (one unit of α adds curve.factor × this)
 
 
-
 def next_token_losses(lm: LoadedModel, texts: Sequence[str], batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
     """Per text: the summed next-token cross-entropy (nats) and the number of predicted tokens, both
     (n,), under whatever hooks are active."""

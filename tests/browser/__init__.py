@@ -6,6 +6,10 @@ import os
 import signal
 import socket
 import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -48,6 +52,28 @@ def stop_server(proc: subprocess.Popen) -> None:
         except ProcessLookupError:
             pass
         proc.wait(timeout=10)
+
+
+@contextmanager
+def serving_app(env: dict, timeout_s: float = HEALTH_TIMEOUT_S):
+    """`streamlit run app.py` on a free local port with `env`, as a base URL once its health check answers; stopped
+    (its whole process group) on leaving. For the docs' screenshot scripts."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+                             "--server.port", str(port), "--server.address", "127.0.0.1",
+                             "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url, t0 = f"http://127.0.0.1:{port}", time.time()
+    try:
+        while time.time() - t0 < timeout_s:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.5)
+        yield url
+    finally:
+        stop_server(proc)
 
 
 def screenshot_path(tmp_path: Path, name: str) -> Path:
