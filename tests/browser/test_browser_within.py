@@ -28,6 +28,11 @@ def test_within_fit_shows_the_live_table(finetuned, chromium_path, app_url, tmp_
             page = browser.new_page(viewport={"width": 1400, "height": 1200})
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
+            # what the server sent, in order: Streamlit's frontend batches the deltas that arrive within a few
+            # ms, so a short fit's live table can be sent and cleared in one batch the DOM never shows
+            frames: list[bytes] = []
+            page.on("websocket", lambda ws: ws.on(
+                "framereceived", lambda f: frames.append(f if isinstance(f, bytes) else f.encode())))
             # the page's own URL on a server no session has visited yet: the app's navigation must hold
             page.goto(f"{app_url}/within_fit", wait_until="domcontentloaded", timeout=60_000)
             expect(page.get_by_role("heading", name="Within-model fit")).to_be_visible(timeout=120_000)
@@ -54,6 +59,7 @@ def test_within_fit_shows_the_live_table(finetuned, chromium_path, app_url, tmp_
                 };
                 new MutationObserver(check).observe(document.body, {childList: true, subtree: true});
             }""")
+            sent_before_fit = len(frames)
             fit_button.click()
             live_table = page.locator('[data-testid="stDataFrame"]')
             expect(live_table.first).to_be_visible(timeout=60_000)
@@ -65,7 +71,12 @@ def test_within_fit_shows_the_live_table(finetuned, chromium_path, app_url, tmp_
             expect(tile(page, "Held-out R²")).to_contain_text(interval_pattern(signed=True))  # with its 95% interval
             # gradient descent says which step it reports, on the curve and in a sentence
             expect(page.get_by_text(re.compile(r"the parameters reported are those of step \d+"))).to_have_count(1)
-            assert page.evaluate("window.sawLiveTable"), "the table appeared only after the fit, not while it ran"
+            # the live table (a dataframe whose rows are base, finetuned, modeled) was drawn before the fit's
+            # final sentence: seen in the page when the fit lasted long enough to render, else in what was sent
+            after_click = frames[sent_before_fit:]
+            final = next(i for i, f in enumerate(after_click) if b"the parameters reported are those of step" in f)
+            sent_live = any(b"index_columns" in f and b"modeled" in f for f in after_click[:final])
+            assert page.evaluate("window.sawLiveTable") or sent_live, "the table was drawn only after the fit, not while it ran"
             assert page.locator('[data-testid="stException"]').count() == 0
             grow_viewport_to_content(page)
             shot = screenshot_path(tmp_path, "within_fit.png")
