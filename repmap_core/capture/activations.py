@@ -175,8 +175,8 @@ def _check_before_loading(plan: ActivationPlan, trust_remote_code: bool, device_
 
 def estimate_seconds(plan: ActivationPlan) -> float | None:
     """About how long extracting `plan` will take here: a forward through its deepest layer over the
-    rows' tokens (about 4 characters a token), at this machine's measured speed; None when the
-    model's size cannot be read from its weights' headers."""
+    rows' tokens (about 4 characters a token), at this machine's matmul rate measured for the precision
+    the plan runs in (`plan.precision`); None when the model's size cannot be read from its weights' headers."""
     from repmap_core.capture.models import weights_bytes
     from repmap_core.capture.speed import forward_seconds
 
@@ -189,7 +189,7 @@ def estimate_seconds(plan: ActivationPlan) -> float | None:
     texts = plan.dataset.texts if isinstance(plan.dataset, TextDataset) else []
     tokens = sum(min(len(t) / 4, plan.max_length) for t in texts) or 20.0 * len(plan.dataset)
     depth = (max(plan.layers) + 1) / max(plan.info.n_layers, 1)
-    return forward_seconds(params * depth, tokens, plan.device)
+    return forward_seconds(params * depth, tokens, plan.device, plan.precision)
 
 
 def _fill_missing(plan: ActivationPlan, compute: Callable[[LoadedModel, list[int]], None], loader: Loader, *,

@@ -1,6 +1,7 @@
 """How fast this machine computes, measured now, so every time promised to a user is computed here
-(DESIGN.md: fp32 GEMM ~100 GFLOP/s on these 2-core CPUs; small batches of short texts reach about a
-third of it), estimates of extraction time from a model's size and the text to read, and what each kind
+(the matmul rate of the precision a model runs in, at its own shapes, from `precision.py`; a forward over
+small batches of short texts reaches about half of it), estimates of extraction time from a model's size
+and the text to read, and what each kind
 of long job measured the last time it ran here (`record_run`), which calibrates the next estimate of that
 kind (`calibrated`): the finetune, weak-to-strong and the steering sweep came in at 0.6-0.77× of their
 actual times from their models of the work alone."""
@@ -9,7 +10,8 @@ from __future__ import annotations
 import time
 from functools import lru_cache
 
-__all__ = ["measured_cpu_flops", "forward_seconds", "GPU_FLOPS", "last_run", "record_run", "calibrated", "predicted", "timed"]
+__all__ = ["EFFICIENCY", "GPU_FLOPS", "calibrated", "forward_rate", "forward_seconds", "last_run", "measured_cpu_flops",
+           "predicted", "record_run", "timed"]
 
 GPU_FLOPS = 50e12  # an assumed effective bf16 rate for small batches on an H100-class GPU (said so wherever used)
 
@@ -28,10 +30,34 @@ def measured_cpu_flops() -> float:
     return 2 * 768 * 768 * 3072 * n / (time.perf_counter() - t0)
 
 
-def forward_seconds(params: float, tokens: float, device: str = "cpu") -> float:
-    """Seconds for a forward pass of a `params`-parameter model over `tokens` tokens (2·P FLOPs a token)."""
-    rate = GPU_FLOPS if device.startswith("cuda") else measured_cpu_flops() / 3
-    return 2.0 * params * tokens / rate
+# The share of its matrix-multiply rate (at the model's own shapes, in the precision it runs in) that a
+# forward over small batches of short texts reaches on a CPU: `bench.bench_precision` measured 0.58 (fp32)
+# and 0.50 (bf16) for SmolLM2, 0.73 and 0.44 for MiniLM on a quiet machine; a little under the lowest, since
+# a loaded machine does worse. Without the rates of the precision chosen (a precision forced, not measured),
+# the fp32 share of `measured_cpu_flops`.
+EFFICIENCY = {"float32": 0.5, "bfloat16": 0.45}
+
+
+def forward_rate(device: str = "cpu", precision: dict | None = None) -> tuple[float, str]:
+    """(FLOP/s a forward reaches, the basis in words) on `device` in `precision` (`Precision.as_json()`: the
+    float type chosen and the matmul rates measured for it at the model's shapes)."""
+    if device.startswith("cuda"):
+        return GPU_FLOPS, "a GPU at ~50 TFLOP/s effective (bf16, assumed)"
+    dtype = (precision or {}).get("dtype")
+    measured = (precision or {}).get({"float32": "fp32_gflops", "bfloat16": "bf16_gflops"}.get(dtype, ""))
+    if isinstance(measured, (int, float)) and measured > 0:
+        share = EFFICIENCY[dtype]
+        short = "bf16" if dtype == "bfloat16" else "fp32"
+        return measured * 1e9 * share, (f"this CPU: {measured:.0f} GFLOP/s {short} matmul at the model's shapes, "
+                                        f"measured here; a forward reaches about {share:.2g} of it")
+    rate, share = measured_cpu_flops(), EFFICIENCY["float32"]
+    return rate * share, f"this CPU: {rate / 1e9:.0f} GFLOP/s fp32 matmul measured now; a forward reaches about {share:.2g} of it"
+
+
+def forward_seconds(params: float, tokens: float, device: str = "cpu", precision: dict | None = None) -> float:
+    """Seconds for a forward pass of a `params`-parameter model over `tokens` tokens (2·P FLOPs a token) in
+    the precision chosen for it (`forward_rate`)."""
+    return 2.0 * params * tokens / forward_rate(device, precision)[0]
 
 
 # ------------------------------------------------------------------------- what jobs measured here

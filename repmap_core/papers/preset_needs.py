@@ -7,8 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from repmap_core.capture.model_memory import DTYPE_BYTES
-from repmap_core.capture.models import default_device, default_dtype, free_memory_bytes, is_offline, resolve_model
-from repmap_core.capture.speed import GPU_FLOPS, calibrated, measured_cpu_flops
+from repmap_core.capture.models import (
+    default_device,
+    default_dtype,
+    free_memory_bytes,
+    is_offline,
+    model_precision,
+    resolve_model,
+)
+from repmap_core.capture.speed import calibrated, forward_rate
 from repmap_core.data.load import hf_dataset_cached, parse_spec
 from repmap_core.errors import RepmapError
 from repmap_core.papers.preset_table import PARAMS, Preset
@@ -37,7 +44,8 @@ def memory_bytes(preset: Preset, scaled: bool = False, dtype: str | None = None)
 def estimate_seconds(preset: Preset, scaled: bool = False, device: str | None = None) -> tuple[float, str]:
     """(seconds, basis): forward passes cost 2·P FLOPs per token, training steps 6·P (less when only the
     last blocks train); steering sweeps 5 multipliers × 3 vectors over held-out questions; divided by
-    this CPU's fp32 rate measured now, or an assumed GPU throughput."""
+    this CPU's matmul rate measured for the precision chosen here (`speed.forward_rate`), or an assumed GPU
+    throughput."""
     device = device or _device()[0]
     setup = preset.setup(scaled)
     flops = 0.0
@@ -52,12 +60,8 @@ def estimate_seconds(preset: Preset, scaled: bool = False, device: str | None = 
             flops += 2 * p * setup.rows * setup.tokens_per_row
         if m.role == "steer":
             flops += 2 * p * 0.3 * setup.rows * 5 * 3 * setup.tokens_per_row
-    if device.startswith("cuda"):
-        rate, where = GPU_FLOPS, "a GPU at ~50 TFLOP/s effective (bf16, assumed)"
-    else:
-        # small batches of short texts reach about a third of the plain matmul rate (measured: SmolLM2 extraction)
-        rate = measured_cpu_flops() / 3
-        where = f"this CPU: {rate * 3 / 1e9:.0f} GFLOP/s fp32 matmul measured now, a third of it for small batches"
+    # in the precision models run in here (on a CPU: bf16 where it measured >= 1.5x fp32 at a generic width)
+    rate, where = forward_rate(device, None if device.startswith("cuda") else model_precision(device).as_json())
     basis = (f"{flops / 1e12:,.2f} TFLOP ({setup.rows:,} rows × ~{setup.tokens_per_row} tokens; forward 2·P, "
              f"training up to 6·P FLOPs per token) on {where}; loading and converting weights add to it")
     return flops / rate, basis

@@ -18,11 +18,9 @@ from __future__ import annotations
 
 from repmap_core.papers.preset_needs import (
                                       FINETUNE_BYTES_PER_PARAM,
-                                      GPU_FLOPS,
                                       check,
                                       estimate_seconds,
                                       format_seconds,
-                                      measured_cpu_flops,
                                       memory_bytes,
                                       needs,
 )
@@ -39,6 +37,6 @@ from repmap_core.papers.preset_table import (
                                       get_preset,
 )
 
-__all__ = ["FINETUNE_BYTES_PER_PARAM", "GPU_FLOPS", "PARAMS", "PRESETS", "RIMSKY_PUBLISHED", "RUNNERS",
+__all__ = ["FINETUNE_BYTES_PER_PARAM", "PARAMS", "PRESETS", "RIMSKY_PUBLISHED", "RUNNERS",
            "SCALED_LABEL", "SMOLLM2", "ModelNeed", "Preset", "PresetRun", "Setup", "check", "estimate_seconds",
-           "format_seconds", "get_preset", "measured_cpu_flops", "memory_bytes", "needs", "run"]
+           "format_seconds", "get_preset", "memory_bytes", "needs", "run"]

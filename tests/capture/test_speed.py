@@ -1,5 +1,5 @@
-"""speed.py: the run-time estimates' arithmetic (2·P FLOPs a token at a third of the measured matmul
-rate on a CPU, an assumed rate on a GPU) and the measurement they rest on."""
+"""speed.py: the run-time estimates' arithmetic (2·P FLOPs a token at a share of the matmul rate measured
+for the precision the model runs in on a CPU, an assumed rate on a GPU) and the measurement they rest on."""
 from __future__ import annotations
 
 import pytest
@@ -13,12 +13,44 @@ def test_measured_rate_is_a_plausible_cpu_rate_and_measured_once():
     assert speed.measured_cpu_flops() == rate  # cached: one 0.2 s measurement a process
 
 
-def test_forward_seconds_is_two_flops_per_parameter_and_token_at_a_third_of_the_matmul_rate():
-    rate = speed.measured_cpu_flops()
-    assert speed.forward_seconds(1e6, 1000) == pytest.approx(2e9 / (rate / 3))
+def test_forward_seconds_is_two_flops_per_parameter_and_token_at_a_share_of_the_matmul_rate():
+    rate = speed.measured_cpu_flops()  # no precision measured for the model (one forced): the fp32 rate at a generic shape
+    assert speed.forward_seconds(1e6, 1000) == pytest.approx(2e9 / (rate * speed.EFFICIENCY["float32"]))
     assert speed.forward_seconds(2e6, 1000) == pytest.approx(2 * speed.forward_seconds(1e6, 1000))
     assert speed.forward_seconds(1e6, 3000) == pytest.approx(3 * speed.forward_seconds(1e6, 1000))
     assert speed.forward_seconds(1e9, 1e4, "cuda:0") == pytest.approx(2e13 / speed.GPU_FLOPS)
+
+
+def test_the_estimate_uses_the_rate_of_the_precision_chosen():
+    """bf16 chosen where its matmul measured 2.5x fp32: the estimate is at the bf16 rate, and its basis says so
+    (issue 22: the estimates used the fp32 rate whatever the model ran in)."""
+    measured = {"fp32_gflops": 160.0, "bf16_gflops": 400.0}
+    bf16 = speed.forward_seconds(1e8, 1e4, "cpu", {"dtype": "bfloat16", **measured})
+    fp32 = speed.forward_seconds(1e8, 1e4, "cpu", {"dtype": "float32", **measured})
+    assert bf16 == pytest.approx(2e12 / (400e9 * speed.EFFICIENCY["bfloat16"]))
+    assert fp32 == pytest.approx(2e12 / (160e9 * speed.EFFICIENCY["float32"]))
+    assert fp32 / bf16 == pytest.approx(2.5 * speed.EFFICIENCY["bfloat16"] / speed.EFFICIENCY["float32"])
+    assert "400 GFLOP/s bf16 matmul" in speed.forward_rate("cpu", {"dtype": "bfloat16", **measured})[1]
+    assert "160 GFLOP/s fp32 matmul" in speed.forward_rate("cpu", {"dtype": "float32", **measured})[1]
+    # a precision forced (no rates measured): the fp32 rate measured now
+    assert speed.forward_rate("cpu", {"dtype": "float32", "reason": "forced by REPMAP_DTYPE"})[1].endswith(
+        f"a forward reaches about {speed.EFFICIENCY['float32']:.2g} of it")
+
+
+def test_the_extraction_estimate_is_at_the_rate_of_the_plans_precision(tiny_gpt2, monkeypatch):
+    from repmap_core.capture import precision
+    from repmap_core.capture.activations import estimate_seconds, plan_activations
+
+    monkeypatch.delenv("REPMAP_DTYPE", raising=False)
+    rates = {"fast": precision.GemmRates((512, 32, 128), 100e9, 300e9), "slow": precision.GemmRates((512, 32, 128), 100e9, 120e9)}
+    plans = {}
+    for name, r in rates.items():
+        monkeypatch.setattr(precision, "native_bf16", lambda: True)
+        monkeypatch.setattr(precision, "gemm_rates", lambda *a, r=r, **k: r)
+        plans[name] = plan_activations(str(tiny_gpt2), "builtin:sentiment", layers=[0], limit=20)
+    assert plans["fast"].dtype == "bfloat16" and plans["slow"].dtype == "float32"  # 3x chosen; 1.2x is not
+    ratio = estimate_seconds(plans["slow"]) / estimate_seconds(plans["fast"])
+    assert ratio == pytest.approx(3.0 * speed.EFFICIENCY["bfloat16"] / speed.EFFICIENCY["float32"])
 
 
 def test_extraction_estimate_follows_the_plan(tiny_gpt2):
