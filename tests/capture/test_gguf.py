@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from repmap_core.capture import gguf
@@ -86,3 +87,29 @@ def test_a_conversion_manifest_of_another_type_is_no_conversion(content, cache_d
     (folder / "config.json").write_text("{}")
     (folder / gguf.MANIFEST_NAME).write_text(content)
     assert gguf.read_converted(sha) is None
+
+
+def test_a_conversion_parses_each_gguf_file_once_and_leaves_gguf_as_it_was(tmp_path):
+    """transformers parses the whole header once for the tokenizer, once for the config and once for the weights
+    (~4.6 s each for SmolLM2's vocabulary): within a conversion the second and third reads get the first parse,
+    and gguf's tensor-name table is built once per architecture instead of once per module."""
+    gguf = pytest.importorskip("gguf")
+    from repmap_core.capture.gguf import _parsed_once
+
+    path = tmp_path / "tiny.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(2)
+    writer.add_tensor("token_embd.weight", np.arange(12, dtype=np.float32).reshape(3, 4))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    with _parsed_once():
+        first = gguf.GGUFReader(path)
+        assert gguf.GGUFReader(str(path)) is first  # the same parse, by path
+        assert first.fields["llama.block_count"].contents() == 2 and first.tensors[0].name == "token_embd.weight"
+        arch = gguf.MODEL_ARCH.LLAMA
+        assert gguf.get_tensor_name_map(arch, 2) is gguf.get_tensor_name_map(arch, 2)
+    assert (gguf.GGUFReader, gguf.get_tensor_name_map) == (reader, name_map)  # restored
+    assert gguf.GGUFReader(path) is not gguf.GGUFReader(path)
