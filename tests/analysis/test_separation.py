@@ -84,6 +84,29 @@ def test_layer_separation_increases_with_planted_signal(planted_layers):
     assert rows[3].cv_estimate().null == rows[3].null_acc
 
 
+def test_layers_scored_side_by_side_equal_those_scored_one_at_a_time(monkeypatch):
+    """Two cores score two layers at once (each with one BLAS thread): the same numbers as one worker, in
+    layer order, and the progress comes from the calling thread."""
+    import threading
+
+    from repmap_core.analysis import separation
+
+    rng = np.random.default_rng(11)
+    n, d = 300, 16
+    y = rng.integers(0, 2, n)
+    layers = {L: rng.normal(size=(n, d)) + 0.3 * L * y[:, None] * np.eye(d)[L % d] for L in (4, 1, 3, 0, 2)}
+    got = {}
+    for workers in (1, 2):
+        monkeypatch.setattr(separation, "scoring_workers", lambda w=workers: w)
+        threads = []
+        got[workers] = layer_separation(layers, y, unpaired(n), null_permutations=20,
+                                        progress=lambda f, msg, seen=threads: seen.append((threading.get_ident(), msg)))
+        assert {t for t, _ in threads} == {threading.get_ident()}
+        assert [m for _, m in threads] == [f"Scored layer {L}" for L in range(5)]
+    assert got[1] == got[2] and [r.layer for r in got[2]] == [0, 1, 2, 3, 4]
+    assert got[2][4].probe_cv_acc > got[2][0].probe_cv_acc + 0.1  # the planted signal, not a copy of one layer
+
+
 def test_separation_with_pairs():
     """Paired rows (each pair one 0 and one 1) separated by a planted direction."""
     rng = np.random.default_rng(6)
