@@ -8,6 +8,7 @@ checkpoint (`checkpoints.py`) both go through these, so they cannot pool differe
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 
 import numpy as np
@@ -84,8 +85,10 @@ def pooling(lm: LoadedModel) -> str:
     return "mean" if lm.info.is_encoder else "last"
 
 
-def head_logits(lm: LoadedModel, head, ids: list[list[int]], rows: np.ndarray, batch_size: int, forward: dict):
-    """Head logits `(len(rows), 2)` float32 on CPU, in the order of `rows`; length-sorted batches."""
+def head_logits(lm: LoadedModel, head, ids: list[list[int]], rows: np.ndarray, batch_size: int, forward: dict,
+                prefix=None):
+    """Head logits `(len(rows), 2)` float32 on CPU, in the order of `rows`; length-sorted batches (starting from
+    the kept output of the frozen blocks where `prefix`, a `frozen_prefix.FrozenPrefix`, holds these rows)."""
     import torch
 
     lm.model.eval()
@@ -96,19 +99,55 @@ def head_logits(lm: LoadedModel, head, ids: list[list[int]], rows: np.ndarray, b
         for start in range(0, len(rows), batch_size):
             pick = order[start:start + batch_size]
             input_ids, mask = collate(ids, rows[pick], lm.tokenizer.pad_token_id, lm.device)
-            pooled = pool(lm.model, input_ids, mask, lm.info.is_encoder, forward)  # (B, d)
+            with prefix.skip(lm, rows[pick]) if prefix is not None else contextlib.nullcontext():
+                pooled = pool(lm.model, input_ids, mask, lm.info.is_encoder, forward)  # (B, d)
             out[torch.as_tensor(pick)] = head(pooled).float().cpu()
     return out
 
 
 def evaluate(lm: LoadedModel, head, ids: list[list[int]], labels, rows: np.ndarray, batch_size: int,
-              forward: dict) -> tuple[float, float]:
+              forward: dict, prefix=None) -> tuple[float, float]:
     """Mean cross-entropy and accuracy on `rows`, in eval mode (dropout off)."""
     import torch.nn.functional as F
 
-    logits = head_logits(lm, head, ids, rows, batch_size, forward)  # (n, 2) on CPU
+    logits = head_logits(lm, head, ids, rows, batch_size, forward, prefix)  # (n, 2) on CPU
     target = labels[rows]
     return float(F.cross_entropy(logits, target)), float((logits.argmax(1) == target).float().mean())
+
+
+def train_step(lm: LoadedModel, training: tuple, ids: list[list[int]], labels, rows: np.ndarray, forward: dict,
+               prefix=None) -> float:
+    """One optimiser step on `rows` (`training`: model, head, trained parameters, optimiser), gradients clipped
+    at norm 1, starting from the frozen blocks' kept output where `prefix` holds it; returns the loss."""
+    import torch
+    import torch.nn.functional as F
+
+    model, head, params, optimiser = training
+    input_ids, mask = collate(ids, rows, lm.tokenizer.pad_token_id, lm.device)
+    skip = prefix.skip(lm, rows) if prefix is not None else contextlib.nullcontext()
+    with autocast(lm), skip:
+        logits = head(pool(model, input_ids, mask, lm.info.is_encoder, forward))  # (B, 2)
+    loss = F.cross_entropy(logits.float(), labels[rows].to(lm.device))
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimiser.step()
+    return float(loss.detach())
+
+
+def adamw(groups: list[dict], lr: float):
+    """AdamW, fused where this torch has a fused kernel for the device (several times faster on CPU)."""
+    import torch
+
+    try:
+        return torch.optim.AdamW(groups, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(groups, lr=lr)
+
+
+def snapshot(model, head) -> tuple[dict, dict]:
+    """CPU copies of the model's and the head's weights (the best so far, kept for early stopping)."""
+    return tuple({k: v.detach().to("cpu", copy=True) for k, v in m.state_dict().items()} for m in (model, head))
 
 
 # training batches come from length-sorted chunks of this many batches (like transformers'

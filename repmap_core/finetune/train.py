@@ -10,7 +10,8 @@ validation split that keeps pairs whole (the best weights by validation loss are
 A finetuned model is a cache entry `<cache>/models/<key>/`; `key` hashes the base model and its
 revision, the data fingerprint and the config, so the same request is trained once. How the folder
 is written, read, listed and used (predictions, weak labels) is `checkpoints.py`; the pooled forward
-pass shared by training and prediction is `classifier.py`.
+pass and the training step shared by training, its estimate and prediction are `classifier.py`; with
+`train_last` the frozen blocks run once over the rows rather than at every step (`frozen_prefix.py`).
 """
 from __future__ import annotations
 
@@ -39,19 +40,20 @@ from repmap_core.capture.models import (
 )
 from repmap_core.data.load import TextDataset
 from repmap_core.errors import RepmapError
+from repmap_core.finetune import frozen_prefix
 from repmap_core.finetune.checkpoints import FORMAT, read_manifest, save_checkpoint
 from repmap_core.finetune.classifier import (
-    autocast,
+    adamw,
     bf16_autocast,
-    collate,
     cpu_bf16,
     encode,
     evaluate,
     forward_kwargs,
     head_logits,
     length_grouped_batches,
-    pool,
     pooling,
+    snapshot,
+    train_step,
 )
 from repmap_core.progress import Progress, silent
 
@@ -235,7 +237,6 @@ def _train(lm: LoadedModel, dataset: TextDataset, train_rows: np.ndarray, val_ro
     """The optimisation loop. Returns the head, metrics, per-step history and evaluations; the
     base model in `lm.model` is updated in place (left holding the best weights, in eval mode)."""
     import torch
-    import torch.nn.functional as F
 
     cuda = lm.device.startswith("cuda")
     ids = encode(lm, dataset, config.max_length)
@@ -258,6 +259,9 @@ def _train(lm: LoadedModel, dataset: TextDataset, train_rows: np.ndarray, val_ro
         shuffle = np.random.default_rng(config.seed)
         lengths = np.array([len(x) for x in ids])
         forward = forward_kwargs(model)
+        # the frozen blocks' output, computed once (None where every block trains or they hold dropout)
+        prefix = frozen_prefix.build(lm, ids, np.concatenate([train_rows, val_rows]), config.train_last,
+                                     2 * config.batch_size, forward)
         history: list[dict] = []
         evaluations: list[dict] = []
         best = {"val_loss": math.inf, "val_acc": None, "step": 0, "state": None}
@@ -265,29 +269,21 @@ def _train(lm: LoadedModel, dataset: TextDataset, train_rows: np.ndarray, val_ro
         for _epoch in range(config.epochs):
             for rows in length_grouped_batches(train_rows, lengths, config.batch_size, shuffle):
                 _check_cancel(cancel)
-                input_ids, mask = collate(ids, rows, lm.tokenizer.pad_token_id, lm.device)
-                with autocast(lm):
-                    logits = head(pool(model, input_ids, mask, lm.info.is_encoder, forward))  # (B, 2)
-                loss = F.cross_entropy(logits.float(), labels[rows].to(lm.device))
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                optimiser.step()
+                value = train_step(lm, (model, head, params, optimiser), ids, labels, rows, forward, prefix)
                 schedule.step()
                 step += 1
-                value = float(loss.detach())
                 history.append({"step": step, "loss": round(value, 6)})
                 if on_step is not None:
                     on_step(step, value)
                 report(step / total, f"Step {step}/{total} · loss {value:.4f}")
                 if len(val_rows) and (step % eval_every == 0 or step == total):
                     _check_cancel(cancel)
-                    val_loss, val_acc = evaluate(lm, head, ids, labels, val_rows, 2 * config.batch_size, forward)
+                    val_loss, val_acc = evaluate(lm, head, ids, labels, val_rows, 2 * config.batch_size, forward, prefix)
                     model.train()
                     evaluations.append({"step": step, "val_loss": round(val_loss, 6), "val_acc": round(val_acc, 6)})
                     if val_loss < best["val_loss"] * (1 - MIN_IMPROVEMENT):
                         # keep a CPU copy of the best weights: early stopping returns them, not the last ones
-                        best = {"val_loss": val_loss, "val_acc": val_acc, "step": step, "state": _snapshot(model, head)}
+                        best = {"val_loss": val_loss, "val_acc": val_acc, "step": step, "state": snapshot(model, head)}
                         bad_evals = 0
                     else:
                         bad_evals += 1
@@ -300,7 +296,7 @@ def _train(lm: LoadedModel, dataset: TextDataset, train_rows: np.ndarray, val_ro
         if best["state"] is not None and best["step"] != step:
             model.load_state_dict(best["state"][0])
             head.load_state_dict(best["state"][1])
-        train_loss, train_acc = evaluate(lm, head, ids, labels, train_rows, 2 * config.batch_size, forward)
+        train_loss, train_acc = evaluate(lm, head, ids, labels, train_rows, 2 * config.batch_size, forward, prefix)
     model.requires_grad_(False).eval()
     metrics = {
         "train_loss": round(train_loss, 6), "train_acc": round(train_acc, 6),
@@ -331,7 +327,7 @@ def _training_setup(lm: LoadedModel, config: FinetuneConfig):
               {"params": [p for p in body if p.ndim < 2], "weight_decay": 0.0},
               {"params": [head.weight], "weight_decay": config.weight_decay, "lr": config.head_lr or config.lr},
               {"params": [head.bias], "weight_decay": 0.0, "lr": config.head_lr or config.lr}]
-    optimiser = _adamw([g for g in groups if g["params"]], config.lr)
+    optimiser = adamw([g for g in groups if g["params"]], config.lr)
     return model, head, body + list(head.parameters()), optimiser
 
 
@@ -342,7 +338,6 @@ def estimate_seconds(model: str | ResolvedModel, dataset: TextDataset, config: F
     evaluation batch. Returns {"seconds", "step_seconds", "steps", "eval_batches", "cached"}; with `reuse`, a request
     finetuned before (`is_finetuned`) is read back at once: {"seconds": 0.0, "cached": True}. Nothing is saved."""
     import torch
-    import torch.nn.functional as F
 
     check_finetune_data(dataset)
     resolved = model if isinstance(model, ResolvedModel) else resolve_model(model)
@@ -359,40 +354,24 @@ def estimate_seconds(model: str | ResolvedModel, dataset: TextDataset, config: F
     with heavy_compute(), torch.random.fork_rng():
         torch.manual_seed(config.seed)
         model, head, params, optimiser = _training_setup(lm, config)
-        times = []
-        for _ in range(2):
+        times, prefix, prefix_seconds = [], None, 0.0
+        for i in range(2):  # the first warms up; then the frozen blocks' one pass (per row) and a step after it
+            if i == 1:
+                t0 = time.perf_counter()
+                prefix = frozen_prefix.build(lm, ids, typical, config.train_last, 2 * config.batch_size, forward)
+                prefix_seconds = (time.perf_counter() - t0) / len(typical) if prefix else 0.0
             t0 = time.perf_counter()
-            input_ids, mask = collate(ids, typical, lm.tokenizer.pad_token_id, lm.device)
-            with autocast(lm):  # the precision training will run in
-                logits = head(pool(model, input_ids, mask, lm.info.is_encoder, forward))
-            loss = F.cross_entropy(logits.float(), labels[typical].to(lm.device))
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
+            train_step(lm, (model, head, params, optimiser), ids, labels, typical, forward, prefix)
             times.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
-        head_logits(lm, head, ids, np.concatenate([typical, typical]), 2 * config.batch_size, forward)
+        head_logits(lm, head, ids, np.concatenate([typical, typical]), 2 * config.batch_size, forward, prefix)
         eval_batch = time.perf_counter() - t0
     steps = config.epochs * math.ceil(len(train_rows) / config.batch_size)
     evals_per_run = config.epochs if config.eval_every is None else max(1, steps // config.eval_every)
     eval_batches = evals_per_run * math.ceil(len(val_rows) / (2 * config.batch_size)) + math.ceil(len(train_rows) / (2 * config.batch_size))
-    seconds = steps * times[-1] + eval_batches * eval_batch
+    seconds = prefix_seconds * (len(train_rows) + len(val_rows)) + steps * times[-1] + eval_batches * eval_batch
     return {"seconds": float(seconds), "step_seconds": float(times[-1]), "steps": int(steps), "eval_batches": int(eval_batches),
             "cached": False}
-
-
-def _adamw(groups: list[dict], lr: float):
-    """AdamW, fused where this torch has a fused kernel for the device (several times faster on CPU)."""
-    import torch
-
-    try:
-        return torch.optim.AdamW(groups, lr=lr, fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.AdamW(groups, lr=lr)
-
-
-def _snapshot(model, head) -> tuple[dict, dict]:
-    return tuple({k: v.detach().to("cpu", copy=True) for k, v in m.state_dict().items()} for m in (model, head))
 
 
 def _fmt(x: float | None) -> str:
