@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 
+from repmap_core.capture.precision import forcing
 from repmap_core.cli import activations, contract, finetune, fits, preset, recipe, share, steer, vectors
 from repmap_core.errors import RepmapError
 
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         # libraries sometimes print; stdout is reserved for the result
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(sys.stderr), forcing(getattr(args, "dtype", None)):  # --dtype: every model run
             contract.check_args(args)  # every option, before anything is loaded, read or written
             result = RUNS[args.command](args, contract.stderr_progress())
             if result is not None:  # a NaN or inf in the result is a refusal too, not a traceback

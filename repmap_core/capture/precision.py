@@ -12,6 +12,7 @@ Residual rows leave the model in fp32 whatever it runs in (`extract.py` casts ea
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from repmap_core.errors import RepmapError
 
-__all__ = ["BF16_MIN_RATIO", "DTYPES", "GemmRates", "Precision", "choose_precision", "forced_dtype", "gemm_rates",
+__all__ = ["BF16_MIN_RATIO", "DTYPES", "GemmRates", "Precision", "choose_precision", "forced_dtype", "forcing", "gemm_rates",
            "measure_gemm", "native_bf16", "normalise_dtype"]
 
 BF16_MIN_RATIO = 1.5  # bf16 must beat fp32 by this much at the model's shapes to be chosen on a CPU
@@ -93,6 +94,25 @@ def forced_dtype() -> str | None:
         return normalise_dtype(value)
     except RepmapError:
         raise RepmapError(f"{ENV}={value!r} is not one of auto, {', '.join(DTYPES)}.") from None
+
+
+@contextlib.contextmanager
+def forcing(dtype: str | None):
+    """Within this block `REPMAP_DTYPE` is `dtype` (the CLI's `--dtype`, for one command: every model it
+    runs, finetunes' autocast included); a no-op for None or auto. The variable is as it was afterwards."""
+    name = normalise_dtype(dtype)
+    if name is None:
+        yield
+        return
+    before = os.environ.get(ENV)
+    os.environ[ENV] = name
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = before
 
 
 def choose_precision(device: str, d_model: int | None = None, d_ff: int | None = None) -> Precision:

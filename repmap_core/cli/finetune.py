@@ -30,4 +30,5 @@ def run(args: argparse.Namespace, progress: Progress) -> dict:
     result = finetune(args.model, dataset, config, trust_remote_code=args.trust_remote_code, device=args.device,
                       progress=progress)
     return {"path": result.path, "reused": result.reused, "base_model": result.manifest["base_model"],
-            "metrics": result.manifest["metrics"], "dataset": result.manifest["dataset"]}
+            "metrics": result.manifest["metrics"], "dataset": result.manifest["dataset"],
+            "precision": result.manifest.get("precision")}  # bf16-autocast or float32 (--dtype float32 forces it)

@@ -208,3 +208,17 @@ def test_bf16_activations_match_fp32_on_real_weights_and_reviews(which, request,
         worst_mean, worst_row, worst_acc = min(worst_mean, cos.mean()), min(worst_row, cos.min()), max(worst_acc, gap)
     print(f"\n{which}: {len(fp32.layer_list)} blocks, {FIDELITY_ROWS} reviews: bf16 vs fp32 cosine, worst block's "
           f"mean {worst_mean:.5f}, worst row {worst_row:.5f}; largest probe accuracy difference {worst_acc:.4f}")
+
+
+def test_forcing_sets_the_precision_for_one_block_and_puts_back_what_was_there(monkeypatch):
+    monkeypatch.setenv("REPMAP_DTYPE", "float32")
+    with precision.forcing("bfloat16"):
+        assert precision.forced_dtype() == "bfloat16"
+    assert precision.forced_dtype() == "float32"
+    monkeypatch.delenv("REPMAP_DTYPE")
+    with precision.forcing("fp32"):
+        assert precision.forced_dtype() == "float32"
+    assert "REPMAP_DTYPE" not in __import__("os").environ
+    with precision.forcing("auto"), precision.forcing(None):
+        assert precision.forced_dtype() is None
+

@@ -262,6 +262,19 @@ def test_within_bad_input(planted_arrays, tmp_path, cache_dir, case, phrase):
 
 
 @pytest.mark.slow
+def test_finetune_follows_dtype_and_says_its_precision(tiny_gpt2, cache_dir):
+    """`--dtype` was accepted by `finetune` and did nothing (its autocast followed REPMAP_DTYPE alone): now it sets
+    the precision of every model the command runs, and the JSON says which one trained (and the cache keeps two)."""
+    args = ["finetune", "--model", str(tiny_gpt2), "--data", "builtin:sentiment", "--limit", "40", "--epochs", "1", "--json"]
+    plain = one_json_object(run_cli(*args, cache=cache_dir).stdout)  # the tests' REPMAP_DTYPE=float32
+    bf16 = one_json_object(run_cli(*args, "--dtype", "bfloat16", cache=cache_dir).stdout)
+    assert plain["precision"] == "float32" and bf16["precision"] == "bf16-autocast"
+    assert bf16["path"] != plain["path"] and not bf16["reused"]
+    again = one_json_object(run_cli(*args, "--dtype", "float32", cache=cache_dir).stdout)
+    assert again["path"] == plain["path"] and again["reused"]
+
+
+@pytest.mark.slow
 def test_recipe_within_end_to_end_on_a_tiny_model(tiny_gpt2, cache_dir):
     r = run_cli("recipe", "within", "--model", str(tiny_gpt2), "--data", "builtin:sentiment", "--limit", "100",
                 "--epochs", "1", "--json", cache=cache_dir)
