@@ -242,6 +242,7 @@ TESTED_IN = {
     "repmap_core.analysis.similarity_null": ("analysis/test_similarity.py", "layer_cka_null"),
     "repmap_core.analysis.transfer": ("analysis/test_maps.py", "transfer_direction"),
     "repmap_core.capture.model_checks": ("cli/test_bad_inputs.py", "NaN or inf"),
+    "repmap_core.steering.letters": ("steering/test_steering.py", "letter_logit_gaps"),
     "repmap_core.capture.model_config": ("capture/test_models.py", "model_info("),
     "repmap_core.capture.model_layout": ("capture/test_models.py", "find_blocks("),
     "repmap_core.capture.model_memory": ("capture/test_models.py", "model_memory"),

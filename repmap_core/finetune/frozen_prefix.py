@@ -16,28 +16,13 @@ import contextlib
 
 import numpy as np
 
+from repmap_core.capture.hooks import block_input, started_at
 from repmap_core.capture.models import LoadedModel
 from repmap_core.finetune.classifier import autocast, collate
 
 __all__ = ["FrozenPrefix", "MAX_BYTES", "build", "skipping"]
 
 MAX_BYTES = 1 << 30  # rows' kept states at most this size (and a quarter of the free memory), else no prefix
-
-
-class _Stop(Exception):
-    """Raised at the first trained block while the prefix is run: nothing after it is needed."""
-
-
-def _pass_through():
-    """A module standing in for a frozen block: returns the hidden states it is given (unused: the first
-    trained block is handed the kept ones)."""
-    import torch
-
-    class PassThrough(torch.nn.Module):
-        def forward(self, hidden_states, *args, **kwargs):
-            return hidden_states
-
-    return PassThrough()
 
 
 class FrozenPrefix:
@@ -82,36 +67,24 @@ def build(lm: LoadedModel, ids: list[list[int]], rows: np.ndarray, train_last: i
     size = sum(len(ids[r]) for r in rows) * lm.info.d_model * 4
     if size > min(MAX_BYTES, available_memory_bytes() / 4) or not frozen_is_deterministic(lm, first):
         return None
-    blocks = list(lm.blocks)
     states: dict[int, object] = {}
-    batch: dict = {}
-    plain = []
-
-    def take(_module, args, kwargs):
-        hidden = args[0] if args else kwargs["hidden_states"]  # (B, T, d)
-        for j, r in enumerate(batch["rows"]):
-            states[int(r)] = hidden[j, :len(ids[r])].float().clone()  # (T_row, d)
-        raise _Stop
-
-    def check(_module, _args, output):
-        plain.append(isinstance(output, torch.Tensor))
-
-    hooks = [blocks[first].register_forward_pre_hook(take, with_kwargs=True), blocks[first - 1].register_forward_hook(check)]
+    plain = True
     order = rows[np.argsort(-np.array([len(ids[r]) for r in rows]), kind="stable")]
     was_training = lm.model.training
     try:
         lm.model.eval()
         with torch.no_grad(), autocast(lm):
             for start in range(0, len(order), batch_size):
-                batch["rows"] = order[start:start + batch_size]
-                input_ids, mask = collate(ids, batch["rows"], lm.tokenizer.pad_token_id, lm.device)
-                with contextlib.suppress(_Stop):
-                    lm.model(input_ids=input_ids, attention_mask=mask, **forward)
+                batch = order[start:start + batch_size]
+                input_ids, mask = collate(ids, batch, lm.tokenizer.pad_token_id, lm.device)
+                hidden, returns_tensor = block_input(lm.blocks, first, lambda i=input_ids, m=mask: lm.model(
+                    input_ids=i, attention_mask=m, **forward))  # (B, T, d)
+                plain = plain and returns_tensor
+                for j, r in enumerate(batch):
+                    states[int(r)] = hidden[j, :len(ids[r])].float().clone()  # (T_row, d)
     finally:
-        for h in hooks:
-            h.remove()
         lm.model.train(was_training)
-    if not plain or not all(plain) or len(states) != len(rows):
+    if not plain:
         return None
     return FrozenPrefix(first, states)
 
@@ -125,23 +98,12 @@ def skipping(lm: LoadedModel, prefix: FrozenPrefix | None, rows: np.ndarray):
         return
     import torch
 
-    def give(_module, args, kwargs):
-        hidden = args[0] if args else kwargs["hidden_states"]  # (B, T, d): the embeddings' output, unused
-        kept = torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device)
+    def kept(given):  # given: (B, T, d), the embeddings' output
+        out = torch.zeros(given.shape, dtype=torch.float32, device=given.device)
         for j, r in enumerate(rows):
             row = prefix.states[int(r)]
-            kept[j, :len(row)] = row
-        kept = kept.to(hidden.dtype)
-        return ((kept, *args[1:]), kwargs) if args else (args, dict(kwargs, hidden_states=kept))
+            out[j, :len(row)] = row
+        return out.to(given.dtype)
 
-    blocks = lm.blocks
-    frozen = [blocks[i] for i in range(prefix.first)]
-    hook = blocks[prefix.first].register_forward_pre_hook(give, with_kwargs=True)
-    try:
-        for i in range(prefix.first):
-            blocks[i] = _pass_through()
+    with started_at(lm.blocks, prefix.first, kept):
         yield
-    finally:
-        hook.remove()
-        for i, block in enumerate(frozen):
-            blocks[i] = block

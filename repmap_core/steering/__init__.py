@@ -2,7 +2,9 @@
 
 - `vectors`: the `SteeringVector` type, its safetensors format, CAA from paired activations.
 - `choices`: A/B questions as the model sees them (both letter orders, chat template, prompts).
-- `apply`: the steering hook, propensity sweeps with a random baseline and side effect, generation.
+- `letters`: the A/B letters' logit gap at a prompt's last position, in fp32.
+- `apply`: the steering hook, propensity sweeps with a random baseline and side effect, generation
+  (`sweep_prefix`: a sweep's shared first blocks run once per batch of prompts).
 - `compare`: vectors for a model (`compute_vectors`), Rimsky's comparisons, LRT transfer.
 """
 from __future__ import annotations
@@ -11,11 +13,8 @@ from repmap_core.steering.apply import (
                                         SCALES,
                                         PropensityCurve,
                                         SweepResult,
-                                        context_room,
                                         generate,
-                                        letter_logit_gaps,
                                         next_token_loss,
-                                        prompts_over_context,
                                         propensity_curve,
                                         propensity_sweep,
                                         scale_factor,
@@ -41,6 +40,7 @@ from repmap_core.steering.compare import (
                                         transfer_and_compare,
                                         transfer_vector,
 )
+from repmap_core.steering.letters import context_room, letter_logit_gaps, prompts_over_context
 from repmap_core.steering.vectors import (
                                         SteeringVector,
                                         caa_vector,

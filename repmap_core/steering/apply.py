@@ -12,7 +12,6 @@ measures the side effect (next-token loss on neutral text, with its interval ove
 """
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
@@ -26,10 +25,17 @@ from repmap_core.errors import RepmapError
 from repmap_core.progress import Progress
 from repmap_core.steering.choices import ABPrompt
 from repmap_core.steering.effect import Verdicted, slope_estimates, verdict
+from repmap_core.steering.letters import (
+    encode_left,
+    left_padded_inputs,
+    letter_logit_gaps,
+    require_lm,
+)
+from repmap_core.steering.sweep_prefix import letter_gaps
 from repmap_core.steering.vectors import SteeringVector
 
-__all__ = ["steer", "letter_logit_gaps", "PropensityCurve", "propensity_curve", "SweepResult", "propensity_sweep",
-           "next_token_loss", "next_token_losses", "generate", "prompts_over_context", "context_room", "SCALES",
+__all__ = ["steer", "PropensityCurve", "propensity_curve", "SweepResult", "propensity_sweep",
+           "next_token_loss", "next_token_losses", "generate", "SCALES",
            "SCALE_UNITS", "scale_factor"]
 
 # what one unit of α adds, per scale (the first is the default everywhere)
@@ -93,106 +99,6 @@ def scale_factor(vector: SteeringVector, scale: str, residual_norm: float | None
         raise RepmapError(f"A multiplier {SCALE_UNITS[scale]} needs the layer's {what}; compute the vectors again "
                           "(results saved by an older version hold only the mean norm: use the scale 'relative').")
     return float(reference) / max(vector.norm, 1e-30)
-
-
-def context_room(lm: LoadedModel, room: int = 0) -> int | None:
-    """Tokens a prompt may have so that it plus `room` new tokens fit the model's context."""
-    return None if not lm.info.max_positions else int(lm.info.max_positions) - int(room)
-
-
-def prompts_over_context(lm: LoadedModel, prompts: Sequence[str], room: int = 0) -> int:
-    """How many prompts are longer than the context allows (they are cut from the left, keeping the end)."""
-    keep = context_room(lm, room)
-    return 0 if keep is None else sum(len(lm.tokenizer(p)["input_ids"]) > keep for p in prompts)
-
-
-def _encode_left(lm: LoadedModel, prompts: Sequence[str], room: int = 0):
-    """Left-padded ids and mask; prompts longer than the context keep their end (where the letter goes)."""
-    import torch
-
-    tok = lm.tokenizer
-    keep = context_room(lm, room)
-    ids = [tok(p, add_special_tokens=True)["input_ids"] for p in prompts]
-    if keep is not None:
-        ids = [x[-keep:] for x in ids]
-    T = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), T), int(tok.pad_token_id), dtype=torch.long)
-    mask = torch.zeros((len(ids), T), dtype=torch.long)
-    for k, x in enumerate(ids):
-        input_ids[k, T - len(x):] = torch.as_tensor(x)
-        mask[k, T - len(x):] = 1
-    return input_ids.to(lm.device), mask.to(lm.device)
-
-
-def _require_lm(lm: LoadedModel) -> None:
-    if not lm.has_lm_head:
-        raise RepmapError("Steering needs the model's next-token logits: load it with its LM head (load_model(..., head=True)).")
-
-
-def _left_padded_inputs(lm: LoadedModel, input_ids, mask, last_only: bool = False) -> dict:
-    """The forward's keyword arguments for a left-padded batch: position ids that start at 0 on each
-    row's first real token, where the model takes them; with `last_only`, logits at the last
-    position only (`logits_to_keep=1`), which matters for big vocabularies (Gemma's 262k)."""
-    accepted = inspect.signature(lm.model.forward).parameters
-    kwargs = {"input_ids": input_ids, "attention_mask": mask, "use_cache": False}
-    if "position_ids" in accepted:
-        kwargs["position_ids"] = (mask.cumsum(1) - 1).clamp(min=0)
-    if last_only and "logits_to_keep" in accepted:
-        kwargs["logits_to_keep"] = 1
-    return kwargs
-
-
-def _forward_last_logits(lm: LoadedModel, input_ids, mask):
-    """Logits at the last position only `(B, V)`."""
-    import torch
-
-    with torch.inference_mode():
-        return lm.model(**_left_padded_inputs(lm, input_ids, mask, last_only=True)).logits[:, -1].float()
-
-
-def _letter_logits_fp32(lm: LoadedModel, input_ids, mask, token_ids):
-    """Logits of `token_ids` (B, k) at the last position `(B, k)`, the head applied in fp32 to the final hidden
-    state, or None where the model's head is not a plain linear layer on its base model's output.
-
-    A bf16 model writes its logits in bf16, whose spacing at a logit of 16 is 0.125: the gap between two letters
-    (a few logits, moved by hundredths per unit α) would be read through that rounding. Only the two rows of
-    the head are needed, so this is also cheaper than the full vocabulary."""
-    import torch
-
-    head, base = lm.model.get_output_embeddings(), getattr(lm.model, "base_model", None)
-    if not isinstance(head, torch.nn.Linear) or base is None or base is lm.model:
-        return None
-    kwargs = _left_padded_inputs(lm, input_ids, mask)
-    with torch.inference_mode():
-        hidden = base(**kwargs).last_hidden_state[:, -1].float()  # (B, d), after the final norm
-        rows = head.weight[token_ids].float()  # (B, k, d)
-        logits = torch.einsum("bd,bkd->bk", hidden, rows)
-        if head.bias is not None:
-            logits = logits + head.bias[token_ids].float()
-        cap = getattr(lm.model.config, "final_logit_softcapping", None)
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
-    return logits
-
-
-def letter_logit_gaps(lm: LoadedModel, prompts: Sequence[ABPrompt], batch_size: int = 16) -> np.ndarray:
-    """`logit(matching) − logit(other)` at each prompt's last position (n,), under whatever
-    steering hooks are active; the two logits computed in fp32 from the final hidden state whatever
-    precision the model runs in (`_letter_logits_fp32`)."""
-    import torch
-
-    _require_lm(lm)
-    out = []
-    for s in range(0, len(prompts), batch_size):
-        chunk = prompts[s:s + batch_size]
-        input_ids, mask = _encode_left(lm, [p.prompt for p in chunk])
-        pair = torch.as_tensor([[p.matching_id, p.other_id] for p in chunk], device=input_ids.device)
-        two = _letter_logits_fp32(lm, input_ids, mask, pair)
-        if two is None:
-            logits = _forward_last_logits(lm, input_ids, mask)
-            two = logits.gather(1, pair.to(logits.device))
-        out.append((two[:, 0] - two[:, 1]).cpu().numpy())
-    return np.concatenate(out)
 
 
 @dataclass(frozen=True, eq=False)
@@ -274,12 +180,12 @@ def next_token_losses(lm: LoadedModel, texts: Sequence[str], batch_size: int = 1
     import torch
     import torch.nn.functional as F
 
-    _require_lm(lm)
+    require_lm(lm)
     sums, counts = [], []
     for s in range(0, len(texts), batch_size):
-        input_ids, mask = _encode_left(lm, texts[s:s + batch_size])
+        input_ids, mask = encode_left(lm, texts[s:s + batch_size])
         with torch.inference_mode():
-            logits = lm.model(**_left_padded_inputs(lm, input_ids, mask)).logits[:, :-1].float()  # (B, T-1, V)
+            logits = lm.model(**left_padded_inputs(lm, input_ids, mask)).logits[:, :-1].float()  # (B, T-1, V)
         target = input_ids[:, 1:]
         keep = (mask[:, 1:].bool() & mask[:, :-1].bool()).float()  # (B, T-1)
         loss = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")  # (B, T-1)
@@ -328,13 +234,18 @@ def propensity_sweep(lm: LoadedModel, prompts: Sequence[ABPrompt], layer: int, v
     total = len(alphas) * (len(runs) + (1 if neutral_texts else 0))
     done = 0
     gaps: dict[str, list] = {name: [] for name, _ in runs}
-    for name, vec in runs:
-        for a in alphas:
-            with steer(lm, layer, vec, float(a) * factor):
+    # blocks up to `layer` run once per batch of prompts, the rest once per multiplier and direction (where they can)
+    shared = letter_gaps(lm, prompts, layer, [(float(a) * factor) * vec.vector for _, vec in runs for a in alphas],
+                         batch_size=batch_size, progress=progress and (lambda f, msg: progress(f * len(runs) * len(alphas) / total, msg)))
+    for i, (name, a) in enumerate((name, a) for name, _ in runs for a in alphas):
+        if shared is not None:
+            gaps[name].append(shared[i])
+        else:
+            with steer(lm, layer, dict(runs)[name], float(a) * factor):
                 gaps[name].append(letter_logit_gaps(lm, prompts, batch_size))
-            done += 1
-            if progress:
-                progress(done / total, f"{name} ×{a:+g}: propensity {gaps[name][-1].mean():+.3f}")
+        done += 1
+        if progress:
+            progress(done / total, f"{name} ×{a:+g}: propensity {gaps[name][-1].mean():+.3f}")
     side: dict = {}
     delta: dict = {}
     if neutral_texts:
@@ -364,8 +275,8 @@ def generate(lm: LoadedModel, prompts: Sequence[str], *, layer: int | None = Non
     predicts the first new token) and every generated token."""
     import torch
 
-    _require_lm(lm)
-    input_ids, mask = _encode_left(lm, prompts, room=max_new_tokens)
+    require_lm(lm)
+    input_ids, mask = encode_left(lm, prompts, room=max_new_tokens)
     ctx = steer(lm, layer, vector, alpha, from_position=input_ids.shape[1] - 1) if vector is not None else nullcontext()
     with torch.inference_mode(), ctx:
         out = lm.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,

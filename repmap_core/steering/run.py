@@ -8,9 +8,10 @@ from functools import lru_cache
 
 from repmap_core.capture.models import LoadedModel
 from repmap_core.progress import Progress
-from repmap_core.steering.apply import SweepResult, generate, prompts_over_context, propensity_sweep, scale_factor
+from repmap_core.steering.apply import SweepResult, generate, propensity_sweep, scale_factor
 from repmap_core.steering.choices import ab_prompts
 from repmap_core.steering.compare import VectorSet
+from repmap_core.steering.letters import prompts_over_context
 
 __all__ = ["DEFAULT_ALPHAS", "LayerSweep", "sweep_layer", "neutral_texts", "estimate_sweep_seconds", "sentiment_layer"]
 
