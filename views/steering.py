@@ -160,7 +160,8 @@ SCALE_HELP = ("spread: α × the layer's residual spread (the RMS distance of it
               "SmolLM2's block 14); raw: α × the vector as computed; unit: α × a unit vector")
 
 
-def sweep_estimate(result: SteeringResult, side: str, n_alphas: int) -> tuple[float, float, str] | None:
+def sweep_estimate(result: SteeringResult, side: str, n_alphas: int, layer: int | None = None
+                   ) -> tuple[float, float, str] | None:
     """(raw seconds, calibrated seconds, basis) of a sweep: its tokens at the rate the vectors' extraction measured,
     scaled by what the last sweep here took against its estimate; None without a measured rate."""
     vs = result.sets[side]
@@ -168,7 +169,7 @@ def sweep_estimate(result: SteeringResult, side: str, n_alphas: int) -> tuple[fl
     if not rate:
         return None
     try:
-        raw = estimate_sweep_seconds(lm_for(result, side), vs, n_alphas, rate)
+        raw = estimate_sweep_seconds(lm_for(result, side), vs, n_alphas, rate, layer)
     except RepmapError:
         return None  # prompts the sweep cannot use (answers of several tokens): Sweep says why, in one sentence
     return (raw, *calibrated("sweep", raw))
@@ -176,7 +177,7 @@ def sweep_estimate(result: SteeringResult, side: str, n_alphas: int) -> tuple[fl
 
 def sweep(result: SteeringResult, side: str, layer: int, alphas: np.ndarray, scale: str, preview_alpha: float
           ) -> SteeringSweep:
-    lm, eta = lm_for(result, side), sweep_estimate(result, side, len(alphas))
+    lm, eta = lm_for(result, side), sweep_estimate(result, side, len(alphas), layer)
     with timed_bar(f"Sweeping {len(alphas)} multipliers with the vector and a random direction",
                    eta and eta[1]) as progress:
         return timed("sweep", eta and eta[0], lambda: steering_sweep(
@@ -197,7 +198,7 @@ def steering(result: SteeringResult) -> None:
         scale = c[4].selectbox("Scale", SCALES, key="steer.scale", disabled=off, help=SCALE_HELP)
         preview_alpha = c[5].number_input("Preview multiplier", value=1.0, step=0.25, key="steer.preview_alpha", disabled=off)
         submitted = st.form_submit_button("Sweep", type="primary", disabled=off)
-    if not off and (eta := sweep_estimate(result, side, len(alphas))):
+    if not off and (eta := sweep_estimate(result, side, len(alphas), layer)):
         st.caption(f":material/timer: A sweep of {len(alphas)} multipliers (the vector and a random direction on "
                    f"{md(result.labels[side])}'s held-out questions, both letter orders): about {duration(eta[1])} here, from "
                    "the rate its vectors were extracted at" + (f", {eta[2]}" if eta[2] else "") + ".")

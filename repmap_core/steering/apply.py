@@ -56,11 +56,7 @@ def steer(lm: LoadedModel, layer: int, vector: SteeringVector | np.ndarray, alph
     import torch
 
     v = vector.vector if isinstance(vector, SteeringVector) else np.asarray(vector, np.float32)
-    if v.shape[0] != lm.info.d_model:
-        raise RepmapError(
-            f"This vector has width {v.shape[0]} and the model's residual stream {lm.info.d_model}; "
-            "use a vector from this model, or carry it across with a map."
-        )
+    check_width(lm, v)
     if normalize:
         v = v / max(float(np.linalg.norm(v)), 1e-30)
     block = lm.blocks[layer]
@@ -82,6 +78,15 @@ def steer(lm: LoadedModel, layer: int, vector: SteeringVector | np.ndarray, alph
         yield
     finally:
         handle.remove()
+
+
+def check_width(lm: LoadedModel, v: np.ndarray) -> None:
+    """Refuse, in one sentence, a vector (d,) of another width than `lm`'s residual stream."""
+    if v.shape[0] != lm.info.d_model:
+        raise RepmapError(
+            f"This vector has width {v.shape[0]} and the model's residual stream {lm.info.d_model}; "
+            "use a vector from this model, or carry it across with a map."
+        )
 
 
 def scale_factor(vector: SteeringVector, scale: str, residual_norm: float | None = None,
@@ -226,6 +231,7 @@ def propensity_sweep(lm: LoadedModel, prompts: Sequence[ABPrompt], layer: int, v
     if not prompts:
         raise RepmapError("There are no held-out questions to score; use more A/B questions.")
     v = vector if isinstance(vector, SteeringVector) else SteeringVector(np.asarray(vector), layer)
+    check_width(lm, v.vector)  # before any forward: the shared-blocks path adds it without `steer`
     if normalize:
         scale = "unit"
     factor = scale_factor(v, scale, residual_norm, residual_spread)

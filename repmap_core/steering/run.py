@@ -62,13 +62,22 @@ def sweep_layer(vs: VectorSet, lm: LoadedModel, layer: int, alphas: Sequence[flo
     return LayerSweep(result, shown, plain, steered, a, cut)
 
 
-def estimate_sweep_seconds(lm: LoadedModel, vs: VectorSet, n_alphas: int, tokens_per_second: float) -> float:
+def estimate_sweep_seconds(lm: LoadedModel, vs: VectorSet, n_alphas: int, tokens_per_second: float,
+                           layer: int | None = None) -> float:
     """Seconds a sweep will take here: forwards over the held-out prompts for the vector and the
-    random direction at each α, plus the side-effect texts, at a rate measured on this machine."""
+    random direction at each α, plus the side-effect texts, at a rate measured on this machine. With
+    `layer`, where the blocks up to it run once per batch (`sweep_prefix.reusable`), each α and direction
+    costs only the share of the forward after it."""
+    from repmap_core.steering.sweep_prefix import reusable
+
     prompts = ab_prompts(vs.held_out, lm.tokenizer)
     prompt_tokens = sum(len(lm.tokenizer(p.prompt)["input_ids"]) for p in prompts)
     side_tokens = sum(len(lm.tokenizer(t)["input_ids"]) for t in neutral_texts())
-    total = n_alphas * (2 * prompt_tokens + side_tokens) + 2 * 3 * 30 * 40  # + the preview's generations, roughly
+    swept = 2 * n_alphas * prompt_tokens
+    if layer is not None and reusable(lm, layer):
+        after = (lm.info.n_layers - layer - 1) / lm.info.n_layers
+        swept = prompt_tokens * (1 + 2 * n_alphas * after)
+    total = swept + n_alphas * side_tokens + 2 * 3 * 30 * 40  # + the preview's generations, roughly
     return float(total / max(tokens_per_second, 1.0))
 
 

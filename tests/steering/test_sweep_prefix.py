@@ -46,3 +46,21 @@ def test_a_sweep_gives_the_same_curves_with_and_without_the_shared_blocks(llama,
     assert np.allclose(shared.curve.gaps, whole.curve.gaps, atol=1e-5)
     assert np.allclose(shared.random.gaps, whole.random.gaps, atol=1e-5)
     assert shared.slope.value == pytest.approx(whole.slope.value, abs=1e-6) and shared.verdict == whole.verdict
+
+
+def test_the_sweep_estimate_counts_the_blocks_run_once(llama):
+    """With the layer given, each multiplier and direction costs the forward after it; the prompts' forward up to
+    it is counted once (a sweep at the first block of two costs about half as much per multiplier)."""
+    from types import SimpleNamespace
+
+    from repmap_core.steering.run import estimate_sweep_seconds
+
+    vs = SimpleNamespace(held_out=ab_frame())
+    whole = estimate_sweep_seconds(llama, vs, 5, 1000.0)
+    last = llama.info.n_layers - 1
+    assert estimate_sweep_seconds(llama, vs, 5, 1000.0, last) == pytest.approx(whole)  # nothing after it to start at
+    shared = estimate_sweep_seconds(llama, vs, 5, 1000.0, 0)
+    tokens = sum(len(llama.tokenizer(p.prompt)["input_ids"]) for p in ab_prompts(vs.held_out, llama.tokenizer))
+    after = (llama.info.n_layers - 1) / llama.info.n_layers  # the share of the forward after block 0
+    assert whole - shared == pytest.approx(tokens * (2 * 5 - (1 + 2 * 5 * after)) / 1000.0)
+    assert shared < whole
