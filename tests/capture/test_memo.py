@@ -68,3 +68,35 @@ def test_records_memo_keeps_records_of_numbers_and_text_and_computes_only_missin
         memo.records_memo({"activations": "k", "rows": 10}, may_compute=False)([3], compute)
     assert memo.records_memo({"activations": "k", "rows": 10}, may_compute=False)([1], compute)[1]["acc"] == 0.6
     assert len(list((cache_dir / "scores").rglob("*.safetensors"))) == 1
+
+
+def test_identical_requests_from_separate_processes_compute_once(cache_dir, tmp_path):
+    """SECURITY.md: the entry's lock holds per process too (two app servers, or a CLI beside the app, on one
+    cache). Three processes ask for the same entry at once: one computes, the others wait and read its file."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    script = (
+        "import os, sys, time, numpy as np\n"
+        "from repmap_core.capture import memo\n"
+        "def slow():\n"
+        "    open(sys.argv[1], 'a').write(f'{os.getpid()}\\n')\n"
+        "    time.sleep(1.0)\n"
+        "    return np.arange(6, dtype=np.float32).reshape(3, 2)\n"
+        "ready = os.path.join(os.path.dirname(sys.argv[1]), f'ready-{os.getpid()}')\n"
+        "open(ready, 'w').close()\n"
+        "while len([f for f in os.listdir(os.path.dirname(ready)) if f.startswith('ready-')]) < 3:\n"
+        "    time.sleep(0.01)  # all three ask at the same moment, imports done\n"
+        "got = memo.disk_memo({'activations': 'k', 'layer': 1})({'method': 'umap', 'seed': 5}, slow)\n"
+        "print(float(got.sum()))\n"
+    )
+    log = tmp_path / "computed.txt"
+    env = {**__import__("os").environ, "REPMAP_CACHE": str(cache_dir), "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(log)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e for _, e in outs]
+    assert [o.strip() for o, _ in outs] == ["15.0"] * 3
+    assert len(log.read_text().split()) == 1  # one process computed; the other two read what it wrote
