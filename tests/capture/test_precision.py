@@ -210,6 +210,54 @@ def test_bf16_activations_match_fp32_on_real_weights_and_reviews(which, request,
           f"mean {worst_mean:.5f}, worst row {worst_row:.5f}; largest probe accuracy difference {worst_acc:.4f}")
 
 
+@pytest.mark.slow
+def test_a_bf16_steering_sweep_lands_within_the_fp32_ones_interval(smollm2):
+    """Issue 22's fidelity guard for steering, on real weights: the whole path (vectors from the model's own
+    activations, then the sweep against a random direction) in bf16 and in fp32, SmolLM2 block 14 on a real A/B
+    behaviour set: the bf16 slope and its vector-minus-random difference lie within the fp32 ones' intervals."""
+    from repmap_core.capture.models import load_model
+    from repmap_core.data.load import load_dataset
+    from repmap_core.steering import compute_vectors
+    from repmap_core.steering.run import sweep_layer
+
+    data = load_dataset("builtin:myopic_reward", limit=160)
+    got = {}
+    for dtype in ("float32", "bfloat16"):
+        with precision.forcing(dtype):
+            lm = load_model(smollm2, head=True)
+            assert lm.dtype == dtype
+            vs = compute_vectors(smollm2, data, [14], loader=lambda r, d, t, m=lm: m)
+            got[dtype] = sweep_layer(vs, lm, 14, np.array([-1.0, 0.0, 1.0]), n_preview=1, max_new_tokens=2).sweep
+    fp32, bf16 = got["float32"], got["bfloat16"]
+    for name in ("slope", "difference"):
+        ref, low = getattr(fp32, name), getattr(bf16, name)
+        assert ref.low <= low.value <= ref.high, (name, low.value, ref.low, ref.high)
+    print(f"\nSmolLM2 block 14, myopic_reward: slope fp32 {fp32.slope.value:+.4f} [{fp32.slope.low:+.4f}, "
+          f"{fp32.slope.high:+.4f}], bf16 {bf16.slope.value:+.4f}; beyond random fp32 {fp32.difference.value:+.4f}, "
+          f"bf16 {bf16.difference.value:+.4f}")
+
+
+@pytest.mark.slow
+def test_a_bf16_autocast_finetune_validates_within_two_points_of_fp32():
+    """Issue 22's fidelity guard for finetuning, on real weights: MiniLM (every weight) on the 800 built-in real
+    reviews, one epoch, 200 rows held out: validation accuracy under bf16 autocast within 0.02 of fp32's."""
+    from repmap_core.capture.models import EMBEDDED_MODEL_ID
+    from repmap_core.data.load import load_dataset
+    from repmap_core.finetune.train import FinetuneConfig, finetune
+
+    data = load_dataset("builtin:sentiment")
+    config = FinetuneConfig(epochs=1, val_frac=0.25, lr=5e-5)
+    got = {}
+    for dtype in ("float32", "bfloat16"):
+        with precision.forcing(dtype):
+            got[dtype] = finetune(EMBEDDED_MODEL_ID, data, config).manifest
+    assert got["float32"]["precision"] == "float32" and got["bfloat16"]["precision"] == "bf16-autocast"
+    fp32, bf16 = (got[d]["metrics"]["val_acc"] for d in ("float32", "bfloat16"))
+    assert got["float32"]["dataset"]["val_rows"] >= 190
+    assert abs(bf16 - fp32) <= 0.02, (fp32, bf16)
+    print(f"\nMiniLM, 800 reviews, 1 epoch: validation accuracy fp32 {fp32:.4f}, bf16 autocast {bf16:.4f}")
+
+
 def test_forcing_sets_the_precision_for_one_block_and_puts_back_what_was_there(monkeypatch):
     monkeypatch.setenv("REPMAP_DTYPE", "float32")
     with precision.forcing("bfloat16"):
