@@ -33,6 +33,11 @@ class _Stop(Exception):
     """Raised at the block whose input was wanted: nothing after it needs to run."""
 
 
+def _hidden_arg(args: tuple, kwargs: dict) -> Any:
+    """The hidden states a block is called with (its first argument, or `hidden_states=`)."""
+    return args[0] if args else kwargs["hidden_states"]
+
+
 def block_input(blocks, index: int, forward: Callable[[], Any]) -> tuple[Any, bool]:
     """Run `forward()` (one forward of the model `blocks` belong to) only as far as block `index` (>= 1) and
     return the hidden states that block is given `(B, T, d)`, and whether block `index - 1` returned a plain
@@ -42,7 +47,7 @@ def block_input(blocks, index: int, forward: Callable[[], Any]) -> tuple[Any, bo
     got, plain = [], []
 
     def take(_module, args, kwargs):
-        got.append(args[0] if args else kwargs["hidden_states"])
+        got.append(_hidden_arg(args, kwargs))
         raise _Stop
 
     hooks = [blocks[index].register_forward_pre_hook(take, with_kwargs=True),
@@ -70,8 +75,7 @@ def started_at(blocks, first: int, hidden: Callable[[Any], Any]):
             return hidden_states
 
     def give(_module, args, kwargs):
-        given = args[0] if args else kwargs["hidden_states"]
-        new = hidden(given)
+        new = hidden(_hidden_arg(args, kwargs))
         return ((new, *args[1:]), kwargs) if args else (args, dict(kwargs, hidden_states=new))
 
     skipped = [blocks[i] for i in range(first)]

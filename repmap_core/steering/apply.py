@@ -241,13 +241,14 @@ def propensity_sweep(lm: LoadedModel, prompts: Sequence[ABPrompt], layer: int, v
     done = 0
     gaps: dict[str, list] = {name: [] for name, _ in runs}
     # blocks up to `layer` run once per batch of prompts, the rest once per multiplier and direction (where they can)
-    shared = letter_gaps(lm, prompts, layer, [(float(a) * factor) * vec.vector for _, vec in runs for a in alphas],
-                         batch_size=batch_size, progress=progress and (lambda f, msg: progress(f * len(runs) * len(alphas) / total, msg)))
-    for i, (name, a) in enumerate((name, a) for name, _ in runs for a in alphas):
+    settings = [(name, vec, float(a)) for name, vec in runs for a in alphas]  # every (direction, α), in order
+    shared = letter_gaps(lm, prompts, layer, [(a * factor) * vec.vector for _, vec, a in settings], batch_size=batch_size,
+                         progress=progress and (lambda f, msg: progress(f * len(settings) / total, msg)))
+    for i, (name, vec, a) in enumerate(settings):
         if shared is not None:
             gaps[name].append(shared[i])
         else:
-            with steer(lm, layer, dict(runs)[name], float(a) * factor):
+            with steer(lm, layer, vec, a * factor):
                 gaps[name].append(letter_logit_gaps(lm, prompts, batch_size))
         done += 1
         if progress:
